@@ -1,0 +1,3 @@
+from edgeprune.cli import app
+
+app(prog_name="edgeprune")

@@ -1,0 +1,110 @@
+"""The command line: options in, stage functions called. No logic of its own beyond parsing.
+
+Heavy imports (torch, onnx) happen inside the commands so `edgeprune bench` works with the
+runtime-only install.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from edgeprune.errors import UserError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Prune neural networks while they train, export them small, measure them on edge CPUs.",
+)
+err = Console(stderr=True)
+
+
+def friendly(fn):
+    """Turn a UserError into one clear sentence and a non-zero exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]: completed work was saved; re-run with --resume to continue.")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.command()
+@friendly
+def datasets(
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Directory holding local copies."),
+):
+    """List the known datasets, their task and classes, and where each is found."""
+    from edgeprune.data.registry import describe_all
+
+    from rich.table import Table
+
+    table = Table(title="edgeprune datasets")
+    for col in ("name", "task", "classes", "found"):
+        table.add_column(col)
+    for row in describe_all(data_dir):
+        table.add_row(row["name"], row["task"], str(row["num_classes"]), row["found"])
+    Console().print(table)
+
+
+@app.command()
+@friendly
+def train(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="mnist, fashion-mnist, cifar10, imdb or sst2."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="cnn or bilstm (default: the dataset's)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: CNN 50, BiLSTM 25."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: CNN 64, BiLSTM 32."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    seed: int = typer.Option(0, "--seed"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Train on the first N training examples."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local copies (else $EDGEPRUNE_DATA)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<dataset>-<model>)."),
+    no_prune: bool = typer.Option(False, "--no-prune", help="Train the baseline: no pruning."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    threshold: float = typer.Option(0.01, "--threshold", help="Normalized-score threshold for pruning."),
+    warmup_epochs: Optional[int] = typer.Option(None, "--warmup-epochs", help="Epochs before the first pruning."),
+    prune_until: float = typer.Option(0.7, "--prune-until", help="Fraction of epochs after which the structure is frozen."),
+    target_params: Optional[float] = typer.Option(None, "--target-params", help="Keep at most this fraction of the baseline's parameters."),
+    round_to: int = typer.Option(8, "--round-to", help="Keep widths at multiples of this (1 = off)."),
+    min_width: int = typer.Option(8, "--min-width", help="No layer is pruned below this width."),
+    prune_connections: bool = typer.Option(True, "--prune-connections/--no-prune-connections", help="Also mask single weights under the threshold."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="A documented pruning preset: 'study' or 'compact'."),
+    vocab_size: int = typer.Option(20000, "--vocab-size", help="Text: vocabulary size."),
+    max_len: int = typer.Option(256, "--max-len", help="Text: tokens kept per example."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of train held out for validation."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
+):
+    """Train a model, pruning redundant neurons and connections as it trains (unless --no-prune)."""
+    from edgeprune.config import resolve_train_config
+    from edgeprune.train import train_run
+
+    cfg = resolve_train_config(
+        dataset=dataset, model=model, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        limit=limit, data_dir=data_dir, out=out, prune=not no_prune, threshold=threshold,
+        warmup_epochs=warmup_epochs, prune_until=prune_until, target_params=target_params,
+        round_to=round_to, min_width=min_width, prune_connections=prune_connections,
+        preset=preset, vocab_size=vocab_size, max_len=max_len, val_fraction=val_fraction,
+        threads=threads,
+    )
+    train_run(cfg, resume=resume)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app(prog_name="edgeprune")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
