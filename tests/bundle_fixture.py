@@ -1,0 +1,127 @@
+"""A tiny, deterministic device bundle for tests and for the deploy / ARM64 scripts.
+
+    python tests/bundle_fixture.py OUT_DIR [--int8]
+
+The model is a 2-layer MLP classifier (Flatten -> Gemm -> Relu -> Gemm) on float32 input
+[batch, 1, 28, 28] with 10 classes; `eval.npz` holds inputs and the model's own float
+predictions as labels, so the float variant scores accuracy 1.0. Needs `onnx` (the train extra)
+to write the files; reading them needs only onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+NUM_CLASSES = 10
+HIDDEN = 16
+EVAL_SIZE = 64
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def _weights(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "w1": (rng.standard_normal((28 * 28, HIDDEN)) / 28.0).astype(np.float32),
+        "b1": (rng.standard_normal(HIDDEN) * 0.1).astype(np.float32),
+        "w2": (rng.standard_normal((HIDDEN, NUM_CLASSES)) / 4.0).astype(np.float32),
+        "b2": (rng.standard_normal(NUM_CLASSES) * 0.1).astype(np.float32),
+    }
+
+
+def reference_logits(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """What the ONNX model computes, in numpy (float64), for exactness checks."""
+    w = _weights(seed)
+    h = np.maximum(x.reshape(len(x), -1).astype(np.float64) @ w["w1"] + w["b1"], 0.0)
+    return h @ w["w2"] + w["b2"]
+
+
+def _model(seed: int):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = _weights(seed)
+    nodes = [
+        helper.make_node("Flatten", [INPUT_NAME], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "w1", "b1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("Gemm", ["hr", "w2", "b2"], [OUTPUT_NAME]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_mlp",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", NUM_CLASSES])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in w.items()],
+    )
+    # opset 13 / IR 8: loadable by every onnxruntime the project allows (>= 1.17).
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                              producer_name="edgeprune-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def _write_manifest(root: Path) -> None:
+    lines = []
+    for p in sorted(root.iterdir()):
+        if p.is_file() and p.name != "MANIFEST.sha256":
+            lines.append(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}")
+    (root / "MANIFEST.sha256").write_text("\n".join(lines) + "\n")
+
+
+def make_tiny_bundle(out_dir: Path | str, *, int8: bool = False, seed: int = 0) -> Path:
+    """Write a complete bundle (model.onnx [+ model.int8.onnx], meta.json, eval.npz,
+    MANIFEST.sha256) into `out_dir` and return its path."""
+    import onnx
+
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    onnx.save(_model(seed), str(root / "model.onnx"))
+    models = [{"name": "float", "file": "model.onnx"}]
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(root / "model.onnx"), str(root / "model.int8.onnx"),
+                         weight_type=QuantType.QInt8)
+        models.append({"name": "int8", "file": "model.int8.onnx"})
+
+    rng = np.random.default_rng(seed + 1)
+    x = rng.standard_normal((EVAL_SIZE, 1, 28, 28)).astype(np.float32)
+    y = reference_logits(x, seed).argmax(axis=1).astype(np.int64)
+    np.savez(root / "eval.npz", x=x, y=y)
+
+    meta = {
+        "format": 1,
+        "task": "image-classification",
+        "dataset": "synthetic",
+        "labels": [f"class{i}" for i in range(NUM_CLASSES)],
+        "num_classes": NUM_CLASSES,
+        "input_name": INPUT_NAME,
+        "input_dtype": "float32",
+        "input_shape": ["batch", 1, 28, 28],
+        "output_name": OUTPUT_NAME,
+        "models": models,
+        "eval": "eval.npz",
+    }
+    (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    _write_manifest(root)
+    return root
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--int8", action="store_true", help="also write a dynamic-INT8 variant")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    print(make_tiny_bundle(args.out_dir, int8=args.int8, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()
