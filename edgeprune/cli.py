@@ -102,6 +102,33 @@ def train(
     train_run(cfg, resume=resume)
 
 
+@app.command()
+@friendly
+def bench(
+    paths: list[Path] = typer.Argument(..., help="Bundle directories and/or .onnx files.", show_default=False),
+    threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads (default: the --target's, else all usable cores)."),
+    batch: str = typer.Option("1", "--batch", help="Batch sizes, comma-separated, e.g. 1,8,64."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed runs per batch size before timing."),
+    runs: Optional[int] = typer.Option(None, "--runs", help="Timed runs per round (default 100)."),
+    seconds: Optional[float] = typer.Option(None, "--seconds", help="Instead of --runs: timed seconds per batch size, split over the rounds."),
+    rounds: int = typer.Option(5, "--rounds", help="Interleaved rounds: A B C, A B C, ..."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON to this file."),
+    target: Optional[str] = typer.Option(None, "--target", help="Device preset: rpi4, rpi5 or x86 (sets threads)."),
+    arena: bool = typer.Option(True, "--arena/--no-arena", help="onnxruntime enable_cpu_mem_arena."),
+    mem_pattern: bool = typer.Option(True, "--mem-pattern/--no-mem-pattern", help="onnxruntime enable_mem_pattern."),
+    label: Optional[str] = typer.Option(None, "--label", help="Machine name in RUN/bench/<label>-<model>.json (default $EDGEPRUNE_DEVICE or hostname)."),
+):
+    """Measure latency, memory, accuracy and size of ONNX models with onnxruntime (no torch needed)."""
+    from edgeprune.bench import make_settings, run
+
+    settings = make_settings(threads=threads, batch=batch, warmup=warmup, runs=runs,
+                             seconds=seconds, rounds=rounds, target=target, arena=arena,
+                             mem_pattern=mem_pattern, label=label)
+    code = run(paths, settings, json_out)
+    if code:
+        raise typer.Exit(code)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(prog_name="edgeprune")
 

@@ -1,0 +1,60 @@
+"""Runtime-only benchmark: onnxruntime, numpy, psutil. Never imports torch or onnx.
+
+`bench(paths, settings)` measures every model and returns the report dict; the CLI adds the
+table and the files. See docs/bench.md for the method and the JSON schema.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+from edgeprune.bench.settings import Settings, make_settings, parse_batches
+
+__all__ = ["Settings", "make_settings", "parse_batches", "bench", "run"]
+
+
+def _measure(models, settings: Settings, command: Optional[list[str]], progress) -> dict:
+    from edgeprune.bench.env import machine_info
+    from edgeprune.bench.runner import measure, report
+
+    rows = measure(models, settings, progress)
+    command = command if command is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
+    return report(rows, settings, machine_info(settings.label), command)
+
+
+def bench(paths: list[Path], settings: Settings, command: Optional[list[str]] = None,
+          progress=lambda s: None) -> dict:
+    """Discover and measure every model under `paths`: the report dict (format 1)."""
+    from edgeprune.bench.discover import discover
+
+    return _measure(discover(paths), settings, command, progress)
+
+
+def run(paths: list[Path], settings: Settings, json_path: Optional[Path] = None,
+        console=None) -> int:
+    """The `edgeprune bench` command: measure, print the table, write JSON; 0 if all succeeded."""
+    from rich.console import Console
+
+    from edgeprune.bench.discover import discover
+    from edgeprune.bench.runner import run_dir_files
+    from edgeprune.bench.table import render
+    from edgeprune.run import atomic_write_json
+
+    models = discover(paths)  # bad input fails here, before any process starts
+    console = console or Console()
+    status = Console(stderr=True)
+    with status.status("benchmarking") as spinner:
+        report = _measure(models, settings, None, lambda s: spinner.update(s))
+    console.print(render(report))
+    written = []
+    if json_path is not None:
+        atomic_write_json(Path(json_path), report)
+        written.append(Path(json_path))
+    for path, obj in run_dir_files(models, report).items():
+        atomic_write_json(path, obj)
+        written.append(path)
+    for path in written:
+        status.print(f"wrote {path}", highlight=False)
+    return 0 if all(r["status"] == "ok" for r in report["results"]) else 1

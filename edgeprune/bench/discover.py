@@ -1,0 +1,80 @@
+"""What to benchmark: .onnx files and bundle directories turned into a list of models."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+from edgeprune.bench.onnxfile import check_model
+from edgeprune.errors import UserError
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str  # the row's name: "<bundle or run>/<variant>" or the file's stem
+    variant: str  # the bundle's model name ("float", "int8") or the file's stem
+    path: Path
+    eval: Optional[Path] = None
+    meta: Optional[dict] = None  # the bundle's meta.json
+    run_dir: Optional[Path] = None  # set when the bundle sits in a run directory
+    problem: Optional[str] = None  # known before measuring: the row fails with this reason
+
+
+def _bundle(root: Path) -> list[Model]:
+    meta_path = root / "meta.json"
+    if not meta_path.is_file():
+        raise UserError(f"{root} is not a bundle (no meta.json); pass a bundle directory made by "
+                        "`edgeprune export` or .onnx files.")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{meta_path} is not valid JSON ({e}); re-run `edgeprune export`.") from None
+    models = meta.get("models") if isinstance(meta, dict) else None
+    if not models or not all(isinstance(m, dict) and m.get("name") and m.get("file")
+                             for m in models):
+        raise UserError(f"{meta_path} lists no models (each needs a name and a file); "
+                        "re-run `edgeprune export`.")
+    run_dir = root.parent if (root.parent / "config.json").is_file() else None
+    # Inside a run directory the bundle is always called "bundle"; the run's name says more.
+    prefix = run_dir.name if run_dir is not None and root.name == "bundle" else root.name
+    eval_path = root / meta["eval"] if meta.get("eval") else None
+    if eval_path is not None and not eval_path.is_file():
+        eval_path = None  # benchmarked without accuracy; the row's eval_n stays null
+    out = []
+    for m in models:
+        path = root / m["file"]
+        problem = None if path.is_file() else f"{m['file']} is listed in meta.json but missing"
+        if problem is None:
+            bad = check_model(path)
+            problem = f"{m['file']} is not a valid ONNX model: {bad}" if bad else None
+        out.append(Model(name=f"{prefix}/{m['name']}", variant=str(m["name"]), path=path,
+                         eval=eval_path, meta=meta, run_dir=run_dir, problem=problem))
+    return out
+
+
+def _file(path: Path) -> Model:
+    bad = check_model(path)
+    if bad:
+        raise UserError(f"{path} is not a valid ONNX model: {bad}; re-export it.")
+    return Model(name=path.stem, variant=path.stem, path=path)
+
+
+def discover(paths: list[Path]) -> list[Model]:
+    """Every model named by `paths`, in order; a UserError for input that cannot be benchmarked."""
+    if not paths:
+        raise UserError("give at least one .onnx file or bundle directory to benchmark.")
+    models: list[Model] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise UserError(f"{p} does not exist; pass an .onnx file or a bundle directory.")
+        models.extend(_bundle(p) if p.is_dir() else [_file(p)])
+    seen: dict[str, int] = {}
+    unique = []
+    for m in models:  # two files called model.onnx must still be told apart
+        seen[m.name] = seen.get(m.name, 0) + 1
+        if seen[m.name] > 1:
+            m = replace(m, name=f"{m.name}#{seen[m.name]}")
+        unique.append(m)
+    return unique

@@ -1,0 +1,83 @@
+"""Inputs to time a model with: from its eval data when there is some, else synthetic."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_SEQ = 128  # token sequence length when neither metadata nor eval data gives one
+DEFAULT_VOCAB = 100  # token ids drawn from [0, DEFAULT_VOCAB) without metadata
+
+NUMPY_TYPES = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    ort_type: str  # as onnxruntime reports it, e.g. "tensor(float)"
+    shape: tuple  # ints or symbolic names/None, as declared by the model
+
+    @property
+    def dtype(self):
+        try:
+            return NUMPY_TYPES[self.ort_type]
+        except KeyError:
+            raise ValueError(f"input {self.name!r} has type {self.ort_type}, "
+                             "which bench cannot synthesize") from None
+
+
+def read_metadata(custom_metadata_map: dict) -> dict | None:
+    """The edgeprune metadata dict stored in the model, None when absent or unreadable."""
+    raw = custom_metadata_map.get("edgeprune")
+    if not raw:
+        return None
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def concrete_shape(spec: InputSpec, batch: int, meta: dict | None) -> tuple[int, ...]:
+    """The declared shape with the first axis set to `batch` and other symbolic axes filled."""
+    seq = (meta or {}).get("max_len") or DEFAULT_SEQ
+    dims = []
+    for i, d in enumerate(spec.shape):
+        if i == 0:
+            dims.append(batch)
+        elif isinstance(d, int) and d > 0:
+            dims.append(d)
+        else:
+            dims.append(int(seq))
+    return tuple(dims)
+
+
+def synthetic(spec: InputSpec, batch: int, meta: dict | None, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    shape = concrete_shape(spec, batch, meta)
+    dtype = spec.dtype
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(np.bool_)
+    if np.issubdtype(dtype, np.integer):
+        high = (meta or {}).get("vocab_size") or DEFAULT_VOCAB
+        return rng.integers(0, int(high), shape).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def from_eval(x: np.ndarray, batch: int, spec: InputSpec) -> np.ndarray:
+    """`batch` real examples (repeated if the eval set is smaller) in the model's dtype."""
+    rows = np.resize(x, (batch,) + x.shape[1:]) if len(x) < batch else x[:batch]
+    return np.ascontiguousarray(rows, dtype=spec.dtype)
+
+
+def make_feed(specs: list[InputSpec], batch: int, meta: dict | None,
+              eval_x: np.ndarray | None) -> dict[str, np.ndarray]:
+    if eval_x is not None and len(specs) == 1 and len(eval_x):
+        return {specs[0].name: from_eval(eval_x, batch, specs[0])}
+    return {s.name: synthetic(s, batch, meta, seed=i) for i, s in enumerate(specs)}

@@ -1,0 +1,153 @@
+"""Measure several models fairly: one worker process each, timed in interleaved rounds.
+
+For each batch size, round r asks worker A for N timed runs, then B, then C, and repeats, so a
+slow spell of the machine (another process, thermal throttling) hits every model alike.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Callable, Optional
+
+from edgeprune.bench.discover import Model
+from edgeprune.bench.metrics import latency_stats
+from edgeprune.bench.onnxfile import count_initializer_elements
+from edgeprune.bench.process import WorkerError, WorkerProcess
+from edgeprune.bench.settings import Settings
+
+LOAD_TIMEOUT_S = 600
+ROUND_TIMEOUT_S = 600
+
+Progress = Callable[[str], None]
+
+
+def _row(model: Model) -> dict:
+    data = model.path.read_bytes() if model.path.is_file() else None
+    return {
+        "name": model.name,
+        "variant": model.variant,
+        "path": str(model.path),
+        "status": "ok",
+        "error": None,
+        "params": None,
+        "params_source": None,
+        "file_bytes": len(data) if data is not None else None,
+        "file_bytes_gz": len(gzip.compress(data, compresslevel=9, mtime=0)) if data else None,
+        "accuracy": None,
+        "f1": None,
+        "eval_n": None,
+        "task": (model.meta or {}).get("task"),
+        "inputs": None,
+        "latency": {},
+        "memory": None,
+        "session_options": None,
+    }
+
+
+def _fail(row: dict, reason: str) -> None:
+    if row["status"] == "ok":
+        row["status"], row["error"] = "failed", reason
+
+
+def _params(model: Model, model_meta: Optional[dict]) -> tuple[Optional[int], Optional[str]]:
+    for source, meta in (("model metadata", model_meta), ("bundle meta.json", model.meta)):
+        if meta and isinstance(meta.get("params"), int):
+            return meta["params"], source
+    n = count_initializer_elements(model.path)
+    return (n, "initializer elements") if n is not None else (None, None)
+
+
+def _ask(worker: WorkerProcess, row: dict, req: dict, timeout: float) -> Optional[dict]:
+    """The worker's reply, or None after marking the row failed."""
+    try:
+        reply = worker.request(req, timeout)
+    except WorkerError as e:
+        _fail(row, str(e))
+        return None
+    if not reply.get("ok"):
+        _fail(row, reply.get("error") or "the worker failed without a reason")
+        return None
+    return reply
+
+
+def measure(models: list[Model], settings: Settings, progress: Progress = lambda s: None) -> list[dict]:
+    """One result row per model, in the JSON schema of docs/bench.md."""
+    rows = [_row(m) for m in models]
+    workers: dict[int, WorkerProcess] = {}
+    try:
+        for i, (model, row) in enumerate(zip(models, rows)):
+            if model.problem:
+                _fail(row, model.problem)
+                row["params"], row["params_source"] = _params(model, None)
+                continue
+            progress(f"loading {model.name}")
+            worker = WorkerProcess()
+            reply = _ask(worker, row, {
+                "cmd": "load", "path": str(model.path), "threads": settings.threads,
+                "arena": settings.arena, "mem_pattern": settings.mem_pattern,
+                "batches": list(settings.batches), "warmup": settings.warmup,
+                "eval": str(model.eval) if model.eval else None,
+            }, LOAD_TIMEOUT_S)
+            row["params"], row["params_source"] = _params(model, reply and reply["metadata"])
+            if reply is None:
+                worker.kill()
+                continue
+            row["inputs"], row["session_options"] = reply["inputs"], reply["session_options"]
+            row["task"] = row["task"] or (reply["metadata"] or {}).get("task")
+            workers[i] = worker
+
+        round_req: dict = {"cmd": "round"}
+        if settings.seconds is not None:
+            round_req["seconds"] = settings.seconds / settings.rounds
+        else:
+            round_req["runs"] = settings.runs
+        timeout = ROUND_TIMEOUT_S + 2 * round_req.get("seconds", 0)
+        for batch in settings.batches:
+            times: dict[int, list[list[float]]] = {i: [] for i in workers}
+            floors: dict[int, list[float]] = {i: [] for i in workers}
+            for r in range(settings.rounds):
+                for i in list(workers):
+                    progress(f"batch {batch}, round {r + 1}/{settings.rounds}: {models[i].name}")
+                    reply = _ask(workers[i], rows[i], dict(round_req, batch=batch), timeout)
+                    if reply is None:
+                        workers.pop(i).kill()
+                        continue
+                    times[i].append(reply["times_ms"])
+                    floors[i].extend(reply["floor_ms"])
+            for i in workers:
+                rows[i]["latency"][str(batch)] = latency_stats(times[i], batch, floors[i])
+
+        for i in list(workers):
+            progress(f"finishing {models[i].name}")
+            reply = _ask(workers[i], rows[i], {"cmd": "finish"}, LOAD_TIMEOUT_S)
+            if reply is not None:
+                rows[i]["memory"] = reply["memory"]
+                for key in ("accuracy", "f1", "eval_n"):
+                    rows[i][key] = reply[key]
+                if reply.get("eval_error"):
+                    _fail(rows[i], f"evaluation on {models[i].eval.name} failed: "
+                                   f"{reply['eval_error']}")
+            workers.pop(i).close()
+    finally:
+        for w in workers.values():  # interrupted: leave no stray processes behind
+            w.kill()
+    return rows
+
+
+def report(rows: list[dict], settings: Settings, machine: dict, command: list[str]) -> dict:
+    return {"format": 1, "command": command, "machine": machine,
+            "settings": settings.as_dict(), "results": rows}
+
+
+def run_dir_files(models: list[Model], report_: dict) -> dict[Path, dict]:
+    """RUN/bench/<label>-<variant>.json for each model whose bundle sits in a run directory."""
+    from edgeprune.bench.settings import safe_label
+
+    out = {}
+    label = report_["settings"]["label"]
+    for model, row in zip(models, report_["results"]):
+        if model.run_dir is not None:
+            path = model.run_dir / "bench" / f"{label}-{safe_label(model.variant)}.json"
+            out[path] = dict(report_, results=[row])
+    return out

@@ -1,0 +1,82 @@
+"""Benchmark settings from command-line values, checked once, with one-sentence errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from edgeprune.bench.env import usable_cores
+from edgeprune.errors import UserError
+from edgeprune.targets import get_target
+
+
+@dataclass(frozen=True)
+class Settings:
+    threads: int
+    threads_source: str  # "--threads", "--target <name>" or "all usable cores"
+    batches: tuple[int, ...]
+    warmup: int
+    runs: Optional[int]  # timed runs per round, or
+    seconds: Optional[float]  # total timed seconds per batch size, split over the rounds
+    rounds: int
+    arena: bool
+    mem_pattern: bool
+    target: Optional[str]
+    label: str
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["batches"] = list(self.batches)
+        return d
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """'1,8,64' -> (1, 8, 64); anything but positive integers is a UserError."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if not parts or not all(re.fullmatch(r"[0-9]+", p) and int(p) > 0 for p in parts):
+        raise UserError(f"--batch must be positive integers separated by commas, e.g. 1,8,64; "
+                        f"got {text!r}.")
+    return tuple(dict.fromkeys(int(p) for p in parts))  # keep order, drop repeats
+
+
+def safe_label(text: str) -> str:
+    """A string usable in a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "host"
+
+
+def make_settings(threads: Optional[int] = None, batch: str = "1", warmup: int = 10,
+                  runs: Optional[int] = None, seconds: Optional[float] = None, rounds: int = 5,
+                  target: Optional[str] = None, arena: bool = True, mem_pattern: bool = True,
+                  label: Optional[str] = None) -> Settings:
+    if runs is not None and seconds is not None:
+        raise UserError("give either --runs or --seconds, not both.")
+    if runs is not None and runs < 1:
+        raise UserError(f"--runs must be at least 1; got {runs}.")
+    if seconds is not None and not seconds > 0:
+        raise UserError(f"--seconds must be a positive number; got {seconds}.")
+    if rounds < 1:
+        raise UserError(f"--rounds must be at least 1; got {rounds}.")
+    if warmup < 0:
+        raise UserError(f"--warmup cannot be negative; got {warmup}.")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be at least 1; got {threads}.")
+    cores = usable_cores()
+    preset = get_target(target) if target else None
+    if threads is not None:
+        n_threads, source = threads, "--threads"
+    elif preset and preset.threads:
+        # More threads than cores makes threads wait on each other; the numbers would be noise.
+        n_threads = min(preset.threads, cores)
+        source = f"--target {preset.name}" + (f" (capped to {cores} cores)"
+                                             if preset.threads > cores else "")
+    else:
+        n_threads, source = cores, "all usable cores"
+    return Settings(
+        threads=n_threads, threads_source=source, batches=parse_batches(batch), warmup=warmup,
+        runs=None if seconds is not None else (runs or 100), seconds=seconds, rounds=rounds,
+        arena=arena, mem_pattern=mem_pattern, target=preset.name if preset else None,
+        label=safe_label(label or os.environ.get("EDGEPRUNE_DEVICE") or socket.gethostname()),
+    )

@@ -1,0 +1,89 @@
+"""The on-screen summary of a benchmark report (rich): a model table and a latency table.
+
+Two narrow tables rather than one wide one, so they stay readable in an 80-column ssh session
+on a device.
+"""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+
+def _num(v, fmt: str = "{:.3f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def _ms(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4f}" if v < 0.1 else f"{v:.3g}" if v < 100 else f"{v:.0f}"
+
+
+def _rate(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k" if v >= 1e4 else f"{v:.0f}"
+
+
+def _kib(row: dict) -> str:
+    if row["file_bytes"] is None:
+        return "-"
+    return f"{row['file_bytes'] / 1024:,.0f} ({_num(row['file_bytes_gz'] and row['file_bytes_gz'] / 1024, '{:,.0f}')})"
+
+
+def machine_line(machine: dict, settings: dict) -> Text:
+    runs = f"{settings['runs']} runs" if settings["runs"] else f"{settings['seconds']} s per batch"
+    text = Text(f"{machine['cpu_model'] or machine['machine']} ({machine['machine']}; "
+                f"{' '.join(machine['isa']) or 'no SIMD flags read'}), onnxruntime "
+                f"{machine['onnxruntime']}, {settings['threads']} threads "
+                f"({settings['threads_source']}); {settings['rounds']} rounds x {runs}, "
+                f"warm-up {settings['warmup']}; label {settings['label']}")
+    if machine["emulated"]:
+        text.append(f"\nEMULATED ({machine['emulation_reason']}): not device timings",
+                    style="bold yellow")
+    return text
+
+
+def models_table(report: dict) -> Table:
+    table = Table(title="models", box=box.SIMPLE_HEAD)
+    for col in ("model", "status", "acc", "F1", "RSS MiB before/load/peak", "KiB (gz)", "params"):
+        if col in ("model", "status"):
+            table.add_column(col, overflow="fold", min_width=8)
+        else:
+            table.add_column(col, justify="right", no_wrap=True)
+    for row in report["results"]:
+        mem = row["memory"]
+        rss = (f"{mem['rss_before_mb']:.0f}/{mem['rss_after_load_mb']:.0f}/{mem['rss_peak_mb']:.0f}"
+               if mem else "-")
+        status = (Text("ok", style="green") if row["status"] == "ok"
+                  else Text(f"FAILED: {row['error']}", style="bold red"))
+        table.add_row(row["name"], status, _num(row["accuracy"], "{:.4f}"),
+                      _num(row["f1"], "{:.4f}"), rss, _kib(row), _num(row["params"], "{:,}"))
+    return table
+
+
+def latency_table(report: dict) -> Table:
+    table = Table(title="latency (ms)", box=box.SIMPLE_HEAD,
+                  caption=machine_line(report["machine"], report["settings"]),
+                  caption_justify="left")
+    # "rnd med"/"rnd min": median and minimum of the per-round medians; "floor": the p50 of an
+    # Identity model with the same inputs (docs/bench.md).
+    # p90 stays in the JSON; without it the table fits 80 columns.
+    for col in ("model", "batch", "p50", "p99", "rnd med", "rnd min", "floor", "samp/s"):
+        if col == "model":
+            table.add_column(col, overflow="fold", min_width=8)
+        else:
+            table.add_column(col, justify="right", no_wrap=True)
+    keys = ("p50_ms", "p99_ms", "round_median_ms", "round_min_ms", "floor_p50_ms")
+    for row in report["results"]:
+        for j, (batch, lat) in enumerate(row["latency"].items()):
+            table.add_row(row["name"] if j == 0 else "", batch,
+                          *(_ms(lat[k]) for k in keys), _rate(lat["throughput_sps"]))
+    return table
+
+
+def render(report: dict) -> Group:
+    return Group(models_table(report), latency_table(report))

@@ -1,0 +1,189 @@
+"""One model in one fresh process, driven by the parent over JSON lines on stdin/stdout.
+
+Requests, one per line, each answered by one line {"ok": true, ...} or {"ok": false, "error"}:
+  {"cmd": "load", "path", "threads", "arena", "mem_pattern", "batches", "warmup", "eval"}
+  {"cmd": "round", "batch", "runs"} or {"cmd": "round", "batch", "seconds"}
+  {"cmd": "finish"}   memory figures and eval accuracy; the worker then exits.
+
+A process of its own per model keeps the memory figures the model's own and lets a crash in
+onnxruntime become a failed row instead of ending the benchmark.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+from edgeprune.bench import feeds, metrics
+from edgeprune.bench.identity import identity_model
+from edgeprune.bench.memory import PeakSampler, ru_maxrss_mb, rss_mb
+
+MAX_RUNS_PER_ROUND = 100_000  # bounds --seconds on a model that takes microseconds
+MAX_FLOOR_RUNS_PER_ROUND = 100
+EVAL_CHUNK = 256
+
+
+def session_options(threads: int, arena: bool, mem_pattern: bool) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.enable_cpu_mem_arena = arena
+    so.enable_mem_pattern = mem_pattern
+    so.log_severity_level = 3  # warnings would interleave with the parent's table
+    return so
+
+
+def describe_options(so: ort.SessionOptions, providers: list[str]) -> dict:
+    return {
+        "intra_op_num_threads": so.intra_op_num_threads,
+        "inter_op_num_threads": so.inter_op_num_threads,
+        "execution_mode": str(so.execution_mode).split(".")[-1],
+        "graph_optimization_level": str(so.graph_optimization_level).split(".")[-1],
+        "enable_cpu_mem_arena": so.enable_cpu_mem_arena,
+        "enable_mem_pattern": so.enable_mem_pattern,
+        "providers": providers,
+    }
+
+
+def one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text[:400]
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.session = None
+        self.floor = None
+        self.feeds: dict[int, dict] = {}
+        self.meta: dict | None = None
+        self.eval_data: tuple[np.ndarray, np.ndarray] | None = None
+        self.memory: dict = {}
+        self.sampler: PeakSampler | None = None
+
+    def load(self, req: dict) -> dict:
+        providers = ["CPUExecutionProvider"]
+        so = session_options(req["threads"], req["arena"], req["mem_pattern"])
+        if req.get("eval"):
+            with np.load(req["eval"]) as z:
+                self.eval_data = (z["x"], z["y"])
+        gc.collect()
+        # Measured after imports and eval data: what the session itself adds.
+        before = rss_mb()
+        with PeakSampler() as sampler:
+            self.session = ort.InferenceSession(req["path"], so, providers=providers)
+            after = rss_mb()
+            sampler.note(after)
+            specs = [feeds.InputSpec(i.name, i.type, tuple(i.shape))
+                     for i in self.session.get_inputs()]
+            self.meta = feeds.read_metadata(self.session.get_modelmeta().custom_metadata_map)
+            eval_x = self.eval_data[0] if self.eval_data else None
+            self.feeds = {b: feeds.make_feed(specs, b, self.meta, eval_x) for b in req["batches"]}
+            self.floor = ort.InferenceSession(
+                identity_model([(s.name, s.ort_type, len(s.shape)) for s in specs]),
+                session_options(req["threads"], req["arena"], req["mem_pattern"]),
+                providers=providers)
+            for b in req["batches"]:
+                for _ in range(req["warmup"]):
+                    self.session.run(None, self.feeds[b])
+                    self.floor.run(None, self.feeds[b])
+        # Timed rounds run without the sampler thread so it cannot disturb them.
+        self.sampler = sampler
+        self.memory = {"rss_before_mb": before, "rss_after_load_mb": after}
+        return {
+            "metadata": self.meta,
+            "inputs": [{"name": s.name, "type": s.ort_type, "shape": list(s.shape),
+                        "bench_shape": {str(b): list(f[s.name].shape) for b, f in self.feeds.items()}}
+                       for s in specs],
+            "session_options": describe_options(so, self.session.get_providers()),
+        }
+
+    def round(self, req: dict) -> dict:
+        feed = self.feeds[req["batch"]]
+        run, floor_run = self.session.run, self.floor.run
+        run(None, feed)  # untimed: caches were just used by another worker
+        times: list[float] = []
+        clock = time.perf_counter_ns
+        deadline = clock() + int(req["seconds"] * 1e9) if req.get("seconds") else None
+        n = req.get("runs") or MAX_RUNS_PER_ROUND
+        gc.disable()  # a collection mid-loop would land in one run's time
+        try:
+            while len(times) < n:
+                t0 = clock()
+                run(None, feed)
+                t1 = clock()
+                times.append((t1 - t0) / 1e6)
+                if deadline is not None and t1 >= deadline:
+                    break
+            floor_times = []
+            for _ in range(min(len(times), MAX_FLOOR_RUNS_PER_ROUND)):
+                t0 = clock()
+                floor_run(None, feed)
+                floor_times.append((clock() - t0) / 1e6)
+        finally:
+            gc.enable()
+        return {"times_ms": times, "floor_ms": floor_times}
+
+    def finish(self, req: dict) -> dict:
+        self.sampler.note(rss_mb())
+        memory = dict(self.memory, rss_peak_mb=self.sampler.peak_mb, ru_maxrss_mb=ru_maxrss_mb())
+        # Eval runs after the memory figures: its large batches are not deployment inference.
+        result = {"memory": memory, "accuracy": None, "f1": None, "eval_n": None}
+        if self.eval_data is not None:
+            try:
+                result.update(self.evaluate(*self.eval_data))
+            except Exception as e:  # keep the timings; the row still fails with this reason
+                result["eval_error"] = one_line(e)
+        return result
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:
+        name = self.session.get_inputs()[0].name
+        dtype = feeds.NUMPY_TYPES.get(self.session.get_inputs()[0].type, x.dtype)
+        preds = []
+        for i in range(0, len(x), EVAL_CHUNK):
+            chunk = np.ascontiguousarray(x[i:i + EVAL_CHUNK], dtype=dtype)
+            preds.append(metrics.predictions(self.session.run(None, {name: chunk})[0]))
+        pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
+        y = np.asarray(y, dtype=np.int64).reshape(-1)
+        labels = (self.meta or {}).get("labels") or []
+        width = self.session.get_outputs()[0].shape[-1]
+        num_classes = max(len(labels), width if isinstance(width, int) else 0,
+                          int(y.max()) + 1 if y.size else 0, 2)
+        return {"accuracy": metrics.accuracy(y, pred), "f1": metrics.f1(y, pred, num_classes),
+                "eval_n": int(len(y))}
+
+
+def serve(inp, out) -> None:
+    worker = Worker()
+    handlers = {"load": worker.load, "round": worker.round, "finish": worker.finish}
+    for line in inp:
+        if not line.strip():
+            continue
+        req = json.loads(line)
+        try:
+            reply = {"ok": True, **handlers[req["cmd"]](req)}
+        except Exception as e:  # every failure is reported to the parent as a failed row
+            reply = {"ok": False, "error": one_line(e)}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+        if req["cmd"] == "finish" or not reply["ok"]:
+            return
+
+
+def main() -> None:
+    # The protocol owns the real stdout; anything a library prints goes to stderr instead.
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    serve(sys.stdin, out)
+
+
+if __name__ == "__main__":
+    main()
