@@ -81,7 +81,7 @@ root_mount_runtime() {
     mount --bind "$cpuinfo" "$root/proc/cpuinfo"
 }
 
-# /proc/cpuinfo as a 4-core Cortex-A72 (Raspberry Pi 4) reports it.
+# /proc/cpuinfo of a 4-core Cortex-A72 (the Raspberry Pi 4's core), without the board lines.
 write_arm64_cpuinfo() {
     local out=$1 i
     : >"$out"
@@ -98,10 +98,6 @@ CPU revision	: 3
 
 EOF
     done
-    cat >>"$out" <<EOF
-Hardware	: BCM2835
-Model		: Raspberry Pi 4 Model B (emulated)
-EOF
 }
 
 # Run a command inside the root with a clean environment: the host's PIP_*, SSL_* and

@@ -1,0 +1,110 @@
+"""Run every model of a bundle on its eval.npz and save the outputs, or compare two such runs.
+
+    python predict.py run BUNDLE OUT.npz [--timing-runs N]   -> JSON summary on stdout
+    python predict.py compare A.npz B.npz [--atol 1e-4]     -> JSON agreement report on stdout
+
+Used by arm64_verify.sh on the host and inside the emulated arm64 root, so it needs only numpy
+and onnxruntime (no edgeprune import: it must also run where edgeprune is not installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Tolerances per variant: float kernels differ across ISAs only by summation order; dynamic INT8
+# quantizes activations at run time with ISA-specific kernels (u8s8 on x86, s8s8 on ARM), so a
+# quantization step of difference is expected there.
+DEFAULT_ATOL = {"float": 1e-4, "int8": 0.1}
+
+
+def _models(bundle: Path) -> list[tuple[str, Path]]:
+    meta_path = bundle / "meta.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        return [(m["name"], bundle / m["file"]) for m in meta.get("models", [])]
+    return [("float", bundle / "model.onnx")]
+
+
+def run(bundle: Path, out: Path, timing_runs: int) -> dict:
+    import onnxruntime as ort
+
+    meta = json.loads((bundle / "meta.json").read_text()) if (bundle / "meta.json").exists() else {}
+    data = np.load(bundle / meta.get("eval", "eval.npz"))
+    x, y = data["x"], data["y"]
+    outputs, summary = {}, {}
+    for name, path in _models(bundle):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0].name
+        logits = sess.run(None, {inp: x})[0]
+        outputs[name] = logits
+        times = []
+        for _ in range(timing_runs):
+            t0 = time.perf_counter()
+            sess.run(None, {inp: x[:1]})
+            times.append((time.perf_counter() - t0) * 1e3)
+        summary[name] = {
+            "accuracy": float((logits.argmax(axis=1) == y).mean()),
+            "batch1_ms_median": float(np.median(times)) if times else None,
+            "timing_runs": timing_runs,
+        }
+    np.savez(out, **outputs)
+    return {
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "eval_size": int(len(x)),
+        "models": summary,
+    }
+
+
+def compare(a_path: Path, b_path: Path, atol: float | None) -> dict:
+    a, b = np.load(a_path), np.load(b_path)
+    report, ok = {}, True
+    for name in sorted(set(a.files) | set(b.files)):
+        if name not in a.files or name not in b.files:
+            report[name] = {"ok": False, "error": "present on one side only"}
+            ok = False
+            continue
+        la, lb = a[name], b[name]
+        tol = atol if atol is not None else DEFAULT_ATOL.get(name, 1e-4)
+        diff = float(np.abs(la.astype(np.float64) - lb.astype(np.float64)).max())
+        agree = float((la.argmax(axis=1) == lb.argmax(axis=1)).mean())
+        good = agree == 1.0 and diff <= tol
+        ok = ok and good
+        report[name] = {"ok": good, "argmax_agreement": agree, "max_abs_diff": diff,
+                        "atol": tol, "n": int(len(la))}
+    return {"ok": ok, "models": report}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("bundle", type=Path)
+    r.add_argument("out", type=Path)
+    r.add_argument("--timing-runs", type=int, default=3)
+    c = sub.add_parser("compare")
+    c.add_argument("a", type=Path)
+    c.add_argument("b", type=Path)
+    c.add_argument("--atol", type=float, default=None)
+    args = ap.parse_args()
+    if args.cmd == "run":
+        print(json.dumps(run(args.bundle, args.out, args.timing_runs)))
+        return 0
+    result = compare(args.a, args.b, args.atol)
+    print(json.dumps(result))
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
