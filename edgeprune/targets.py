@@ -6,7 +6,7 @@ Export reads the quantization fields; bench reads `threads`. Torch-free.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 from edgeprune.errors import UserError
 
@@ -17,7 +17,7 @@ Quantization = Literal["static", "dynamic", "none"]
 class Target:
     name: str
     description: str
-    threads: Optional[int]  # None: all usable cores
+    threads: int | None  # None: all usable cores
     quantization_conv: Quantization  # CNNs
     quantization_linear: Quantization  # LSTM / Linear-only models
     per_channel: bool

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,14 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
-from edgeprune.bench import bench, make_settings  # noqa: E402
-from edgeprune.bench import env, feeds, metrics, onnxfile  # noqa: E402
-from edgeprune.bench.identity import identity_model  # noqa: E402
-from edgeprune.cli import app  # noqa: E402
-from edgeprune.errors import UserError  # noqa: E402
-from edgeprune.targets import TARGETS, Target, get_target  # noqa: E402
+from edgeprune.bench import bench, env, feeds, make_settings, metrics, onnxfile
+from edgeprune.bench.identity import identity_model
+from edgeprune.cli import app
+from edgeprune.errors import UserError
+from edgeprune.targets import TARGETS, Target, get_target
 
 FAST = ["--runs", "5", "--rounds", "2", "--warmup", "1"]
 W = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=np.float32)  # 4 -> 3 classes
@@ -164,7 +164,7 @@ def test_memory_is_ordered(good_report):
 
 
 def test_accuracy_and_f1_against_known_answer(good_report):
-    x, y, pred = eval_set()
+    _, y, pred = eval_set()
     tp = [np.sum((pred == c) & (y == c)) for c in range(3)]
     fp = [np.sum((pred == c) & (y != c)) for c in range(3)]
     fn = [np.sum((pred != c) & (y == c)) for c in range(3)]
@@ -306,7 +306,7 @@ def test_bench_imports_neither_torch_nor_onnx(tmp_path):
         assert not loaded, loaded
         print("clean")
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
                           env=dict(os.environ), timeout=120)
     assert proc.returncode == 0 and "clean" in proc.stdout, proc.stdout + proc.stderr
 
@@ -367,7 +367,7 @@ def test_every_target_is_complete(name):
     assert t.quantization_conv in ("static", "dynamic", "none")
     assert t.quantization_linear in ("static", "dynamic", "none")
     assert t.threads is None or t.threads >= 1
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         t.threads = 1  # frozen
 
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 from edgeprune.bench.settings import Settings, make_settings, parse_batches
 
-__all__ = ["Settings", "make_settings", "parse_batches", "bench", "run"]
+__all__ = ["Settings", "bench", "make_settings", "parse_batches", "run"]
 
 
-def _measure(models, settings: Settings, command: Optional[list[str]], progress) -> dict:
+def _measure(models, settings: Settings, command: list[str] | None, progress) -> dict:
     from edgeprune.bench.env import machine_info
     from edgeprune.bench.runner import measure, report
 
@@ -24,7 +23,7 @@ def _measure(models, settings: Settings, command: Optional[list[str]], progress)
     return report(rows, settings, machine_info(settings.label), command)
 
 
-def bench(paths: list[Path], settings: Settings, command: Optional[list[str]] = None,
+def bench(paths: list[Path], settings: Settings, command: list[str] | None = None,
           progress=lambda s: None) -> dict:
     """Discover and measure every model under `paths`: the report dict (format 1)."""
     from edgeprune.bench.discover import discover
@@ -32,7 +31,7 @@ def bench(paths: list[Path], settings: Settings, command: Optional[list[str]] = 
     return _measure(discover(paths), settings, command, progress)
 
 
-def run(paths: list[Path], settings: Settings, json_path: Optional[Path] = None,
+def run(paths: list[Path], settings: Settings, json_path: Path | None = None,
         console=None) -> int:
     """The `edgeprune bench` command: measure, print the table, write JSON; 0 if all succeeded."""
     from rich.console import Console

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
 
 from edgeprune.bench.onnxfile import check_model
 from edgeprune.errors import UserError
@@ -16,10 +15,10 @@ class Model:
     name: str  # the row's name: "<bundle or run>/<variant>" or the file's stem
     variant: str  # the bundle's model name ("float", "int8") or the file's stem
     path: Path
-    eval: Optional[Path] = None
-    meta: Optional[dict] = None  # the bundle's meta.json
-    run_dir: Optional[Path] = None  # set when the bundle sits in a run directory
-    problem: Optional[str] = None  # known before measuring: the row fails with this reason
+    eval: Path | None = None
+    meta: dict | None = None  # the bundle's meta.json
+    run_dir: Path | None = None  # set when the bundle sits in a run directory
+    problem: str | None = None  # known before measuring: the row fails with this reason
 
 
 def _bundle(root: Path) -> list[Model]:

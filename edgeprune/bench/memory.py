@@ -43,7 +43,7 @@ class PeakSampler:
         """Fold in a reading taken elsewhere, so the peak never misses a point sample."""
         self.peak_mb = max(self.peak_mb, value_mb)
 
-    def __enter__(self) -> "PeakSampler":
+    def __enter__(self):
         self._thread.start()
         return self
 

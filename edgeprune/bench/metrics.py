@@ -12,7 +12,7 @@ def latency_stats(rounds_ms: list[list[float]], batch: int, floor_ms: list[float
     another process spoils a round, not every run of one model.
     """
     # Rounded to nanoseconds: the clock's resolution, and the JSON stays readable.
-    r6 = lambda v: None if v is None else round(float(v), 6)  # noqa: E731
+    r6 = lambda v: None if v is None else round(float(v), 6)
     runs = np.concatenate([np.asarray(r, dtype=np.float64) for r in rounds_ms])
     medians = np.array([np.median(r) for r in rounds_ms])
     mean = float(runs.mean())

@@ -17,7 +17,7 @@ class WorkerError(Exception):
 class WorkerProcess:
     def __init__(self) -> None:
         # stderr goes to a file: a chatty library cannot fill a pipe and block the worker.
-        self._stderr = tempfile.TemporaryFile(mode="w+")
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the worker
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgeprune.bench.worker"],

@@ -6,7 +6,7 @@ TypeProto, TensorShapeProto, TensorProto, OperatorSetIdProto).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 

@@ -7,8 +7,8 @@ slow spell of the machine (another process, thermal throttling) hits every model
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from edgeprune.bench.discover import Model
 from edgeprune.bench.metrics import latency_stats
@@ -50,7 +50,7 @@ def _fail(row: dict, reason: str) -> None:
         row["status"], row["error"] = "failed", reason
 
 
-def _params(model: Model, model_meta: Optional[dict]) -> tuple[Optional[int], Optional[str]]:
+def _params(model: Model, model_meta: dict | None) -> tuple[int | None, str | None]:
     for source, meta in (("model metadata", model_meta), ("bundle meta.json", model.meta)):
         if meta and isinstance(meta.get("params"), int):
             return meta["params"], source
@@ -58,7 +58,7 @@ def _params(model: Model, model_meta: Optional[dict]) -> tuple[Optional[int], Op
     return (n, "initializer elements") if n is not None else (None, None)
 
 
-def _ask(worker: WorkerProcess, row: dict, req: dict, timeout: float) -> Optional[dict]:
+def _ask(worker: WorkerProcess, row: dict, req: dict, timeout: float) -> dict | None:
     """The worker's reply, or None after marking the row failed."""
     try:
         reply = worker.request(req, timeout)

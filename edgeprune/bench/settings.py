@@ -6,7 +6,6 @@ import os
 import re
 import socket
 from dataclasses import asdict, dataclass
-from typing import Optional
 
 from edgeprune.bench.env import usable_cores
 from edgeprune.errors import UserError
@@ -19,12 +18,12 @@ class Settings:
     threads_source: str  # "--threads", "--target <name>" or "all usable cores"
     batches: tuple[int, ...]
     warmup: int
-    runs: Optional[int]  # timed runs per round, or
-    seconds: Optional[float]  # total timed seconds per batch size, split over the rounds
+    runs: int | None  # timed runs per round, or
+    seconds: float | None  # total timed seconds per batch size, split over the rounds
     rounds: int
     arena: bool
     mem_pattern: bool
-    target: Optional[str]
+    target: str | None
     label: str
 
     def as_dict(self) -> dict:
@@ -47,10 +46,10 @@ def safe_label(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "host"
 
 
-def make_settings(threads: Optional[int] = None, batch: str = "1", warmup: int = 10,
-                  runs: Optional[int] = None, seconds: Optional[float] = None, rounds: int = 5,
-                  target: Optional[str] = None, arena: bool = True, mem_pattern: bool = True,
-                  label: Optional[str] = None) -> Settings:
+def make_settings(threads: int | None = None, batch: str = "1", warmup: int = 10,
+                  runs: int | None = None, seconds: float | None = None, rounds: int = 5,
+                  target: str | None = None, arena: bool = True, mem_pattern: bool = True,
+                  label: str | None = None) -> Settings:
     if runs is not None and seconds is not None:
         raise UserError("give either --runs or --seconds, not both.")
     if runs is not None and runs < 1:

@@ -22,7 +22,7 @@ import onnxruntime as ort
 
 from edgeprune.bench import feeds, metrics
 from edgeprune.bench.identity import identity_model
-from edgeprune.bench.memory import PeakSampler, ru_maxrss_mb, rss_mb
+from edgeprune.bench.memory import PeakSampler, rss_mb, ru_maxrss_mb
 
 MAX_RUNS_PER_ROUND = 100_000  # bounds --seconds on a model that takes microseconds
 MAX_FLOOR_RUNS_PER_ROUND = 100
@@ -139,7 +139,7 @@ class Worker:
         if self.eval_data is not None:
             try:
                 result.update(self.evaluate(*self.eval_data))
-            except Exception as e:  # keep the timings; the row still fails with this reason
+            except Exception as e:  # noqa: BLE001 - keep the timings; the row still fails with this reason
                 result["eval_error"] = one_line(e)
         return result
 
@@ -157,7 +157,7 @@ class Worker:
         num_classes = max(len(labels), width if isinstance(width, int) else 0,
                           int(y.max()) + 1 if y.size else 0, 2)
         return {"accuracy": metrics.accuracy(y, pred), "f1": metrics.f1(y, pred, num_classes),
-                "eval_n": int(len(y))}
+                "eval_n": len(y)}
 
 
 def serve(inp, out) -> None:
@@ -169,7 +169,7 @@ def serve(inp, out) -> None:
         req = json.loads(line)
         try:
             reply = {"ok": True, **handlers[req["cmd"]](req)}
-        except Exception as e:  # every failure is reported to the parent as a failed row
+        except Exception as e:  # noqa: BLE001 - every failure is reported to the parent as a failed row
             reply = {"ok": False, "error": one_line(e)}
         out.write(json.dumps(reply) + "\n")
         out.flush()
