@@ -7,7 +7,7 @@
 #   --host H          ssh destination (required), e.g. pi@raspberrypi.local
 #   --bundle DIR      bundle directory with model.onnx / meta.json (required)
 #   --run DIR         run directory receiving bench/<file> (default: the bundle's parent)
-#   --name NAME       device label used in the result file name (default: the host part of --host)
+#   --name NAME       device label: RUN/bench/<NAME>-<variant>.json (default: host part of --host)
 #   --mode M          docker | venv | auto (default auto: docker if the device has it, else venv)
 #   --image IMG       runtime image on the device (default edgeprune-runtime)
 #   --image-tar FILE  `docker save` archive to copy and `docker load` on the device first
@@ -68,7 +68,7 @@ RUN=${RUN:-$(dirname "$BUNDLE")}
 NAME=${NAME:-${HOST#*@}}
 NAME=$(printf '%s' "$NAME" | tr -c 'A-Za-z0-9._-' '_')
 RESULT=bench-$NAME.json
-LOCAL_OUT=$RUN/bench/device-$NAME.json
+LOCAL_OUT=$RUN/bench/.device-$NAME.json
 
 SSH=(ssh -o BatchMode=yes)
 SCP=(scp -o BatchMode=yes -q)
@@ -140,6 +140,9 @@ else
     remote "EDGEPRUNE_DEVICE=$NAME $R/venv/bin/edgeprune bench $R/bundle --json $R/results/$RESULT$EXTRA"
 fi
 
+# One file per variant in RUN/bench/, the layout `edgeprune bench` writes on the host.
 run mkdir -p "$RUN/bench"
 run "${SCP[@]}" "$HOST:$R/results/$RESULT" "$LOCAL_OUT"
-echo "device results: $LOCAL_OUT (edgeprune report $RUN)"
+run "${PYTHON:-python3}" "$HERE/collect.py" "$LOCAL_OUT" "$RUN"
+[ "$DRY_RUN" = 1 ] || rm -f "$LOCAL_OUT"
+echo "device results: $RUN/bench/$NAME-*.json (edgeprune report $RUN)"

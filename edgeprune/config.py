@@ -1,0 +1,121 @@
+"""The resolved training configuration: the study's defaults plus the user's flags, validated."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from edgeprune.data.registry import get_spec
+from edgeprune.errors import UserError
+from edgeprune.models.registry import MODELS
+
+# The study's defaults, per model.
+MODEL_DEFAULTS = {"cnn": {"epochs": 50, "batch_size": 64}, "bilstm": {"epochs": 25, "batch_size": 32}}
+
+# Documented pruning presets (README, "Pruning"). `experiment` uses "compact".
+PRESETS = {
+    "study": {},  # the study's setting: the threshold alone decides
+    "compact": {"target_params": 0.1},  # ramp (cubic) to at most 10% of the baseline's parameters
+}
+
+
+@dataclass
+class TrainConfig:
+    dataset: str
+    model: str
+    epochs: int
+    batch_size: int
+    lr: float = 1e-3
+    seed: int = 0
+    limit: Optional[int] = None
+    data_dir: Optional[str] = None
+    out: str = "runs/run"
+    prune: bool = True
+    threshold: float = 0.01
+    warmup_epochs: int = 1
+    prune_until: float = 0.7
+    target_params: Optional[float] = None
+    round_to: int = 8
+    min_width: int = 8
+    prune_connections: bool = True
+    progressive: bool = True
+    preset: Optional[str] = None
+    vocab_size: int = 20000
+    max_len: int = 256
+    val_fraction: float = 0.1
+    threads: Optional[int] = None
+    model_config: dict = field(default_factory=dict)  # overrides of the model's default widths
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def identity(self) -> dict:
+        """What must match for --resume to continue this run (not where files live)."""
+        d = self.to_dict()
+        for k in ("out", "data_dir", "threads"):
+            d.pop(k)
+        return d
+
+
+def resolve_train_config(dataset: str, model: Optional[str] = None, epochs: Optional[int] = None,
+                         batch_size: Optional[int] = None, out: Optional[Path] = None,
+                         data_dir: Optional[Path] = None, warmup_epochs: Optional[int] = None,
+                         preset: Optional[str] = None, **kw) -> TrainConfig:
+    spec = get_spec(dataset)
+    model = model or spec.default_model
+    if model not in MODELS:
+        raise UserError(f"Unknown model '{model}'; choose one of {', '.join(MODELS)}.")
+    if MODELS[model]["task"] != spec.task:
+        fitting = [m for m, e in MODELS.items() if e["task"] == spec.task]
+        raise UserError(f"Model '{model}' is for {MODELS[model]['task']} data but {spec.name} is "
+                        f"{spec.task} data; use --model {' or '.join(fitting)}.")
+    defaults = MODEL_DEFAULTS[model]
+    epochs = defaults["epochs"] if epochs is None else epochs
+    batch_size = defaults["batch_size"] if batch_size is None else batch_size
+    if epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {epochs}.")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}.")
+    if kw.get("lr", 1e-3) <= 0:
+        raise UserError(f"--lr must be positive, got {kw['lr']}.")
+    if kw.get("limit") is not None and kw["limit"] < 1:
+        raise UserError(f"--limit must be at least 1, got {kw['limit']}.")
+    if not 0 <= kw.get("val_fraction", 0.1) < 1:
+        raise UserError(f"--val-fraction must lie in [0, 1), got {kw['val_fraction']}.")
+    if kw.get("threads") is not None and kw["threads"] < 1:
+        raise UserError(f"--threads must be at least 1, got {kw['threads']}.")
+    for name in ("vocab_size", "max_len"):
+        if kw.get(name) is not None and kw[name] < 3:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 3, got {kw[name]}.")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise UserError(f"Unknown preset '{preset}'; choose one of {', '.join(PRESETS)}.")
+        for k, v in PRESETS[preset].items():
+            if kw.get(k) is None:
+                kw[k] = v
+    if warmup_epochs is None:
+        warmup_epochs = max(1, epochs // 10) if epochs > 1 else 0
+    prune = kw.get("prune", True)
+    if out is None:
+        out = Path("runs") / f"{spec.name}-{model}{'' if prune else '-baseline'}"
+    cfg = TrainConfig(dataset=spec.name, model=model, epochs=epochs, batch_size=batch_size, out=str(out),
+                      data_dir=str(data_dir) if data_dir else None, warmup_epochs=warmup_epochs,
+                      preset=preset, **{k: v for k, v in kw.items() if v is not None or k == "target_params"})
+    if prune:
+        schedule_of(cfg)  # validates the pruning flags
+    return cfg
+
+
+def schedule_of(cfg: TrainConfig):
+    from edgeprune.prune.schedule import PruneSchedule
+
+    return PruneSchedule(epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, prune_until=cfg.prune_until,
+                         threshold=cfg.threshold, target_params=cfg.target_params, round_to=cfg.round_to,
+                         min_width=cfg.min_width, prune_connections=cfg.prune_connections,
+                         progressive=cfg.progressive)
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

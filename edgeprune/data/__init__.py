@@ -1,0 +1,1 @@
+"""Datasets: a registry, local and hub loaders, splits held in memory as tensors."""

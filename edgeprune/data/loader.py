@@ -1,0 +1,107 @@
+"""Turn a dataset into in-memory tensors: train / validation (carved with the seed) / test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from edgeprune.data import sources
+from edgeprune.data.registry import DatasetSpec, candidate_dirs, find_local, get_spec
+from edgeprune.data.text import Vocab
+from edgeprune.errors import UserError
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # uint8 [N, C, H, W] for images, int64 [N, T] for text
+    y: torch.Tensor  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Data:
+    spec: DatasetSpec
+    train: Split
+    val: Split
+    test: Split
+    source: str
+    vocab: Optional[Vocab] = None
+    mean: torch.Tensor = field(default_factory=lambda: torch.zeros(1))
+    std: torch.Tensor = field(default_factory=lambda: torch.ones(1))
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-ready input for one batch: images scaled and normalized, text as is."""
+        if self.spec.task == "text":
+            return x
+        return (x.float().div_(255.0) - self.mean) / self.std
+
+    def input_meta(self) -> dict:
+        """What a device needs to feed the model (goes into exports and bundles)."""
+        meta = {"task": self.spec.task, "labels": list(self.spec.labels), "dataset": self.spec.name}
+        if self.spec.task == "image":
+            meta.update(input_dtype="float32", layout="NCHW", input_shape=["batch", *self.spec.image_shape],
+                        normalization={"scale": 1 / 255, "mean": list(self.spec.mean), "std": list(self.spec.std)})
+        else:
+            meta.update(input_dtype="int64", layout="NT", input_shape=["batch", "seq"], normalization=None,
+                        vocab_size=len(self.vocab), max_len=self.vocab.max_len, vocab_sha256=self.vocab.sha256())
+        return meta
+
+
+def load_data(
+    name: str,
+    data_dir: Optional[Path] = None,
+    seed: int = 0,
+    limit: Optional[int] = None,
+    val_fraction: float = 0.1,
+    vocab_size: int = 20000,
+    max_len: int = 256,
+    vocab: Optional[Vocab] = None,
+) -> Data:
+    """Load a dataset from a local copy or the hub and split it. `vocab` reuses a saved one."""
+    spec = get_spec(name)
+    local = find_local(spec, data_dir)
+    raw = sources.read_local(spec, local) if local else sources.read_hub(spec, candidate_dirs(spec, data_dir))
+
+    train_x, train_y = raw.train.x, raw.train.y
+    if limit is not None:
+        train_x, train_y = train_x[:limit], train_y[:limit]
+    n = len(train_y)
+    n_val = int(round(n * val_fraction))
+    if n - n_val < 1:
+        raise UserError(f"--limit {limit} leaves no training examples after the validation split; raise it.")
+    perm = np.random.default_rng(seed).permutation(n)
+    tr_idx, va_idx = np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    _check_labels(spec, train_y, raw.test.y)
+
+    if spec.task == "text":
+        tr_text = [train_x[i] for i in tr_idx]
+        vocab = vocab or Vocab.build(tr_text, vocab_size, max_len)
+        enc = vocab.encode
+        train = Split(torch.from_numpy(enc(tr_text)), torch.from_numpy(train_y[tr_idx]))
+        val = Split(torch.from_numpy(enc([train_x[i] for i in va_idx])), torch.from_numpy(train_y[va_idx]))
+        test = Split(torch.from_numpy(enc(raw.test.x)), torch.from_numpy(raw.test.y))
+        return Data(spec, train, val, test, raw.source, vocab=vocab)
+
+    train = Split(torch.from_numpy(train_x[tr_idx]), torch.from_numpy(train_y[tr_idx]))
+    val = Split(torch.from_numpy(train_x[va_idx]), torch.from_numpy(train_y[va_idx]))
+    test = Split(torch.from_numpy(np.ascontiguousarray(raw.test.x)), torch.from_numpy(raw.test.y))
+    shape = tuple(train.x.shape[1:])
+    if shape != spec.image_shape:
+        raise UserError(f"{raw.source} holds images of shape {shape}, but {spec.name} images are "
+                        f"{spec.image_shape}; point --data-dir at the right files.")
+    c = spec.image_shape[0]
+    return Data(spec, train, val, test, raw.source,
+                mean=torch.tensor(spec.mean).view(1, c, 1, 1), std=torch.tensor(spec.std).view(1, c, 1, 1))
+
+
+def _check_labels(spec: DatasetSpec, *label_arrays: np.ndarray) -> None:
+    for y in label_arrays:
+        if len(y) and (y.min() < 0 or y.max() >= spec.num_classes):
+            raise UserError(f"{spec.name} labels must lie in 0..{spec.num_classes - 1}, found "
+                            f"{int(y.min())}..{int(y.max())}; check the label column of your files.")

@@ -1,0 +1,27 @@
+"""Loss, predictions, accuracy and F1 for both heads (softmax over C, or one sigmoid logit)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    if logits.shape[-1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], y.float(), reduction=reduction)
+    return F.cross_entropy(logits, y, reduction=reduction)
+
+
+def predict(logits: torch.Tensor) -> torch.Tensor:
+    """Class ids: one logit means sigmoid (class 1 when > 0), more mean argmax."""
+    return (logits[:, 0] > 0).long() if logits.shape[-1] == 1 else logits.argmax(dim=-1)
+
+
+def f1_score(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:
+    """Binary F1 (positive class 1) for two classes, macro F1 otherwise."""
+    idx = y * num_classes + pred
+    cm = torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes).double()
+    tp = cm.diag()
+    precision_den, recall_den = cm.sum(0), cm.sum(1)
+    f1 = torch.where(precision_den + recall_den > 0, 2 * tp / (precision_den + recall_den).clamp(min=1), 0.0)
+    return float(f1[1]) if num_classes == 2 else float(f1.mean())

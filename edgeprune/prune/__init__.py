@@ -1,0 +1,1 @@
+"""Pruning while training: coupling groups, loss-contribution scores, masks, schedule, compaction."""

@@ -1,0 +1,151 @@
+"""Coupling: which slices of which tensors belong to one prunable unit.
+
+A *group* is one prunable layer (its units are output channels, output features, LSTM hidden
+units of one direction, or embedding dimensions). Each group lists the slices that depend on its
+units: its own (scored) slices and every consumer slice (the next layer's inputs, BatchNorm
+entries, the flattened conv block in the first Linear, an LSTM unit's four gate rows and its
+recurrent column, its input to whatever reads the concatenated directions). Masking and
+compaction both read these groups and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from edgeprune.errors import UserError
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Tensor `name` (a state-dict key) along `dim`: unit k maps to indices given by `kind`.
+
+    plain: offset + k;  gates: g * width + k for the four LSTM gates g;
+    block: offset + k * block + j for j < block (a conv channel flattened into a Linear).
+    `offset_of` names a group whose current width is the offset (directions concatenated).
+    """
+
+    name: str
+    dim: int
+    kind: str = "plain"
+    block: int = 1
+    offset_of: str | None = None
+    scored: bool = False  # part of the unit's own parameters, summed into its score
+
+
+@dataclass
+class Group:
+    name: str
+    width: int
+    slices: list[Slice] = field(default_factory=list)
+
+    def own(self) -> list[Slice]:
+        return [s for s in self.slices if s.scored]
+
+
+def expand(s: Slice, units: torch.Tensor, width: int, widths: dict[str, int]) -> torch.Tensor:
+    """Indices along `s.dim` of tensor `s.name` that belong to `units` of a group of `width`."""
+    units = units.long()
+    offset = widths[s.offset_of] if s.offset_of else 0
+    if s.kind == "plain":
+        return units + offset
+    if s.kind == "gates":
+        return (torch.arange(4).view(4, 1) * width + units.view(1, -1)).reshape(-1)
+    if s.kind == "block":
+        return (offset + units.view(-1, 1) * s.block + torch.arange(s.block).view(1, -1)).reshape(-1)
+    raise ValueError(s.kind)
+
+
+GROUP_BUILDERS: dict[str, Callable[[nn.Module], list[Group]]] = {}
+
+
+def register_groups(arch_name: str):
+    def deco(fn):
+        GROUP_BUILDERS[arch_name] = fn
+        return fn
+
+    return deco
+
+
+def model_groups(model: nn.Module) -> list[Group]:
+    name = getattr(model, "arch_name", type(model).__name__)
+    if name not in GROUP_BUILDERS:
+        raise UserError(f"edgeprune cannot prune a '{name}' model; supported: {', '.join(GROUP_BUILDERS)}.")
+    return GROUP_BUILDERS[name](model)
+
+
+@register_groups("cnn")
+def cnn_groups(model) -> list[Group]:
+    groups = []
+    n_conv, n_fc = len(model.convs), len(model.fcs)
+    first_linear = "fcs.0" if n_fc else "classifier"
+    for i, conv in enumerate(model.convs):
+        own = [Slice(f"convs.{i}.weight", 0, scored=True), Slice(f"convs.{i}.bias", 0, scored=True)]
+        if model.norms:
+            own += [Slice(f"norms.{i}.{p}", 0, scored=p in ("weight", "bias"))
+                    for p in ("weight", "bias", "running_mean", "running_var")]
+        consumer = (Slice(f"convs.{i + 1}.weight", 1) if i + 1 < n_conv
+                    else Slice(f"{first_linear}.weight", 1, kind="block", block=model.spatial))
+        groups.append(Group(f"conv{i}", conv.out_channels, own + [consumer]))
+    for j, fc in enumerate(model.fcs):
+        nxt = f"fcs.{j + 1}" if j + 1 < n_fc else "classifier"
+        groups.append(Group(f"fc{j}", fc.out_features, [
+            Slice(f"fcs.{j}.weight", 0, scored=True), Slice(f"fcs.{j}.bias", 0, scored=True),
+            Slice(f"{nxt}.weight", 1)]))
+    return groups
+
+
+@register_groups("bilstm")
+def bilstm_groups(model) -> list[Group]:
+    n = len(model.layers)
+    groups = [Group("embed", model.embedding.embedding_dim, [Slice("embedding.weight", 1, scored=True)] + [
+        Slice(f"layers.0.{d}.weight_ih_l0", 1) for d in ("fwd", "bwd")])]
+    for i, layer in enumerate(model.layers):
+        for d in ("fwd", "bwd"):
+            lstm = getattr(layer, d)
+            p = f"layers.{i}.{d}"
+            own = [Slice(f"{p}.{t}", 0, kind="gates", scored=True)
+                   for t in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
+            own.append(Slice(f"{p}.weight_hh_l0", 1))  # the unit's recurrent input column
+            offset = f"lstm{i}.fwd" if d == "bwd" else None
+            if i + 1 < n:
+                consumers = [Slice(f"layers.{i + 1}.{e}.weight_ih_l0", 1, offset_of=offset) for e in ("fwd", "bwd")]
+            else:
+                consumers = [Slice("classifier.weight", 1, offset_of=offset)]
+            groups.append(Group(f"lstm{i}.{d}", lstm.hidden_size, own + consumers))
+    return groups
+
+
+def param_masks_for_units(model: nn.Module, groups: list[Group], removed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Boolean keep-masks (state-dict key -> mask shaped like the tensor) zeroing removed units."""
+    state = model.state_dict()
+    widths = {g.name: g.width for g in groups}
+    masks: dict[str, torch.Tensor] = {}
+    for g in groups:
+        units = removed.get(g.name)
+        if units is None or len(units) == 0:
+            continue
+        for s in g.slices:
+            t = state[s.name]
+            m = masks.setdefault(s.name, torch.ones_like(t, dtype=torch.bool))
+            idx = expand(s, units, g.width, widths)
+            m.index_fill_(s.dim, idx, False)
+    return masks
+
+
+def keep_indices(state: dict[str, torch.Tensor], groups: list[Group], removed: dict[str, torch.Tensor]) -> dict[tuple[str, int], torch.Tensor]:
+    """For every (tensor, dim) touched by a removal, the sorted indices that survive."""
+    widths = {g.name: g.width for g in groups}
+    drop: dict[tuple[str, int], torch.Tensor] = {}
+    for g in groups:
+        units = removed.get(g.name)
+        if units is None or len(units) == 0:
+            continue
+        for s in g.slices:
+            key = (s.name, s.dim)
+            keep = drop.setdefault(key, torch.ones(state[s.name].shape[s.dim], dtype=torch.bool))
+            keep[expand(s, units, g.width, widths)] = False
+    return {k: v.nonzero().view(-1) for k, v in drop.items()}

@@ -1,0 +1,201 @@
+"""The pruner: plugs into the training loop (after each backward, at the end of each epoch),
+scores units and connections, removes what falls under the threshold or the budget, and
+compacts the model (progressively, or once at the end)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from edgeprune.models import build_model
+from edgeprune.prune.compact import compact_masks, compact_model, compact_optimizer
+from edgeprune.prune.groups import Group, model_groups, param_masks_for_units
+from edgeprune.prune.importance import TaylorScores, normalize
+from edgeprune.prune.masks import MaskSet
+from edgeprune.prune.schedule import PruneSchedule, round_keep
+
+CONNECTION_SUFFIXES = (".weight", ".weight_ih_l0", ".weight_hh_l0")
+
+
+def connection_params(model: nn.Module) -> list[str]:
+    """Weights whose single entries are connections: conv, linear and LSTM matrices."""
+    out = []
+    for name, p in model.named_parameters():
+        if p.dim() >= 2 and name.endswith(CONNECTION_SUFFIXES) and not name.startswith("embedding"):
+            out.append(name)
+    return out
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class StepReport:
+    removed_units: dict[str, int] = field(default_factory=dict)
+    removed_connections: int = 0
+    budget: float | None = None
+    compacted: bool = False
+
+
+class Pruner:
+    def __init__(self, model: nn.Module, schedule: PruneSchedule, baseline_params: int | None = None):
+        self.schedule = schedule
+        self.baseline_params = baseline_params or count_params(model)
+        self.masks = MaskSet()
+        self.removed: dict[str, torch.Tensor] = {}  # masked-only mode: units zeroed, not yet compacted
+        self.budget_reached = False
+        self._bind(model)
+
+    def _bind(self, model: nn.Module) -> None:
+        self.groups: list[Group] = model_groups(model)
+        self.scores = TaylorScores(self.groups, connection_params(model) if self.schedule.prune_connections else [])
+
+    # --- hooks called by the training loop -------------------------------------------------
+    def after_backward(self, model: nn.Module, epoch: int) -> None:
+        if self.schedule.phase(epoch) == "prune" and not self.budget_reached:
+            self.scores.accumulate(model)
+
+    def end_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int):
+        """Prune if this is a pruning epoch; returns (model, optimizer, StepReport)."""
+        report = StepReport()
+        if self.schedule.phase(epoch) != "prune" or self.budget_reached or self.scores.batches == 0:
+            self.scores.reset()
+            return model, optimizer, report
+        budget = self.schedule.budget(epoch)
+        report.budget = budget
+        removed = self._choose_units(model, budget)
+        conn_masks = self._choose_connections(model) if self.schedule.prune_connections else {}
+        zeros_before = self.masks.zeros()
+        old_in_removed = self._zeros_in(removed, model) if self.schedule.progressive else 0
+        self.masks.merge(conn_masks)
+        report.removed_units = {k: int(len(v)) for k, v in removed.items() if len(v)}
+        if any(len(v) for v in removed.values()):
+            if self.schedule.progressive:
+                model, optimizer = self._compact(model, optimizer, removed)
+                report.compacted = True
+                zeros_before -= old_in_removed  # those went with their units
+            else:
+                for k, v in removed.items():
+                    self.removed[k] = torch.unique(torch.cat([self.removed.get(k, v.new_empty(0)), v]))
+                unit_masks = param_masks_for_units(model, self.groups, removed)
+                zeros_before += sum(int((~m & self.masks.masks.get(k, torch.ones_like(m))).sum())
+                                    for k, m in unit_masks.items())
+                self.masks.merge(unit_masks)
+        self.masks.apply(model, optimizer)
+        report.removed_connections = self.masks.zeros() - zeros_before
+        if budget is not None and self.live_params(model) <= self.schedule.target_params * self.baseline_params:
+            self.budget_reached = True
+        self._bind(model)
+        return model, optimizer, report
+
+    def finalize(self, model: nn.Module, optimizer: torch.optim.Optimizer):
+        """Physically remove units that are still only masked (masked-only mode)."""
+        if any(len(v) for v in self.removed.values()):
+            model, optimizer = self._compact(model, optimizer, self.removed)
+            self.removed = {}
+            self.masks.apply(model, optimizer)
+            self._bind(model)
+        return model, optimizer
+
+    # --- decisions ------------------------------------------------------------------------
+    def _live_units(self, g: Group) -> torch.Tensor:
+        live = torch.ones(g.width, dtype=torch.bool)
+        if g.name in self.removed:
+            live[self.removed[g.name]] = False
+        return live
+
+    def _choose_units(self, model: nn.Module, budget: float | None) -> dict[str, torch.Tensor]:
+        """Units under the threshold; with a budget, then the lowest-scored units (across layers,
+        by normalized score) until the rebuilt model fits. Survivor counts are rounded up to
+        multiples of round_to, keeping the best-scored units."""
+        raw = self.scores.unit_scores()
+        norm, live = {}, {}
+        for g in self.groups:
+            live[g.name] = self._live_units(g)
+            norm[g.name] = normalize(raw[g.name], live[g.name]).float()
+        drop = {g.name: (norm[g.name] < self.schedule.threshold) & live[g.name] for g in self.groups}
+        removed = self._rounded(drop, norm, live)
+        if budget is None or self._params_after(model, removed, live) <= budget * self.baseline_params:
+            return removed
+        target = budget * self.baseline_params
+        candidates = sorted((float(norm[g.name][i]), g.name, int(i)) for g in self.groups
+                            for i in ((~drop[g.name]) & live[g.name]).nonzero().view(-1))
+
+        def removal(k: int) -> dict[str, torch.Tensor]:
+            d = {name: m.clone() for name, m in drop.items()}
+            for _, name, i in candidates[:k]:
+                d[name][i] = True
+            return self._rounded(d, norm, live)
+
+        lo, hi = 0, len(candidates)  # smallest k whose rebuilt model fits the budget
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._params_after(model, removal(mid), live) <= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        return removal(lo)
+
+    def _rounded(self, drop, norm, live) -> dict[str, torch.Tensor]:
+        s = self.schedule
+        removed = {}
+        for g in self.groups:
+            n_live = int(live[g.name].sum())
+            n_keep = round_keep(n_live - int(drop[g.name].sum()), n_live, s.round_to, s.min_width)
+            ranked = torch.argsort(torch.where(live[g.name], norm[g.name], torch.tensor(-1.0)), descending=True)
+            gone = live[g.name].clone()
+            gone[ranked[:n_keep]] = False
+            removed[g.name] = gone.nonzero().view(-1)
+        return removed
+
+    def _params_after(self, model: nn.Module, removed, live) -> int:
+        """Dense parameter count of the model rebuilt without `removed` (built on the meta device)."""
+        widths = {g.name: int(live[g.name].sum()) - len(removed[g.name]) for g in self.groups}
+        with torch.device("meta"):
+            return count_params(build_model(model.arch_with_widths(widths)))
+
+    def _choose_connections(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, sc in self.scores.connection_scores().items():
+            live = self.masks.masks.get(name)
+            norm = normalize(sc, live)
+            keep = norm >= self.schedule.threshold
+            out[name] = keep if live is None else keep & live
+        return out
+
+    def _zeros_in(self, removed, model) -> int:
+        """Masked entries that lie inside the slices of `removed` units (they go with the units)."""
+        unit_masks = param_masks_for_units(model, self.groups, removed)
+        return sum(int((~unit_masks[k] & ~m).sum()) for k, m in self.masks.masks.items() if k in unit_masks)
+
+    # --- compaction ---------------------------------------------------------------------------
+    def _compact(self, model, optimizer, removed):
+        new_model, keeps = compact_model(model, removed)
+        new_opt = compact_optimizer(model, new_model, optimizer, keeps)
+        self.masks.detach()
+        self.masks = MaskSet(compact_masks(self.masks.masks, keeps))
+        return new_model, new_opt
+
+    # --- bookkeeping ----------------------------------------------------------------------
+    def live_params(self, model: nn.Module) -> int:
+        return count_params(model) - self.masks.zeros()
+
+    def connection_sparsity(self, model: nn.Module) -> float:
+        params = dict(model.named_parameters())
+        total = sum(params[n].numel() for n in connection_params(model))
+        return (self.masks.zeros() / total) if total else 0.0
+
+    def state_dict(self) -> dict:
+        return {"baseline_params": self.baseline_params, "budget_reached": self.budget_reached,
+                "masks": self.masks.state_dict(), "removed": {k: v.clone() for k, v in self.removed.items()}}
+
+    def load_state_dict(self, state: dict, model: nn.Module, optimizer=None) -> None:
+        self.baseline_params = int(state["baseline_params"])
+        self.budget_reached = bool(state["budget_reached"])
+        self.masks = MaskSet(state["masks"])
+        self.removed = dict(state["removed"])
+        self.masks.apply(model, optimizer)
+        self._bind(model)

@@ -1,0 +1,69 @@
+"""When to prune and how much: warm-up, pruning epochs, frozen fine-tuning, optional cubic budget."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from edgeprune.errors import UserError
+
+
+@dataclass(frozen=True)
+class PruneSchedule:
+    epochs: int
+    warmup_epochs: int
+    prune_until: float  # fraction of the epochs after which the structure is frozen
+    threshold: float = 0.01
+    target_params: Optional[float] = None  # keep at most this fraction of the baseline's parameters
+    round_to: int = 8
+    min_width: int = 8
+    prune_connections: bool = True
+    progressive: bool = True  # compact after every pruning step (else masks until the end)
+
+    def __post_init__(self):
+        if self.warmup_epochs < 0:
+            raise UserError(f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}.")
+        if not 0 < self.prune_until <= 1:
+            raise UserError(f"--prune-until must be a fraction in (0, 1], got {self.prune_until}.")
+        if not 0 <= self.threshold < 1:
+            raise UserError(f"--threshold must lie in [0, 1), got {self.threshold}.")
+        if self.target_params is not None and not 0 < self.target_params < 1:
+            raise UserError(f"--target-params must be a fraction in (0, 1), e.g. 0.1, got {self.target_params}.")
+        if self.round_to < 1:
+            raise UserError(f"--round-to must be 1 (off) or more, got {self.round_to}.")
+        if self.min_width < 1:
+            raise UserError(f"--min-width must be at least 1, got {self.min_width}.")
+
+    @property
+    def last_prune_epoch(self) -> int:
+        """Epochs are numbered from 1; pruning happens at the end of epochs warmup+1 .. this."""
+        return int(math.floor(self.prune_until * self.epochs + 1e-9))
+
+    @property
+    def prune_steps(self) -> int:
+        return max(0, self.last_prune_epoch - self.warmup_epochs)
+
+    def phase(self, epoch: int) -> str:
+        if epoch <= self.warmup_epochs:
+            return "warmup"
+        return "prune" if epoch <= self.last_prune_epoch else "finetune"
+
+    def budget(self, epoch: int) -> Optional[float]:
+        """Fraction of the baseline's parameters allowed after pruning at the end of `epoch`:
+        R + (1 - R) * (1 - t)^3 with t the share of pruning steps done (cubic ramp, Zhu & Gupta)."""
+        if self.target_params is None or self.phase(epoch) != "prune":
+            return None
+        t = (epoch - self.warmup_epochs) / self.prune_steps
+        r = self.target_params
+        return r + (1 - r) * (1 - t) ** 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def round_keep(n_keep: int, width: int, round_to: int, min_width: int) -> int:
+    """Survivor count rounded up to a multiple of `round_to`, within [min_width, width]."""
+    if round_to > 1:
+        n_keep = int(math.ceil(n_keep / round_to) * round_to)
+    return max(min(n_keep, width), min(min_width, width))

@@ -1,0 +1,202 @@
+"""The training loop. The pruner plugs in through two hooks: after each backward pass (scores from
+the gradients just computed) and at the end of each epoch (prune, then compact)."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from edgeprune import __version__
+from edgeprune.config import TrainConfig, default_threads, schedule_of
+from edgeprune.data.loader import Data, Split, load_data
+from edgeprune.data.text import Vocab
+from edgeprune.errors import UserError
+from edgeprune.metrics import f1_score, loss_fn, predict
+from edgeprune.models import build_model, default_config
+from edgeprune.prune.pruner import Pruner, count_params
+from edgeprune.run import RUN_FORMAT, RunDir, append_jsonl, atomic_write_bytes, atomic_write_json, read_json, read_jsonl
+
+console = Console()
+
+
+def save_torch(path: Path, obj) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_torch(path: Path, what: str) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist; train the run first (edgeprune train --out {path.parent}).") from None
+    except Exception as e:
+        raise UserError(f"{path} is not a readable {what} ({type(e).__name__}); it is corrupt or from "
+                        "another tool: re-create it with edgeprune train.") from None
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: Data, split: Split, batch_size: int = 1024) -> dict:
+    was_training = model.training
+    model.eval()
+    total, preds = 0.0, []
+    for i in range(0, len(split), batch_size):
+        logits = model(data.prepare(split.x[i:i + batch_size]))
+        y = split.y[i:i + batch_size]
+        total += float(loss_fn(logits, y, reduction="sum"))
+        preds.append(predict(logits))
+    model.train(was_training)
+    if not len(split):
+        return {"loss": None, "accuracy": None, "f1": None, "n": 0}
+    pred = torch.cat(preds)
+    return {"loss": total / len(split), "accuracy": float((pred == split.y).float().mean()),
+            "f1": f1_score(pred, split.y, data.spec.num_classes), "n": len(split)}
+
+
+def _check_run_dir(run: RunDir, cfg: TrainConfig, resume: bool) -> bool:
+    """Validate an existing run directory; returns True when there is a checkpoint to resume."""
+    if not run.config.exists():
+        return False
+    saved = read_json(run.config)
+    if saved.get("run_format") != RUN_FORMAT:
+        raise UserError(f"{run.root} was written by another edgeprune version (run format "
+                        f"{saved.get('run_format')}, this is {RUN_FORMAT}); train into a new --out.")
+    saved_id = TrainConfig(**saved["config"]).identity()
+    diff = sorted(k for k in set(saved_id) | set(cfg.identity()) if saved_id.get(k) != cfg.identity().get(k))
+    if diff:
+        raise UserError(f"{run.root} holds a run with a different configuration ({', '.join(diff)} differ); "
+                        "choose another --out or delete that directory.")
+    if not resume:
+        state = "a finished run" if run.metrics.exists() else "an unfinished run"
+        raise UserError(f"{run.root} already holds {state} with this configuration; pass --resume to "
+                        "continue it or choose another --out.")
+    return run.checkpoint.exists()
+
+
+def train_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
+    """Train (and prune) according to `cfg`, writing everything into the run directory."""
+    run = RunDir(Path(cfg.out))
+    has_ckpt = _check_run_dir(run, cfg, resume)
+    torch.set_num_threads(cfg.threads or default_threads())
+    torch.manual_seed(cfg.seed)
+
+    saved_vocab = Vocab.from_json(read_json(run.vocab)) if has_ckpt and run.vocab.exists() else None
+    data = load_data(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, seed=cfg.seed, limit=cfg.limit,
+                     val_fraction=cfg.val_fraction, vocab_size=cfg.vocab_size, max_len=cfg.max_len,
+                     vocab=saved_vocab)
+    meta = data.input_meta()
+    model = build_model({"name": cfg.model, "config": {**default_config(cfg.model, meta), **cfg.model_config}})
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    pruner = Pruner(model, schedule_of(cfg)) if cfg.prune else None
+    baseline_params = count_params(model)
+    start, train_seconds = 1, 0.0
+
+    if has_ckpt:
+        ckpt = load_torch(run.checkpoint, "checkpoint")
+        model = build_model(ckpt["arch"])
+        model.load_state_dict(ckpt["model"])
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if pruner:
+            pruner.load_state_dict(ckpt["pruner"], model, optimizer)
+        start, train_seconds = ckpt["epoch"] + 1, ckpt["train_seconds"]
+        history = [h for h in read_jsonl(run.history) if h["epoch"] < start]
+        atomic_write_bytes(run.history, "".join(__import__("json").dumps(h) + "\n" for h in history).encode())
+        console.print(f"resuming {run.root} at epoch {start}/{cfg.epochs}")
+    else:
+        run.root.mkdir(parents=True, exist_ok=True)
+        for p in (run.history, run.metrics, run.checkpoint, run.model):
+            p.unlink(missing_ok=True)
+        if data.vocab is not None:
+            atomic_write_json(run.vocab, data.vocab.to_json())
+        atomic_write_json(run.config, {"run_format": RUN_FORMAT, "edgeprune_version": __version__,
+                                       "config": cfg.to_dict(), "input": meta, "data_source": data.source,
+                                       "baseline_params": baseline_params})
+
+    n = len(data.train)
+    steps = (n + cfg.batch_size - 1) // cfg.batch_size
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.fields[stats]}"), console=console,
+                  disable=quiet, transient=True) as progress:
+        for epoch in range(start, cfg.epochs + 1):
+            phase = pruner.schedule.phase(epoch) if pruner else "train"
+            task = progress.add_task(f"epoch {epoch}/{cfg.epochs} {phase}", total=steps, stats="")
+            t0 = time.perf_counter()
+            model.train()
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+            loss_sum, correct, seen = 0.0, 0, 0
+            for step in range(steps):
+                idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                y = data.train.y[idx]
+                logits = model(data.prepare(data.train.x[idx]))
+                loss = loss_fn(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if pruner:
+                    pruner.after_backward(model, epoch)
+                optimizer.step()
+                with torch.no_grad():
+                    loss_sum += float(loss) * len(y)
+                    correct += int((predict(logits) == y).sum())
+                    seen += len(y)
+                if step % 25 == 0 or step == steps - 1:
+                    progress.update(task, completed=step + 1,
+                                    stats=f"loss {loss_sum / seen:.4f} acc {correct / seen:.4f}")
+            report = None
+            if pruner:
+                model, optimizer, report = pruner.end_epoch(model, optimizer, epoch)
+            seconds = time.perf_counter() - t0
+            train_seconds += seconds
+            val = evaluate(model, data, data.val)
+            progress.remove_task(task)
+            record = {"epoch": epoch, "phase": phase, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+                      "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_f1": val["f1"],
+                      "seconds": seconds, **_structure(model, pruner, baseline_params)}
+            if report is not None:
+                record["removed"] = {"units": report.removed_units, "connections": report.removed_connections}
+                record["budget"] = report.budget
+            ckpt = {"format": RUN_FORMAT, "edgeprune_version": __version__, "epoch": epoch,
+                    "train_seconds": train_seconds, "arch": model.arch(), "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict() if pruner else None}
+            save_torch(run.checkpoint, ckpt)
+            append_jsonl(run.history, record)
+            _print_epoch(record, cfg, quiet)
+
+    if pruner:
+        model, optimizer = pruner.finalize(model, optimizer)
+    test = evaluate(model, data, data.test)
+    live = pruner.live_params(model) if pruner else count_params(model)
+    metrics = {"test_loss": test["loss"], "test_accuracy": test["accuracy"], "test_f1": test["f1"], "test_n": test["n"],
+               "params": live, "dense_params": count_params(model), "baseline_params": baseline_params,
+               "compression": baseline_params / max(live, 1), "train_seconds": train_seconds,
+               "widths": model.widths(), "epochs": cfg.epochs}
+    save_torch(run.model, {"format": "edgeprune.model", "version": 1, "edgeprune_version": __version__,
+                           "arch": model.arch(), "state_dict": model.state_dict(), "input": meta,
+                           "params": live, "source_run": str(run.root)})
+    atomic_write_json(run.metrics, metrics)
+    if not quiet:
+        console.print(f"[bold green]done[/]: test accuracy {metrics['test_accuracy']:.4f}, F1 {metrics['test_f1']:.4f}, "
+                      f"{live:,} live parameters ({metrics['compression']:.1f}x fewer than {baseline_params:,}), "
+                      f"{train_seconds:.0f}s; wrote {run.root}")
+    return metrics
+
+
+def _structure(model, pruner: Optional[Pruner], baseline_params: int) -> dict:
+    live = pruner.live_params(model) if pruner else count_params(model)
+    return {"params_alive": live, "params_dense": count_params(model), "compression": baseline_params / max(live, 1),
+            "connection_sparsity": pruner.connection_sparsity(model) if pruner else 0.0, "widths": model.widths()}
+
+
+def _print_epoch(r: dict, cfg: TrainConfig, quiet: bool) -> None:
+    if quiet:
+        return
+    widths = " ".join(f"{k}={v}" for k, v in r["widths"].items())
+    console.print(f"epoch {r['epoch']:>3}/{cfg.epochs} {r['phase']:<8} loss {r['train_loss']:.4f}  "
+                  f"val acc {r['val_accuracy']:.4f} f1 {r['val_f1']:.4f}  params {r['params_alive']:,} "
+                  f"({r['compression']:.1f}x)  [{widths}]  {r['seconds']:.1f}s", highlight=False)
