@@ -62,7 +62,7 @@ def run(bundle: Path, out: Path, timing_runs: int) -> dict:
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
         "numpy": np.__version__,
-        "eval_size": int(len(x)),
+        "eval_size": len(x),
         "models": summary,
     }
 
@@ -82,7 +82,7 @@ def compare(a_path: Path, b_path: Path, atol: float | None) -> dict:
         good = agree == 1.0 and diff <= tol
         ok = ok and good
         report[name] = {"ok": good, "argmax_agreement": agree, "max_abs_diff": diff,
-                        "atol": tol, "n": int(len(la))}
+                        "atol": tol, "n": len(la)}
     return {"ok": ok, "models": report}
 
 

