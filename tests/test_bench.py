@@ -156,6 +156,13 @@ def test_report_has_the_documented_fields(good_report):
     assert names == ["mnist-tiny/float", "mnist-tiny/copy"]
 
 
+def test_conditions_are_recorded(good_report):
+    c = good_report["conditions"]
+    assert c["seconds"] > 0 and len(c["loadavg_before"]) == 3
+    assert c["background_cpu_cores"] >= 0 and c["steal_cpu_cores"] >= 0
+    assert isinstance(c["busy"], bool)
+
+
 def test_memory_is_ordered(good_report):
     for row in good_report["results"]:
         m = row["memory"]

@@ -15,12 +15,14 @@ __all__ = ["Settings", "bench", "make_settings", "parse_batches", "run"]
 
 
 def _measure(models, settings: Settings, command: list[str] | None, progress) -> dict:
+    from edgeprune.bench.conditions import Conditions
     from edgeprune.bench.env import machine_info
     from edgeprune.bench.runner import measure, report
 
-    rows = measure(models, settings, progress)
+    with Conditions() as conditions:
+        rows = measure(models, settings, progress)
     command = command if command is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
-    return report(rows, settings, machine_info(settings.label), command)
+    return report(rows, settings, machine_info(settings.label), command, conditions.result)
 
 
 def bench(paths: list[Path], settings: Settings, command: list[str] | None = None,

@@ -135,9 +135,10 @@ def measure(models: list[Model], settings: Settings, progress: Progress = lambda
     return rows
 
 
-def report(rows: list[dict], settings: Settings, machine: dict, command: list[str]) -> dict:
+def report(rows: list[dict], settings: Settings, machine: dict, command: list[str],
+           conditions: dict | None = None) -> dict:
     return {"format": 1, "command": command, "machine": machine,
-            "settings": settings.as_dict(), "results": rows}
+            "settings": settings.as_dict(), "conditions": conditions, "results": rows}
 
 
 def run_dir_files(models: list[Model], report_: dict) -> dict[Path, dict]:

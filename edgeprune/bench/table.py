@@ -34,13 +34,18 @@ def _kib(row: dict) -> str:
     return f"{row['file_bytes'] / 1024:,.0f} ({_num(row['file_bytes_gz'] and row['file_bytes_gz'] / 1024, '{:,.0f}')})"
 
 
-def machine_line(machine: dict, settings: dict) -> Text:
+def machine_line(machine: dict, settings: dict, conditions: dict | None = None) -> Text:
     runs = f"{settings['runs']} runs" if settings["runs"] else f"{settings['seconds']} s per batch"
     text = Text(f"{machine['cpu_model'] or machine['machine']} ({machine['machine']}; "
                 f"{' '.join(machine['isa']) or 'no SIMD flags read'}), onnxruntime "
                 f"{machine['onnxruntime']}, {settings['threads']} threads "
                 f"({settings['threads_source']}); {settings['rounds']} rounds x {runs}, "
                 f"warm-up {settings['warmup']}; label {settings['label']}")
+    if conditions and conditions.get("busy"):
+        text.append(f"\nBUSY MACHINE: other processes used {conditions['background_cpu_cores']:.2f} "
+                    f"cores (+{conditions['steal_cpu_cores']:.2f} stolen by the hypervisor) on "
+                    "average while measuring; latencies are inflated and noisy",
+                    style="bold yellow")
     if machine["emulated"]:
         text.append(f"\nEMULATED ({machine['emulation_reason']}): not device timings",
                     style="bold yellow")
@@ -67,7 +72,8 @@ def models_table(report: dict) -> Table:
 
 def latency_table(report: dict) -> Table:
     table = Table(title="latency (ms)", box=box.SIMPLE_HEAD,
-                  caption=machine_line(report["machine"], report["settings"]),
+                  caption=machine_line(report["machine"], report["settings"],
+                                       report.get("conditions")),
                   caption_justify="left")
     # "rnd med"/"rnd min": median and minimum of the per-round medians; "floor": the p50 of an
     # Identity model with the same inputs (docs/bench.md).
