@@ -270,7 +270,7 @@ def test_bad_inputs_are_user_errors(tmp_path):
 
 # --- where results go ------------------------------------------------------------------------
 
-def test_run_directory_gets_one_file_per_variant(tmp_path):
+def test_run_directory_gets_one_file_per_variant(tmp_path, monkeypatch):
     run = tmp_path / "runs" / "fmnist-pruned"
     run.mkdir(parents=True)
     (run / "config.json").write_text("{}")
@@ -287,6 +287,11 @@ def test_run_directory_gets_one_file_per_variant(tmp_path):
     report = json.loads((run / "bench" / "pi_4-int8.json").read_text())
     assert report["format"] == 1 and report["machine"]["label"] == "pi_4"
     assert [r["name"] for r in report["results"]] == ["fmnist-pruned/int8"]
+    monkeypatch.setenv("EDGEPRUNE_EMULATED", "1")  # emulated numbers never pass as the device's
+    result = invoke([bundle, *FAST, "--label", "pi 4"])
+    assert result.exit_code == 0 and "EMULATED" in result.output
+    report = json.loads((run / "bench" / "pi_4-emulated-float.json").read_text())
+    assert report["machine"]["emulated"] is True
 
 
 def test_seconds_mode_is_bounded(tmp_path):

@@ -91,6 +91,10 @@ def machine_info(label: str | None = None) -> dict:
     cpu = parse_cpuinfo(cpuinfo)
     machine = platform.machine()
     reason = emulation(machine, cpu, cpuinfo)
+    if reason and "/proc/cpuinfo describes" in reason:
+        # The flags are the host's, not the emulated CPU's; reporting them would mislead.
+        cpu = {"cpu_model": f"{machine} emulated on {cpu['cpu_model']}", "isa": [],
+               "vendor": cpu["vendor"]}
     return {
         "label": label or socket.gethostname(),
         "hostname": socket.gethostname(),

@@ -14,7 +14,7 @@ from edgeprune.bench.discover import Model
 from edgeprune.bench.metrics import latency_stats
 from edgeprune.bench.onnxfile import count_initializer_elements
 from edgeprune.bench.process import WorkerError, WorkerProcess
-from edgeprune.bench.settings import Settings
+from edgeprune.bench.settings import Settings, safe_label
 
 LOAD_TIMEOUT_S = 600
 ROUND_TIMEOUT_S = 600
@@ -143,10 +143,10 @@ def report(rows: list[dict], settings: Settings, machine: dict, command: list[st
 
 def run_dir_files(models: list[Model], report_: dict) -> dict[Path, dict]:
     """RUN/bench/<label>-<variant>.json for each model whose bundle sits in a run directory."""
-    from edgeprune.bench.settings import safe_label
-
     out = {}
     label = report_["settings"]["label"]
+    if report_["machine"]["emulated"] and "emulated" not in label:
+        label += "-emulated"  # never mistaken for the device's own numbers by a report
     for model, row in zip(models, report_["results"]):
         if model.run_dir is not None:
             path = model.run_dir / "bench" / f"{label}-{safe_label(model.variant)}.json"
