@@ -105,7 +105,7 @@ def train(
 @app.command()
 @friendly
 def bench(
-    paths: list[Path] = typer.Argument(..., help="Bundle directories and/or .onnx files.", show_default=False),
+    paths: list[Path] = typer.Argument(..., metavar="MODEL_OR_BUNDLE...", help="Bundle directories and/or .onnx files.", show_default=False),
     threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads (default: the --target's, else all usable cores)."),
     batch: str = typer.Option("1", "--batch", help="Batch sizes, comma-separated, e.g. 1,8,64."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed runs per batch size before timing."),
