@@ -47,10 +47,10 @@ def compact_optimizer(old_model: nn.Module, new_model: nn.Module, optimizer: tor
         st = optimizer.state.get(old_params[name])
         if not st:
             continue
-        p_old = old_params[name]
-        new_opt.state[p_new] = {
-            k: (slice_like(name, v, keeps).clone() if torch.is_tensor(v) and v.shape == p_old.shape else v)
-            for k, v in st.items()}
+        shape = old_params[name].shape
+        # per-weight tensors (moments) are sliced; scalars (step) copied, never shared
+        new_opt.state[p_new] = {k: (slice_like(name, v, keeps) if v.shape == shape else v).clone()
+                                if torch.is_tensor(v) else v for k, v in st.items()}
     return new_opt
 
 

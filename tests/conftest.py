@@ -1,0 +1,28 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import datafiles  # noqa: E402
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(autouse=True)
+def _offline_hub(monkeypatch):
+    """Tests never wait on the network: the hub counts as unreachable unless a test says otherwise."""
+    monkeypatch.setattr("edgeprune.data.sources._hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("EDGEPRUNE_DATA", raising=False)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    datafiles.write_mnist_like(root / "mnist", n_train=600, n_test=200)
+    datafiles.write_sentiment(root / "sst2", splits=("train", "validation"), n_train=600, n_test=200)
+    datafiles.write_sentiment(root / "imdb", n_train=400, n_test=100, fmt="parquet")
+    datafiles.write_cifar_like(root / "cifar10", n_per_batch=40)
+    return root
