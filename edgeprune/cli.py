@@ -81,6 +81,7 @@ def train(
     round_to: int = typer.Option(8, "--round-to", help="Keep widths at multiples of this (1 = off)."),
     min_width: int = typer.Option(8, "--min-width", help="No layer is pruned below this width."),
     prune_connections: bool = typer.Option(True, "--prune-connections/--no-prune-connections", help="Also mask single weights under the threshold."),
+    progressive: bool = typer.Option(True, "--progressive/--masks-until-end", help="Compact after every pruning step (else hold masks and compact once at the end)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="A documented pruning preset: 'study' or 'compact'."),
     vocab_size: int = typer.Option(20000, "--vocab-size", help="Text: vocabulary size."),
     max_len: int = typer.Option(256, "--max-len", help="Text: tokens kept per example."),
@@ -96,7 +97,7 @@ def train(
         limit=limit, data_dir=data_dir, out=out, prune=not no_prune, threshold=threshold,
         warmup_epochs=warmup_epochs, prune_until=prune_until, target_params=target_params,
         round_to=round_to, min_width=min_width, prune_connections=prune_connections,
-        preset=preset, vocab_size=vocab_size, max_len=max_len, val_fraction=val_fraction,
+        progressive=progressive, preset=preset, vocab_size=vocab_size, max_len=max_len, val_fraction=val_fraction,
         threads=threads,
     )
     train_run(cfg, resume=resume)
