@@ -130,6 +130,35 @@ def bench(
         raise typer.Exit(code)
 
 
+@app.command()
+@friendly
+def export(
+    run_dir: Path = typer.Argument(..., help="Run directory written by edgeprune train.", show_default=False),
+    format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+    quantize: str = typer.Option("auto", "--quantize", help="none, static, dynamic or auto (measure and keep the fastest within --max-acc-drop)."),
+    per_channel: Optional[bool] = typer.Option(None, "--per-channel/--no-per-channel", help="Per-channel INT8 weights (default: the --target's, else on)."),
+    simplifier: str = typer.Option("onnxsim", "--simplifier", help="onnxsim, onnxslim or none (onnxsim falls back to onnxslim)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset."),
+    max_acc_drop: float = typer.Option(1.0, "--max-acc-drop", help="Accuracy points an INT8 model may lose against float."),
+    target: Optional[str] = typer.Option(None, "--target", help="Device preset rpi4, rpi5 or x86: picks the quantization recipe."),
+    calib: int = typer.Option(256, "--calib", help="Training samples for static calibration."),
+    eval_n: int = typer.Option(2000, "--eval-n", help="Test examples for accuracy and for the bundle's eval.npz."),
+    tar: bool = typer.Option(False, "--tar", help="Also write RUN/bundle.tar.gz."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local dataset copies (default: the run's)."),
+):
+    """Export a run to ONNX, simplify, quantize to INT8, check each step, and write the device bundle."""
+    from edgeprune.export.pipeline import export_run
+    from edgeprune.export.table import render
+
+    with err.status("exporting"):
+        summary = export_run(run_dir, format=format, quantize=quantize, per_channel=per_channel,
+                             simplifier=simplifier, opset=opset, max_acc_drop=max_acc_drop, target=target,
+                             calib=calib, eval_n=eval_n, tar=tar,
+                             data_dir=str(data_dir) if data_dir else None)
+    console = Console()
+    Console(width=max(console.width, 110)).print(render(summary))  # the table needs ~110 columns
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(prog_name="edgeprune")
 

@@ -1,0 +1,77 @@
+"""The device bundle: model file(s), meta.json, vocab, eval.npz and a sha256 manifest, built in a
+temporary directory and renamed into place so a failure never leaves a partial bundle."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune.run import atomic_write_bytes
+
+MANIFEST = "MANIFEST.sha256"
+
+
+def staging_dir(final: Path) -> Path:
+    """An empty directory beside `final` (same filesystem, so the final rename is atomic)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    staged.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied and shared
+    return staged
+
+
+def swap_into_place(staged: Path, final: Path) -> None:
+    """Replace `final` with `staged`: the old directory moves aside first, then is deleted."""
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(staged, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_manifest(root: Path) -> None:
+    """sha256sum format over every other file, so `sha256sum -c MANIFEST.sha256` checks a copy."""
+    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}"
+             for p in sorted(root.iterdir()) if p.is_file() and p.name != MANIFEST]
+    (root / MANIFEST).write_text("\n".join(lines) + "\n")
+
+
+def write_bundle(root: Path, meta: dict, models: dict[str, Path], eval_x: np.ndarray,
+                 eval_y: np.ndarray, vocab: dict | None) -> list[str]:
+    """Fill the (empty, staged) bundle directory `root`; returns the file names written.
+
+    `models` maps a bundle file name (model.onnx, model.int8.onnx) to the file to copy.
+    """
+    for name, src in models.items():
+        shutil.copyfile(src, root / name)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=eval_x, y=np.asarray(eval_y, dtype=np.int64))
+    (root / "eval.npz").write_bytes(buf.getvalue())
+    # Plain writes: the whole directory is staged and renamed into place at once.
+    if vocab is not None:
+        (root / "vocab.json").write_text(json.dumps(vocab) + "\n")
+    (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_manifest(root)
+    return sorted(p.name for p in root.iterdir())
+
+
+def write_tar(bundle: Path, out: Path) -> None:
+    """`out` (.tar.gz) holding the bundle as a top-level `bundle/` directory, written atomically."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for p in sorted(bundle.iterdir()):
+            info = tar.gettarinfo(str(p), arcname=f"bundle/{p.name}")
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            with open(p, "rb") as f:
+                tar.addfile(info, f)
+    atomic_write_bytes(out, buf.getvalue())

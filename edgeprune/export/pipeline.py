@@ -1,0 +1,297 @@
+"""The export stage as one function: RUN/model.pt -> RUN/export/ (every variant + parity.json)
+and RUN/bundle/ (what a device needs). Each step is checked before the next runs."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgeprune.errors import UserError
+from edgeprune.export import bundle as bundle_mod
+from edgeprune.export import onnx_export, parity, quantize, simplify
+from edgeprune.run import RunDir, read_json
+
+FORMATS = ("onnx",)
+PARITY_BATCH = 16  # examples in the fixed batch the logits are compared on
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    format: str = "onnx"
+    quantize: str = "auto"
+    per_channel: bool | None = None  # None: the target's, else True
+    reduce_range: bool | None = None  # None: the target's, else False
+    simplifier: str = "onnxsim"
+    opset: int = onnx_export.DEFAULT_OPSET
+    max_acc_drop: float = 1.0  # accuracy points
+    target: str | None = None
+    calib: int = 256
+    eval_n: int = 2000
+    tar: bool = False
+    data_dir: str | None = None
+    measure_latency: bool = True  # auto: time float vs int8 with edgeprune.bench
+    exporter: str = "torchscript"
+
+    def validate(self):
+        """The preset (or None); a UserError naming the flag for any bad value."""
+        from edgeprune.targets import get_target
+
+        if self.format not in FORMATS:
+            raise UserError(f"unknown --format {self.format!r}; edgeprune exports {', '.join(FORMATS)}.")
+        if self.quantize not in quantize.QUANTIZE_CHOICES:
+            raise UserError(f"unknown --quantize {self.quantize!r}; choose one of "
+                            f"{', '.join(quantize.QUANTIZE_CHOICES)}.")
+        if self.simplifier not in simplify.SIMPLIFIERS:
+            raise UserError(f"unknown --simplifier {self.simplifier!r}; choose one of "
+                            f"{', '.join(simplify.SIMPLIFIERS)}.")
+        if not onnx_export.MIN_OPSET <= self.opset <= onnx_export.MAX_OPSET:
+            raise UserError(f"--opset must lie in {onnx_export.MIN_OPSET}..{onnx_export.MAX_OPSET}, got {self.opset}.")
+        if not self.max_acc_drop >= 0:
+            raise UserError(f"--max-acc-drop must be zero or more accuracy points, got {self.max_acc_drop}.")
+        if self.calib < 1:
+            raise UserError(f"--calib must be at least 1 sample, got {self.calib}.")
+        if self.eval_n < 1:
+            raise UserError(f"--eval-n must be at least 1 example, got {self.eval_n}.")
+        if self.exporter not in ("torchscript", "dynamo"):
+            raise UserError(f"unknown exporter {self.exporter!r}; choose torchscript or dynamo.")
+        return get_target(self.target) if self.target else None
+
+
+def export_run(run_dir, **options) -> dict:
+    """Export the run in `run_dir` (options: see ExportOptions); returns the parity summary."""
+    try:
+        opts = ExportOptions(**options)
+    except TypeError as e:
+        raise UserError(f"unknown export option ({e}).") from None
+    target = opts.validate()
+    run = RunDir(Path(run_dir))
+    if not run.root.is_dir():
+        raise UserError(f"{run.root} is not a directory; pass a run directory written by edgeprune train.")
+    model, record = onnx_export.load_run_model(run.model)
+    staged_export = bundle_mod.staging_dir(run.export)
+    staged_bundle = bundle_mod.staging_dir(run.bundle)
+    work = Path(tempfile.mkdtemp(prefix="edgeprune-export-"))
+    try:
+        summary = _export(run, model, record, opts, target, staged_export, staged_bundle, work)
+        tar_path = run.root / "bundle.tar.gz"
+        if opts.tar:
+            bundle_mod.write_tar(staged_bundle, tar_path)
+        bundle_mod.swap_into_place(staged_export, run.export)
+        bundle_mod.swap_into_place(staged_bundle, run.bundle)
+    except BaseException:
+        shutil.rmtree(staged_export, ignore_errors=True)
+        shutil.rmtree(staged_bundle, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    summary.update(export_dir=str(run.export), bundle_dir=str(run.bundle),
+                   tar=str(tar_path) if opts.tar else None)
+    return summary
+
+
+def _load_eval_data(run: RunDir, record: dict, opts: ExportOptions):
+    """The run's data, loaded as training loaded it (same seed, limit, vocabulary)."""
+    import torch
+
+    from edgeprune.data.loader import load_data
+    from edgeprune.data.text import Vocab
+
+    config = read_json(run.config)
+    cfg = config.get("config") if isinstance(config, dict) else None
+    if not isinstance(cfg, dict) or "dataset" not in cfg:
+        raise UserError(f"{run.config} has no training configuration; re-create the run with edgeprune train.")
+    meta = record.get("input") or config.get("input")
+    vocab = None
+    if meta["task"] == "text":
+        vocab = Vocab.from_json(read_json(run.vocab))
+        if meta.get("vocab_sha256") and vocab.sha256() != meta["vocab_sha256"]:
+            raise UserError(f"{run.vocab} is not the vocabulary the model was trained with; restore it or re-train.")
+    data_dir = opts.data_dir or cfg.get("data_dir")
+    data = load_data(cfg["dataset"], Path(data_dir) if data_dir else None, seed=cfg.get("seed", 0),
+                     limit=cfg.get("limit"), val_fraction=cfg.get("val_fraction", 0.1),
+                     vocab_size=cfg.get("vocab_size", 20000), max_len=cfg.get("max_len", 256), vocab=vocab)
+    if not len(data.test):
+        raise UserError(f"the {cfg['dataset']} test split is empty; nothing to check the export against.")
+
+    def ready(x):
+        with torch.no_grad():
+            return np.ascontiguousarray(data.prepare(x).numpy())
+
+    n_eval = min(opts.eval_n, len(data.test))
+    eval_x, eval_y = ready(data.test.x[:n_eval]), data.test.y[:n_eval].numpy().astype(np.int64)
+    # Calibration: evenly spread over the (already shuffled) training split.
+    n_cal = min(opts.calib, len(data.train))
+    idx = np.unique(np.linspace(0, len(data.train) - 1, n_cal).astype(np.int64))
+    calib_x = ready(data.train.x[torch.from_numpy(idx)])
+    return meta, data, eval_x, eval_y, calib_x, vocab
+
+
+def _export(run: RunDir, model, record: dict, opts: ExportOptions, target, out: Path, bundle_dir: Path,
+            work: Path) -> dict:
+    import torch
+
+    t0 = time.perf_counter()
+    meta, _, eval_x, eval_y, calib_x, vocab = _load_eval_data(run, record, opts)
+    num_classes = max(len(meta["labels"]), 2)
+    fixed_x = eval_x[:PARITY_BATCH]
+    with torch.no_grad():
+        torch_fixed = model(torch.from_numpy(fixed_x)).numpy()
+        torch_eval = np.concatenate([model(torch.from_numpy(eval_x[i:i + 512])).numpy()
+                                     for i in range(0, len(eval_x), 512)])
+    props = onnx_export.metadata_props(onnx_export.metadata(meta, record, int(torch_fixed.shape[-1])))
+
+    # 1. torch -> ONNX, checked: symbolic axes in the saved file, full checker, exactness.
+    exported = out / "model.exported.onnx"
+    onnx_export.export_onnx(model, meta, exported, opset=opts.opset, exporter=opts.exporter)
+    onnx_export.check_symbolic(exported, meta)
+    onnx_export.finalize(exported, props)
+    nodes_exported = len(onnx.load(str(exported), load_external_data=False).graph.node)
+    rows = [{"name": "torch", "file": run.model.name, "nodes": None, **parity.sizes(run.model),
+             "max_abs_diff": 0.0, "argmax_agreement": 1.0, **parity.scores(torch_eval, eval_y, num_classes),
+             "eval_n": len(eval_y)}]
+    onnx_row = parity.variant_row("onnx", exported, fixed_x, torch_fixed, eval_x, eval_y, num_classes,
+                                  nodes_exported)
+    parity.require_close(onnx_row, "PyTorch")
+    rows.append(onnx_row)
+
+    # 2. simplify (fallback recorded), checked against the exported model.
+    simplified = out / "model.onnx"
+    simp = simplify.simplify(exported, simplified, opts.simplifier)
+    onnx_export.check_symbolic(simplified, meta)
+    simp_row = parity.variant_row("simplified", simplified, fixed_x, torch_fixed, eval_x, eval_y,
+                                  num_classes, simp["nodes_after"])
+    vs_onnx = parity.compare(parity.logits(parity.session(simplified), fixed_x),
+                             parity.logits(parity.session(exported), fixed_x))
+    simp_row["max_abs_diff_vs_onnx"] = vs_onnx["max_abs_diff"]
+    parity.require_close(dict(simp_row, max_abs_diff=vs_onnx["max_abs_diff"]), "the exported ONNX model")
+    parity.require_close(simp_row, "PyTorch")
+    rows.append(simp_row)
+
+    # 3. quantize: pre-process once, then each recipe.
+    kind = quantize.model_kind(onnx.load(str(simplified), load_external_data=False))
+    per_channel = opts.per_channel if opts.per_channel is not None else (target.per_channel if target else True)
+    reduce_range = opts.reduce_range if opts.reduce_range is not None else (target.reduce_range if target else False)
+    plan = quantize.recipes(kind, opts.quantize, per_channel, reduce_range, target)
+    pre_note = None
+    qrows = []
+    if plan:
+        pre = work / "model.pre.onnx"
+        pre_note = quantize.preprocess(simplified, pre)
+        for recipe in plan:
+            qpath = out / f"model.int8-{recipe.name}.onnx"
+            quantize.quantize(pre, qpath, recipe, calib_x if recipe.method == "static" else None)
+            onnx_export.check_symbolic(qpath, meta)
+            qm = onnx.load(str(qpath), load_external_data=False)
+            row = parity.variant_row(recipe.name, qpath, fixed_x, torch_fixed, eval_x, eval_y, num_classes,
+                                     len(qm.graph.node))
+            row["recipe"] = recipe.as_dict()
+            row["acc_drop_points"] = round((simp_row["accuracy"] - row["accuracy"]) * 100, 4)
+            qrows.append(row)
+    rows.extend(qrows)
+
+    # 4. choose: accuracy budget first, then latency measured here (auto only).
+    latency, latency_note = None, None
+    float_row = dict(simp_row, name="float")
+    within = [r for r in qrows if r["acc_drop_points"] <= opts.max_acc_drop + 1e-9]
+    if opts.quantize == "auto" and within:
+        native = target is None or _native(target.name)
+        if not opts.measure_latency:
+            latency_note = "latency measurement was switched off"
+        elif not native:
+            latency_note = (f"latency measured on this {platform.machine()} machine does not predict a "
+                            f"{target.name}")
+        else:
+            latency = _latency({"float": simplified, **{r["name"]: out / r["file"] for r in within}},
+                               opts.target)
+            for r in rows:
+                if latency and r["name"] in latency:
+                    r["latency_p50_ms"] = latency[r["name"]]
+            simp_row["latency_p50_ms"] = latency.get("float") if latency else None
+    chosen, kept, why = quantize.choose(float_row, qrows, opts.max_acc_drop, latency,
+                                        explicit=opts.quantize in ("static", "dynamic"),
+                                        latency_note=latency_note)
+    if kept:
+        shutil.copyfile(out / f"model.int8-{kept}.onnx", out / "model.int8.onnx")
+
+    # 5. the bundle.
+    models = [{"name": "float", "file": "model.onnx"}]
+    files = {"model.onnx": simplified}
+    if kept:
+        models.append({"name": "int8", "file": "model.int8.onnx", "recipe": kept})
+        files["model.int8.onnx"] = out / "model.int8.onnx"
+    run_metrics = read_json(run.metrics) if run.metrics.exists() else {}
+    by_name = {r["name"]: r for r in rows}
+    bundle_meta = {
+        **onnx_export.metadata(meta, record, int(torch_fixed.shape[-1])),
+        "models": models, "default": chosen, "eval": "eval.npz",
+        **({"vocab": "vocab.json"} if vocab is not None else {}),
+        "metrics": {
+            "train": {k: run_metrics.get(k) for k in ("test_accuracy", "test_f1", "test_n", "params",
+                                                       "baseline_params", "compression") if k in run_metrics},
+            "float": _brief(by_name["simplified"]),
+            **({"int8": _brief(by_name[kept])} if kept else {}),
+        },
+    }
+    written = bundle_mod.write_bundle(bundle_dir, bundle_meta, files, eval_x, eval_y,
+                                      vocab.to_json() if vocab is not None else None)
+
+    summary = {
+        "format": 1,
+        "run": str(run.root),
+        "exporter": opts.exporter,
+        "opset": opts.opset,
+        "options": {**asdict(opts), "per_channel": per_channel, "reduce_range": reduce_range},
+        "target": target.name if target else None,
+        "tolerance": parity.ONNX_TOLERANCE,
+        "parity_batch": len(fixed_x),
+        "eval_n": len(eval_y),
+        "calib_n": len(calib_x),
+        "simplifier": simp,
+        "model_kind": kind,
+        "quant_pre_process": pre_note or "ok",
+        "variants": rows,
+        "latency_p50_ms": latency,
+        "latency_note": latency_note,
+        "chosen": chosen,
+        "int8_kept": kept,
+        "reason": why,
+        "bundle_files": written,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    (out / "parity.json").write_text(json.dumps(summary, indent=2) + "\n")  # staged dir: renamed at the end
+    return summary
+
+
+def _brief(row: dict) -> dict:
+    keys = ("accuracy", "f1", "eval_n", "max_abs_diff", "argmax_agreement", "size_bytes", "size_gz_bytes",
+            "nodes", "latency_p50_ms")
+    return {k: row.get(k) for k in keys if k in row}
+
+
+def _native(target_name: str) -> bool:
+    arm = platform.machine().lower() in ("aarch64", "arm64")
+    return arm if target_name.startswith("rpi") else not arm
+
+
+def _latency(files: dict[str, Path], target: str | None) -> dict[str, float] | None:
+    """Batch-1 p50 (median of interleaved round medians) per variant, with edgeprune.bench."""
+    from edgeprune.bench.discover import Model
+    from edgeprune.bench.runner import measure
+    from edgeprune.bench.settings import make_settings
+
+    settings = make_settings(batch="1", warmup=10, runs=50, rounds=5, target=target, label="export")
+    models = [Model(name=name, variant=name, path=Path(p)) for name, p in files.items()]
+    rows = measure(models, settings)
+    out = {}
+    for name, row in zip(files, rows):
+        if row["status"] == "ok" and "1" in row["latency"]:
+            out[name] = row["latency"]["1"]["round_median_ms"]
+    return out or None
