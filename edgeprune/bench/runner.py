@@ -71,64 +71,79 @@ def _ask(worker: WorkerProcess, row: dict, req: dict, timeout: float) -> dict | 
     return reply
 
 
+def _load(model: Model, row: dict, settings: Settings) -> WorkerProcess | None:
+    """A worker with `model` loaded and warmed up, or None with the row failed."""
+    if model.problem:
+        _fail(row, model.problem)
+        row["params"], row["params_source"] = _params(model, None)
+        return None
+    worker = WorkerProcess()
+    reply = _ask(worker, row, {
+        "cmd": "load", "path": str(model.path), "threads": settings.threads,
+        "arena": settings.arena, "mem_pattern": settings.mem_pattern,
+        "batches": list(settings.batches), "warmup": settings.warmup,
+        "eval": str(model.eval) if model.eval else None,
+    }, LOAD_TIMEOUT_S)
+    row["params"], row["params_source"] = _params(model, reply and reply["metadata"])
+    if reply is None:
+        worker.kill()
+        return None
+    row["inputs"], row["session_options"] = reply["inputs"], reply["session_options"]
+    row["task"] = row["task"] or (reply["metadata"] or {}).get("task")
+    return worker
+
+
+def _time_interleaved(workers: dict[int, WorkerProcess], rows: list[dict], names: list[str],
+                      settings: Settings, progress: Progress) -> None:
+    """Per batch size: round r runs every live worker in turn (A B C), `rounds` times."""
+    round_req: dict = {"cmd": "round"}
+    if settings.seconds is not None:
+        round_req["seconds"] = settings.seconds / settings.rounds
+    else:
+        round_req["runs"] = settings.runs
+    timeout = ROUND_TIMEOUT_S + 2 * round_req.get("seconds", 0)
+    for batch in settings.batches:
+        times: dict[int, list[list[float]]] = {i: [] for i in workers}
+        floors: dict[int, list[float]] = {i: [] for i in workers}
+        for r in range(settings.rounds):
+            for i in list(workers):
+                progress(f"batch {batch}, round {r + 1}/{settings.rounds}: {names[i]}")
+                reply = _ask(workers[i], rows[i], dict(round_req, batch=batch), timeout)
+                if reply is None:
+                    workers.pop(i).kill()
+                    continue
+                times[i].append(reply["times_ms"])
+                floors[i].extend(reply["floor_ms"])
+        for i in workers:
+            rows[i]["latency"][str(batch)] = latency_stats(times[i], batch, floors[i])
+
+
+def _finish(worker: WorkerProcess, row: dict, model: Model) -> None:
+    """Memory figures and eval accuracy into the row; the worker exits."""
+    reply = _ask(worker, row, {"cmd": "finish"}, LOAD_TIMEOUT_S)
+    if reply is not None:
+        row["memory"] = reply["memory"]
+        for key in ("accuracy", "f1", "eval_n"):
+            row[key] = reply[key]
+        if reply.get("eval_error"):
+            _fail(row, f"evaluation on {model.eval.name} failed: {reply['eval_error']}")
+    worker.close()
+
+
 def measure(models: list[Model], settings: Settings, progress: Progress = lambda s: None) -> list[dict]:
     """One result row per model, in the JSON schema of docs/bench.md."""
     rows = [_row(m) for m in models]
     workers: dict[int, WorkerProcess] = {}
     try:
         for i, (model, row) in enumerate(zip(models, rows)):
-            if model.problem:
-                _fail(row, model.problem)
-                row["params"], row["params_source"] = _params(model, None)
-                continue
             progress(f"loading {model.name}")
-            worker = WorkerProcess()
-            reply = _ask(worker, row, {
-                "cmd": "load", "path": str(model.path), "threads": settings.threads,
-                "arena": settings.arena, "mem_pattern": settings.mem_pattern,
-                "batches": list(settings.batches), "warmup": settings.warmup,
-                "eval": str(model.eval) if model.eval else None,
-            }, LOAD_TIMEOUT_S)
-            row["params"], row["params_source"] = _params(model, reply and reply["metadata"])
-            if reply is None:
-                worker.kill()
-                continue
-            row["inputs"], row["session_options"] = reply["inputs"], reply["session_options"]
-            row["task"] = row["task"] or (reply["metadata"] or {}).get("task")
-            workers[i] = worker
-
-        round_req: dict = {"cmd": "round"}
-        if settings.seconds is not None:
-            round_req["seconds"] = settings.seconds / settings.rounds
-        else:
-            round_req["runs"] = settings.runs
-        timeout = ROUND_TIMEOUT_S + 2 * round_req.get("seconds", 0)
-        for batch in settings.batches:
-            times: dict[int, list[list[float]]] = {i: [] for i in workers}
-            floors: dict[int, list[float]] = {i: [] for i in workers}
-            for r in range(settings.rounds):
-                for i in list(workers):
-                    progress(f"batch {batch}, round {r + 1}/{settings.rounds}: {models[i].name}")
-                    reply = _ask(workers[i], rows[i], dict(round_req, batch=batch), timeout)
-                    if reply is None:
-                        workers.pop(i).kill()
-                        continue
-                    times[i].append(reply["times_ms"])
-                    floors[i].extend(reply["floor_ms"])
-            for i in workers:
-                rows[i]["latency"][str(batch)] = latency_stats(times[i], batch, floors[i])
-
+            worker = _load(model, row, settings)
+            if worker is not None:
+                workers[i] = worker
+        _time_interleaved(workers, rows, [m.name for m in models], settings, progress)
         for i in list(workers):
             progress(f"finishing {models[i].name}")
-            reply = _ask(workers[i], rows[i], {"cmd": "finish"}, LOAD_TIMEOUT_S)
-            if reply is not None:
-                rows[i]["memory"] = reply["memory"]
-                for key in ("accuracy", "f1", "eval_n"):
-                    rows[i][key] = reply[key]
-                if reply.get("eval_error"):
-                    _fail(rows[i], f"evaluation on {models[i].eval.name} failed: "
-                                   f"{reply['eval_error']}")
-            workers.pop(i).close()
+            _finish(workers.pop(i), rows[i], models[i])
     finally:
         for w in workers.values():  # interrupted: leave no stray processes behind
             w.kill()

@@ -94,7 +94,8 @@ class Worker:
                 session_options(req["threads"], req["arena"], req["mem_pattern"]),
                 providers=providers)
             for b in req["batches"]:
-                for _ in range(req["warmup"]):
+                # At least one call per batch size, so the peak covers inference at every shape.
+                for _ in range(max(1, req["warmup"])):
                     self.session.run(None, self.feeds[b])
                     self.floor.run(None, self.feeds[b])
         # Timed rounds run without the sampler thread so it cannot disturb them.
