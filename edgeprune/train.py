@@ -183,7 +183,7 @@ def train_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> di
     if not quiet:
         console.print(f"[bold green]done[/]: test accuracy {metrics['test_accuracy']:.4f}, F1 {metrics['test_f1']:.4f}, "
                       f"{live:,} live parameters ({metrics['compression']:.1f}x fewer than {baseline_params:,}), "
-                      f"{train_seconds:.0f}s; wrote {run.root}")
+                      f"{train_seconds:.0f}s; wrote {run.root}", soft_wrap=True)
     return metrics
 
 
@@ -199,4 +199,4 @@ def _print_epoch(r: dict, cfg: TrainConfig, quiet: bool) -> None:
     widths = " ".join(f"{k}={v}" for k, v in r["widths"].items())
     console.print(f"epoch {r['epoch']:>3}/{cfg.epochs} {r['phase']:<8} loss {r['train_loss']:.4f}  "
                   f"val acc {r['val_accuracy']:.4f} f1 {r['val_f1']:.4f}  params {r['params_alive']:,} "
-                  f"({r['compression']:.1f}x)  [{widths}]  {r['seconds']:.1f}s", highlight=False)
+                  f"({r['compression']:.1f}x)  [{widths}]  {r['seconds']:.1f}s", highlight=False, soft_wrap=True)

@@ -1,0 +1,94 @@
+"""Baseline vs pruned training on one dataset: live parameters, accuracy, wall time, and PyTorch CPU
+latency before and after compaction.
+
+The two runs train at the same time, one thread each, so both see the same machine (a shared
+machine drifts; run one after the other and the later one may win or lose by chance). Runs resume
+if interrupted: re-run the same command.
+
+    python benchmarks/prune_vs_baseline.py --dataset fashion-mnist --epochs 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from common import record, torch_latency
+from edgeprune.models import build_model
+
+
+def train(out: Path, dataset: str, epochs: int, extra: list[str], limit: int | None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "edgeprune", "train", "--dataset", dataset, "--epochs", str(epochs),
+           "--out", str(out), "--threads", "1", *extra]
+    if limit:
+        cmd += ["--limit", str(limit)]
+    if (out / "config.json").exists():
+        if (out / "metrics.json").exists():
+            return None
+        cmd.append("--resume")
+    log = open(out.parent / f"{out.name}.log", "a")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def load(run: Path):
+    saved = torch.load(run / "model.pt", weights_only=True)
+    model = build_model(saved["arch"]).eval()
+    model.load_state_dict(saved["state_dict"])
+    return model, saved
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--preset", default="compact")
+    ap.add_argument("--limit", type=int)
+    ap.add_argument("--runs-dir", type=Path, default=Path("runs/bench"))
+    ap.add_argument("--name", help="results file name (default prune_vs_baseline_<dataset>_<epochs>ep)")
+    args = ap.parse_args()
+    root = args.runs_dir / f"{args.dataset}-{args.epochs}ep"
+    root.mkdir(parents=True, exist_ok=True)
+    base_dir, pruned_dir = root / "baseline", root / "pruned"
+    procs = [train(base_dir, args.dataset, args.epochs, ["--no-prune"], args.limit),
+             train(pruned_dir, args.dataset, args.epochs, ["--preset", args.preset], args.limit)]
+    for p in procs:
+        if p is not None and p.wait() != 0:
+            sys.exit(f"training failed; see the logs in {root}")
+
+    mb, mp = (json.loads((d / "metrics.json").read_text()) for d in (base_dir, pruned_dir))
+    base, saved = load(base_dir)
+    pruned, _ = load(pruned_dir)
+    shape = saved["input"]["input_shape"][1:]
+    example = (lambda b: torch.randn(b, *shape)) if saved["input"]["task"] == "image" else \
+        (lambda b: torch.randint(1, 100, (b, 128)))
+    # A masked model has the baseline's widths, so dense kernels cost the same as the baseline's:
+    # "before compaction" is the baseline architecture, "after" the compact pruned model.
+    latency = {f"batch{b}_threads{t}": torch_latency({"before_compaction": base, "after_compaction": pruned}, example, b, t)
+               for b in (1, 64) for t in (1, torch.get_num_threads())}
+    result = {
+        "dataset": args.dataset, "epochs": args.epochs, "preset": args.preset, "limit": args.limit,
+        "baseline": {k: mb[k] for k in ("test_accuracy", "test_f1", "params", "train_seconds", "widths")},
+        "pruned": {k: mp[k] for k in ("test_accuracy", "test_f1", "params", "dense_params", "train_seconds", "widths")},
+        "compression_live": mb["params"] / mp["params"],
+        "compression_dense": mb["params"] / mp["dense_params"],
+        "accuracy_drop_points": 100 * (mb["test_accuracy"] - mp["test_accuracy"]),
+        "wall_time_ratio_pruned_over_baseline": mp["train_seconds"] / mb["train_seconds"],
+        "torch_cpu_latency_ms": latency,
+        "targets": {"compression_live>=8": mb["params"] / mp["params"] >= 8,
+                    "accuracy_drop<=0.5pt": 100 * (mb["test_accuracy"] - mp["test_accuracy"]) <= 0.5,
+                    "pruned_wall_time<=baseline": mp["train_seconds"] <= mb["train_seconds"]},
+        "runs": {"baseline": str(base_dir), "pruned": str(pruned_dir)},
+    }
+    path = record(args.name or f"prune_vs_baseline_{args.dataset}_{args.epochs}ep", result)
+    print(json.dumps({k: result[k] for k in ("compression_live", "accuracy_drop_points",
+                                             "wall_time_ratio_pruned_over_baseline", "targets")}, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
