@@ -54,9 +54,10 @@ def machine_line(machine: dict, settings: dict, conditions: dict | None = None) 
 
 def models_table(report: dict) -> Table:
     table = Table(title="models", box=box.SIMPLE_HEAD)
-    for col in ("model", "status", "acc", "F1", "RSS MiB before/load/peak", "KiB (gz)", "params"):
+    for col in ("model", "status", "acc", "F1", "RSS MiB\nbefore/load/peak", "KiB\n(gz)",
+                "params"):
         if col in ("model", "status"):
-            table.add_column(col, overflow="fold", min_width=8)
+            table.add_column(col, overflow="fold", min_width=12 if col == "model" else None)
         else:
             table.add_column(col, justify="right", no_wrap=True)
     for row in report["results"]:
