@@ -107,7 +107,14 @@ def export_onnx(model: torch.nn.Module, meta: dict, path: Path, opset: int = DEF
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 - any exporter failure is one sentence for the user
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        text = str(e)
+        if "inferred a static shape" in text:
+            # torch.export traced a dynamic axis as a constant: seen on the second export of an
+            # LSTM in one process. Refuse rather than ship a model that takes one length only.
+            raise UserError(f"the {exporter} exporter froze a dimension that must stay dynamic (a known "
+                            "torch.export problem on a second export in one process); use the default "
+                            "torchscript exporter or export in a fresh process.") from None
+        first = (text.strip().splitlines() or [type(e).__name__])[0][:300]
         raise UserError(f"torch.onnx.export ({exporter}) could not export this model ({first}); "
                         "try another --opset.") from None
     _rename_axes(path, meta)
