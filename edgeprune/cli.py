@@ -86,9 +86,14 @@ def train(
     vocab_size: int = typer.Option(20000, "--vocab-size", help="Text: vocabulary size."),
     max_len: int = typer.Option(256, "--max-len", help="Text: tokens kept per example."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of train held out for validation."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all cores, shared by the processes on a machine)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps (auto: cuda, then mps, then cpu)."),
+    amp: bool = typer.Option(False, "--amp/--no-amp", help="Automatic mixed precision on CUDA (bf16, or fp16 with loss scaling)."),
 ):
-    """Train a model, pruning redundant neurons and connections as it trains (unless --no-prune)."""
+    """Train a model, pruning redundant neurons and connections as it trains (unless --no-prune).
+
+    Under torchrun (torchrun --nproc_per_node N -m edgeprune train ...) every process trains a shard
+    with DistributedDataParallel; --batch-size is the global batch."""
     from edgeprune.config import resolve_train_config
     from edgeprune.train import train_run
 
@@ -98,7 +103,7 @@ def train(
         warmup_epochs=warmup_epochs, prune_until=prune_until, target_params=target_params,
         round_to=round_to, min_width=min_width, prune_connections=prune_connections,
         progressive=progressive, preset=preset, vocab_size=vocab_size, max_len=max_len, val_fraction=val_fraction,
-        threads=threads,
+        threads=threads, device=device, amp=amp,
     )
     train_run(cfg, resume=resume)
 
@@ -157,6 +162,43 @@ def export(
                              data_dir=str(data_dir) if data_dir else None)
     console = Console()
     Console(width=max(console.width, 110)).print(render(summary))  # the table needs ~110 columns
+
+
+@app.command()
+@friendly
+def report(
+    runs: list[Path] = typer.Argument(..., metavar="RUN...", help="Run directories (the one trained with --no-prune is the baseline).", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for report.md/.html/.json and the figures (default: the first run)."),
+):
+    """Compare runs, their exported variants and every machine they were benchmarked on."""
+    from edgeprune.report import render, write_report
+
+    result = write_report(runs, out)
+    Console(width=max(Console().width, 140)).print(render(result))  # the table needs ~140 columns
+    err.print(f"wrote {result['out_dir']}/report.md, report.html, report.json", highlight=False)
+
+
+@app.command()
+@friendly
+def experiment(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="mnist, fashion-mnist, cifar10, imdb or sst2."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of each training run (default: the model's)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Train on the first N training examples."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Experiment directory (default runs/experiment-<dataset>)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local dataset copies (else $EDGEPRUNE_DATA)."),
+    preset: str = typer.Option("compact", "--preset", help="Pruning preset of the pruned run: 'compact' or 'study'."),
+    quantize: str = typer.Option("auto", "--quantize", help="none, static, dynamic or auto (see edgeprune export)."),
+    target: Optional[str] = typer.Option(None, "--target", help="Device preset rpi4, rpi5 or x86: quantization recipe and bench threads."),
+    bench_runs: Optional[int] = typer.Option(None, "--bench-runs", help="Timed runs per bench round (default 100)."),
+):
+    """The whole study in one command: baseline and pruned runs, exported, quantized, benchmarked, reported.
+
+    Finished stages are skipped and an interrupted training resumes, so re-running continues.
+    """
+    from edgeprune.experiment import ExperimentOptions, run_experiment
+
+    run_experiment(ExperimentOptions(dataset=dataset, epochs=epochs, limit=limit, out=out, data_dir=data_dir,
+                                     preset=preset, quantize=quantize, target=target, bench_runs=bench_runs))
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -46,6 +46,8 @@ class TrainConfig:
     max_len: int = 256
     val_fraction: float = 0.1
     threads: Optional[int] = None
+    device: str = "auto"  # auto, cpu, cuda or mps (see edgeprune.distributed)
+    amp: bool = False  # automatic mixed precision, CUDA only
     model_config: dict = field(default_factory=dict)  # overrides of the model's default widths
 
     def to_dict(self) -> dict:
@@ -54,7 +56,7 @@ class TrainConfig:
     def identity(self) -> dict:
         """What must match for --resume to continue this run (not where files live)."""
         d = self.to_dict()
-        for k in ("out", "data_dir", "threads"):
+        for k in ("out", "data_dir", "threads", "device", "amp"):
             d.pop(k)
         return d
 

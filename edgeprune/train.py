@@ -3,6 +3,7 @@ the gradients just computed) and at the end of each epoch (prune, then compact).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from edgeprune import __version__
+from edgeprune import __version__, distributed
 from edgeprune.config import TrainConfig, default_threads, schedule_of
 from edgeprune.data.loader import Data, Split, load_data
 from edgeprune.data.text import Vocab
@@ -46,11 +47,12 @@ def evaluate(model: torch.nn.Module, data: Data, split: Split, batch_size: int =
     was_training = model.training
     model.eval()
     total, preds = 0.0, []
+    device = next(model.parameters()).device
     for i in range(0, len(split), batch_size):
-        logits = model(data.prepare(split.x[i:i + batch_size]))
+        logits = model(distributed.to_device(data.prepare(split.x[i:i + batch_size]), device))
         y = split.y[i:i + batch_size]
-        total += float(loss_fn(logits, y, reduction="sum"))
-        preds.append(predict(logits))
+        total += float(loss_fn(logits, distributed.to_device(y, device), reduction="sum"))
+        preds.append(predict(logits).cpu())
     model.train(was_training)
     if not len(split):
         return {"loss": None, "accuracy": None, "f1": None, "n": 0}
@@ -80,36 +82,56 @@ def _check_run_dir(run: RunDir, cfg: TrainConfig, resume: bool) -> bool:
 
 
 def train_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
-    """Train (and prune) according to `cfg`, writing everything into the run directory."""
+    """Train (and prune) according to `cfg`, writing everything into the run directory.
+
+    Started by torchrun, each process trains its shard with DistributedDataParallel; rank 0 writes."""
+    ctx = distributed.from_env()
+    device = distributed.resolve_device(cfg.device, ctx)
+    amp = distributed.amp_dtype(device, cfg.amp)
+    local_batch = distributed.local_batch_size(cfg.batch_size, ctx.world)
+    with distributed.process_group(ctx, device):
+        return _train(cfg, resume, quiet or not ctx.is_main, ctx, device, amp, local_batch)
+
+
+def _train(cfg: TrainConfig, resume: bool, quiet: bool, ctx: distributed.Dist, device: torch.device,
+           amp: Optional[torch.dtype], local_batch: int) -> dict:
     run = RunDir(Path(cfg.out))
-    has_ckpt = _check_run_dir(run, cfg, resume)
-    torch.set_num_threads(cfg.threads or default_threads())
+    has_ckpt = distributed.on_main(ctx, lambda: _check_run_dir(run, cfg, resume))
+    torch.set_num_threads(cfg.threads or max(1, default_threads() // ctx.local_world))
     torch.manual_seed(cfg.seed)
 
-    saved_vocab = Vocab.from_json(read_json(run.vocab)) if has_ckpt and run.vocab.exists() else None
+    saved_vocab = distributed.on_main(ctx, lambda: read_json(run.vocab) if has_ckpt and run.vocab.exists() else None)
     data = load_data(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, seed=cfg.seed, limit=cfg.limit,
                      val_fraction=cfg.val_fraction, vocab_size=cfg.vocab_size, max_len=cfg.max_len,
-                     vocab=saved_vocab)
+                     vocab=Vocab.from_json(saved_vocab) if saved_vocab else None)
     meta = data.input_meta()
     model = build_model({"name": cfg.model, "config": {**default_config(cfg.model, meta), **cfg.model_config}})
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    pruner = Pruner(model, schedule_of(cfg)) if cfg.prune else None
     baseline_params = count_params(model)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    reduce = distributed.all_reduce_scores if ctx.enabled else None
+    pruner = Pruner(model, schedule_of(cfg), reduce_scores=reduce) if cfg.prune else None
+    # fp16 needs loss scaling to keep small gradients; bf16 has float32's range and does not
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     start, train_seconds = 1, 0.0
 
     if has_ckpt:
-        ckpt = load_torch(run.checkpoint, "checkpoint")
+        ckpt = distributed.on_main(ctx, lambda: load_torch(run.checkpoint, "checkpoint"))
         model = build_model(ckpt["arch"])
         model.load_state_dict(ckpt["model"])
+        model.to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         optimizer.load_state_dict(ckpt["optimizer"])
         if pruner:
             pruner.load_state_dict(ckpt["pruner"], model, optimizer)
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         start, train_seconds = ckpt["epoch"] + 1, ckpt["train_seconds"]
-        history = [h for h in read_jsonl(run.history) if h["epoch"] < start]
-        atomic_write_bytes(run.history, "".join(__import__("json").dumps(h) + "\n" for h in history).encode())
-        console.print(f"resuming {run.root} at epoch {start}/{cfg.epochs}")
-    else:
+        if ctx.is_main:
+            history = [h for h in read_jsonl(run.history) if h["epoch"] < start]
+            atomic_write_bytes(run.history, "".join(__import__("json").dumps(h) + "\n" for h in history).encode())
+            console.print(f"resuming {run.root} at epoch {start}/{cfg.epochs}")
+    elif ctx.is_main:
         run.root.mkdir(parents=True, exist_ok=True)
         for p in (run.history, run.metrics, run.checkpoint, run.model):
             p.unlink(missing_ok=True)
@@ -119,8 +141,10 @@ def train_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> di
                                        "config": cfg.to_dict(), "input": meta, "data_source": data.source,
                                        "baseline_params": baseline_params})
 
+    net = distributed.wrap(model, device, ctx)
     n = len(data.train)
-    steps = (n + cfg.batch_size - 1) // cfg.batch_size
+    steps = (len(distributed.shard(torch.arange(n), ctx)) + local_batch - 1) // local_batch
+    autocast = (lambda: torch.autocast("cuda", dtype=amp)) if amp else contextlib.nullcontext
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("{task.fields[stats]}"), console=console,
                   disable=quiet, transient=True) as progress:
@@ -128,19 +152,32 @@ def train_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> di
             phase = pruner.schedule.phase(epoch) if pruner else "train"
             task = progress.add_task(f"epoch {epoch}/{cfg.epochs} {phase}", total=steps, stats="")
             t0 = time.perf_counter()
-            model.train()
+            net.train()
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+            mine = distributed.shard(perm, ctx)
             loss_sum, correct, seen = 0.0, 0, 0
             for step in range(steps):
-                idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-                y = data.train.y[idx]
-                logits = model(data.prepare(data.train.x[idx]))
-                loss = loss_fn(logits, y)
+                idx = mine[step * local_batch:(step + 1) * local_batch]
+                x = distributed.to_device(data.prepare(data.train.x[idx]), device)
+                y = distributed.to_device(data.train.y[idx], device)
+                with autocast():
+                    logits = net(x)
+                    loss = loss_fn(logits, y)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if pruner:
+                if scaler is None:
+                    loss.backward()
+                    finite = True
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)  # the pruner scores true gradients, not scaled ones
+                    finite = _finite_grads(model)  # scaler.step skips this step; so do the scores
+                if pruner and finite:
                     pruner.after_backward(model, epoch)
-                optimizer.step()
+                if scaler is None:
+                    optimizer.step()
+                else:
+                    scaler.step(optimizer)
+                    scaler.update()
                 with torch.no_grad():
                     loss_sum += float(loss) * len(y)
                     correct += int((predict(logits) == y).sum())
@@ -148,43 +185,70 @@ def train_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> di
                 if step % 25 == 0 or step == steps - 1:
                     progress.update(task, completed=step + 1,
                                     stats=f"loss {loss_sum / seen:.4f} acc {correct / seen:.4f}")
+            loss_sum, correct, seen = distributed.sum_over_ranks([loss_sum, correct, seen], device, ctx)
             report = None
             if pruner:
                 model, optimizer, report = pruner.end_epoch(model, optimizer, epoch)
+                if phase == "prune":
+                    net = distributed.wrap(model, device, ctx)  # the pruner may have replaced or moved it
+            distributed.check_in_sync(model, ctx)
             seconds = time.perf_counter() - t0
             train_seconds += seconds
-            val = evaluate(model, data, data.val)
             progress.remove_task(task)
-            record = {"epoch": epoch, "phase": phase, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-                      "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_f1": val["f1"],
-                      "seconds": seconds, **_structure(model, pruner, baseline_params)}
-            if report is not None:
-                record["removed"] = {"units": report.removed_units, "connections": report.removed_connections}
-                record["budget"] = report.budget
-            ckpt = {"format": RUN_FORMAT, "edgeprune_version": __version__, "epoch": epoch,
-                    "train_seconds": train_seconds, "arch": model.arch(), "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict() if pruner else None}
-            save_torch(run.checkpoint, ckpt)
-            append_jsonl(run.history, record)
-            _print_epoch(record, cfg, quiet)
+            if ctx.is_main:
+                val = evaluate(model, data, data.val)
+                record = {"epoch": epoch, "phase": phase, "train_loss": loss_sum / seen,
+                          "train_accuracy": correct / seen, "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                          "val_f1": val["f1"], "seconds": seconds, **_structure(model, pruner, baseline_params)}
+                if report is not None:
+                    record["removed"] = {"units": report.removed_units, "connections": report.removed_connections}
+                    record["budget"] = report.budget
+                ckpt = {"format": RUN_FORMAT, "edgeprune_version": __version__, "epoch": epoch,
+                        "train_seconds": train_seconds, "arch": model.arch(), "model": _cpu(model.state_dict()),
+                        "optimizer": _cpu(optimizer.state_dict()), "pruner": pruner.state_dict() if pruner else None,
+                        "scaler": scaler.state_dict() if scaler is not None else None}
+                save_torch(run.checkpoint, ckpt)
+                append_jsonl(run.history, record)
+                _print_epoch(record, cfg, quiet)
+            distributed.barrier(ctx)  # the checkpoint is complete before any rank moves on
 
     if pruner:
         model, optimizer = pruner.finalize(model, optimizer)
-    test = evaluate(model, data, data.test)
+    distributed.check_in_sync(model, ctx)
     live = pruner.live_params(model) if pruner else count_params(model)
-    metrics = {"test_loss": test["loss"], "test_accuracy": test["accuracy"], "test_f1": test["f1"], "test_n": test["n"],
-               "params": live, "dense_params": count_params(model), "baseline_params": baseline_params,
-               "compression": baseline_params / max(live, 1), "train_seconds": train_seconds,
-               "widths": model.widths(), "epochs": cfg.epochs}
-    save_torch(run.model, {"format": "edgeprune.model", "version": 1, "edgeprune_version": __version__,
-                           "arch": model.arch(), "state_dict": model.state_dict(), "input": meta,
-                           "params": live, "source_run": str(run.root)})
-    atomic_write_json(run.metrics, metrics)
-    if not quiet:
-        console.print(f"[bold green]done[/]: test accuracy {metrics['test_accuracy']:.4f}, F1 {metrics['test_f1']:.4f}, "
-                      f"{live:,} live parameters ({metrics['compression']:.1f}x fewer than {baseline_params:,}), "
-                      f"{train_seconds:.0f}s; wrote {run.root}", soft_wrap=True)
-    return metrics
+    metrics = None
+    if ctx.is_main:
+        test = evaluate(model, data, data.test)
+        metrics = {"test_loss": test["loss"], "test_accuracy": test["accuracy"], "test_f1": test["f1"],
+                   "test_n": test["n"], "params": live, "dense_params": count_params(model),
+                   "baseline_params": baseline_params, "compression": baseline_params / max(live, 1),
+                   "train_seconds": train_seconds, "widths": model.widths(), "epochs": cfg.epochs,
+                   "device": device.type, "world_size": ctx.world}
+        save_torch(run.model, {"format": "edgeprune.model", "version": 1, "edgeprune_version": __version__,
+                               "arch": model.arch(), "state_dict": _cpu(model.state_dict()), "input": meta,
+                               "params": live, "source_run": str(run.root)})
+        atomic_write_json(run.metrics, metrics)
+        if not quiet:
+            console.print(f"[bold green]done[/]: test accuracy {metrics['test_accuracy']:.4f}, F1 {metrics['test_f1']:.4f}, "
+                          f"{live:,} live parameters ({metrics['compression']:.1f}x fewer than {baseline_params:,}), "
+                          f"{train_seconds:.0f}s; wrote {run.root}", soft_wrap=True)
+    return distributed.on_main(ctx, lambda: metrics)
+
+
+def _cpu(obj):
+    """A copy of a (nested) state dict with every tensor on the CPU: loadable anywhere."""
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def _finite_grads(model: torch.nn.Module) -> bool:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))) if grads else True
 
 
 def _structure(model, pruner: Optional[Pruner], baseline_params: int) -> dict:

@@ -42,10 +42,21 @@ class TaylorScores:
         self.conn: dict[str, torch.Tensor] = {}
         self.batches = 0
 
+    def to(self, device: torch.device | str) -> "TaylorScores":
+        """Move the sums (unit sums stay float64 except on MPS, which has no float64)."""
+        device = torch.device(device)
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.unit = {k: v.to(device, dtype) for k, v in self.unit.items()}
+        self.conn = {k: v.to(device) for k, v in self.conn.items()}
+        return self
+
     @torch.no_grad()
     def accumulate(self, model: nn.Module) -> None:
         params = dict(model.named_parameters())
         products: dict[str, torch.Tensor] = {}
+        device = next(iter(params.values())).device
+        if any(v.device != device for v in self.unit.values()):
+            self.to(device)  # sum where the gradients are: no copy to the host per batch
 
         def wg(name: str) -> torch.Tensor | None:
             if name not in products:
@@ -54,12 +65,12 @@ class TaylorScores:
             return products[name]
 
         for g in self.groups:
-            total = torch.zeros(g.width)
+            total = torch.zeros(g.width, device=device)
             for s in g.own():
                 prod = wg(s.name)
                 if prod is not None:
                     total += per_unit(prod, s.dim, s.kind, g.width)
-            self.unit[g.name] += total.abs().double()
+            self.unit[g.name] += total.abs().to(self.unit[g.name].dtype)
         for name in self.connection_params:
             prod = wg(name)
             if prod is None:

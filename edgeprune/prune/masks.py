@@ -25,7 +25,7 @@ class MaskSet:
             p = params.get(name)
             if p is None:
                 continue
-            m = mask.to(p.dtype)
+            m = mask.to(device=p.device, dtype=p.dtype)
             p.mul_(m)
             if optimizer is not None and p in optimizer.state:
                 for v in optimizer.state[p].values():

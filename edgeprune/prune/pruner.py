@@ -40,9 +40,22 @@ class StepReport:
     compacted: bool = False
 
 
+def _move(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device | str) -> None:
+    """Move a model and its optimizer's per-weight state in place (the optimizer keeps its parameters)."""
+    model.to(device)
+    for state in optimizer.state.values():
+        for k, v in state.items():
+            if torch.is_tensor(v) and v.dim() > 0:  # moments; Adam's scalar step stays on the CPU
+                state[k] = v.to(device)
+
+
 class Pruner:
-    def __init__(self, model: nn.Module, schedule: PruneSchedule, baseline_params: int | None = None):
+    def __init__(self, model: nn.Module, schedule: PruneSchedule, baseline_params: int | None = None,
+                 reduce_scores=None):
         self.schedule = schedule
+        # Called on the scores before every decision; under DDP it sums them over the ranks so that
+        # all ranks decide the same (see edgeprune.distributed.all_reduce_scores).
+        self.reduce_scores = reduce_scores
         self.baseline_params = baseline_params or count_params(model)
         self.masks = MaskSet()
         self.removed: dict[str, torch.Tensor] = {}  # masked-only mode: units zeroed, not yet compacted
@@ -60,10 +73,31 @@ class Pruner:
 
     def end_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int):
         """Prune if this is a pruning epoch; returns (model, optimizer, StepReport)."""
-        report = StepReport()
-        if self.schedule.phase(epoch) != "prune" or self.budget_reached or self.scores.batches == 0:
+        if self.schedule.phase(epoch) != "prune" or self.budget_reached:
             self.scores.reset()
-            return model, optimizer, report
+            return model, optimizer, StepReport()
+        if self.reduce_scores is not None:
+            self.reduce_scores(self.scores)
+        if self.scores.batches == 0:
+            self.scores.reset()
+            return model, optimizer, StepReport()
+        return self._on_cpu(self._prune, model, optimizer, epoch)
+
+    def _on_cpu(self, step, model: nn.Module, optimizer: torch.optim.Optimizer, *args):
+        """Run a decision/surgery step on the CPU (index work on small tensors) and bring the
+        possibly new model and optimizer back to the model's device."""
+        device = next(model.parameters()).device
+        if device.type == "cpu":
+            return step(model, optimizer, *args)
+        self.scores.to("cpu")
+        _move(model, optimizer, "cpu")
+        model, optimizer, *rest = step(model, optimizer, *args)
+        _move(model, optimizer, device)
+        self.masks.apply(model, optimizer)  # gradient hooks must hold masks on the device
+        return (model, optimizer, *rest)
+
+    def _prune(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int):
+        report = StepReport()
         budget = self.schedule.budget(epoch)
         report.budget = budget
         removed = self._choose_units(model, budget)
@@ -94,10 +128,14 @@ class Pruner:
     def finalize(self, model: nn.Module, optimizer: torch.optim.Optimizer):
         """Physically remove units that are still only masked (masked-only mode)."""
         if any(len(v) for v in self.removed.values()):
-            model, optimizer = self._compact(model, optimizer, self.removed)
-            self.removed = {}
-            self.masks.apply(model, optimizer)
-            self._bind(model)
+            model, optimizer = self._on_cpu(self._finalize, model, optimizer)
+        return model, optimizer
+
+    def _finalize(self, model: nn.Module, optimizer: torch.optim.Optimizer):
+        model, optimizer = self._compact(model, optimizer, self.removed)
+        self.removed = {}
+        self.masks.apply(model, optimizer)
+        self._bind(model)
         return model, optimizer
 
     # --- decisions ------------------------------------------------------------------------
