@@ -1,0 +1,291 @@
+"""The study's whole plan as five stages over one experiment directory:
+
+    DIR/baseline   train --no-prune          -> metrics.json
+    DIR/pruned     train --preset compact    -> metrics.json
+    both           export + quantize         -> bundle/meta.json, export/parity.json
+    both           bench, interleaved        -> DIR/bench-<machine>.json, RUN/bench/*.json
+    DIR            report                    -> report.md, report.html, report.json, figures
+
+Each stage is a plain function that returns what it did; it is skipped when its output exists
+and is newer than its input, and an interrupted training resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from edgeprune.errors import UserError
+from edgeprune.run import RunDir, atomic_write_json, read_json
+
+RAN, RESUMED, SKIPPED = "ran", "resumed", "skipped"
+
+
+class Interrupted(UserError):
+    exit_code = 130
+
+
+@dataclass(frozen=True)
+class ExperimentOptions:
+    dataset: str
+    epochs: Optional[int] = None
+    limit: Optional[int] = None
+    out: Optional[Path] = None
+    data_dir: Optional[Path] = None
+    preset: str = "compact"
+    quantize: str = "auto"
+    target: Optional[str] = None
+    bench_runs: Optional[int] = None  # timed runs per round (bench's default when None)
+    bench_rounds: int = 5
+    bench_warmup: int = 10
+    seed: int = 0
+    export: dict = field(default_factory=dict)  # further export_run options (eval_n, calib, ...)
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the stages need, resolved and validated before any work starts."""
+
+    out: Path
+    baseline: object  # TrainConfig
+    pruned: object  # TrainConfig
+    export_options: dict
+    bench_settings: object  # edgeprune.bench.Settings
+    notes: tuple[str, ...] = ()
+
+    @property
+    def runs(self) -> list[Path]:
+        return [Path(self.baseline.out), Path(self.pruned.out)]
+
+    @property
+    def bench_file(self) -> Path:
+        return self.out / f"bench-{self.bench_settings.label}.json"
+
+
+def make_plan(opts: ExperimentOptions) -> Plan:
+    """Resolve both training configurations and check every flag: a typo fails now, not after training."""
+    from edgeprune.bench import make_settings
+    from edgeprune.config import resolve_train_config, schedule_of
+    from edgeprune.data.registry import get_spec
+    from edgeprune.export.quantize import QUANTIZE_CHOICES
+
+    spec = get_spec(opts.dataset)
+    out = Path(opts.out) if opts.out is not None else Path("runs") / f"experiment-{spec.name}"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a directory for the experiment.")
+    if opts.quantize not in QUANTIZE_CHOICES:
+        raise UserError(f"unknown --quantize {opts.quantize!r}; choose one of {', '.join(QUANTIZE_CHOICES)}.")
+    common = dict(dataset=spec.name, epochs=opts.epochs, limit=opts.limit, seed=opts.seed,
+                  data_dir=Path(opts.data_dir) if opts.data_dir else None)
+    baseline = resolve_train_config(out=out / "baseline", prune=False, **common)
+    pruned = resolve_train_config(out=out / "pruned", prune=True, preset=opts.preset, **common)
+    notes = []
+    if schedule_of(pruned).prune_steps == 0:
+        # Short runs: the default warm-up would use the only epoch that may prune.
+        if pruned.epochs < 2:
+            raise UserError(f"--epochs {pruned.epochs} leaves no epoch to prune and then fine-tune; "
+                            "use --epochs 2 or more.")
+        pruned = resolve_train_config(out=out / "pruned", prune=True, preset=opts.preset, warmup_epochs=0, **common)
+        if schedule_of(pruned).prune_steps == 0:
+            raise UserError(f"with --epochs {pruned.epochs} the pruning schedule has no pruning epoch; "
+                            "use more epochs.")
+        last = schedule_of(pruned).last_prune_epoch
+        notes.append(f"with {pruned.epochs} epochs the pruned run skips the warm-up, so that it prunes "
+                     f"after epoch{' 1' if last == 1 else f's 1-{last}'} and fine-tunes after that.")
+    settings = make_settings(runs=opts.bench_runs, rounds=opts.bench_rounds, warmup=opts.bench_warmup,
+                             target=opts.target)  # validates --target and --bench-runs
+    export_options = {"quantize": opts.quantize, "target": opts.target,
+                      "data_dir": str(opts.data_dir) if opts.data_dir else None, **opts.export}
+    return Plan(out=out, baseline=baseline, pruned=pruned, export_options=export_options, bench_settings=settings,
+                notes=tuple(notes))
+
+
+def _result(stage: str, status: str, t0: float, detail: str) -> dict:
+    return {"stage": stage, "status": status, "seconds": round(time.perf_counter() - t0, 2), "detail": detail}
+
+
+def _newer(outputs: list[Path], inputs: list[Path]) -> bool:
+    """Every output exists and none is older than any existing input."""
+    if not all(p.is_file() for p in outputs):
+        return False
+    newest_in = max((p.stat().st_mtime for p in inputs if p.is_file()), default=0.0)
+    return min(p.stat().st_mtime for p in outputs) >= newest_in
+
+
+def _check_same_config(run: RunDir, cfg) -> None:
+    from edgeprune.config import TrainConfig
+
+    saved = read_json(run.config)
+    try:
+        saved_id = TrainConfig(**saved["config"]).identity()
+    except (KeyError, TypeError):
+        raise UserError(f"{run.config} was not written by this edgeprune; choose another --out.") from None
+    new_id = cfg.identity()
+    diff = sorted(k for k in set(saved_id) | set(new_id) if saved_id.get(k) != new_id.get(k))
+    if diff:
+        raise UserError(f"{run.root} holds a run with a different configuration ({', '.join(diff)} differ); "
+                        "choose another --out or delete that directory.")
+
+
+def train_stage(cfg, quiet: bool = False) -> dict:
+    """Train one run: skipped when finished, resumed when interrupted, else from scratch."""
+    from edgeprune.train import train_run
+
+    t0 = time.perf_counter()
+    run = RunDir(Path(cfg.out))
+    name = f"train {run.root.name}"
+    if run.config.exists():
+        _check_same_config(run, cfg)  # never pass off another configuration's results as these
+        if run.metrics.exists():
+            return _result(name, SKIPPED, t0, f"{run.metrics} exists")
+    resuming = run.config.exists() and run.checkpoint.exists()
+    metrics = train_run(cfg, resume=run.config.exists(), quiet=quiet)
+    return _result(name, RESUMED if resuming else RAN, t0,
+                   f"test accuracy {metrics['test_accuracy']:.4f}, {metrics['params']:,} parameters")
+
+
+def export_stage(run_dir: Path, options: dict) -> dict:
+    """Export, simplify and quantize one run; skipped when its bundle is newer than its model."""
+    from edgeprune.export.pipeline import export_run
+
+    t0 = time.perf_counter()
+    run = RunDir(Path(run_dir))
+    name = f"export {run.root.name}"
+    if _newer([run.bundle / "meta.json", run.export / "parity.json"], [run.model]):
+        return _result(name, SKIPPED, t0, f"{run.bundle / 'meta.json'} exists")
+    summary = export_run(run.root, **options)
+    kept = summary.get("int8_kept")
+    return _result(name, RAN, t0, f"bundle: float{' + int8 (' + kept + ')' if kept else ''}, "
+                                  f"default {summary.get('chosen')}")
+
+
+def bench_stage(bundles: list[Path], settings, out_file: Path,
+                progress: Callable[[str], None] = lambda s: None) -> dict:
+    """Benchmark every model of every bundle in one interleaved call, so they are compared fairly."""
+    from edgeprune.bench import bench
+    from edgeprune.bench.discover import discover
+    from edgeprune.bench.runner import run_dir_files
+
+    t0 = time.perf_counter()
+    if _newer([out_file], [b / "meta.json" for b in bundles]):
+        return _result("bench", SKIPPED, t0, f"{out_file} exists")
+    command = ["edgeprune", "bench", *map(str, bundles)]
+    report = bench(bundles, settings, command=command, progress=progress)
+    for path, obj in run_dir_files(discover(bundles), report).items():
+        atomic_write_json(path, obj)
+    atomic_write_json(out_file, report)  # last: its presence means the stage finished
+    failed = [r["name"] for r in report["results"] if r["status"] != "ok"]
+    detail = f"{len(report['results'])} models on {settings.label}, {settings.threads} threads"
+    return _result("bench", RAN, t0, detail + (f"; failed: {', '.join(failed)}" if failed else ""))
+
+
+def report_inputs(run_dirs: list[Path]) -> list[Path]:
+    """The files a report reads: when none is newer than the report, it is up to date."""
+    files = []
+    for root in run_dirs:
+        run = RunDir(Path(root))
+        files += [run.config, run.metrics, run.history, run.export / "parity.json", run.bundle / "meta.json",
+                  *run.bench_files()]
+    return files
+
+
+def report_stage(run_dirs: list[Path], out: Path) -> tuple[dict, dict]:
+    """Write the report into `out`; skipped when it is newer than everything it reads."""
+    from edgeprune.report import write_report
+
+    t0 = time.perf_counter()
+    outputs = [out / "report.md", out / "report.html", out / "report.json"]
+    if _newer(outputs, report_inputs(run_dirs)):
+        try:
+            return _result("report", SKIPPED, t0, f"{out / 'report.md'} is up to date"), read_json(out / "report.json")
+        except UserError:
+            pass  # unreadable: write it again
+    result = write_report(run_dirs, out)
+    return _result("report", RAN, t0, f"{out / 'report.md'}, report.html, report.json"), result
+
+
+def run_experiment(opts: ExperimentOptions, console=None) -> dict:
+    """Run (or continue) every stage; prints progress and the final tables; returns what was done."""
+    from rich.console import Console
+
+    console = console or Console()
+    plan = make_plan(opts)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    stages: list[dict] = []
+    titles = ["train the baseline (no pruning)", f"train with pruning (preset {opts.preset}) and fine-tuning",
+              "export and quantize both runs", "benchmark every variant (interleaved)", "write the report"]
+    total = len(titles)
+    for note in plan.notes:
+        console.print(f"note: {note}", highlight=False)
+
+    def announce(i: int) -> None:
+        console.rule(f"[bold]\\[{i}/{total}] {titles[i - 1]}", align="left")
+
+    def done(res: dict) -> dict:
+        stages.append(res)
+        mark = "[green]done[/]" if res["status"] != SKIPPED else "[yellow]skipped[/]"
+        console.print(f"{mark} {res['stage']}: {res['detail']} ({res['seconds']:.1f}s)", highlight=False)
+        _save_state(plan, opts, stages)
+        return res
+
+    current = titles[0]
+    try:
+        announce(1)
+        done(train_stage(plan.baseline, quiet=opts.quiet))
+        announce(2)
+        current = titles[1]
+        done(train_stage(plan.pruned, quiet=opts.quiet))
+        announce(3)
+        current = titles[2]
+        for root in plan.runs:
+            with console.status(f"exporting {root.name}"):
+                done(export_stage(root, plan.export_options))
+        announce(4)
+        current = titles[3]
+        with console.status("benchmarking") as spinner:
+            done(bench_stage([r / "bundle" for r in plan.runs], plan.bench_settings, plan.bench_file,
+                             progress=lambda s: spinner.update(f"benchmarking: {s}")))
+        announce(5)
+        current = titles[4]
+        res, report = report_stage(plan.runs, plan.out)
+        done(res)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted while {current.split(' (')[0]}; finished stages are saved, so running "
+                          "the same command again continues from there.") from None
+    _print_summary(console, report, stages)
+    return {"out": str(plan.out), "runs": [str(r) for r in plan.runs], "stages": stages, "report": report}
+
+
+def _save_state(plan: Plan, opts: ExperimentOptions, stages: list[dict]) -> None:
+    """DIR/experiment.json: the options and what the last invocation did, for the record."""
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()}
+    atomic_write_json(plan.out / "experiment.json", {
+        "format": 1, "options": json.loads(json.dumps(options, default=str)),
+        "runs": {"baseline": plan.baseline.out, "pruned": plan.pruned.out},
+        "bench_file": str(plan.bench_file), "stages": stages})
+
+
+def _print_summary(console, report: dict, stages: list[dict]) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgeprune.report import render
+
+    console.rule("[bold]summary", align="left")
+    table = Table(box=box.SIMPLE_HEAD, title="stages")
+    for col in ("stage", "status", "seconds", "detail"):
+        table.add_column(col, justify="right" if col == "seconds" else "left")
+    for s in stages:
+        table.add_row(s["stage"], s["status"], f"{s['seconds']:.1f}", s["detail"])
+    console.print(table)
+    # The comparison needs ~130 columns; a narrow or piped console would fold every cell.
+    wide = Console(file=console.file, width=max(console.width, 140), force_terminal=console.is_terminal,
+                   no_color=console.no_color)
+    wide.print(render(report))
+    console.print(f"report: {Path(report.get('out_dir', '.')) / 'report.html'} (and report.md, report.json)",
+                  highlight=False)
