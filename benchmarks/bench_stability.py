@@ -31,7 +31,7 @@ STATS = ("p50_ms", "round_median_ms", "round_min_ms")
 OUT = Path(__file__).parent / "results" / "bench_stability.json"
 
 
-def conv_net(path: Path, blocks: int, channels: int = 48, size: int = 64) -> Path:
+def conv_net(path: Path, blocks: int, channels: int = 64, size: int = 64) -> Path:
     """Conv3x3+Relu blocks on [batch, 3, size, size], global pool, 10 logits."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -130,8 +130,8 @@ def main() -> None:
             "what": "repeatability of `edgeprune bench` across fresh runs (batch 1)",
             "command": ["python", "benchmarks/bench_stability.py", *sys.argv[1:]],
             "bench_command": ["edgeprune", *bench_args, "--json", "<tmp>/repeatN.json"],
-            "models": {"A": "CNN, 4x Conv3x3(48)+Relu on 3x64x64", "A_copy": "byte copy of A",
-                       "B": "CNN, 2x Conv3x3(48)+Relu on 3x64x64"},
+            "models": {"A": "CNN, 4x Conv3x3(64)+Relu on 3x64x64", "A_copy": "byte copy of A",
+                       "B": "CNN, 2x Conv3x3(64)+Relu on 3x64x64"},
             "machine": machine,
             "versions": {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
                          "numpy": np.__version__, "onnx": onnx.__version__},
