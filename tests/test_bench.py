@@ -243,6 +243,25 @@ def test_broken_models_become_failed_rows_and_others_are_measured(tmp_path):
     assert "FAILED" in result.output  # the table is still printed
 
 
+def test_a_worker_that_dies_is_reported_not_raised(tmp_path):
+    import signal
+
+    from edgeprune.bench.process import WorkerError, WorkerProcess
+
+    path = gemm_classifier(tmp_path / "m.onnx", image_meta())
+    worker = WorkerProcess()
+    try:
+        reply = worker.request({"cmd": "load", "path": str(path), "threads": 1, "arena": True,
+                                "mem_pattern": True, "batches": [1], "warmup": 0,
+                                "eval": None}, timeout=60)
+        assert reply["ok"], reply
+        os.kill(worker.proc.pid, signal.SIGSEGV)  # what a crash inside onnxruntime looks like
+        with pytest.raises(WorkerError, match="killed by signal 11"):
+            worker.request({"cmd": "round", "batch": 1, "runs": 2}, timeout=60)
+    finally:
+        worker.kill()
+
+
 @pytest.mark.parametrize("value", ["0", "a", "1,,8", "-1", "1.5"])
 def test_bad_batch_is_one_clear_sentence(value, good_bundle):
     result = invoke([good_bundle, "--batch", value])
