@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 from edgeprune.errors import UserError
 from edgeprune.run import RunDir, atomic_write_json, read_json
@@ -31,14 +31,14 @@ class Interrupted(UserError):
 @dataclass(frozen=True)
 class ExperimentOptions:
     dataset: str
-    epochs: Optional[int] = None
-    limit: Optional[int] = None
-    out: Optional[Path] = None
-    data_dir: Optional[Path] = None
+    epochs: int | None = None
+    limit: int | None = None
+    out: Path | None = None
+    data_dir: Path | None = None
     preset: str = "compact"
     quantize: str = "auto"
-    target: Optional[str] = None
-    bench_runs: Optional[int] = None  # timed runs per round (bench's default when None)
+    target: str | None = None
+    bench_runs: int | None = None  # timed runs per round (bench's default when None)
     bench_rounds: int = 5
     bench_warmup: int = 10
     seed: int = 0
@@ -79,8 +79,8 @@ def make_plan(opts: ExperimentOptions) -> Plan:
         raise UserError(f"--out {out} is a file; pass a directory for the experiment.")
     if opts.quantize not in QUANTIZE_CHOICES:
         raise UserError(f"unknown --quantize {opts.quantize!r}; choose one of {', '.join(QUANTIZE_CHOICES)}.")
-    common = dict(dataset=spec.name, epochs=opts.epochs, limit=opts.limit, seed=opts.seed,
-                  data_dir=Path(opts.data_dir) if opts.data_dir else None)
+    common = {"dataset": spec.name, "epochs": opts.epochs, "limit": opts.limit, "seed": opts.seed,
+                  "data_dir": Path(opts.data_dir) if opts.data_dir else None}
     baseline = resolve_train_config(out=out / "baseline", prune=False, **common)
     pruned = resolve_train_config(out=out / "pruned", prune=True, preset=opts.preset, **common)
     notes = []

@@ -444,8 +444,8 @@ def _html_cell(row: dict, key: str, kind: str) -> str:
 
 def _html(result: dict, out_dir: Path) -> str:
     e = html.escape
-    p = [f"<!doctype html><html><head><meta charset=utf-8><title>edgeprune report</title><style>{CSS}</style>"
-         "</head><body><h1>edgeprune report</h1>",
+    p = [(f"<!doctype html><html><head><meta charset=utf-8><title>edgeprune report</title><style>{CSS}</style>"
+         "</head><body><h1>edgeprune report</h1>"),
          f"<p>Generated {e(result['generated'])} from "
          + ", ".join(f"<code>{e(r['path'])}</code> ({e(r['role'])})" for r in result["runs"]) + ".</p>",
          "<h2>Comparison</h2><table><tr>"

@@ -24,8 +24,9 @@ def _colors(names: list[str]) -> dict[str, str]:
 
 
 def _save(fig, path: Path) -> None:
-    from edgeprune.run import atomic_write_bytes
     import io
+
+    from edgeprune.run import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

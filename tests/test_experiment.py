@@ -1,0 +1,146 @@
+"""`edgeprune experiment` end to end on small local data, re-runs that skip, resume, bad flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgeprune import experiment as exp
+from edgeprune.cli import app
+from edgeprune.errors import UserError
+from edgeprune.run import RunDir
+
+FAST = {"bench_runs": 3, "bench_rounds": 2, "bench_warmup": 1, "quiet": True,
+        "export": {"eval_n": 100, "calib": 32, "measure_latency": False}}
+
+
+def options(data_root: Path, out: Path, **kw) -> exp.ExperimentOptions:
+    base = dict(dataset="mnist", epochs=2, limit=300, out=out, data_dir=data_root, **FAST)
+    base.update(kw)
+    return exp.ExperimentOptions(**base)
+
+
+@pytest.fixture(scope="module")
+def finished(data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp") / "mnist"
+    result = exp.run_experiment(options(data_root, out))
+    return out, result
+
+
+def test_the_whole_plan_produces_a_report_with_baseline_and_pruned_rows(finished):
+    out, result = finished
+    assert [s["status"] for s in result["stages"]] == ["ran"] * 6
+    for run in ("baseline", "pruned"):
+        r = RunDir(out / run)
+        assert r.metrics.is_file() and (r.bundle / "meta.json").is_file() and (r.export / "parity.json").is_file()
+        assert {p.name.rsplit("-", 1)[-1] for p in r.bench_files()} >= {"float.json"}
+    base = json.loads((out / "baseline" / "metrics.json").read_text())
+    pruned = json.loads((out / "pruned" / "metrics.json").read_text())
+    assert pruned["params"] < base["params"]  # the pruned run did prune
+    cfg = json.loads((out / "pruned" / "config.json").read_text())["config"]
+    assert cfg["preset"] == "compact" and cfg["warmup_epochs"] == 0  # 2 epochs: prune, then fine-tune
+
+    # One bench call measured all four models together, so they were interleaved.
+    bench = json.loads(next(out.glob("bench-*.json")).read_text())
+    assert sorted(r["name"] for r in bench["results"]) == ["baseline/float", "baseline/int8",
+                                                           "pruned/float", "pruned/int8"]
+    assert all(r["status"] == "ok" for r in bench["results"])
+
+    md = (out / "report.md").read_text()
+    assert "| **baseline** | **float** |" in md and "| pruned | float" in md
+    report = json.loads((out / "report.json").read_text())
+    rows = {(r["run"], r["variant"]) for r in report["rows"] if r["machine"]}
+    assert ("baseline", "float") in rows and ("pruned", "float") in rows
+    pf = next(r for r in report["rows"] if r["run"] == "pruned" and r["variant"] == "float")
+    assert pf["p50_ms"] > 0 and pf["ratios"]["params"] == pytest.approx(pruned["params"] / base["params"])
+    for key in ("pareto", "widths", "training"):
+        assert (out / report["figures"][key]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    state = json.loads((out / "experiment.json").read_text())
+    assert len(state["stages"]) == 6
+
+
+def test_a_rerun_skips_every_finished_stage(finished, data_root, monkeypatch):
+    out, _ = finished
+
+    def must_not_run(*a, **k):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr("edgeprune.train.train_run", must_not_run)
+    monkeypatch.setattr("edgeprune.export.pipeline.export_run", must_not_run)
+    monkeypatch.setattr("edgeprune.bench.bench", must_not_run)
+    monkeypatch.setattr("edgeprune.report.write_report", must_not_run)
+    result = exp.run_experiment(options(data_root, out))
+    assert [s["status"] for s in result["stages"]] == ["skipped"] * 6
+    assert result["report"]["rows"]  # the summary still shows the saved report
+
+
+def test_a_newer_bench_file_brings_the_report_up_to_date(finished, data_root, monkeypatch):
+    out, _ = finished
+    calls = []
+    import edgeprune.report
+
+    real = edgeprune.report.write_report
+    monkeypatch.setattr("edgeprune.report.write_report", lambda *a, **k: calls.append(1) or real(*a, **k))
+    device = next((out / "pruned" / "bench").glob("*-float.json"))
+    copy = device.with_name("pi-float.json")
+    obj = json.loads(device.read_text())
+    obj["machine"]["label"] = "pi"
+    copy.write_text(json.dumps(obj))  # a result collected from a device later on
+    try:
+        result = exp.run_experiment(options(data_root, out))
+        assert calls and result["stages"][-1]["status"] == "ran"
+        assert any(r["machine"] == "pi" for r in result["report"]["rows"])
+    finally:
+        copy.unlink()
+
+
+def test_an_interrupted_training_resumes(tmp_path, data_root, monkeypatch):
+    plan = exp.make_plan(options(data_root, tmp_path / "e"))
+    run = RunDir(Path(plan.pruned.out))
+    run.root.mkdir(parents=True)
+    run.config.write_text(json.dumps({"run_format": 1, "config": plan.pruned.to_dict()}))
+    run.checkpoint.write_bytes(b"saved epoch 1")
+    seen = {}
+
+    def fake_train(cfg, resume=False, quiet=False):
+        seen.update(resume=resume)
+        return {"test_accuracy": 0.5, "params": 10}
+
+    monkeypatch.setattr("edgeprune.train.train_run", fake_train)
+    res = exp.train_stage(plan.pruned)
+    assert seen == {"resume": True} and res["status"] == "resumed"
+
+
+def test_a_different_configuration_in_the_directory_is_refused(tmp_path, data_root, monkeypatch):
+    plan = exp.make_plan(options(data_root, tmp_path / "e"))
+    run = RunDir(Path(plan.baseline.out))
+    run.root.mkdir(parents=True)
+    run.config.write_text(json.dumps({"run_format": 1, "config": dict(plan.baseline.to_dict(), epochs=7)}))
+    run.metrics.write_text("{}")
+    monkeypatch.setattr("edgeprune.train.train_run", lambda *a, **k: pytest.fail("must not train"))
+    with pytest.raises(UserError, match="different configuration .*epochs"):
+        exp.train_stage(plan.baseline)
+
+
+def test_flags_are_checked_before_any_training(tmp_path, data_root):
+    with pytest.raises(UserError, match="--epochs 1"):
+        exp.make_plan(options(data_root, tmp_path / "e", epochs=1))
+    with pytest.raises(UserError, match="unknown --target"):
+        exp.make_plan(options(data_root, tmp_path / "e", target="rpi9"))
+    with pytest.raises(UserError, match="unknown --quantize"):
+        exp.make_plan(options(data_root, tmp_path / "e", quantize="int4"))
+    with pytest.raises(UserError, match="Unknown preset"):
+        exp.make_plan(options(data_root, tmp_path / "e", preset="tiny"))
+    assert not (tmp_path / "e").exists()
+    plan = exp.make_plan(options(data_root, None, epochs=10))
+    assert plan.out == Path("runs/experiment-mnist") and plan.pruned.warmup_epochs == 1
+    assert not plan.baseline.prune and plan.pruned.target_params == 0.1
+
+
+def test_cli_bad_flag_is_one_sentence(tmp_path, data_root):
+    res = CliRunner().invoke(app, ["experiment", "--dataset", "mnist", "--data-dir", str(data_root),
+                                   "--out", str(tmp_path / "e"), "--target", "rpi9"])
+    assert res.exit_code == 2 and "unknown --target" in res.output and "Traceback" not in res.output
