@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -187,7 +188,7 @@ def all_reduce_scores(scores) -> None:
     dist.all_reduce(flat)
     for k, part in zip(units, flat[:-1].split([scores.unit[k].numel() for k in units])):
         scores.unit[k] = part.to(scores.unit[k].device, scores.unit[k].dtype).view_as(scores.unit[k])
-    scores.batches = int(round(float(flat[-1])))
+    scores.batches = round(float(flat[-1]))
     if conns:
         cflat = torch.cat([scores.conn[k].to(comm).reshape(-1) for k in conns])
         dist.all_reduce(cflat)

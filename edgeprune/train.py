@@ -94,7 +94,7 @@ def train_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> di
 
 
 def _train(cfg: TrainConfig, resume: bool, quiet: bool, ctx: distributed.Dist, device: torch.device,
-           amp: Optional[torch.dtype], local_batch: int) -> dict:
+           amp: torch.dtype | None, local_batch: int) -> dict:
     run = RunDir(Path(cfg.out))
     has_ckpt = distributed.on_main(ctx, lambda: _check_run_dir(run, cfg, resume))
     torch.set_num_threads(cfg.threads or max(1, default_threads() // ctx.local_world))

@@ -42,7 +42,7 @@ class TaylorScores:
         self.conn: dict[str, torch.Tensor] = {}
         self.batches = 0
 
-    def to(self, device: torch.device | str) -> "TaylorScores":
+    def to(self, device: torch.device | str) -> TaylorScores:
         """Move the sums (unit sums stay float64 except on MPS, which has no float64)."""
         device = torch.device(device)
         dtype = torch.float32 if device.type == "mps" else torch.float64
