@@ -190,7 +190,9 @@ def _train(cfg: TrainConfig, resume: bool, quiet: bool, ctx: distributed.Dist, d
             if pruner:
                 model, optimizer, report = pruner.end_epoch(model, optimizer, epoch)
                 if phase == "prune":
-                    net = distributed.wrap(model, device, ctx)  # the pruner may have replaced or moved it
+                    # the pruner may have replaced the model or moved it through the CPU (which
+                    # detaches DDP's gradient hooks): wrap it afresh; the old wrapper is freed
+                    net = distributed.wrap(model, device, ctx)
             distributed.check_in_sync(model, ctx)
             seconds = time.perf_counter() - t0
             train_seconds += seconds

@@ -216,6 +216,3 @@ def test_cuda_training_prunes_and_saves_cpu_tensors(data_root, tmp_path, amp):
         saved = torch.load(tmp_path / "gpu" / name, weights_only=True, map_location=None)
         state = saved.get("state_dict", saved.get("model"))
         assert all(v.device.type == "cpu" for v in state.values())
-    cpu = train_run(_cfg(data_root, tmp_path / "cpu", device="cpu"), quiet=True)
-    if not amp:  # float32 on the GPU follows the CPU run closely (kernels differ in summation order)
-        assert metrics["widths"] == cpu["widths"]
