@@ -216,3 +216,21 @@ def test_cuda_training_prunes_and_saves_cpu_tensors(data_root, tmp_path, amp):
         saved = torch.load(tmp_path / "gpu" / name, weights_only=True, map_location=None)
         state = saved.get("state_dict", saved.get("model"))
         assert all(v.device.type == "cpu" for v in state.values())
+
+
+def test_the_rank_fingerprint_sees_structure_and_weights():
+    from edgeprune.models import build_model
+
+    arch = {"name": "cnn", "config": {"channels": [4, 8], "hidden": [16]}}
+    torch.manual_seed(0)
+    a = build_model(arch)
+    b = build_model(arch)
+    b.load_state_dict(a.state_dict())
+    sa, wa = distributed.fingerprint(a)
+    sb, wb = distributed.fingerprint(b)
+    assert torch.equal(sa, sb) and torch.equal(wa, wb)
+    with torch.no_grad():
+        b.fcs[0].weight[3, 5] += 1e-3
+    assert not torch.allclose(distributed.fingerprint(b)[1], wa, rtol=1e-5, atol=1e-8)
+    c = build_model({"name": "cnn", "config": {"channels": [4, 8], "hidden": [12]}})
+    assert not torch.equal(distributed.fingerprint(c)[0], sa)
