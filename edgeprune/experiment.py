@@ -141,11 +141,11 @@ def train_stage(cfg, quiet: bool = False) -> dict:
     if run.config.exists():
         _check_same_config(run, cfg)  # never pass off another configuration's results as these
         if run.metrics.exists():
-            return _result(name, SKIPPED, t0, f"{run.metrics} exists")
+            return _result(name, SKIPPED, t0, f"{run.root.name}/metrics.json exists")
     resuming = run.config.exists() and run.checkpoint.exists()
     metrics = train_run(cfg, resume=run.config.exists(), quiet=quiet)
     return _result(name, RESUMED if resuming else RAN, t0,
-                   f"test accuracy {metrics['test_accuracy']:.4f}, {metrics['params']:,} parameters")
+                   f"test acc {metrics['test_accuracy']:.4f}, {metrics['params']:,} params")
 
 
 def export_stage(run_dir: Path, options: dict) -> dict:
@@ -156,11 +156,10 @@ def export_stage(run_dir: Path, options: dict) -> dict:
     run = RunDir(Path(run_dir))
     name = f"export {run.root.name}"
     if _newer([run.bundle / "meta.json", run.export / "parity.json"], [run.model]):
-        return _result(name, SKIPPED, t0, f"{run.bundle / 'meta.json'} exists")
+        return _result(name, SKIPPED, t0, f"{run.root.name}/bundle/meta.json exists")
     summary = export_run(run.root, **options)
     kept = summary.get("int8_kept")
-    return _result(name, RAN, t0, f"bundle: float{' + int8 (' + kept + ')' if kept else ''}, "
-                                  f"default {summary.get('chosen')}")
+    return _result(name, RAN, t0, f"float{' + int8 ' + kept if kept else ''}; default {summary.get('chosen')}")
 
 
 def bench_stage(bundles: list[Path], settings, out_file: Path,
@@ -172,14 +171,14 @@ def bench_stage(bundles: list[Path], settings, out_file: Path,
 
     t0 = time.perf_counter()
     if _newer([out_file], [b / "meta.json" for b in bundles]):
-        return _result("bench", SKIPPED, t0, f"{out_file} exists")
+        return _result("bench", SKIPPED, t0, f"{out_file.name} exists")
     command = ["edgeprune", "bench", *map(str, bundles)]
     report = bench(bundles, settings, command=command, progress=progress)
     for path, obj in run_dir_files(discover(bundles), report).items():
         atomic_write_json(path, obj)
     atomic_write_json(out_file, report)  # last: its presence means the stage finished
     failed = [r["name"] for r in report["results"] if r["status"] != "ok"]
-    detail = f"{len(report['results'])} models on {settings.label}, {settings.threads} threads"
+    detail = f"{len(report['results'])} models, {settings.label}, {settings.threads} threads"
     return _result("bench", RAN, t0, detail + (f"; failed: {', '.join(failed)}" if failed else ""))
 
 
@@ -201,11 +200,11 @@ def report_stage(run_dirs: list[Path], out: Path) -> tuple[dict, dict]:
     outputs = [out / "report.md", out / "report.html", out / "report.json"]
     if _newer(outputs, report_inputs(run_dirs)):
         try:
-            return _result("report", SKIPPED, t0, f"{out / 'report.md'} is up to date"), read_json(out / "report.json")
+            return _result("report", SKIPPED, t0, "report.md is up to date"), read_json(out / "report.json")
         except UserError:
             pass  # unreadable: write it again
     result = write_report(run_dirs, out)
-    return _result("report", RAN, t0, f"{out / 'report.md'}, report.html, report.json"), result
+    return _result("report", RAN, t0, "report.md, report.html, report.json"), result
 
 
 def run_experiment(opts: ExperimentOptions, console=None) -> dict:

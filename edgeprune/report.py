@@ -247,7 +247,7 @@ def _ratios(rows: list[dict], baseline: str) -> None:
     by_machine = {r["machine"]: r for r in refs if r["machine"] is not None}
     for row in rows:
         row["ratios"] = {}
-        row["reference"] = row in refs
+        row["reference"] = any(row is r for r in refs)
         for key, _, _, bound in COLUMNS:
             ref = by_machine.get(row["machine"]) if bound else (by_machine.get(row["machine"]) or any_ref)
             v, r = row[key], ref[key] if ref else None
@@ -399,7 +399,7 @@ def _markdown(result: dict) -> str:
     lines += ["", "## Comparison", "", "| " + " | ".join(HEADERS) + " |",
               "|" + "|".join(["---"] * 3 + ["---:"] * len(COLUMNS)) + "|"]
     for row in result["rows"]:
-        cells = [c.replace("|", "\\|") for c in table_cells(row)]
+        cells = [c.replace("|", "\\|").replace("*", "\\*") for c in table_cells(row)]
         if row["reference"]:
             cells = [f"**{c}**" if c != DASH else c for c in cells]
         lines.append("| " + " | ".join(cells) + " |")

@@ -55,11 +55,14 @@ def pareto(result: dict, path: Path):
                 ys += [ys[-1], r["accuracy"]]
             ax.plot(xs, ys, color="#f0a030", lw=6, alpha=0.35, solid_capstyle="round", zorder=1,
                     label="Pareto front")
-        for r in pts:
+        # Neighbouring points often nearly coincide (float vs INT8 of one run): stagger the labels.
+        offsets = ((7, -12, "left"), (7, 6, "left"), (-7, -12, "right"), (-7, 6, "right"))
+        for i, r in enumerate(sorted(pts, key=lambda r: (r["accuracy"], r["p50_ms"]))):
             ax.scatter(r["p50_ms"], r["accuracy"], s=70, marker=markers[r["variant"]], color=colors.get(r["run"]),
                        edgecolors="black" if r["pareto"] else "none", linewidths=1.5, zorder=3)
+            dx, dy, ha = offsets[i % len(offsets)]
             ax.annotate(f"{r['run']}/{r['variant']}", (r["p50_ms"], r["accuracy"]), textcoords="offset points",
-                        xytext=(6, 4), fontsize=8)
+                        xytext=(dx, dy), fontsize=8, ha=ha)
         ax.set_title(machine + (" — timings not device timings" if "emulated" in machine else ""), fontsize=10)
         ax.set_xlabel("p50 latency, batch 1 (ms)")
         ax.set_ylabel("accuracy")

@@ -162,7 +162,8 @@ def test_files_are_written_self_contained_and_agree(two_runs, tmp_path):
     assert not re.search(r"""(src|href)=['"]?(https?:|//|report-)""", html)  # nothing outside the file
     assert "<style>" in html
     md = (out / "report.md").read_text()
-    assert "| pruned | int8-static * | hostA | 100 (0.10×) |" in md
+    assert "| pruned | int8-static \\* | hostA | 100 (0.10×) |" in md
+    assert "| **base** | **float \\*** | **hostA** |" in md
     assert "0.5000 (0.25×)" in md  # p50 and its ratio
     assert "pi (emulated)" in md and "![" in md
     saved = json.loads((out / "report.json").read_text())
