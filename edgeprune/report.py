@@ -442,12 +442,28 @@ def _html_cell(row: dict, key: str, kind: str) -> str:
     return f"{text} <span class=ratio>({html.escape(fmt_ratio(ratio))})</span>"
 
 
+def _html_runs(result: dict) -> str:
+    e = html.escape
+    head = ("run", "role", "dataset", "model", "epochs", "limit", "pruning", "test acc", "params", "train s")
+    out = ["<h2>Runs</h2><table><tr>" + "".join(f"<th class={'l' if i < 4 or i == 6 else 'r'}>{h}</th>"
+                                               for i, h in enumerate(head)) + "</tr>"]
+    for r in result["runs"]:
+        m = r["metrics"] or {}
+        cells = [r["name"], r["role"], r["dataset"], r["model"], r["epochs"],
+                 r["limit"] if r["limit"] is not None else "all", r["pruning"], fmt(m.get("test_accuracy"), "score"),
+                 fmt(m.get("params"), "int"), fmt(m.get("train_seconds"), "rate")]
+        out.append("<tr>" + "".join(f"<td{' class=l' if i < 4 or i == 6 else ''}>{e(str(c))}</td>"
+                                    for i, c in enumerate(cells)) + "</tr>")
+    return "".join(out) + "</table>"
+
+
 def _html(result: dict, out_dir: Path) -> str:
     e = html.escape
     p = [(f"<!doctype html><html><head><meta charset=utf-8><title>edgeprune report</title><style>{CSS}</style>"
          "</head><body><h1>edgeprune report</h1>"),
          f"<p>Generated {e(result['generated'])} from "
          + ", ".join(f"<code>{e(r['path'])}</code> ({e(r['role'])})" for r in result["runs"]) + ".</p>",
+         _html_runs(result),
          "<h2>Comparison</h2><table><tr>"
          + "".join(f"<th class={'l' if i < 3 else 'r'}>{e(h)}</th>" for i, h in enumerate(HEADERS)) + "</tr>"]
     for row in result["rows"]:
