@@ -1,0 +1,116 @@
+"""The study's CNN pruned by Torch-Pruning, for comparison with edgeprune at equal parameters.
+
+Torch-Pruning (pip install torch-pruning) with its Taylor importance (GroupTaylorImportance),
+global pruning across layers, widths rounded to 8 like edgeprune, iterative pruning with
+fine-tuning: the same data, optimizer (Adam 1e-3), batch size, epochs, warm-up and pruning epochs
+as edgeprune's schedule, and the same cubic ramp toward the same final parameter count (the dense
+parameter count of an edgeprune run given with --match). After each pruning step the optimizer is
+rebuilt (Torch-Pruning replaces the parameter tensors), as its examples do.
+
+    python benchmarks/torch_pruning_compare.py --match runs/bench/fashion-mnist-50ep/pruned
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from common import record, torch_latency
+from edgeprune.config import TrainConfig, schedule_of
+from edgeprune.data.loader import load_data
+from edgeprune.metrics import loss_fn
+from edgeprune.models import build_model, default_config
+from edgeprune.prune.pruner import count_params
+from edgeprune.train import evaluate
+
+
+def taylor_grads(model, data, perm, batch_size: int, batches: int) -> None:
+    """Gradients for Torch-Pruning's Taylor importance: accumulate over a few mini-batches."""
+    model.zero_grad()
+    for i in range(batches):
+        idx = perm[i * batch_size:(i + 1) * batch_size]
+        loss_fn(model(data.prepare(data.train.x[idx])), data.train.y[idx]).backward()
+
+
+def main() -> None:
+    import torch_pruning as tp
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--match", type=Path, required=True, help="an edgeprune pruned run directory to match")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--grad-batches", type=int, default=8, help="mini-batches per Taylor estimate")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    saved = json.loads((args.match / "config.json").read_text())
+    cfg = TrainConfig(**saved["config"])
+    ep_metrics = json.loads((args.match / "metrics.json").read_text())
+    target = ep_metrics["dense_params"]
+    schedule = schedule_of(cfg)
+
+    torch.manual_seed(cfg.seed)
+    data = load_data(cfg.dataset, cfg.data_dir, seed=cfg.seed, limit=cfg.limit, val_fraction=cfg.val_fraction)
+    model = build_model({"name": "cnn", "config": default_config("cnn", data.input_meta())})
+    base = count_params(model)
+    example = data.prepare(data.train.x[:2])
+    pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.GroupTaylorImportance(),
+                                  global_pruning=True, pruning_ratio=0.97, iterative_steps=400,
+                                  ignored_layers=[model.classifier], round_to=cfg.round_to)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    n, bs = len(data.train), cfg.batch_size
+    history, t_start, steps_taken = [], time.perf_counter(), 0
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        for s in range(0, n, bs):
+            idx = perm[s:s + bs]
+            loss = loss_fn(model(data.prepare(data.train.x[idx])), data.train.y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if schedule.phase(epoch) == "prune":
+            allowed = (schedule.budget(epoch) or 1.0) * base
+            allowed = max(allowed, target) if schedule.budget(epoch) is not None else allowed
+            while count_params(model) > allowed and steps_taken < 400:
+                taylor_grads(model, data, perm, bs, args.grad_batches)
+                pruner.step()
+                steps_taken += 1
+            model.zero_grad()
+            opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        val = evaluate(model, data, data.val)
+        history.append({"epoch": epoch, "params": count_params(model), "val_accuracy": val["accuracy"],
+                        "seconds": time.perf_counter() - t0})
+        print(f"epoch {epoch}/{cfg.epochs} params {count_params(model):,} val acc {val['accuracy']:.4f} "
+              f"{history[-1]['seconds']:.1f}s", flush=True)
+    train_seconds = time.perf_counter() - t_start
+    test = evaluate(model, data, data.test)
+
+    ours = build_model(torch.load(args.match / "model.pt", weights_only=True)["arch"]).eval()
+    ours.load_state_dict(torch.load(args.match / "model.pt", weights_only=True)["state_dict"])
+    latency = torch_latency({"edgeprune": ours, "torch_pruning": model.eval()},
+                            lambda b: torch.randn(b, *example.shape[1:]), batch=1, threads=1)
+    result = {
+        "dataset": cfg.dataset, "epochs": cfg.epochs, "matched_run": str(args.match),
+        "schedule": {"warmup_epochs": cfg.warmup_epochs, "prune_until": cfg.prune_until, "round_to": cfg.round_to,
+                     "target_params": target, "grad_batches": args.grad_batches, "tp_steps_taken": steps_taken},
+        "torch_pruning": {"params": count_params(model), "test_accuracy": test["accuracy"], "test_f1": test["f1"],
+                          "train_seconds": train_seconds,
+                          "widths": [m.out_channels for m in model.convs] + [m.out_features for m in model.fcs]},
+        "edgeprune": {"params_dense": ep_metrics["dense_params"], "params_live": ep_metrics["params"],
+                      "test_accuracy": ep_metrics["test_accuracy"], "test_f1": ep_metrics["test_f1"],
+                      "train_seconds": ep_metrics["train_seconds"], "widths": ep_metrics["widths"]},
+        "torch_latency_batch1_threads1_ms": latency,
+        "history": history,
+        "note": "wall times come from different processes on a shared 2-core machine; compare with care",
+    }
+    result["edgeprune_accuracy_minus_torch_pruning_points"] = 100 * (ep_metrics["test_accuracy"] - test["accuracy"])
+    print(json.dumps({k: result[k] for k in ("torch_pruning", "edgeprune")}, indent=2))
+    print("wrote", record(f"torch_pruning_{cfg.dataset}_{cfg.epochs}ep", result))
+
+
+if __name__ == "__main__":
+    main()
