@@ -4,7 +4,8 @@ Torch-Pruning (pip install torch-pruning) with its Taylor importance (GroupTaylo
 global pruning across layers, widths rounded to 8 like edgeprune, iterative pruning with
 fine-tuning: the same data, optimizer (Adam 1e-3), batch size, epochs, warm-up and pruning epochs
 as edgeprune's schedule, and the same cubic ramp toward the same final parameter count (the dense
-parameter count of an edgeprune run given with --match). After each pruning step the optimizer is
+parameter count of an edgeprune run given with --match, or its budget while that run is still
+training beside this one). After each pruning step the optimizer is
 rebuilt (Torch-Pruning replaces the parameter tensors), as its examples do.
 
     python benchmarks/torch_pruning_compare.py --match runs/bench/fashion-mnist-50ep/pruned
@@ -47,9 +48,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     saved = json.loads((args.match / "config.json").read_text())
     cfg = TrainConfig(**saved["config"])
-    ep_metrics = json.loads((args.match / "metrics.json").read_text())
-    target = ep_metrics["dense_params"]
     schedule = schedule_of(cfg)
+    metrics_path = args.match / "metrics.json"
+    # The run may still be training (both can run side by side): then aim at its budget.
+    target = (json.loads(metrics_path.read_text())["dense_params"] if metrics_path.exists()
+              else int(cfg.target_params * saved["baseline_params"]))
 
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.dataset, cfg.data_dir, seed=cfg.seed, limit=cfg.limit, val_fraction=cfg.val_fraction)
@@ -88,6 +91,9 @@ def main() -> None:
               f"{history[-1]['seconds']:.1f}s", flush=True)
     train_seconds = time.perf_counter() - t_start
     test = evaluate(model, data, data.test)
+    while not metrics_path.exists():  # wait for the edgeprune run trained alongside
+        time.sleep(30)
+    ep_metrics = json.loads(metrics_path.read_text())
 
     ours = build_model(torch.load(args.match / "model.pt", weights_only=True)["arch"]).eval()
     ours.load_state_dict(torch.load(args.match / "model.pt", weights_only=True)["state_dict"])
