@@ -39,7 +39,10 @@ device=${EDGEPRUNE_DEVICE:-$(hostname 2>/dev/null || uname -n)}
 device=$(printf '%s' "$device" | tr -c 'A-Za-z0-9._-' '_')
 out="$results/${EDGEPRUNE_JSON:-bench-$device.json}"
 
-set -- "$bundle" --json "$out" "$@"
+# A directory with only model.onnx (no meta.json) is benchmarked as a plain model file.
+target=$bundle
+[ -f "$bundle/meta.json" ] || target=$bundle/model.onnx
+set -- "$target" --json "$out" "$@"
 [ -n "${EDGEPRUNE_TARGET:-}" ] && set -- "$@" --target "$EDGEPRUNE_TARGET"
 [ -n "${EDGEPRUNE_THREADS:-}" ] && set -- "$@" --threads "$EDGEPRUNE_THREADS"
 [ -n "${EDGEPRUNE_BATCH:-}" ] && set -- "$@" --batch "$EDGEPRUNE_BATCH"

@@ -121,6 +121,20 @@ def test_entrypoint_passes_flags_and_env_to_bench(base_venv, bundle, tmp_path):
     assert all(r["status"] == "ok" for r in report["results"])
 
 
+def test_entrypoint_benchmarks_a_directory_holding_only_model_onnx(base_venv, bundle, tmp_path):
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "model.onnx").write_bytes((bundle / "model.onnx").read_bytes())
+    results = tmp_path / "results"
+    env = _entrypoint_env(base_venv, only, results, EDGEPRUNE_DEVICE="bare", EDGEPRUNE_RUNS="3",
+                          EDGEPRUNE_ROUNDS="1")
+    proc = subprocess.run(["sh", str(ENTRYPOINT), "--warmup", "1"], env=env, check=False,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = _bench_json(results / "bench-bare.json")
+    assert [r["status"] for r in report["results"]] == ["ok"]
+
+
 def test_entrypoint_explains_a_missing_bundle(tmp_path):
     env = dict(os.environ, EDGEPRUNE_BUNDLE=str(tmp_path / "nope"),
                EDGEPRUNE_RESULTS=str(tmp_path / "results"))
