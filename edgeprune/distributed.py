@@ -15,6 +15,7 @@ Rules the loop relies on:
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,7 +129,10 @@ def process_group(ctx: Dist, device: torch.device):
     dist.init_process_group(backend=backend, rank=ctx.rank, world_size=ctx.world, timeout=timedelta(minutes=30))
     yield
     # Only on success: after a failure a peer may be gone and teardown could wait on it; torchrun
-    # (or the process exit) cleans up instead.
+    # (or the process exit) cleans up instead. Collect first: objects DDP leaves in reference
+    # cycles otherwise outlive the group and abort the process at interpreter exit ("terminate
+    # called without an active exception", seen in ~40% of torchrun runs without this).
+    gc.collect()
     dist.destroy_process_group()
 
 
