@@ -40,20 +40,26 @@ def conv_net(path: Path, blocks: int, channels: int = 64, size: int = 64) -> Pat
     nodes, inits, prev, cin = [], [], "input", 3
     for i in range(blocks):
         w = (rng.standard_normal((channels, cin, 3, 3)) / np.sqrt(cin * 9)).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"w{i}"),
-                  numpy_helper.from_array(np.zeros(channels, np.float32), f"b{i}")]
-        nodes += [helper.make_node("Conv", [prev, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
-                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(channels, np.float32), f"b{i}")]
+        nodes += [
+            helper.make_node("Conv", [prev, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
+        ]
         prev, cin = f"r{i}", channels
     fc = (rng.standard_normal((channels, 10)) / np.sqrt(channels)).astype(np.float32)
     inits += [numpy_helper.from_array(fc, "fc"), numpy_helper.from_array(np.zeros(10, np.float32), "fcb")]
-    nodes += [helper.make_node("GlobalAveragePool", [prev], ["gap"]),
-              helper.make_node("Flatten", ["gap"], ["flat"]),
-              helper.make_node("Gemm", ["flat", "fc", "fcb"], ["logits"])]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [prev], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc", "fcb"], ["logits"]),
+    ]
     graph = helper.make_graph(
-        nodes, "stability_cnn",
+        nodes,
+        "stability_cnn",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -84,8 +90,18 @@ def main() -> None:
         a_copy = work / "A_copy.onnx"
         shutil.copyfile(a, a_copy)
         b = conv_net(work / "B.onnx", blocks=2)
-        bench_args = ["bench", str(a), str(a_copy), str(b), "--runs", str(args.runs),
-                      "--rounds", str(args.rounds), "--warmup", "10"]
+        bench_args = [
+            "bench",
+            str(a),
+            str(a_copy),
+            str(b),
+            "--runs",
+            str(args.runs),
+            "--rounds",
+            str(args.rounds),
+            "--warmup",
+            "10",
+        ]
         if args.threads:
             bench_args += ["--threads", str(args.threads)]
         repeats, machine, settings = [], None, None
@@ -93,34 +109,40 @@ def main() -> None:
             out = work / f"repeat{k}.json"
             load = os.getloadavg()
             t0 = time.time()
-            subprocess.run([sys.executable, "-m", "edgeprune", *bench_args, "--json", str(out)],
-                           check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, "-m", "edgeprune", *bench_args, "--json", str(out)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             report = json.loads(out.read_text())
             machine, settings = report["machine"], report["settings"]
             lat = {Path(r["path"]).stem: r["latency"]["1"] for r in report["results"]}
-            rep = {"seconds": round(time.time() - t0, 1), "loadavg_1min_before": load[0],
-                   "conditions": report["conditions"],
-                   "models": {name: {s: v[s] for s in (*STATS, "p90_ms", "floor_p50_ms")}
-                              for name, v in lat.items()}}
-            rep["ratios"] = {s: {"A/A_copy": lat["A"][s] / lat["A_copy"][s],
-                                 "A/B": lat["A"][s] / lat["B"][s]} for s in STATS}
+            rep = {
+                "seconds": round(time.time() - t0, 1),
+                "loadavg_1min_before": load[0],
+                "conditions": report["conditions"],
+                "models": {name: {s: v[s] for s in (*STATS, "p90_ms", "floor_p50_ms")} for name, v in lat.items()},
+            }
+            rep["ratios"] = {
+                s: {"A/A_copy": lat["A"][s] / lat["A_copy"][s], "A/B": lat["A"][s] / lat["B"][s]} for s in STATS
+            }
             repeats.append(rep)
-            print(f"repeat {k + 1}/{args.repeats}: " + ", ".join(
-                f"{n} p50 {v['p50_ms']:.3f} ms" for n, v in rep["models"].items())
+            print(
+                f"repeat {k + 1}/{args.repeats}: "
+                + ", ".join(f"{n} p50 {v['p50_ms']:.3f} ms" for n, v in rep["models"].items())
                 + f"; background {report['conditions']['background_cpu_cores']:.2f} cores",
-                flush=True)
+                flush=True,
+            )
 
         summary, met = {}, True
         for s in STATS:
-            entry = {f"{n} spread": spread([r["models"][n][s] for r in repeats])
-                     for n in ("A", "A_copy", "B")}
+            entry = {f"{n} spread": spread([r["models"][n][s] for r in repeats]) for n in ("A", "A_copy", "B")}
             for ratio in ("A/A_copy", "A/B"):
                 values = [r["ratios"][s][ratio] for r in repeats]
                 entry[f"{ratio} spread"] = spread(values)
                 entry[f"{ratio} median"] = float(np.median(values))
             # A and its copy are the same bytes: their ratio should also sit at 1.
-            entry["A/A_copy max |ratio-1|"] = max(abs(r["ratios"][s]["A/A_copy"] - 1)
-                                                  for r in repeats)
+            entry["A/A_copy max |ratio-1|"] = max(abs(r["ratios"][s]["A/A_copy"] - 1) for r in repeats)
             checks = [v for k, v in entry.items() if "spread" in k or "|ratio-1|" in k]
             entry["within_5pct"] = all(v <= TOLERANCE for v in checks)
             summary[s] = entry
@@ -130,20 +152,29 @@ def main() -> None:
             "what": "repeatability of `edgeprune bench` across fresh runs (batch 1)",
             "command": ["python", "benchmarks/bench_stability.py", *sys.argv[1:]],
             "bench_command": ["edgeprune", *bench_args, "--json", "<tmp>/repeatN.json"],
-            "models": {"A": "CNN, 4x Conv3x3(64)+Relu on 3x64x64", "A_copy": "byte copy of A",
-                       "B": "CNN, 2x Conv3x3(64)+Relu on 3x64x64"},
+            "models": {
+                "A": "CNN, 4x Conv3x3(64)+Relu on 3x64x64",
+                "A_copy": "byte copy of A",
+                "B": "CNN, 2x Conv3x3(64)+Relu on 3x64x64",
+            },
             "machine": machine,
-            "versions": {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-                         "numpy": np.__version__, "onnx": onnx.__version__},
+            "versions": {
+                "python": platform.python_version(),
+                "onnxruntime": onnxruntime.__version__,
+                "numpy": np.__version__,
+                "onnx": onnx.__version__,
+            },
             "settings": settings,
             "tolerance": TOLERANCE,
             "repeats": repeats,
             "summary": summary,
             "target_met": met,  # per statistic: every spread and |A/A'-1| within 5 %
             "busy_repeats": sum(bool(r["conditions"]["busy"]) for r in repeats),
-            "note": ("spread = (max - min) / median over the repeats. The machine is shared "
-                     "(other jobs may run); each repeat records how many cores other processes "
-                     "used while it measured (conditions.background_cpu_cores)."),
+            "note": (
+                "spread = (max - min) / median over the repeats. The machine is shared "
+                "(other jobs may run); each repeat records how many cores other processes "
+                "used while it measured (conditions.background_cpu_cores)."
+            ),
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

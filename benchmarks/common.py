@@ -16,7 +16,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def versions() -> dict:
     out = {"python": sys.version.split()[0]}
-    for pkg in ("edgeprune", "torch", "torchvision", "onnx", "onnxruntime", "onnxsim", "onnxslim", "numpy", "torch-pruning"):
+    for pkg in (
+        "edgeprune",
+        "torch",
+        "torchvision",
+        "onnx",
+        "onnxruntime",
+        "onnxsim",
+        "onnxslim",
+        "numpy",
+        "torch-pruning",
+    ):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -27,13 +37,16 @@ def versions() -> dict:
 def record(name: str, payload: dict) -> Path:
     """Write benchmarks/results/<name>.json with the machine, versions and the command that made it."""
     path = RESULTS / f"{name}.json"
-    atomic_write_json(path, {
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "versions": versions(),
-        **payload,
-    })
+    atomic_write_json(
+        path,
+        {
+            "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info(),
+            "versions": versions(),
+            **payload,
+        },
+    )
     return path
 
 

@@ -43,14 +43,23 @@ def variant(name, row1, row_all, row64_all, metrics, params, train_seconds) -> d
         return row["latency"][str(b)][k] if row and row.get("status") == "ok" else None
 
     return {
-        "name": name, "params": params, "file_bytes": row1["file_bytes"], "file_bytes_gz": row1["file_bytes_gz"],
-        "accuracy": row1["accuracy"], "f1": row1["f1"], "eval_n": row1["eval_n"],
-        "latency_p50_ms": lat(row1, 1, "p50_ms"), "latency_p99_ms": lat(row1, 1, "p99_ms"),
+        "name": name,
+        "params": params,
+        "file_bytes": row1["file_bytes"],
+        "file_bytes_gz": row1["file_bytes_gz"],
+        "accuracy": row1["accuracy"],
+        "f1": row1["f1"],
+        "eval_n": row1["eval_n"],
+        "latency_p50_ms": lat(row1, 1, "p50_ms"),
+        "latency_p99_ms": lat(row1, 1, "p99_ms"),
         "latency_round_median_ms": lat(row1, 1, "round_median_ms"),
-        "latency_p50_ms_all_threads": lat(row_all, 1, "p50_ms"), "latency_p99_ms_all_threads": lat(row_all, 1, "p99_ms"),
-        "throughput": lat(row64_all, 64, "throughput_sps"), "throughput_1thread": lat(row1, 64, "throughput_sps"),
+        "latency_p50_ms_all_threads": lat(row_all, 1, "p50_ms"),
+        "latency_p99_ms_all_threads": lat(row_all, 1, "p99_ms"),
+        "throughput": lat(row64_all, 64, "throughput_sps"),
+        "throughput_1thread": lat(row1, 64, "throughput_sps"),
         "peak_rss_mb": row1["memory"]["rss_peak_mb"] if row1.get("memory") else None,
-        "train_seconds": train_seconds, "torch_test_accuracy": metrics["test_accuracy"],
+        "train_seconds": train_seconds,
+        "torch_test_accuracy": metrics["test_accuracy"],
     }
 
 
@@ -60,8 +69,10 @@ def run_dataset(dataset: str, epochs: int | None, runs_dir: Path, preset: str, l
     root = runs_dir / f"{spec.name}-{epochs}ep"
     root.mkdir(parents=True, exist_ok=True)
     base_dir, pruned_dir = root / "baseline", root / "pruned"
-    procs = [train(base_dir, spec.name, epochs, ["--no-prune"], limit),
-             train(pruned_dir, spec.name, epochs, ["--preset", preset], limit)]
+    procs = [
+        train(base_dir, spec.name, epochs, ["--no-prune"], limit),
+        train(pruned_dir, spec.name, epochs, ["--preset", preset], limit),
+    ]
     for p in procs:
         if p is not None and p.wait() != 0:
             sys.exit(f"training failed; see the logs in {root}")
@@ -75,8 +86,24 @@ def run_dataset(dataset: str, epochs: int | None, runs_dir: Path, preset: str, l
     mp = json.loads((pruned_dir / "metrics.json").read_text())
     names = {"baseline": "baseline/float", "pruned": "pruned/float"}
     variants = [
-        variant("baseline", one[names["baseline"]], every[names["baseline"]], every[names["baseline"]], mb, mb["params"], mb["train_seconds"]),
-        variant("pruned", one[names["pruned"]], every[names["pruned"]], every[names["pruned"]], mp, mp["params"], mp["train_seconds"]),
+        variant(
+            "baseline",
+            one[names["baseline"]],
+            every[names["baseline"]],
+            every[names["baseline"]],
+            mb,
+            mb["params"],
+            mb["train_seconds"],
+        ),
+        variant(
+            "pruned",
+            one[names["pruned"]],
+            every[names["pruned"]],
+            every[names["pruned"]],
+            mp,
+            mp["params"],
+            mp["train_seconds"],
+        ),
     ]
     for m in int8:
         key = f"pruned/{m['name']}"
@@ -93,44 +120,69 @@ def run_dataset(dataset: str, epochs: int | None, runs_dir: Path, preset: str, l
         "int8_further_drop<=0.3pt": bool(q) and 100 * (pruned["accuracy"] - q["accuracy"]) <= 0.3,
         "pruned_wall_time<=baseline": pruned["train_seconds"] <= base["train_seconds"],
     }
-    ratios = {"params": base["params"] / pruned["params"],
-              "latency_p50_1thread": base["latency_p50_ms"] / pruned["latency_p50_ms"],
-              "accuracy_drop_points": 100 * (base["accuracy"] - pruned["accuracy"]),
-              "int8_size_vs_pruned_float": pruned["file_bytes"] / q["file_bytes"] if q else None,
-              "int8_further_drop_points": 100 * (pruned["accuracy"] - q["accuracy"]) if q else None,
-              "wall_time_pruned_over_baseline": pruned["train_seconds"] / base["train_seconds"]}
+    ratios = {
+        "params": base["params"] / pruned["params"],
+        "latency_p50_1thread": base["latency_p50_ms"] / pruned["latency_p50_ms"],
+        "accuracy_drop_points": 100 * (base["accuracy"] - pruned["accuracy"]),
+        "int8_size_vs_pruned_float": pruned["file_bytes"] / q["file_bytes"] if q else None,
+        "int8_further_drop_points": 100 * (pruned["accuracy"] - q["accuracy"]) if q else None,
+        "wall_time_pruned_over_baseline": pruned["train_seconds"] / base["train_seconds"],
+    }
     tp_file = RESULTS / f"torch_pruning_{spec.name}_{epochs}ep.json"
     torch_pruning = None
     if tp_file.exists():
         tp = json.loads(tp_file.read_text())
-        torch_pruning = {"params": tp["torch_pruning"]["params"], "test_accuracy": tp["torch_pruning"]["test_accuracy"],
-                         "train_seconds": tp["torch_pruning"]["train_seconds"],
-                         "edgeprune_test_accuracy": tp["edgeprune"]["test_accuracy"],
-                         "latency_batch1_ms": tp["torch_latency_batch1_threads1_ms"]}
-        targets["accuracy_at_equal_params>=torch_pruning"] = tp["edgeprune"]["test_accuracy"] >= tp["torch_pruning"]["test_accuracy"]
-    return record(spec.name, {"dataset": spec.name, "epochs": epochs, "preset": preset, "limit": limit,
-                              "variants": variants, "ratios": ratios, "targets": targets,
-                              "torch_pruning": torch_pruning, "runs": {"baseline": str(base_dir), "pruned": str(pruned_dir)},
-                              "notes": ["latency at batch 1 with one thread unless *_all_threads; throughput at batch 64 "
-                                        "with all threads (throughput_1thread: one thread)",
-                                        "accuracy and F1 with onnxruntime on the whole test split"]})
+        torch_pruning = {
+            "params": tp["torch_pruning"]["params"],
+            "test_accuracy": tp["torch_pruning"]["test_accuracy"],
+            "train_seconds": tp["torch_pruning"]["train_seconds"],
+            "edgeprune_test_accuracy": tp["edgeprune"]["test_accuracy"],
+            "latency_batch1_ms": tp["torch_latency_batch1_threads1_ms"],
+        }
+        targets["accuracy_at_equal_params>=torch_pruning"] = (
+            tp["edgeprune"]["test_accuracy"] >= tp["torch_pruning"]["test_accuracy"]
+        )
+    return record(
+        spec.name,
+        {
+            "dataset": spec.name,
+            "epochs": epochs,
+            "preset": preset,
+            "limit": limit,
+            "variants": variants,
+            "ratios": ratios,
+            "targets": targets,
+            "torch_pruning": torch_pruning,
+            "runs": {"baseline": str(base_dir), "pruned": str(pruned_dir)},
+            "notes": [
+                "latency at batch 1 with one thread unless *_all_threads; throughput at batch 64 "
+                "with all threads (throughput_1thread: one thread)",
+                "accuracy and F1 with onnxruntime on the whole test split",
+            ],
+        },
+    )
 
 
 def write_table() -> None:
     """Regenerate the table between the markers in benchmarks/README.md from results/<dataset>.json."""
     readme = Path(__file__).with_name("README.md")
-    lines = ["| dataset | variant | params | file KB | accuracy | F1 | p50 ms (1 thr) | p99 ms (1 thr) | p50 ms (all) | "
-             "samples/s @64 | peak RSS MB | train s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| dataset | variant | params | file KB | accuracy | F1 | p50 ms (1 thr) | p99 ms (1 thr) | p50 ms (all) | "
+        "samples/s @64 | peak RSS MB | train s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name in DATASETS:
         path = RESULTS / f"{name}.json"
         if not path.exists():
             continue
         res = json.loads(path.read_text())
         for v in res["variants"]:
-            lines.append(f"| {name} ({res['epochs']} ep) | {v['name']} | {v['params']:,} | {v['file_bytes'] / 1024:.1f} | "
-                         f"{v['accuracy']:.4f} | {v['f1']:.4f} | {v['latency_p50_ms']:.4f} | {v['latency_p99_ms']:.4f} | "
-                         f"{v['latency_p50_ms_all_threads']:.4f} | {v['throughput']:,.0f} | {v['peak_rss_mb']:.1f} | "
-                         f"{v['train_seconds']:.0f} |")
+            lines.append(
+                f"| {name} ({res['epochs']} ep) | {v['name']} | {v['params']:,} | {v['file_bytes'] / 1024:.1f} | "
+                f"{v['accuracy']:.4f} | {v['f1']:.4f} | {v['latency_p50_ms']:.4f} | {v['latency_p99_ms']:.4f} | "
+                f"{v['latency_p50_ms_all_threads']:.4f} | {v['throughput']:,.0f} | {v['peak_rss_mb']:.1f} | "
+                f"{v['train_seconds']:.0f} |"
+            )
     text = readme.read_text()
     start, end = "<!-- headline:start -->", "<!-- headline:end -->"
     head, _, rest = text.partition(start)

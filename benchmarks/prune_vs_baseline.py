@@ -17,14 +17,27 @@ import sys
 from pathlib import Path
 
 import torch
-
 from common import record, torch_latency
+
 from edgeprune.models import build_model
 
 
 def train(out: Path, dataset: str, epochs: int, extra: list[str], limit: int | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "edgeprune", "train", "--dataset", dataset, "--epochs", str(epochs),
-           "--out", str(out), "--threads", "1", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgeprune",
+        "train",
+        "--dataset",
+        dataset,
+        "--epochs",
+        str(epochs),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        *extra,
+    ]
     if limit:
         cmd += ["--limit", str(limit)]
     if (out / "config.json").exists():
@@ -54,8 +67,10 @@ def main() -> None:
     root = args.runs_dir / f"{args.dataset}-{args.epochs}ep"
     root.mkdir(parents=True, exist_ok=True)
     base_dir, pruned_dir = root / "baseline", root / "pruned"
-    procs = [train(base_dir, args.dataset, args.epochs, ["--no-prune"], args.limit),
-             train(pruned_dir, args.dataset, args.epochs, ["--preset", args.preset], args.limit)]
+    procs = [
+        train(base_dir, args.dataset, args.epochs, ["--no-prune"], args.limit),
+        train(pruned_dir, args.dataset, args.epochs, ["--preset", args.preset], args.limit),
+    ]
     for p in procs:
         if p is not None and p.wait() != 0:
             sys.exit(f"training failed; see the logs in {root}")
@@ -64,14 +79,23 @@ def main() -> None:
     base, saved = load(base_dir)
     pruned, _ = load(pruned_dir)
     shape = saved["input"]["input_shape"][1:]
-    example = (lambda b: torch.randn(b, *shape)) if saved["input"]["task"] == "image" else \
-        (lambda b: torch.randint(1, 100, (b, 128)))
+    example = (
+        (lambda b: torch.randn(b, *shape))
+        if saved["input"]["task"] == "image"
+        else (lambda b: torch.randint(1, 100, (b, 128)))
+    )
     # A masked model has the baseline's widths, so dense kernels cost the same as the baseline's:
     # "before compaction" is the baseline architecture, "after" the compact pruned model.
-    latency = {f"batch{b}_threads{t}": torch_latency({"before_compaction": base, "after_compaction": pruned}, example, b, t)
-               for b in (1, 64) for t in (1, torch.get_num_threads())}
+    latency = {
+        f"batch{b}_threads{t}": torch_latency({"before_compaction": base, "after_compaction": pruned}, example, b, t)
+        for b in (1, 64)
+        for t in (1, torch.get_num_threads())
+    }
     result = {
-        "dataset": args.dataset, "epochs": args.epochs, "preset": args.preset, "limit": args.limit,
+        "dataset": args.dataset,
+        "epochs": args.epochs,
+        "preset": args.preset,
+        "limit": args.limit,
         "baseline": {k: mb[k] for k in ("test_accuracy", "test_f1", "params", "train_seconds", "widths")},
         "pruned": {k: mp[k] for k in ("test_accuracy", "test_f1", "params", "dense_params", "train_seconds", "widths")},
         "compression_live": mb["params"] / mp["params"],
@@ -79,14 +103,23 @@ def main() -> None:
         "accuracy_drop_points": 100 * (mb["test_accuracy"] - mp["test_accuracy"]),
         "wall_time_ratio_pruned_over_baseline": mp["train_seconds"] / mb["train_seconds"],
         "torch_cpu_latency_ms": latency,
-        "targets": {"compression_live>=8": mb["params"] / mp["params"] >= 8,
-                    "accuracy_drop<=0.5pt": 100 * (mb["test_accuracy"] - mp["test_accuracy"]) <= 0.5,
-                    "pruned_wall_time<=baseline": mp["train_seconds"] <= mb["train_seconds"]},
+        "targets": {
+            "compression_live>=8": mb["params"] / mp["params"] >= 8,
+            "accuracy_drop<=0.5pt": 100 * (mb["test_accuracy"] - mp["test_accuracy"]) <= 0.5,
+            "pruned_wall_time<=baseline": mp["train_seconds"] <= mb["train_seconds"],
+        },
         "runs": {"baseline": str(base_dir), "pruned": str(pruned_dir)},
     }
     path = record(args.name or f"prune_vs_baseline_{args.dataset}_{args.epochs}ep", result)
-    print(json.dumps({k: result[k] for k in ("compression_live", "accuracy_drop_points",
-                                             "wall_time_ratio_pruned_over_baseline", "targets")}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in ("compression_live", "accuracy_drop_points", "wall_time_ratio_pruned_over_baseline", "targets")
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {path}")
 
 

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import record, torch_latency
+
 from edgeprune.config import TrainConfig, schedule_of
 from edgeprune.data.loader import load_data
 from edgeprune.metrics import loss_fn
@@ -33,7 +33,7 @@ def taylor_grads(model, data, perm, batch_size: int, batches: int) -> None:
     """Gradients for Torch-Pruning's Taylor importance: accumulate over a few mini-batches."""
     model.zero_grad()
     for i in range(batches):
-        idx = perm[i * batch_size:(i + 1) * batch_size]
+        idx = perm[i * batch_size : (i + 1) * batch_size]
         loss_fn(model(data.prepare(data.train.x[idx])), data.train.y[idx]).backward()
 
 
@@ -51,17 +51,27 @@ def main() -> None:
     schedule = schedule_of(cfg)
     metrics_path = args.match / "metrics.json"
     # The run may still be training (both can run side by side): then aim at its budget.
-    target = (json.loads(metrics_path.read_text())["dense_params"] if metrics_path.exists()
-              else int(cfg.target_params * saved["baseline_params"]))
+    target = (
+        json.loads(metrics_path.read_text())["dense_params"]
+        if metrics_path.exists()
+        else int(cfg.target_params * saved["baseline_params"])
+    )
 
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.dataset, cfg.data_dir, seed=cfg.seed, limit=cfg.limit, val_fraction=cfg.val_fraction)
     model = build_model({"name": "cnn", "config": default_config("cnn", data.input_meta())})
     base = count_params(model)
     example = data.prepare(data.train.x[:2])
-    pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.GroupTaylorImportance(),
-                                  global_pruning=True, pruning_ratio=0.97, iterative_steps=400,
-                                  ignored_layers=[model.classifier], round_to=cfg.round_to)
+    pruner = tp.pruner.MetaPruner(
+        model,
+        example,
+        importance=tp.importance.GroupTaylorImportance(),
+        global_pruning=True,
+        pruning_ratio=0.97,
+        iterative_steps=400,
+        ignored_layers=[model.classifier],
+        round_to=cfg.round_to,
+    )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     n, bs = len(data.train), cfg.batch_size
     history, t_start, steps_taken = [], time.perf_counter(), 0
@@ -70,7 +80,7 @@ def main() -> None:
         model.train()
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         for s in range(0, n, bs):
-            idx = perm[s:s + bs]
+            idx = perm[s : s + bs]
             loss = loss_fn(model(data.prepare(data.train.x[idx])), data.train.y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -85,10 +95,19 @@ def main() -> None:
             model.zero_grad()
             opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         val = evaluate(model, data, data.val)
-        history.append({"epoch": epoch, "params": count_params(model), "val_accuracy": val["accuracy"],
-                        "seconds": time.perf_counter() - t0})
-        print(f"epoch {epoch}/{cfg.epochs} params {count_params(model):,} val acc {val['accuracy']:.4f} "
-              f"{history[-1]['seconds']:.1f}s", flush=True)
+        history.append(
+            {
+                "epoch": epoch,
+                "params": count_params(model),
+                "val_accuracy": val["accuracy"],
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        print(
+            f"epoch {epoch}/{cfg.epochs} params {count_params(model):,} val acc {val['accuracy']:.4f} "
+            f"{history[-1]['seconds']:.1f}s",
+            flush=True,
+        )
     train_seconds = time.perf_counter() - t_start
     test = evaluate(model, data, data.test)
     while not metrics_path.exists():  # wait for the edgeprune run trained alongside
@@ -97,18 +116,39 @@ def main() -> None:
 
     ours = build_model(torch.load(args.match / "model.pt", weights_only=True)["arch"]).eval()
     ours.load_state_dict(torch.load(args.match / "model.pt", weights_only=True)["state_dict"])
-    latency = torch_latency({"edgeprune": ours, "torch_pruning": model.eval()},
-                            lambda b: torch.randn(b, *example.shape[1:]), batch=1, threads=1)
+    latency = torch_latency(
+        {"edgeprune": ours, "torch_pruning": model.eval()},
+        lambda b: torch.randn(b, *example.shape[1:]),
+        batch=1,
+        threads=1,
+    )
     result = {
-        "dataset": cfg.dataset, "epochs": cfg.epochs, "matched_run": str(args.match),
-        "schedule": {"warmup_epochs": cfg.warmup_epochs, "prune_until": cfg.prune_until, "round_to": cfg.round_to,
-                     "target_params": target, "grad_batches": args.grad_batches, "tp_steps_taken": steps_taken},
-        "torch_pruning": {"params": count_params(model), "test_accuracy": test["accuracy"], "test_f1": test["f1"],
-                          "train_seconds": train_seconds,
-                          "widths": [m.out_channels for m in model.convs] + [m.out_features for m in model.fcs]},
-        "edgeprune": {"params_dense": ep_metrics["dense_params"], "params_live": ep_metrics["params"],
-                      "test_accuracy": ep_metrics["test_accuracy"], "test_f1": ep_metrics["test_f1"],
-                      "train_seconds": ep_metrics["train_seconds"], "widths": ep_metrics["widths"]},
+        "dataset": cfg.dataset,
+        "epochs": cfg.epochs,
+        "matched_run": str(args.match),
+        "schedule": {
+            "warmup_epochs": cfg.warmup_epochs,
+            "prune_until": cfg.prune_until,
+            "round_to": cfg.round_to,
+            "target_params": target,
+            "grad_batches": args.grad_batches,
+            "tp_steps_taken": steps_taken,
+        },
+        "torch_pruning": {
+            "params": count_params(model),
+            "test_accuracy": test["accuracy"],
+            "test_f1": test["f1"],
+            "train_seconds": train_seconds,
+            "widths": [m.out_channels for m in model.convs] + [m.out_features for m in model.fcs],
+        },
+        "edgeprune": {
+            "params_dense": ep_metrics["dense_params"],
+            "params_live": ep_metrics["params"],
+            "test_accuracy": ep_metrics["test_accuracy"],
+            "test_f1": ep_metrics["test_f1"],
+            "train_seconds": ep_metrics["train_seconds"],
+            "widths": ep_metrics["widths"],
+        },
         "torch_latency_batch1_threads1_ms": latency,
         "history": history,
         "note": "wall times come from different processes on a shared 2-core machine; compare with care",

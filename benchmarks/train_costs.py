@@ -14,8 +14,8 @@ import statistics
 import time
 
 import torch
-
 from common import record
+
 from edgeprune.config import resolve_train_config, schedule_of
 from edgeprune.data.loader import load_data
 from edgeprune.metrics import loss_fn
@@ -42,7 +42,7 @@ def main() -> None:
 
     step_times, hook_times = [], []
     for i in range(args.steps + 10):
-        idx = perm[(i * args.batch_size) % (n - args.batch_size):][: args.batch_size]
+        idx = perm[(i * args.batch_size) % (n - args.batch_size) :][: args.batch_size]
         t0 = time.perf_counter()
         loss = loss_fn(model(data.prepare(data.train.x[idx])), data.train.y[idx])
         opt.zero_grad(set_to_none=True)
@@ -62,8 +62,11 @@ def main() -> None:
     step_ms = statistics.median(step_times) * 1e3
     hook_ms = statistics.median(hook_times) * 1e3
     result = {
-        "model": "cnn (default widths, 421,642 parameters)", "dataset": "fashion-mnist", "batch_size": args.batch_size,
-        "threads": args.threads, "steps_measured": args.steps,
+        "model": "cnn (default widths, 421,642 parameters)",
+        "dataset": "fashion-mnist",
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "steps_measured": args.steps,
         "throughput_samples_per_s": args.batch_size / statistics.median(step_times),
         "train_step_ms_median": step_ms,
         "score_accumulation_ms_median": hook_ms,
@@ -74,8 +77,17 @@ def main() -> None:
         "pruned_widths_after_step": model.widths(),
         "note": "medians over steps; score accumulation runs only in pruning epochs",
     }
-    print({k: result[k] for k in ("throughput_samples_per_s", "train_step_ms_median", "score_accumulation_ms_median",
-                                  "bookkeeping_share_of_step")})
+    print(
+        {
+            k: result[k]
+            for k in (
+                "throughput_samples_per_s",
+                "train_step_ms_median",
+                "score_accumulation_ms_median",
+                "bookkeeping_share_of_step",
+            )
+        }
+    )
     print("wrote", record("train_costs", result))
 
 

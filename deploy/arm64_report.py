@@ -37,47 +37,71 @@ def build(work: Path, facts: dict) -> dict:
     arm_run, host_run = _load(work / "arm_run.json") or {}, _load(work / "host_run.json") or {}
     rows = None
     if bench:
-        rows = [{"name": r.get("name"), "status": r.get("status"), "error": r.get("error"),
-                 "latency_emulated": r.get("latency"), "accuracy": r.get("accuracy"),
-                 "f1": r.get("f1")} for r in bench.get("results", [])]
+        rows = [
+            {
+                "name": r.get("name"),
+                "status": r.get("status"),
+                "error": r.get("error"),
+                "latency_emulated": r.get("latency"),
+                "accuracy": r.get("accuracy"),
+                "f1": r.get("f1"),
+            }
+            for r in bench.get("results", [])
+        ]
     bench_ok = facts["bench_rc"] == 0 and bool(rows) and all(r["status"] == "ok" for r in rows)
     predictions_ok = facts["compare_rc"] == 0 and bool(compare)
     per_model = lambda run, key: {k: v[key] for k, v in run.get("models", {}).items()}
     return {
-        "what": ("ARM64 correctness check under qemu-user emulation. Every timing in this file is "
-                 "EMULATED on an x86 host: it is not a Raspberry Pi number and must not be "
-                 "compared with device results."),
+        "what": (
+            "ARM64 correctness check under qemu-user emulation. Every timing in this file is "
+            "EMULATED on an x86 host: it is not a Raspberry Pi number and must not be "
+            "compared with device results."
+        ),
         "emulated": True,
         "passed": predictions_ok and bench_ok,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": facts["command"],
         "mode": facts["mode"],
-        "host": {"machine": platform.machine(), "cpu_model": _host_cpu(),
-                 "cores": os.cpu_count(), "kernel": platform.release(),
-                 "python": platform.python_version(),
-                 "onnxruntime": host_run.get("onnxruntime"), "numpy": host_run.get("numpy")},
-        "emulation": {"qemu": facts["qemu"], "qemu_cpu": facts["qemu_cpu"],
-                      "rootfs": f"Debian bookworm arm64, debootstrap minbase ({facts['rootfs']})",
-                      "cpuinfo": ("Cortex-A72 /proc/cpuinfo bind-mounted over the host's "
-                                  "(onnxruntime crashes parsing an x86 one under qemu)")},
+        "host": {
+            "machine": platform.machine(),
+            "cpu_model": _host_cpu(),
+            "cores": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "onnxruntime": host_run.get("onnxruntime"),
+            "numpy": host_run.get("numpy"),
+        },
+        "emulation": {
+            "qemu": facts["qemu"],
+            "qemu_cpu": facts["qemu_cpu"],
+            "rootfs": f"Debian bookworm arm64, debootstrap minbase ({facts['rootfs']})",
+            "cpuinfo": (
+                "Cortex-A72 /proc/cpuinfo bind-mounted over the host's "
+                "(onnxruntime crashes parsing an x86 one under qemu)"
+            ),
+        },
         "arm64": _load(work / "arm_versions.json"),
-        "install": {"how": facts["install_how"], "seconds_emulated": facts["install_s"],
-                    "image": facts.get("image")},
-        "predictions": {"ok": predictions_ok,
-                        "reference": "the same bundle and eval.npz on the host (x86_64)",
-                        **(compare or {"error": "no comparison"})},
-        "bench": {"command": f"edgeprune-entrypoint {facts['bench_flags']} (EDGEPRUNE_EMULATED=1)",
-                  "exit_code": facts["bench_rc"], "ok": bench_ok,
-                  "wall_seconds_emulated": facts["bench_s"], "results": rows,
-                  "machine": (bench or {}).get("machine")},
+        "install": {"how": facts["install_how"], "seconds_emulated": facts["install_s"], "image": facts.get("image")},
+        "predictions": {
+            "ok": predictions_ok,
+            "reference": "the same bundle and eval.npz on the host (x86_64)",
+            **(compare or {"error": "no comparison"}),
+        },
+        "bench": {
+            "command": f"edgeprune-entrypoint {facts['bench_flags']} (EDGEPRUNE_EMULATED=1)",
+            "exit_code": facts["bench_rc"],
+            "ok": bench_ok,
+            "wall_seconds_emulated": facts["bench_s"],
+            "results": rows,
+            "machine": (bench or {}).get("machine"),
+        },
         "emulated_latency": {
             "label": LABEL,
             "predict_batch1_ms_median_emulated": per_model(arm_run, "batch1_ms_median"),
             "predict_batch1_ms_median_host_native": per_model(host_run, "batch1_ms_median"),
             "predict_wall_seconds_emulated": facts["predict_s"],
         },
-        "accuracy": {"arm64": per_model(arm_run, "accuracy"),
-                     "host": per_model(host_run, "accuracy")},
+        "accuracy": {"arm64": per_model(arm_run, "accuracy"), "host": per_model(host_run, "accuracy")},
     }
 
 
@@ -86,9 +110,13 @@ def main() -> int:
     result = build(work, json.loads(facts_path.read_text()))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    summary = {"passed": result["passed"], "mode": result["mode"],
-               "predictions": result["predictions"].get("models"),
-               "bench_ok": result["bench"]["ok"], "out": str(out)}
+    summary = {
+        "passed": result["passed"],
+        "mode": result["mode"],
+        "predictions": result["predictions"].get("models"),
+        "bench_ok": result["bench"]["ok"],
+        "out": str(out),
+    }
     print(json.dumps(summary, indent=2))
     return 0 if result["passed"] else 1
 

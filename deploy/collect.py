@@ -26,12 +26,11 @@ def collect(device_json: Path, run_dir: Path) -> list[Path]:
     try:
         report = json.loads(Path(device_json).read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise SystemExit(f"collect: cannot read {device_json} ({e}); the device run failed?")
+        raise SystemExit(f"collect: cannot read {device_json} ({e}); the device run failed?") from None
     rows = report.get("results") or []
     if not rows:
         raise SystemExit(f"collect: {device_json} has no results; see the device's bench output.")
-    label = safe_label(report.get("settings", {}).get("label")
-                       or report.get("machine", {}).get("label") or "device")
+    label = safe_label(report.get("settings", {}).get("label") or report.get("machine", {}).get("label") or "device")
     out_dir = Path(run_dir) / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

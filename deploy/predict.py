@@ -81,8 +81,7 @@ def compare(a_path: Path, b_path: Path, atol: float | None) -> dict:
         agree = float((la.argmax(axis=1) == lb.argmax(axis=1)).mean())
         good = agree == 1.0 and diff <= tol
         ok = ok and good
-        report[name] = {"ok": good, "argmax_agreement": agree, "max_abs_diff": diff,
-                        "atol": tol, "n": len(la)}
+        report[name] = {"ok": good, "argmax_agreement": agree, "max_abs_diff": diff, "atol": tol, "n": len(la)}
     return {"ok": ok, "models": report}
 
 

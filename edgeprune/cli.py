@@ -48,9 +48,9 @@ def datasets(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Directory holding local copies."),
 ):
     """List the known datasets, their task and classes, and where each is found."""
-    from edgeprune.data.registry import describe_all
-
     from rich.table import Table
+
+    from edgeprune.data.registry import describe_all
 
     table = Table(title="edgeprune datasets")
     for col in ("name", "task", "classes", "found"):
@@ -76,19 +76,33 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     threshold: float = typer.Option(0.01, "--threshold", help="Normalized-score threshold for pruning."),
     warmup_epochs: Optional[int] = typer.Option(None, "--warmup-epochs", help="Epochs before the first pruning."),
-    prune_until: float = typer.Option(0.7, "--prune-until", help="Fraction of epochs after which the structure is frozen."),
-    target_params: Optional[float] = typer.Option(None, "--target-params", help="Keep at most this fraction of the baseline's parameters."),
+    prune_until: float = typer.Option(
+        0.7, "--prune-until", help="Fraction of epochs after which the structure is frozen."
+    ),
+    target_params: Optional[float] = typer.Option(
+        None, "--target-params", help="Keep at most this fraction of the baseline's parameters."
+    ),
     round_to: int = typer.Option(8, "--round-to", help="Keep widths at multiples of this (1 = off)."),
     min_width: int = typer.Option(8, "--min-width", help="No layer is pruned below this width."),
-    prune_connections: bool = typer.Option(True, "--prune-connections/--no-prune-connections", help="Also mask single weights under the threshold."),
-    progressive: bool = typer.Option(True, "--progressive/--masks-until-end", help="Compact after every pruning step (else hold masks and compact once at the end)."),
+    prune_connections: bool = typer.Option(
+        True, "--prune-connections/--no-prune-connections", help="Also mask single weights under the threshold."
+    ),
+    progressive: bool = typer.Option(
+        True,
+        "--progressive/--masks-until-end",
+        help="Compact after every pruning step (else hold masks and compact once at the end).",
+    ),
     preset: Optional[str] = typer.Option(None, "--preset", help="A documented pruning preset: 'study' or 'compact'."),
     vocab_size: int = typer.Option(20000, "--vocab-size", help="Text: vocabulary size."),
     max_len: int = typer.Option(256, "--max-len", help="Text: tokens kept per example."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of train held out for validation."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all cores, shared by the processes on a machine)."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="torch CPU threads (default: all cores, shared by the processes on a machine)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps (auto: cuda, then mps, then cpu)."),
-    amp: bool = typer.Option(False, "--amp/--no-amp", help="Automatic mixed precision on CUDA (bf16, or fp16 with loss scaling)."),
+    amp: bool = typer.Option(
+        False, "--amp/--no-amp", help="Automatic mixed precision on CUDA (bf16, or fp16 with loss scaling)."
+    ),
 ):
     """Train a model, pruning redundant neurons and connections as it trains (unless --no-prune).
 
@@ -98,12 +112,31 @@ def train(
     from edgeprune.train import train_run
 
     cfg = resolve_train_config(
-        dataset=dataset, model=model, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-        limit=limit, data_dir=data_dir, out=out, prune=not no_prune, threshold=threshold,
-        warmup_epochs=warmup_epochs, prune_until=prune_until, target_params=target_params,
-        round_to=round_to, min_width=min_width, prune_connections=prune_connections,
-        progressive=progressive, preset=preset, vocab_size=vocab_size, max_len=max_len, val_fraction=val_fraction,
-        threads=threads, device=device, amp=amp,
+        dataset=dataset,
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        limit=limit,
+        data_dir=data_dir,
+        out=out,
+        prune=not no_prune,
+        threshold=threshold,
+        warmup_epochs=warmup_epochs,
+        prune_until=prune_until,
+        target_params=target_params,
+        round_to=round_to,
+        min_width=min_width,
+        prune_connections=prune_connections,
+        progressive=progressive,
+        preset=preset,
+        vocab_size=vocab_size,
+        max_len=max_len,
+        val_fraction=val_fraction,
+        threads=threads,
+        device=device,
+        amp=amp,
     )
     train_run(cfg, resume=resume)
 
@@ -111,25 +144,42 @@ def train(
 @app.command()
 @friendly
 def bench(
-    paths: list[Path] = typer.Argument(..., metavar="MODEL_OR_BUNDLE...", help="Bundle directories and/or .onnx files.", show_default=False),
-    threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads (default: the --target's, else all usable cores)."),
+    paths: list[Path] = typer.Argument(
+        ..., metavar="MODEL_OR_BUNDLE...", help="Bundle directories and/or .onnx files.", show_default=False
+    ),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="onnxruntime intra-op threads (default: the --target's, else all usable cores)."
+    ),
     batch: str = typer.Option("1", "--batch", help="Batch sizes, comma-separated, e.g. 1,8,64."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed runs per batch size before timing."),
     runs: Optional[int] = typer.Option(None, "--runs", help="Timed runs per round (default 100)."),
-    seconds: Optional[float] = typer.Option(None, "--seconds", help="Instead of --runs: timed seconds per batch size, split over the rounds."),
+    seconds: Optional[float] = typer.Option(
+        None, "--seconds", help="Instead of --runs: timed seconds per batch size, split over the rounds."
+    ),
     rounds: int = typer.Option(5, "--rounds", help="Interleaved rounds: A B C, A B C, ..."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON to this file."),
     target: Optional[str] = typer.Option(None, "--target", help="Device preset: rpi4, rpi5 or x86 (sets threads)."),
     arena: bool = typer.Option(True, "--arena/--no-arena", help="onnxruntime enable_cpu_mem_arena."),
     mem_pattern: bool = typer.Option(True, "--mem-pattern/--no-mem-pattern", help="onnxruntime enable_mem_pattern."),
-    label: Optional[str] = typer.Option(None, "--label", help="Machine name in RUN/bench/<label>-<model>.json (default $EDGEPRUNE_DEVICE or hostname)."),
+    label: Optional[str] = typer.Option(
+        None, "--label", help="Machine name in RUN/bench/<label>-<model>.json (default $EDGEPRUNE_DEVICE or hostname)."
+    ),
 ):
     """Measure latency, memory, accuracy and size of ONNX models with onnxruntime (no torch needed)."""
     from edgeprune.bench import make_settings, run
 
-    settings = make_settings(threads=threads, batch=batch, warmup=warmup, runs=runs,
-                             seconds=seconds, rounds=rounds, target=target, arena=arena,
-                             mem_pattern=mem_pattern, label=label)
+    settings = make_settings(
+        threads=threads,
+        batch=batch,
+        warmup=warmup,
+        runs=runs,
+        seconds=seconds,
+        rounds=rounds,
+        target=target,
+        arena=arena,
+        mem_pattern=mem_pattern,
+        label=label,
+    )
     code = run(paths, settings, json_out)
     if code:
         raise typer.Exit(code)
@@ -140,12 +190,22 @@ def bench(
 def export(
     run_dir: Path = typer.Argument(..., help="Run directory written by edgeprune train.", show_default=False),
     format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
-    quantize: str = typer.Option("auto", "--quantize", help="none, static, dynamic or auto (measure and keep the fastest within --max-acc-drop)."),
-    per_channel: Optional[bool] = typer.Option(None, "--per-channel/--no-per-channel", help="Per-channel INT8 weights (default: the --target's, else on)."),
-    simplifier: str = typer.Option("onnxsim", "--simplifier", help="onnxsim, onnxslim or none (onnxsim falls back to onnxslim)."),
+    quantize: str = typer.Option(
+        "auto", "--quantize", help="none, static, dynamic or auto (measure and keep the fastest within --max-acc-drop)."
+    ),
+    per_channel: Optional[bool] = typer.Option(
+        None, "--per-channel/--no-per-channel", help="Per-channel INT8 weights (default: the --target's, else on)."
+    ),
+    simplifier: str = typer.Option(
+        "onnxsim", "--simplifier", help="onnxsim, onnxslim or none (onnxsim falls back to onnxslim)."
+    ),
     opset: int = typer.Option(17, "--opset", help="ONNX opset."),
-    max_acc_drop: float = typer.Option(1.0, "--max-acc-drop", help="Accuracy points an INT8 model may lose against float."),
-    target: Optional[str] = typer.Option(None, "--target", help="Device preset rpi4, rpi5 or x86: picks the quantization recipe."),
+    max_acc_drop: float = typer.Option(
+        1.0, "--max-acc-drop", help="Accuracy points an INT8 model may lose against float."
+    ),
+    target: Optional[str] = typer.Option(
+        None, "--target", help="Device preset rpi4, rpi5 or x86: picks the quantization recipe."
+    ),
     calib: int = typer.Option(256, "--calib", help="Training samples for static calibration."),
     eval_n: int = typer.Option(2000, "--eval-n", help="Test examples for accuracy and for the bundle's eval.npz."),
     tar: bool = typer.Option(False, "--tar", help="Also write RUN/bundle.tar.gz."),
@@ -156,10 +216,20 @@ def export(
     from edgeprune.export.table import render
 
     with err.status("exporting"):
-        summary = export_run(run_dir, format=format, quantize=quantize, per_channel=per_channel,
-                             simplifier=simplifier, opset=opset, max_acc_drop=max_acc_drop, target=target,
-                             calib=calib, eval_n=eval_n, tar=tar,
-                             data_dir=str(data_dir) if data_dir else None)
+        summary = export_run(
+            run_dir,
+            format=format,
+            quantize=quantize,
+            per_channel=per_channel,
+            simplifier=simplifier,
+            opset=opset,
+            max_acc_drop=max_acc_drop,
+            target=target,
+            calib=calib,
+            eval_n=eval_n,
+            tar=tar,
+            data_dir=str(data_dir) if data_dir else None,
+        )
     console = Console()
     Console(width=max(console.width, 110)).print(render(summary))  # the table needs ~110 columns
 
@@ -167,8 +237,15 @@ def export(
 @app.command()
 @friendly
 def report(
-    runs: list[Path] = typer.Argument(..., metavar="RUN...", help="Run directories (the one trained with --no-prune is the baseline).", show_default=False),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for report.md/.html/.json and the figures (default: the first run)."),
+    runs: list[Path] = typer.Argument(
+        ...,
+        metavar="RUN...",
+        help="Run directories (the one trained with --no-prune is the baseline).",
+        show_default=False,
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Directory for report.md/.html/.json and the figures (default: the first run)."
+    ),
 ):
     """Compare runs, their exported variants and every machine they were benchmarked on."""
     from edgeprune.report import render, write_report
@@ -184,11 +261,15 @@ def experiment(
     dataset: str = typer.Option(..., "--dataset", "-d", help="mnist, fashion-mnist, cifar10, imdb or sst2."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of each training run (default: the model's)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Train on the first N training examples."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Experiment directory (default runs/experiment-<dataset>)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Experiment directory (default runs/experiment-<dataset>)."
+    ),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local dataset copies (else $EDGEPRUNE_DATA)."),
     preset: str = typer.Option("compact", "--preset", help="Pruning preset of the pruned run: 'compact' or 'study'."),
     quantize: str = typer.Option("auto", "--quantize", help="none, static, dynamic or auto (see edgeprune export)."),
-    target: Optional[str] = typer.Option(None, "--target", help="Device preset rpi4, rpi5 or x86: quantization recipe and bench threads."),
+    target: Optional[str] = typer.Option(
+        None, "--target", help="Device preset rpi4, rpi5 or x86: quantization recipe and bench threads."
+    ),
     bench_runs: Optional[int] = typer.Option(None, "--bench-runs", help="Timed runs per bench round (default 100)."),
 ):
     """The whole study in one command: baseline and pruned runs, exported, quantized, benchmarked, reported.
@@ -197,8 +278,19 @@ def experiment(
     """
     from edgeprune.experiment import ExperimentOptions, run_experiment
 
-    run_experiment(ExperimentOptions(dataset=dataset, epochs=epochs, limit=limit, out=out, data_dir=data_dir,
-                                     preset=preset, quantize=quantize, target=target, bench_runs=bench_runs))
+    run_experiment(
+        ExperimentOptions(
+            dataset=dataset,
+            epochs=epochs,
+            limit=limit,
+            out=out,
+            data_dir=data_dir,
+            preset=preset,
+            quantize=quantize,
+            target=target,
+            bench_runs=bench_runs,
+        )
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -61,18 +61,27 @@ class TrainConfig:
         return d
 
 
-def resolve_train_config(dataset: str, model: Optional[str] = None, epochs: Optional[int] = None,
-                         batch_size: Optional[int] = None, out: Optional[Path] = None,
-                         data_dir: Optional[Path] = None, warmup_epochs: Optional[int] = None,
-                         preset: Optional[str] = None, **kw) -> TrainConfig:
+def resolve_train_config(
+    dataset: str,
+    model: Optional[str] = None,
+    epochs: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    out: Optional[Path] = None,
+    data_dir: Optional[Path] = None,
+    warmup_epochs: Optional[int] = None,
+    preset: Optional[str] = None,
+    **kw,
+) -> TrainConfig:
     spec = get_spec(dataset)
     model = model or spec.default_model
     if model not in MODELS:
         raise UserError(f"Unknown model '{model}'; choose one of {', '.join(MODELS)}.")
     if MODELS[model]["task"] != spec.task:
         fitting = [m for m, e in MODELS.items() if e["task"] == spec.task]
-        raise UserError(f"Model '{model}' is for {MODELS[model]['task']} data but {spec.name} is "
-                        f"{spec.task} data; use --model {' or '.join(fitting)}.")
+        raise UserError(
+            f"Model '{model}' is for {MODELS[model]['task']} data but {spec.name} is "
+            f"{spec.task} data; use --model {' or '.join(fitting)}."
+        )
     defaults = MODEL_DEFAULTS[model]
     epochs = defaults["epochs"] if epochs is None else epochs
     batch_size = defaults["batch_size"] if batch_size is None else batch_size
@@ -102,9 +111,17 @@ def resolve_train_config(dataset: str, model: Optional[str] = None, epochs: Opti
     prune = kw.get("prune", True)
     if out is None:
         out = Path("runs") / f"{spec.name}-{model}{'' if prune else '-baseline'}"
-    cfg = TrainConfig(dataset=spec.name, model=model, epochs=epochs, batch_size=batch_size, out=str(out),
-                      data_dir=str(data_dir) if data_dir else None, warmup_epochs=warmup_epochs,
-                      preset=preset, **{k: v for k, v in kw.items() if v is not None or k == "target_params"})
+    cfg = TrainConfig(
+        dataset=spec.name,
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        out=str(out),
+        data_dir=str(data_dir) if data_dir else None,
+        warmup_epochs=warmup_epochs,
+        preset=preset,
+        **{k: v for k, v in kw.items() if v is not None or k == "target_params"},
+    )
     if prune:
         schedule_of(cfg)  # validates the pruning flags
     return cfg
@@ -113,10 +130,17 @@ def resolve_train_config(dataset: str, model: Optional[str] = None, epochs: Opti
 def schedule_of(cfg: TrainConfig):
     from edgeprune.prune.schedule import PruneSchedule
 
-    return PruneSchedule(epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, prune_until=cfg.prune_until,
-                         threshold=cfg.threshold, target_params=cfg.target_params, round_to=cfg.round_to,
-                         min_width=cfg.min_width, prune_connections=cfg.prune_connections,
-                         progressive=cfg.progressive)
+    return PruneSchedule(
+        epochs=cfg.epochs,
+        warmup_epochs=cfg.warmup_epochs,
+        prune_until=cfg.prune_until,
+        threshold=cfg.threshold,
+        target_params=cfg.target_params,
+        round_to=cfg.round_to,
+        min_width=cfg.min_width,
+        prune_connections=cfg.prune_connections,
+        progressive=cfg.progressive,
+    )
 
 
 def default_threads() -> int:

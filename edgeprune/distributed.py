@@ -55,8 +55,12 @@ def from_env(env=os.environ) -> Dist:
     if not all(k in env for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
         return Dist()
     world = int(env["WORLD_SIZE"])
-    return Dist(rank=int(env["RANK"]), world=world, local_rank=int(env["LOCAL_RANK"]),
-                local_world=int(env.get("LOCAL_WORLD_SIZE", world)))
+    return Dist(
+        rank=int(env["RANK"]),
+        world=world,
+        local_rank=int(env["LOCAL_RANK"]),
+        local_world=int(env.get("LOCAL_WORLD_SIZE", world)),
+    )
 
 
 def resolve_device(name: str, ctx: Dist = Dist()) -> torch.device:
@@ -68,11 +72,15 @@ def resolve_device(name: str, ctx: Dist = Dist()) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise UserError("--device cuda was asked for but this torch sees no CUDA GPU; "
-                            "use --device cpu (or auto), or install a CUDA build of torch.")
+            raise UserError(
+                "--device cuda was asked for but this torch sees no CUDA GPU; "
+                "use --device cpu (or auto), or install a CUDA build of torch."
+            )
         if ctx.local_rank >= torch.cuda.device_count():
-            raise UserError(f"Process {ctx.local_rank} on this node has no GPU of its own (this machine has "
-                            f"{torch.cuda.device_count()}); start at most that many with torchrun --nproc_per_node.")
+            raise UserError(
+                f"Process {ctx.local_rank} on this node has no GPU of its own (this machine has "
+                f"{torch.cuda.device_count()}); start at most that many with torchrun --nproc_per_node."
+            )
         return torch.device("cuda", ctx.local_rank)
     if name == "mps":
         if not has_mps:
@@ -87,15 +95,19 @@ def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     if not amp:
         return None
     if device.type != "cuda":
-        raise UserError(f"--amp runs on CUDA only and this run trains on {device.type}; drop --amp or use --device cuda.")
+        raise UserError(
+            f"--amp runs on CUDA only and this run trains on {device.type}; drop --amp or use --device cuda."
+        )
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def local_batch_size(batch_size: int, world: int) -> int:
     """Each rank's share of the global --batch-size."""
     if batch_size % world:
-        raise UserError(f"--batch-size {batch_size} is the global batch and must divide evenly over the "
-                        f"{world} processes; use a multiple of {world}.")
+        raise UserError(
+            f"--batch-size {batch_size} is the global batch and must divide evenly over the "
+            f"{world} processes; use a multiple of {world}."
+        )
     return batch_size // world
 
 
@@ -107,7 +119,7 @@ def shard(perm: torch.Tensor, ctx: Dist) -> torch.Tensor:
     pad = -len(perm) % ctx.world
     if pad:
         perm = torch.cat([perm, perm[:pad]])
-    return perm[ctx.rank::ctx.world]
+    return perm[ctx.rank :: ctx.world]
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -187,8 +199,10 @@ def all_reduce_scores(scores) -> None:
     # one collective per kind, on the device the backend works on (nccl: this rank's GPU)
     comm = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     units, conns = sorted(scores.unit), sorted(scores.conn)  # same order on every rank
-    flat = torch.cat([scores.unit[k].to(comm, torch.float64).reshape(-1) for k in units]
-                     + [torch.tensor([float(scores.batches)], dtype=torch.float64, device=comm)])
+    flat = torch.cat(
+        [scores.unit[k].to(comm, torch.float64).reshape(-1) for k in units]
+        + [torch.tensor([float(scores.batches)], dtype=torch.float64, device=comm)]
+    )
     dist.all_reduce(flat)
     for k, part in zip(units, flat[:-1].split([scores.unit[k].numel() for k in units])):
         scores.unit[k] = part.to(scores.unit[k].device, scores.unit[k].dtype).view_as(scores.unit[k])

@@ -79,29 +79,49 @@ def make_plan(opts: ExperimentOptions) -> Plan:
         raise UserError(f"--out {out} is a file; pass a directory for the experiment.")
     if opts.quantize not in QUANTIZE_CHOICES:
         raise UserError(f"unknown --quantize {opts.quantize!r}; choose one of {', '.join(QUANTIZE_CHOICES)}.")
-    common = {"dataset": spec.name, "epochs": opts.epochs, "limit": opts.limit, "seed": opts.seed,
-                  "data_dir": Path(opts.data_dir) if opts.data_dir else None}
+    common = {
+        "dataset": spec.name,
+        "epochs": opts.epochs,
+        "limit": opts.limit,
+        "seed": opts.seed,
+        "data_dir": Path(opts.data_dir) if opts.data_dir else None,
+    }
     baseline = resolve_train_config(out=out / "baseline", prune=False, **common)
     pruned = resolve_train_config(out=out / "pruned", prune=True, preset=opts.preset, **common)
     notes = []
     if schedule_of(pruned).prune_steps == 0:
         # Short runs: the default warm-up would use the only epoch that may prune.
         if pruned.epochs < 2:
-            raise UserError(f"--epochs {pruned.epochs} leaves no epoch to prune and then fine-tune; "
-                            "use --epochs 2 or more.")
+            raise UserError(
+                f"--epochs {pruned.epochs} leaves no epoch to prune and then fine-tune; use --epochs 2 or more."
+            )
         pruned = resolve_train_config(out=out / "pruned", prune=True, preset=opts.preset, warmup_epochs=0, **common)
         if schedule_of(pruned).prune_steps == 0:
-            raise UserError(f"with --epochs {pruned.epochs} the pruning schedule has no pruning epoch; "
-                            "use more epochs.")
+            raise UserError(
+                f"with --epochs {pruned.epochs} the pruning schedule has no pruning epoch; use more epochs."
+            )
         last = schedule_of(pruned).last_prune_epoch
-        notes.append(f"with {pruned.epochs} epochs the pruned run skips the warm-up, so that it prunes "
-                     f"after epoch{' 1' if last == 1 else f's 1-{last}'} and fine-tunes after that.")
-    settings = make_settings(runs=opts.bench_runs, rounds=opts.bench_rounds, warmup=opts.bench_warmup,
-                             target=opts.target)  # validates --target and --bench-runs
-    export_options = {"quantize": opts.quantize, "target": opts.target,
-                      "data_dir": str(opts.data_dir) if opts.data_dir else None, **opts.export}
-    return Plan(out=out, baseline=baseline, pruned=pruned, export_options=export_options, bench_settings=settings,
-                notes=tuple(notes))
+        notes.append(
+            f"with {pruned.epochs} epochs the pruned run skips the warm-up, so that it prunes "
+            f"after epoch{' 1' if last == 1 else f's 1-{last}'} and fine-tunes after that."
+        )
+    settings = make_settings(
+        runs=opts.bench_runs, rounds=opts.bench_rounds, warmup=opts.bench_warmup, target=opts.target
+    )  # validates --target and --bench-runs
+    export_options = {
+        "quantize": opts.quantize,
+        "target": opts.target,
+        "data_dir": str(opts.data_dir) if opts.data_dir else None,
+        **opts.export,
+    }
+    return Plan(
+        out=out,
+        baseline=baseline,
+        pruned=pruned,
+        export_options=export_options,
+        bench_settings=settings,
+        notes=tuple(notes),
+    )
 
 
 def _result(stage: str, status: str, t0: float, detail: str) -> dict:
@@ -127,8 +147,10 @@ def _check_same_config(run: RunDir, cfg) -> None:
     new_id = cfg.identity()
     diff = sorted(k for k in set(saved_id) | set(new_id) if saved_id.get(k) != new_id.get(k))
     if diff:
-        raise UserError(f"{run.root} holds a run with a different configuration ({', '.join(diff)} differ); "
-                        "choose another --out or delete that directory.")
+        raise UserError(
+            f"{run.root} holds a run with a different configuration ({', '.join(diff)} differ); "
+            "choose another --out or delete that directory."
+        )
 
 
 def train_stage(cfg, quiet: bool = False) -> dict:
@@ -144,8 +166,9 @@ def train_stage(cfg, quiet: bool = False) -> dict:
             return _result(name, SKIPPED, t0, f"{run.root.name}/metrics.json exists")
     resuming = run.config.exists() and run.checkpoint.exists()
     metrics = train_run(cfg, resume=run.config.exists(), quiet=quiet)
-    return _result(name, RESUMED if resuming else RAN, t0,
-                   f"test acc {metrics['test_accuracy']:.4f}, {metrics['params']:,} params")
+    return _result(
+        name, RESUMED if resuming else RAN, t0, f"test acc {metrics['test_accuracy']:.4f}, {metrics['params']:,} params"
+    )
 
 
 def export_stage(run_dir: Path, options: dict) -> dict:
@@ -162,8 +185,9 @@ def export_stage(run_dir: Path, options: dict) -> dict:
     return _result(name, RAN, t0, f"float{' + int8 ' + kept if kept else ''}; default {summary.get('chosen')}")
 
 
-def bench_stage(bundles: list[Path], settings, out_file: Path,
-                progress: Callable[[str], None] = lambda s: None) -> dict:
+def bench_stage(
+    bundles: list[Path], settings, out_file: Path, progress: Callable[[str], None] = lambda s: None
+) -> dict:
     """Benchmark every model of every bundle in one interleaved call, so they are compared fairly."""
     from edgeprune.bench import bench
     from edgeprune.bench.discover import discover
@@ -187,8 +211,14 @@ def report_inputs(run_dirs: list[Path]) -> list[Path]:
     files = []
     for root in run_dirs:
         run = RunDir(Path(root))
-        files += [run.config, run.metrics, run.history, run.export / "parity.json", run.bundle / "meta.json",
-                  *run.bench_files()]
+        files += [
+            run.config,
+            run.metrics,
+            run.history,
+            run.export / "parity.json",
+            run.bundle / "meta.json",
+            *run.bench_files(),
+        ]
     return files
 
 
@@ -215,8 +245,13 @@ def run_experiment(opts: ExperimentOptions, console=None) -> dict:
     plan = make_plan(opts)
     plan.out.mkdir(parents=True, exist_ok=True)
     stages: list[dict] = []
-    titles = ["train the baseline (no pruning)", f"train with pruning (preset {opts.preset}) and fine-tuning",
-              "export and quantize both runs", "benchmark every variant (interleaved)", "write the report"]
+    titles = [
+        "train the baseline (no pruning)",
+        f"train with pruning (preset {opts.preset}) and fine-tuning",
+        "export and quantize both runs",
+        "benchmark every variant (interleaved)",
+        "write the report",
+    ]
     total = len(titles)
     for note in plan.notes:
         console.print(f"note: {note}", highlight=False)
@@ -246,15 +281,23 @@ def run_experiment(opts: ExperimentOptions, console=None) -> dict:
         announce(4)
         current = titles[3]
         with console.status("benchmarking") as spinner:
-            done(bench_stage([r / "bundle" for r in plan.runs], plan.bench_settings, plan.bench_file,
-                             progress=lambda s: spinner.update(f"benchmarking: {s}")))
+            done(
+                bench_stage(
+                    [r / "bundle" for r in plan.runs],
+                    plan.bench_settings,
+                    plan.bench_file,
+                    progress=lambda s: spinner.update(f"benchmarking: {s}"),
+                )
+            )
         announce(5)
         current = titles[4]
         res, report = report_stage(plan.runs, plan.out)
         done(res)
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted while {current.split(' (')[0]}; finished stages are saved, so running "
-                          "the same command again continues from there.") from None
+        raise Interrupted(
+            f"interrupted while {current.split(' (')[0]}; finished stages are saved, so running "
+            "the same command again continues from there."
+        ) from None
     _print_summary(console, report, stages)
     return {"out": str(plan.out), "runs": [str(r) for r in plan.runs], "stages": stages, "report": report}
 
@@ -262,10 +305,16 @@ def run_experiment(opts: ExperimentOptions, console=None) -> dict:
 def _save_state(plan: Plan, opts: ExperimentOptions, stages: list[dict]) -> None:
     """DIR/experiment.json: the options and what the last invocation did, for the record."""
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()}
-    atomic_write_json(plan.out / "experiment.json", {
-        "format": 1, "options": json.loads(json.dumps(options, default=str)),
-        "runs": {"baseline": plan.baseline.out, "pruned": plan.pruned.out},
-        "bench_file": str(plan.bench_file), "stages": stages})
+    atomic_write_json(
+        plan.out / "experiment.json",
+        {
+            "format": 1,
+            "options": json.loads(json.dumps(options, default=str)),
+            "runs": {"baseline": plan.baseline.out, "pruned": plan.pruned.out},
+            "bench_file": str(plan.bench_file),
+            "stages": stages,
+        },
+    )
 
 
 def _print_summary(console, report: dict, stages: list[dict]) -> None:
@@ -283,8 +332,10 @@ def _print_summary(console, report: dict, stages: list[dict]) -> None:
         table.add_row(s["stage"], s["status"], f"{s['seconds']:.1f}", s["detail"])
     console.print(table)
     # The comparison needs ~130 columns; a narrow or piped console would fold every cell.
-    wide = Console(file=console.file, width=max(console.width, 140), force_terminal=console.is_terminal,
-                   no_color=console.no_color)
+    wide = Console(
+        file=console.file, width=max(console.width, 140), force_terminal=console.is_terminal, no_color=console.no_color
+    )
     wide.print(render(report))
-    console.print(f"report: {Path(report.get('out_dir', '.')) / 'report.html'} (and report.md, report.json)",
-                  highlight=False)
+    console.print(
+        f"report: {Path(report.get('out_dir', '.')) / 'report.html'} (and report.md, report.json)", highlight=False
+    )

@@ -85,8 +85,7 @@ def _read_optional(path: Path, notes: list[str]) -> dict | None:
     try:
         obj = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        notes.append(f"{path} is unreadable ({type(e).__name__}); it was ignored, re-run the stage "
-                     "that writes it.")
+        notes.append(f"{path} is unreadable ({type(e).__name__}); it was ignored, re-run the stage that writes it.")
         return None
     if not isinstance(obj, dict):
         notes.append(f"{path} is not a JSON object; it was ignored.")
@@ -98,18 +97,21 @@ def load_run(path: Path, name: str | None = None) -> Run:
     """Read one run directory; a UserError when `path` is not one."""
     run = RunDir(Path(path))
     if not run.root.is_dir() or not run.config.is_file():
-        raise UserError(f"{run.root} is not a run directory (no config.json); pass directories "
-                        "written by edgeprune train or edgeprune experiment.")
+        raise UserError(
+            f"{run.root} is not a run directory (no config.json); pass directories "
+            "written by edgeprune train or edgeprune experiment."
+        )
     saved = read_json(run.config)
     config = saved.get("config") if isinstance(saved, dict) else None
     if not isinstance(config, dict):
-        raise UserError(f"{run.config} holds no training configuration; re-create the run with "
-                        "edgeprune train.")
+        raise UserError(f"{run.config} holds no training configuration; re-create the run with edgeprune train.")
     notes: list[str] = []
     metrics = _read_optional(run.metrics, notes)
     if metrics is None:
-        notes.append(f"{run.root.name}: training has not finished (no metrics.json); "
-                     f"`edgeprune train --resume --out {run.root}` completes it.")
+        notes.append(
+            f"{run.root.name}: training has not finished (no metrics.json); "
+            f"`edgeprune train --resume --out {run.root}` completes it."
+        )
     try:
         history = read_jsonl(run.history)
     except json.JSONDecodeError:
@@ -122,8 +124,17 @@ def load_run(path: Path, name: str | None = None) -> Run:
         rep = _read_optional(f, notes)
         if rep is not None and isinstance(rep.get("results"), list):
             bench.append((f, rep))
-    return Run(name=name or run.root.name, root=run.root, config=config, metrics=metrics,
-               history=history, parity=parity, bundle_meta=bundle_meta, bench=bench, notes=notes)
+    return Run(
+        name=name or run.root.name,
+        root=run.root,
+        config=config,
+        metrics=metrics,
+        history=history,
+        parity=parity,
+        bundle_meta=bundle_meta,
+        bench=bench,
+        notes=notes,
+    )
 
 
 def load_runs(paths: list[Path]) -> list[Run]:
@@ -140,7 +151,7 @@ def load_runs(paths: list[Path]) -> list[Run]:
         seen[name] = seen.get(name, 0) + 1
         runs.append(load_run(root, name if seen[name] == 1 else f"{name}#{seen[name]}"))
     base = next((i for i, r in enumerate(runs) if not r.pruned), 0)
-    return [runs[base]] + runs[:base] + runs[base + 1:]
+    return [runs[base]] + runs[:base] + runs[base + 1 :]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,12 +176,18 @@ def _variants(run: Run) -> list[dict]:
         by_name = {v.get("name"): v for v in run.parity["variants"] if isinstance(v, dict)}
         simp = by_name.get("simplified") or by_name.get("onnx")
         if simp:
-            out.append({"variant": FLOAT, "bench_name": FLOAT, "in_bundle": True, "source": simp,
-                        "recipe": None})
+            out.append({"variant": FLOAT, "bench_name": FLOAT, "in_bundle": True, "source": simp, "recipe": None})
         for v in run.parity["variants"]:
             if isinstance(v, dict) and v.get("recipe"):
-                out.append({"variant": f"int8-{v['name']}", "bench_name": "int8" if v["name"] == kept else None,
-                            "in_bundle": v["name"] == kept, "source": v, "recipe": v["name"]})
+                out.append(
+                    {
+                        "variant": f"int8-{v['name']}",
+                        "bench_name": "int8" if v["name"] == kept else None,
+                        "in_bundle": v["name"] == kept,
+                        "source": v,
+                        "recipe": v["name"],
+                    }
+                )
         out.sort(key=lambda v: (v["variant"] != FLOAT, not v["in_bundle"], v["variant"]))
     if not out:
         out.append({"variant": FLOAT, "bench_name": FLOAT, "in_bundle": False, "source": None, "recipe": None})
@@ -260,8 +277,13 @@ def _pareto(rows: list[dict]) -> None:
     for m in machines:
         pts = [r for r in rows if r["machine"] == m and r["p50_ms"] is not None and r["accuracy"] is not None]
         for r in pts:
-            r["pareto"] = not any(o is not r and o["p50_ms"] <= r["p50_ms"] and o["accuracy"] >= r["accuracy"]
-                                  and (o["p50_ms"] < r["p50_ms"] or o["accuracy"] > r["accuracy"]) for o in pts)
+            r["pareto"] = not any(
+                o is not r
+                and o["p50_ms"] <= r["p50_ms"]
+                and o["accuracy"] >= r["accuracy"]
+                and (o["p50_ms"] < r["p50_ms"] or o["accuracy"] > r["accuracy"])
+                for o in pts
+            )
 
 
 def build_rows(runs: list[Run]) -> tuple[list[dict], list[str], dict]:
@@ -272,21 +294,26 @@ def build_rows(runs: list[Run]) -> tuple[list[dict], list[str], dict]:
     for run in runs:
         notes.extend(run.notes)
         if run.parity is None:
-            notes.append(f"{run.name}: not exported yet, so file sizes and INT8 variants are missing; "
-                         f"{_export_hint(run.root)} makes them.")
+            notes.append(
+                f"{run.name}: not exported yet, so file sizes and INT8 variants are missing; "
+                f"{_export_hint(run.root)} makes them."
+            )
         bench = _bench_by_variant(run)
         for d in bench.values():
             for m, (_, rep) in d.items():
                 machines.setdefault(m, rep.get("machine") or {})
         if not bench:
-            notes.append(f"{run.name}: not benchmarked yet, so latency and memory are missing; "
-                         f"{_bench_hint(run.root)} measures them.")
+            notes.append(
+                f"{run.name}: not benchmarked yet, so latency and memory are missing; "
+                f"{_bench_hint(run.root)} measures them."
+            )
         variants = _variants(run)
         known = {v["bench_name"] for v in variants}
         for name in bench:  # models benchmarked under a name export does not know: their own rows
             if name not in known:
-                variants.append({"variant": name, "bench_name": name, "in_bundle": True, "source": None,
-                                 "recipe": None})
+                variants.append(
+                    {"variant": name, "bench_name": name, "in_bundle": True, "source": None, "recipe": None}
+                )
         for v in variants:
             per_machine = bench.get(v["bench_name"] or "", {})
             if not per_machine:
@@ -298,12 +325,16 @@ def build_rows(runs: list[Run]) -> tuple[list[dict], list[str], dict]:
         if r["status"] == "failed":
             notes.append(f"{r['run']}/{r['variant']} on {r['machine']} failed: {r['error']}")
         if r["machine"] is not None and r["p50_ms"] is None and r["status"] == "ok":
-            notes.append(f"{r['run']}/{r['variant']} on {r['machine']} was benchmarked without batch 1; "
-                         "re-run bench with --batch 1.")
+            notes.append(
+                f"{r['run']}/{r['variant']} on {r['machine']} was benchmarked without batch 1; "
+                "re-run bench with --batch 1."
+            )
     busy = sorted({r["machine"] for r in rows if r["busy"]})
     if busy:
-        notes.append(f"other processes were busy on {', '.join(busy)} while measuring; latencies there are "
-                     "inflated and noisy (bench JSON, `conditions`).")
+        notes.append(
+            f"other processes were busy on {', '.join(busy)} while measuring; latencies there are "
+            "inflated and noisy (bench JSON, `conditions`)."
+        )
     emulated = sorted(m for m, info in machines.items() if info.get("emulated"))
     if emulated:
         notes.append(f"{', '.join(emulated)}: emulated, so its timings are not device timings; its accuracy is.")
@@ -354,10 +385,12 @@ def table_cells(row: dict) -> list[str]:
 
 HEADERS = ["run", "variant", "machine"] + [h for _, h, _, _ in COLUMNS]
 
-LEGEND = ("Ratios (under each value, or in parentheses) are to the baseline's float model (latency, throughput and "
-          "memory: measured on the same machine). * = on the accuracy/latency Pareto front of its "
-          "machine; † = an INT8 recipe export tried but did not put in the bundle (not benchmarked). "
-          "Latency and throughput at batch 1.")
+LEGEND = (
+    "Ratios (under each value, or in parentheses) are to the baseline's float model (latency, throughput and "
+    "memory: measured on the same machine). * = on the accuracy/latency Pareto front of its "
+    "machine; † = an INT8 recipe export tried but did not put in the bundle (not benchmarked). "
+    "Latency and throughput at batch 1."
+)
 
 
 def render(result: dict):
@@ -386,18 +419,35 @@ def render(result: dict):
 
 
 def _markdown(result: dict) -> str:
-    lines = ["# edgeprune report", "", f"Generated {result['generated']} from "
-             + ", ".join(f"`{r['path']}` ({r['role']})" for r in result["runs"]) + ".", ""]
-    lines += ["## Runs", "", "| run | role | dataset | model | epochs | limit | pruning | test acc | params | train s |",
-              "|---|---|---|---|---:|---:|---|---:|---:|---:|"]
+    lines = [
+        "# edgeprune report",
+        "",
+        f"Generated {result['generated']} from "
+        + ", ".join(f"`{r['path']}` ({r['role']})" for r in result["runs"])
+        + ".",
+        "",
+    ]
+    lines += [
+        "## Runs",
+        "",
+        "| run | role | dataset | model | epochs | limit | pruning | test acc | params | train s |",
+        "|---|---|---|---|---:|---:|---|---:|---:|---:|",
+    ]
     for r in result["runs"]:
         m = r["metrics"] or {}
-        lines.append(f"| {r['name']} | {r['role']} | {r['dataset']} | {r['model']} | {r['epochs']} | "
-                     f"{r['limit'] if r['limit'] is not None else 'all'} | {r['pruning']} | "
-                     f"{fmt(m.get('test_accuracy'), 'score')} | {fmt(m.get('params'), 'int')} | "
-                     f"{fmt(m.get('train_seconds'), 'rate')} |")
-    lines += ["", "## Comparison", "", "| " + " | ".join(HEADERS) + " |",
-              "|" + "|".join(["---"] * 3 + ["---:"] * len(COLUMNS)) + "|"]
+        lines.append(
+            f"| {r['name']} | {r['role']} | {r['dataset']} | {r['model']} | {r['epochs']} | "
+            f"{r['limit'] if r['limit'] is not None else 'all'} | {r['pruning']} | "
+            f"{fmt(m.get('test_accuracy'), 'score')} | {fmt(m.get('params'), 'int')} | "
+            f"{fmt(m.get('train_seconds'), 'rate')} |"
+        )
+    lines += [
+        "",
+        "## Comparison",
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "|".join(["---"] * 3 + ["---:"] * len(COLUMNS)) + "|",
+    ]
     for row in result["rows"]:
         cells = [c.replace("|", "\\|").replace("*", "\\*") for c in table_cells(row)]
         if row["reference"]:
@@ -405,11 +455,18 @@ def _markdown(result: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", LEGEND, ""]
     if result["machines"]:
-        lines += ["## Machines", "", "| machine | CPU | cores | ISA | onnxruntime | emulated |", "|---|---|---:|---|---|---|"]
+        lines += [
+            "## Machines",
+            "",
+            "| machine | CPU | cores | ISA | onnxruntime | emulated |",
+            "|---|---|---:|---|---|---|",
+        ]
         for name, m in result["machines"].items():
-            lines.append(f"| {name} | {m.get('cpu_model') or DASH} | {m.get('cores_usable') or DASH} | "
-                         f"{' '.join(m.get('isa') or []) or DASH} | {m.get('onnxruntime') or DASH} | "
-                         f"{'yes: ' + str(m.get('emulation_reason')) if m.get('emulated') else 'no'} |")
+            lines.append(
+                f"| {name} | {m.get('cpu_model') or DASH} | {m.get('cores_usable') or DASH} | "
+                f"{' '.join(m.get('isa') or []) or DASH} | {m.get('onnxruntime') or DASH} | "
+                f"{'yes: ' + str(m.get('emulation_reason')) if m.get('emulated') else 'no'} |"
+            )
         lines.append("")
     if result["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
@@ -424,7 +481,8 @@ def _markdown(result: dict) -> str:
 
 
 CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
+  max-width:1200px;color:#222;padding:0 1em}
 h1{font-size:1.6em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}
 th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
@@ -445,42 +503,76 @@ def _html_cell(row: dict, key: str, kind: str) -> str:
 def _html_runs(result: dict) -> str:
     e = html.escape
     head = ("run", "role", "dataset", "model", "epochs", "limit", "pruning", "test acc", "params", "train s")
-    out = ["<h2>Runs</h2><table><tr>" + "".join(f"<th class={'l' if i < 4 or i == 6 else 'r'}>{h}</th>"
-                                               for i, h in enumerate(head)) + "</tr>"]
+    out = [
+        "<h2>Runs</h2><table><tr>"
+        + "".join(f"<th class={'l' if i < 4 or i == 6 else 'r'}>{h}</th>" for i, h in enumerate(head))
+        + "</tr>"
+    ]
     for r in result["runs"]:
         m = r["metrics"] or {}
-        cells = [r["name"], r["role"], r["dataset"], r["model"], r["epochs"],
-                 r["limit"] if r["limit"] is not None else "all", r["pruning"], fmt(m.get("test_accuracy"), "score"),
-                 fmt(m.get("params"), "int"), fmt(m.get("train_seconds"), "rate")]
-        out.append("<tr>" + "".join(f"<td{' class=l' if i < 4 or i == 6 else ''}>{e(str(c))}</td>"
-                                    for i, c in enumerate(cells)) + "</tr>")
+        cells = [
+            r["name"],
+            r["role"],
+            r["dataset"],
+            r["model"],
+            r["epochs"],
+            r["limit"] if r["limit"] is not None else "all",
+            r["pruning"],
+            fmt(m.get("test_accuracy"), "score"),
+            fmt(m.get("params"), "int"),
+            fmt(m.get("train_seconds"), "rate"),
+        ]
+        out.append(
+            "<tr>"
+            + "".join(f"<td{' class=l' if i < 4 or i == 6 else ''}>{e(str(c))}</td>" for i, c in enumerate(cells))
+            + "</tr>"
+        )
     return "".join(out) + "</table>"
 
 
 def _html(result: dict, out_dir: Path) -> str:
     e = html.escape
-    p = [(f"<!doctype html><html><head><meta charset=utf-8><title>edgeprune report</title><style>{CSS}</style>"
-         "</head><body><h1>edgeprune report</h1>"),
-         f"<p>Generated {e(result['generated'])} from "
-         + ", ".join(f"<code>{e(r['path'])}</code> ({e(r['role'])})" for r in result["runs"]) + ".</p>",
-         _html_runs(result),
-         "<h2>Comparison</h2><table><tr>"
-         + "".join(f"<th class={'l' if i < 3 else 'r'}>{e(h)}</th>" for i, h in enumerate(HEADERS)) + "</tr>"]
+    p = [
+        (
+            f"<!doctype html><html><head><meta charset=utf-8><title>edgeprune report</title><style>{CSS}</style>"
+            "</head><body><h1>edgeprune report</h1>"
+        ),
+        f"<p>Generated {e(result['generated'])} from "
+        + ", ".join(f"<code>{e(r['path'])}</code> ({e(r['role'])})" for r in result["runs"])
+        + ".</p>",
+        _html_runs(result),
+        "<h2>Comparison</h2><table><tr>"
+        + "".join(f"<th class={'l' if i < 3 else 'r'}>{e(h)}</th>" for i, h in enumerate(HEADERS))
+        + "</tr>",
+    ]
     for row in result["rows"]:
-        variant = e(row["variant"]) + (" <span class=pareto>*</span>" if row["pareto"] else "") + (
-            "" if row["in_bundle"] or row["variant"] == FLOAT else " †")
-        cells = [e(row["run"]), variant, e(row["machine"] or DASH)] + [_html_cell(row, k, kind) for k, _, kind, _ in COLUMNS]
-        p.append(f"<tr{' class=ref' if row['reference'] else ''}>"
-                 + "".join(f"<td{' class=l' if i < 3 else ''}>{c}</td>" for i, c in enumerate(cells)) + "</tr>")
+        variant = (
+            e(row["variant"])
+            + (" <span class=pareto>*</span>" if row["pareto"] else "")
+            + ("" if row["in_bundle"] or row["variant"] == FLOAT else " †")
+        )
+        cells = [e(row["run"]), variant, e(row["machine"] or DASH)] + [
+            _html_cell(row, k, kind) for k, _, kind, _ in COLUMNS
+        ]
+        p.append(
+            f"<tr{' class=ref' if row['reference'] else ''}>"
+            + "".join(f"<td{' class=l' if i < 3 else ''}>{c}</td>" for i, c in enumerate(cells))
+            + "</tr>"
+        )
     p.append(f"</table><p class=note>{e(LEGEND)}</p>")
     if result["machines"]:
-        p.append("<h2>Machines</h2><table><tr><th class=l>machine</th><th class=l>CPU</th><th>cores</th>"
-                 "<th class=l>ISA</th><th class=l>onnxruntime</th><th class=l>emulated</th></tr>")
+        p.append(
+            "<h2>Machines</h2><table><tr><th class=l>machine</th><th class=l>CPU</th><th>cores</th>"
+            "<th class=l>ISA</th><th class=l>onnxruntime</th><th class=l>emulated</th></tr>"
+        )
         for name, m in result["machines"].items():
-            p.append(f"<tr><td class=l>{e(name)}</td><td class=l>{e(str(m.get('cpu_model') or DASH))}</td>"
-                     f"<td>{e(str(m.get('cores_usable') or DASH))}</td><td class=l>{e(' '.join(m.get('isa') or []) or DASH)}</td>"
-                     f"<td class=l>{e(str(m.get('onnxruntime') or DASH))}</td>"
-                     f"<td class=l>{'yes' if m.get('emulated') else 'no'}</td></tr>")
+            p.append(
+                f"<tr><td class=l>{e(name)}</td><td class=l>{e(str(m.get('cpu_model') or DASH))}</td>"
+                f"<td>{e(str(m.get('cores_usable') or DASH))}</td>"
+                f"<td class=l>{e(' '.join(m.get('isa') or []) or DASH)}</td>"
+                f"<td class=l>{e(str(m.get('onnxruntime') or DASH))}</td>"
+                f"<td class=l>{'yes' if m.get('emulated') else 'no'}</td></tr>"
+            )
         p.append("</table>")
     if result["notes"]:
         p.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in result["notes"]) + "</ul>")
@@ -501,13 +593,31 @@ def _html(result: dict, out_dir: Path) -> str:
 
 def _run_summary(run: Run) -> dict:
     c = run.config
-    pruning = "off" if not run.pruned else (
-        f"preset {c['preset']}" if c.get("preset") else
-        f"target {c['target_params']:g}" if c.get("target_params") else f"threshold {c.get('threshold', 0.01):g}")
-    return {"name": run.name, "path": str(run.root), "role": "pruned" if run.pruned else "baseline",
-            "dataset": c.get("dataset"), "model": c.get("model"), "epochs": c.get("epochs"), "limit": c.get("limit"),
-            "pruning": pruning, "metrics": run.metrics, "widths": run.widths,
-            "exported": run.parity is not None, "bench_files": [str(f) for f, _ in run.bench]}
+    pruning = (
+        "off"
+        if not run.pruned
+        else (
+            f"preset {c['preset']}"
+            if c.get("preset")
+            else f"target {c['target_params']:g}"
+            if c.get("target_params")
+            else f"threshold {c.get('threshold', 0.01):g}"
+        )
+    )
+    return {
+        "name": run.name,
+        "path": str(run.root),
+        "role": "pruned" if run.pruned else "baseline",
+        "dataset": c.get("dataset"),
+        "model": c.get("model"),
+        "epochs": c.get("epochs"),
+        "limit": c.get("limit"),
+        "pruning": pruning,
+        "metrics": run.metrics,
+        "widths": run.widths,
+        "exported": run.parity is not None,
+        "bench_files": [str(f) for f, _ in run.bench],
+    }
 
 
 def build_report(paths: list[Path]) -> tuple[dict, list[Run]]:

@@ -53,23 +53,39 @@ def pareto(result: dict, path: Path):
             for r in front[1:]:
                 xs += [r["p50_ms"], r["p50_ms"]]
                 ys += [ys[-1], r["accuracy"]]
-            ax.plot(xs, ys, color="#f0a030", lw=6, alpha=0.35, solid_capstyle="round", zorder=1,
-                    label="Pareto front")
+            ax.plot(xs, ys, color="#f0a030", lw=6, alpha=0.35, solid_capstyle="round", zorder=1, label="Pareto front")
         # Neighbouring points often nearly coincide (float vs INT8 of one run): stagger the labels.
         offsets = ((7, -12, "left"), (7, 6, "left"), (-7, -12, "right"), (-7, 6, "right"))
         for i, r in enumerate(sorted(pts, key=lambda r: (r["accuracy"], r["p50_ms"]))):
-            ax.scatter(r["p50_ms"], r["accuracy"], s=70, marker=markers[r["variant"]], color=colors.get(r["run"]),
-                       edgecolors="black" if r["pareto"] else "none", linewidths=1.5, zorder=3)
+            ax.scatter(
+                r["p50_ms"],
+                r["accuracy"],
+                s=70,
+                marker=markers[r["variant"]],
+                color=colors.get(r["run"]),
+                edgecolors="black" if r["pareto"] else "none",
+                linewidths=1.5,
+                zorder=3,
+            )
             dx, dy, ha = offsets[i % len(offsets)]
-            ax.annotate(f"{r['run']}/{r['variant']}", (r["p50_ms"], r["accuracy"]), textcoords="offset points",
-                        xytext=(dx, dy), fontsize=8, ha=ha)
+            ax.annotate(
+                f"{r['run']}/{r['variant']}",
+                (r["p50_ms"], r["accuracy"]),
+                textcoords="offset points",
+                xytext=(dx, dy),
+                fontsize=8,
+                ha=ha,
+            )
         ax.set_title(machine + (" — timings not device timings" if "emulated" in machine else ""), fontsize=10)
         ax.set_xlabel("p50 latency, batch 1 (ms)")
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
         ax.margins(x=0.25, y=0.15)
-    handles = [plt.Line2D([], [], ls="", marker="o", color=c, label=n) for n, c in colors.items()
-               if any(r["run"] == n for r in rows)]
+    handles = [
+        plt.Line2D([], [], ls="", marker="o", color=c, label=n)
+        for n, c in colors.items()
+        if any(r["run"] == n for r in rows)
+    ]
     handles += [plt.Line2D([], [], ls="", marker=m, color="gray", label=v) for v, m in markers.items()]
     handles += [plt.Line2D([], [], color="#f0a030", lw=6, alpha=0.35, label="Pareto front")]
     axes[0][-1].legend(handles=handles, fontsize=8, loc="best")
@@ -122,8 +138,14 @@ def training(runs_data: list, path: Path, names: list[str]):
         # Epochs in which units were removed: where the structure changed.
         cut = [h.get("epoch") for h in run.history if h.get("phase") == "prune"]
         if cut:
-            par_ax.scatter(cut, [h.get("params_alive") for h in run.history if h.get("phase") == "prune"],
-                           s=110, facecolors="none", edgecolors=c, zorder=3)
+            par_ax.scatter(
+                cut,
+                [h.get("params_alive") for h in run.history if h.get("phase") == "prune"],
+                s=110,
+                facecolors="none",
+                edgecolors=c,
+                zorder=3,
+            )
     acc_ax.set_xlabel("epoch")
     acc_ax.set_ylabel("validation accuracy")
     acc_ax.set_title("Validation accuracy")

@@ -33,43 +33,55 @@ def register(target: Target) -> Target:
     return target
 
 
-register(Target(
-    name="rpi4",
-    description="Raspberry Pi 4 (4x Cortex-A72, ARMv8.0-A)",
-    threads=4,
-    quantization_conv="static",
-    quantization_linear="dynamic",
-    per_channel=True,
-    reduce_range=False,
-    why=("Cortex-A72 has NEON but no dot-product (sdot/udot) instructions, so INT8 matmul "
-         "gains are small; static QDQ with per-channel weights is the recipe to try, and "
-         "always measure against the float model."),
-))
+register(
+    Target(
+        name="rpi4",
+        description="Raspberry Pi 4 (4x Cortex-A72, ARMv8.0-A)",
+        threads=4,
+        quantization_conv="static",
+        quantization_linear="dynamic",
+        per_channel=True,
+        reduce_range=False,
+        why=(
+            "Cortex-A72 has NEON but no dot-product (sdot/udot) instructions, so INT8 matmul "
+            "gains are small; static QDQ with per-channel weights is the recipe to try, and "
+            "always measure against the float model."
+        ),
+    )
+)
 
-register(Target(
-    name="rpi5",
-    description="Raspberry Pi 5 (4x Cortex-A76, ARMv8.2-A)",
-    threads=4,
-    quantization_conv="static",
-    quantization_linear="dynamic",
-    per_channel=True,
-    reduce_range=False,
-    why=("Cortex-A76 has the dot-product instructions (sdot/udot), so INT8 kernels pay off "
-         "more than on a Pi 4; static QDQ per-channel for convolutions."),
-))
+register(
+    Target(
+        name="rpi5",
+        description="Raspberry Pi 5 (4x Cortex-A76, ARMv8.2-A)",
+        threads=4,
+        quantization_conv="static",
+        quantization_linear="dynamic",
+        per_channel=True,
+        reduce_range=False,
+        why=(
+            "Cortex-A76 has the dot-product instructions (sdot/udot), so INT8 kernels pay off "
+            "more than on a Pi 4; static QDQ per-channel for convolutions."
+        ),
+    )
+)
 
-register(Target(
-    name="x86",
-    description="x86-64 server or desktop CPU",
-    threads=None,
-    quantization_conv="static",
-    quantization_linear="dynamic",
-    per_channel=True,
-    reduce_range=True,
-    why=("With AVX2 but no VNNI, u8s8 products may saturate, so reduce_range matters; "
-         "quantize_dynamic made a small CNN 3-7x slower here, so convolutions get static "
-         "quantization, and always measure."),
-))
+register(
+    Target(
+        name="x86",
+        description="x86-64 server or desktop CPU",
+        threads=None,
+        quantization_conv="static",
+        quantization_linear="dynamic",
+        per_channel=True,
+        reduce_range=True,
+        why=(
+            "With AVX2 but no VNNI, u8s8 products may saturate, so reduce_range matters; "
+            "quantize_dynamic made a small CNN 3-7x slower here, so convolutions get static "
+            "quantization, and always measure."
+        ),
+    )
+)
 
 
 def get_target(name: str) -> Target:

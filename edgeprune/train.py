@@ -38,8 +38,10 @@ def load_torch(path: Path, what: str) -> dict:
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; train the run first (edgeprune train --out {path.parent}).") from None
     except Exception as e:
-        raise UserError(f"{path} is not a readable {what} ({type(e).__name__}); it is corrupt or from "
-                        "another tool: re-create it with edgeprune train.") from None
+        raise UserError(
+            f"{path} is not a readable {what} ({type(e).__name__}); it is corrupt or from "
+            "another tool: re-create it with edgeprune train."
+        ) from None
 
 
 @torch.no_grad()
@@ -49,16 +51,20 @@ def evaluate(model: torch.nn.Module, data: Data, split: Split, batch_size: int =
     total, preds = 0.0, []
     device = next(model.parameters()).device
     for i in range(0, len(split), batch_size):
-        logits = model(distributed.to_device(data.prepare(split.x[i:i + batch_size]), device))
-        y = split.y[i:i + batch_size]
+        logits = model(distributed.to_device(data.prepare(split.x[i : i + batch_size]), device))
+        y = split.y[i : i + batch_size]
         total += float(loss_fn(logits, distributed.to_device(y, device), reduction="sum"))
         preds.append(predict(logits).cpu())
     model.train(was_training)
     if not len(split):
         return {"loss": None, "accuracy": None, "f1": None, "n": 0}
     pred = torch.cat(preds)
-    return {"loss": total / len(split), "accuracy": float((pred == split.y).float().mean()),
-            "f1": f1_score(pred, split.y, data.spec.num_classes), "n": len(split)}
+    return {
+        "loss": total / len(split),
+        "accuracy": float((pred == split.y).float().mean()),
+        "f1": f1_score(pred, split.y, data.spec.num_classes),
+        "n": len(split),
+    }
 
 
 def _check_run_dir(run: RunDir, cfg: TrainConfig, resume: bool) -> bool:
@@ -67,17 +73,23 @@ def _check_run_dir(run: RunDir, cfg: TrainConfig, resume: bool) -> bool:
         return False
     saved = read_json(run.config)
     if saved.get("run_format") != RUN_FORMAT:
-        raise UserError(f"{run.root} was written by another edgeprune version (run format "
-                        f"{saved.get('run_format')}, this is {RUN_FORMAT}); train into a new --out.")
+        raise UserError(
+            f"{run.root} was written by another edgeprune version (run format "
+            f"{saved.get('run_format')}, this is {RUN_FORMAT}); train into a new --out."
+        )
     saved_id = TrainConfig(**saved["config"]).identity()
     diff = sorted(k for k in set(saved_id) | set(cfg.identity()) if saved_id.get(k) != cfg.identity().get(k))
     if diff:
-        raise UserError(f"{run.root} holds a run with a different configuration ({', '.join(diff)} differ); "
-                        "choose another --out or delete that directory.")
+        raise UserError(
+            f"{run.root} holds a run with a different configuration ({', '.join(diff)} differ); "
+            "choose another --out or delete that directory."
+        )
     if not resume:
         state = "a finished run" if run.metrics.exists() else "an unfinished run"
-        raise UserError(f"{run.root} already holds {state} with this configuration; pass --resume to "
-                        "continue it or choose another --out.")
+        raise UserError(
+            f"{run.root} already holds {state} with this configuration; pass --resume to "
+            "continue it or choose another --out."
+        )
     return run.checkpoint.exists()
 
 
@@ -93,17 +105,31 @@ def train_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> di
         return _train(cfg, resume, quiet or not ctx.is_main, ctx, device, amp, local_batch)
 
 
-def _train(cfg: TrainConfig, resume: bool, quiet: bool, ctx: distributed.Dist, device: torch.device,
-           amp: torch.dtype | None, local_batch: int) -> dict:
+def _train(
+    cfg: TrainConfig,
+    resume: bool,
+    quiet: bool,
+    ctx: distributed.Dist,
+    device: torch.device,
+    amp: torch.dtype | None,
+    local_batch: int,
+) -> dict:
     run = RunDir(Path(cfg.out))
     has_ckpt = distributed.on_main(ctx, lambda: _check_run_dir(run, cfg, resume))
     torch.set_num_threads(cfg.threads or max(1, default_threads() // ctx.local_world))
     torch.manual_seed(cfg.seed)
 
     saved_vocab = distributed.on_main(ctx, lambda: read_json(run.vocab) if has_ckpt and run.vocab.exists() else None)
-    data = load_data(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, seed=cfg.seed, limit=cfg.limit,
-                     val_fraction=cfg.val_fraction, vocab_size=cfg.vocab_size, max_len=cfg.max_len,
-                     vocab=Vocab.from_json(saved_vocab) if saved_vocab else None)
+    data = load_data(
+        cfg.dataset,
+        Path(cfg.data_dir) if cfg.data_dir else None,
+        seed=cfg.seed,
+        limit=cfg.limit,
+        val_fraction=cfg.val_fraction,
+        vocab_size=cfg.vocab_size,
+        max_len=cfg.max_len,
+        vocab=Vocab.from_json(saved_vocab) if saved_vocab else None,
+    )
     meta = data.input_meta()
     model = build_model({"name": cfg.model, "config": {**default_config(cfg.model, meta), **cfg.model_config}})
     baseline_params = count_params(model)
@@ -137,17 +163,32 @@ def _train(cfg: TrainConfig, resume: bool, quiet: bool, ctx: distributed.Dist, d
             p.unlink(missing_ok=True)
         if data.vocab is not None:
             atomic_write_json(run.vocab, data.vocab.to_json())
-        atomic_write_json(run.config, {"run_format": RUN_FORMAT, "edgeprune_version": __version__,
-                                       "config": cfg.to_dict(), "input": meta, "data_source": data.source,
-                                       "baseline_params": baseline_params})
+        atomic_write_json(
+            run.config,
+            {
+                "run_format": RUN_FORMAT,
+                "edgeprune_version": __version__,
+                "config": cfg.to_dict(),
+                "input": meta,
+                "data_source": data.source,
+                "baseline_params": baseline_params,
+            },
+        )
 
     net = distributed.wrap(model, device, ctx)
     n = len(data.train)
     steps = (len(distributed.shard(torch.arange(n), ctx)) + local_batch - 1) // local_batch
     autocast = (lambda: torch.autocast("cuda", dtype=amp)) if amp else contextlib.nullcontext
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.fields[stats]}"), console=console,
-                  disable=quiet, transient=True) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[stats]}"),
+        console=console,
+        disable=quiet,
+        transient=True,
+    ) as progress:
         for epoch in range(start, cfg.epochs + 1):
             phase = pruner.schedule.phase(epoch) if pruner else "train"
             task = progress.add_task(f"epoch {epoch}/{cfg.epochs} {phase}", total=steps, stats="")
@@ -157,7 +198,7 @@ def _train(cfg: TrainConfig, resume: bool, quiet: bool, ctx: distributed.Dist, d
             mine = distributed.shard(perm, ctx)
             loss_sum, correct, seen = 0.0, 0, 0
             for step in range(steps):
-                idx = mine[step * local_batch:(step + 1) * local_batch]
+                idx = mine[step * local_batch : (step + 1) * local_batch]
                 x = distributed.to_device(data.prepare(data.train.x[idx]), device)
                 y = distributed.to_device(data.train.y[idx], device)
                 with autocast():
@@ -183,8 +224,9 @@ def _train(cfg: TrainConfig, resume: bool, quiet: bool, ctx: distributed.Dist, d
                     correct += int((predict(logits) == y).sum())
                     seen += len(y)
                 if step % 25 == 0 or step == steps - 1:
-                    progress.update(task, completed=step + 1,
-                                    stats=f"loss {loss_sum / seen:.4f} acc {correct / seen:.4f}")
+                    progress.update(
+                        task, completed=step + 1, stats=f"loss {loss_sum / seen:.4f} acc {correct / seen:.4f}"
+                    )
             loss_sum, correct, seen = distributed.sum_over_ranks([loss_sum, correct, seen], device, ctx)
             report = None
             if pruner:
@@ -199,16 +241,31 @@ def _train(cfg: TrainConfig, resume: bool, quiet: bool, ctx: distributed.Dist, d
             progress.remove_task(task)
             if ctx.is_main:
                 val = evaluate(model, data, data.val)
-                record = {"epoch": epoch, "phase": phase, "train_loss": loss_sum / seen,
-                          "train_accuracy": correct / seen, "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-                          "val_f1": val["f1"], "seconds": seconds, **_structure(model, pruner, baseline_params)}
+                record = {
+                    "epoch": epoch,
+                    "phase": phase,
+                    "train_loss": loss_sum / seen,
+                    "train_accuracy": correct / seen,
+                    "val_loss": val["loss"],
+                    "val_accuracy": val["accuracy"],
+                    "val_f1": val["f1"],
+                    "seconds": seconds,
+                    **_structure(model, pruner, baseline_params),
+                }
                 if report is not None:
                     record["removed"] = {"units": report.removed_units, "connections": report.removed_connections}
                     record["budget"] = report.budget
-                ckpt = {"format": RUN_FORMAT, "edgeprune_version": __version__, "epoch": epoch,
-                        "train_seconds": train_seconds, "arch": model.arch(), "model": _cpu(model.state_dict()),
-                        "optimizer": _cpu(optimizer.state_dict()), "pruner": pruner.state_dict() if pruner else None,
-                        "scaler": scaler.state_dict() if scaler is not None else None}
+                ckpt = {
+                    "format": RUN_FORMAT,
+                    "edgeprune_version": __version__,
+                    "epoch": epoch,
+                    "train_seconds": train_seconds,
+                    "arch": model.arch(),
+                    "model": _cpu(model.state_dict()),
+                    "optimizer": _cpu(optimizer.state_dict()),
+                    "pruner": pruner.state_dict() if pruner else None,
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                }
                 save_torch(run.checkpoint, ckpt)
                 append_jsonl(run.history, record)
                 _print_epoch(record, cfg, quiet)
@@ -221,19 +278,42 @@ def _train(cfg: TrainConfig, resume: bool, quiet: bool, ctx: distributed.Dist, d
     metrics = None
     if ctx.is_main:
         test = evaluate(model, data, data.test)
-        metrics = {"test_loss": test["loss"], "test_accuracy": test["accuracy"], "test_f1": test["f1"],
-                   "test_n": test["n"], "params": live, "dense_params": count_params(model),
-                   "baseline_params": baseline_params, "compression": baseline_params / max(live, 1),
-                   "train_seconds": train_seconds, "widths": model.widths(), "epochs": cfg.epochs,
-                   "device": device.type, "world_size": ctx.world}
-        save_torch(run.model, {"format": "edgeprune.model", "version": 1, "edgeprune_version": __version__,
-                               "arch": model.arch(), "state_dict": _cpu(model.state_dict()), "input": meta,
-                               "params": live, "source_run": str(run.root)})
+        metrics = {
+            "test_loss": test["loss"],
+            "test_accuracy": test["accuracy"],
+            "test_f1": test["f1"],
+            "test_n": test["n"],
+            "params": live,
+            "dense_params": count_params(model),
+            "baseline_params": baseline_params,
+            "compression": baseline_params / max(live, 1),
+            "train_seconds": train_seconds,
+            "widths": model.widths(),
+            "epochs": cfg.epochs,
+            "device": device.type,
+            "world_size": ctx.world,
+        }
+        save_torch(
+            run.model,
+            {
+                "format": "edgeprune.model",
+                "version": 1,
+                "edgeprune_version": __version__,
+                "arch": model.arch(),
+                "state_dict": _cpu(model.state_dict()),
+                "input": meta,
+                "params": live,
+                "source_run": str(run.root),
+            },
+        )
         atomic_write_json(run.metrics, metrics)
         if not quiet:
-            console.print(f"[bold green]done[/]: test accuracy {metrics['test_accuracy']:.4f}, F1 {metrics['test_f1']:.4f}, "
-                          f"{live:,} live parameters ({metrics['compression']:.1f}x fewer than {baseline_params:,}), "
-                          f"{train_seconds:.0f}s; wrote {run.root}", soft_wrap=True)
+            console.print(
+                f"[bold green]done[/]: test accuracy {metrics['test_accuracy']:.4f}, F1 {metrics['test_f1']:.4f}, "
+                f"{live:,} live parameters ({metrics['compression']:.1f}x fewer than {baseline_params:,}), "
+                f"{train_seconds:.0f}s; wrote {run.root}",
+                soft_wrap=True,
+            )
     return distributed.on_main(ctx, lambda: metrics)
 
 
@@ -255,14 +335,23 @@ def _finite_grads(model: torch.nn.Module) -> bool:
 
 def _structure(model, pruner: Optional[Pruner], baseline_params: int) -> dict:
     live = pruner.live_params(model) if pruner else count_params(model)
-    return {"params_alive": live, "params_dense": count_params(model), "compression": baseline_params / max(live, 1),
-            "connection_sparsity": pruner.connection_sparsity(model) if pruner else 0.0, "widths": model.widths()}
+    return {
+        "params_alive": live,
+        "params_dense": count_params(model),
+        "compression": baseline_params / max(live, 1),
+        "connection_sparsity": pruner.connection_sparsity(model) if pruner else 0.0,
+        "widths": model.widths(),
+    }
 
 
 def _print_epoch(r: dict, cfg: TrainConfig, quiet: bool) -> None:
     if quiet:
         return
     widths = " ".join(f"{k}={v}" for k, v in r["widths"].items())
-    console.print(f"epoch {r['epoch']:>3}/{cfg.epochs} {r['phase']:<8} loss {r['train_loss']:.4f}  "
-                  f"val acc {r['val_accuracy']:.4f} f1 {r['val_f1']:.4f}  params {r['params_alive']:,} "
-                  f"({r['compression']:.1f}x)  [{widths}]  {r['seconds']:.1f}s", highlight=False, soft_wrap=True)
+    console.print(
+        f"epoch {r['epoch']:>3}/{cfg.epochs} {r['phase']:<8} loss {r['train_loss']:.4f}  "
+        f"val acc {r['val_accuracy']:.4f} f1 {r['val_f1']:.4f}  params {r['params_alive']:,} "
+        f"({r['compression']:.1f}x)  [{widths}]  {r['seconds']:.1f}s",
+        highlight=False,
+        soft_wrap=True,
+    )

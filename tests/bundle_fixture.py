@@ -60,8 +60,7 @@ def _model(seed: int):
         initializer=[numpy_helper.from_array(v, k) for k, v in w.items()],
     )
     # opset 13 / IR 8: loadable by every onnxruntime the project allows (>= 1.17).
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
-                              producer_name="edgeprune-tests")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="edgeprune-tests")
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
@@ -87,8 +86,7 @@ def make_tiny_bundle(out_dir: Path | str, *, int8: bool = False, seed: int = 0) 
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(root / "model.onnx"), str(root / "model.int8.onnx"),
-                         weight_type=QuantType.QInt8)
+        quantize_dynamic(str(root / "model.onnx"), str(root / "model.int8.onnx"), weight_type=QuantType.QInt8)
         models.append({"name": "int8", "file": "model.int8.onnx"})
 
     rng = np.random.default_rng(seed + 1)

@@ -11,8 +11,28 @@ import numpy as np
 
 POSITIVE = ["great", "wonderful", "excellent", "loved", "superb", "delightful", "brilliant", "enjoyable"]
 NEGATIVE = ["awful", "terrible", "boring", "hated", "dreadful", "poor", "worst", "dull"]
-FILLER = ["the", "movie", "plot", "was", "a", "and", "actors", "film", "story", "it", "very", "quite",
-          "this", "scene", "music", "of", "in", "with", "but", "really"]
+FILLER = [
+    "the",
+    "movie",
+    "plot",
+    "was",
+    "a",
+    "and",
+    "actors",
+    "film",
+    "story",
+    "it",
+    "very",
+    "quite",
+    "this",
+    "scene",
+    "music",
+    "of",
+    "in",
+    "with",
+    "but",
+    "really",
+]
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool) -> Path:
@@ -38,7 +58,9 @@ def learnable_images(n: int, shape=(28, 28), classes: int = 10, seed: int = 0) -
     return x, y.astype(np.uint8)
 
 
-def write_mnist_like(directory: Path, n_train: int = 600, n_test: int = 200, compress: bool = True, seed: int = 0) -> Path:
+def write_mnist_like(
+    directory: Path, n_train: int = 600, n_test: int = 200, compress: bool = True, seed: int = 0
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for split, n, s in (("train", n_train, seed), ("t10k", n_test, seed + 1)):
         x, y = learnable_images(n, seed=s)
@@ -73,8 +95,9 @@ def sentiment_texts(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
     return texts, y.astype(np.int64)
 
 
-def write_sentiment(directory: Path, splits=("train", "test"), n_train: int = 800, n_test: int = 200,
-                    fmt: str = "csv", seed: int = 0) -> Path:
+def write_sentiment(
+    directory: Path, splits=("train", "test"), n_train: int = 800, n_test: int = 200, fmt: str = "csv", seed: int = 0
+) -> Path:
     import csv
 
     directory.mkdir(parents=True, exist_ok=True)

@@ -16,13 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgeprune.bench import bench, env, feeds, make_settings, metrics, onnxfile
-from edgeprune.bench.identity import identity_model
-from edgeprune.cli import app
-from edgeprune.errors import UserError
-from edgeprune.targets import TARGETS, Target, get_target
+from edgeprune.bench import bench, env, feeds, make_settings, metrics, onnxfile  # noqa: E402
+from edgeprune.bench.identity import identity_model  # noqa: E402
+from edgeprune.cli import app  # noqa: E402
+from edgeprune.errors import UserError  # noqa: E402
+from edgeprune.targets import TARGETS, Target, get_target  # noqa: E402
 
 FAST = ["--runs", "5", "--rounds", "2", "--warmup", "1"]
 W = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=np.float32)  # 4 -> 3 classes
@@ -30,11 +30,22 @@ B = np.zeros(3, dtype=np.float32)
 
 
 def image_meta(**kw) -> dict:
-    meta = {"format": 1, "task": "image", "labels": ["a", "b", "c"], "input_name": "input",
-            "input_dtype": "float32", "input_shape": ["batch", 1, 2, 2], "layout": "NCHW",
-            "normalization": None, "vocab_size": None, "max_len": None,
-            "binary_sigmoid": False, "params": 15, "edgeprune_version": "0.1.0",
-            "source_run": "test"}
+    meta = {
+        "format": 1,
+        "task": "image",
+        "labels": ["a", "b", "c"],
+        "input_name": "input",
+        "input_dtype": "float32",
+        "input_shape": ["batch", 1, 2, 2],
+        "layout": "NCHW",
+        "normalization": None,
+        "vocab_size": None,
+        "max_len": None,
+        "binary_sigmoid": False,
+        "params": 15,
+        "edgeprune_version": "0.1.0",
+        "source_run": "test",
+    }
     meta.update(kw)
     return meta
 
@@ -51,26 +62,34 @@ def save(model, path: Path, meta: dict | None) -> Path:
 def gemm_classifier(path: Path, meta: dict | None = None) -> Path:
     """Flatten [batch,1,2,2] -> Gemm -> logits [batch,3]: argmax of the first three pixels."""
     graph = helper.make_graph(
-        [helper.make_node("Flatten", ["input"], ["flat"], axis=1),
-         helper.make_node("Gemm", ["flat", "W", "B"], ["logits"])],
+        [
+            helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+            helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
+        ],
         "gemm",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 2, 2])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
-        [numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "B")])
+        [numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "B")],
+    )
     return save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path, meta)
 
 
 def token_sum_model(path: Path, meta: dict | None) -> Path:
     """int64 ids [batch, seq] -> one logit (sum of ids - 10): a binary sigmoid text model."""
     graph = helper.make_graph(
-        [helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT),
-         helper.make_node("ReduceSum", ["f", "axes"], ["s"], keepdims=1),
-         helper.make_node("Sub", ["s", "ten"], ["logit"])],
+        [
+            helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceSum", ["f", "axes"], ["s"], keepdims=1),
+            helper.make_node("Sub", ["s", "ten"], ["logit"]),
+        ],
         "tokens",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
         [helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["batch", 1])],
-        [numpy_helper.from_array(np.array([1], np.int64), "axes"),
-         numpy_helper.from_array(np.array(10, np.float32), "ten")])
+        [
+            numpy_helper.from_array(np.array([1], np.int64), "axes"),
+            numpy_helper.from_array(np.array(10, np.float32), "ten"),
+        ],
+    )
     return save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path, meta)
 
 
@@ -80,9 +99,11 @@ def unknown_op_model(path: Path) -> Path:
         [helper.make_node("NoSuchOp", ["input"], ["logits"], domain="edgeprune.test")],
         "bad",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
-                                                    helper.make_opsetid("edgeprune.test", 1)])
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("edgeprune.test", 1)]
+    )
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
@@ -100,13 +121,17 @@ def eval_set(n: int = 20, wrong: int = 5) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def make_bundle(root: Path, models: list[tuple[str, str]], x=None, y=None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    meta = dict(image_meta(), models=[{"name": n, "file": f} for n, f in models],
-                default=models[0][0], eval="eval.npz" if x is not None else None, metrics={})
+    meta = dict(
+        image_meta(),
+        models=[{"name": n, "file": f} for n, f in models],
+        default=models[0][0],
+        eval="eval.npz" if x is not None else None,
+        metrics={},
+    )
     (root / "meta.json").write_text(json.dumps(meta))
     if x is not None:
         np.savez(root / "eval.npz", x=x, y=y)
-    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}"
-             for p in sorted(root.iterdir()) if p.is_file()]
+    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}" for p in sorted(root.iterdir()) if p.is_file()]
     (root / "MANIFEST.sha256").write_text("\n".join(lines) + "\n")
     return root
 
@@ -133,15 +158,36 @@ def invoke(args: list[str]):
 
 # --- the report ----------------------------------------------------------------------------
 
+
 def test_report_has_the_documented_fields(good_report):
     assert good_report["format"] == 1
-    assert {"onnxruntime", "cpu_model", "isa", "cores_logical", "python", "machine",
-            "execution_provider", "emulated"} <= set(good_report["machine"])
+    assert {
+        "onnxruntime",
+        "cpu_model",
+        "isa",
+        "cores_logical",
+        "python",
+        "machine",
+        "execution_provider",
+        "emulated",
+    } <= set(good_report["machine"])
     assert good_report["settings"]["batches"] == [1, 4]
     for row in good_report["results"]:
         assert row["status"] == "ok", row["error"]
-        for key in ("name", "path", "error", "params", "file_bytes", "file_bytes_gz",
-                    "accuracy", "f1", "eval_n", "latency", "memory", "session_options"):
+        for key in (
+            "name",
+            "path",
+            "error",
+            "params",
+            "file_bytes",
+            "file_bytes_gz",
+            "accuracy",
+            "f1",
+            "eval_n",
+            "latency",
+            "memory",
+            "session_options",
+        ):
             assert key in row
         assert set(row["latency"]) == {"1", "4"}
         for lat in row["latency"].values():
@@ -192,12 +238,22 @@ def test_params_and_sizes(good_report):
 
 
 def test_text_model_binary_sigmoid(tmp_path):
-    meta = image_meta(task="text", labels=["neg", "pos"], input_name="ids", input_dtype="int64",
-                      input_shape=["batch", "seq"], layout="NT", vocab_size=50, max_len=6,
-                      binary_sigmoid=True, params=0)
+    meta = image_meta(
+        task="text",
+        labels=["neg", "pos"],
+        input_name="ids",
+        input_dtype="int64",
+        input_shape=["batch", "seq"],
+        layout="NT",
+        vocab_size=50,
+        max_len=6,
+        binary_sigmoid=True,
+        params=0,
+    )
     token_sum_model(tmp_path / "text.onnx", meta)
-    x = np.array([[1, 1, 1, 1, 1, 1], [5, 5, 5, 0, 0, 0], [0, 0, 0, 0, 0, 0],
-                  [9, 9, 0, 0, 0, 0]], dtype=np.int64)  # sums 6, 15, 0, 18 -> pred 0 1 0 1
+    x = np.array(
+        [[1, 1, 1, 1, 1, 1], [5, 5, 5, 0, 0, 0], [0, 0, 0, 0, 0, 0], [9, 9, 0, 0, 0, 0]], dtype=np.int64
+    )  # sums 6, 15, 0, 18 -> pred 0 1 0 1
     y = np.array([0, 1, 1, 1], dtype=np.int64)  # one positive missed
     root = make_bundle(tmp_path / "textb", [("float", "../text.onnx")], x, y)
     report = bench([root], make_settings(runs=3, rounds=1, warmup=0, threads=1))
@@ -220,15 +276,23 @@ def test_model_without_metadata_uses_default_sequence(tmp_path):
 
 # --- failures ------------------------------------------------------------------------------
 
+
 def test_broken_models_become_failed_rows_and_others_are_measured(tmp_path):
     root = tmp_path / "mixed"
     root.mkdir()
     gemm_classifier(root / "good.onnx", image_meta())
     (root / "garbage.onnx").write_bytes(b"this is not an onnx model at all")
     unknown_op_model(root / "unknown.onnx")
-    make_bundle(root, [("good", "good.onnx"), ("garbage", "garbage.onnx"),
-                       ("unknown", "unknown.onnx"), ("missing", "missing.onnx"),
-                       ("good2", "good.onnx")])
+    make_bundle(
+        root,
+        [
+            ("good", "good.onnx"),
+            ("garbage", "garbage.onnx"),
+            ("unknown", "unknown.onnx"),
+            ("missing", "missing.onnx"),
+            ("good2", "good.onnx"),
+        ],
+    )
     out = tmp_path / "out.json"
     result = invoke([root, *FAST, "--json", out])
     assert result.exit_code == 1, result.output
@@ -251,9 +315,19 @@ def test_a_worker_that_dies_is_reported_not_raised(tmp_path):
     path = gemm_classifier(tmp_path / "m.onnx", image_meta())
     worker = WorkerProcess()
     try:
-        reply = worker.request({"cmd": "load", "path": str(path), "threads": 1, "arena": True,
-                                "mem_pattern": True, "batches": [1], "warmup": 0,
-                                "eval": None}, timeout=60)
+        reply = worker.request(
+            {
+                "cmd": "load",
+                "path": str(path),
+                "threads": 1,
+                "arena": True,
+                "mem_pattern": True,
+                "batches": [1],
+                "warmup": 0,
+                "eval": None,
+            },
+            timeout=60,
+        )
         assert reply["ok"], reply
         os.kill(worker.proc.pid, signal.SIGSEGV)  # what a crash inside onnxruntime looks like
         with pytest.raises(WorkerError, match="killed by signal 11"):
@@ -274,9 +348,11 @@ def test_bad_inputs_are_user_errors(tmp_path):
     (tmp_path / "notabundle").mkdir()
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07garbage!!")
-    cases = {tmp_path / "nope.onnx": "does not exist",
-             tmp_path / "notabundle": "is not a bundle",
-             corrupt: "is not a valid ONNX model"}
+    cases = {
+        tmp_path / "nope.onnx": "does not exist",
+        tmp_path / "notabundle": "is not a bundle",
+        corrupt: "is not a valid ONNX model",
+    }
     for path, message in cases.items():
         result = invoke([path])
         assert result.exit_code == 2, result.output
@@ -288,6 +364,7 @@ def test_bad_inputs_are_user_errors(tmp_path):
 
 
 # --- where results go ------------------------------------------------------------------------
+
 
 def test_run_directory_gets_one_file_per_variant(tmp_path, monkeypatch):
     run = tmp_path / "runs" / "fmnist-pruned"
@@ -337,15 +414,18 @@ def test_bench_imports_neither_torch_nor_onnx(tmp_path):
         assert not loaded, loaded
         print("clean")
     """)
-    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
-                          env=dict(os.environ), timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=dict(os.environ), timeout=120
+    )
     assert proc.returncode == 0 and "clean" in proc.stdout, proc.stdout + proc.stderr
 
 
 # --- pieces --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("ort_type,dtype,shape", [("tensor(float)", np.float32, (3, 1, 28, 28)),
-                                                  ("tensor(int64)", np.int64, (2, 7))])
+
+@pytest.mark.parametrize(
+    "ort_type,dtype,shape", [("tensor(float)", np.float32, (3, 1, 28, 28)), ("tensor(int64)", np.int64, (2, 7))]
+)
 def test_identity_floor_model_runs_in_onnxruntime(ort_type, dtype, shape):
     import onnxruntime as ort
 
@@ -390,6 +470,7 @@ def test_cpuinfo_and_emulation(monkeypatch):
 
 
 # --- targets -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_every_target_is_complete(name):

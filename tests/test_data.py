@@ -1,11 +1,11 @@
 import gzip
 
+import datafiles
 import numpy as np
 import pytest
 import torch
-
-import datafiles
 from conftest import FASHION
+
 from edgeprune.data import sources
 from edgeprune.data.loader import load_data
 from edgeprune.data.registry import DATASETS, describe_all, get_spec

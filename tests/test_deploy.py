@@ -22,7 +22,8 @@ QUICK_BENCH = ["--warmup", "1", "--runs", "3", "--rounds", "1", "--batch", "1"]
 
 def _hadolint() -> str | None:
     return shutil.which("hadolint") or next(
-        (str(p) for p in [Path(sys.executable).parent / "hadolint"] if p.exists()), None)
+        (str(p) for p in [Path(sys.executable).parent / "hadolint"] if p.exists()), None
+    )
 
 
 def test_dockerfile_lints_clean():
@@ -53,8 +54,9 @@ def _build_context(dst: Path) -> Path:
     dst.mkdir(parents=True)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, dst / name)
-    shutil.copytree(REPO / "edgeprune", dst / "edgeprune",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    shutil.copytree(
+        REPO / "edgeprune", dst / "edgeprune", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    )
     return dst
 
 
@@ -65,9 +67,13 @@ def base_venv(tmp_path_factory) -> Path:
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     src = _build_context(root / "src")
-    proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                           "--disable-pip-version-check", str(src)],
-                          check=False, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(src)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return venv
 
@@ -85,15 +91,20 @@ def _bench_json(path: Path) -> dict:
 
 def test_base_install_has_no_torch_and_benches(base_venv, bundle, tmp_path):
     py = base_venv / "bin" / "python"
-    probe = ("import importlib.util as u; "
-             "print(u.find_spec('torch') is None, u.find_spec('onnxruntime') is not None)")
-    assert subprocess.run([str(py), "-c", probe], capture_output=True, text=True,
-                          check=True).stdout.split() == ["True", "True"]
+    probe = "import importlib.util as u; print(u.find_spec('torch') is None, u.find_spec('onnxruntime') is not None)"
+    assert subprocess.run([str(py), "-c", probe], capture_output=True, text=True, check=True).stdout.split() == [
+        "True",
+        "True",
+    ]
 
     out = tmp_path / "bench.json"
-    proc = subprocess.run([str(base_venv / "bin" / "edgeprune"), "bench", str(bundle),
-                           "--json", str(out), *QUICK_BENCH],
-                          check=False, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(base_venv / "bin" / "edgeprune"), "bench", str(bundle), "--json", str(out), *QUICK_BENCH],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = _bench_json(out)
     assert {r["variant"] for r in report["results"]} == {"float", "int8"}
@@ -102,18 +113,27 @@ def test_base_install_has_no_torch_and_benches(base_venv, bundle, tmp_path):
 
 
 def _entrypoint_env(venv: Path, bundle: Path, results: Path, **extra) -> dict:
-    env = dict(os.environ, PATH=f"{venv / 'bin'}:{os.environ['PATH']}",
-               EDGEPRUNE_BUNDLE=str(bundle), EDGEPRUNE_RESULTS=str(results))
+    env = dict(
+        os.environ,
+        PATH=f"{venv / 'bin'}:{os.environ['PATH']}",
+        EDGEPRUNE_BUNDLE=str(bundle),
+        EDGEPRUNE_RESULTS=str(results),
+    )
     env.update(extra)
     return env
 
 
 def test_entrypoint_passes_flags_and_env_to_bench(base_venv, bundle, tmp_path):
     results = tmp_path / "results"
-    env = _entrypoint_env(base_venv, bundle, results, EDGEPRUNE_DEVICE="pi 4",
-                          EDGEPRUNE_RUNS="3", EDGEPRUNE_ROUNDS="1")
-    proc = subprocess.run(["sh", str(ENTRYPOINT), "--target", "rpi4", "--warmup", "1"],
-                          env=env, check=False, capture_output=True, text=True, timeout=300)
+    env = _entrypoint_env(base_venv, bundle, results, EDGEPRUNE_DEVICE="pi 4", EDGEPRUNE_RUNS="3", EDGEPRUNE_ROUNDS="1")
+    proc = subprocess.run(
+        ["sh", str(ENTRYPOINT), "--target", "rpi4", "--warmup", "1"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = _bench_json(results / "bench-pi_4.json")
     assert report["settings"]["target"] == "rpi4"
@@ -126,38 +146,35 @@ def test_entrypoint_benchmarks_a_directory_holding_only_model_onnx(base_venv, bu
     only.mkdir()
     (only / "model.onnx").write_bytes((bundle / "model.onnx").read_bytes())
     results = tmp_path / "results"
-    env = _entrypoint_env(base_venv, only, results, EDGEPRUNE_DEVICE="bare", EDGEPRUNE_RUNS="3",
-                          EDGEPRUNE_ROUNDS="1")
-    proc = subprocess.run(["sh", str(ENTRYPOINT), "--warmup", "1"], env=env, check=False,
-                          capture_output=True, text=True, timeout=300)
+    env = _entrypoint_env(base_venv, only, results, EDGEPRUNE_DEVICE="bare", EDGEPRUNE_RUNS="3", EDGEPRUNE_ROUNDS="1")
+    proc = subprocess.run(
+        ["sh", str(ENTRYPOINT), "--warmup", "1"], env=env, check=False, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = _bench_json(results / "bench-bare.json")
     assert [r["status"] for r in report["results"]] == ["ok"]
 
 
 def test_entrypoint_explains_a_missing_bundle(tmp_path):
-    env = dict(os.environ, EDGEPRUNE_BUNDLE=str(tmp_path / "nope"),
-               EDGEPRUNE_RESULTS=str(tmp_path / "results"))
-    proc = subprocess.run(["sh", str(ENTRYPOINT)], env=env, check=False, capture_output=True,
-                          text=True)
+    env = dict(os.environ, EDGEPRUNE_BUNDLE=str(tmp_path / "nope"), EDGEPRUNE_RESULTS=str(tmp_path / "results"))
+    proc = subprocess.run(["sh", str(ENTRYPOINT)], env=env, check=False, capture_output=True, text=True)
     assert proc.returncode == 2
     assert "no bundle at" in proc.stderr and "-v $PWD/bundle:/bundle:ro" in proc.stderr
 
 
 def _ship(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SHIP), *args], check=False, capture_output=True,
-                          text=True, env=env, timeout=300)
+    return subprocess.run(["bash", str(SHIP), *args], check=False, capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_ship_dry_run_prints_the_commands(bundle):
-    proc = _ship("--host", "pi@raspberrypi.local", "--bundle", str(bundle), "--mode", "docker",
-                 "--dry-run", "--", "--runs", "50")
+    proc = _ship(
+        "--host", "pi@raspberrypi.local", "--bundle", str(bundle), "--mode", "docker", "--dry-run", "--", "--runs", "50"
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("+ ")]
     ssh = "+ ssh -o BatchMode=yes pi@raspberrypi.local"
     assert lines[0].startswith(ssh) and "mkdir -p edgeprune/bundle" in lines[0]
-    assert lines[1] == (f"+ scp -o BatchMode=yes -q -r {bundle}/. "
-                        "pi@raspberrypi.local:edgeprune/bundle/")
+    assert lines[1] == (f"+ scp -o BatchMode=yes -q -r {bundle}/. pi@raspberrypi.local:edgeprune/bundle/")
     assert "sha256sum --quiet -c MANIFEST.sha256" in lines[2]
     docker = lines[3]
     assert docker.startswith(ssh) and "docker run --rm" in docker
@@ -169,25 +186,31 @@ def test_ship_dry_run_prints_the_commands(bundle):
 
 
 def test_ship_dry_run_venv_mode_installs_the_base_wheel(bundle):
-    proc = _ship("--host", "pi@dev", "--bundle", str(bundle), "--mode", "venv", "--dry-run",
-                 "--target", "rpi5", "--name", "pi5")
+    proc = _ship(
+        "--host", "pi@dev", "--bundle", str(bundle), "--mode", "venv", "--dry-run", "--target", "rpi5", "--name", "pi5"
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "pip wheel --no-deps" in out
     assert "python3 -m venv edgeprune/venv && edgeprune/venv/bin/pip install" in out
     assert "[train]" not in out and "torch" not in out
-    assert ("EDGEPRUNE_DEVICE=pi5 edgeprune/venv/bin/edgeprune bench edgeprune/bundle "
-            "--json edgeprune/results/bench-pi5.json --target rpi5") in out
+    assert (
+        "EDGEPRUNE_DEVICE=pi5 edgeprune/venv/bin/edgeprune bench edgeprune/bundle "
+        "--json edgeprune/results/bench-pi5.json --target rpi5"
+    ) in out
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "missing --host"),
-    (["--host", "pi@dev"], "missing --bundle"),
-    (["--host", "pi@dev", "--bundle", "/nonexistent/bundle"], "does not exist"),
-    (["--host", "pi@dev", "--bundle", "{bundle}", "--mode", "podman"], "--mode must be"),
-    (["--host", "pi@dev", "--bundle", "{bundle}", "--target", "rpi3"], "--target must be"),
-    (["--host", "pi@dev", "--bundle", "{bundle}", "--bogus"], "unknown option"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "missing --host"),
+        (["--host", "pi@dev"], "missing --bundle"),
+        (["--host", "pi@dev", "--bundle", "/nonexistent/bundle"], "does not exist"),
+        (["--host", "pi@dev", "--bundle", "{bundle}", "--mode", "podman"], "--mode must be"),
+        (["--host", "pi@dev", "--bundle", "{bundle}", "--target", "rpi3"], "--target must be"),
+        (["--host", "pi@dev", "--bundle", "{bundle}", "--bogus"], "unknown option"),
+    ],
+)
 def test_ship_rejects_bad_arguments_in_one_sentence(bundle, args, message):
     proc = _ship(*[a.replace("{bundle}", str(bundle)) for a in args])
     assert proc.returncode == 2
@@ -231,10 +254,20 @@ def test_ship_round_trip_through_a_fake_ssh(base_venv, bundle, tmp_path):
     (device / "edgeprune").mkdir(parents=True)
     # The device already has the base install (the fresh venv), so ship.sh reuses it.
     (device / "edgeprune" / "venv").symlink_to(base_venv)
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}",
-               FAKE_DEVICE_HOME=str(device), PYTHON=sys.executable)
-    proc = _ship("--host", "pi@localhost", "--bundle", str(bundle), "--mode", "venv",
-                 "--name", "fakepi", "--", *QUICK_BENCH, env=env)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_DEVICE_HOME=str(device), PYTHON=sys.executable)
+    proc = _ship(
+        "--host",
+        "pi@localhost",
+        "--bundle",
+        str(bundle),
+        "--mode",
+        "venv",
+        "--name",
+        "fakepi",
+        "--",
+        *QUICK_BENCH,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_dir = bundle.parent
     files = sorted(p.name for p in (run_dir / "bench").glob("*.json"))
@@ -252,9 +285,14 @@ def test_arm64_emulated_check(tmp_path):
     if os.geteuid() != 0 or missing:
         pytest.skip(f"needs root and qemu-user-static/debootstrap (missing: {missing or 'root'})")
     out = tmp_path / "arm64.json"
-    proc = subprocess.run(["bash", str(REPO / "deploy" / "arm64_verify.sh"), "--out", str(out)],
-                          check=False, capture_output=True, text=True, timeout=3600,
-                          env=dict(os.environ, PYTHON=sys.executable))
+    proc = subprocess.run(
+        ["bash", str(REPO / "deploy" / "arm64_verify.sh"), "--out", str(out)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        env=dict(os.environ, PYTHON=sys.executable),
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["passed"] and result["emulated"] is True

@@ -33,8 +33,16 @@ runner = CliRunner()
 # 360 training examples, global batch 40: 9 full steps of 20 per rank, so the ranks' mean gradients
 # average to exactly the one-process gradient (up to rounding). Default widths, so the command line
 # (which has no width flags) can resume a run started from Python.
-FLAGS = {"epochs": 3, "batch_size": 40, "limit": 400, "threads": 1, "warmup_epochs": 1, "target_params": 0.3,
-         "round_to": 1, "min_width": 2}
+FLAGS = {
+    "epochs": 3,
+    "batch_size": 40,
+    "limit": 400,
+    "threads": 1,
+    "warmup_epochs": 1,
+    "target_params": 0.3,
+    "round_to": 1,
+    "min_width": 2,
+}
 
 
 def _cfg(data_root, out, **kw) -> TrainConfig:
@@ -43,9 +51,25 @@ def _cfg(data_root, out, **kw) -> TrainConfig:
 
 def _torchrun(data_root, out, *extra) -> subprocess.CompletedProcess:
     flags = [a for k, v in FLAGS.items() for a in (f"--{k.replace('_', '-')}", str(v))]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD),
-           "-m", "edgeprune", "train", "--dataset", "mnist", "--data-dir", str(data_root), "--out", str(out),
-           *flags, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(WORLD),
+        "-m",
+        "edgeprune",
+        "train",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(data_root),
+        "--out",
+        str(out),
+        *flags,
+        *extra,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("EDGEPRUNE_DATA", None)
     return subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
@@ -59,8 +83,15 @@ def _free_port() -> int:
 
 def _worker(rank: int, world: int, port: int, cfg: dict, resume: bool, dump: str, fail_epoch: int) -> None:
     """One torchrun-like process: the environment torchrun would set, plus test probes."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), HF_HUB_OFFLINE="1")
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        HF_HUB_OFFLINE="1",
+    )
     os.environ.pop("EDGEPRUNE_DATA", None)
     from edgeprune.prune.pruner import Pruner
 
@@ -74,7 +105,9 @@ def _worker(rank: int, world: int, port: int, cfg: dict, resume: bool, dump: str
     def reduce(scores):
         before = (scores.batches, {k: v.sum().item() for k, v in scores.unit.items()})
         real_reduce(scores)
-        reductions.append({"before": before, "after": (scores.batches, {k: v.sum().item() for k, v in scores.unit.items()})})
+        reductions.append(
+            {"before": before, "after": (scores.batches, {k: v.sum().item() for k, v in scores.unit.items()})}
+        )
         (Path(dump) / f"rank{rank}-reduce.json").write_text(json.dumps(reductions))
 
     distributed.check_in_sync, distributed.all_reduce_scores = check, reduce
@@ -92,8 +125,12 @@ def _worker(rank: int, world: int, port: int, cfg: dict, resume: bool, dump: str
 
 def _spawn(cfg: TrainConfig, dump: Path, resume=False, fail_epoch=0) -> None:
     dump.mkdir(parents=True, exist_ok=True)
-    mp.spawn(_worker, args=(WORLD, _free_port(), dataclasses.asdict(cfg), resume, str(dump), fail_epoch),
-             nprocs=WORLD, join=True)
+    mp.spawn(
+        _worker,
+        args=(WORLD, _free_port(), dataclasses.asdict(cfg), resume, str(dump), fail_epoch),
+        nprocs=WORLD,
+        join=True,
+    )
 
 
 def _history(run: Path) -> list[dict]:
@@ -187,14 +224,30 @@ def test_torchrun_environment_is_detected():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-@pytest.mark.parametrize("args,match", [
-    (["--device", "cuda"], "--device cuda was asked for but this torch sees no CUDA GPU"),
-    (["--device", "cpu", "--amp"], "--amp runs on CUDA only"),
-    (["--device", "tpu"], "--device must be one of auto, cpu, cuda, mps"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--device", "cuda"], "--device cuda was asked for but this torch sees no CUDA GPU"),
+        (["--device", "cpu", "--amp"], "--amp runs on CUDA only"),
+        (["--device", "tpu"], "--device must be one of auto, cpu, cuda, mps"),
+    ],
+)
 def test_device_flags_without_cuda_get_one_clear_sentence(data_root, tmp_path, args, match):
-    r = runner.invoke(app, ["train", "--dataset", "mnist", "--data-dir", str(data_root), "--out", str(tmp_path / "x"),
-                            "--epochs", "1", *args])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(data_root),
+            "--out",
+            str(tmp_path / "x"),
+            "--epochs",
+            "1",
+            *args,
+        ],
+    )
     assert r.exit_code == 2, r.output
     assert match in r.output and "Traceback" not in r.output
     assert not (tmp_path / "x").exists()

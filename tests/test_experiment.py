@@ -13,8 +13,13 @@ from edgeprune.cli import app
 from edgeprune.errors import UserError
 from edgeprune.run import RunDir
 
-FAST = {"bench_runs": 3, "bench_rounds": 2, "bench_warmup": 1, "quiet": True,
-        "export": {"eval_n": 100, "calib": 32, "measure_latency": False}}
+FAST = {
+    "bench_runs": 3,
+    "bench_rounds": 2,
+    "bench_warmup": 1,
+    "quiet": True,
+    "export": {"eval_n": 100, "calib": 32, "measure_latency": False},
+}
 
 
 def options(data_root: Path, out: Path, **kw) -> exp.ExperimentOptions:
@@ -45,8 +50,12 @@ def test_the_whole_plan_produces_a_report_with_baseline_and_pruned_rows(finished
 
     # One bench call measured all four models together, so they were interleaved.
     bench = json.loads(next(out.glob("bench-*.json")).read_text())
-    assert sorted(r["name"] for r in bench["results"]) == ["baseline/float", "baseline/int8",
-                                                           "pruned/float", "pruned/int8"]
+    assert sorted(r["name"] for r in bench["results"]) == [
+        "baseline/float",
+        "baseline/int8",
+        "pruned/float",
+        "pruned/int8",
+    ]
     assert all(r["status"] == "ok" for r in bench["results"])
 
     md = (out / "report.md").read_text()
@@ -141,6 +150,18 @@ def test_flags_are_checked_before_any_training(tmp_path, data_root):
 
 
 def test_cli_bad_flag_is_one_sentence(tmp_path, data_root):
-    res = CliRunner().invoke(app, ["experiment", "--dataset", "mnist", "--data-dir", str(data_root),
-                                   "--out", str(tmp_path / "e"), "--target", "rpi9"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "experiment",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(data_root),
+            "--out",
+            str(tmp_path / "e"),
+            "--target",
+            "rpi9",
+        ],
+    )
     assert res.exit_code == 2 and "unknown --target" in res.output and "Traceback" not in res.output

@@ -27,12 +27,23 @@ BENCH_KEYS = ("task", "labels", "input_name", "input_dtype", "input_shape", "max
 
 def _train(data_root, out, model):
     if model == "cnn":
-        c = resolve_train_config(dataset="mnist", data_dir=data_root, out=out, epochs=3, batch_size=32,
-                                 prune=False, threads=1)
+        c = resolve_train_config(
+            dataset="mnist", data_dir=data_root, out=out, epochs=3, batch_size=32, prune=False, threads=1
+        )
         c.model_config = {"channels": [8, 16], "hidden": [32]}
     else:
-        c = resolve_train_config(dataset="sst2", data_dir=data_root, out=out, epochs=4, batch_size=32, lr=0.01,
-                                 vocab_size=200, max_len=24, prune=False, threads=1)
+        c = resolve_train_config(
+            dataset="sst2",
+            data_dir=data_root,
+            out=out,
+            epochs=4,
+            batch_size=32,
+            lr=0.01,
+            vocab_size=200,
+            max_len=24,
+            prune=False,
+            threads=1,
+        )
         c.model_config = {"embed_dim": 16, "hidden": [[16, 8]]}
     train_run(c, quiet=True)
     return out
@@ -45,8 +56,7 @@ def runs(tmp_path_factory, data_root):
     out = {}
     for model in MODELS:
         run = _train(data_root, root / model, model)
-        summary = export_run(run, eval_n=150, calib=64, tar=(model == "cnn"),
-                             measure_latency=(model == "cnn"))
+        summary = export_run(run, eval_n=150, calib=64, tar=(model == "cnn"), measure_latency=(model == "cnn"))
         out[model] = (run, summary)
     return out
 
@@ -105,9 +115,12 @@ def test_dims_stay_symbolic_on_a_second_export_in_one_process(runs, exporter, tm
 
 
 def test_a_frozen_dimension_is_refused(tmp_path):
-    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g",
-                              [helper.make_tensor_value_info("input", TensorProto.INT64, ["batch", 32])],
-                              [helper.make_tensor_value_info("logits", TensorProto.INT64, ["batch", 32])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["logits"])],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.INT64, ["batch", 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.INT64, ["batch", 32])],
+    )
     path = tmp_path / "frozen.onnx"
     onnx.save(helper.make_model(graph), str(path))
     meta = {"task": "text"}
@@ -136,8 +149,10 @@ def test_parity_and_quantization_within_budget(runs, model):
     kept = parity["int8_kept"]
     assert kept is not None, parity["reason"]
     assert rows[kept]["acc_drop_points"] <= 1.0
-    assert parity["simplifier"]["used"] == "onnxsim" and parity["simplifier"]["nodes_after"] <= \
-        parity["simplifier"]["nodes_before"]
+    assert (
+        parity["simplifier"]["used"] == "onnxsim"
+        and parity["simplifier"]["nodes_after"] <= parity["simplifier"]["nodes_before"]
+    )
     assert parity["reason"]
     if model == "cnn":  # auto timed float against int8 with the bench
         assert set(parity["latency_p50_ms"]) >= {"float", kept}
@@ -297,10 +312,16 @@ def test_bad_runs_and_flags_are_one_sentence_with_no_bundle(runs, tmp_path):
     _one_sentence(_cli(tmp_path / "nowhere"), "is not a directory")
     for d in (empty, corrupt):
         assert sorted(p.name for p in d.iterdir()) == sorted(["config.json"] + (["model.pt"] if d == corrupt else []))
-    for args, fragment in [(["--quantize", "int4"], "unknown --quantize"), (["--opset", "3"], "--opset must lie"),
-                           (["--target", "mars"], "unknown --target"), (["--simplifier", "x"], "unknown --simplifier"),
-                           (["--format", "tflite"], "unknown --format"), (["--max-acc-drop", "-1"], "--max-acc-drop"),
-                           (["--calib", "0"], "--calib"), (["--eval-n", "0"], "--eval-n")]:
+    for args, fragment in [
+        (["--quantize", "int4"], "unknown --quantize"),
+        (["--opset", "3"], "--opset must lie"),
+        (["--target", "mars"], "unknown --target"),
+        (["--simplifier", "x"], "unknown --simplifier"),
+        (["--format", "tflite"], "unknown --format"),
+        (["--max-acc-drop", "-1"], "--max-acc-drop"),
+        (["--calib", "0"], "--calib"),
+        (["--eval-n", "0"], "--eval-n"),
+    ]:
         _one_sentence(_cli(corrupt, *args), fragment)
     assert not (corrupt / "bundle").exists() and not (corrupt / "export").exists()
 

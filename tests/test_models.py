@@ -5,7 +5,12 @@ from edgeprune.errors import UserError
 from edgeprune.models import MODELS, build_model, default_config
 
 META = {
-    "cnn": {"task": "image", "dataset": "fashion-mnist", "input_shape": ["batch", 1, 28, 28], "labels": list("0123456789")},
+    "cnn": {
+        "task": "image",
+        "dataset": "fashion-mnist",
+        "input_shape": ["batch", 1, 28, 28],
+        "labels": list("0123456789"),
+    },
     "bilstm": {"task": "text", "dataset": "sst2", "labels": ["neg", "pos"], "vocab_size": 20000},
 }
 

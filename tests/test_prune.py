@@ -20,8 +20,19 @@ ATOL = 1e-5
 
 def cnn(batchnorm=False, channels=(6, 10), hidden=(12, 9)):
     torch.manual_seed(0)
-    m = build_model({"name": "cnn", "config": {"in_channels": 1, "image_size": [12, 12], "channels": list(channels),
-                                                "hidden": list(hidden), "num_classes": 4, "batchnorm": batchnorm}})
+    m = build_model(
+        {
+            "name": "cnn",
+            "config": {
+                "in_channels": 1,
+                "image_size": [12, 12],
+                "channels": list(channels),
+                "hidden": list(hidden),
+                "num_classes": 4,
+                "batchnorm": batchnorm,
+            },
+        }
+    )
     if batchnorm:  # non-trivial running statistics
         for bn in m.norms:
             bn.running_mean.uniform_(-0.5, 0.5)
@@ -31,12 +42,21 @@ def cnn(batchnorm=False, channels=(6, 10), hidden=(12, 9)):
 
 def bilstm(layers=((6, 5), (4, 7)), outputs=1):
     torch.manual_seed(0)
-    return build_model({"name": "bilstm", "config": {"vocab_size": 30, "embed_dim": 9, "hidden": [list(h) for h in layers],
-                                                      "num_outputs": outputs}}).eval()
+    return build_model(
+        {
+            "name": "bilstm",
+            "config": {"vocab_size": 30, "embed_dim": 9, "hidden": [list(h) for h in layers], "num_outputs": outputs},
+        }
+    ).eval()
 
 
-MODELS = {"cnn": cnn, "cnn-bn": lambda: cnn(batchnorm=True), "cnn-nohidden": lambda: cnn(hidden=()),
-          "bilstm": bilstm, "bilstm-1layer-softmax": lambda: bilstm(((5, 3),), outputs=3)}
+MODELS = {
+    "cnn": cnn,
+    "cnn-bn": lambda: cnn(batchnorm=True),
+    "cnn-nohidden": lambda: cnn(hidden=()),
+    "bilstm": bilstm,
+    "bilstm-1layer-softmax": lambda: bilstm(((5, 3),), outputs=3),
+}
 
 
 def inputs(model, batch, seq=13):
@@ -99,7 +119,10 @@ def test_cnn_coupled_slices():
     widths = model.widths()
     conv1 = groups["conv1"]
     assert [(s.name, s.dim, s.kind) for s in conv1.slices] == [
-        ("convs.1.weight", 0, "plain"), ("convs.1.bias", 0, "plain"), ("fcs.0.weight", 1, "block")]
+        ("convs.1.weight", 0, "plain"),
+        ("convs.1.bias", 0, "plain"),
+        ("fcs.0.weight", 1, "block"),
+    ]
     block = conv1.slices[-1]
     assert block.block == 9  # 12x12 -> 6x6 -> 3x3 positions per channel after two pools
     assert expand(block, torch.tensor([2]), conv1.width, widths).tolist() == list(range(18, 27))
@@ -120,8 +143,14 @@ def test_bilstm_coupled_slices():
     consumer = [s for s in bwd.slices if s.name == "layers.1.fwd.weight_ih_l0"][0]
     assert expand(consumer, torch.tensor([0, 2]), bwd.width, widths).tolist() == [6, 8]  # after 6 fwd units
     last = groups["lstm1.bwd"]
-    assert expand([s for s in last.slices if s.name == "classifier.weight"][0], torch.tensor([0]), last.width, widths).tolist() == [4]
-    assert [s.name for s in groups["embed"].slices] == ["embedding.weight", "layers.0.fwd.weight_ih_l0", "layers.0.bwd.weight_ih_l0"]
+    assert expand(
+        [s for s in last.slices if s.name == "classifier.weight"][0], torch.tensor([0]), last.width, widths
+    ).tolist() == [4]
+    assert [s.name for s in groups["embed"].slices] == [
+        "embedding.weight",
+        "layers.0.fwd.weight_ih_l0",
+        "layers.0.bwd.weight_ih_l0",
+    ]
 
 
 def test_classifier_outputs_are_never_units():
@@ -159,14 +188,22 @@ def test_schedule_phases_and_cubic_budget():
     assert [s.phase(e) for e in range(1, 11)] == ["warmup"] * 2 + ["prune"] * 4 + ["finetune"] * 4
     budgets = [s.budget(e) for e in range(3, 7)]
     assert budgets == sorted(budgets, reverse=True) and budgets[-1] == pytest.approx(0.1)
-    assert budgets[0] == pytest.approx(0.1 + 0.9 * 0.75 ** 3)
+    assert budgets[0] == pytest.approx(0.1 + 0.9 * 0.75**3)
     assert s.budget(2) is None and s.budget(7) is None
     assert PruneSchedule(epochs=10, warmup_epochs=2, prune_until=0.6).budget(4) is None
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"prune_until": 0}, "--prune-until"), ({"threshold": 1.5}, "--threshold"), ({"target_params": 1.0}, "--target-params"),
-    ({"round_to": 0}, "--round-to"), ({"min_width": 0}, "--min-width"), ({"warmup_epochs": -1}, "--warmup-epochs")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"prune_until": 0}, "--prune-until"),
+        ({"threshold": 1.5}, "--threshold"),
+        ({"target_params": 1.0}, "--target-params"),
+        ({"round_to": 0}, "--round-to"),
+        ({"min_width": 0}, "--min-width"),
+        ({"warmup_epochs": -1}, "--warmup-epochs"),
+    ],
+)
 def test_bad_schedule_values(kwargs, match):
     with pytest.raises(UserError, match=match):
         PruneSchedule(**{"epochs": 5, "warmup_epochs": 1, "prune_until": 0.5, **kwargs})
@@ -190,8 +227,9 @@ def _scored_pruner(model, schedule, scores):
 
 def test_threshold_removes_units_under_it_and_min_width_holds():
     model = cnn(channels=(6, 10), hidden=(12,))
-    sched = PruneSchedule(epochs=4, warmup_epochs=0, prune_until=1.0, threshold=0.5, round_to=1, min_width=4,
-                          prune_connections=False)
+    sched = PruneSchedule(
+        epochs=4, warmup_epochs=0, prune_until=1.0, threshold=0.5, round_to=1, min_width=4, prune_connections=False
+    )
     scores = {"conv0": [1, 1, 1, 1, 1, 0.1], "conv1": [1.0] * 9 + [0.2], "fc0": [0.0] * 10 + [5, 5]}
     pruner = _scored_pruner(model, sched, scores)
     opt = torch.optim.Adam(model.parameters())
@@ -203,8 +241,9 @@ def test_threshold_removes_units_under_it_and_min_width_holds():
 
 def test_round_to_keeps_the_best_scored_units():
     model = cnn(channels=(16, 10), hidden=(12,))
-    sched = PruneSchedule(epochs=4, warmup_epochs=0, prune_until=1.0, threshold=0.5, round_to=8, min_width=1,
-                          prune_connections=False)
+    sched = PruneSchedule(
+        epochs=4, warmup_epochs=0, prune_until=1.0, threshold=0.5, round_to=8, min_width=1, prune_connections=False
+    )
     conv0 = [1.0] * 16
     conv0[3] = conv0[7] = conv0[9] = 0.0
     pruner = _scored_pruner(model, sched, {"conv0": conv0, "conv1": [1.0] * 10, "fc0": [1.0] * 12})
@@ -219,8 +258,16 @@ def test_round_to_keeps_the_best_scored_units():
 def test_budget_is_met_by_removing_the_lowest_scored_units_across_layers():
     model = cnn(channels=(16, 16), hidden=(32,))
     base = count_params(model)
-    sched = PruneSchedule(epochs=4, warmup_epochs=0, prune_until=0.25, threshold=0.0, target_params=0.3, round_to=1,
-                          min_width=2, prune_connections=False)
+    sched = PruneSchedule(
+        epochs=4,
+        warmup_epochs=0,
+        prune_until=0.25,
+        threshold=0.0,
+        target_params=0.3,
+        round_to=1,
+        min_width=2,
+        prune_connections=False,
+    )
     g = torch.Generator().manual_seed(0)
     scores = {k: torch.rand(w, generator=g).tolist() for k, w in model.widths().items()}
     pruner = _scored_pruner(model, sched, scores)
@@ -279,6 +326,7 @@ def test_a_step_on_the_compact_model_equals_the_step_on_the_masked_model(name):
         assert (small(x) - masked(x)).abs().max().item() <= ATOL
     small_state = small.state_dict()
     from edgeprune.prune.compact import slice_like
+
     for k, v in masked.state_dict().items():
         torch.testing.assert_close(slice_like(k, v, keeps), small_state[k], rtol=0, atol=ATOL)
     p_small = dict(small.named_parameters())

@@ -22,64 +22,176 @@ def write_json(path: Path, obj) -> None:
 
 
 def make_run(root: Path, prune: bool, params: int, widths: dict, acc: float, epochs: int = 3) -> Path:
-    write_json(root / "config.json", {"run_format": 1, "config": {
-        "dataset": "mnist", "model": "cnn", "epochs": epochs, "limit": 300, "prune": prune,
-        "preset": "compact" if prune else None, "target_params": 0.1 if prune else None}})
-    write_json(root / "metrics.json", {
-        "test_loss": 0.3, "test_accuracy": acc, "test_f1": acc - 0.01, "test_n": 1000, "params": params,
-        "dense_params": params, "baseline_params": 1000, "compression": 1000 / params, "train_seconds": 12.5,
-        "widths": widths, "epochs": epochs})
+    write_json(
+        root / "config.json",
+        {
+            "run_format": 1,
+            "config": {
+                "dataset": "mnist",
+                "model": "cnn",
+                "epochs": epochs,
+                "limit": 300,
+                "prune": prune,
+                "preset": "compact" if prune else None,
+                "target_params": 0.1 if prune else None,
+            },
+        },
+    )
+    write_json(
+        root / "metrics.json",
+        {
+            "test_loss": 0.3,
+            "test_accuracy": acc,
+            "test_f1": acc - 0.01,
+            "test_n": 1000,
+            "params": params,
+            "dense_params": params,
+            "baseline_params": 1000,
+            "compression": 1000 / params,
+            "train_seconds": 12.5,
+            "widths": widths,
+            "epochs": epochs,
+        },
+    )
     start = 1000
     lines = []
     for e in range(1, epochs + 1):
         alive = start if (not prune or e == 1) else params
-        lines.append(json.dumps({
-            "epoch": e, "phase": "train" if not prune else ("warmup", "prune", "finetune")[min(e - 1, 2)],
-            "train_loss": 1.0 / e, "train_accuracy": 0.5 + 0.1 * e, "val_loss": 1.0 / e,
-            "val_accuracy": acc - 0.05 * (epochs - e), "val_f1": acc - 0.05 * (epochs - e), "seconds": 1.0,
-            "params_alive": alive, "params_dense": alive, "compression": 1000 / alive, "connection_sparsity": 0.0,
-            "widths": widths if (not prune or e > 1) else {"conv0": 32, "fc0": 128}}))
+        lines.append(
+            json.dumps(
+                {
+                    "epoch": e,
+                    "phase": "train" if not prune else ("warmup", "prune", "finetune")[min(e - 1, 2)],
+                    "train_loss": 1.0 / e,
+                    "train_accuracy": 0.5 + 0.1 * e,
+                    "val_loss": 1.0 / e,
+                    "val_accuracy": acc - 0.05 * (epochs - e),
+                    "val_f1": acc - 0.05 * (epochs - e),
+                    "seconds": 1.0,
+                    "params_alive": alive,
+                    "params_dense": alive,
+                    "compression": 1000 / alive,
+                    "connection_sparsity": 0.0,
+                    "widths": widths if (not prune or e > 1) else {"conv0": 32, "fc0": 128},
+                }
+            )
+        )
     (root / "history.jsonl").write_text("\n".join(lines) + "\n")
     return root
 
 
 def add_export(root: Path, float_bytes: int, acc: float, kept: str = "static") -> None:
     def variant(name, size, a, recipe=None):
-        v = {"name": name, "file": f"model.{name}.onnx", "nodes": 10, "size_bytes": size,
-             "size_gz_bytes": int(size * 0.9), "max_abs_diff": 0.0, "argmax_agreement": 1.0,
-             "accuracy": a, "f1": a - 0.01, "eval_n": 200}
+        v = {
+            "name": name,
+            "file": f"model.{name}.onnx",
+            "nodes": 10,
+            "size_bytes": size,
+            "size_gz_bytes": int(size * 0.9),
+            "max_abs_diff": 0.0,
+            "argmax_agreement": 1.0,
+            "accuracy": a,
+            "f1": a - 0.01,
+            "eval_n": 200,
+        }
         if recipe:
             v["recipe"] = {"name": recipe, "method": recipe}
         return v
 
-    write_json(root / "export" / "parity.json", {
-        "format": 1, "run": str(root), "int8_kept": kept, "chosen": "int8",
-        "variants": [variant("torch", float_bytes, acc), variant("onnx", float_bytes, acc),
-                     variant("simplified", float_bytes, acc),
-                     variant("static", float_bytes // 4, acc - 0.002, "static"),
-                     variant("dynamic", float_bytes // 3, acc - 0.004, "dynamic")]})
-    write_json(root / "bundle" / "meta.json", {"format": 1, "models": [
-        {"name": "float", "file": "model.onnx"}, {"name": "int8", "file": "model.int8.onnx", "recipe": kept}]})
+    write_json(
+        root / "export" / "parity.json",
+        {
+            "format": 1,
+            "run": str(root),
+            "int8_kept": kept,
+            "chosen": "int8",
+            "variants": [
+                variant("torch", float_bytes, acc),
+                variant("onnx", float_bytes, acc),
+                variant("simplified", float_bytes, acc),
+                variant("static", float_bytes // 4, acc - 0.002, "static"),
+                variant("dynamic", float_bytes // 3, acc - 0.004, "dynamic"),
+            ],
+        },
+    )
+    write_json(
+        root / "bundle" / "meta.json",
+        {
+            "format": 1,
+            "models": [
+                {"name": "float", "file": "model.onnx"},
+                {"name": "int8", "file": "model.int8.onnx", "recipe": kept},
+            ],
+        },
+    )
 
 
-def add_bench(root: Path, label: str, variant: str, p50: float, acc: float, emulated: bool = False,
-              status: str = "ok", busy: bool = False) -> None:
+def add_bench(
+    root: Path,
+    label: str,
+    variant: str,
+    p50: float,
+    acc: float,
+    emulated: bool = False,
+    status: str = "ok",
+    busy: bool = False,
+) -> None:
     result = {
-        "name": f"{root.name}/{variant}", "variant": variant, "path": str(root / "bundle" / "x.onnx"),
-        "status": status, "error": None if status == "ok" else "onnxruntime refused the model",
-        "params": None, "file_bytes": 999, "file_bytes_gz": 900, "accuracy": acc, "f1": acc - 0.01, "eval_n": 200,
-        "latency": {} if status != "ok" else {"1": {
-            "p50_ms": p50, "p90_ms": p50 * 1.2, "p99_ms": p50 * 2, "mean_ms": p50, "std_ms": 0.01, "min_ms": p50 * 0.9,
-            "round_median_ms": p50, "round_min_ms": p50, "throughput_sps": 1000.0 / p50, "floor_p50_ms": 0.004}},
-        "memory": {"rss_before_mb": 40.0, "rss_after_load_mb": 50.0, "rss_peak_mb": 60.0 if variant == "float" else 45.0,
-                   "ru_maxrss_mb": 60.0},
-        "session_options": {}}
-    write_json(root / "bench" / f"{label}{'-emulated' if emulated else ''}-{variant}.json", {
-        "format": 1, "command": ["edgeprune", "bench"],
-        "machine": {"label": label, "hostname": label, "cpu_model": "Cortex-A72" if emulated else "Test CPU",
-                    "isa": [], "cores_usable": 4, "onnxruntime": "1.0", "emulated": emulated,
-                    "emulation_reason": "EDGEPRUNE_EMULATED is set" if emulated else None},
-        "settings": {"label": label, "threads": 4}, "conditions": {"busy": busy}, "results": [result]})
+        "name": f"{root.name}/{variant}",
+        "variant": variant,
+        "path": str(root / "bundle" / "x.onnx"),
+        "status": status,
+        "error": None if status == "ok" else "onnxruntime refused the model",
+        "params": None,
+        "file_bytes": 999,
+        "file_bytes_gz": 900,
+        "accuracy": acc,
+        "f1": acc - 0.01,
+        "eval_n": 200,
+        "latency": {}
+        if status != "ok"
+        else {
+            "1": {
+                "p50_ms": p50,
+                "p90_ms": p50 * 1.2,
+                "p99_ms": p50 * 2,
+                "mean_ms": p50,
+                "std_ms": 0.01,
+                "min_ms": p50 * 0.9,
+                "round_median_ms": p50,
+                "round_min_ms": p50,
+                "throughput_sps": 1000.0 / p50,
+                "floor_p50_ms": 0.004,
+            }
+        },
+        "memory": {
+            "rss_before_mb": 40.0,
+            "rss_after_load_mb": 50.0,
+            "rss_peak_mb": 60.0 if variant == "float" else 45.0,
+            "ru_maxrss_mb": 60.0,
+        },
+        "session_options": {},
+    }
+    write_json(
+        root / "bench" / f"{label}{'-emulated' if emulated else ''}-{variant}.json",
+        {
+            "format": 1,
+            "command": ["edgeprune", "bench"],
+            "machine": {
+                "label": label,
+                "hostname": label,
+                "cpu_model": "Cortex-A72" if emulated else "Test CPU",
+                "isa": [],
+                "cores_usable": 4,
+                "onnxruntime": "1.0",
+                "emulated": emulated,
+                "emulation_reason": "EDGEPRUNE_EMULATED is set" if emulated else None,
+            },
+            "settings": {"label": label, "threads": 4},
+            "conditions": {"busy": busy},
+            "results": [result],
+        },
+    )
 
 
 @pytest.fixture
@@ -106,9 +218,14 @@ def test_one_row_per_run_variant_machine_with_ratios_to_the_baseline(two_runs):
     assert result["baseline"] == "base" and result["baseline_is_unpruned"]
     rows = rows_by(result)
     assert set(rows) == {
-        ("base", "float", "hostA"), ("base", "int8-static", "hostA"), ("base", "int8-dynamic", None),
-        ("pruned", "float", "hostA"), ("pruned", "float", "pi (emulated)"),
-        ("pruned", "int8-static", "hostA"), ("pruned", "int8-dynamic", None)}
+        ("base", "float", "hostA"),
+        ("base", "int8-static", "hostA"),
+        ("base", "int8-dynamic", None),
+        ("pruned", "float", "hostA"),
+        ("pruned", "float", "pi (emulated)"),
+        ("pruned", "int8-static", "hostA"),
+        ("pruned", "int8-dynamic", None),
+    }
     assert [r["run"] for r in result["rows"]][:3] == ["base"] * 3  # baseline first
 
     ref = rows[("base", "float", "hostA")]
@@ -138,8 +255,12 @@ def test_one_row_per_run_variant_machine_with_ratios_to_the_baseline(two_runs):
 
     # Pareto on hostA: base/int8 is slower and less accurate than pruned/float; the rest trade off.
     front = {k for k, r in rows.items() if r["pareto"]}
-    assert front == {("pruned", "int8-static", "hostA"), ("base", "float", "hostA"),
-                     ("pruned", "float", "hostA"), ("pruned", "float", "pi (emulated)")}
+    assert front == {
+        ("pruned", "int8-static", "hostA"),
+        ("base", "float", "hostA"),
+        ("pruned", "float", "hostA"),
+        ("pruned", "float", "pi (emulated)"),
+    }
     assert any("emulated" in n for n in result["notes"])
 
 

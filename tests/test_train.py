@@ -14,8 +14,16 @@ runner = CliRunner()
 
 
 def cfg(data_root, tmp_path, name="run", **kw):
-    base = dict(dataset="mnist", data_dir=data_root, out=tmp_path / name, epochs=3, batch_size=32,
-                model_config={"channels": [8, 16], "hidden": [32]}, threads=1)
+    base = dict(
+        dataset="mnist",
+        data_dir=data_root,
+        out=tmp_path / name,
+        epochs=3,
+        batch_size=32,
+        model_config={"channels": [8, 16], "hidden": [32]},
+        threads=1,
+        device="cpu",
+    )  # exact on CPU
     base.update(kw)
     model_config = base.pop("model_config")
     c = resolve_train_config(**base)
@@ -76,8 +84,20 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(data_root, tm
 
 def test_pruning_shrinks_the_model_and_keeps_its_accuracy(data_root, tmp_path):
     base = train_run(cfg(data_root, tmp_path, "base", prune=False, epochs=4), quiet=True)
-    pruned = train_run(cfg(data_root, tmp_path, "pruned", epochs=4, warmup_epochs=1, prune_until=0.75,
-                           target_params=0.25, min_width=4, round_to=4), quiet=True)
+    pruned = train_run(
+        cfg(
+            data_root,
+            tmp_path,
+            "pruned",
+            epochs=4,
+            warmup_epochs=1,
+            prune_until=0.75,
+            target_params=0.25,
+            min_width=4,
+            round_to=4,
+        ),
+        quiet=True,
+    )
     assert pruned["params"] <= 0.25 * base["params"]
     assert pruned["test_accuracy"] >= base["test_accuracy"] - 0.05
     h = history(tmp_path / "pruned")
@@ -90,8 +110,21 @@ def test_pruning_shrinks_the_model_and_keeps_its_accuracy(data_root, tmp_path):
 
 
 def test_masks_until_end_compacts_once_at_the_end(data_root, tmp_path):
-    m = train_run(cfg(data_root, tmp_path, "masks", epochs=3, warmup_epochs=1, prune_until=0.7, target_params=0.3,
-                      progressive=False, min_width=2, round_to=1), quiet=True)
+    m = train_run(
+        cfg(
+            data_root,
+            tmp_path,
+            "masks",
+            epochs=3,
+            warmup_epochs=1,
+            prune_until=0.7,
+            target_params=0.3,
+            progressive=False,
+            min_width=2,
+            round_to=1,
+        ),
+        quiet=True,
+    )
     h = history(tmp_path / "masks")
     assert h[-1]["widths"] == {"conv0": 8, "conv1": 16, "fc0": 32}  # still masked while training
     assert sum(m["widths"].values()) < 56  # physically smaller at the end
@@ -99,9 +132,22 @@ def test_masks_until_end_compacts_once_at_the_end(data_root, tmp_path):
 
 
 def test_bilstm_prunes_hidden_units_per_direction(data_root, tmp_path):
-    c = resolve_train_config(dataset="sst2", data_dir=data_root, out=tmp_path / "lstm", epochs=4, batch_size=32, lr=0.01,
-                             vocab_size=200, max_len=24, target_params=0.25, warmup_epochs=1, round_to=1,
-                             min_width=2, threads=1)
+    c = resolve_train_config(
+        dataset="sst2",
+        data_dir=data_root,
+        out=tmp_path / "lstm",
+        epochs=4,
+        batch_size=32,
+        lr=0.01,
+        vocab_size=200,
+        max_len=24,
+        target_params=0.25,
+        warmup_epochs=1,
+        round_to=1,
+        min_width=2,
+        threads=1,
+        device="cpu",
+    )
     c.model_config = {"embed_dim": 16, "hidden": [[16, 16]]}
     m = train_run(c, quiet=True)
     assert m["params"] <= 0.25 * m["baseline_params"]
@@ -110,20 +156,25 @@ def test_bilstm_prunes_hidden_units_per_direction(data_root, tmp_path):
     assert (tmp_path / "lstm" / "vocab.json").exists()
 
 
-@pytest.mark.parametrize("args,match", [
-    (["--epochs", "-1"], "--epochs must be at least 1"),
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
-    (["--model", "bilstm"], "use --model cnn"),
-    (["--model", "resnet"], "Unknown model 'resnet'"),
-    (["--threshold", "2"], "--threshold must lie in"),
-    (["--target-params", "3"], "--target-params must be a fraction"),
-    (["--round-to", "0"], "--round-to must be 1"),
-    (["--prune-until", "0"], "--prune-until must be a fraction"),
-    (["--min-width", "0"], "--min-width must be at least 1"),
-    (["--preset", "tiny"], "Unknown preset"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--epochs", "-1"], "--epochs must be at least 1"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--model", "bilstm"], "use --model cnn"),
+        (["--model", "resnet"], "Unknown model 'resnet'"),
+        (["--threshold", "2"], "--threshold must lie in"),
+        (["--target-params", "3"], "--target-params must be a fraction"),
+        (["--round-to", "0"], "--round-to must be 1"),
+        (["--prune-until", "0"], "--prune-until must be a fraction"),
+        (["--min-width", "0"], "--min-width must be at least 1"),
+        (["--preset", "tiny"], "Unknown preset"),
+    ],
+)
 def test_bad_flags_get_one_clear_sentence(data_root, tmp_path, args, match):
-    r = runner.invoke(app, ["train", "--dataset", "mnist", "--data-dir", str(data_root), "--out", str(tmp_path / "x"), *args])
+    r = runner.invoke(
+        app, ["train", "--dataset", "mnist", "--data-dir", str(data_root), "--out", str(tmp_path / "x"), *args]
+    )
     assert r.exit_code == 2, r.output
     assert match in r.output and "Traceback" not in r.output
 
@@ -136,8 +187,22 @@ def test_unknown_dataset_and_offline_text_dataset(tmp_path):
 
 
 def test_run_directory_with_another_configuration(data_root, tmp_path):
-    args = ["train", "--dataset", "mnist", "--data-dir", str(data_root), "--out", str(tmp_path / "r"), "--epochs", "1",
-            "--limit", "100", "--no-prune", "--threads", "1"]
+    args = [
+        "train",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(data_root),
+        "--out",
+        str(tmp_path / "r"),
+        "--epochs",
+        "1",
+        "--limit",
+        "100",
+        "--no-prune",
+        "--threads",
+        "1",
+    ]
     assert runner.invoke(app, args).exit_code == 0
     r = runner.invoke(app, args + ["--lr", "0.01"])
     assert r.exit_code == 2 and "different configuration (lr differ)" in r.output

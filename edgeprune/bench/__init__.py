@@ -25,16 +25,14 @@ def _measure(models, settings: Settings, command: list[str] | None, progress) ->
     return report(rows, settings, machine_info(settings.label), command, conditions.result)
 
 
-def bench(paths: list[Path], settings: Settings, command: list[str] | None = None,
-          progress=lambda s: None) -> dict:
+def bench(paths: list[Path], settings: Settings, command: list[str] | None = None, progress=lambda s: None) -> dict:
     """Discover and measure every model under `paths`: the report dict (format 1)."""
     from edgeprune.bench.discover import discover
 
     return _measure(discover(paths), settings, command, progress)
 
 
-def run(paths: list[Path], settings: Settings, json_path: Path | None = None,
-        console=None) -> int:
+def run(paths: list[Path], settings: Settings, json_path: Path | None = None, console=None) -> int:
     """The `edgeprune bench` command: measure, print the table, write JSON; 0 if all succeeded."""
     from rich.console import Console
 

@@ -55,5 +55,4 @@ class Conditions:
             "background_cpu_cores": round(max(0.0, others / elapsed), 3),
             "steal_cpu_cores": round(max(0.0, (steal - self._steal) / elapsed), 3),
         }
-        self.result["busy"] = (self.result["background_cpu_cores"]
-                               + self.result["steal_cpu_cores"]) >= BUSY_CORES
+        self.result["busy"] = (self.result["background_cpu_cores"] + self.result["steal_cpu_cores"]) >= BUSY_CORES

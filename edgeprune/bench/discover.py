@@ -24,17 +24,16 @@ class Model:
 def _bundle(root: Path) -> list[Model]:
     meta_path = root / "meta.json"
     if not meta_path.is_file():
-        raise UserError(f"{root} is not a bundle (no meta.json); pass a bundle directory made by "
-                        "`edgeprune export` or .onnx files.")
+        raise UserError(
+            f"{root} is not a bundle (no meta.json); pass a bundle directory made by `edgeprune export` or .onnx files."
+        )
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"{meta_path} is not valid JSON ({e}); re-run `edgeprune export`.") from None
     models = meta.get("models") if isinstance(meta, dict) else None
-    if not models or not all(isinstance(m, dict) and m.get("name") and m.get("file")
-                             for m in models):
-        raise UserError(f"{meta_path} lists no models (each needs a name and a file); "
-                        "re-run `edgeprune export`.")
+    if not models or not all(isinstance(m, dict) and m.get("name") and m.get("file") for m in models):
+        raise UserError(f"{meta_path} lists no models (each needs a name and a file); re-run `edgeprune export`.")
     run_dir = root.parent if (root.parent / "config.json").is_file() else None
     # Inside a run directory the bundle is always called "bundle"; the run's name says more.
     prefix = run_dir.name if run_dir is not None and root.name == "bundle" else root.name
@@ -48,8 +47,17 @@ def _bundle(root: Path) -> list[Model]:
         if problem is None:
             bad = check_model(path)
             problem = f"{m['file']} is not a valid ONNX model: {bad}" if bad else None
-        out.append(Model(name=f"{prefix}/{m['name']}", variant=str(m["name"]), path=path,
-                         eval=eval_path, meta=meta, run_dir=run_dir, problem=problem))
+        out.append(
+            Model(
+                name=f"{prefix}/{m['name']}",
+                variant=str(m["name"]),
+                path=path,
+                eval=eval_path,
+                meta=meta,
+                run_dir=run_dir,
+                problem=problem,
+            )
+        )
     return out
 
 

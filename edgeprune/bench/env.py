@@ -10,15 +10,37 @@ import sys
 from pathlib import Path
 
 # Instruction sets that decide whether INT8 kernels pay off (see edgeprune/targets.py).
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512vnni", "avx_vnni", "amx_int8",
-             "neon", "asimd", "asimddp", "dotprod", "i8mm")
+ISA_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx512vnni",
+    "avx_vnni",
+    "amx_int8",
+    "neon",
+    "asimd",
+    "asimddp",
+    "dotprod",
+    "i8mm",
+)
 
 # /proc/cpuinfo on ARM names the core by its part number only.
-ARM_PARTS = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55",
-             "0xd07": "Cortex-A57", "0xd08": "Cortex-A72", "0xd09": "Cortex-A73",
-             "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76", "0xd0c": "Neoverse-N1",
-             "0xd0d": "Cortex-A77", "0xd40": "Neoverse-V1", "0xd41": "Cortex-A78",
-             "0xd49": "Neoverse-N2", "0xd4f": "Neoverse-V2"}
+ARM_PARTS = {
+    "0xd03": "Cortex-A53",
+    "0xd04": "Cortex-A35",
+    "0xd05": "Cortex-A55",
+    "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72",
+    "0xd09": "Cortex-A73",
+    "0xd0a": "Cortex-A75",
+    "0xd0b": "Cortex-A76",
+    "0xd0c": "Neoverse-N1",
+    "0xd0d": "Cortex-A77",
+    "0xd40": "Neoverse-V1",
+    "0xd41": "Cortex-A78",
+    "0xd49": "Neoverse-N2",
+    "0xd4f": "Neoverse-V2",
+}
 
 ARM_MACHINES = ("aarch64", "arm64", "armv7l", "armv8l")
 
@@ -75,8 +97,7 @@ def emulation(machine: str, cpu: dict, cpuinfo: str) -> str | None:
     if os.environ.get("EDGEPRUNE_EMULATED", "") not in ("", "0"):
         return "EDGEPRUNE_EMULATED is set"
     # qemu-user shows the host's /proc/cpuinfo to the guest, so the two architectures disagree.
-    if machine in ARM_MACHINES and (cpu["vendor"] in ("GenuineIntel", "AuthenticAMD")
-                                    or "avx2" in cpu["isa"]):
+    if machine in ARM_MACHINES and (cpu["vendor"] in ("GenuineIntel", "AuthenticAMD") or "avx2" in cpu["isa"]):
         return f"platform is {machine} but /proc/cpuinfo describes an x86 CPU (qemu-user)"
     if machine in ("x86_64", "AMD64") and "CPU implementer" in cpuinfo:
         return f"platform is {machine} but /proc/cpuinfo describes an ARM CPU"
@@ -93,8 +114,7 @@ def machine_info(label: str | None = None) -> dict:
     reason = emulation(machine, cpu, cpuinfo)
     if reason and "/proc/cpuinfo describes" in reason:
         # The flags are the host's, not the emulated CPU's; reporting them would mislead.
-        cpu = {"cpu_model": f"{machine} emulated on {cpu['cpu_model']}", "isa": [],
-               "vendor": cpu["vendor"]}
+        cpu = {"cpu_model": f"{machine} emulated on {cpu['cpu_model']}", "isa": [], "vendor": cpu["vendor"]}
     return {
         "label": label or socket.gethostname(),
         "hostname": socket.gethostname(),

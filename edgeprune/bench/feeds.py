@@ -11,9 +11,15 @@ DEFAULT_SEQ = 128  # token sequence length when neither metadata nor eval data g
 DEFAULT_VOCAB = 100  # token ids drawn from [0, DEFAULT_VOCAB) without metadata
 
 NUMPY_TYPES = {
-    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16,
-    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
 }
 
 
@@ -28,8 +34,7 @@ class InputSpec:
         try:
             return NUMPY_TYPES[self.ort_type]
         except KeyError:
-            raise ValueError(f"input {self.name!r} has type {self.ort_type}, "
-                             "which bench cannot synthesize") from None
+            raise ValueError(f"input {self.name!r} has type {self.ort_type}, which bench cannot synthesize") from None
 
 
 def read_metadata(custom_metadata_map: dict) -> dict | None:
@@ -76,8 +81,9 @@ def from_eval(x: np.ndarray, batch: int, spec: InputSpec) -> np.ndarray:
     return np.ascontiguousarray(rows, dtype=spec.dtype)
 
 
-def make_feed(specs: list[InputSpec], batch: int, meta: dict | None,
-              eval_x: np.ndarray | None) -> dict[str, np.ndarray]:
+def make_feed(
+    specs: list[InputSpec], batch: int, meta: dict | None, eval_x: np.ndarray | None
+) -> dict[str, np.ndarray]:
     if eval_x is not None and len(specs) == 1 and len(eval_x):
         return {specs[0].name: from_eval(eval_x, batch, specs[0])}
     return {s.name: synthetic(s, batch, meta, seed=i) for i, s in enumerate(specs)}

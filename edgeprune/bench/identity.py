@@ -13,8 +13,19 @@ OPSET = 13
 
 # TensorProto.DataType values for the dtypes onnxruntime reports as "tensor(<name>)".
 ELEM_TYPES = {
-    "float": 1, "uint8": 2, "int8": 3, "uint16": 4, "int16": 5, "int32": 6, "int64": 7,
-    "string": 8, "bool": 9, "float16": 10, "double": 11, "uint32": 12, "uint64": 13,
+    "float": 1,
+    "uint8": 2,
+    "int8": 3,
+    "uint16": 4,
+    "int16": 5,
+    "int32": 6,
+    "int64": 7,
+    "string": 8,
+    "bool": 9,
+    "float16": 10,
+    "double": 11,
+    "uint32": 12,
+    "uint64": 13,
     "bfloat16": 16,
 }
 
@@ -34,8 +45,7 @@ def identity_model(inputs: list[tuple[str, str, int]]) -> bytes:
     """Serialized ModelProto passing each (name, ort type like 'tensor(float)', rank) through."""
     graph = b""
     for i, (name, _, _) in enumerate(inputs):
-        node = (field_bytes(1, name) + field_bytes(2, f"out{i}") + field_bytes(3, f"id{i}")
-                + field_bytes(4, "Identity"))
+        node = field_bytes(1, name) + field_bytes(2, f"out{i}") + field_bytes(3, f"id{i}") + field_bytes(4, "Identity")
         graph += field_bytes(1, node)
     graph += field_bytes(2, "edgeprune_floor")
     for name, ort_type, rank in inputs:
@@ -43,5 +53,4 @@ def identity_model(inputs: list[tuple[str, str, int]]) -> bytes:
     for i, (_, ort_type, rank) in enumerate(inputs):
         graph += field_bytes(12, _value_info(f"out{i}", _elem(ort_type), rank))
     opset = field_bytes(1, "") + field_varint(2, OPSET)
-    return (field_varint(1, IR_VERSION) + field_bytes(2, "edgeprune")
-            + field_bytes(7, graph) + field_bytes(8, opset))
+    return field_varint(1, IR_VERSION) + field_bytes(2, "edgeprune") + field_bytes(7, graph) + field_bytes(8, opset)

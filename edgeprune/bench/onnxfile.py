@@ -54,4 +54,3 @@ def count_initializer_elements(path: Path) -> int | None:
         return total
     except (OSError, ProtoError):
         return None
-

@@ -21,8 +21,11 @@ class WorkerProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgeprune.bench.worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            text=True, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=env,
         )
 
     def request(self, req: dict, timeout: float) -> dict:
@@ -52,8 +55,7 @@ class WorkerProcess:
         self._stderr.seek(0)
         lines = [ln.strip() for ln in self._stderr.read().splitlines() if ln.strip()]
         last = f": {lines[-1][:300]}" if lines else ""
-        how = (f"killed by signal {-code}" if code is not None and code < 0
-               else f"exited with code {code}")
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
         return f"the worker process {how}{last}"
 
     def kill(self) -> None:

@@ -17,6 +17,7 @@ class ProtoError(ValueError):
 
 # --- encoding -------------------------------------------------------------------------------
 
+
 def varint(n: int) -> bytes:
     if n < 0:
         n += 1 << 64  # protobuf encodes negative int64 as ten-byte two's complement
@@ -43,6 +44,7 @@ def field_bytes(num: int, value: bytes | str) -> bytes:
 
 # --- decoding -------------------------------------------------------------------------------
 
+
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
@@ -67,12 +69,12 @@ def fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
         if wire == VARINT:
             value, pos = _read_varint(buf, pos)
         elif wire == I64:
-            value, pos = buf[pos:pos + 8], pos + 8
+            value, pos = buf[pos : pos + 8], pos + 8
         elif wire == I32:
-            value, pos = buf[pos:pos + 4], pos + 4
+            value, pos = buf[pos : pos + 4], pos + 4
         elif wire == LEN:
             n, pos = _read_varint(buf, pos)
-            value, pos = buf[pos:pos + n], pos + n
+            value, pos = buf[pos : pos + n], pos + n
         else:
             raise ProtoError(f"unsupported wire type {wire}")
         if pos > end:

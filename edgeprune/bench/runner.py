@@ -78,12 +78,21 @@ def _load(model: Model, row: dict, settings: Settings) -> WorkerProcess | None:
         row["params"], row["params_source"] = _params(model, None)
         return None
     worker = WorkerProcess()
-    reply = _ask(worker, row, {
-        "cmd": "load", "path": str(model.path), "threads": settings.threads,
-        "arena": settings.arena, "mem_pattern": settings.mem_pattern,
-        "batches": list(settings.batches), "warmup": settings.warmup,
-        "eval": str(model.eval) if model.eval else None,
-    }, LOAD_TIMEOUT_S)
+    reply = _ask(
+        worker,
+        row,
+        {
+            "cmd": "load",
+            "path": str(model.path),
+            "threads": settings.threads,
+            "arena": settings.arena,
+            "mem_pattern": settings.mem_pattern,
+            "batches": list(settings.batches),
+            "warmup": settings.warmup,
+            "eval": str(model.eval) if model.eval else None,
+        },
+        LOAD_TIMEOUT_S,
+    )
     row["params"], row["params_source"] = _params(model, reply and reply["metadata"])
     if reply is None:
         worker.kill()
@@ -93,8 +102,9 @@ def _load(model: Model, row: dict, settings: Settings) -> WorkerProcess | None:
     return worker
 
 
-def _time_interleaved(workers: dict[int, WorkerProcess], rows: list[dict], names: list[str],
-                      settings: Settings, progress: Progress) -> None:
+def _time_interleaved(
+    workers: dict[int, WorkerProcess], rows: list[dict], names: list[str], settings: Settings, progress: Progress
+) -> None:
     """Per batch size: round r runs every live worker in turn (A B C), `rounds` times."""
     round_req: dict = {"cmd": "round"}
     if settings.seconds is not None:
@@ -150,10 +160,17 @@ def measure(models: list[Model], settings: Settings, progress: Progress = lambda
     return rows
 
 
-def report(rows: list[dict], settings: Settings, machine: dict, command: list[str],
-           conditions: dict | None = None) -> dict:
-    return {"format": 1, "command": command, "machine": machine,
-            "settings": settings.as_dict(), "conditions": conditions, "results": rows}
+def report(
+    rows: list[dict], settings: Settings, machine: dict, command: list[str], conditions: dict | None = None
+) -> dict:
+    return {
+        "format": 1,
+        "command": command,
+        "machine": machine,
+        "settings": settings.as_dict(),
+        "conditions": conditions,
+        "results": rows,
+    }
 
 
 def run_dir_files(models: list[Model], report_: dict) -> dict[Path, dict]:

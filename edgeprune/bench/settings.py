@@ -36,8 +36,7 @@ def parse_batches(text: str) -> tuple[int, ...]:
     """'1,8,64' -> (1, 8, 64); anything but positive integers is a UserError."""
     parts = [p.strip() for p in str(text).split(",")]
     if not parts or not all(re.fullmatch(r"[0-9]+", p) and int(p) > 0 for p in parts):
-        raise UserError(f"--batch must be positive integers separated by commas, e.g. 1,8,64; "
-                        f"got {text!r}.")
+        raise UserError(f"--batch must be positive integers separated by commas, e.g. 1,8,64; got {text!r}.")
     return tuple(dict.fromkeys(int(p) for p in parts))  # keep order, drop repeats
 
 
@@ -46,10 +45,18 @@ def safe_label(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "host"
 
 
-def make_settings(threads: int | None = None, batch: str = "1", warmup: int = 10,
-                  runs: int | None = None, seconds: float | None = None, rounds: int = 5,
-                  target: str | None = None, arena: bool = True, mem_pattern: bool = True,
-                  label: str | None = None) -> Settings:
+def make_settings(
+    threads: int | None = None,
+    batch: str = "1",
+    warmup: int = 10,
+    runs: int | None = None,
+    seconds: float | None = None,
+    rounds: int = 5,
+    target: str | None = None,
+    arena: bool = True,
+    mem_pattern: bool = True,
+    label: str | None = None,
+) -> Settings:
     if runs is not None and seconds is not None:
         raise UserError("give either --runs or --seconds, not both.")
     if runs is not None and runs < 1:
@@ -69,13 +76,19 @@ def make_settings(threads: int | None = None, batch: str = "1", warmup: int = 10
     elif preset and preset.threads:
         # More threads than cores makes threads wait on each other; the numbers would be noise.
         n_threads = min(preset.threads, cores)
-        source = f"--target {preset.name}" + (f" (capped to {cores} cores)"
-                                             if preset.threads > cores else "")
+        source = f"--target {preset.name}" + (f" (capped to {cores} cores)" if preset.threads > cores else "")
     else:
         n_threads, source = cores, "all usable cores"
     return Settings(
-        threads=n_threads, threads_source=source, batches=parse_batches(batch), warmup=warmup,
-        runs=None if seconds is not None else (runs or 100), seconds=seconds, rounds=rounds,
-        arena=arena, mem_pattern=mem_pattern, target=preset.name if preset else None,
+        threads=n_threads,
+        threads_source=source,
+        batches=parse_batches(batch),
+        warmup=warmup,
+        runs=None if seconds is not None else (runs or 100),
+        seconds=seconds,
+        rounds=rounds,
+        arena=arena,
+        mem_pattern=mem_pattern,
+        target=preset.name if preset else None,
         label=safe_label(label or os.environ.get("EDGEPRUNE_DEVICE") or socket.gethostname()),
     )

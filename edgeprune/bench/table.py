@@ -36,46 +36,57 @@ def _kib(row: dict) -> str:
 
 def machine_line(machine: dict, settings: dict, conditions: dict | None = None) -> Text:
     runs = f"{settings['runs']} runs" if settings["runs"] else f"{settings['seconds']} s per batch"
-    text = Text(f"{machine['cpu_model'] or machine['machine']} ({machine['machine']}; "
-                f"{' '.join(machine['isa']) or 'no SIMD flags read'}), onnxruntime "
-                f"{machine['onnxruntime']}, {settings['threads']} threads "
-                f"({settings['threads_source']}); {settings['rounds']} rounds x {runs}, "
-                f"warm-up {settings['warmup']}; label {settings['label']}")
+    text = Text(
+        f"{machine['cpu_model'] or machine['machine']} ({machine['machine']}; "
+        f"{' '.join(machine['isa']) or 'no SIMD flags read'}), onnxruntime "
+        f"{machine['onnxruntime']}, {settings['threads']} threads "
+        f"({settings['threads_source']}); {settings['rounds']} rounds x {runs}, "
+        f"warm-up {settings['warmup']}; label {settings['label']}"
+    )
     if conditions and conditions.get("busy"):
-        text.append(f"\nBUSY MACHINE: other processes used {conditions['background_cpu_cores']:.2f} "
-                    f"cores (+{conditions['steal_cpu_cores']:.2f} stolen by the hypervisor) on "
-                    "average while measuring; latencies are inflated and noisy",
-                    style="bold yellow")
+        text.append(
+            f"\nBUSY MACHINE: other processes used {conditions['background_cpu_cores']:.2f} "
+            f"cores (+{conditions['steal_cpu_cores']:.2f} stolen by the hypervisor) on "
+            "average while measuring; latencies are inflated and noisy",
+            style="bold yellow",
+        )
     if machine["emulated"]:
-        text.append(f"\nEMULATED ({machine['emulation_reason']}): not device timings",
-                    style="bold yellow")
+        text.append(f"\nEMULATED ({machine['emulation_reason']}): not device timings", style="bold yellow")
     return text
 
 
 def models_table(report: dict) -> Table:
     table = Table(title="models", box=box.SIMPLE_HEAD)
-    for col in ("model", "status", "acc", "F1", "RSS MiB\nbefore/load/peak", "KiB\n(gz)",
-                "params"):
+    for col in ("model", "status", "acc", "F1", "RSS MiB\nbefore/load/peak", "KiB\n(gz)", "params"):
         if col in ("model", "status"):
             table.add_column(col, overflow="fold", min_width=12 if col == "model" else None)
         else:
             table.add_column(col, justify="right", no_wrap=True)
     for row in report["results"]:
         mem = row["memory"]
-        rss = (f"{mem['rss_before_mb']:.0f}/{mem['rss_after_load_mb']:.0f}/{mem['rss_peak_mb']:.0f}"
-               if mem else "-")
-        status = (Text("ok", style="green") if row["status"] == "ok"
-                  else Text(f"FAILED: {row['error']}", style="bold red"))
-        table.add_row(row["name"], status, _num(row["accuracy"], "{:.4f}"),
-                      _num(row["f1"], "{:.4f}"), rss, _kib(row), _num(row["params"], "{:,}"))
+        rss = f"{mem['rss_before_mb']:.0f}/{mem['rss_after_load_mb']:.0f}/{mem['rss_peak_mb']:.0f}" if mem else "-"
+        status = (
+            Text("ok", style="green") if row["status"] == "ok" else Text(f"FAILED: {row['error']}", style="bold red")
+        )
+        table.add_row(
+            row["name"],
+            status,
+            _num(row["accuracy"], "{:.4f}"),
+            _num(row["f1"], "{:.4f}"),
+            rss,
+            _kib(row),
+            _num(row["params"], "{:,}"),
+        )
     return table
 
 
 def latency_table(report: dict) -> Table:
-    table = Table(title="latency (ms)", box=box.SIMPLE_HEAD,
-                  caption=machine_line(report["machine"], report["settings"],
-                                       report.get("conditions")),
-                  caption_justify="left")
+    table = Table(
+        title="latency (ms)",
+        box=box.SIMPLE_HEAD,
+        caption=machine_line(report["machine"], report["settings"], report.get("conditions")),
+        caption_justify="left",
+    )
     # "rnd med"/"rnd min": median and minimum of the per-round medians; "floor": the p50 of an
     # Identity model with the same inputs (docs/bench.md).
     # p90 stays in the JSON; without it the table fits 80 columns.
@@ -87,8 +98,9 @@ def latency_table(report: dict) -> Table:
     keys = ("p50_ms", "p99_ms", "round_median_ms", "round_min_ms", "floor_p50_ms")
     for row in report["results"]:
         for j, (batch, lat) in enumerate(row["latency"].items()):
-            table.add_row(row["name"] if j == 0 else "", batch,
-                          *(_ms(lat[k]) for k in keys), _rate(lat["throughput_sps"]))
+            table.add_row(
+                row["name"] if j == 0 else "", batch, *(_ms(lat[k]) for k in keys), _rate(lat["throughput_sps"])
+            )
     return table
 
 

@@ -77,7 +77,7 @@ class Worker:
             # Only the rows the timed batches use stay in memory; the full set is read again
             # for accuracy after the memory figures are taken.
             with np.load(self.eval_path) as z:
-                eval_x = np.array(z["x"][:max(req["batches"])])
+                eval_x = np.array(z["x"][: max(req["batches"])])
         gc.collect()
         # Measured after imports: what the session itself adds.
         before = rss_mb()
@@ -85,14 +85,14 @@ class Worker:
             self.session = ort.InferenceSession(req["path"], so, providers=providers)
             after = rss_mb()
             sampler.note(after)
-            specs = [feeds.InputSpec(i.name, i.type, tuple(i.shape))
-                     for i in self.session.get_inputs()]
+            specs = [feeds.InputSpec(i.name, i.type, tuple(i.shape)) for i in self.session.get_inputs()]
             self.meta = feeds.read_metadata(self.session.get_modelmeta().custom_metadata_map)
             self.feeds = {b: feeds.make_feed(specs, b, self.meta, eval_x) for b in req["batches"]}
             self.floor = ort.InferenceSession(
                 identity_model([(s.name, s.ort_type, len(s.shape)) for s in specs]),
                 session_options(req["threads"], req["arena"], req["mem_pattern"]),
-                providers=providers)
+                providers=providers,
+            )
             for b in req["batches"]:
                 # At least one call per batch size, so the peak covers inference at every shape.
                 for _ in range(max(1, req["warmup"])):
@@ -103,9 +103,15 @@ class Worker:
         self.memory = {"rss_before_mb": before, "rss_after_load_mb": after}
         return {
             "metadata": self.meta,
-            "inputs": [{"name": s.name, "type": s.ort_type, "shape": list(s.shape),
-                        "bench_shape": {str(b): list(f[s.name].shape) for b, f in self.feeds.items()}}
-                       for s in specs],
+            "inputs": [
+                {
+                    "name": s.name,
+                    "type": s.ort_type,
+                    "shape": list(s.shape),
+                    "bench_shape": {str(b): list(f[s.name].shape) for b, f in self.feeds.items()},
+                }
+                for s in specs
+            ],
             "session_options": describe_options(so, self.session.get_providers()),
         }
 
@@ -153,16 +159,14 @@ class Worker:
         dtype = feeds.NUMPY_TYPES.get(self.session.get_inputs()[0].type, x.dtype)
         preds = []
         for i in range(0, len(x), EVAL_CHUNK):
-            chunk = np.ascontiguousarray(x[i:i + EVAL_CHUNK], dtype=dtype)
+            chunk = np.ascontiguousarray(x[i : i + EVAL_CHUNK], dtype=dtype)
             preds.append(metrics.predictions(self.session.run(None, {name: chunk})[0]))
         pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
         y = np.asarray(y, dtype=np.int64).reshape(-1)
         labels = (self.meta or {}).get("labels") or []
         width = self.session.get_outputs()[0].shape[-1]
-        num_classes = max(len(labels), width if isinstance(width, int) else 0,
-                          int(y.max()) + 1 if y.size else 0, 2)
-        return {"accuracy": metrics.accuracy(y, pred), "f1": metrics.f1(y, pred, num_classes),
-                "eval_n": len(y)}
+        num_classes = max(len(labels), width if isinstance(width, int) else 0, int(y.max()) + 1 if y.size else 0, 2)
+        return {"accuracy": metrics.accuracy(y, pred), "f1": metrics.f1(y, pred, num_classes), "eval_n": len(y)}
 
 
 def serve(inp, out) -> None:

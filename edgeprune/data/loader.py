@@ -45,11 +45,22 @@ class Data:
         """What a device needs to feed the model (goes into exports and bundles)."""
         meta = {"task": self.spec.task, "labels": list(self.spec.labels), "dataset": self.spec.name}
         if self.spec.task == "image":
-            meta.update(input_dtype="float32", layout="NCHW", input_shape=["batch", *self.spec.image_shape],
-                        normalization={"scale": 1 / 255, "mean": list(self.spec.mean), "std": list(self.spec.std)})
+            meta.update(
+                input_dtype="float32",
+                layout="NCHW",
+                input_shape=["batch", *self.spec.image_shape],
+                normalization={"scale": 1 / 255, "mean": list(self.spec.mean), "std": list(self.spec.std)},
+            )
         else:
-            meta.update(input_dtype="int64", layout="NT", input_shape=["batch", "seq"], normalization=None,
-                        vocab_size=len(self.vocab), max_len=self.vocab.max_len, vocab_sha256=self.vocab.sha256())
+            meta.update(
+                input_dtype="int64",
+                layout="NT",
+                input_shape=["batch", "seq"],
+                normalization=None,
+                vocab_size=len(self.vocab),
+                max_len=self.vocab.max_len,
+                vocab_sha256=self.vocab.sha256(),
+            )
         return meta
 
 
@@ -93,15 +104,26 @@ def load_data(
     test = Split(torch.from_numpy(np.ascontiguousarray(raw.test.x)), torch.from_numpy(raw.test.y))
     shape = tuple(train.x.shape[1:])
     if shape != spec.image_shape:
-        raise UserError(f"{raw.source} holds images of shape {shape}, but {spec.name} images are "
-                        f"{spec.image_shape}; point --data-dir at the right files.")
+        raise UserError(
+            f"{raw.source} holds images of shape {shape}, but {spec.name} images are "
+            f"{spec.image_shape}; point --data-dir at the right files."
+        )
     c = spec.image_shape[0]
-    return Data(spec, train, val, test, raw.source,
-                mean=torch.tensor(spec.mean).view(1, c, 1, 1), std=torch.tensor(spec.std).view(1, c, 1, 1))
+    return Data(
+        spec,
+        train,
+        val,
+        test,
+        raw.source,
+        mean=torch.tensor(spec.mean).view(1, c, 1, 1),
+        std=torch.tensor(spec.std).view(1, c, 1, 1),
+    )
 
 
 def _check_labels(spec: DatasetSpec, *label_arrays: np.ndarray) -> None:
     for y in label_arrays:
         if len(y) and (y.min() < 0 or y.max() >= spec.num_classes):
-            raise UserError(f"{spec.name} labels must lie in 0..{spec.num_classes - 1}, found "
-                            f"{int(y.min())}..{int(y.max())}; check the label column of your files.")
+            raise UserError(
+                f"{spec.name} labels must lie in 0..{spec.num_classes - 1}, found "
+                f"{int(y.min())}..{int(y.max())}; check the label column of your files."
+            )

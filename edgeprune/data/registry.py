@@ -43,41 +43,83 @@ def register(spec: DatasetSpec) -> DatasetSpec:
     return spec
 
 
-register(DatasetSpec(
-    name="mnist", task="image", labels=tuple(str(i) for i in range(10)),
-    hf_id="ylecun/mnist", test_split="test", image_shape=(1, 28, 28),
-    mean=(0.1307,), std=(0.3081,), local_format="IDX files (train-images-idx3-ubyte[.gz], ...)",
-    default_model="cnn",
-))
-register(DatasetSpec(
-    name="fashion-mnist", task="image",
-    labels=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-            "Sneaker", "Bag", "Ankle boot"),
-    hf_id="zalando-datasets/fashion_mnist", test_split="test", image_shape=(1, 28, 28),
-    mean=(0.2860,), std=(0.3530,), local_format="IDX files (train-images-idx3-ubyte[.gz], ...)",
-    default_model="cnn",
-))
-register(DatasetSpec(
-    name="cifar10", task="image",
-    labels=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-            "truck"),
-    hf_id="uoft-cs/cifar10", test_split="test", image_shape=(3, 32, 32),
-    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
-    local_format="CIFAR-10 python batches (cifar-10-batches-py/data_batch_1..5, test_batch)",
-    default_model="cnn",
-))
-register(DatasetSpec(
-    name="imdb", task="text", labels=("negative", "positive"), hf_id="stanfordnlp/imdb",
-    test_split="test", local_format="train.csv|parquet and test.csv|parquet with columns text,label",
-    default_model="bilstm",
-))
-register(DatasetSpec(
-    name="sst2", task="text", labels=("negative", "positive"), hf_id="stanfordnlp/sst2",
-    test_split="validation", hf_text_column="sentence",
-    local_format="train.csv|parquet and validation.csv|parquet with columns text,label",
-    notes="test = the 872-example validation split (the hub's test labels are hidden)",
-    default_model="bilstm",
-))
+register(
+    DatasetSpec(
+        name="mnist",
+        task="image",
+        labels=tuple(str(i) for i in range(10)),
+        hf_id="ylecun/mnist",
+        test_split="test",
+        image_shape=(1, 28, 28),
+        mean=(0.1307,),
+        std=(0.3081,),
+        local_format="IDX files (train-images-idx3-ubyte[.gz], ...)",
+        default_model="cnn",
+    )
+)
+register(
+    DatasetSpec(
+        name="fashion-mnist",
+        task="image",
+        labels=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        hf_id="zalando-datasets/fashion_mnist",
+        test_split="test",
+        image_shape=(1, 28, 28),
+        mean=(0.2860,),
+        std=(0.3530,),
+        local_format="IDX files (train-images-idx3-ubyte[.gz], ...)",
+        default_model="cnn",
+    )
+)
+register(
+    DatasetSpec(
+        name="cifar10",
+        task="image",
+        labels=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        hf_id="uoft-cs/cifar10",
+        test_split="test",
+        image_shape=(3, 32, 32),
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        local_format="CIFAR-10 python batches (cifar-10-batches-py/data_batch_1..5, test_batch)",
+        default_model="cnn",
+    )
+)
+register(
+    DatasetSpec(
+        name="imdb",
+        task="text",
+        labels=("negative", "positive"),
+        hf_id="stanfordnlp/imdb",
+        test_split="test",
+        local_format="train.csv|parquet and test.csv|parquet with columns text,label",
+        default_model="bilstm",
+    )
+)
+register(
+    DatasetSpec(
+        name="sst2",
+        task="text",
+        labels=("negative", "positive"),
+        hf_id="stanfordnlp/sst2",
+        test_split="validation",
+        hf_text_column="sentence",
+        local_format="train.csv|parquet and validation.csv|parquet with columns text,label",
+        notes="test = the 872-example validation split (the hub's test labels are hidden)",
+        default_model="bilstm",
+    )
+)
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -114,6 +156,13 @@ def describe_all(data_dir: Optional[Path]) -> list[dict]:
     for spec in DATASETS.values():
         local = find_local(spec, data_dir)
         found = str(local) if local else f"not local (hub: {spec.hf_id})"
-        rows.append({"name": spec.name, "task": spec.task, "num_classes": spec.num_classes,
-                     "found": found, "local": str(local) if local else None})
+        rows.append(
+            {
+                "name": spec.name,
+                "task": spec.task,
+                "num_classes": spec.num_classes,
+                "found": found,
+                "local": str(local) if local else None,
+            }
+        )
     return rows

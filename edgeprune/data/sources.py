@@ -40,6 +40,7 @@ class RawData:
 
 # ---------------------------------------------------------------- IDX (MNIST family)
 
+
 def _idx_path(directory: Path, stem: str) -> Optional[Path]:
     for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
         p = directory / name
@@ -65,10 +66,15 @@ def read_idx(path: Path) -> np.ndarray:
     dtype = np.dtype(IDX_DTYPES[data[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - header != expected:
-        raise UserError(f"{path} is truncated or corrupt ({len(data) - header} bytes of data, "
-                        f"expected {expected}); replace it with the original.")
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(
-        dtype.newbyteorder("=") if dtype.kind != "u" else dtype)
+        raise UserError(
+            f"{path} is truncated or corrupt ({len(data) - header} bytes of data, "
+            f"expected {expected}); replace it with the original."
+        )
+    return (
+        np.frombuffer(data, dtype=dtype, offset=header)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("=") if dtype.kind != "u" else dtype)
+    )
 
 
 def read_idx_split(directory: Path, split: str) -> RawSplit:
@@ -76,12 +82,15 @@ def read_idx_split(directory: Path, split: str) -> RawSplit:
     images = read_idx(_idx_path(directory, img_stem))
     labels = read_idx(_idx_path(directory, lbl_stem)).astype(np.int64)
     if images.ndim != 3 or len(images) != len(labels):
-        raise UserError(f"IDX files in {directory} do not match: {images.shape} images, "
-                        f"{labels.shape} labels; replace them with the originals.")
+        raise UserError(
+            f"IDX files in {directory} do not match: {images.shape} images, "
+            f"{labels.shape} labels; replace them with the originals."
+        )
     return RawSplit(images[:, None, :, :].astype(np.uint8), labels)
 
 
 # ---------------------------------------------------------------- CIFAR-10 python batches
+
 
 def _cifar_dir(directory: Path) -> Optional[Path]:
     for d in (directory, directory / "cifar-10-batches-py"):
@@ -97,8 +106,9 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except Exception as e:  # a corrupt pickle can raise nearly anything
-        raise UserError(f"{path} is not a CIFAR-10 python batch ({type(e).__name__}); "
-                        "replace it with the original.") from None
+        raise UserError(
+            f"{path} is not a CIFAR-10 python batch ({type(e).__name__}); replace it with the original."
+        ) from None
     return data, labels
 
 
@@ -111,6 +121,7 @@ def read_cifar(directory: Path) -> tuple[RawSplit, RawSplit]:
 
 
 # ---------------------------------------------------------------- text tables (CSV / Parquet)
+
 
 def _table_path(directory: Path, split: str) -> Optional[Path]:
     for ext in (".parquet", ".csv"):
@@ -136,8 +147,10 @@ def read_text_table(path: Path) -> RawSplit:
                 rows = list(csv.DictReader(f))
             table = {k: [r[k] for r in rows] for k in (rows[0].keys() if rows else [])}
     except Exception as e:
-        raise UserError(f"{path} could not be read as a table ({type(e).__name__}: {e}); "
-                        "it must be CSV or Parquet with columns text,label.") from None
+        raise UserError(
+            f"{path} could not be read as a table ({type(e).__name__}: {e}); "
+            "it must be CSV or Parquet with columns text,label."
+        ) from None
     text_col = next((c for c in ("text", "sentence") if c in table), None)
     if text_col is None or "label" not in table:
         raise UserError(f"{path} has columns {sorted(table)}; it needs columns text,label.")
@@ -149,6 +162,7 @@ def read_text_table(path: Path) -> RawSplit:
 
 
 # ---------------------------------------------------------------- dispatch
+
 
 def has_local_copy(spec: DatasetSpec, directory: Path) -> bool:
     if spec.name in ("mnist", "fashion-mnist"):
@@ -165,16 +179,19 @@ def read_local(spec: DatasetSpec, directory: Path) -> RawData:
         train, test = read_cifar(directory)
         return RawData(train, test, str(directory))
     tr, te = TEXT_SPLITS[spec.name]
-    return RawData(read_text_table(_table_path(directory, tr)), read_text_table(_table_path(directory, te)),
-                   str(directory))
+    return RawData(
+        read_text_table(_table_path(directory, tr)), read_text_table(_table_path(directory, te)), str(directory)
+    )
 
 
 def read_hub(spec: DatasetSpec, looked_in: list[Path]) -> RawData:
     """Load from the Hugging Face hub; offline, raise one sentence saying where files go."""
     where = looked_in[0] if looked_in else Path("DATA") / spec.name
-    missing = (f"'{spec.name}' was not found locally and the Hugging Face hub ({spec.hf_id}) is "
-               f"unreachable; put {spec.local_format} in {where} (or pass --data-dir / set "
-               f"$EDGEPRUNE_DATA) and try again.")
+    missing = (
+        f"'{spec.name}' was not found locally and the Hugging Face hub ({spec.hf_id}) is "
+        f"unreachable; put {spec.local_format} in {where} (or pass --data-dir / set "
+        f"$EDGEPRUNE_DATA) and try again."
+    )
     try:
         import datasets as hf
     except ImportError:

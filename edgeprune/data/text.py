@@ -44,8 +44,15 @@ class Vocab:
         return out
 
     def to_json(self) -> dict:
-        return {"format": 1, "pad": PAD, "unk": UNK, "max_len": self.max_len, "lowercase": True,
-                "token_pattern": TOKEN_RE.pattern, "tokens": self.tokens}
+        return {
+            "format": 1,
+            "pad": PAD,
+            "unk": UNK,
+            "max_len": self.max_len,
+            "lowercase": True,
+            "token_pattern": TOKEN_RE.pattern,
+            "tokens": self.tokens,
+        }
 
     @classmethod
     def from_json(cls, obj: dict) -> "Vocab":

@@ -41,13 +41,17 @@ def swap_into_place(staged: Path, final: Path) -> None:
 
 def write_manifest(root: Path) -> None:
     """sha256sum format over every other file, so `sha256sum -c MANIFEST.sha256` checks a copy."""
-    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}"
-             for p in sorted(root.iterdir()) if p.is_file() and p.name != MANIFEST]
+    lines = [
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}"
+        for p in sorted(root.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    ]
     (root / MANIFEST).write_text("\n".join(lines) + "\n")
 
 
-def write_bundle(root: Path, meta: dict, models: dict[str, Path], eval_x: np.ndarray,
-                 eval_y: np.ndarray, vocab: dict | None) -> list[str]:
+def write_bundle(
+    root: Path, meta: dict, models: dict[str, Path], eval_x: np.ndarray, eval_y: np.ndarray, vocab: dict | None
+) -> list[str]:
     """Fill the (empty, staged) bundle directory `root`; returns the file names written.
 
     `models` maps a bundle file name (model.onnx, model.int8.onnx) to the file to copy.

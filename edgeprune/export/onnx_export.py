@@ -26,9 +26,20 @@ MAX_OPSET = 21
 IR_VERSION = 8
 
 # The layers whose ONNX forms this pipeline knows how to check and quantize.
-SUPPORTED_LAYERS = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.LSTM, torch.nn.Embedding,
-                    torch.nn.BatchNorm2d, torch.nn.ReLU, torch.nn.MaxPool2d, torch.nn.Flatten,
-                    torch.nn.Dropout, torch.nn.Identity, torch.nn.ModuleList, torch.nn.Sequential)
+SUPPORTED_LAYERS = (
+    torch.nn.Conv2d,
+    torch.nn.Linear,
+    torch.nn.LSTM,
+    torch.nn.Embedding,
+    torch.nn.BatchNorm2d,
+    torch.nn.ReLU,
+    torch.nn.MaxPool2d,
+    torch.nn.Flatten,
+    torch.nn.Dropout,
+    torch.nn.Identity,
+    torch.nn.ModuleList,
+    torch.nn.Sequential,
+)
 
 
 def load_run_model(model_path: Path) -> tuple[torch.nn.Module, dict]:
@@ -38,21 +49,25 @@ def load_run_model(model_path: Path) -> tuple[torch.nn.Module, dict]:
 
     model_path = Path(model_path)
     if not model_path.is_file():
-        raise UserError(f"{model_path} does not exist; train the run first "
-                        f"(edgeprune train --out {model_path.parent}).")
+        raise UserError(
+            f"{model_path} does not exist; train the run first (edgeprune train --out {model_path.parent})."
+        )
     record = load_torch(model_path, "edgeprune model")
     if not isinstance(record, dict) or record.get("format") != "edgeprune.model" or "arch" not in record:
         raise UserError(f"{model_path} is not an edgeprune model file; re-create it with edgeprune train.")
     if record.get("version") != 1:
-        raise UserError(f"{model_path} has model format version {record.get('version')}, this edgeprune "
-                        "reads version 1; re-train with this version.")
+        raise UserError(
+            f"{model_path} has model format version {record.get('version')}, this edgeprune "
+            "reads version 1; re-train with this version."
+        )
     model = build_model(record["arch"])
     try:
         model.load_state_dict(record["state_dict"])
     except (RuntimeError, KeyError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{model_path} holds weights that do not fit its architecture ({first}); "
-                        "re-create it with edgeprune train.") from None
+        raise UserError(
+            f"{model_path} holds weights that do not fit its architecture ({first}); re-create it with edgeprune train."
+        ) from None
     check_supported(model, record["arch"]["name"])
     return model.eval(), record
 
@@ -63,11 +78,15 @@ def check_supported(model: torch.nn.Module, arch_name: str) -> None:
         if type(m) is torch.nn.Module or m is model:
             continue  # plain containers (the BiLSTM's per-layer holder) and the model itself
         if not isinstance(m, SUPPORTED_LAYERS):
-            raise UserError(f"model '{arch_name}' has a {type(m).__name__} layer ({name}), which edgeprune "
-                            "export does not support; export supports Conv2d, Linear, LSTM and Embedding models.")
+            raise UserError(
+                f"model '{arch_name}' has a {type(m).__name__} layer ({name}), which edgeprune "
+                "export does not support; export supports Conv2d, Linear, LSTM and Embedding models."
+            )
         if isinstance(m, torch.nn.LSTM) and (m.bidirectional or not m.batch_first or m.proj_size):
-            raise UserError(f"layer {name} is an LSTM configured in a way edgeprune export does not support "
-                            "(expected batch_first, one direction, no projection).")
+            raise UserError(
+                f"layer {name} is an LSTM configured in a way edgeprune export does not support "
+                "(expected batch_first, one direction, no projection)."
+            )
 
 
 def dynamic_axes_for(meta: dict) -> dict[int, str]:
@@ -82,8 +101,9 @@ def example_input(meta: dict, batch: int = 2, seq: int = 16) -> torch.Tensor:
     return torch.randn(batch, *meta["input_shape"][1:], dtype=torch.float32)
 
 
-def export_onnx(model: torch.nn.Module, meta: dict, path: Path, opset: int = DEFAULT_OPSET,
-                exporter: str = "torchscript") -> None:
+def export_onnx(
+    model: torch.nn.Module, meta: dict, path: Path, opset: int = DEFAULT_OPSET, exporter: str = "torchscript"
+) -> None:
     """Write `model` to `path` as ONNX with input `input`, output `logits` and symbolic axes."""
     axes = dynamic_axes_for(meta)
     x = example_input(meta)
@@ -93,15 +113,31 @@ def export_onnx(model: torch.nn.Module, meta: dict, path: Path, opset: int = DEF
         with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             if exporter == "torchscript":
-                torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=[INPUT_NAME],
-                                  output_names=[OUTPUT_NAME], opset_version=opset,
-                                  dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: {0: "batch"}},
-                                  do_constant_folding=True)
+                torch.onnx.export(
+                    model,
+                    (x,),
+                    str(path),
+                    dynamo=False,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    opset_version=opset,
+                    dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: {0: "batch"}},
+                    do_constant_folding=True,
+                )
             elif exporter == "dynamo":
                 shapes = ({i: torch.export.Dim.DYNAMIC for i in axes},)
-                torch.onnx.export(model, (x,), str(path), dynamo=True, input_names=[INPUT_NAME],
-                                  output_names=[OUTPUT_NAME], opset_version=max(opset, 18),
-                                  dynamic_shapes=shapes, external_data=False, verbose=False)
+                torch.onnx.export(
+                    model,
+                    (x,),
+                    str(path),
+                    dynamo=True,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    opset_version=max(opset, 18),
+                    dynamic_shapes=shapes,
+                    external_data=False,
+                    verbose=False,
+                )
             else:
                 raise UserError(f"unknown exporter {exporter!r}; choose torchscript or dynamo.")
     except UserError:
@@ -111,12 +147,15 @@ def export_onnx(model: torch.nn.Module, meta: dict, path: Path, opset: int = DEF
         if "inferred a static shape" in text:
             # torch.export traced a dynamic axis as a constant: seen on the second export of an
             # LSTM in one process. Refuse rather than ship a model that takes one length only.
-            raise UserError(f"the {exporter} exporter froze a dimension that must stay dynamic (a known "
-                            "torch.export problem on a second export in one process); use the default "
-                            "torchscript exporter or export in a fresh process.") from None
+            raise UserError(
+                f"the {exporter} exporter froze a dimension that must stay dynamic (a known "
+                "torch.export problem on a second export in one process); use the default "
+                "torchscript exporter or export in a fresh process."
+            ) from None
         first = (text.strip().splitlines() or [type(e).__name__])[0][:300]
-        raise UserError(f"torch.onnx.export ({exporter}) could not export this model ({first}); "
-                        "try another --opset.") from None
+        raise UserError(
+            f"torch.onnx.export ({exporter}) could not export this model ({first}); try another --opset."
+        ) from None
     _rename_axes(path, meta)
 
 
@@ -160,8 +199,10 @@ def symbolic_problems(model: onnx.ModelProto, meta: dict) -> list[str]:
 def check_symbolic(path: Path, meta: dict) -> None:
     problems = symbolic_problems(onnx.load(str(path), load_external_data=False), meta)
     if problems:
-        raise UserError(f"the exported graph {Path(path).name} froze a dimension that must stay dynamic "
-                        f"({'; '.join(problems)}); re-run the export in a fresh process or with another --opset.")
+        raise UserError(
+            f"the exported graph {Path(path).name} froze a dimension that must stay dynamic "
+            f"({'; '.join(problems)}); re-run the export in a fresh process or with another --opset."
+        )
 
 
 def metadata(meta: dict, record: dict, logits_width: int) -> dict:

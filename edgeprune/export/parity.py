@@ -26,7 +26,7 @@ def session(path: Path, threads: int | None = None):
 
 def logits(sess, x: np.ndarray) -> np.ndarray:
     name = sess.get_inputs()[0].name
-    out = [sess.run(None, {name: x[i:i + EVAL_CHUNK]})[0] for i in range(0, len(x), EVAL_CHUNK)]
+    out = [sess.run(None, {name: x[i : i + EVAL_CHUNK]})[0] for i in range(0, len(x), EVAL_CHUNK)]
     return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
 
@@ -44,14 +44,24 @@ def compare(out: np.ndarray, ref: np.ndarray) -> dict:
     """Max abs logit difference and the rate at which predicted classes agree."""
     out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
     if out.shape != ref.shape:
-        raise UserError(f"the exported model returns logits of shape {out.shape}, PyTorch {ref.shape}; "
-                        "the export is broken, please report it.")
+        raise UserError(
+            f"the exported model returns logits of shape {out.shape}, PyTorch {ref.shape}; "
+            "the export is broken, please report it."
+        )
     agree = float((metrics.predictions(out) == metrics.predictions(ref)).mean()) if len(ref) else None
     return {"max_abs_diff": float(np.abs(out - ref).max()) if out.size else 0.0, "argmax_agreement": agree}
 
 
-def variant_row(name: str, file: Path, fixed_x: np.ndarray, torch_fixed: np.ndarray,
-                eval_x: np.ndarray, eval_y: np.ndarray, num_classes: int, nodes: int | None) -> dict:
+def variant_row(
+    name: str,
+    file: Path,
+    fixed_x: np.ndarray,
+    torch_fixed: np.ndarray,
+    eval_x: np.ndarray,
+    eval_y: np.ndarray,
+    num_classes: int,
+    nodes: int | None,
+) -> dict:
     """One row of parity.json for an ONNX file."""
     sess = session(file)
     row = {"name": name, "file": Path(file).name, "nodes": nodes, **sizes(file)}
@@ -63,6 +73,8 @@ def variant_row(name: str, file: Path, fixed_x: np.ndarray, torch_fixed: np.ndar
 
 def require_close(row: dict, against: str, tolerance: float = ONNX_TOLERANCE) -> None:
     if not row["max_abs_diff"] <= tolerance:
-        raise UserError(f"the {row['name']} model differs from {against} by {row['max_abs_diff']:.2e} "
-                        f"(tolerance {tolerance:g}) on the parity batch; the export is not exact, try "
-                        "another --opset or --simplifier.")
+        raise UserError(
+            f"the {row['name']} model differs from {against} by {row['max_abs_diff']:.2e} "
+            f"(tolerance {tolerance:g}) on the parity batch; the export is not exact, try "
+            "another --opset or --simplifier."
+        )

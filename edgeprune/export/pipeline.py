@@ -47,11 +47,13 @@ class ExportOptions:
         if self.format not in FORMATS:
             raise UserError(f"unknown --format {self.format!r}; edgeprune exports {', '.join(FORMATS)}.")
         if self.quantize not in quantize.QUANTIZE_CHOICES:
-            raise UserError(f"unknown --quantize {self.quantize!r}; choose one of "
-                            f"{', '.join(quantize.QUANTIZE_CHOICES)}.")
+            raise UserError(
+                f"unknown --quantize {self.quantize!r}; choose one of {', '.join(quantize.QUANTIZE_CHOICES)}."
+            )
         if self.simplifier not in simplify.SIMPLIFIERS:
-            raise UserError(f"unknown --simplifier {self.simplifier!r}; choose one of "
-                            f"{', '.join(simplify.SIMPLIFIERS)}.")
+            raise UserError(
+                f"unknown --simplifier {self.simplifier!r}; choose one of {', '.join(simplify.SIMPLIFIERS)}."
+            )
         if not onnx_export.MIN_OPSET <= self.opset <= onnx_export.MAX_OPSET:
             raise UserError(f"--opset must lie in {onnx_export.MIN_OPSET}..{onnx_export.MAX_OPSET}, got {self.opset}.")
         if not self.max_acc_drop >= 0:
@@ -92,8 +94,7 @@ def export_run(run_dir, **options) -> dict:
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    summary.update(export_dir=str(run.export), bundle_dir=str(run.bundle),
-                   tar=str(tar_path) if opts.tar else None)
+    summary.update(export_dir=str(run.export), bundle_dir=str(run.bundle), tar=str(tar_path) if opts.tar else None)
     return summary
 
 
@@ -115,9 +116,16 @@ def _load_eval_data(run: RunDir, record: dict, opts: ExportOptions):
         if meta.get("vocab_sha256") and vocab.sha256() != meta["vocab_sha256"]:
             raise UserError(f"{run.vocab} is not the vocabulary the model was trained with; restore it or re-train.")
     data_dir = opts.data_dir or cfg.get("data_dir")
-    data = load_data(cfg["dataset"], Path(data_dir) if data_dir else None, seed=cfg.get("seed", 0),
-                     limit=cfg.get("limit"), val_fraction=cfg.get("val_fraction", 0.1),
-                     vocab_size=cfg.get("vocab_size", 20000), max_len=cfg.get("max_len", 256), vocab=vocab)
+    data = load_data(
+        cfg["dataset"],
+        Path(data_dir) if data_dir else None,
+        seed=cfg.get("seed", 0),
+        limit=cfg.get("limit"),
+        val_fraction=cfg.get("val_fraction", 0.1),
+        vocab_size=cfg.get("vocab_size", 20000),
+        max_len=cfg.get("max_len", 256),
+        vocab=vocab,
+    )
     if not len(data.test):
         raise UserError(f"the {cfg['dataset']} test split is empty; nothing to check the export against.")
 
@@ -134,8 +142,9 @@ def _load_eval_data(run: RunDir, record: dict, opts: ExportOptions):
     return meta, data, eval_x, eval_y, calib_x, vocab
 
 
-def _export(run: RunDir, model, record: dict, opts: ExportOptions, target, out: Path, bundle_dir: Path,
-            work: Path) -> dict:
+def _export(
+    run: RunDir, model, record: dict, opts: ExportOptions, target, out: Path, bundle_dir: Path, work: Path
+) -> dict:
     import torch
 
     t0 = time.perf_counter()
@@ -144,8 +153,9 @@ def _export(run: RunDir, model, record: dict, opts: ExportOptions, target, out: 
     fixed_x = eval_x[:PARITY_BATCH]
     with torch.no_grad():
         torch_fixed = model(torch.from_numpy(fixed_x)).numpy()
-        torch_eval = np.concatenate([model(torch.from_numpy(eval_x[i:i + 512])).numpy()
-                                     for i in range(0, len(eval_x), 512)])
+        torch_eval = np.concatenate(
+            [model(torch.from_numpy(eval_x[i : i + 512])).numpy() for i in range(0, len(eval_x), 512)]
+        )
     props = onnx_export.metadata_props(onnx_export.metadata(meta, record, int(torch_fixed.shape[-1])))
 
     # 1. torch -> ONNX, checked: symbolic axes in the saved file, full checker, exactness.
@@ -154,11 +164,19 @@ def _export(run: RunDir, model, record: dict, opts: ExportOptions, target, out: 
     onnx_export.check_symbolic(exported, meta)
     onnx_export.finalize(exported, props)
     nodes_exported = len(onnx.load(str(exported), load_external_data=False).graph.node)
-    rows = [{"name": "torch", "file": run.model.name, "nodes": None, **parity.sizes(run.model),
-             "max_abs_diff": 0.0, "argmax_agreement": 1.0, **parity.scores(torch_eval, eval_y, num_classes),
-             "eval_n": len(eval_y)}]
-    onnx_row = parity.variant_row("onnx", exported, fixed_x, torch_fixed, eval_x, eval_y, num_classes,
-                                  nodes_exported)
+    rows = [
+        {
+            "name": "torch",
+            "file": run.model.name,
+            "nodes": None,
+            **parity.sizes(run.model),
+            "max_abs_diff": 0.0,
+            "argmax_agreement": 1.0,
+            **parity.scores(torch_eval, eval_y, num_classes),
+            "eval_n": len(eval_y),
+        }
+    ]
+    onnx_row = parity.variant_row("onnx", exported, fixed_x, torch_fixed, eval_x, eval_y, num_classes, nodes_exported)
     parity.require_close(onnx_row, "PyTorch")
     rows.append(onnx_row)
 
@@ -166,10 +184,12 @@ def _export(run: RunDir, model, record: dict, opts: ExportOptions, target, out: 
     simplified = out / "model.onnx"
     simp = simplify.simplify(exported, simplified, opts.simplifier)
     onnx_export.check_symbolic(simplified, meta)
-    simp_row = parity.variant_row("simplified", simplified, fixed_x, torch_fixed, eval_x, eval_y,
-                                  num_classes, simp["nodes_after"])
-    vs_onnx = parity.compare(parity.logits(parity.session(simplified), fixed_x),
-                             parity.logits(parity.session(exported), fixed_x))
+    simp_row = parity.variant_row(
+        "simplified", simplified, fixed_x, torch_fixed, eval_x, eval_y, num_classes, simp["nodes_after"]
+    )
+    vs_onnx = parity.compare(
+        parity.logits(parity.session(simplified), fixed_x), parity.logits(parity.session(exported), fixed_x)
+    )
     simp_row["max_abs_diff_vs_onnx"] = vs_onnx["max_abs_diff"]
     parity.require_close(dict(simp_row, max_abs_diff=vs_onnx["max_abs_diff"]), "the exported ONNX model")
     parity.require_close(simp_row, "PyTorch")
@@ -190,8 +210,9 @@ def _export(run: RunDir, model, record: dict, opts: ExportOptions, target, out: 
             quantize.quantize(pre, qpath, recipe, calib_x if recipe.method == "static" else None)
             onnx_export.check_symbolic(qpath, meta)
             qm = onnx.load(str(qpath), load_external_data=False)
-            row = parity.variant_row(recipe.name, qpath, fixed_x, torch_fixed, eval_x, eval_y, num_classes,
-                                     len(qm.graph.node))
+            row = parity.variant_row(
+                recipe.name, qpath, fixed_x, torch_fixed, eval_x, eval_y, num_classes, len(qm.graph.node)
+            )
             row["recipe"] = recipe.as_dict()
             row["acc_drop_points"] = round((simp_row["accuracy"] - row["accuracy"]) * 100, 4)
             qrows.append(row)
@@ -206,18 +227,21 @@ def _export(run: RunDir, model, record: dict, opts: ExportOptions, target, out: 
         if not opts.measure_latency:
             latency_note = "latency measurement was switched off"
         elif not native:
-            latency_note = (f"latency measured on this {platform.machine()} machine does not predict a "
-                            f"{target.name}")
+            latency_note = f"latency measured on this {platform.machine()} machine does not predict a {target.name}"
         else:
-            latency = _latency({"float": simplified, **{r["name"]: out / r["file"] for r in within}},
-                               opts.target)
+            latency = _latency({"float": simplified, **{r["name"]: out / r["file"] for r in within}}, opts.target)
             for r in rows:
                 if latency and r["name"] in latency:
                     r["latency_p50_ms"] = latency[r["name"]]
             simp_row["latency_p50_ms"] = latency.get("float") if latency else None
-    chosen, kept, why = quantize.choose(float_row, qrows, opts.max_acc_drop, latency,
-                                        explicit=opts.quantize in ("static", "dynamic"),
-                                        latency_note=latency_note)
+    chosen, kept, why = quantize.choose(
+        float_row,
+        qrows,
+        opts.max_acc_drop,
+        latency,
+        explicit=opts.quantize in ("static", "dynamic"),
+        latency_note=latency_note,
+    )
     if kept:
         shutil.copyfile(out / f"model.int8-{kept}.onnx", out / "model.int8.onnx")
 
@@ -231,17 +255,23 @@ def _export(run: RunDir, model, record: dict, opts: ExportOptions, target, out: 
     by_name = {r["name"]: r for r in rows}
     bundle_meta = {
         **onnx_export.metadata(meta, record, int(torch_fixed.shape[-1])),
-        "models": models, "default": chosen, "eval": "eval.npz",
+        "models": models,
+        "default": chosen,
+        "eval": "eval.npz",
         **({"vocab": "vocab.json"} if vocab is not None else {}),
         "metrics": {
-            "train": {k: run_metrics.get(k) for k in ("test_accuracy", "test_f1", "test_n", "params",
-                                                       "baseline_params", "compression") if k in run_metrics},
+            "train": {
+                k: run_metrics.get(k)
+                for k in ("test_accuracy", "test_f1", "test_n", "params", "baseline_params", "compression")
+                if k in run_metrics
+            },
             "float": _brief(by_name["simplified"]),
             **({"int8": _brief(by_name[kept])} if kept else {}),
         },
     }
-    written = bundle_mod.write_bundle(bundle_dir, bundle_meta, files, eval_x, eval_y,
-                                      vocab.to_json() if vocab is not None else None)
+    written = bundle_mod.write_bundle(
+        bundle_dir, bundle_meta, files, eval_x, eval_y, vocab.to_json() if vocab is not None else None
+    )
 
     summary = {
         "format": 1,
@@ -271,8 +301,17 @@ def _export(run: RunDir, model, record: dict, opts: ExportOptions, target, out: 
 
 
 def _brief(row: dict) -> dict:
-    keys = ("accuracy", "f1", "eval_n", "max_abs_diff", "argmax_agreement", "size_bytes", "size_gz_bytes",
-            "nodes", "latency_p50_ms")
+    keys = (
+        "accuracy",
+        "f1",
+        "eval_n",
+        "max_abs_diff",
+        "argmax_agreement",
+        "size_bytes",
+        "size_gz_bytes",
+        "nodes",
+        "latency_p50_ms",
+    )
     return {k: row.get(k) for k in keys if k in row}
 
 

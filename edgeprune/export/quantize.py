@@ -40,23 +40,25 @@ def model_kind(model: onnx.ModelProto) -> dict:
     """What the graph is made of: recurrent (LSTM), conv, and the Linear share of the weights."""
     inits = {t.name: int(np.prod(t.dims)) if t.dims else 1 for t in model.graph.initializer}
     ops = [n.op_type for n in model.graph.node]
-    linear = sum(inits.get(n.input[1], 0) for n in model.graph.node if n.op_type in ("Gemm", "MatMul")
-                 and len(n.input) > 1)
+    linear = sum(
+        inits.get(n.input[1], 0) for n in model.graph.node if n.op_type in ("Gemm", "MatMul") and len(n.input) > 1
+    )
     total = sum(inits.values()) or 1
     kind = "recurrent" if "LSTM" in ops else "conv" if "Conv" in ops else "linear"
     return {"kind": kind, "linear_share": round(linear / total, 4), "ops": sorted(set(ops))}
 
 
-def recipes(kind: dict, quantize: str, per_channel: bool, reduce_range: bool,
-            target=None) -> list[Recipe]:
+def recipes(kind: dict, quantize: str, per_channel: bool, reduce_range: bool, target=None) -> list[Recipe]:
     """The quantized variants to build for this model. `target` (edgeprune.targets.Target)
     narrows `auto` to the preset's recipe for the model's kind."""
     recurrent_or_linear = kind["kind"] in ("recurrent", "linear")
     if quantize == "none":
         return []
     if quantize == "static" and kind["kind"] == "recurrent":
-        raise UserError("static quantization does not cover LSTM layers in onnxruntime; use "
-                        "--quantize dynamic (or auto) for this model.")
+        raise UserError(
+            "static quantization does not cover LSTM layers in onnxruntime; use "
+            "--quantize dynamic (or auto) for this model."
+        )
     # Dynamic on a conv model: only the Linear layers (ConvInteger made a small CNN 3-7x slower).
     dyn_ops = None if recurrent_or_linear else ("MatMul",)
     static = Recipe("static", "static", per_channel, reduce_range, None)
@@ -87,8 +89,9 @@ def preprocess(src: Path, dst: Path) -> str | None:
         try:
             quant_pre_process(str(src), str(dst), skip_optimization=True)
         except Exception as e2:  # noqa: BLE001
-            raise UserError(f"onnxruntime's quant_pre_process failed on this model ({_one_line(e2)}); "
-                            "use --quantize none.") from None
+            raise UserError(
+                f"onnxruntime's quant_pre_process failed on this model ({_one_line(e2)}); use --quantize none."
+            ) from None
     finalize(dst, props)
     return note
 
@@ -100,8 +103,13 @@ def gemm_to_matmul(model: onnx.ModelProto) -> int:
     new_nodes, count = [], 0
     for node in model.graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if (node.op_type != "Gemm" or node.input[1] not in inits or attrs.get("transA", 0)
-                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+        if (
+            node.op_type != "Gemm"
+            or node.input[1] not in inits
+            or attrs.get("transA", 0)
+            or attrs.get("alpha", 1.0) != 1.0
+            or attrs.get("beta", 1.0) != 1.0
+        ):
             new_nodes.append(node)
             continue
         w = numpy_helper.to_array(inits[node.input[1]])
@@ -130,7 +138,7 @@ class ArrayReader:
     """A CalibrationDataReader over model-ready arrays, in batches."""
 
     def __init__(self, x: np.ndarray, batch: int = 32):
-        self.batches = [x[i:i + batch] for i in range(0, len(x), batch)]
+        self.batches = [x[i : i + batch] for i in range(0, len(x), batch)]
         self.i = 0
 
     def get_next(self):
@@ -173,29 +181,49 @@ def quantize(src: Path, dst: Path, recipe: Recipe, calib_x: np.ndarray | None = 
                 if calib_x is None or not len(calib_x):
                     raise UserError("static quantization needs calibration samples; raise --calib.")
                 reader = type("Reader", (ArrayReader, CalibrationDataReader), {})(calib_x)
-                quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
-                                per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None)
+                quantize_static(
+                    str(src),
+                    str(dst),
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=recipe.per_channel,
+                    reduce_range=recipe.reduce_range,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
+                )
             else:
                 model = onnx.load(str(src))
                 gemm_to_matmul(model)
                 with tempfile.TemporaryDirectory() as tmp:
                     mm = Path(tmp) / "matmul.onnx"
                     onnx.save(model, str(mm))
-                    quantize_dynamic(str(mm), str(dst), weight_type=QuantType.QInt8,
-                                     per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
-                                     op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None)
+                    quantize_dynamic(
+                        str(mm),
+                        str(dst),
+                        weight_type=QuantType.QInt8,
+                        per_channel=recipe.per_channel,
+                        reduce_range=recipe.reduce_range,
+                        op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
+                    )
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise UserError(f"{recipe.method} quantization failed on this model ({_one_line(e)}); "
-                        "use --quantize none or another method.") from None
+        raise UserError(
+            f"{recipe.method} quantization failed on this model ({_one_line(e)}); "
+            "use --quantize none or another method."
+        ) from None
     finalize(dst, props)
 
 
-def choose(float_row: dict, rows: list[dict], max_acc_drop: float, latency_ms: dict | None,
-           explicit: bool, latency_note: str | None = None) -> tuple[str, str | None, str]:
+def choose(
+    float_row: dict,
+    rows: list[dict],
+    max_acc_drop: float,
+    latency_ms: dict | None,
+    explicit: bool,
+    latency_note: str | None = None,
+) -> tuple[str, str | None, str]:
     """Pick the default variant: returns (chosen name, the int8 variant kept or None, why).
 
     Accuracies are fractions; `max_acc_drop` is in points (1.0 = one percentage point). Among
@@ -225,8 +253,14 @@ def choose(float_row: dict, rows: list[dict], max_acc_drop: float, latency_ms: d
         f, q = lat["float"], lat[name]
         if q <= f * 1.05:
             return "int8", name, f"{within} and not slower than float ({q:.3f} vs {f:.3f} ms p50)"
-        return "float", name, (f"{within} but slower than float here ({q:.3f} vs {f:.3f} ms p50); "
-                               "float is the default, the INT8 file ships for the device to measure")
+        return (
+            "float",
+            name,
+            (
+                f"{within} but slower than float here ({q:.3f} vs {f:.3f} ms p50); "
+                "float is the default, the INT8 file ships for the device to measure"
+            ),
+        )
     return "int8", name, f"{within}; {latency_note or 'no latency measured'}, so the smaller file is the default"
 
 

@@ -44,8 +44,13 @@ def simplify(src: Path, dst: Path, simplifier: str = "onnxsim") -> dict:
         raise UserError(f"unknown --simplifier {simplifier!r}; choose one of {', '.join(SIMPLIFIERS)}.")
     model = onnx.load(str(src))
     props = get_metadata(model)
-    info = {"requested": simplifier, "used": None, "fallback_reason": None,
-            "nodes_before": len(model.graph.node), "nodes_after": None}
+    info = {
+        "requested": simplifier,
+        "used": None,
+        "fallback_reason": None,
+        "nodes_before": len(model.graph.node),
+        "nodes_after": None,
+    }
     order = {"onnxsim": ["onnxsim", "onnxslim"], "onnxslim": ["onnxslim", "onnxsim"], "none": []}[simplifier]
     reasons = []
     out = None

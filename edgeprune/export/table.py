@@ -14,25 +14,42 @@ def _kb(n) -> str:
 
 def render(summary: dict) -> Group:
     table = Table(title=f"edgeprune export: {summary['run']}", box=box.SIMPLE_HEAD)
-    for col, justify in (("variant", "left"), ("file", "left"), ("KB raw/gz", "right"),
-                         ("nodes", "right"), ("max|diff|", "right"), ("acc", "right"), ("F1", "right"), ("p50 ms", "right")):
+    for col, justify in (
+        ("variant", "left"),
+        ("file", "left"),
+        ("KB raw/gz", "right"),
+        ("nodes", "right"),
+        ("max|diff|", "right"),
+        ("acc", "right"),
+        ("F1", "right"),
+        ("p50 ms", "right"),
+    ):
         table.add_column(col, justify=justify, min_width=23 if col == "file" else None, no_wrap=True)
     kept = summary.get("int8_kept")
     for r in summary["variants"]:
         chosen = (r["name"] == "simplified" and summary["chosen"] == "float") or (
-            r["name"] == kept and summary["chosen"] == "int8")
+            r["name"] == kept and summary["chosen"] == "int8"
+        )
         lat = r.get("latency_p50_ms")
         table.add_row(
-            r["name"] + (" *" if chosen else ""), r["file"], f"{_kb(r['size_bytes'])}/{_kb(r['size_gz_bytes'])}",
-            "-" if r["nodes"] is None else str(r["nodes"]), f"{r['max_abs_diff']:.0e}",
-            f"{r['accuracy']:.4f}", f"{r['f1']:.4f}",
-            "-" if lat is None else f"{lat:.3f}")
+            r["name"] + (" *" if chosen else ""),
+            r["file"],
+            f"{_kb(r['size_bytes'])}/{_kb(r['size_gz_bytes'])}",
+            "-" if r["nodes"] is None else str(r["nodes"]),
+            f"{r['max_abs_diff']:.0e}",
+            f"{r['accuracy']:.4f}",
+            f"{r['f1']:.4f}",
+            "-" if lat is None else f"{lat:.3f}",
+        )
     simp = summary["simplifier"]
-    lines = [f"simplifier: {simp['used']} ({simp['nodes_before']} -> {simp['nodes_after']} nodes)"
-             + (f"; fell back: {simp['fallback_reason']}" if simp.get("fallback_reason") else "")]
-    lines.append(f"default: {summary['chosen']}"
-                 + (f" (int8 = {kept})" if kept else "") + f": {summary['reason']}")
+    lines = [
+        f"simplifier: {simp['used']} ({simp['nodes_before']} -> {simp['nodes_after']} nodes)"
+        + (f"; fell back: {simp['fallback_reason']}" if simp.get("fallback_reason") else "")
+    ]
+    lines.append(f"default: {summary['chosen']}" + (f" (int8 = {kept})" if kept else "") + f": {summary['reason']}")
     lines.append(f"accuracy on {summary['eval_n']} test examples; * = the bundle's default")
-    lines.append(f"wrote {summary['export_dir']}/ and {summary['bundle_dir']}/"
-                 + (f" and {summary['tar']}" if summary.get("tar") else ""))
+    lines.append(
+        f"wrote {summary['export_dir']}/ and {summary['bundle_dir']}/"
+        + (f" and {summary['tar']}" if summary.get("tar") else "")
+    )
     return Group(table, *(Text(line) for line in lines))

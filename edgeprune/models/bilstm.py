@@ -15,18 +15,20 @@ from edgeprune.models.registry import register_model
 
 def _bilstm_defaults(meta: dict) -> dict:
     n = len(meta["labels"])
-    return {"vocab_size": int(meta.get("vocab_size") or 20000), "embed_dim": 128,
-            "hidden": [[128, 128]], "num_outputs": 1 if n == 2 else n}
+    return {
+        "vocab_size": int(meta.get("vocab_size") or 20000),
+        "embed_dim": 128,
+        "hidden": [[128, 128]],
+        "num_outputs": 1 if n == 2 else n,
+    }
 
 
 @register_model("bilstm", task="text", default_config=_bilstm_defaults)
 class BiLSTM(nn.Module):
-    def __init__(self, vocab_size: int = 20000, embed_dim: int = 128, hidden=((128, 128),),
-                 num_outputs: int = 1):
+    def __init__(self, vocab_size: int = 20000, embed_dim: int = 128, hidden=((128, 128),), num_outputs: int = 1):
         super().__init__()
         hidden = [list(h) for h in hidden]
-        self.config = {"vocab_size": vocab_size, "embed_dim": embed_dim, "hidden": hidden,
-                       "num_outputs": num_outputs}
+        self.config = {"vocab_size": vocab_size, "embed_dim": embed_dim, "hidden": hidden, "num_outputs": num_outputs}
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.layers = nn.ModuleList()
         prev = embed_dim
@@ -61,4 +63,3 @@ class BiLSTM(nn.Module):
         cfg["embed_dim"] = widths["embed"]
         cfg["hidden"] = [[widths[f"lstm{i}.fwd"], widths[f"lstm{i}.bwd"]] for i in range(len(self.layers))]
         return {"name": self.arch_name, "config": cfg}
-

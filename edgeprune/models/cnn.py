@@ -10,8 +10,13 @@ from edgeprune.models.registry import register_model
 
 def _cnn_defaults(meta: dict) -> dict:
     c, h, w = meta["input_shape"][1:]
-    return {"in_channels": c, "image_size": [h, w], "channels": [32, 64], "hidden": [128],
-            "num_classes": len(meta["labels"])}
+    return {
+        "in_channels": c,
+        "image_size": [h, w],
+        "channels": [32, 64],
+        "hidden": [128],
+        "num_classes": len(meta["labels"]),
+    }
 
 
 @register_model("cnn", task="image", default_config=_cnn_defaults)
@@ -19,12 +24,26 @@ class SeedCNN(nn.Module):
     """Defaults: 3x3 convs (padding 1) with 32 then 64 channels, 128 hidden units: 421,642
     parameters on 28x28x1 input with 10 classes."""
 
-    def __init__(self, in_channels: int = 1, image_size=(28, 28), channels=(32, 64), hidden=(128,),
-                 num_classes: int = 10, kernel_size: int = 3, batchnorm: bool = False):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size=(28, 28),
+        channels=(32, 64),
+        hidden=(128,),
+        num_classes: int = 10,
+        kernel_size: int = 3,
+        batchnorm: bool = False,
+    ):
         super().__init__()
-        self.config = {"in_channels": in_channels, "image_size": list(image_size),
-                       "channels": list(channels), "hidden": list(hidden), "num_classes": num_classes,
-                       "kernel_size": kernel_size, "batchnorm": batchnorm}
+        self.config = {
+            "in_channels": in_channels,
+            "image_size": list(image_size),
+            "channels": list(channels),
+            "hidden": list(hidden),
+            "num_classes": num_classes,
+            "kernel_size": kernel_size,
+            "batchnorm": batchnorm,
+        }
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         prev = in_channels

@@ -33,8 +33,10 @@ def default_config(name: str, dataset_meta: dict) -> dict:
     entry = _entry(name)
     if entry["task"] != dataset_meta["task"]:
         fitting = [m for m, e in MODELS.items() if e["task"] == dataset_meta["task"]]
-        raise UserError(f"Model '{name}' is for {entry['task']} data but {dataset_meta['dataset']} is "
-                        f"{dataset_meta['task']} data; use --model {' or '.join(fitting)}.")
+        raise UserError(
+            f"Model '{name}' is for {entry['task']} data but {dataset_meta['dataset']} is "
+            f"{dataset_meta['task']} data; use --model {' or '.join(fitting)}."
+        )
     return entry["defaults"](dataset_meta)
 
 
@@ -44,5 +46,7 @@ def build_model(arch: dict):
         cls = _entry(arch["name"])["cls"]
         return cls(**arch["config"])
     except (KeyError, TypeError) as e:
-        raise UserError(f"The architecture description {arch!r} is not valid ({e}); "
-                        "re-create the model with this edgeprune version.") from None
+        raise UserError(
+            f"The architecture description {arch!r} is not valid ({e}); "
+            "re-create the model with this edgeprune version."
+        ) from None

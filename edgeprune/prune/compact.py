@@ -36,8 +36,9 @@ def compact_model(model: nn.Module, removed: dict[str, torch.Tensor]) -> tuple[n
     return new, keeps
 
 
-def compact_optimizer(old_model: nn.Module, new_model: nn.Module, optimizer: torch.optim.Optimizer,
-                      keeps: Keeps) -> torch.optim.Optimizer:
+def compact_optimizer(
+    old_model: nn.Module, new_model: nn.Module, optimizer: torch.optim.Optimizer, keeps: Keeps
+) -> torch.optim.Optimizer:
     """The same optimizer over the new parameters, its per-weight state sliced to match."""
     new_opt = type(optimizer)(new_model.parameters(), **optimizer.defaults)
     for g_old, g_new in zip(optimizer.param_groups, new_opt.param_groups):
@@ -49,8 +50,10 @@ def compact_optimizer(old_model: nn.Module, new_model: nn.Module, optimizer: tor
             continue
         shape = old_params[name].shape
         # per-weight tensors (moments) are sliced; scalars (step) copied, never shared
-        new_opt.state[p_new] = {k: (slice_like(name, v, keeps) if v.shape == shape else v).clone()
-                                if torch.is_tensor(v) else v for k, v in st.items()}
+        new_opt.state[p_new] = {
+            k: (slice_like(name, v, keeps) if v.shape == shape else v).clone() if torch.is_tensor(v) else v
+            for k, v in st.items()
+        }
     return new_opt
 
 

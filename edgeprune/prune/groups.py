@@ -85,30 +85,51 @@ def cnn_groups(model) -> list[Group]:
     for i, conv in enumerate(model.convs):
         own = [Slice(f"convs.{i}.weight", 0, scored=True), Slice(f"convs.{i}.bias", 0, scored=True)]
         if model.norms:
-            own += [Slice(f"norms.{i}.{p}", 0, scored=p in ("weight", "bias"))
-                    for p in ("weight", "bias", "running_mean", "running_var")]
-        consumer = (Slice(f"convs.{i + 1}.weight", 1) if i + 1 < n_conv
-                    else Slice(f"{first_linear}.weight", 1, kind="block", block=model.spatial))
+            own += [
+                Slice(f"norms.{i}.{p}", 0, scored=p in ("weight", "bias"))
+                for p in ("weight", "bias", "running_mean", "running_var")
+            ]
+        consumer = (
+            Slice(f"convs.{i + 1}.weight", 1)
+            if i + 1 < n_conv
+            else Slice(f"{first_linear}.weight", 1, kind="block", block=model.spatial)
+        )
         groups.append(Group(f"conv{i}", conv.out_channels, own + [consumer]))
     for j, fc in enumerate(model.fcs):
         nxt = f"fcs.{j + 1}" if j + 1 < n_fc else "classifier"
-        groups.append(Group(f"fc{j}", fc.out_features, [
-            Slice(f"fcs.{j}.weight", 0, scored=True), Slice(f"fcs.{j}.bias", 0, scored=True),
-            Slice(f"{nxt}.weight", 1)]))
+        groups.append(
+            Group(
+                f"fc{j}",
+                fc.out_features,
+                [
+                    Slice(f"fcs.{j}.weight", 0, scored=True),
+                    Slice(f"fcs.{j}.bias", 0, scored=True),
+                    Slice(f"{nxt}.weight", 1),
+                ],
+            )
+        )
     return groups
 
 
 @register_groups("bilstm")
 def bilstm_groups(model) -> list[Group]:
     n = len(model.layers)
-    groups = [Group("embed", model.embedding.embedding_dim, [Slice("embedding.weight", 1, scored=True)] + [
-        Slice(f"layers.0.{d}.weight_ih_l0", 1) for d in ("fwd", "bwd")])]
+    groups = [
+        Group(
+            "embed",
+            model.embedding.embedding_dim,
+            [Slice("embedding.weight", 1, scored=True)]
+            + [Slice(f"layers.0.{d}.weight_ih_l0", 1) for d in ("fwd", "bwd")],
+        )
+    ]
     for i, layer in enumerate(model.layers):
         for d in ("fwd", "bwd"):
             lstm = getattr(layer, d)
             p = f"layers.{i}.{d}"
-            own = [Slice(f"{p}.{t}", 0, kind="gates", scored=True)
-                   for t in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
+            own = [
+                Slice(f"{p}.{t}", 0, kind="gates", scored=True)
+                for t in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+            ]
             own.append(Slice(f"{p}.weight_hh_l0", 1))  # the unit's recurrent input column
             offset = f"lstm{i}.fwd" if d == "bwd" else None
             if i + 1 < n:
@@ -119,7 +140,9 @@ def bilstm_groups(model) -> list[Group]:
     return groups
 
 
-def param_masks_for_units(model: nn.Module, groups: list[Group], removed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def param_masks_for_units(
+    model: nn.Module, groups: list[Group], removed: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Boolean keep-masks (state-dict key -> mask shaped like the tensor) zeroing removed units."""
     state = model.state_dict()
     widths = {g.name: g.width for g in groups}
@@ -136,7 +159,9 @@ def param_masks_for_units(model: nn.Module, groups: list[Group], removed: dict[s
     return masks
 
 
-def keep_indices(state: dict[str, torch.Tensor], groups: list[Group], removed: dict[str, torch.Tensor]) -> dict[tuple[str, int], torch.Tensor]:
+def keep_indices(
+    state: dict[str, torch.Tensor], groups: list[Group], removed: dict[str, torch.Tensor]
+) -> dict[tuple[str, int], torch.Tensor]:
     """For every (tensor, dim) touched by a removal, the sorted indices that survive."""
     widths = {g.name: g.width for g in groups}
     drop: dict[tuple[str, int], torch.Tensor] = {}

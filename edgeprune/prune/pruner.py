@@ -50,8 +50,9 @@ def _move(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.devi
 
 
 class Pruner:
-    def __init__(self, model: nn.Module, schedule: PruneSchedule, baseline_params: int | None = None,
-                 reduce_scores=None):
+    def __init__(
+        self, model: nn.Module, schedule: PruneSchedule, baseline_params: int | None = None, reduce_scores=None
+    ):
         self.schedule = schedule
         # Called on the scores before every decision; under DDP it sums them over the ranks so that
         # all ranks decide the same (see edgeprune.distributed.all_reduce_scores).
@@ -115,8 +116,9 @@ class Pruner:
                 for k, v in removed.items():
                     self.removed[k] = torch.unique(torch.cat([self.removed.get(k, v.new_empty(0)), v]))
                 unit_masks = param_masks_for_units(model, self.groups, removed)
-                zeros_before += sum(int((~m & self.masks.masks.get(k, torch.ones_like(m))).sum())
-                                    for k, m in unit_masks.items())
+                zeros_before += sum(
+                    int((~m & self.masks.masks.get(k, torch.ones_like(m))).sum()) for k, m in unit_masks.items()
+                )
                 self.masks.merge(unit_masks)
         self.masks.apply(model, optimizer)
         report.removed_connections = self.masks.zeros() - zeros_before
@@ -159,8 +161,11 @@ class Pruner:
         if budget is None or self._params_after(model, removed, live) <= budget * self.baseline_params:
             return removed
         target = budget * self.baseline_params
-        candidates = sorted((float(norm[g.name][i]), g.name, int(i)) for g in self.groups
-                            for i in ((~drop[g.name]) & live[g.name]).nonzero().view(-1))
+        candidates = sorted(
+            (float(norm[g.name][i]), g.name, int(i))
+            for g in self.groups
+            for i in ((~drop[g.name]) & live[g.name]).nonzero().view(-1)
+        )
 
         def removal(k: int) -> dict[str, torch.Tensor]:
             d = {name: m.clone() for name, m in drop.items()}
@@ -227,8 +232,12 @@ class Pruner:
         return (self.masks.zeros() / total) if total else 0.0
 
     def state_dict(self) -> dict:
-        return {"baseline_params": self.baseline_params, "budget_reached": self.budget_reached,
-                "masks": self.masks.state_dict(), "removed": {k: v.clone() for k, v in self.removed.items()}}
+        return {
+            "baseline_params": self.baseline_params,
+            "budget_reached": self.budget_reached,
+            "masks": self.masks.state_dict(),
+            "removed": {k: v.clone() for k, v in self.removed.items()},
+        }
 
     def load_state_dict(self, state: dict, model: nn.Module, optimizer=None) -> None:
         self.baseline_params = int(state["baseline_params"])
