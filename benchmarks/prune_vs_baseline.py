@@ -6,12 +6,15 @@ machine drifts; run one after the other and the later one may win or lose by cha
 if interrupted: re-run the same command.
 
     python benchmarks/prune_vs_baseline.py --dataset fashion-mnist --epochs 50
+    python benchmarks/prune_vs_baseline.py --dataset sst2 --epochs 25 --synthetic-text data/synthetic \
+        --train-args "--max-len 32"      # the BiLSTM on the learnable synthetic sentiment set
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -63,13 +66,28 @@ def main() -> None:
     ap.add_argument("--limit", type=int)
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/bench"))
     ap.add_argument("--name", help="results file name (default prune_vs_baseline_<dataset>_<epochs>ep)")
+    ap.add_argument("--train-args", default="", help="more `edgeprune train` flags for both runs")
+    ap.add_argument(
+        "--synthetic-text",
+        type=Path,
+        help="write the learnable synthetic sentiment set (5000 train, 872 test like SST-2's validation) "
+        "into DIR/<dataset>/ if absent and train on it",
+    )
     args = ap.parse_args()
+    extra = shlex.split(args.train_args)
+    if args.synthetic_text:
+        from edgeprune.data.synthetic import write_sentiment
+
+        if not (args.synthetic_text / args.dataset).exists():
+            splits = ("train", "validation") if args.dataset == "sst2" else ("train", "test")
+            write_sentiment(args.synthetic_text / args.dataset, splits=splits, n_train=5000, n_test=872)
+        extra += ["--data-dir", str(args.synthetic_text)]
     root = args.runs_dir / f"{args.dataset}-{args.epochs}ep"
     root.mkdir(parents=True, exist_ok=True)
     base_dir, pruned_dir = root / "baseline", root / "pruned"
     procs = [
-        train(base_dir, args.dataset, args.epochs, ["--no-prune"], args.limit),
-        train(pruned_dir, args.dataset, args.epochs, ["--preset", args.preset], args.limit),
+        train(base_dir, args.dataset, args.epochs, ["--no-prune", *extra], args.limit),
+        train(pruned_dir, args.dataset, args.epochs, ["--preset", args.preset, *extra], args.limit),
     ]
     for p in procs:
         if p is not None and p.wait() != 0:
@@ -82,7 +100,7 @@ def main() -> None:
     example = (
         (lambda b: torch.randn(b, *shape))
         if saved["input"]["task"] == "image"
-        else (lambda b: torch.randint(1, 100, (b, 128)))
+        else (lambda b: torch.randint(1, saved["input"]["vocab_size"], (b, saved["input"]["max_len"])))
     )
     # A masked model has the baseline's widths, so dense kernels cost the same as the baseline's:
     # "before compaction" is the baseline architecture, "after" the compact pruned model.
