@@ -92,6 +92,9 @@ def train(
         "--progressive/--masks-until-end",
         help="Compact after every pruning step (else hold masks and compact once at the end).",
     ),
+    finetune_lr: Optional[str] = typer.Option(
+        None, "--finetune-lr", help="constant (default) or cosine: decay the rate over the fine-tuning epochs."
+    ),
     preset: Optional[str] = typer.Option(None, "--preset", help="A documented pruning preset: 'study' or 'compact'."),
     vocab_size: int = typer.Option(20000, "--vocab-size", help="Text: vocabulary size."),
     max_len: int = typer.Option(256, "--max-len", help="Text: tokens kept per example."),
@@ -130,6 +133,7 @@ def train(
         min_width=min_width,
         prune_connections=prune_connections,
         progressive=progressive,
+        finetune_lr=finetune_lr,
         preset=preset,
         vocab_size=vocab_size,
         max_len=max_len,

@@ -17,7 +17,8 @@ MODEL_DEFAULTS = {"cnn": {"epochs": 50, "batch_size": 64}, "bilstm": {"epochs": 
 # Documented pruning presets (README, "Pruning"). `experiment` uses "compact".
 PRESETS = {
     "study": {},  # the study's setting: the threshold alone decides
-    "compact": {"target_params": 0.1},  # ramp (cubic) to at most 10% of the baseline's parameters
+    # ramp (cubic) to at most 10% of the baseline's parameters; fine-tune with a cosine-decayed rate
+    "compact": {"target_params": 0.1, "finetune_lr": "cosine"},
 }
 
 
@@ -41,6 +42,7 @@ class TrainConfig:
     min_width: int = 8
     prune_connections: bool = True
     progressive: bool = True
+    finetune_lr: str = "constant"
     preset: Optional[str] = None
     vocab_size: int = 20000
     max_len: int = 256
@@ -140,6 +142,7 @@ def schedule_of(cfg: TrainConfig):
         min_width=cfg.min_width,
         prune_connections=cfg.prune_connections,
         progressive=cfg.progressive,
+        finetune_lr=cfg.finetune_lr,
     )
 
 

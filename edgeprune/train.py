@@ -191,6 +191,9 @@ def _train(
     ) as progress:
         for epoch in range(start, cfg.epochs + 1):
             phase = pruner.schedule.phase(epoch) if pruner else "train"
+            if pruner:  # the fine-tuning schedule (a function of the epoch, so resume-safe)
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * pruner.schedule.lr_scale(epoch)
             task = progress.add_task(f"epoch {epoch}/{cfg.epochs} {phase}", total=steps, stats="")
             t0 = time.perf_counter()
             net.train()

@@ -335,3 +335,13 @@ def test_a_step_on_the_compact_model_equals_the_step_on_the_masked_model(name):
         st_s, st_m = small_opt.state[p_small[k]], masked_opt.state[p_masked[k]]
         assert float(st_s["step"]) == float(st_m["step"]) == 3
         torch.testing.assert_close(st_s["exp_avg"], slice_like(k, st_m["exp_avg"], keeps), rtol=0, atol=1e-7)
+
+
+def test_cosine_finetune_learning_rate():
+    s = PruneSchedule(epochs=10, warmup_epochs=2, prune_until=0.6, finetune_lr="cosine")
+    scales = [s.lr_scale(e) for e in range(1, 11)]
+    assert scales[:6] == [1.0] * 6  # warm-up and pruning epochs keep the rate
+    assert scales[6] == 1.0 and scales[6:] == sorted(scales[6:], reverse=True) and 0.01 < scales[-1] < 0.2
+    assert PruneSchedule(epochs=10, warmup_epochs=2, prune_until=0.6).lr_scale(9) == 1.0
+    with pytest.raises(UserError, match="--finetune-lr"):
+        PruneSchedule(epochs=10, warmup_epochs=2, prune_until=0.6, finetune_lr="step")

@@ -20,6 +20,7 @@ class PruneSchedule:
     min_width: int = 8
     prune_connections: bool = True
     progressive: bool = True  # compact after every pruning step (else masks until the end)
+    finetune_lr: str = "constant"  # or "cosine": decay the learning rate over the fine-tuning epochs
 
     def __post_init__(self):
         if self.warmup_epochs < 0:
@@ -34,6 +35,8 @@ class PruneSchedule:
             raise UserError(f"--round-to must be 1 (off) or more, got {self.round_to}.")
         if self.min_width < 1:
             raise UserError(f"--min-width must be at least 1, got {self.min_width}.")
+        if self.finetune_lr not in ("constant", "cosine"):
+            raise UserError(f"--finetune-lr must be constant or cosine, got {self.finetune_lr!r}.")
 
     @property
     def last_prune_epoch(self) -> int:
@@ -57,6 +60,14 @@ class PruneSchedule:
         t = (epoch - self.warmup_epochs) / self.prune_steps
         r = self.target_params
         return r + (1 - r) * (1 - t) ** 3
+
+    def lr_scale(self, epoch: int, floor: float = 0.01) -> float:
+        """Learning-rate factor for `epoch`: 1 outside fine-tuning; with "cosine", from 1 at the first
+        fine-tuning epoch down toward `floor` at the last."""
+        if self.finetune_lr != "cosine" or self.phase(epoch) != "finetune":
+            return 1.0
+        t = (epoch - self.last_prune_epoch - 1) / max(1, self.epochs - self.last_prune_epoch)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
     def to_dict(self) -> dict:
         return asdict(self)
