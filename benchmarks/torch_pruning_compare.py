@@ -2,11 +2,12 @@
 
 Torch-Pruning (pip install torch-pruning) with its Taylor importance (GroupTaylorImportance),
 global pruning across layers, widths rounded to 8 like edgeprune, iterative pruning with
-fine-tuning: the same data, optimizer (Adam 1e-3), batch size, epochs, warm-up and pruning epochs
-as edgeprune's schedule, and the same cubic ramp toward the same final parameter count (the dense
-parameter count of an edgeprune run given with --match, or its budget while that run is still
-training beside this one). After each pruning step the optimizer is
-rebuilt (Torch-Pruning replaces the parameter tensors), as its examples do.
+fine-tuning: the same data, optimizer (Adam 1e-3), batch size, epochs, warm-up and pruning
+epochs as edgeprune's schedule (including its fine-tuning learning rate), and the same cubic
+ramp toward the same final parameter count (the dense parameter count of an edgeprune run given
+with --match, or its budget while that run is still training beside this one). After each
+pruning step the optimizer is rebuilt (Torch-Pruning replaces the parameter tensors), as its
+examples do.
 
     python benchmarks/torch_pruning_compare.py --match runs/bench/fashion-mnist-50ep/pruned
 """
@@ -78,6 +79,8 @@ def main() -> None:
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         model.train()
+        for group in opt.param_groups:  # the same fine-tuning learning-rate schedule as the matched run
+            group["lr"] = cfg.lr * schedule.lr_scale(epoch)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         for s in range(0, n, bs):
             idx = perm[s : s + bs]
