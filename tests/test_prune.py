@@ -345,3 +345,32 @@ def test_cosine_finetune_learning_rate():
     assert PruneSchedule(epochs=10, warmup_epochs=2, prune_until=0.6).lr_scale(9) == 1.0
     with pytest.raises(UserError, match="--finetune-lr"):
         PruneSchedule(epochs=10, warmup_epochs=2, prune_until=0.6, finetune_lr="step")
+
+
+@pytest.mark.parametrize(
+    "final,expected", [(0.7, {"conv0": 8, "conv1": 16, "fc0": 16}), (0.8, {"conv0": 8, "conv1": 16, "fc0": 16})]
+)
+def test_budget_step_does_not_cross_the_final_target_when_another_notch_fits(final, expected):
+    # 4,828 parameters; a conv1 notch (16 -> 8) frees 2,312, an fc0 notch (24 -> 16) 1,192.
+    model = cnn(channels=(8, 16), hidden=(24,))
+    base = count_params(model)
+    assert base == 4828
+    sched = PruneSchedule(
+        epochs=4,
+        warmup_epochs=0,
+        prune_until=1.0,
+        threshold=0.0,
+        target_params=final,
+        round_to=8,
+        min_width=8,
+        prune_connections=False,
+    )
+    scores = {"conv0": [1.0] * 8, "conv1": [0.1] * 8 + [1.0] * 8, "fc0": [0.5] * 8 + [1.0] * 16}
+    pruner = _scored_pruner(model, sched, scores)
+    keep = {"conv0": 8, "conv1": 16, "fc0": 24}
+    live = {g.name: pruner._live_units(g) for g in pruner.groups}
+    norm = {k: normalize(torch.tensor(v, dtype=torch.float64)).float() for k, v in scores.items()}
+    pruner._fit_budget(model, keep, norm, live, budget=(base - 500) / base)
+    # conv1's notch scores lowest but would cross the final target (0.7: 3,380; 0.8: 3,862);
+    # fc0's notch fits the step without crossing (0.7), or overshoots least when both cross (0.8)
+    assert keep == expected

@@ -148,49 +148,62 @@ class Pruner:
         return live
 
     def _choose_units(self, model: nn.Module, budget: float | None) -> dict[str, torch.Tensor]:
-        """Units under the threshold; with a budget, then the lowest-scored units (across layers,
-        by normalized score) until the rebuilt model fits. Survivor counts are rounded up to
-        multiples of round_to, keeping the best-scored units."""
+        """Units under the threshold; with a budget, then more, one notch of `round_to` units of one
+        layer at a time, until the rebuilt model fits. Survivor counts are multiples of round_to
+        (rounded up), and the best-scored units always stay."""
         raw = self.scores.unit_scores()
         norm, live = {}, {}
         for g in self.groups:
             live[g.name] = self._live_units(g)
             norm[g.name] = normalize(raw[g.name], live[g.name]).float()
-        drop = {g.name: (norm[g.name] < self.schedule.threshold) & live[g.name] for g in self.groups}
-        removed = self._rounded(drop, norm, live)
-        if budget is None or self._params_after(model, removed, live) <= budget * self.baseline_params:
-            return removed
-        target = budget * self.baseline_params
-        candidates = sorted(
-            (float(norm[g.name][i]), g.name, int(i))
-            for g in self.groups
-            for i in ((~drop[g.name]) & live[g.name]).nonzero().view(-1)
-        )
-
-        def removal(k: int) -> dict[str, torch.Tensor]:
-            d = {name: m.clone() for name, m in drop.items()}
-            for _, name, i in candidates[:k]:
-                d[name][i] = True
-            return self._rounded(d, norm, live)
-
-        lo, hi = 0, len(candidates)  # smallest k whose rebuilt model fits the budget
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._params_after(model, removal(mid), live) <= target:
-                hi = mid
-            else:
-                lo = mid + 1
-        return removal(lo)
-
-    def _rounded(self, drop, norm, live) -> dict[str, torch.Tensor]:
         s = self.schedule
-        removed = {}
+        keep = {}
         for g in self.groups:
             n_live = int(live[g.name].sum())
-            n_keep = round_keep(n_live - int(drop[g.name].sum()), n_live, s.round_to, s.min_width)
+            n_drop = int(((norm[g.name] < s.threshold) & live[g.name]).sum())
+            keep[g.name] = round_keep(n_live - n_drop, n_live, s.round_to, s.min_width)
+        if budget is not None:
+            self._fit_budget(model, keep, norm, live, budget)
+        return self._removed_for(keep, norm, live)
+
+    def _fit_budget(self, model, keep: dict[str, int], norm, live, budget: float) -> None:
+        """Lower survivor counts one notch at a time until the rebuilt model fits `budget`.
+
+        Each notch takes the next-lowest-scored units of one layer; the notch with the lowest mean
+        normalized score goes first, but a notch that would cross the run's final target is taken
+        only when every notch would: with coarse rounding at small widths, the cheapest-scored
+        notch can remove a third of a layer, far more than the step needs.
+        """
+        s = self.schedule
+        target = budget * self.baseline_params
+        final = s.target_params * self.baseline_params
+        params = self._params_after(model, self._removed_for(keep, norm, live), live)
+        while params > target:
+            options = []
+            for g in self.groups:
+                n_live = int(live[g.name].sum())
+                lower = ((keep[g.name] - 1) // s.round_to) * s.round_to
+                if lower < min(s.min_width, n_live) or lower < 1:
+                    continue
+                ranked = torch.argsort(torch.where(live[g.name], norm[g.name], torch.tensor(float("inf"))))
+                leaving = ranked[n_live - keep[g.name] : n_live - lower]
+                trial = {**keep, g.name: lower}
+                after = self._params_after(model, self._removed_for(trial, norm, live), live)
+                options.append((after < final, float(norm[g.name][leaving].mean()), -after, g.name, lower, after))
+            if not options:
+                return
+            crosses, _, _, name, lower, after = min(options)
+            if crosses:  # every notch crosses the final target: take the one that overshoots least
+                _, _, _, name, lower, after = min(options, key=lambda o: o[2])
+            keep[name], params = lower, after
+
+    def _removed_for(self, keep: dict[str, int], norm, live) -> dict[str, torch.Tensor]:
+        """The live units outside the best-scored `keep[layer]` of each layer."""
+        removed = {}
+        for g in self.groups:
             ranked = torch.argsort(torch.where(live[g.name], norm[g.name], torch.tensor(-1.0)), descending=True)
             gone = live[g.name].clone()
-            gone[ranked[:n_keep]] = False
+            gone[ranked[: keep[g.name]]] = False
             removed[g.name] = gone.nonzero().view(-1)
         return removed
 
