@@ -128,6 +128,21 @@ def run_dataset(dataset: str, epochs: int | None, runs_dir: Path, preset: str, l
         "int8_further_drop_points": 100 * (pruned["accuracy"] - q["accuracy"]) if q else None,
         "wall_time_pruned_over_baseline": pruned["train_seconds"] / base["train_seconds"],
     }
+    parity = json.loads((pruned_dir / "export" / "parity.json").read_text())
+    float_bytes = pruned["file_bytes"]
+    int8_candidates = [
+        {
+            "recipe": v["name"],
+            "file_bytes": v["size_bytes"],
+            "smaller_than_pruned_float": float_bytes / v["size_bytes"],
+            "accuracy": v["accuracy"],
+            "export_latency_p50_ms": parity["latency_p50_ms"].get(v["name"]),
+            "kept": v["name"] == parity["int8_kept"],
+        }
+        for v in parity["variants"]
+        if v["name"] not in ("torch", "onnx", "simplified")
+    ]
+    ratios["export_latency_p50_ms_float"] = parity["latency_p50_ms"].get("float")
     tp_file = RESULTS / f"torch_pruning_{spec.name}_{epochs}ep.json"
     torch_pruning = None
     if tp_file.exists():
@@ -154,6 +169,7 @@ def run_dataset(dataset: str, epochs: int | None, runs_dir: Path, preset: str, l
             "ratios": ratios,
             "targets": targets,
             "torch_pruning": torch_pruning,
+            "int8_candidates": int8_candidates,
             "runs": {"baseline": str(base_dir), "pruned": str(pruned_dir)},
             "notes": [
                 "latency at batch 1 with one thread unless *_all_threads; throughput at batch 64 "
