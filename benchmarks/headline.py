@@ -53,6 +53,7 @@ def variant(name, row1, row_all, row64_all, metrics, params, train_seconds) -> d
         "latency_p50_ms": lat(row1, 1, "p50_ms"),
         "latency_p99_ms": lat(row1, 1, "p99_ms"),
         "latency_round_median_ms": lat(row1, 1, "round_median_ms"),
+        "onnxruntime_floor_p50_ms": lat(row1, 1, "floor_p50_ms"),
         "latency_p50_ms_all_threads": lat(row_all, 1, "p50_ms"),
         "latency_p99_ms_all_threads": lat(row_all, 1, "p99_ms"),
         "throughput": lat(row64_all, 64, "throughput_sps"),
