@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Optional
 
 from edgeprune.data.registry import get_spec
-from edgeprune.errors import UserError
-from edgeprune.models.registry import MODELS
+from edgeprune.errors import UserError, unknown_choice
+from edgeprune.models.registry import check_fits
 
 # The study's defaults, per model.
 MODEL_DEFAULTS = {"cnn": {"epochs": 50, "batch_size": 64}, "bilstm": {"epochs": 25, "batch_size": 32}}
@@ -76,14 +76,7 @@ def resolve_train_config(
 ) -> TrainConfig:
     spec = get_spec(dataset)
     model = model or spec.default_model
-    if model not in MODELS:
-        raise UserError(f"Unknown model '{model}'; choose one of {', '.join(MODELS)}.")
-    if MODELS[model]["task"] != spec.task:
-        fitting = [m for m, e in MODELS.items() if e["task"] == spec.task]
-        raise UserError(
-            f"Model '{model}' is for {MODELS[model]['task']} data but {spec.name} is "
-            f"{spec.task} data; use --model {' or '.join(fitting)}."
-        )
+    check_fits(model, spec.task, spec.name)
     defaults = MODEL_DEFAULTS[model]
     epochs = defaults["epochs"] if epochs is None else epochs
     batch_size = defaults["batch_size"] if batch_size is None else batch_size
@@ -104,7 +97,7 @@ def resolve_train_config(
             raise UserError(f"--{name.replace('_', '-')} must be at least 3, got {kw[name]}.")
     if preset is not None:
         if preset not in PRESETS:
-            raise UserError(f"Unknown preset '{preset}'; choose one of {', '.join(PRESETS)}.")
+            raise unknown_choice("preset", preset, PRESETS)
         for k, v in PRESETS[preset].items():
             if kw.get(k) is None:
                 kw[k] = v

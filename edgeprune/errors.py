@@ -7,6 +7,16 @@ class UserError(Exception):
     exit_code = 2
 
 
+def unknown_choice(kind: str, name: str, choices) -> UserError:
+    """The error for a name that is not one of `choices`, suggesting the closest one."""
+    import difflib
+
+    choices = list(choices)
+    close = difflib.get_close_matches(name, choices, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return UserError(f"Unknown {kind} '{name}'; choose one of {', '.join(choices)}.{hint}")
+
+
 class DataNotFound(UserError):
     """A dataset is neither local nor reachable."""
 

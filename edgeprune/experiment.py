@@ -71,14 +71,12 @@ def make_plan(opts: ExperimentOptions) -> Plan:
     from edgeprune.bench import make_settings
     from edgeprune.config import resolve_train_config, schedule_of
     from edgeprune.data.registry import get_spec
-    from edgeprune.export.quantize import QUANTIZE_CHOICES
+    from edgeprune.export.pipeline import ExportOptions
 
     spec = get_spec(opts.dataset)
     out = Path(opts.out) if opts.out is not None else Path("runs") / f"experiment-{spec.name}"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a directory for the experiment.")
-    if opts.quantize not in QUANTIZE_CHOICES:
-        raise UserError(f"unknown --quantize {opts.quantize!r}; choose one of {', '.join(QUANTIZE_CHOICES)}.")
     common = {
         "dataset": spec.name,
         "epochs": opts.epochs,
@@ -114,6 +112,10 @@ def make_plan(opts: ExperimentOptions) -> Plan:
         "data_dir": str(opts.data_dir) if opts.data_dir else None,
         **opts.export,
     }
+    try:  # the export stage's own check, now rather than after training
+        ExportOptions(**export_options).validate()
+    except TypeError as e:
+        raise UserError(f"unknown export option ({e}).") from None
     return Plan(
         out=out,
         baseline=baseline,

@@ -52,6 +52,11 @@ def append_jsonl(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    """Replace a JSON-lines file atomically."""
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
+
+
 def read_jsonl(path: Path) -> list[dict]:
     path = Path(path)
     if not path.exists():

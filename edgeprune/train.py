@@ -21,7 +21,16 @@ from edgeprune.errors import UserError
 from edgeprune.metrics import f1_score, loss_fn, predict
 from edgeprune.models import build_model, default_config
 from edgeprune.prune.pruner import Pruner, count_params
-from edgeprune.run import RUN_FORMAT, RunDir, append_jsonl, atomic_write_bytes, atomic_write_json, read_json, read_jsonl
+from edgeprune.run import (
+    RUN_FORMAT,
+    RunDir,
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+    read_jsonl,
+    write_jsonl,
+)
 
 console = Console()
 
@@ -155,7 +164,7 @@ def _train(
         start, train_seconds = ckpt["epoch"] + 1, ckpt["train_seconds"]
         if ctx.is_main:
             history = [h for h in read_jsonl(run.history) if h["epoch"] < start]
-            atomic_write_bytes(run.history, "".join(__import__("json").dumps(h) + "\n" for h in history).encode())
+            write_jsonl(run.history, history)
             console.print(f"resuming {run.root} at epoch {start}/{cfg.epochs}")
     elif ctx.is_main:
         run.root.mkdir(parents=True, exist_ok=True)

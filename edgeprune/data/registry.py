@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from edgeprune.errors import UserError
+from edgeprune.errors import unknown_choice
 
 DATA_ENV = "EDGEPRUNE_DATA"
 DEFAULT_DATA_DIR = Path("data")  # relative to where edgeprune runs
@@ -126,9 +125,7 @@ def get_spec(name: str) -> DatasetSpec:
     key = name.strip().lower().replace("_", "-")
     key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "sst-2": "sst2"}.get(key, key)
     if key not in DATASETS:
-        close = difflib.get_close_matches(key, DATASETS, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise UserError(f"Unknown dataset '{name}'; choose one of {', '.join(DATASETS)}.{hint}")
+        raise unknown_choice("dataset", key, DATASETS)
     return DATASETS[key]
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
-from edgeprune.errors import UserError
+from edgeprune.errors import UserError, unknown_choice
 
 MODELS: dict[str, dict] = {}
 
@@ -23,21 +22,24 @@ def register_model(name: str, task: str, default_config: Callable[[dict], dict])
 
 def _entry(name: str) -> dict:
     if name not in MODELS:
-        close = difflib.get_close_matches(name, MODELS, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise UserError(f"Unknown model '{name}'; choose one of {', '.join(MODELS)}.{hint}")
+        raise unknown_choice("model", name, MODELS)
     return MODELS[name]
 
 
-def default_config(name: str, dataset_meta: dict) -> dict:
+def check_fits(name: str, task: str, dataset: str) -> None:
+    """A UserError unless model `name` exists and is made for `task` data."""
     entry = _entry(name)
-    if entry["task"] != dataset_meta["task"]:
-        fitting = [m for m, e in MODELS.items() if e["task"] == dataset_meta["task"]]
+    if entry["task"] != task:
+        fitting = [m for m, e in MODELS.items() if e["task"] == task]
         raise UserError(
-            f"Model '{name}' is for {entry['task']} data but {dataset_meta['dataset']} is "
-            f"{dataset_meta['task']} data; use --model {' or '.join(fitting)}."
+            f"Model '{name}' is for {entry['task']} data but {dataset} is "
+            f"{task} data; use --model {' or '.join(fitting)}."
         )
-    return entry["defaults"](dataset_meta)
+
+
+def default_config(name: str, dataset_meta: dict) -> dict:
+    check_fits(name, dataset_meta["task"], dataset_meta["dataset"])
+    return MODELS[name]["defaults"](dataset_meta)
 
 
 def build_model(arch: dict):
