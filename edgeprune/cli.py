@@ -95,6 +95,14 @@ def train(
     finetune_lr: Optional[str] = typer.Option(
         None, "--finetune-lr", help="constant (default) or cosine: decay the rate over the fine-tuning epochs."
     ),
+    distill: Optional[float] = typer.Option(
+        None,
+        "--distill",
+        help="Weight in [0, 1] of self-distillation from the model at the end of the warm-up (default 0 = off).",
+    ),
+    distill_temperature: Optional[float] = typer.Option(
+        None, "--distill-temperature", help="Softening temperature of self-distillation (default 4)."
+    ),
     preset: Optional[str] = typer.Option(None, "--preset", help="A documented pruning preset: 'study' or 'compact'."),
     vocab_size: int = typer.Option(20000, "--vocab-size", help="Text: vocabulary size."),
     max_len: int = typer.Option(256, "--max-len", help="Text: tokens kept per example."),
@@ -134,6 +142,8 @@ def train(
         prune_connections=prune_connections,
         progressive=progressive,
         finetune_lr=finetune_lr,
+        distill=distill,
+        distill_temperature=distill_temperature,
         preset=preset,
         vocab_size=vocab_size,
         max_len=max_len,

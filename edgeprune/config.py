@@ -17,8 +17,10 @@ MODEL_DEFAULTS = {"cnn": {"epochs": 50, "batch_size": 64}, "bilstm": {"epochs": 
 # Documented pruning presets (README, "Pruning"). `experiment` uses "compact".
 PRESETS = {
     "study": {},  # the study's setting: the threshold alone decides
-    # ramp (cubic) to at most 10% of the baseline's parameters; fine-tune with a cosine-decayed rate
-    "compact": {"target_params": 0.1, "finetune_lr": "cosine"},
+    # ramp (cubic) to at most 10% of the baseline's parameters; from the first pruning on, learn half
+    # from the labels and half from the dense model's own predictions at the end of the warm-up
+    # (self-distillation); fine-tune with a cosine-decayed rate
+    "compact": {"target_params": 0.1, "finetune_lr": "cosine", "distill": 0.5},
 }
 
 
@@ -43,6 +45,8 @@ class TrainConfig:
     prune_connections: bool = True
     progressive: bool = True
     finetune_lr: str = "constant"
+    distill: float = 0.0  # weight of the self-distillation loss (0 = off); see edgeprune.train
+    distill_temperature: float = 4.0
     preset: Optional[str] = None
     vocab_size: int = 20000
     max_len: int = 256
@@ -95,6 +99,7 @@ def resolve_train_config(
     for name in ("vocab_size", "max_len"):
         if kw.get(name) is not None and kw[name] < 3:
             raise UserError(f"--{name.replace('_', '-')} must be at least 3, got {kw[name]}.")
+    explicit_distill = kw.get("distill") is not None
     if preset is not None:
         if preset not in PRESETS:
             raise unknown_choice("preset", preset, PRESETS)
@@ -104,6 +109,7 @@ def resolve_train_config(
     if warmup_epochs is None:
         warmup_epochs = max(1, epochs // 10) if epochs > 1 else 0
     prune = kw.get("prune", True)
+    _check_distill(kw, prune, warmup_epochs, explicit_distill)
     if out is None:
         out = Path("runs") / f"{spec.name}-{model}{'' if prune else '-baseline'}"
     cfg = TrainConfig(
@@ -120,6 +126,25 @@ def resolve_train_config(
     if prune:
         schedule_of(cfg)  # validates the pruning flags
     return cfg
+
+
+def _check_distill(kw: dict, prune: bool, warmup_epochs: int, explicit: bool) -> None:
+    """Self-distillation learns from the model as it was at the end of the warm-up: it needs
+    pruning and at least one warm-up epoch. A preset's distillation is dropped where it cannot
+    apply (a baseline, or a run without warm-up); an explicit --distill there is an error."""
+    alpha, temp = kw.get("distill"), kw.get("distill_temperature")
+    if alpha is not None and not 0 <= alpha <= 1:
+        raise UserError(f"--distill must be a weight in [0, 1] (0 turns it off), got {alpha}.")
+    if temp is not None and temp <= 0:
+        raise UserError(f"--distill-temperature must be positive, got {temp}.")
+    if not alpha or (prune and warmup_epochs > 0):
+        return
+    if not explicit:
+        kw["distill"] = 0.0
+    elif not prune:
+        raise UserError("--distill needs pruning: drop it, or drop --no-prune.")
+    else:
+        raise UserError("--distill learns from the model at the end of the warm-up; use --warmup-epochs 1 or more.")
 
 
 def schedule_of(cfg: TrainConfig):

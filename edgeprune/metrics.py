@@ -12,6 +12,21 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> t
     return F.cross_entropy(logits, y, reduction=reduction)
 
 
+def distill_loss(logits: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) on temperature-softened outputs, times T^2 so its gradients keep the
+    scale of the label loss (Hinton et al. 2015). One logit means a sigmoid: the two-class KL."""
+    t = temperature
+    if logits.shape[-1] == 1:
+        p = torch.sigmoid(teacher[:, 0] / t)
+        entropy = F.binary_cross_entropy(p, p, reduction="mean")  # KL = cross-entropy - entropy
+        return (F.binary_cross_entropy_with_logits(logits[:, 0] / t, p) - entropy) * t * t
+    return (
+        F.kl_div(F.log_softmax(logits / t, -1), F.log_softmax(teacher / t, -1), log_target=True, reduction="batchmean")
+        * t
+        * t
+    )
+
+
 def predict(logits: torch.Tensor) -> torch.Tensor:
     """Class ids: one logit means sigmoid (class 1 when > 0), more mean argmax."""
     return (logits[:, 0] > 0).long() if logits.shape[-1] == 1 else logits.argmax(dim=-1)

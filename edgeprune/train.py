@@ -18,7 +18,7 @@ from edgeprune.config import TrainConfig, default_threads, schedule_of
 from edgeprune.data.loader import Data, Split, load_data
 from edgeprune.data.text import Vocab
 from edgeprune.errors import UserError
-from edgeprune.metrics import f1_score, loss_fn, predict
+from edgeprune.metrics import distill_loss, f1_score, loss_fn, predict
 from edgeprune.models import build_model, default_config
 from edgeprune.prune.pruner import Pruner, count_params
 from edgeprune.run import (
@@ -54,22 +54,26 @@ def load_torch(path: Path, what: str) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: Data, split: Split, batch_size: int = 1024) -> dict:
+def logits_of(model: torch.nn.Module, data: Data, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """The model's outputs for every example of `x`, in eval mode, on the CPU."""
     was_training = model.training
     model.eval()
-    total, preds = 0.0, []
     device = next(model.parameters()).device
-    for i in range(0, len(split), batch_size):
-        logits = model(distributed.to_device(data.prepare(split.x[i : i + batch_size]), device))
-        y = split.y[i : i + batch_size]
-        total += float(loss_fn(logits, distributed.to_device(y, device), reduction="sum"))
-        preds.append(predict(logits).cpu())
+    out = [
+        model(distributed.to_device(data.prepare(x[i : i + batch_size]), device)).float().cpu()
+        for i in range(0, len(x), batch_size)
+    ]
     model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def evaluate(model: torch.nn.Module, data: Data, split: Split) -> dict:
     if not len(split):
         return {"loss": None, "accuracy": None, "f1": None, "n": 0}
-    pred = torch.cat(preds)
+    logits = logits_of(model, data, split.x)
+    pred = predict(logits)
     return {
-        "loss": total / len(split),
+        "loss": float(loss_fn(logits, split.y)),
         "accuracy": float((pred == split.y).float().mean()),
         "f1": f1_score(pred, split.y, data.spec.num_classes),
         "n": len(split),
@@ -149,6 +153,9 @@ def _train(
     # fp16 needs loss scaling to keep small gradients; bf16 has float32's range and does not
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     start, train_seconds = 1, 0.0
+    # Self-distillation (cfg.distill > 0): the dense model's outputs on the training set at the end
+    # of the warm-up, taken once before the first pruning; the pruned model then learns from them.
+    teacher: Optional[torch.Tensor] = None
 
     if has_ckpt:
         ckpt = distributed.on_main(ctx, lambda: load_torch(run.checkpoint, "checkpoint"))
@@ -162,6 +169,7 @@ def _train(
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start, train_seconds = ckpt["epoch"] + 1, ckpt["train_seconds"]
+        teacher = ckpt.get("teacher_logits")
         if ctx.is_main:
             history = [h for h in read_jsonl(run.history) if h["epoch"] < start]
             write_jsonl(run.history, history)
@@ -205,6 +213,8 @@ def _train(
                     group["lr"] = cfg.lr * pruner.schedule.lr_scale(epoch)
             task = progress.add_task(f"epoch {epoch}/{cfg.epochs} {phase}", total=steps, stats="")
             t0 = time.perf_counter()
+            if cfg.distill and teacher is None and phase != "warmup":
+                teacher = logits_of(model, data, data.train.x)
             net.train()
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
             mine = distributed.shard(perm, ctx)
@@ -216,6 +226,11 @@ def _train(
                 with autocast():
                     logits = net(x)
                     loss = loss_fn(logits, y)
+                    if teacher is not None:
+                        soft = distill_loss(
+                            logits.float(), distributed.to_device(teacher[idx], device), cfg.distill_temperature
+                        )
+                        loss = (1 - cfg.distill) * loss + cfg.distill * soft
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is None:
                     loss.backward()
@@ -277,6 +292,7 @@ def _train(
                     "optimizer": _cpu(optimizer.state_dict()),
                     "pruner": pruner.state_dict() if pruner else None,
                     "scaler": scaler.state_dict() if scaler is not None else None,
+                    "teacher_logits": teacher,
                 }
                 save_torch(run.checkpoint, ckpt)
                 append_jsonl(run.history, record)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from edgeprune.errors import UserError
-from edgeprune.metrics import loss_fn
+from edgeprune.metrics import distill_loss, loss_fn
 from edgeprune.models import build_model
 from edgeprune.prune.compact import compact_model, compact_optimizer, zeroed_units
 from edgeprune.prune.groups import expand, model_groups, param_masks_for_units
@@ -374,3 +374,17 @@ def test_budget_step_does_not_cross_the_final_target_when_another_notch_fits(fin
     # conv1's notch scores lowest but would cross the final target (0.7: 3,380; 0.8: 3,862);
     # fc0's notch fits the step without crossing (0.7), or overshoots least when both cross (0.8)
     assert keep == expected
+
+
+def test_distill_loss_is_the_softened_kl_for_both_heads():
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 5, requires_grad=True), torch.randn(6, 5)
+    T = 3.0
+    p, q = torch.softmax(t / T, -1), torch.softmax(s / T, -1)
+    expected = (p * (p.log() - q.log())).sum(-1).mean() * T * T
+    torch.testing.assert_close(distill_loss(s, t, T), expected, rtol=1e-5, atol=1e-6)
+    assert float(distill_loss(t, t, T)) == pytest.approx(0.0, abs=1e-6)
+    # one logit (sigmoid) is the two-class softmax over [0, logit]
+    s1, t1 = torch.randn(6, 1), torch.randn(6, 1)
+    two = distill_loss(torch.cat([torch.zeros(6, 1), s1], 1), torch.cat([torch.zeros(6, 1), t1], 1), T)
+    torch.testing.assert_close(distill_loss(s1, t1, T), two, rtol=1e-5, atol=1e-6)

@@ -51,9 +51,10 @@ def test_baseline_training_lowers_the_loss_and_writes_the_run(data_root, tmp_pat
     assert model["arch"]["name"] == "cnn" and model["input"]["task"] == "image"
 
 
-@pytest.mark.parametrize("prune", [False, True])
-def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(data_root, tmp_path, monkeypatch, prune):
+@pytest.mark.parametrize("prune,distill", [(False, None), (True, None), (True, 0.5)])
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(data_root, tmp_path, monkeypatch, prune, distill):
     kw = dict(prune=prune, epochs=4, warmup_epochs=1, target_params=0.3 if prune else None, round_to=1, min_width=2)
+    kw["distill"] = distill  # the interruption falls after the teacher's outputs were taken
     train_run(cfg(data_root, tmp_path, "full", **kw), quiet=True)
 
     import edgeprune.train as t
@@ -156,6 +157,38 @@ def test_bilstm_prunes_hidden_units_per_direction(data_root, tmp_path):
     assert (tmp_path / "lstm" / "vocab.json").exists()
 
 
+def test_self_distillation_learns_from_the_model_at_the_end_of_the_warmup(data_root, tmp_path):
+    from edgeprune.data.loader import load_data
+    from edgeprune.models import build_model
+    from edgeprune.train import logits_of
+
+    kw = dict(epochs=3, warmup_epochs=1, target_params=0.3, round_to=1, min_width=2)
+    distilled = train_run(cfg(data_root, tmp_path, "kd", distill=0.5, **kw), quiet=True)
+    train_run(cfg(data_root, tmp_path, "plain", **kw), quiet=True)
+    warm = cfg(data_root, tmp_path, "warm", prune=False, epochs=1)  # the same first epoch
+    train_run(warm, quiet=True)
+    saved = torch.load(tmp_path / "warm" / "model.pt", weights_only=True)
+    model = build_model(saved["arch"])
+    model.load_state_dict(saved["state_dict"])
+    data = load_data("mnist", data_root, seed=0)
+    teacher = torch.load(tmp_path / "kd" / "checkpoint.pt", weights_only=True)["teacher_logits"]
+    assert teacher.shape == (len(data.train), 10)
+    torch.testing.assert_close(teacher, logits_of(model, data, data.train.x), rtol=0, atol=1e-5)
+    assert torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=True)["teacher_logits"] is None
+    # the warm-up is shared; the distillation loss changes what the pruned run learns after it
+    hk, hp = history(tmp_path / "kd"), history(tmp_path / "plain")
+    assert hk[0]["train_loss"] == hp[0]["train_loss"] and hk[1]["train_loss"] != hp[1]["train_loss"]
+    assert distilled["params"] <= 0.3 * distilled["baseline_params"]
+
+
+def test_a_preset_drops_its_distillation_where_it_cannot_apply(data_root, tmp_path):
+    base = cfg(data_root, tmp_path, prune=False, preset="compact")
+    assert base.distill == 0.0
+    no_warmup = cfg(data_root, tmp_path, preset="compact", warmup_epochs=0)
+    assert no_warmup.distill == 0.0 and no_warmup.target_params == 0.1
+    assert cfg(data_root, tmp_path, preset="compact").distill == 0.5
+
+
 @pytest.mark.parametrize(
     "args,match",
     [
@@ -169,6 +202,10 @@ def test_bilstm_prunes_hidden_units_per_direction(data_root, tmp_path):
         (["--prune-until", "0"], "--prune-until must be a fraction"),
         (["--min-width", "0"], "--min-width must be at least 1"),
         (["--preset", "tiny"], "Unknown preset"),
+        (["--distill", "1.5"], "--distill must be a weight in [0, 1]"),
+        (["--distill-temperature", "0"], "--distill-temperature must be positive"),
+        (["--distill", "0.5", "--no-prune"], "--distill needs pruning"),
+        (["--distill", "0.5", "--warmup-epochs", "0"], "use --warmup-epochs 1 or more"),
     ],
 )
 def test_bad_flags_get_one_clear_sentence(data_root, tmp_path, args, match):
