@@ -69,7 +69,7 @@ class Plan:
 def make_plan(opts: ExperimentOptions) -> Plan:
     """Resolve both training configurations and check every flag: a typo fails now, not after training."""
     from edgeprune.bench import make_settings
-    from edgeprune.config import resolve_train_config, schedule_of
+    from edgeprune.config import PRESETS, resolve_train_config, schedule_of
     from edgeprune.data.registry import get_spec
     from edgeprune.export.pipeline import ExportOptions
 
@@ -101,7 +101,12 @@ def make_plan(opts: ExperimentOptions) -> Plan:
         last = schedule_of(pruned).last_prune_epoch
         notes.append(
             f"with {pruned.epochs} epochs the pruned run skips the warm-up, so that it prunes "
-            f"after epoch{' 1' if last == 1 else f's 1-{last}'} and fine-tunes after that."
+            f"after epoch{' 1' if last == 1 else f's 1-{last}'} and fine-tunes after that"
+            + (
+                "; with no warm-up there is no model to distill from, so distillation is off."
+                if not pruned.distill and PRESETS[opts.preset].get("distill")
+                else "."
+            )
         )
     settings = make_settings(
         runs=opts.bench_runs, rounds=opts.bench_rounds, warmup=opts.bench_warmup, target=opts.target

@@ -47,6 +47,7 @@ def test_the_whole_plan_produces_a_report_with_baseline_and_pruned_rows(finished
     assert pruned["params"] < base["params"]  # the pruned run did prune
     cfg = json.loads((out / "pruned" / "config.json").read_text())["config"]
     assert cfg["preset"] == "compact" and cfg["warmup_epochs"] == 0  # 2 epochs: prune, then fine-tune
+    assert cfg["distill"] == 0.0  # no warm-up, no model to distill from
 
     # One bench call measured all four models together, so they were interleaved.
     bench = json.loads(next(out.glob("bench-*.json")).read_text())
@@ -147,6 +148,9 @@ def test_flags_are_checked_before_any_training(tmp_path, data_root):
     plan = exp.make_plan(options(data_root, None, epochs=10))
     assert plan.out == Path("runs/experiment-mnist") and plan.pruned.warmup_epochs == 1
     assert not plan.baseline.prune and plan.pruned.target_params == 0.1
+    assert plan.pruned.distill == 0.5 and plan.baseline.distill == 0.0 and not plan.notes
+    short = exp.make_plan(options(data_root, None, epochs=2))
+    assert short.pruned.distill == 0.0 and "distillation is off" in short.notes[0]
 
 
 def test_cli_bad_flag_is_one_sentence(tmp_path, data_root):
