@@ -307,6 +307,34 @@ def test_broken_models_become_failed_rows_and_others_are_measured(tmp_path):
     assert "FAILED" in result.output  # the table is still printed
 
 
+def test_a_bundle_changed_since_export_is_caught_by_its_manifest(tmp_path):
+    import shutil
+
+    root = tmp_path / "copied"
+    root.mkdir()
+    gemm_classifier(root / "model.onnx", image_meta())
+    gemm_classifier(root / "other.onnx", image_meta())
+    x, y, _ = eval_set()
+    make_bundle(root, [("float", "model.onnx"), ("other", "other.onnx")], x, y)
+    # a valid ONNX model, but not the one exported: the manifest is what notices
+    gemm_classifier(root / "other.onnx", None)
+    out = tmp_path / "out.json"
+    result = invoke([root, *FAST, "--json", out])
+    assert result.exit_code == 1, result.output
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows["float"]["status"] == "ok"
+    assert rows["other"]["status"] == "failed" and "does not match MANIFEST.sha256" in rows["other"]["error"]
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(root, damaged)
+    with open(damaged / "eval.npz", "r+b") as f:  # the evaluation set is cut short in transit
+        f.truncate(100)
+    result = invoke([damaged, *FAST])
+    assert result.exit_code == 2, result.output
+    assert "eval.npz" in result.output and "no longer match MANIFEST.sha256" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_a_worker_that_dies_is_reported_not_raised(tmp_path):
     import signal
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgeprune.bench.onnxfile import check_model
 from edgeprune.errors import UserError
+from edgeprune.manifest import MANIFEST, changed_files
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,13 @@ def _bundle(root: Path) -> list[Model]:
     run_dir = root.parent if (root.parent / "config.json").is_file() else None
     # Inside a run directory the bundle is always called "bundle"; the run's name says more.
     prefix = run_dir.name if run_dir is not None and root.name == "bundle" else root.name
+    changed = set(changed_files(root) or ())
+    model_files = {str(m["file"]) for m in models}
+    if changed - model_files:
+        raise UserError(
+            f"{', '.join(sorted(changed - model_files))} in {root} no longer match {MANIFEST} (changed or damaged "
+            "since export); copy the bundle again or re-run `edgeprune export`."
+        )
     eval_path = root / meta["eval"] if meta.get("eval") else None
     if eval_path is not None and not eval_path.is_file():
         eval_path = None  # benchmarked without accuracy; the row's eval_n stays null
@@ -47,6 +55,8 @@ def _bundle(root: Path) -> list[Model]:
         if problem is None:
             bad = check_model(path)
             problem = f"{m['file']} is not a valid ONNX model: {bad}" if bad else None
+        if problem is None and m["file"] in changed:
+            problem = f"{m['file']} does not match {MANIFEST} (changed or damaged since export)"
         out.append(
             Model(
                 name=f"{prefix}/{m['name']}",

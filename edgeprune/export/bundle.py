@@ -3,7 +3,6 @@ temporary directory and renamed into place so a failure never leaves a partial b
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -14,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeprune.manifest import write_manifest
 from edgeprune.run import atomic_write_bytes
-
-MANIFEST = "MANIFEST.sha256"
 
 
 def staging_dir(final: Path) -> Path:
@@ -37,16 +35,6 @@ def swap_into_place(staged: Path, final: Path) -> None:
     os.replace(staged, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def write_manifest(root: Path) -> None:
-    """sha256sum format over every other file, so `sha256sum -c MANIFEST.sha256` checks a copy."""
-    lines = [
-        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}"
-        for p in sorted(root.iterdir())
-        if p.is_file() and p.name != MANIFEST
-    ]
-    (root / MANIFEST).write_text("\n".join(lines) + "\n")
 
 
 def write_bundle(
