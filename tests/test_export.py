@@ -286,6 +286,25 @@ def test_a_failure_midway_leaves_the_previous_bundle_untouched(runs, monkeypatch
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
 
 
+def test_an_export_killed_midway_leaves_nothing_behind_after_the_next_one(tmp_path):
+    import os
+    import subprocess
+
+    from edgeprune.export.bundle import staging_dir
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid runs no more, like an export that was SIGKILLed
+    final = tmp_path / "bundle"
+    stale = [tmp_path / f".bundle.tmp-{dead.pid}-x1", tmp_path / f".bundle.old-{dead.pid}"]
+    alive = tmp_path / f".bundle.tmp-{os.getppid()}-x2"  # a live process: maybe exporting right now
+    for d in (*stale, alive):
+        d.mkdir()
+        (d / "model.onnx").write_bytes(b"half")
+    staged = staging_dir(final)
+    assert not any(d.exists() for d in stale) and alive.exists()
+    assert staged.name.startswith(f".bundle.tmp-{os.getpid()}-") and not any(staged.iterdir())
+
+
 def _cli(*args):
     return runner.invoke(app, ["export", *map(str, args)])
 

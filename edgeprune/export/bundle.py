@@ -17,10 +17,36 @@ from edgeprune.manifest import write_manifest
 from edgeprune.run import atomic_write_bytes
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, or not a pid we can judge: leave its files alone
+    return True
+
+
+def sweep_stale(parent: Path, prefix: str) -> None:
+    """Remove `<prefix><pid>-*` / `<prefix><pid>` entries of `parent` left by a process that died
+    without cleaning up (killed mid-export): their pid runs no more."""
+    if not parent.is_dir():
+        return
+    for p in parent.iterdir():
+        if not p.name.startswith(prefix):
+            continue
+        pid = p.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def staging_dir(final: Path) -> Path:
-    """An empty directory beside `final` (same filesystem, so the final rename is atomic)."""
+    """An empty directory beside `final` (same filesystem, so the final rename is atomic). Staging
+    and set-aside directories of an export that was killed are swept first."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    for kind in ("tmp", "old"):
+        sweep_stale(final.parent, f".{final.name}.{kind}-")
+    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
     staged.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied and shared
     return staged
 

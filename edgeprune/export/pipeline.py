@@ -4,6 +4,7 @@ and RUN/bundle/ (what a device needs). Each step is checked before the next runs
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -80,7 +81,8 @@ def export_run(run_dir, **options) -> dict:
     model, record = onnx_export.load_run_model(run.model)
     staged_export = bundle_mod.staging_dir(run.export)
     staged_bundle = bundle_mod.staging_dir(run.bundle)
-    work = Path(tempfile.mkdtemp(prefix="edgeprune-export-"))
+    bundle_mod.sweep_stale(Path(tempfile.gettempdir()), "edgeprune-export-")
+    work = Path(tempfile.mkdtemp(prefix=f"edgeprune-export-{os.getpid()}-"))
     try:
         summary = _export(run, model, record, opts, target, staged_export, staged_bundle, work)
         tar_path = run.root / "bundle.tar.gz"
