@@ -253,6 +253,11 @@ def _row(run: Run, variant: dict, machine: str | None, bench: tuple[dict, dict] 
         "throughput_sps": _num(lat.get("throughput_sps")),
         "floor_p50_ms": _num(lat.get("floor_p50_ms")),
         "rss_peak_mb": _num(mem.get("rss_peak_mb")),
+        "by_batch": {
+            int(b): {k: _num(v.get(k)) for k in ("p50_ms", "p99_ms", "throughput_sps")}
+            for b, v in sorted((res.get("latency") or {}).items(), key=lambda kv: int(kv[0]))
+            if str(b).isdigit() and int(b) > 1 and isinstance(v, dict)
+        },
         "pareto": False,
     }
 
@@ -393,6 +398,30 @@ LEGEND = (
 )
 
 
+BATCH_HEADERS = ["run", "variant", "machine", "batch", "p50 ms", "p99 ms", "samples/s", "x baseline"]
+
+
+def batch_table(result: dict) -> list[list[str]]:
+    """Rows measured at batch sizes above 1 (bench --batch 1,64): latency, throughput, and the
+    throughput over the baseline float's on the same machine and batch."""
+    ref = {
+        (r["machine"], b): v["throughput_sps"]
+        for r in result["rows"]
+        if r.get("reference")
+        for b, v in r.get("by_batch", {}).items()
+    }
+    out = []
+    for r in result["rows"]:
+        for b, v in r.get("by_batch", {}).items():
+            base = ref.get((r["machine"], b))
+            ratio = v["throughput_sps"] / base if _num(v["throughput_sps"]) is not None and _num(base) else None
+            out.append(
+                [r["run"], label_of(r), r["machine"] or DASH, str(b), fmt(v["p50_ms"], "ms"), fmt(v["p99_ms"], "ms")]
+                + [fmt(v["throughput_sps"], "rate"), DASH if r.get("reference") or ratio is None else fmt_ratio(ratio)]
+            )
+    return out
+
+
 def render(result: dict):
     """The rich table of a report (what `edgeprune report` prints)."""
     from rich import box
@@ -414,6 +443,14 @@ def render(result: dict):
             cells.append(text)
         table.add_row(*cells, style="bold" if row["reference"] else None)
     parts = [table, Text(LEGEND, style="dim")]
+    batches = batch_table(result)
+    if batches:
+        bt = Table(title="larger batches", box=box.SIMPLE_HEAD)
+        for i, h in enumerate(BATCH_HEADERS):
+            bt.add_column(h, justify="left" if i < 3 else "right", no_wrap=True)
+        for cells in batches:
+            bt.add_row(*cells)
+        parts.append(bt)
     parts += [Text(f"note: {n}") for n in result["notes"]]
     return Group(*parts)
 
@@ -454,6 +491,18 @@ def _markdown(result: dict) -> str:
             cells = [f"**{c}**" if c != DASH else c for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", LEGEND, ""]
+    batches = batch_table(result)
+    if batches:
+        lines += [
+            "## Larger batches",
+            "",
+            "| " + " | ".join(BATCH_HEADERS) + " |",
+            "|" + "|".join(["---"] * 3 + ["---:"] * (len(BATCH_HEADERS) - 3)) + "|",
+        ]
+        lines += [
+            "| " + " | ".join(c.replace("|", "\\|").replace("*", "\\*") for c in cells) + " |" for cells in batches
+        ]
+        lines += ["", "x baseline: throughput over the baseline float model's, same machine and batch.", ""]
     if result["machines"]:
         lines += [
             "## Machines",
@@ -560,6 +609,20 @@ def _html(result: dict, out_dir: Path) -> str:
             + "</tr>"
         )
     p.append(f"</table><p class=note>{e(LEGEND)}</p>")
+    batches = batch_table(result)
+    if batches:
+        p.append(
+            "<h2>Larger batches</h2><table><tr>"
+            + "".join(f"<th class={'l' if i < 3 else 'r'}>{e(h)}</th>" for i, h in enumerate(BATCH_HEADERS))
+            + "</tr>"
+        )
+        for cells in batches:
+            p.append(
+                "<tr>" + "".join(f"<td{' class=l' if i < 3 else ''}>{e(c)}</td>" for i, c in enumerate(cells)) + "</tr>"
+            )
+        p.append(
+            "</table><p class=note>x baseline: throughput over the baseline float model's, same machine and batch.</p>"
+        )
     if result["machines"]:
         p.append(
             "<h2>Machines</h2><table><tr><th class=l>machine</th><th class=l>CPU</th><th>cores</th>"

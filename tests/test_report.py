@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from edgeprune.cli import app
 from edgeprune.errors import UserError
-from edgeprune.report import build_report, write_report
+from edgeprune.report import batch_table, build_report, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -135,6 +135,7 @@ def add_bench(
     emulated: bool = False,
     status: str = "ok",
     busy: bool = False,
+    p50_at_64: float | None = None,
 ) -> None:
     result = {
         "name": f"{root.name}/{variant}",
@@ -172,6 +173,8 @@ def add_bench(
         },
         "session_options": {},
     }
+    if p50_at_64 is not None:
+        result["latency"]["64"] = {"p50_ms": p50_at_64, "p99_ms": p50_at_64 * 2, "throughput_sps": 64e3 / p50_at_64}
     write_json(
         root / "bench" / f"{label}{'-emulated' if emulated else ''}-{variant}.json",
         {
@@ -290,6 +293,27 @@ def test_files_are_written_self_contained_and_agree(two_runs, tmp_path):
     saved = json.loads((out / "report.json").read_text())
     assert len(saved["rows"]) == len(result["rows"]) == 7
     assert rows_by(saved)[("pruned", "float", "hostA")]["ratios"]["p50_ms"] == pytest.approx(0.25)
+
+
+def test_larger_batches_get_their_own_table_with_throughput_ratios(two_runs, tmp_path):
+    base, pruned = two_runs
+    out = tmp_path / "out"
+    assert batch_table(write_report([base, pruned], out)) == []  # batch 1 only: no such section
+    assert "Larger batches" not in (out / "report.md").read_text()
+    add_bench(base, "hostA", "float", 2.0, 0.90, p50_at_64=20.0)
+    add_bench(pruned, "hostA", "float", 0.5, 0.88, p50_at_64=5.0)
+    result = write_report([base, pruned], out)
+    rows = rows_by(result)
+    assert rows[("pruned", "float", "hostA")]["by_batch"][64]["throughput_sps"] == pytest.approx(12800)
+    assert rows[("pruned", "float", "hostA")]["p50_ms"] == pytest.approx(0.5)  # the main table stays batch 1
+    table = batch_table(result)
+    assert table == [
+        ["base", "float *", "hostA", "64", "20.00", "40.00", "3,200", "—"],
+        ["pruned", "float *", "hostA", "64", "5.00", "10.00", "12,800", "4.00×"],
+    ]
+    md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert "## Larger batches" in md and "| pruned | float \\* | hostA | 64 | 5.00 | 10.00 | 12,800 | 4.00× |" in md
+    assert "<h2>Larger batches</h2>" in html and "12,800" in html
 
 
 def test_missing_export_and_bench_are_dashes_with_the_command_that_makes_them(tmp_path):
