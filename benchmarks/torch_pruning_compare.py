@@ -3,7 +3,8 @@
 Torch-Pruning (pip install torch-pruning) with its Taylor importance (GroupTaylorImportance),
 global pruning across layers, widths rounded to 8 like edgeprune, iterative pruning with
 fine-tuning: the same data, optimizer (Adam 1e-3), batch size, epochs, warm-up and pruning
-epochs as edgeprune's schedule (including its fine-tuning learning rate), and the same cubic
+epochs as edgeprune's schedule (including its fine-tuning learning rate and, when the matched
+run distills, the same self-distillation from the end-of-warm-up model), and the same cubic
 ramp toward the same final parameter count (the dense parameter count of an edgeprune run given
 with --match, or its budget while that run is still training beside this one). After each
 pruning step the optimizer is rebuilt (Torch-Pruning replaces the parameter tensors), as its
@@ -24,10 +25,10 @@ from common import record, torch_latency
 
 from edgeprune.config import TrainConfig, schedule_of
 from edgeprune.data.loader import load_data
-from edgeprune.metrics import loss_fn
+from edgeprune.metrics import distill_loss, loss_fn
 from edgeprune.models import build_model, default_config
 from edgeprune.prune.pruner import count_params
-from edgeprune.train import evaluate
+from edgeprune.train import evaluate, logits_of
 
 
 def taylor_grads(model, data, perm, batch_size: int, batches: int) -> None:
@@ -75,16 +76,22 @@ def main() -> None:
     )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     n, bs = len(data.train), cfg.batch_size
-    history, t_start, steps_taken = [], time.perf_counter(), 0
+    history, t_start, steps_taken, teacher = [], time.perf_counter(), 0, None
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
+        if cfg.distill and teacher is None and schedule.phase(epoch) != "warmup":
+            teacher = logits_of(model, data, data.train.x)  # as edgeprune does: once, before pruning
         model.train()
         for group in opt.param_groups:  # the same fine-tuning learning-rate schedule as the matched run
             group["lr"] = cfg.lr * schedule.lr_scale(epoch)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         for s in range(0, n, bs):
             idx = perm[s : s + bs]
-            loss = loss_fn(model(data.prepare(data.train.x[idx])), data.train.y[idx])
+            logits = model(data.prepare(data.train.x[idx]))
+            loss = loss_fn(logits, data.train.y[idx])
+            if teacher is not None:
+                soft = distill_loss(logits, teacher[idx], cfg.distill_temperature)
+                loss = (1 - cfg.distill) * loss + cfg.distill * soft
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -134,6 +141,8 @@ def main() -> None:
             "prune_until": cfg.prune_until,
             "round_to": cfg.round_to,
             "target_params": target,
+            "distill": cfg.distill,
+            "distill_temperature": cfg.distill_temperature,
             "grad_batches": args.grad_batches,
             "tp_steps_taken": steps_taken,
         },
