@@ -9,6 +9,8 @@ if interrupted: re-run the same command.
     python benchmarks/prune_vs_baseline.py --dataset fashion-mnist --epochs 50 --seeds 0 1 2   # mean over seeds
     python benchmarks/prune_vs_baseline.py --dataset sst2 --epochs 25 --synthetic-text data/synthetic \
         --train-args "--max-len 32"      # the BiLSTM on the learnable synthetic sentiment set
+    python benchmarks/prune_vs_baseline.py --dataset sst2 --epochs 25 --synthetic-text data/negation --negation \
+        --train-args "--max-len 48" --seeds 0 1 2 --name prune_vs_baseline_sst2-negation_25ep_3seeds
 """
 
 from __future__ import annotations
@@ -112,6 +114,11 @@ def main() -> None:
         help="write the learnable synthetic sentiment set (5000 train, 872 test like SST-2's validation) "
         "into DIR/<dataset>/ if absent and train on it",
     )
+    ap.add_argument(
+        "--negation",
+        action="store_true",
+        help="with --synthetic-text: the harder variant (negated cues, net sign, 5%% label noise; ceiling ~95%%)",
+    )
     args = ap.parse_args()
     extra = shlex.split(args.train_args)
     if args.synthetic_text:
@@ -119,7 +126,9 @@ def main() -> None:
 
         if not (args.synthetic_text / args.dataset).exists():
             splits = ("train", "validation") if args.dataset == "sst2" else ("train", "test")
-            write_sentiment(args.synthetic_text / args.dataset, splits=splits, n_train=5000, n_test=872)
+            write_sentiment(
+                args.synthetic_text / args.dataset, splits=splits, n_train=5000, n_test=872, negation=args.negation
+            )
         extra += ["--data-dir", str(args.synthetic_text)]
     pairs = [train_pair(args, seed, extra) for seed in args.seeds]
     base_dir, pruned_dir = pairs[0]

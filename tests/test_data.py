@@ -113,3 +113,23 @@ def test_real_fashion_mnist():
     assert torch.bincount(d.test.y).tolist() == [1000] * 10
     with gzip.open(FASHION / "t10k-labels-idx1-ubyte.gz") as f:
         assert f.read()[8:18] == bytes(d.test.y[:10].tolist())
+
+
+def test_negation_sentiment_labels_follow_the_net_sign_of_the_cues():
+    from edgeprune.data.synthetic import NEGATIVE, POSITIVE, negation_texts
+
+    def rule(text: str) -> int:
+        words, score = text.split(), 0
+        for i, w in enumerate(words):
+            if w in POSITIVE or w in NEGATIVE:
+                polarity = 1 if w in POSITIVE else -1
+                score += -polarity if i and words[i - 1] == "not" else polarity
+        assert score % 2 == 1  # one or three cues: never a tie
+        return int(score > 0)
+
+    texts, y = negation_texts(2000, seed=3, noise=0.0)
+    assert [rule(t) for t in texts] == y.tolist()
+    assert any(" not " in f" {t} " for t in texts) and 0.4 < y.mean() < 0.6
+    texts, y = negation_texts(2000, seed=3)  # 5% of labels flipped: the ceiling is 95%
+    agree = sum(rule(t) == label for t, label in zip(texts, y.tolist())) / len(y)
+    assert 0.93 < agree < 0.97
