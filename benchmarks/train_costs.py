@@ -3,6 +3,8 @@
 - throughput: samples/s of full training steps (forward, backward, Adam), baseline model
 - bookkeeping: time of the pruner's per-step score accumulation (after backward) relative to a
   training step, plus the end-of-epoch decision and compaction amortized over an epoch's steps
+- distillation (--preset compact): a step with the self-distillation loss against one without
+  (interleaved), and the one-time teacher pass over the training set amortized over the run
 
     python benchmarks/train_costs.py [--steps 200] [--threads N]
 """
@@ -18,9 +20,10 @@ from common import record
 
 from edgeprune.config import resolve_train_config, schedule_of
 from edgeprune.data.loader import load_data
-from edgeprune.metrics import loss_fn
+from edgeprune.metrics import distill_loss, loss_fn
 from edgeprune.models import build_model, default_config
 from edgeprune.prune.pruner import Pruner
+from edgeprune.train import logits_of
 
 
 def main() -> None:
@@ -40,11 +43,18 @@ def main() -> None:
     n = len(data.train)
     perm = torch.randperm(n)
 
-    step_times, hook_times = [], []
-    for i in range(args.steps + 10):
+    t0 = time.perf_counter()
+    teacher = logits_of(model, data, data.train.x)
+    teacher_s = time.perf_counter() - t0
+    step_times, hook_times, kd_step_times = [], [], []
+    for i in range(2 * args.steps + 10):
         idx = perm[(i * args.batch_size) % (n - args.batch_size) :][: args.batch_size]
+        distill = i % 2 == 1  # interleaved, so both kinds of step see the same machine
         t0 = time.perf_counter()
-        loss = loss_fn(model(data.prepare(data.train.x[idx])), data.train.y[idx])
+        logits = model(data.prepare(data.train.x[idx]))
+        loss = loss_fn(logits, data.train.y[idx])
+        if distill:
+            loss = 0.5 * loss + 0.5 * distill_loss(logits, teacher[idx], 4.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         t1 = time.perf_counter()
@@ -52,7 +62,9 @@ def main() -> None:
         t2 = time.perf_counter()
         opt.step()
         t3 = time.perf_counter()
-        if i >= 10:  # warm-up steps excluded
+        if i >= 10 and distill:
+            kd_step_times.append((t1 - t0) + (t3 - t2))
+        elif i >= 10:  # warm-up steps excluded
             step_times.append((t1 - t0) + (t3 - t2))
             hook_times.append(t2 - t1)
     t0 = time.perf_counter()
@@ -74,8 +86,13 @@ def main() -> None:
         "end_of_epoch_amortized_ms_per_step": end_epoch_s * 1e3 / steps_per_epoch,
         "bookkeeping_share_of_step": (hook_ms + end_epoch_s * 1e3 / steps_per_epoch) / step_ms,
         "target_bookkeeping_share<=0.10": (hook_ms + end_epoch_s * 1e3 / steps_per_epoch) / step_ms <= 0.10,
+        "distill_step_ms_median": statistics.median(kd_step_times) * 1e3,
+        "distill_share_of_step": statistics.median(kd_step_times) / statistics.median(step_times) - 1,
+        "teacher_pass_s": teacher_s,
+        "teacher_pass_amortized_ms_per_step": teacher_s * 1e3 / (steps_per_epoch * (cfg.epochs - cfg.warmup_epochs)),
         "pruned_widths_after_step": model.widths(),
-        "note": "medians over steps; score accumulation runs only in pruning epochs",
+        "note": "medians over steps; score accumulation runs only in pruning epochs; distillation steps "
+        "are measured on the dense model (the costliest case) interleaved with plain ones",
     }
     print(
         {
@@ -85,6 +102,8 @@ def main() -> None:
                 "train_step_ms_median",
                 "score_accumulation_ms_median",
                 "bookkeeping_share_of_step",
+                "distill_share_of_step",
+                "teacher_pass_s",
             )
         }
     )
