@@ -250,6 +250,51 @@ def test_recipes_follow_the_model_kind_and_the_target():
         quantize.recipes(lstm, "static", True, False)
 
 
+def test_dynamic_int8_of_a_cnn_keeps_conv_weights_as_int8_and_float_convolutions(runs):
+    run, _ = runs["cnn"]
+    m = onnx.load(str(run / "export" / "model.int8-dynamic.onnx"))
+    inits = {t.name: t for t in m.graph.initializer}
+    made_by = {o: n for n in m.graph.node for o in n.output}
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 2 and not any(n.op_type == "ConvInteger" for n in m.graph.node)
+    for conv in convs:
+        dq = made_by[conv.input[1]]
+        assert dq.op_type == "DequantizeLinear" and inits[dq.input[0]].data_type == TensorProto.INT8
+    assert not [t.name for t in m.graph.initializer if t.data_type == TensorProto.FLOAT and len(t.dims) == 4]
+
+
+def _conv_model(opset: int, w: np.ndarray) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, w.shape[1], 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, w.shape[0], 6, 6])],
+        [onnx.numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def test_conv_weights_int8_is_per_channel_and_close_to_float():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    w[1] *= 100  # a channel with a far larger range must not coarsen the others' scales
+    w[2] = 0  # an all-zero channel stays zero
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    model = _conv_model(13, w)
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    assert quantize.conv_weights_int8(model) == 1
+    onnx.checker.check_model(model)
+    got = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    for c in range(4):  # error within half a quantization step of each weight, summed over the window
+        bound = np.abs(w[c]).max() / 127 / 2 * 27 * np.abs(x).max() + 1e-6
+        assert np.abs(got[0, c] - expected[0, c]).max() <= bound
+    assert np.all(got[0, 2] == 0)
+    old = _conv_model(12, w)  # per-axis DequantizeLinear needs opset 13: left as it was
+    assert quantize.conv_weights_int8(old) == 0 and old.graph.initializer[0].data_type == TensorProto.FLOAT
+
+
 def test_simplifier_failure_falls_back_to_onnxslim(runs, tmp_path, monkeypatch):
     run, _ = runs["cnn"]
     src = run / "export" / "model.exported.onnx"

@@ -29,6 +29,9 @@ class Recipe:
     per_channel: bool
     reduce_range: bool
     op_types: tuple[str, ...] | None  # None: every op type onnxruntime supports for the method
+    # dynamic on a conv model: also store the Conv weights as int8 (per output channel) that a
+    # DequantizeLinear turns back into float; the convolutions themselves stay float
+    weight_only_conv: bool = False
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -62,7 +65,7 @@ def recipes(kind: dict, quantize: str, per_channel: bool, reduce_range: bool, ta
     # Dynamic on a conv model: only the Linear layers (ConvInteger made a small CNN 3-7x slower).
     dyn_ops = None if recurrent_or_linear else ("MatMul",)
     static = Recipe("static", "static", per_channel, reduce_range, None)
-    dynamic = Recipe("dynamic", "dynamic", per_channel, reduce_range, dyn_ops)
+    dynamic = Recipe("dynamic", "dynamic", per_channel, reduce_range, dyn_ops, weight_only_conv=dyn_ops is not None)
     if quantize == "static":
         return [static]
     if quantize == "dynamic":
@@ -96,6 +99,16 @@ def preprocess(src: Path, dst: Path) -> str | None:
     return note
 
 
+def _replace_nodes(model: onnx.ModelProto, nodes: list) -> None:
+    """Give the graph these nodes and drop the initializers no node reads any more."""
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
 def gemm_to_matmul(model: onnx.ModelProto) -> int:
     """Rewrite Gemm(A, W, b) with constant W as MatMul + Add, in place: onnxruntime's dynamic
     quantizer handles MatMul but not Gemm, and Linear layers export as Gemm. Returns the count."""
@@ -125,12 +138,44 @@ def gemm_to_matmul(model: onnx.ModelProto) -> int:
             new_nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [out], name=f"{node.name}_Add"))
         count += 1
     if count:
-        del model.graph.node[:]
-        model.graph.node.extend(new_nodes)
-        used = {i for n in model.graph.node for i in n.input}
-        keep = [t for t in model.graph.initializer if t.name in used]
-        del model.graph.initializer[:]
-        model.graph.initializer.extend(keep)
+        _replace_nodes(model, new_nodes)
+    return count
+
+
+def conv_weights_int8(model: onnx.ModelProto) -> int:
+    """Store each Conv's constant float weight as int8 with one symmetric scale per output
+    channel, dequantized by a DequantizeLinear in front of the (still float) Conv, in place.
+    The file shrinks by almost 4x on those weights; no integer convolution runs, so the speed of
+    a float Conv is kept (onnxruntime folds or runs the small dequantization). Returns the count."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:  # per-axis DequantizeLinear
+        return 0
+    inits = {t.name: t for t in model.graph.initializer}
+    new_nodes, count = [], 0
+    for node in model.graph.node:
+        w_name = node.input[1] if node.op_type == "Conv" and len(node.input) > 1 else None
+        t = inits.get(w_name)
+        if t is None or t.data_type != onnx.TensorProto.FLOAT:
+            new_nodes.append(node)
+            continue
+        w = numpy_helper.to_array(t)
+        peak = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+        scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+        q = np.clip(np.rint(w / scale.reshape(-1, *[1] * (w.ndim - 1))), -127, 127).astype(np.int8)
+        names = [f"{w_name}_int8", f"{w_name}_scale", f"{w_name}_zero_point", f"{w_name}_dequantized"]
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(q, names[0]),
+                numpy_helper.from_array(scale, names[1]),
+                numpy_helper.from_array(np.zeros(len(scale), np.int8), names[2]),
+            ]
+        )
+        new_nodes.append(helper.make_node("DequantizeLinear", names[:3], [names[3]], name=f"{w_name}_dq", axis=0))
+        node.input[1] = names[3]
+        new_nodes.append(node)
+        count += 1
+    if count:
+        _replace_nodes(model, new_nodes)
     return count
 
 
@@ -206,6 +251,10 @@ def quantize(src: Path, dst: Path, recipe: Recipe, calib_x: np.ndarray | None = 
                         reduce_range=recipe.reduce_range,
                         op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
                     )
+                if recipe.weight_only_conv:
+                    model = onnx.load(str(dst))
+                    if conv_weights_int8(model):
+                        onnx.save(model, str(dst))
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001
