@@ -93,7 +93,9 @@ def train(
         help="Compact after every pruning step (else hold masks and compact once at the end).",
     ),
     finetune_lr: Optional[str] = typer.Option(
-        None, "--finetune-lr", help="constant (default) or cosine: decay the rate over the fine-tuning epochs."
+        None,
+        "--finetune-lr",
+        help="constant (default) or cosine: decay the rate over the fine-tuning epochs (a baseline: the same epochs).",
     ),
     distill: Optional[float] = typer.Option(
         None,

@@ -123,27 +123,26 @@ def resolve_train_config(
         preset=preset,
         **{k: v for k, v in kw.items() if v is not None or k == "target_params"},
     )
-    if prune:
-        schedule_of(cfg)  # validates the pruning flags
+    schedule_of(cfg)  # validates the schedule's flags (a baseline uses its timing too)
     return cfg
 
 
 def _check_distill(kw: dict, prune: bool, warmup_epochs: int, explicit: bool) -> None:
-    """Self-distillation learns from the model as it was at the end of the warm-up: it needs
-    pruning and at least one warm-up epoch. A preset's distillation is dropped where it cannot
-    apply (a baseline, or a run without warm-up); an explicit --distill there is an error."""
+    """Self-distillation learns from the model as it was at the end of the warm-up, so it needs
+    at least one warm-up epoch. A preset's distillation is dropped where it cannot apply (a run
+    without warm-up) and where it was not asked for (a baseline: a preset configures pruning);
+    an explicit --distill without warm-up is an error. An explicit --distill on a baseline is
+    allowed: a dense model trained with the pruned run's recipe, to compare like with like."""
     alpha, temp = kw.get("distill"), kw.get("distill_temperature")
     if alpha is not None and not 0 <= alpha <= 1:
         raise UserError(f"--distill must be a weight in [0, 1] (0 turns it off), got {alpha}.")
     if temp is not None and temp <= 0:
         raise UserError(f"--distill-temperature must be positive, got {temp}.")
-    if not alpha or (prune and warmup_epochs > 0):
+    if not alpha or (warmup_epochs > 0 and (prune or explicit)):
         return
     if not explicit:
         kw["distill"] = 0.0
-    elif not prune:
-        raise UserError("--distill needs pruning: drop it, or drop --no-prune.")
-    else:
+    elif warmup_epochs == 0:
         raise UserError("--distill learns from the model at the end of the warm-up; use --warmup-epochs 1 or more.")
 
 

@@ -149,7 +149,10 @@ def _train(
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     reduce = distributed.all_reduce_scores if ctx.enabled else None
-    pruner = Pruner(model, schedule_of(cfg), reduce_scores=reduce) if cfg.prune else None
+    # The schedule also times a baseline's learning rate (--finetune-lr) and teacher (--distill),
+    # so a dense run can follow the pruned run's recipe; only a pruner prunes.
+    schedule = schedule_of(cfg)
+    pruner = Pruner(model, schedule, reduce_scores=reduce) if cfg.prune else None
     # fp16 needs loss scaling to keep small gradients; bf16 has float32's range and does not
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     start, train_seconds = 1, 0.0
@@ -207,13 +210,12 @@ def _train(
         transient=True,
     ) as progress:
         for epoch in range(start, cfg.epochs + 1):
-            phase = pruner.schedule.phase(epoch) if pruner else "train"
-            if pruner:  # the fine-tuning schedule (a function of the epoch, so resume-safe)
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * pruner.schedule.lr_scale(epoch)
+            phase = schedule.phase(epoch) if pruner else "train"
+            for group in optimizer.param_groups:  # a function of the epoch, so resume-safe
+                group["lr"] = cfg.lr * schedule.lr_scale(epoch)
             task = progress.add_task(f"epoch {epoch}/{cfg.epochs} {phase}", total=steps, stats="")
             t0 = time.perf_counter()
-            if cfg.distill and teacher is None and phase != "warmup":
+            if cfg.distill and teacher is None and schedule.phase(epoch) != "warmup":
                 teacher = logits_of(model, data, data.train.x)
             net.train()
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))

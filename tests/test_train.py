@@ -181,6 +181,23 @@ def test_self_distillation_learns_from_the_model_at_the_end_of_the_warmup(data_r
     assert distilled["params"] <= 0.3 * distilled["baseline_params"]
 
 
+def test_a_baseline_can_follow_the_pruned_runs_recipe(data_root, tmp_path):
+    plain = cfg(data_root, tmp_path, "plain", prune=False, epochs=4, warmup_epochs=1)
+    recipe = cfg(data_root, tmp_path, "recipe", prune=False, epochs=4, warmup_epochs=1, distill=0.5)
+    recipe.finetune_lr = "cosine"
+    a, b = train_run(plain, quiet=True), train_run(recipe, quiet=True)
+    assert a["params"] == b["params"] == a["baseline_params"]  # nothing pruned
+    ca = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=True)
+    cb = torch.load(tmp_path / "recipe" / "checkpoint.pt", weights_only=True)
+    assert ca["teacher_logits"] is None and cb["teacher_logits"].shape[1] == 10
+    assert ca["optimizer"]["param_groups"][0]["lr"] == 1e-3  # the study's constant rate
+    from edgeprune.config import schedule_of
+
+    expected = 1e-3 * schedule_of(recipe).lr_scale(4)
+    assert cb["optimizer"]["param_groups"][0]["lr"] == pytest.approx(expected) and expected < 1e-3
+    assert [r["phase"] for r in history(tmp_path / "recipe")] == ["train"] * 4
+
+
 def test_a_preset_drops_its_distillation_where_it_cannot_apply(data_root, tmp_path):
     base = cfg(data_root, tmp_path, prune=False, preset="compact")
     assert base.distill == 0.0
@@ -204,7 +221,6 @@ def test_a_preset_drops_its_distillation_where_it_cannot_apply(data_root, tmp_pa
         (["--preset", "tiny"], "Unknown preset"),
         (["--distill", "1.5"], "--distill must be a weight in [0, 1]"),
         (["--distill-temperature", "0"], "--distill-temperature must be positive"),
-        (["--distill", "0.5", "--no-prune"], "--distill needs pruning"),
         (["--distill", "0.5", "--warmup-epochs", "0"], "use --warmup-epochs 1 or more"),
     ],
 )
