@@ -7,6 +7,9 @@ if interrupted: re-run the same command.
 
     python benchmarks/prune_vs_baseline.py --dataset fashion-mnist --epochs 50
     python benchmarks/prune_vs_baseline.py --dataset fashion-mnist --epochs 50 --seeds 0 1 2   # mean over seeds
+    python benchmarks/prune_vs_baseline.py --dataset fashion-mnist --epochs 50 --seeds 0 1 2 \
+        --baseline-args "--finetune-lr cosine --distill 0.5" --runs-dir runs/bench-recipe \
+        --name prune_vs_recipe_baseline_fashion-mnist_50ep_3seeds   # baselines with the pruned recipe
     python benchmarks/prune_vs_baseline.py --dataset sst2 --epochs 25 --synthetic-text data/synthetic \
         --train-args "--max-len 32"      # the BiLSTM on the learnable synthetic sentiment set
     python benchmarks/prune_vs_baseline.py --dataset sst2 --epochs 25 --synthetic-text data/negation --negation \
@@ -69,7 +72,9 @@ def train_pair(args, seed: int, extra: list[str]) -> tuple[Path, Path]:
     base_dir, pruned_dir = root / "baseline", root / "pruned"
     extra = [*extra, "--seed", str(seed)]
     procs = [
-        train(base_dir, args.dataset, args.epochs, ["--no-prune", *extra], args.limit),
+        train(
+            base_dir, args.dataset, args.epochs, ["--no-prune", *shlex.split(args.baseline_args), *extra], args.limit
+        ),
         train(pruned_dir, args.dataset, args.epochs, ["--preset", args.preset, *extra], args.limit),
     ]
     for p in procs:
@@ -108,6 +113,12 @@ def main() -> None:
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/bench"))
     ap.add_argument("--name", help="results file name (default prune_vs_baseline_<dataset>_<epochs>ep)")
     ap.add_argument("--train-args", default="", help="more `edgeprune train` flags for both runs")
+    ap.add_argument(
+        "--baseline-args",
+        default="",
+        help="`edgeprune train` flags for the baseline only, e.g. the pruned run's recipe: "
+        "'--finetune-lr cosine --distill 0.5'",
+    )
     ap.add_argument(
         "--synthetic-text",
         type=Path,
@@ -157,6 +168,7 @@ def main() -> None:
         "epochs": args.epochs,
         "preset": args.preset,
         "limit": args.limit,
+        "baseline_args": args.baseline_args,
         "baseline": {k: mb[k] for k in ("test_accuracy", "test_f1", "params", "train_seconds", "widths")},
         "pruned": {k: mp[k] for k in ("test_accuracy", "test_f1", "params", "dense_params", "train_seconds", "widths")},
         "compression_live": mb["params"] / mp["params"],
