@@ -265,6 +265,22 @@ def test_dynamic_int8_of_a_cnn_keeps_conv_weights_as_int8_and_float_convolutions
     assert float_4d and all(int(np.prod(t.dims)) == t.dims[0] for t in float_4d)  # scales only, no weights
 
 
+def test_dynamic_int8_is_scored_one_example_at_a_time(runs):
+    from edgeprune.bench.onnxfile import EVAL_CHUNK, eval_chunk, op_types
+
+    run, _ = runs["cnn"]
+    dyn, flt = run / "export" / "model.int8-dynamic.onnx", run / "export" / "model.onnx"
+    assert "DynamicQuantizeLinear" in op_types(dyn) and op_types(flt) == {n.op_type for n in onnx.load(flt).graph.node}
+    assert eval_chunk(dyn) == 1 and eval_chunk(flt) == EVAL_CHUNK
+    # what a device answering single requests gets: the parity row's accuracy is batch-1 accuracy
+    row = {r["name"]: r for r in json.loads((run / "export" / "parity.json").read_text())["variants"]}["dynamic"]
+    sess = ort.InferenceSession(str(dyn), providers=["CPUExecutionProvider"])
+    with np.load(run / "bundle" / "eval.npz") as z:
+        x, y = z["x"][: row["eval_n"]], z["y"][: row["eval_n"]]
+    one = np.array([sess.run(None, {sess.get_inputs()[0].name: x[i : i + 1]})[0][0].argmax() for i in range(len(x))])
+    assert row["accuracy"] == pytest.approx(float((one == y).mean()), abs=1e-9)
+
+
 def _conv_model(opset: int, w: np.ndarray) -> onnx.ModelProto:
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],

@@ -1,5 +1,5 @@
 """Read what bench needs from an .onnx file without the `onnx` package: is it a model, how many
-parameters does it store."""
+parameters does it store, which operators does it run."""
 
 from __future__ import annotations
 
@@ -9,8 +9,16 @@ from pathlib import Path
 from edgeprune.bench.proto import LEN, ProtoError, fields, packed_varints
 
 MODEL_GRAPH = 7  # ModelProto.graph
+GRAPH_NODE = 1  # GraphProto.node
 GRAPH_INITIALIZER = 5  # GraphProto.initializer
 TENSOR_DIMS = 1  # TensorProto.dims
+NODE_OP_TYPE = 4  # NodeProto.op_type
+# Operators whose output for one example depends on the rest of its batch: they quantize
+# activations with a scale computed over the whole input tensor (onnxruntime's dynamic INT8).
+BATCH_DEPENDENT_OPS = ("DynamicQuantizeLinear", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul")
+# Evaluation batch: large for speed, unless a model's outputs depend on the batch; then one
+# example at a time, as a device answering single requests runs it.
+EVAL_CHUNK = 256
 
 
 def _graph(data: bytes) -> bytes:
@@ -54,3 +62,20 @@ def count_initializer_elements(path: Path) -> int | None:
         return total
     except (OSError, ProtoError):
         return None
+
+
+def op_types(path: Path) -> set[str]:
+    """The operator types of the main graph's nodes (empty if unreadable)."""
+    try:
+        out = set()
+        for num, wire, node in fields(_graph(Path(path).read_bytes())):
+            if num == GRAPH_NODE and wire == LEN:
+                out.update(v.decode() for n, w, v in fields(node) if n == NODE_OP_TYPE and w == LEN)
+        return out
+    except (OSError, ProtoError, UnicodeDecodeError):
+        return set()
+
+
+def eval_chunk(path: Path) -> int:
+    """How many examples to evaluate per call: 1 for batch-dependent (dynamic INT8) models."""
+    return 1 if op_types(path) & set(BATCH_DEPENDENT_OPS) else EVAL_CHUNK

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -23,10 +24,10 @@ import onnxruntime as ort
 from edgeprune.bench import feeds, metrics
 from edgeprune.bench.identity import identity_model
 from edgeprune.bench.memory import PeakSampler, rss_mb, ru_maxrss_mb
+from edgeprune.bench.onnxfile import eval_chunk
 
 MAX_RUNS_PER_ROUND = 100_000  # bounds --seconds on a model that takes microseconds
 MAX_FLOOR_RUNS_PER_ROUND = 100
-EVAL_CHUNK = 256
 
 
 def session_options(threads: int, arena: bool, mem_pattern: bool) -> ort.SessionOptions:
@@ -65,6 +66,7 @@ class Worker:
         self.feeds: dict[int, dict] = {}
         self.meta: dict | None = None
         self.eval_path: str | None = None
+        self.eval_chunk = 1
         self.memory: dict = {}
         self.sampler: PeakSampler | None = None
 
@@ -72,6 +74,7 @@ class Worker:
         providers = ["CPUExecutionProvider"]
         so = session_options(req["threads"], req["arena"], req["mem_pattern"])
         self.eval_path = req.get("eval")
+        self.eval_chunk = eval_chunk(Path(req["path"]))
         eval_x = None
         if self.eval_path:
             # Only the rows the timed batches use stay in memory; the full set is read again
@@ -158,8 +161,9 @@ class Worker:
         name = self.session.get_inputs()[0].name
         dtype = feeds.NUMPY_TYPES.get(self.session.get_inputs()[0].type, x.dtype)
         preds = []
-        for i in range(0, len(x), EVAL_CHUNK):
-            chunk = np.ascontiguousarray(x[i : i + EVAL_CHUNK], dtype=dtype)
+        step = self.eval_chunk
+        for i in range(0, len(x), step):
+            chunk = np.ascontiguousarray(x[i : i + step], dtype=dtype)
             preds.append(metrics.predictions(self.session.run(None, {name: chunk})[0]))
         pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
         y = np.asarray(y, dtype=np.int64).reshape(-1)

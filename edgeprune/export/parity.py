@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.bench import metrics
+from edgeprune.bench.onnxfile import EVAL_CHUNK, eval_chunk
 from edgeprune.errors import UserError
 
 ONNX_TOLERANCE = 1e-4  # max abs logit difference: ONNX vs PyTorch, simplified vs ONNX
-EVAL_CHUNK = 256
 
 
 def session(path: Path, threads: int | None = None):
@@ -24,9 +24,9 @@ def session(path: Path, threads: int | None = None):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def logits(sess, x: np.ndarray) -> np.ndarray:
+def logits(sess, x: np.ndarray, chunk: int = EVAL_CHUNK) -> np.ndarray:
     name = sess.get_inputs()[0].name
-    out = [sess.run(None, {name: x[i : i + EVAL_CHUNK]})[0] for i in range(0, len(x), EVAL_CHUNK)]
+    out = [sess.run(None, {name: x[i : i + chunk]})[0] for i in range(0, len(x), chunk)]
     return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
 
@@ -66,7 +66,8 @@ def variant_row(
     sess = session(file)
     row = {"name": name, "file": Path(file).name, "nodes": nodes, **sizes(file)}
     row.update(compare(logits(sess, fixed_x), torch_fixed))
-    row.update(scores(logits(sess, eval_x), eval_y, num_classes))
+    # a dynamic INT8 model's output for one example depends on its batch: score it one at a time
+    row.update(scores(logits(sess, eval_x, eval_chunk(Path(file))), eval_y, num_classes))
     row["eval_n"] = len(eval_y)
     return row
 
