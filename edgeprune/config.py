@@ -100,15 +100,15 @@ def resolve_train_config(
         if kw.get(name) is not None and kw[name] < 3:
             raise UserError(f"--{name.replace('_', '-')} must be at least 3, got {kw[name]}.")
     explicit_distill = kw.get("distill") is not None
+    prune = kw.get("prune", True)
     if preset is not None:
         if preset not in PRESETS:
             raise unknown_choice("preset", preset, PRESETS)
-        for k, v in PRESETS[preset].items():
+        for k, v in PRESETS[preset].items() if prune else ():  # a preset configures pruning only
             if kw.get(k) is None:
                 kw[k] = v
     if warmup_epochs is None:
         warmup_epochs = max(1, epochs // 10) if epochs > 1 else 0
-    prune = kw.get("prune", True)
     _check_distill(kw, prune, warmup_epochs, explicit_distill)
     if out is None:
         out = Path("runs") / f"{spec.name}-{model}{'' if prune else '-baseline'}"

@@ -199,8 +199,8 @@ def test_a_baseline_can_follow_the_pruned_runs_recipe(data_root, tmp_path):
 
 
 def test_a_preset_drops_its_distillation_where_it_cannot_apply(data_root, tmp_path):
-    base = cfg(data_root, tmp_path, prune=False, preset="compact")
-    assert base.distill == 0.0
+    base = cfg(data_root, tmp_path, prune=False, preset="compact")  # a preset configures pruning only
+    assert base.distill == 0.0 and base.finetune_lr == "constant" and base.target_params is None
     no_warmup = cfg(data_root, tmp_path, preset="compact", warmup_epochs=0)
     assert no_warmup.distill == 0.0 and no_warmup.target_params == 0.1
     assert cfg(data_root, tmp_path, preset="compact").distill == 0.5
