@@ -25,7 +25,7 @@ from common import record, torch_latency
 
 from edgeprune.config import TrainConfig, schedule_of
 from edgeprune.data.loader import load_data
-from edgeprune.metrics import distill_loss, loss_fn
+from edgeprune.metrics import loss_fn, training_loss
 from edgeprune.models import build_model, default_config
 from edgeprune.prune.pruner import count_params
 from edgeprune.train import evaluate, logits_of
@@ -88,10 +88,8 @@ def main() -> None:
         for s in range(0, n, bs):
             idx = perm[s : s + bs]
             logits = model(data.prepare(data.train.x[idx]))
-            loss = loss_fn(logits, data.train.y[idx])
-            if teacher is not None:
-                soft = distill_loss(logits, teacher[idx], cfg.distill_temperature)
-                loss = (1 - cfg.distill) * loss + cfg.distill * soft
+            soft = None if teacher is None else teacher[idx]
+            loss = training_loss(logits, data.train.y[idx], soft, cfg.distill, cfg.distill_temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -20,7 +20,7 @@ from common import record
 
 from edgeprune.config import resolve_train_config, schedule_of
 from edgeprune.data.loader import load_data
-from edgeprune.metrics import distill_loss, loss_fn
+from edgeprune.metrics import training_loss
 from edgeprune.models import build_model, default_config
 from edgeprune.prune.pruner import Pruner
 from edgeprune.train import logits_of
@@ -38,6 +38,7 @@ def main() -> None:
     model = build_model({"name": "cnn", "config": default_config("cnn", data.input_meta())}).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     cfg = resolve_train_config(dataset="fashion-mnist", epochs=50, target_params=0.1)
+    cfg_kd = resolve_train_config(dataset="fashion-mnist", epochs=50, preset="compact")
     pruner = Pruner(model, schedule_of(cfg))
     epoch = cfg.warmup_epochs + 1  # a pruning epoch: accumulation is on
     n = len(data.train)
@@ -52,9 +53,8 @@ def main() -> None:
         distill = i % 2 == 1  # interleaved, so both kinds of step see the same machine
         t0 = time.perf_counter()
         logits = model(data.prepare(data.train.x[idx]))
-        loss = loss_fn(logits, data.train.y[idx])
-        if distill:
-            loss = 0.5 * loss + 0.5 * distill_loss(logits, teacher[idx], 4.0)
+        soft = teacher[idx] if distill else None  # --preset compact's distillation
+        loss = training_loss(logits, data.train.y[idx], soft, cfg_kd.distill, cfg_kd.distill_temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         t1 = time.perf_counter()

@@ -109,7 +109,7 @@ def resolve_train_config(
                 kw[k] = v
     if warmup_epochs is None:
         warmup_epochs = max(1, epochs // 10) if epochs > 1 else 0
-    _check_distill(kw, prune, warmup_epochs, explicit_distill)
+    _check_distill(kw, warmup_epochs, explicit_distill)
     if out is None:
         out = Path("runs") / f"{spec.name}-{model}{'' if prune else '-baseline'}"
     cfg = TrainConfig(
@@ -127,23 +127,21 @@ def resolve_train_config(
     return cfg
 
 
-def _check_distill(kw: dict, prune: bool, warmup_epochs: int, explicit: bool) -> None:
+def _check_distill(kw: dict, warmup_epochs: int, explicit: bool) -> None:
     """Self-distillation learns from the model as it was at the end of the warm-up, so it needs
-    at least one warm-up epoch. A preset's distillation is dropped where it cannot apply (a run
-    without warm-up) and where it was not asked for (a baseline: a preset configures pruning);
-    an explicit --distill without warm-up is an error. An explicit --distill on a baseline is
-    allowed: a dense model trained with the pruned run's recipe, to compare like with like."""
+    at least one warm-up epoch: a preset's distillation is dropped without one, an explicit
+    --distill is an error. (A baseline gets distillation only when asked: presets configure
+    pruning; an explicit --distill trains the dense model with the pruned run's recipe.)"""
     alpha, temp = kw.get("distill"), kw.get("distill_temperature")
     if alpha is not None and not 0 <= alpha <= 1:
         raise UserError(f"--distill must be a weight in [0, 1] (0 turns it off), got {alpha}.")
     if temp is not None and temp <= 0:
         raise UserError(f"--distill-temperature must be positive, got {temp}.")
-    if not alpha or (warmup_epochs > 0 and (prune or explicit)):
+    if not alpha or warmup_epochs > 0:
         return
-    if not explicit:
-        kw["distill"] = 0.0
-    elif warmup_epochs == 0:
+    if explicit:
         raise UserError("--distill learns from the model at the end of the warm-up; use --warmup-epochs 1 or more.")
+    kw["distill"] = 0.0
 
 
 def schedule_of(cfg: TrainConfig):

@@ -27,6 +27,17 @@ def distill_loss(logits: torch.Tensor, teacher: torch.Tensor, temperature: float
     )
 
 
+def training_loss(
+    logits: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None, distill: float, temperature: float
+) -> torch.Tensor:
+    """The loss training minimizes: the label loss, mixed with the distillation loss by weight
+    `distill` once there are teacher outputs for this batch."""
+    loss = loss_fn(logits, y)
+    if teacher is None:
+        return loss
+    return (1 - distill) * loss + distill * distill_loss(logits.float(), teacher, temperature)
+
+
 def predict(logits: torch.Tensor) -> torch.Tensor:
     """Class ids: one logit means sigmoid (class 1 when > 0), more mean argmax."""
     return (logits[:, 0] > 0).long() if logits.shape[-1] == 1 else logits.argmax(dim=-1)

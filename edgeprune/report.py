@@ -399,6 +399,7 @@ LEGEND = (
 
 
 BATCH_HEADERS = ["run", "variant", "machine", "batch", "p50 ms", "p99 ms", "samples/s", "x baseline"]
+BATCH_LEGEND = "x baseline: throughput over the baseline float model's, same machine and batch."
 
 
 def batch_table(result: dict) -> list[list[str]]:
@@ -502,7 +503,7 @@ def _markdown(result: dict) -> str:
         lines += [
             "| " + " | ".join(c.replace("|", "\\|").replace("*", "\\*") for c in cells) + " |" for cells in batches
         ]
-        lines += ["", "x baseline: throughput over the baseline float model's, same machine and batch.", ""]
+        lines += ["", BATCH_LEGEND, ""]
     if result["machines"]:
         lines += [
             "## Machines",
@@ -620,9 +621,7 @@ def _html(result: dict, out_dir: Path) -> str:
             p.append(
                 "<tr>" + "".join(f"<td{' class=l' if i < 3 else ''}>{e(c)}</td>" for i, c in enumerate(cells)) + "</tr>"
             )
-        p.append(
-            "</table><p class=note>x baseline: throughput over the baseline float model's, same machine and batch.</p>"
-        )
+        p.append(f"</table><p class=note>{e(BATCH_LEGEND)}</p>")
     if result["machines"]:
         p.append(
             "<h2>Machines</h2><table><tr><th class=l>machine</th><th class=l>CPU</th><th>cores</th>"

@@ -18,7 +18,7 @@ from edgeprune.config import TrainConfig, default_threads, schedule_of
 from edgeprune.data.loader import Data, Split, load_data
 from edgeprune.data.text import Vocab
 from edgeprune.errors import UserError
-from edgeprune.metrics import distill_loss, f1_score, loss_fn, predict
+from edgeprune.metrics import f1_score, loss_fn, predict, training_loss
 from edgeprune.models import build_model, default_config
 from edgeprune.prune.pruner import Pruner, count_params
 from edgeprune.run import (
@@ -227,12 +227,8 @@ def _train(
                 y = distributed.to_device(data.train.y[idx], device)
                 with autocast():
                     logits = net(x)
-                    loss = loss_fn(logits, y)
-                    if teacher is not None:
-                        soft = distill_loss(
-                            logits.float(), distributed.to_device(teacher[idx], device), cfg.distill_temperature
-                        )
-                        loss = (1 - cfg.distill) * loss + cfg.distill * soft
+                    soft = None if teacher is None else distributed.to_device(teacher[idx], device)
+                    loss = training_loss(logits, y, soft, cfg.distill, cfg.distill_temperature)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is None:
                     loss.backward()

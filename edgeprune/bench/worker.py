@@ -66,7 +66,7 @@ class Worker:
         self.feeds: dict[int, dict] = {}
         self.meta: dict | None = None
         self.eval_path: str | None = None
-        self.eval_chunk = 1
+        self.model_path: str | None = None
         self.memory: dict = {}
         self.sampler: PeakSampler | None = None
 
@@ -74,7 +74,7 @@ class Worker:
         providers = ["CPUExecutionProvider"]
         so = session_options(req["threads"], req["arena"], req["mem_pattern"])
         self.eval_path = req.get("eval")
-        self.eval_chunk = eval_chunk(Path(req["path"]))
+        self.model_path = req["path"]
         eval_x = None
         if self.eval_path:
             # Only the rows the timed batches use stay in memory; the full set is read again
@@ -161,7 +161,7 @@ class Worker:
         name = self.session.get_inputs()[0].name
         dtype = feeds.NUMPY_TYPES.get(self.session.get_inputs()[0].type, x.dtype)
         preds = []
-        step = self.eval_chunk
+        step = eval_chunk(Path(self.model_path))  # 1 for dynamic INT8: its outputs depend on the batch
         for i in range(0, len(x), step):
             chunk = np.ascontiguousarray(x[i : i + step], dtype=dtype)
             preds.append(metrics.predictions(self.session.run(None, {name: chunk})[0]))
