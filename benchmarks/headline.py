@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 from common import RESULTS, record
-from prune_vs_baseline import train
+from prune_vs_baseline import train_pair
 
 from edgeprune.bench import bench, make_settings
 from edgeprune.data.registry import DATASETS, describe_all, get_spec
@@ -67,16 +66,7 @@ def variant(name, row1, row_all, row64_all, metrics, params, train_seconds) -> d
 def run_dataset(dataset: str, epochs: int | None, runs_dir: Path, preset: str, limit: int | None) -> Path:
     spec = get_spec(dataset)
     epochs = epochs or (50 if spec.task == "image" else 25)
-    root = runs_dir / f"{spec.name}-{epochs}ep"
-    root.mkdir(parents=True, exist_ok=True)
-    base_dir, pruned_dir = root / "baseline", root / "pruned"
-    procs = [
-        train(base_dir, spec.name, epochs, ["--no-prune"], limit),
-        train(pruned_dir, spec.name, epochs, ["--preset", preset], limit),
-    ]
-    for p in procs:
-        if p is not None and p.wait() != 0:
-            sys.exit(f"training failed; see the logs in {root}")
+    base_dir, pruned_dir = train_pair(runs_dir, spec.name, epochs, preset, limit)
     eval_n = TEST_N[spec.name]
     bundles = [exported(base_dir, eval_n), exported(pruned_dir, eval_n)]
     pruned_meta = json.loads((bundles[1] / "meta.json").read_text())

@@ -65,17 +65,25 @@ def load(run: Path):
     return model, saved
 
 
-def train_pair(args, seed: int, extra: list[str]) -> tuple[Path, Path]:
-    """Baseline and pruned runs of one seed, trained side by side (skipped when already finished)."""
-    root = args.runs_dir / f"{args.dataset}-{args.epochs}ep{'' if seed == 0 else f'-seed{seed}'}"
+def train_pair(
+    runs_dir: Path,
+    dataset: str,
+    epochs: int,
+    preset: str,
+    limit: int | None,
+    seed: int = 0,
+    extra: tuple[str, ...] = (),
+    baseline_extra: tuple[str, ...] = (),
+) -> tuple[Path, Path]:
+    """Baseline and pruned runs of one seed, trained side by side (skipped when already finished)
+    in RUNS_DIR/<dataset>-<epochs>ep[-seed<n>]/{baseline,pruned}."""
+    root = runs_dir / f"{dataset}-{epochs}ep{'' if seed == 0 else f'-seed{seed}'}"
     root.mkdir(parents=True, exist_ok=True)
     base_dir, pruned_dir = root / "baseline", root / "pruned"
-    extra = [*extra, "--seed", str(seed)]
+    extra = (*extra, "--seed", str(seed))
     procs = [
-        train(
-            base_dir, args.dataset, args.epochs, ["--no-prune", *shlex.split(args.baseline_args), *extra], args.limit
-        ),
-        train(pruned_dir, args.dataset, args.epochs, ["--preset", args.preset, *extra], args.limit),
+        train(base_dir, dataset, epochs, ["--no-prune", *baseline_extra, *extra], limit),
+        train(pruned_dir, dataset, epochs, ["--preset", preset, *extra], limit),
     ]
     for p in procs:
         if p is not None and p.wait() != 0:
@@ -141,7 +149,19 @@ def main() -> None:
                 args.synthetic_text / args.dataset, splits=splits, n_train=5000, n_test=872, negation=args.negation
             )
         extra += ["--data-dir", str(args.synthetic_text)]
-    pairs = [train_pair(args, seed, extra) for seed in args.seeds]
+    pairs = [
+        train_pair(
+            args.runs_dir,
+            args.dataset,
+            args.epochs,
+            args.preset,
+            args.limit,
+            seed,
+            tuple(extra),
+            tuple(shlex.split(args.baseline_args)),
+        )
+        for seed in args.seeds
+    ]
     base_dir, pruned_dir = pairs[0]
     mb, mp = (json.loads((d / "metrics.json").read_text()) for d in (base_dir, pruned_dir))
     base, saved = load(base_dir)
