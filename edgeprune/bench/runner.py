@@ -89,6 +89,7 @@ def _load(model: Model, row: dict, settings: Settings) -> WorkerProcess | None:
             "mem_pattern": settings.mem_pattern,
             "batches": list(settings.batches),
             "warmup": settings.warmup,
+            "seq_len": settings.seq_len,
             "eval": str(model.eval) if model.eval else None,
         },
         LOAD_TIMEOUT_S,

@@ -25,6 +25,7 @@ class Settings:
     mem_pattern: bool
     target: str | None
     label: str
+    seq_len: int | None = None  # text models: tokens per timed example (None: as the eval rows are)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -56,6 +57,7 @@ def make_settings(
     arena: bool = True,
     mem_pattern: bool = True,
     label: str | None = None,
+    seq_len: int | None = None,
 ) -> Settings:
     if runs is not None and seconds is not None:
         raise UserError("give either --runs or --seconds, not both.")
@@ -69,6 +71,8 @@ def make_settings(
         raise UserError(f"--warmup cannot be negative; got {warmup}.")
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be at least 1; got {threads}.")
+    if seq_len is not None and seq_len < 1:
+        raise UserError(f"--seq-len must be at least 1 token; got {seq_len}.")
     cores = usable_cores()
     preset = get_target(target) if target else None
     if threads is not None:
@@ -91,4 +95,5 @@ def make_settings(
         mem_pattern=mem_pattern,
         target=preset.name if preset else None,
         label=safe_label(label or os.environ.get("EDGEPRUNE_DEVICE") or socket.gethostname()),
+        seq_len=seq_len,
     )

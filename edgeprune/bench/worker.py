@@ -90,7 +90,8 @@ class Worker:
             sampler.note(after)
             specs = [feeds.InputSpec(i.name, i.type, tuple(i.shape)) for i in self.session.get_inputs()]
             self.meta = feeds.read_metadata(self.session.get_modelmeta().custom_metadata_map)
-            self.feeds = {b: feeds.make_feed(specs, b, self.meta, eval_x) for b in req["batches"]}
+            seq_len = req.get("seq_len")
+            self.feeds = {b: feeds.make_feed(specs, b, self.meta, eval_x, seq_len) for b in req["batches"]}
             self.floor = ort.InferenceSession(
                 identity_model([(s.name, s.ort_type, len(s.shape)) for s in specs]),
                 session_options(req["threads"], req["arena"], req["mem_pattern"]),
