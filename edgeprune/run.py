@@ -4,24 +4,37 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 from edgeprune.errors import UserError
 
 RUN_FORMAT = 1  # bumped when the layout of a run directory changes incompatibly
+PARTIAL_SUFFIX = ".partial"  # temporary files of atomic writes; a crash can leave one behind
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def _write_in_halves(f, data, midway: Optional[Callable[[], None]]) -> None:
+    """Write `data`; with `midway` (the crash tests' fault hook), call it once half is on disk."""
+    if midway is None:
+        f.write(data)
+        return
+    f.write(data[: len(data) // 2])
+    f.flush()
+    midway()
+    f.write(data[len(data) // 2 :])
+
+
+def atomic_write_bytes(path: Path, data: bytes, midway: Optional[Callable[[], None]] = None) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            _write_in_halves(f, data, midway)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -45,9 +58,10 @@ def read_json(path: Path) -> Any:
         raise UserError(f"{path} is not valid JSON ({e.msg}); delete it and re-run the stage.") from None
 
 
-def append_jsonl(path: Path, record: dict) -> None:
+def append_jsonl(path: Path, record: dict, midway: Optional[Callable[[], None]] = None) -> None:
+    """Append one line; a crash during the write leaves a torn last line, which read_jsonl drops."""
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        _write_in_halves(f, json.dumps(record) + "\n", midway)
         f.flush()
         os.fsync(f.fileno())
 
@@ -58,14 +72,29 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file. A torn last line (no newline, not valid JSON: an append cut
+    short by a crash) is dropped with a warning on stderr; a bad line anywhere else is a UserError."""
     path = Path(path)
     if not path.exists():
         return []
+    text = path.read_text()
+    lines = text.split("\n")  # the last item is "" when the file ends with a newline
     out = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
             out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines):
+                sys.stderr.write(
+                    f"warning: {path}: dropped a torn last line (a write cut short by a crash): {line[:40]!r}\n"
+                )
+                break
+            raise UserError(
+                f"{path}: line {i} is not valid JSON ({e.msg}), which no crash leaves behind; delete that line "
+                "(a run's history.jsonl is rewritten from its checkpoint by edgeprune train --resume)."
+            ) from None
     return out
 
 
@@ -113,6 +142,10 @@ class RunDir:
 
     def exists(self) -> bool:
         return self.config.exists()
+
+    def partial_writes(self) -> list[Path]:
+        """Temporary files of atomic writes that a crash cut short (the files they replace are intact)."""
+        return sorted(self.root.glob(f".*{PARTIAL_SUFFIX}"))
 
     def bench_files(self) -> Iterable[Path]:
         return sorted(self.bench.glob("*.json")) if self.bench.exists() else []

@@ -13,7 +13,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from edgeprune import __version__, distributed
+from edgeprune import __version__, distributed, faults
 from edgeprune.config import TrainConfig, default_threads, schedule_of
 from edgeprune.data.loader import Data, Split, load_data
 from edgeprune.data.text import Vocab
@@ -35,10 +35,10 @@ from edgeprune.run import (
 console = Console()
 
 
-def save_torch(path: Path, obj) -> None:
+def save_torch(path: Path, obj, midway=None) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), midway)
 
 
 def load_torch(path: Path, what: str) -> dict:
@@ -156,6 +156,7 @@ def _train(
     # fp16 needs loss scaling to keep small gradients; bf16 has float32's range and does not
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     start, train_seconds = 1, 0.0
+    history: list[dict] = []  # every epoch's record so far; travels inside the checkpoint
     # Self-distillation (cfg.distill > 0): the dense model's outputs on the training set at the end
     # of the warm-up, taken once before the first pruning; the pruned model then learns from them.
     teacher: Optional[torch.Tensor] = None
@@ -174,12 +175,11 @@ def _train(
         start, train_seconds = ckpt["epoch"] + 1, ckpt["train_seconds"]
         teacher = ckpt.get("teacher_logits")
         if ctx.is_main:
-            history = [h for h in read_jsonl(run.history) if h["epoch"] < start]
-            write_jsonl(run.history, history)
+            history = _restore_history(run, ckpt)
             console.print(f"resuming {run.root} at epoch {start}/{cfg.epochs}")
     elif ctx.is_main:
         run.root.mkdir(parents=True, exist_ok=True)
-        for p in (run.history, run.metrics, run.checkpoint, run.model):
+        for p in (run.history, run.metrics, run.checkpoint, run.model, *run.partial_writes()):
             p.unlink(missing_ok=True)
         if data.vocab is not None:
             atomic_write_json(run.vocab, data.vocab.to_json())
@@ -244,6 +244,7 @@ def _train(
                 else:
                     scaler.step(optimizer)
                     scaler.update()
+                faults.crash("step", (epoch - 1) * steps + step + 1)
                 with torch.no_grad():
                     loss_sum += float(loss) * len(y)
                     correct += int((predict(logits) == y).sum())
@@ -280,6 +281,7 @@ def _train(
                 if report is not None:
                     record["removed"] = {"units": report.removed_units, "connections": report.removed_connections}
                     record["budget"] = report.budget
+                history.append(record)
                 ckpt = {
                     "format": RUN_FORMAT,
                     "edgeprune_version": __version__,
@@ -291,9 +293,14 @@ def _train(
                     "pruner": pruner.state_dict() if pruner else None,
                     "scaler": scaler.state_dict() if scaler is not None else None,
                     "teacher_logits": teacher,
+                    # The history is part of the atomic checkpoint, so the two cannot disagree:
+                    # history.jsonl is a copy for readers, rewritten from here on resume.
+                    "history": history,
                 }
-                save_torch(run.checkpoint, ckpt)
-                append_jsonl(run.history, record)
+                faults.crash("before-checkpoint", epoch)
+                save_torch(run.checkpoint, ckpt, midway=faults.crasher("mid-checkpoint", epoch))
+                faults.crash("after-checkpoint", epoch)
+                append_jsonl(run.history, record, midway=faults.crasher("mid-history", epoch))
                 _print_epoch(record, cfg, quiet)
             distributed.barrier(ctx)  # the checkpoint is complete before any rank moves on
 
@@ -319,6 +326,7 @@ def _train(
             "device": device.type,
             "world_size": ctx.world,
         }
+        faults.crash("before-model", cfg.epochs)
         save_torch(
             run.model,
             {
@@ -341,6 +349,31 @@ def _train(
                 soft_wrap=True,
             )
     return distributed.on_main(ctx, lambda: metrics)
+
+
+def _restore_history(run: RunDir, ckpt: dict) -> list[dict]:
+    """The checkpoint's history, written back to history.jsonl (which a crash may have left one
+    line short, or with a torn last line); older checkpoints without one keep the file's lines."""
+    for p in run.partial_writes():
+        p.unlink()
+    saved = ckpt.get("history")
+    if saved is None:
+        history = [h for h in read_jsonl(run.history) if h["epoch"] <= ckpt["epoch"]]
+    else:
+        try:
+            on_disk = read_jsonl(run.history)
+        except UserError:
+            on_disk = None  # corrupt in the middle: the checkpoint's copy replaces it
+        if on_disk != saved:
+            console.print(
+                f"{run.history} did not match the checkpoint (an interrupted write); rewrote its "
+                f"{len(saved)} epoch(s) from the checkpoint",
+                highlight=False,
+                soft_wrap=True,
+            )
+        history = list(saved)
+    write_jsonl(run.history, history)
+    return history
 
 
 def _cpu(obj):
