@@ -42,17 +42,88 @@ def friendly(fn):
     return wrapper
 
 
+DATASET_HELP = (
+    "mnist, fashion-mnist, cifar10, imdb or sst2; or your own: an image folder (one sub-folder per class), "
+    "a .csv/.parquet/.jsonl file or a directory of train.*/test.* files, or hf:owner/name[:config]."
+)
+# How your own data is read; shared by datasets, train and experiment (and recorded in the run).
+IMAGE_SIZE = typer.Option(
+    None, "--image-size", help="Your images: resize to N or HxW (default: their own size, when all are equal)."
+)
+CHANNELS = typer.Option(
+    None, "--channels", help="Your images: 1 (grayscale) or 3 (RGB) (default: 1 when every image is grayscale)."
+)
+TEXT_COLUMN = typer.Option(None, "--text-column", help="Your table: the text column (default text, else sentence).")
+LABEL_COLUMN = typer.Option(None, "--label-column", help="Your table: the label column (default label).")
+IMAGE_COLUMN = typer.Option(
+    None, "--image-column", help="Your table of images: the column of image paths (relative to the table file)."
+)
+SPLIT = typer.Option(
+    None,
+    "--split",
+    help="Your data: TRAIN,TEST sub-folders, files or hub splits (default train and test, validation or val).",
+)
+TEST_FRACTION = typer.Option(
+    None, "--test-fraction", help="Your data without a test split: share of each class carved as test (default 0.2)."
+)
+
+
+def _data_options(**flags) -> dict:
+    from edgeprune.data.options import from_flags
+
+    return from_flags(**flags).to_dict()
+
+
 @app.command()
 @friendly
 def datasets(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Directory holding local copies."),
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", "-d", help="Describe this one (classes, counts, where found): " + DATASET_HELP
+    ),
+    image_size: Optional[str] = IMAGE_SIZE,
+    channels: Optional[int] = CHANNELS,
+    text_column: Optional[str] = TEXT_COLUMN,
+    label_column: Optional[str] = LABEL_COLUMN,
+    image_column: Optional[str] = IMAGE_COLUMN,
+    split: Optional[str] = SPLIT,
+    test_fraction: Optional[float] = TEST_FRACTION,
 ):
-    """List the known datasets, their task and classes, and where each is found."""
+    """List the known datasets, their task and classes, and where each is found (or describe one)."""
     from rich.table import Table
+
+    if dataset is not None:
+        from edgeprune.data.describe import describe
+
+        options = _data_options(
+            image_size=image_size,
+            channels=channels,
+            text_column=text_column,
+            label_column=label_column,
+            image_column=image_column,
+            split=split,
+            test_fraction=test_fraction,
+        )
+        d = describe(dataset, options, data_dir)
+        console = Console()
+        console.print(f"[bold]{d['name']}[/]: {d['task']}, {d['num_classes']} classes, found at {d['found']}")
+        for key in ("label_order", "test", "columns", "reading", "memory"):
+            if d.get(key):
+                console.print(f"  {key.replace('_', ' ')}: {d[key]}", highlight=False, soft_wrap=True)
+        if d.get("counts"):
+            table = Table(title=f"classes of {d['name']}")
+            for col in ("index", "label", "train", "test"):
+                table.add_column(col, justify="right" if col != "label" else "left")
+            for row in d["counts"]:
+                table.add_row(str(row["index"]), row["label"], str(row["train"]), str(row["test"]))
+            totals = [str(sum(r[k] for r in d["counts"])) for k in ("train", "test")]
+            table.add_row("", "all", *totals)
+            console.print(table)
+        return
 
     from edgeprune.data.registry import describe_all
 
-    table = Table(title="edgeprune datasets")
+    table = Table(title="edgeprune datasets", caption="your own data: edgeprune datasets --dataset PATH|hf:owner/name")
     for col in ("name", "task", "classes", "found"):
         table.add_column(col)
     for row in describe_all(data_dir):
@@ -63,7 +134,7 @@ def datasets(
 @app.command()
 @friendly
 def train(
-    dataset: str = typer.Option(..., "--dataset", "-d", help="mnist, fashion-mnist, cifar10, imdb or sst2."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help=DATASET_HELP),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="cnn or bilstm (default: the dataset's)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: CNN 50, BiLSTM 25."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: CNN 64, BiLSTM 32."),
@@ -116,6 +187,13 @@ def train(
     amp: bool = typer.Option(
         False, "--amp/--no-amp", help="Automatic mixed precision on CUDA (bf16, or fp16 with loss scaling)."
     ),
+    image_size: Optional[str] = IMAGE_SIZE,
+    channels: Optional[int] = CHANNELS,
+    text_column: Optional[str] = TEXT_COLUMN,
+    label_column: Optional[str] = LABEL_COLUMN,
+    image_column: Optional[str] = IMAGE_COLUMN,
+    split: Optional[str] = SPLIT,
+    test_fraction: Optional[float] = TEST_FRACTION,
 ):
     """Train a model, pruning redundant neurons and connections as it trains (unless --no-prune).
 
@@ -153,6 +231,15 @@ def train(
         threads=threads,
         device=device,
         amp=amp,
+        data_options=_data_options(
+            image_size=image_size,
+            channels=channels,
+            text_column=text_column,
+            label_column=label_column,
+            image_column=image_column,
+            split=split,
+            test_fraction=test_fraction,
+        ),
     )
     train_run(cfg, resume=resume)
 
@@ -278,7 +365,7 @@ def report(
 @app.command()
 @friendly
 def experiment(
-    dataset: str = typer.Option(..., "--dataset", "-d", help="mnist, fashion-mnist, cifar10, imdb or sst2."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help=DATASET_HELP),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of each training run (default: the model's)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Train on the first N training examples."),
     out: Optional[Path] = typer.Option(
@@ -291,6 +378,13 @@ def experiment(
         None, "--target", help="Device preset rpi4, rpi5 or x86: quantization recipe and bench threads."
     ),
     bench_runs: Optional[int] = typer.Option(None, "--bench-runs", help="Timed runs per bench round (default 100)."),
+    image_size: Optional[str] = IMAGE_SIZE,
+    channels: Optional[int] = CHANNELS,
+    text_column: Optional[str] = TEXT_COLUMN,
+    label_column: Optional[str] = LABEL_COLUMN,
+    image_column: Optional[str] = IMAGE_COLUMN,
+    split: Optional[str] = SPLIT,
+    test_fraction: Optional[float] = TEST_FRACTION,
 ):
     """The whole study in one command: baseline and pruned runs, exported, quantized, benchmarked, reported.
 
@@ -309,6 +403,15 @@ def experiment(
             quantize=quantize,
             target=target,
             bench_runs=bench_runs,
+            data_options=_data_options(
+                image_size=image_size,
+                channels=channels,
+                text_column=text_column,
+                label_column=label_column,
+                image_column=image_column,
+                split=split,
+                test_fraction=test_fraction,
+            ),
         )
     )
 

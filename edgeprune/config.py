@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from edgeprune.data.options import coerce
 from edgeprune.data.registry import get_spec
 from edgeprune.errors import UserError, unknown_choice
 from edgeprune.models.registry import check_fits
@@ -55,6 +56,7 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda or mps (see edgeprune.distributed)
     amp: bool = False  # automatic mixed precision, CUDA only
     model_config: dict = field(default_factory=dict)  # overrides of the model's default widths
+    data_options: dict = field(default_factory=dict)  # how your own data is read (edgeprune.data.options)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,9 +78,11 @@ def resolve_train_config(
     data_dir: Optional[Path] = None,
     warmup_epochs: Optional[int] = None,
     preset: Optional[str] = None,
+    data_options=None,
     **kw,
 ) -> TrainConfig:
-    spec = get_spec(dataset)
+    data_options = coerce(data_options).to_dict()  # canonical, so --resume compares like with like
+    spec = get_spec(dataset, data_options)
     model = model or spec.default_model
     check_fits(model, spec.task, spec.name)
     defaults = MODEL_DEFAULTS[model]
@@ -113,7 +117,8 @@ def resolve_train_config(
     if out is None:
         out = Path("runs") / f"{spec.name}-{model}{'' if prune else '-baseline'}"
     cfg = TrainConfig(
-        dataset=spec.name,
+        dataset=spec.id,
+        data_options=data_options,
         model=model,
         epochs=epochs,
         batch_size=batch_size,

@@ -43,6 +43,7 @@ class ExperimentOptions:
     bench_warmup: int = 10
     seed: int = 0
     export: dict = field(default_factory=dict)  # further export_run options (eval_n, calib, ...)
+    data_options: dict = field(default_factory=dict)  # how your own data is read (edgeprune.data.options)
     quiet: bool = False
 
 
@@ -73,12 +74,13 @@ def make_plan(opts: ExperimentOptions) -> Plan:
     from edgeprune.data.registry import get_spec
     from edgeprune.export.pipeline import ExportOptions
 
-    spec = get_spec(opts.dataset)
+    spec = get_spec(opts.dataset, opts.data_options)
     out = Path(opts.out) if opts.out is not None else Path("runs") / f"experiment-{spec.name}"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a directory for the experiment.")
     common = {
-        "dataset": spec.name,
+        "dataset": spec.id,
+        "data_options": opts.data_options,
         "epochs": opts.epochs,
         "limit": opts.limit,
         "seed": opts.seed,

@@ -142,8 +142,11 @@ def _train(
         vocab_size=cfg.vocab_size,
         max_len=cfg.max_len,
         vocab=Vocab.from_json(saved_vocab) if saved_vocab else None,
+        options=cfg.data_options,
     )
     meta = data.input_meta()
+    if has_ckpt and ctx.is_main:
+        _check_same_data(run, meta)
     model = build_model({"name": cfg.model, "config": {**default_config(cfg.model, meta), **cfg.model_config}})
     baseline_params = count_params(model)
     model.to(device)
@@ -374,6 +377,17 @@ def _restore_history(run: RunDir, ckpt: dict) -> list[dict]:
         history = list(saved)
     write_jsonl(run.history, history)
     return history
+
+
+def _check_same_data(run: RunDir, meta: dict) -> None:
+    """Resuming on data whose classes or input changed would train a model that cannot fit it."""
+    saved = read_json(run.config).get("input") or {}
+    for key in ("labels", "input_shape"):
+        if key in saved and saved[key] != meta.get(key):
+            raise UserError(
+                f"the data of {run.root} changed since the run started ({key} {saved[key]} then, "
+                f"{meta.get(key)} now); restore it or train into a new --out."
+            )
 
 
 def _cpu(obj):

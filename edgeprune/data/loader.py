@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from edgeprune.data import sources
-from edgeprune.data.registry import DatasetSpec, candidate_dirs, find_local, get_spec
+from edgeprune.data import memory, own, sources
+from edgeprune.data.images import channel_stats
+from edgeprune.data.registry import DatasetSpec, candidate_dirs, find_local, registry_spec
 from edgeprune.data.text import Vocab
 from edgeprune.errors import UserError
 
@@ -61,6 +62,8 @@ class Data:
                 max_len=self.vocab.max_len,
                 vocab_sha256=self.vocab.sha256(),
             )
+        if self.spec.kind != "registry":
+            meta.update(own.input_meta(self.spec))
         return meta
 
 
@@ -73,11 +76,18 @@ def load_data(
     vocab_size: int = 20000,
     max_len: int = 256,
     vocab: Optional[Vocab] = None,
+    options=None,
 ) -> Data:
-    """Load a dataset from a local copy or the hub and split it. `vocab` reuses a saved one."""
-    spec = get_spec(name)
-    local = find_local(spec, data_dir)
-    raw = sources.read_local(spec, local) if local else sources.read_hub(spec, candidate_dirs(spec, data_dir))
+    """Load a dataset (a registry name from a local copy or the hub, or your own data at a path or
+    hf:owner/name, read with the DataOptions `options`) and split it. `vocab` reuses a saved one."""
+    spec = registry_spec(name, options)
+    if spec is None:
+        index = own.resolve(name, options)
+        spec = index.spec
+        raw = own.read(index, seed=seed, limit=limit)
+    else:
+        local = find_local(spec, data_dir)
+        raw = sources.read_local(spec, local) if local else sources.read_hub(spec, candidate_dirs(spec, data_dir))
 
     train_x, train_y = raw.train.x, raw.train.y
     if limit is not None:
@@ -91,6 +101,12 @@ def load_data(
     _check_labels(spec, train_y, raw.test.y)
 
     if spec.task == "text":
+        n_texts, t = n + len(raw.test.y), (vocab.max_len if vocab else max_len)
+        memory.check_fits(
+            n_texts * t * 8,
+            f"the token ids of {n_texts:,} texts at --max-len {t} (N*T*8 bytes as int64)",
+            "lower --max-len, or train on a subset with --limit N",
+        )
         tr_text = [train_x[i] for i in tr_idx]
         vocab = vocab or Vocab.build(tr_text, vocab_size, max_len)
         enc = vocab.encode
@@ -108,6 +124,9 @@ def load_data(
             f"{raw.source} holds images of shape {shape}, but {spec.name} images are "
             f"{spec.image_shape}; point --data-dir at the right files."
         )
+    if spec.kind != "registry":  # your own images: normalized with the training split's statistics
+        mean, std = channel_stats(train.x.numpy())
+        spec = replace(spec, mean=mean, std=std)
     c = spec.image_shape[0]
     return Data(
         spec,

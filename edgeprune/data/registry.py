@@ -1,13 +1,21 @@
-"""The dataset registry: what each dataset is, where its local copy may live, its hub id."""
+"""The dataset registry: what each dataset is, where its local copy may live, its hub id.
+
+A dataset is a spec (task, labels, preprocessing) plus a source. The named entries below are
+specs written by hand; a path or hf:owner/name resolves to a spec built from the data itself
+(edgeprune.data.own).
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from edgeprune.errors import unknown_choice
+from edgeprune.errors import UserError, unknown_choice
+
+if TYPE_CHECKING:
+    from edgeprune.data.options import DataOptions
 
 DATA_ENV = "EDGEPRUNE_DATA"
 DEFAULT_DATA_DIR = Path("data")  # relative to where edgeprune runs
@@ -19,8 +27,8 @@ class DatasetSpec:
     name: str
     task: str  # "image" or "text"
     labels: tuple[str, ...]
-    hf_id: str
-    test_split: str  # the hub split used as the test set
+    hf_id: str = ""
+    test_split: str = "test"  # the hub split used as the test set
     image_shape: Optional[tuple[int, int, int]] = None  # C, H, W
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
@@ -28,10 +36,22 @@ class DatasetSpec:
     hf_text_column: str = "text"
     notes: str = ""
     default_model: str = field(default="")
+    # Your own data (kind folder, table or hub); a registry entry leaves these empty.
+    kind: str = "registry"
+    ref: str = ""  # the absolute path or hf:owner/name[:config] that --dataset resolves again
+    label_order: str = ""  # where the order of `labels` comes from
+    columns: tuple[str, ...] = ()  # tables: (text or image column, label column)
+    test_from: str = ""  # the test split's folder, file or hub split; "" when carved from train
+    options: Optional["DataOptions"] = None  # the flags the data was read with
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    @property
+    def id(self) -> str:
+        """What --dataset names to find this spec again: the registry name, a path or hf:owner/name."""
+        return self.ref or self.name
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -121,12 +141,38 @@ register(
 )
 
 
-def get_spec(name: str) -> DatasetSpec:
+OWN_DATA = "your own data (an image folder, a .csv/.parquet/.jsonl file or directory, or hf:owner/name)"
+
+
+def registry_spec(name: str, options=None) -> Optional[DatasetSpec]:
+    """The registry entry `name` names; None when it names your own data; else a UserError."""
+    from edgeprune.data import own
+    from edgeprune.data.options import coerce
+
     key = name.strip().lower().replace("_", "-")
     key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "sst-2": "sst2"}.get(key, key)
-    if key not in DATASETS:
-        raise unknown_choice("dataset", key, DATASETS)
-    return DATASETS[key]
+    if key in DATASETS and not own.looks_like_path(name):  # ./mnist is a folder, mnist the registry's
+        given = coerce(options).given()
+        if given:
+            raise UserError(
+                f"{', '.join(given)} {'apply' if len(given) > 1 else 'applies'} to your own data (a folder, "
+                f"a table or hf:owner/name), not to the registry dataset {key}; drop "
+                f"{'them' if len(given) > 1 else 'it'}."
+            )
+        return DATASETS[key]
+    if own.is_own(name):
+        return None
+    raise unknown_choice("dataset", key, [*DATASETS, OWN_DATA])
+
+
+def get_spec(name: str, options=None) -> DatasetSpec:
+    """The spec of a registry name, or of your own data (a path or hf:owner/name) read with `options`."""
+    spec = registry_spec(name, options)
+    if spec is None:
+        from edgeprune.data import own
+
+        spec = own.resolve(name, options).spec
+    return spec
 
 
 def candidate_dirs(spec: DatasetSpec, data_dir: Optional[Path]) -> list[Path]:

@@ -225,6 +225,8 @@ def metadata(meta: dict, record: dict, logits_width: int) -> dict:
         "params": int(record["params"]) if record.get("params") is not None else None,
         "edgeprune_version": __version__,
         "source_run": record.get("source_run"),
+        # your own data: how the labels were ordered, where the data came from, how images were read
+        **{k: meta[k] for k in ("label_order", "source", "preprocessing") if k in meta},
     }
 
 

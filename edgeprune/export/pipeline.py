@@ -127,7 +127,15 @@ def _load_eval_data(run: RunDir, record: dict, opts: ExportOptions):
         vocab_size=cfg.get("vocab_size", 20000),
         max_len=cfg.get("max_len", 256),
         vocab=vocab,
+        options=cfg.get("data_options"),
     )
+    now = data.input_meta()
+    for key in ("labels", "input_shape", "normalization"):
+        if key in meta and meta[key] != now.get(key):
+            raise UserError(
+                f"the data of {run.root} ({cfg['dataset']}) changed since training ({key} differs); "
+                "restore the data the run was trained on or re-train."
+            )
     if not len(data.test):
         raise UserError(f"the {cfg['dataset']} test split is empty; nothing to check the export against.")
 
