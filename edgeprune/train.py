@@ -14,11 +14,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgeprune import __version__, distributed
+from edgeprune.bench.metrics import majority_warning
 from edgeprune.config import TrainConfig, default_threads, schedule_of
 from edgeprune.data.loader import Data, Split, load_data
 from edgeprune.data.text import Vocab
 from edgeprune.errors import UserError
-from edgeprune.metrics import f1_score, loss_fn, predict, training_loss
+from edgeprune.metrics import f1_score, loss_fn, majority_share, predict, training_loss
 from edgeprune.models import build_model, default_config
 from edgeprune.prune.pruner import Pruner, count_params
 from edgeprune.run import (
@@ -304,11 +305,16 @@ def _train(
     metrics = None
     if ctx.is_main:
         test = evaluate(model, data, data.test)
+        majority = majority_share(data.test.y)
+        warning = majority_warning(test["accuracy"], majority, test["n"])
         metrics = {
             "test_loss": test["loss"],
             "test_accuracy": test["accuracy"],
             "test_f1": test["f1"],
+            "f1_average": "macro",
             "test_n": test["n"],
+            "test_majority_share": majority,
+            "warnings": [warning] if warning else [],
             "params": live,
             "dense_params": count_params(model),
             "baseline_params": baseline_params,
@@ -335,12 +341,19 @@ def _train(
         atomic_write_json(run.metrics, metrics)
         if not quiet:
             console.print(
-                f"[bold green]done[/]: test accuracy {metrics['test_accuracy']:.4f}, F1 {metrics['test_f1']:.4f}, "
-                f"{live:,} live parameters ({metrics['compression']:.1f}x fewer than {baseline_params:,}), "
-                f"{train_seconds:.0f}s; wrote {run.root}",
+                f"[bold green]done[/]: test accuracy {_score(metrics['test_accuracy'])} (n={test['n']:,}), "
+                f"macro-F1 {_score(metrics['test_f1'])}, {live:,} live parameters "
+                f"({metrics['compression']:.1f}x fewer than {baseline_params:,}), {train_seconds:.0f}s; "
+                f"wrote {run.root}",
                 soft_wrap=True,
             )
+            for w in metrics["warnings"]:
+                console.print(f"[bold yellow]warning[/]: {w}", soft_wrap=True, highlight=False)
     return distributed.on_main(ctx, lambda: metrics)
+
+
+def _score(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
 
 
 def _cpu(obj):
@@ -376,7 +389,7 @@ def _print_epoch(r: dict, cfg: TrainConfig, quiet: bool) -> None:
     widths = " ".join(f"{k}={v}" for k, v in r["widths"].items())
     console.print(
         f"epoch {r['epoch']:>3}/{cfg.epochs} {r['phase']:<8} loss {r['train_loss']:.4f}  "
-        f"val acc {r['val_accuracy']:.4f} f1 {r['val_f1']:.4f}  params {r['params_alive']:,} "
+        f"val acc {r['val_accuracy']:.4f} macro-F1 {r['val_f1']:.4f}  params {r['params_alive']:,} "
         f"({r['compression']:.1f}x)  [{widths}]  {r['seconds']:.1f}s",
         highlight=False,
         soft_wrap=True,
