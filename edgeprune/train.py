@@ -133,7 +133,7 @@ def _train(
     torch.set_num_threads(cfg.threads or max(1, default_threads() // ctx.local_world))
     torch.manual_seed(cfg.seed)
 
-    saved_vocab = distributed.on_main(ctx, lambda: read_json(run.vocab) if has_ckpt and run.vocab.exists() else None)
+    saved_vocab = distributed.on_main(ctx, lambda: _training_vocab(run) if has_ckpt else None)
     data = load_data(
         cfg.dataset,
         Path(cfg.data_dir) if cfg.data_dir else None,
@@ -180,7 +180,7 @@ def _train(
             console.print(f"resuming {run.root} at epoch {start}/{cfg.epochs}")
     elif ctx.is_main:
         run.root.mkdir(parents=True, exist_ok=True)
-        for p in (run.history, run.metrics, run.checkpoint, run.model):
+        for p in (run.history, run.metrics, run.checkpoint, run.model, run.train_vocab):
             p.unlink(missing_ok=True)
         if data.vocab is not None:
             atomic_write_json(run.vocab, data.vocab.to_json())
@@ -325,15 +325,16 @@ def _train(
             "device": device.type,
             "world_size": ctx.world,
         }
+        shipped, shipped_meta = _ship_vocab(run, model, data.vocab, meta)
         save_torch(
             run.model,
             {
                 "format": "edgeprune.model",
                 "version": 1,
                 "edgeprune_version": __version__,
-                "arch": model.arch(),
-                "state_dict": _cpu(model.state_dict()),
-                "input": meta,
+                "arch": shipped.arch(),
+                "state_dict": _cpu(shipped.state_dict()),
+                "input": shipped_meta,
                 "params": live,
                 "source_run": str(run.root),
             },
@@ -354,6 +355,31 @@ def _train(
 
 def _score(v) -> str:
     return "-" if v is None else f"{v:.4f}"
+
+
+def _training_vocab(run: RunDir) -> dict | None:
+    """The vocabulary the checkpoint's model reads: vocab.json until pruning shrinks it at the end."""
+    for path in (run.train_vocab, run.vocab):
+        if path.exists():
+            return read_json(path)
+    return None
+
+
+def _ship_vocab(run: RunDir, model, vocab: Optional[Vocab], meta: dict):
+    """The model to save as model.pt and its input description. A BiLSTM's token map is folded into
+    its embedding; when vocabulary rows were pruned, vocab.json becomes the shrunk vocabulary (in the
+    new row order) and the training one is kept as vocab.train.json, which --resume reads."""
+    fold = getattr(model, "without_token_map", None)
+    if fold is None or vocab is None:
+        return model, meta
+    shipped, ids = fold()
+    if ids == list(range(len(vocab))):
+        return shipped, meta
+    small = vocab.select(ids)
+    if not run.train_vocab.exists():
+        atomic_write_json(run.train_vocab, vocab.to_json())
+    atomic_write_json(run.vocab, small.to_json())
+    return shipped, {**meta, "vocab_size": len(small), "vocab_sha256": small.sha256()}
 
 
 def _cpu(obj):

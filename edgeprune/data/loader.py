@@ -11,7 +11,7 @@ import torch
 
 from edgeprune.data import sources
 from edgeprune.data.registry import DatasetSpec, candidate_dirs, find_local, get_spec
-from edgeprune.data.text import Vocab
+from edgeprune.data.text import PAD, Vocab
 from edgeprune.errors import UserError
 
 
@@ -36,9 +36,10 @@ class Data:
     std: torch.Tensor = field(default_factory=lambda: torch.ones(1))
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Model-ready input for one batch: images scaled and normalized, text as is."""
+        """Model-ready input for one batch: images scaled and normalized; text cut to the batch's
+        longest row (--max-len stays the cap), so a short batch costs few LSTM steps."""
         if self.spec.task == "text":
-            return x
+            return trim_padding(x)
         return (x.float().div_(255.0) - self.mean) / self.std
 
     def input_meta(self) -> dict:
@@ -62,6 +63,13 @@ class Data:
                 vocab_sha256=self.vocab.sha256(),
             )
         return meta
+
+
+def trim_padding(x: torch.Tensor) -> torch.Tensor:
+    """Token ids [N, T] without the trailing columns that are padding in every row (at least one
+    column stays, so an all-pad batch is still a valid input)."""
+    used = (x != PAD).any(0).nonzero()
+    return x[:, : int(used.max()) + 1 if len(used) else 1]
 
 
 def load_data(
