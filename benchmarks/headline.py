@@ -3,7 +3,7 @@
 For each dataset: baseline and pruned training (at the same time, one thread each, so both see
 the same machine), export with INT8 (`--quantize auto`), then one interleaved onnxruntime bench of
 baseline float, pruned float and pruned INT8 at batch 1 (one thread and all threads) and batch 64.
-Accuracy and F1 are computed with onnxruntime on the whole test split. Writes
+Accuracy and macro-F1 are computed with onnxruntime on the whole test split. Writes
 benchmarks/results/<dataset>.json and the table in benchmarks/README.md.
 
     python benchmarks/headline.py --dataset fashion-mnist --epochs 50
@@ -179,7 +179,7 @@ def run_dataset(
             "notes": [
                 "latency at batch 1 with one thread unless *_all_threads; throughput at batch 64 "
                 "with all threads (throughput_1thread: one thread)",
-                "accuracy and F1 with onnxruntime on the whole test split",
+                "accuracy and macro-F1 with onnxruntime on the whole test split",
             ],
         },
     )
@@ -189,8 +189,8 @@ def write_table() -> None:
     """Regenerate the table between the markers in benchmarks/README.md from results/<dataset>.json."""
     readme = Path(__file__).with_name("README.md")
     lines = [
-        "| dataset | variant | params | file KB | accuracy | F1 | p50 ms (1 thr) | p99 ms (1 thr) | p50 ms (all) | "
-        "samples/s @64 | peak RSS MB | train s |",
+        "| dataset | variant | params | file KB | accuracy | macro-F1 | p50 ms (1 thr) | p99 ms (1 thr) | "
+        "p50 ms (all) | samples/s @64 | peak RSS MB | train s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in [*DATASETS, *EXTRA_TABLES]:

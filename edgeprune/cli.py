@@ -314,7 +314,10 @@ def export(
         None, "--target", help="Device preset rpi4, rpi5 or x86: picks the quantization recipe."
     ),
     calib: int = typer.Option(256, "--calib", help="Training samples for static calibration."),
-    eval_n: int = typer.Option(2000, "--eval-n", help="Test examples for accuracy and for the bundle's eval.npz."),
+    eval_limit: Optional[int] = typer.Option(
+        None, "--eval-limit", help="At most N test examples for accuracy and eval.npz (default: the whole test split)."
+    ),
+    eval_n: Optional[int] = typer.Option(None, "--eval-n", hidden=True),  # the former name of --eval-limit
     tar: bool = typer.Option(False, "--tar", help="Also write RUN/bundle.tar.gz."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local dataset copies (default: the run's)."),
 ):
@@ -333,7 +336,7 @@ def export(
             max_acc_drop=max_acc_drop,
             target=target,
             calib=calib,
-            eval_n=eval_n,
+            eval_limit=eval_limit if eval_limit is not None else eval_n,
             tar=tar,
             data_dir=str(data_dir) if data_dir else None,
         )

@@ -42,7 +42,7 @@ class ExperimentOptions:
     bench_rounds: int = 5
     bench_warmup: int = 10
     seed: int = 0
-    export: dict = field(default_factory=dict)  # further export_run options (eval_n, calib, ...)
+    export: dict = field(default_factory=dict)  # further export_run options (eval_limit, calib, ...)
     data_options: dict = field(default_factory=dict)  # how your own data is read (edgeprune.data.options)
     quiet: bool = False
 
@@ -119,10 +119,7 @@ def make_plan(opts: ExperimentOptions) -> Plan:
         "data_dir": str(opts.data_dir) if opts.data_dir else None,
         **opts.export,
     }
-    try:  # the export stage's own check, now rather than after training
-        ExportOptions(**export_options).validate()
-    except TypeError as e:
-        raise UserError(f"unknown export option ({e}).") from None
+    ExportOptions.of(**export_options).validate()  # the export stage's own check, now rather than after training
     return Plan(
         out=out,
         baseline=baseline,
@@ -164,6 +161,7 @@ def _check_same_config(run: RunDir, cfg) -> None:
 
 def train_stage(cfg, quiet: bool = False) -> dict:
     """Train one run: skipped when finished, resumed when interrupted, else from scratch."""
+    from edgeprune.report import test_acc
     from edgeprune.train import train_run
 
     t0 = time.perf_counter()
@@ -176,7 +174,10 @@ def train_stage(cfg, quiet: bool = False) -> dict:
     resuming = run.config.exists() and run.checkpoint.exists()
     metrics = train_run(cfg, resume=run.config.exists(), quiet=quiet)
     return _result(
-        name, RESUMED if resuming else RAN, t0, f"test acc {metrics['test_accuracy']:.4f}, {metrics['params']:,} params"
+        name,
+        RESUMED if resuming else RAN,
+        t0,
+        f"test acc {test_acc(metrics)}, {metrics['params']:,} params",
     )
 
 

@@ -1,4 +1,4 @@
-"""Loss, predictions, accuracy and F1 for both heads (softmax over C, or one sigmoid logit)."""
+"""Loss, predictions, accuracy and macro-F1 for both heads (softmax over C, or one sigmoid logit)."""
 
 from __future__ import annotations
 
@@ -44,10 +44,17 @@ def predict(logits: torch.Tensor) -> torch.Tensor:
 
 
 def f1_score(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:
-    """Binary F1 (positive class 1) for two classes, macro F1 otherwise."""
+    """Macro-F1 for any number of classes: the unweighted mean of the per-class F1 over the classes
+    present in the labels or the predictions (scikit-learn's f1_score(average="macro"))."""
     idx = y * num_classes + pred
     cm = torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes).double()
     tp = cm.diag()
-    precision_den, recall_den = cm.sum(0), cm.sum(1)
-    f1 = torch.where(precision_den + recall_den > 0, 2 * tp / (precision_den + recall_den).clamp(min=1), 0.0)
-    return float(f1[1]) if num_classes == 2 else float(f1.mean())
+    present = cm.sum(0) + cm.sum(1)
+    if not (present > 0).any():
+        return 0.0
+    return float((2 * tp / present.clamp(min=1))[present > 0].mean())
+
+
+def majority_share(y: torch.Tensor) -> float:
+    """The share of the most frequent class: the accuracy of always guessing it."""
+    return float(torch.bincount(y).max()) / len(y) if len(y) else 0.0

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeprune.bench.metrics import majority_warning
 from edgeprune.errors import UserError
 from edgeprune.run import RunDir, atomic_write_bytes, atomic_write_json, read_json, read_jsonl
 
@@ -23,13 +24,15 @@ FLOAT = "float"
 DASH = "—"
 
 # (key, header, number format, machine-bound): the one description every output format follows.
-# Machine-bound figures are compared only with the baseline measured on the same machine.
+# Machine-bound figures are compared only with the baseline measured on the same machine; counts
+# ("count": how many examples acc and macro-F1 were measured on) get no ratio.
 COLUMNS = (
     ("params", "params", "int", False),
     ("file_kb", "KB", "kb", False),
     ("file_kb_gz", "KB gz", "kb", False),
     ("accuracy", "acc", "score", False),
-    ("f1", "F1", "score", False),
+    ("f1", "macro-F1", "score", False),
+    ("eval_n", "n", "count", False),
     ("p50_ms", "p50 ms", "ms", True),
     ("p99_ms", "p99 ms", "ms", True),
     ("throughput_sps", "samples/s", "rate", True),
@@ -270,10 +273,10 @@ def _ratios(rows: list[dict], baseline: str) -> None:
     for row in rows:
         row["ratios"] = {}
         row["reference"] = any(row is r for r in refs)
-        for key, _, _, bound in COLUMNS:
+        for key, _, kind, bound in COLUMNS:
             ref = by_machine.get(row["machine"]) if bound else (by_machine.get(row["machine"]) or any_ref)
             v, r = row[key], ref[key] if ref else None
-            row["ratios"][key] = v / r if _num(v) is not None and _num(r) else None
+            row["ratios"][key] = v / r if _num(v) is not None and _num(r) and kind != "count" else None
 
 
 def _pareto(rows: list[dict]) -> None:
@@ -298,6 +301,10 @@ def build_rows(runs: list[Run]) -> tuple[list[dict], list[str], dict]:
     machines: dict[str, dict] = {}
     for run in runs:
         notes.extend(run.notes)
+        m = run.metrics or {}
+        warning = majority_warning(_num(m.get("test_accuracy")), _num(m.get("test_majority_share")), m.get("test_n"))
+        if warning:
+            notes.append(f"{run.name}: {warning}")
         if run.parity is None:
             notes.append(
                 f"{run.name}: not exported yet, so file sizes and INT8 variants are missing; "
@@ -353,7 +360,7 @@ def build_rows(runs: list[Run]) -> tuple[list[dict], list[str], dict]:
 def fmt(value, kind: str) -> str:
     if value is None:
         return DASH
-    if kind == "int":
+    if kind in ("int", "count"):
         return f"{int(value):,}"
     if kind in ("kb", "mb"):
         return f"{value:,.1f}"
@@ -364,6 +371,12 @@ def fmt(value, kind: str) -> str:
     if kind == "rate":
         return f"{value:,.0f}"
     return str(value)
+
+
+def test_acc(metrics: dict) -> str:
+    """Training's test accuracy with the number of examples it was measured on."""
+    acc, n = metrics.get("test_accuracy"), metrics.get("test_n")
+    return fmt(acc, "score") + (f" (n={int(n):,})" if acc is not None and _num(n) is not None else "")
 
 
 def fmt_ratio(r) -> str:
@@ -394,7 +407,7 @@ LEGEND = (
     "Ratios (under each value, or in parentheses) are to the baseline's float model (latency, throughput and "
     "memory: measured on the same machine). * = on the accuracy/latency Pareto front of its "
     "machine; † = an INT8 recipe export tried but did not put in the bundle (not benchmarked). "
-    "Latency and throughput at batch 1."
+    "n = test examples acc and macro-F1 were measured on. Latency and throughput at batch 1."
 )
 
 
@@ -468,15 +481,15 @@ def _markdown(result: dict) -> str:
     lines += [
         "## Runs",
         "",
-        "| run | role | dataset | model | epochs | limit | pruning | test acc | params | train s |",
-        "|---|---|---|---|---:|---:|---|---:|---:|---:|",
+        "| run | role | dataset | model | epochs | limit | pruning | test acc (n) | test macro-F1 | params | train s |",
+        "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in result["runs"]:
         m = r["metrics"] or {}
         lines.append(
             f"| {r['name']} | {r['role']} | {r['dataset']} | {r['model']} | {r['epochs']} | "
             f"{r['limit'] if r['limit'] is not None else 'all'} | {r['pruning']} | "
-            f"{fmt(m.get('test_accuracy'), 'score')} | {fmt(m.get('params'), 'int')} | "
+            f"{test_acc(m)} | {fmt(m.get('test_f1'), 'score')} | {fmt(m.get('params'), 'int')} | "
             f"{fmt(m.get('train_seconds'), 'rate')} |"
         )
     lines += [
@@ -552,7 +565,19 @@ def _html_cell(row: dict, key: str, kind: str) -> str:
 
 def _html_runs(result: dict) -> str:
     e = html.escape
-    head = ("run", "role", "dataset", "model", "epochs", "limit", "pruning", "test acc", "params", "train s")
+    head = (
+        "run",
+        "role",
+        "dataset",
+        "model",
+        "epochs",
+        "limit",
+        "pruning",
+        "test acc (n)",
+        "test macro-F1",
+        "params",
+        "train s",
+    )
     out = [
         "<h2>Runs</h2><table><tr>"
         + "".join(f"<th class={'l' if i < 4 or i == 6 else 'r'}>{h}</th>" for i, h in enumerate(head))
@@ -568,7 +593,8 @@ def _html_runs(result: dict) -> str:
             r["epochs"],
             r["limit"] if r["limit"] is not None else "all",
             r["pruning"],
-            fmt(m.get("test_accuracy"), "score"),
+            test_acc(m),
+            fmt(m.get("test_f1"), "score"),
             fmt(m.get("params"), "int"),
             fmt(m.get("train_seconds"), "rate"),
         ]

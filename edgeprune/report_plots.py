@@ -101,14 +101,17 @@ def widths(result: dict, path: Path):
     if not runs:
         return "no layer widths yet; they come from training (metrics.json)"
     plt = _pyplot()
-    layers = list(dict.fromkeys(layer for r in runs for layer in r["widths"]))
+    # vocabulary rows (thousands) would flatten every other bar: they go into the legend instead
+    layers = list(dict.fromkeys(layer for r in runs for layer in r["widths"] if layer != "vocab"))
     colors = _colors([r["name"] for r in result["runs"]])
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(layers) * max(1, len(runs)) ** 0.5 + 2), 4.0))
     step = 0.8 / len(runs)
     for i, run in enumerate(runs):
         xs = [j - 0.4 + step * (i + 0.5) for j in range(len(layers))]
         hs = [run["widths"].get(layer, 0) for layer in layers]
-        bars = ax.bar(xs, hs, width=step * 0.95, color=colors[run["name"]], label=f"{run['name']} ({run['role']})")
+        vocab = f"; vocabulary {run['widths']['vocab']:,} rows" if "vocab" in run["widths"] else ""
+        label = f"{run['name']} ({run['role']}{vocab})"
+        bars = ax.bar(xs, hs, width=step * 0.95, color=colors[run["name"]], label=label)
         ax.bar_label(bars, fontsize=8, padding=1)
     ax.set_xticks(range(len(layers)), layers)
     ax.set_ylabel("width (units: channels, features, hidden units)")

@@ -126,7 +126,13 @@ class RunDir:
 
     @property
     def vocab(self) -> Path:
+        """The vocabulary model.pt reads (shrunk when vocabulary rows were pruned)."""
         return self.root / "vocab.json"
+
+    @property
+    def train_vocab(self) -> Path:
+        """The vocabulary training encodes with, kept once vocab.json has been shrunk (for --resume)."""
+        return self.root / "vocab.train.json"
 
     @property
     def export(self) -> Path:

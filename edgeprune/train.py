@@ -14,11 +14,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgeprune import __version__, distributed, faults
+from edgeprune.bench.metrics import majority_warning
 from edgeprune.config import TrainConfig, default_threads, schedule_of
 from edgeprune.data.loader import Data, Split, load_data
 from edgeprune.data.text import Vocab
 from edgeprune.errors import UserError
-from edgeprune.metrics import f1_score, loss_fn, predict, training_loss
+from edgeprune.metrics import f1_score, loss_fn, majority_share, predict, training_loss
 from edgeprune.models import build_model, default_config
 from edgeprune.prune.pruner import Pruner, count_params
 from edgeprune.run import (
@@ -132,7 +133,7 @@ def _train(
     torch.set_num_threads(cfg.threads or max(1, default_threads() // ctx.local_world))
     torch.manual_seed(cfg.seed)
 
-    saved_vocab = distributed.on_main(ctx, lambda: read_json(run.vocab) if has_ckpt and run.vocab.exists() else None)
+    saved_vocab = distributed.on_main(ctx, lambda: _training_vocab(run) if has_ckpt else None)
     data = load_data(
         cfg.dataset,
         Path(cfg.data_dir) if cfg.data_dir else None,
@@ -182,7 +183,7 @@ def _train(
             console.print(f"resuming {run.root} at epoch {start}/{cfg.epochs}")
     elif ctx.is_main:
         run.root.mkdir(parents=True, exist_ok=True)
-        for p in (run.history, run.metrics, run.checkpoint, run.model, *run.partial_writes()):
+        for p in (run.history, run.metrics, run.checkpoint, run.model, run.train_vocab, *run.partial_writes()):
             p.unlink(missing_ok=True)
         if data.vocab is not None:
             atomic_write_json(run.vocab, data.vocab.to_json())
@@ -314,11 +315,16 @@ def _train(
     metrics = None
     if ctx.is_main:
         test = evaluate(model, data, data.test)
+        majority = majority_share(data.test.y)
+        warning = majority_warning(test["accuracy"], majority, test["n"])
         metrics = {
             "test_loss": test["loss"],
             "test_accuracy": test["accuracy"],
             "test_f1": test["f1"],
+            "f1_average": "macro",
             "test_n": test["n"],
+            "test_majority_share": majority,
+            "warnings": [warning] if warning else [],
             "params": live,
             "dense_params": count_params(model),
             "baseline_params": baseline_params,
@@ -330,15 +336,16 @@ def _train(
             "world_size": ctx.world,
         }
         faults.crash("before-model", cfg.epochs)
+        shipped, shipped_meta = _ship_vocab(run, model, data.vocab, meta)
         save_torch(
             run.model,
             {
                 "format": "edgeprune.model",
                 "version": 1,
                 "edgeprune_version": __version__,
-                "arch": model.arch(),
-                "state_dict": _cpu(model.state_dict()),
-                "input": meta,
+                "arch": shipped.arch(),
+                "state_dict": _cpu(shipped.state_dict()),
+                "input": shipped_meta,
                 "params": live,
                 "source_run": str(run.root),
             },
@@ -346,11 +353,14 @@ def _train(
         atomic_write_json(run.metrics, metrics)
         if not quiet:
             console.print(
-                f"[bold green]done[/]: test accuracy {metrics['test_accuracy']:.4f}, F1 {metrics['test_f1']:.4f}, "
-                f"{live:,} live parameters ({metrics['compression']:.1f}x fewer than {baseline_params:,}), "
-                f"{train_seconds:.0f}s; wrote {run.root}",
+                f"[bold green]done[/]: test accuracy {_score(metrics['test_accuracy'])} (n={test['n']:,}), "
+                f"macro-F1 {_score(metrics['test_f1'])}, {live:,} live parameters "
+                f"({metrics['compression']:.1f}x fewer than {baseline_params:,}), {train_seconds:.0f}s; "
+                f"wrote {run.root}",
                 soft_wrap=True,
             )
+            for w in metrics["warnings"]:
+                console.print(f"[bold yellow]warning[/]: {w}", soft_wrap=True, highlight=False)
     return distributed.on_main(ctx, lambda: metrics)
 
 
@@ -390,6 +400,35 @@ def _check_same_data(run: RunDir, meta: dict) -> None:
             )
 
 
+def _score(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _training_vocab(run: RunDir) -> dict | None:
+    """The vocabulary the checkpoint's model reads: vocab.json until pruning shrinks it at the end."""
+    for path in (run.train_vocab, run.vocab):
+        if path.exists():
+            return read_json(path)
+    return None
+
+
+def _ship_vocab(run: RunDir, model, vocab: Optional[Vocab], meta: dict):
+    """The model to save as model.pt and its input description. A BiLSTM's token map is folded into
+    its embedding; when vocabulary rows were pruned, vocab.json becomes the shrunk vocabulary (in the
+    new row order) and the training one is kept as vocab.train.json, which --resume reads."""
+    fold = getattr(model, "without_token_map", None)
+    if fold is None or vocab is None:
+        return model, meta
+    shipped, ids = fold()
+    if ids == list(range(len(vocab))):
+        return shipped, meta
+    small = vocab.select(ids)
+    if not run.train_vocab.exists():
+        atomic_write_json(run.train_vocab, vocab.to_json())
+    atomic_write_json(run.vocab, small.to_json())
+    return shipped, {**meta, "vocab_size": len(small), "vocab_sha256": small.sha256()}
+
+
 def _cpu(obj):
     """A copy of a (nested) state dict with every tensor on the CPU: loadable anywhere."""
     if torch.is_tensor(obj):
@@ -423,7 +462,7 @@ def _print_epoch(r: dict, cfg: TrainConfig, quiet: bool) -> None:
     widths = " ".join(f"{k}={v}" for k, v in r["widths"].items())
     console.print(
         f"epoch {r['epoch']:>3}/{cfg.epochs} {r['phase']:<8} loss {r['train_loss']:.4f}  "
-        f"val acc {r['val_accuracy']:.4f} f1 {r['val_f1']:.4f}  params {r['params_alive']:,} "
+        f"val acc {r['val_accuracy']:.4f} macro-F1 {r['val_f1']:.4f}  params {r['params_alive']:,} "
         f"({r['compression']:.1f}x)  [{widths}]  {r['seconds']:.1f}s",
         highlight=False,
         soft_wrap=True,

@@ -260,7 +260,8 @@ def test_text_model_binary_sigmoid(tmp_path):
     row = report["results"][0]
     assert row["status"] == "ok", row["error"]
     assert row["accuracy"] == pytest.approx(0.75)
-    assert row["f1"] == pytest.approx(2 * 2 / (2 * 2 + 0 + 1))  # binary: tp 2, fp 0, fn 1
+    # macro-F1: class 1 (tp 2, fp 0, fn 1) 4/5 and class 0 (tp 1, fp 1, fn 0) 2/3, averaged
+    assert row["f1"] == pytest.approx((2 * 2 / (2 * 2 + 0 + 1) + 2 * 1 / (2 * 1 + 1 + 0)) / 2)
     assert row["inputs"][0]["bench_shape"]["1"] == [1, 6]  # eval data's shape
 
 

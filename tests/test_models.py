@@ -39,7 +39,13 @@ def test_seed_cnn_has_the_study_parameter_count():
 
 def test_bilstm_defaults_follow_the_study():
     cfg = default_config("bilstm", META["bilstm"])
-    assert cfg == {"vocab_size": 20000, "embed_dim": 128, "hidden": [[128, 128]], "num_outputs": 1}
+    assert cfg == {
+        "vocab_size": 20000,
+        "embed_dim": 128,
+        "hidden": [[128, 128]],
+        "num_outputs": 1,
+        "source_vocab": 20000,  # the token map that makes vocabulary rows prunable
+    }
 
 
 def test_mismatched_model_and_dataset():

@@ -9,7 +9,7 @@ from edgeprune.errors import UserError
 from edgeprune.metrics import distill_loss, loss_fn
 from edgeprune.models import build_model
 from edgeprune.prune.compact import compact_model, compact_optimizer, zeroed_units
-from edgeprune.prune.groups import expand, model_groups, param_masks_for_units
+from edgeprune.prune.groups import expand, model_groups, param_masks_for_units, redirect_removed
 from edgeprune.prune.importance import TaylorScores, normalize
 from edgeprune.prune.masks import MaskSet
 from edgeprune.prune.pruner import Pruner, count_params
@@ -40,14 +40,12 @@ def cnn(batchnorm=False, channels=(6, 10), hidden=(12, 9)):
     return m.eval()
 
 
-def bilstm(layers=((6, 5), (4, 7)), outputs=1):
+def bilstm(layers=((6, 5), (4, 7)), outputs=1, vocab_rows=False):
     torch.manual_seed(0)
-    return build_model(
-        {
-            "name": "bilstm",
-            "config": {"vocab_size": 30, "embed_dim": 9, "hidden": [list(h) for h in layers], "num_outputs": outputs},
-        }
-    ).eval()
+    config = {"vocab_size": 30, "embed_dim": 9, "hidden": [list(h) for h in layers], "num_outputs": outputs}
+    if vocab_rows:  # a token map: vocabulary rows are units too
+        config["source_vocab"] = 30
+    return build_model({"name": "bilstm", "config": config}).eval()
 
 
 MODELS = {
@@ -56,6 +54,7 @@ MODELS = {
     "cnn-nohidden": lambda: cnn(hidden=()),
     "bilstm": bilstm,
     "bilstm-1layer-softmax": lambda: bilstm(((5, 3),), outputs=3),
+    "bilstm-vocab": lambda: bilstm(vocab_rows=True),
 }
 
 
@@ -67,9 +66,13 @@ def inputs(model, batch, seq=13):
 
 
 def some_units(model, seed=0):
-    """Remove about a third of every group's units, never all."""
+    """Remove about a third of every group's units, never all, never a protected one."""
     g = torch.Generator().manual_seed(seed)
-    return {grp.name: torch.randperm(grp.width, generator=g)[: grp.width // 3] for grp in model_groups(model)}
+    out = {}
+    for grp in model_groups(model):
+        order = [u for u in torch.randperm(grp.width, generator=g).tolist() if u not in grp.protected]
+        out[grp.name] = torch.tensor(order[: grp.width // 3], dtype=torch.long)
+    return out
 
 
 def masked_copy(model, removed):
@@ -79,6 +82,7 @@ def masked_copy(model, removed):
         state = m.state_dict()
         for k, mask in masks.items():
             state[k].mul_(mask.to(state[k].dtype))
+    redirect_removed(m, model_groups(m), removed)  # a removed vocabulary row's tokens read <unk>
     return m
 
 
@@ -299,7 +303,7 @@ def test_masks_hold_weights_and_gradients_at_exactly_zero_under_adam():
     assert (model.fcs[0].weight[m] != 0).all()
 
 
-@pytest.mark.parametrize("name", ["cnn", "bilstm"])
+@pytest.mark.parametrize("name", ["cnn", "bilstm", "bilstm-vocab"])
 def test_a_step_on_the_compact_model_equals_the_step_on_the_masked_model(name):
     torch.manual_seed(0)
     model = MODELS[name]().train()
@@ -316,6 +320,7 @@ def test_a_step_on_the_compact_model_equals_the_step_on_the_masked_model(name):
     masked_opt.load_state_dict(opt.state_dict())
     masks = MaskSet(param_masks_for_units(masked, model_groups(masked), removed))
     masks.apply(masked, masked_opt)
+    redirect_removed(masked, model_groups(masked), removed)
     small, keeps = compact_model(masked, removed)
     small_opt = compact_optimizer(masked, small, masked_opt, keeps)
     for m, o in ((masked, masked_opt), (small, small_opt)):
@@ -328,7 +333,8 @@ def test_a_step_on_the_compact_model_equals_the_step_on_the_masked_model(name):
     from edgeprune.prune.compact import slice_like
 
     for k, v in masked.state_dict().items():
-        torch.testing.assert_close(slice_like(k, v, keeps), small_state[k], rtol=0, atol=ATOL)
+        if k != "token_map":  # renumbered, not sliced (test_vocabulary_rows_are_renumbered)
+            torch.testing.assert_close(slice_like(k, v, keeps), small_state[k], rtol=0, atol=ATOL)
     p_small = dict(small.named_parameters())
     p_masked = dict(masked.named_parameters())
     for k in p_small:

@@ -1,4 +1,4 @@
-"""Numbers from raw measurements: latency statistics, accuracy and F1 (numpy only)."""
+"""Numbers from raw measurements: latency statistics, accuracy and macro-F1 (numpy only)."""
 
 from __future__ import annotations
 
@@ -46,13 +46,14 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float((y_true == y_pred).mean()) if y_true.size else float("nan")
 
 
-def f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
-    """Binary F1 (positive class 1) for two classes, macro F1 over all classes otherwise.
-
-    Macro averages over the classes present in either array, as scikit-learn's default does.
-    """
+def f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None = None) -> float:
+    """Macro-F1 for any number of classes: the unweighted mean of the per-class F1 over the classes
+    present in either array (scikit-learn's f1_score(average="macro")). `num_classes` is unused,
+    kept so callers written for the binary F1 still work."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    classes = [1] if num_classes <= 2 else np.union1d(y_true, y_pred)
+    classes = np.union1d(y_true, y_pred)
+    if not classes.size:
+        return 0.0
     scores = []
     for c in classes:
         tp = np.sum((y_pred == c) & (y_true == c))
@@ -61,3 +62,18 @@ def f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
         denom = 2 * tp + fp + fn
         scores.append(2 * tp / denom if denom else 0.0)
     return float(np.mean(scores))
+
+
+NEAR_MAJORITY = 0.01  # accuracy within 1 point of the majority class's share: learned (almost) nothing
+
+
+def majority_warning(accuracy: float | None, majority: float | None, n: int | None = None) -> str | None:
+    """A warning when accuracy is within 1 point of (or below) always guessing the majority class."""
+    if accuracy is None or majority is None or accuracy > majority + NEAR_MAJORITY:
+        return None
+    where = "within 1 point of" if accuracy >= majority - NEAR_MAJORITY else "below"
+    on = f" of {n:,} test examples" if n else " of the test split"
+    return (
+        f"test accuracy {accuracy:.4f} is {where} the majority class's share {majority:.4f}{on}: "
+        "the model does no better than always guessing that class."
+    )

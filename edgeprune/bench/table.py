@@ -56,8 +56,14 @@ def machine_line(machine: dict, settings: dict, conditions: dict | None = None) 
 
 
 def models_table(report: dict) -> Table:
-    table = Table(title="models", box=box.SIMPLE_HEAD)
-    for col in ("model", "status", "acc", "F1", "RSS MiB\nbefore/load/peak", "KiB\n(gz)", "params"):
+    counts = sorted({r["eval_n"] for r in report["results"] if r.get("eval_n")})
+    caption = (
+        f"acc and macro-F1 on the bundle's eval.npz: {' / '.join(f'{n:,}' for n in counts)} examples"
+        if counts
+        else None
+    )
+    table = Table(title="models", box=box.SIMPLE_HEAD, caption=caption, caption_justify="left")
+    for col in ("model", "status", "acc", "macro-F1", "RSS MiB\nbefore/load/peak", "KiB\n(gz)", "params"):
         if col in ("model", "status"):
             table.add_column(col, overflow="fold", min_width=12 if col == "model" else None)
         else:

@@ -12,7 +12,7 @@ import torch
 from edgeprune.data import memory, own, sources
 from edgeprune.data.images import channel_stats
 from edgeprune.data.registry import DatasetSpec, candidate_dirs, find_local, registry_spec
-from edgeprune.data.text import Vocab
+from edgeprune.data.text import PAD, Vocab
 from edgeprune.errors import UserError
 
 
@@ -37,9 +37,10 @@ class Data:
     std: torch.Tensor = field(default_factory=lambda: torch.ones(1))
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Model-ready input for one batch: images scaled and normalized, text as is."""
+        """Model-ready input for one batch: images scaled and normalized; text cut to the batch's
+        longest row (--max-len stays the cap), so a short batch costs few LSTM steps."""
         if self.spec.task == "text":
-            return x
+            return trim_padding(x)
         return (x.float().div_(255.0) - self.mean) / self.std
 
     def input_meta(self) -> dict:
@@ -65,6 +66,13 @@ class Data:
         if self.spec.kind != "registry":
             meta.update(own.input_meta(self.spec))
         return meta
+
+
+def trim_padding(x: torch.Tensor) -> torch.Tensor:
+    """Token ids [N, T] without the trailing columns that are padding in every row (at least one
+    column stays, so an all-pad batch is still a valid input)."""
+    used = (x != PAD).any(0).nonzero()
+    return x[:, : int(used.max()) + 1 if len(used) else 1]
 
 
 def load_data(

@@ -43,6 +43,12 @@ class Vocab:
             out[row, : len(ids)] = ids
         return out
 
+    def select(self, ids: list[int]) -> "Vocab":
+        """The vocabulary whose id i is this one's token ids[i] (a pruned, renumbered vocabulary)."""
+        if ids[:2] != [PAD, UNK]:
+            raise ValueError("a vocabulary keeps <pad> and <unk> as ids 0 and 1")
+        return Vocab([self.tokens[i] for i in ids], self.max_len)
+
     def to_json(self) -> dict:
         return {
             "format": 1,

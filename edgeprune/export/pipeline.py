@@ -35,11 +35,21 @@ class ExportOptions:
     max_acc_drop: float = 1.0  # accuracy points
     target: str | None = None
     calib: int = 256
-    eval_n: int = 2000
+    eval_limit: int | None = None  # None: the whole test split (the accuracy training reported)
     tar: bool = False
     data_dir: str | None = None
     measure_latency: bool = True  # auto: time float vs int8 with edgeprune.bench
     exporter: str = "torchscript"
+
+    @classmethod
+    def of(cls, **options) -> "ExportOptions":
+        """The options from keywords (`eval_n`, the former name of eval_limit, still accepted)."""
+        if "eval_n" in options:
+            options["eval_limit"] = options.pop("eval_n")
+        try:
+            return cls(**options)
+        except TypeError as e:
+            raise UserError(f"unknown export option ({e}).") from None
 
     def validate(self):
         """The preset (or None); a UserError naming the flag for any bad value."""
@@ -61,8 +71,8 @@ class ExportOptions:
             raise UserError(f"--max-acc-drop must be zero or more accuracy points, got {self.max_acc_drop}.")
         if self.calib < 1:
             raise UserError(f"--calib must be at least 1 sample, got {self.calib}.")
-        if self.eval_n < 1:
-            raise UserError(f"--eval-n must be at least 1 example, got {self.eval_n}.")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise UserError(f"--eval-limit must be at least 1 example, got {self.eval_limit}.")
         if self.exporter not in ("torchscript", "dynamo"):
             raise UserError(f"unknown exporter {self.exporter!r}; choose torchscript or dynamo.")
         return get_target(self.target) if self.target else None
@@ -70,10 +80,7 @@ class ExportOptions:
 
 def export_run(run_dir, **options) -> dict:
     """Export the run in `run_dir` (options: see ExportOptions); returns the parity summary."""
-    try:
-        opts = ExportOptions(**options)
-    except TypeError as e:
-        raise UserError(f"unknown export option ({e}).") from None
+    opts = ExportOptions.of(**options)
     target = opts.validate()
     run = RunDir(Path(run_dir))
     if not run.root.is_dir():
@@ -143,7 +150,7 @@ def _load_eval_data(run: RunDir, record: dict, opts: ExportOptions):
         with torch.no_grad():
             return np.ascontiguousarray(data.prepare(x).numpy())
 
-    n_eval = min(opts.eval_n, len(data.test))
+    n_eval = len(data.test) if opts.eval_limit is None else min(opts.eval_limit, len(data.test))
     eval_x, eval_y = ready(data.test.x[:n_eval]), data.test.y[:n_eval].numpy().astype(np.int64)
     # Calibration: evenly spread over the (already shuffled) training split.
     n_cal = min(opts.calib, len(data.train))

@@ -21,7 +21,7 @@ def render(summary: dict) -> Group:
         ("nodes", "right"),
         ("max|diff|", "right"),
         ("acc", "right"),
-        ("F1", "right"),
+        ("macro-F1", "right"),
         ("p50 ms", "right"),
     ):
         table.add_column(col, justify=justify, min_width=23 if col == "file" else None, no_wrap=True)
@@ -47,7 +47,12 @@ def render(summary: dict) -> Group:
         + (f"; fell back: {simp['fallback_reason']}" if simp.get("fallback_reason") else "")
     ]
     lines.append(f"default: {summary['chosen']}" + (f" (int8 = {kept})" if kept else "") + f": {summary['reason']}")
-    lines.append(f"accuracy on {summary['eval_n']} test examples; * = the bundle's default")
+    whole = (summary.get("options") or {}).get("eval_limit") is None
+    lines.append(
+        f"accuracy and macro-F1 on {summary['eval_n']:,} test examples"
+        + (" (the whole test split)" if whole else " (--eval-limit)")
+        + "; * = the bundle's default"
+    )
     lines.append(
         f"wrote {summary['export_dir']}/ and {summary['bundle_dir']}/"
         + (f" and {summary['tar']}" if summary.get("tar") else "")

@@ -2,7 +2,8 @@
 
 Per-layer surgery is one operation, `index_select` along the coupled dimension, driven by the
 coupling groups; the new model is built from the same architecture with the new widths and
-loads the sliced state dict. The optimizer state (Adam moments, step counts) and connection
+loads the sliced state dict (an index map, such as the BiLSTM's token map, is renumbered instead:
+see groups.remapped_index). The optimizer state (Adam moments, step counts) and connection
 masks are sliced the same way, so training continues as if only the removed units changed.
 """
 
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from edgeprune.models import build_model
-from edgeprune.prune.groups import keep_indices, model_groups
+from edgeprune.prune.groups import keep_indices, model_groups, remapped_index
 
 Keeps = dict[tuple[str, int], torch.Tensor]
 
@@ -31,7 +32,11 @@ def compact_model(model: nn.Module, removed: dict[str, torch.Tensor]) -> tuple[n
     keeps = keep_indices(state, groups, removed)
     widths = {g.name: g.width - len(removed.get(g.name, ())) for g in groups}
     new = build_model(model.arch_with_widths(widths))
-    new.load_state_dict({k: slice_like(k, v, keeps).clone() for k, v in state.items()})
+    new_state = {k: slice_like(k, v, keeps).clone() for k, v in state.items()}
+    for g in groups:
+        if g.index_map is not None and len(removed.get(g.name, ())):
+            new_state[g.index_map] = remapped_index(state[g.index_map], g, removed[g.name])
+    new.load_state_dict(new_state)
     new.train(model.training)
     return new, keeps
 
@@ -62,12 +67,20 @@ def compact_masks(masks: dict[str, torch.Tensor], keeps: Keeps) -> dict[str, tor
 
 
 def zeroed_units(model: nn.Module, tol: float = 0.0) -> dict[str, torch.Tensor]:
-    """Units whose own parameters are all zero (e.g. masked): what compaction may remove exactly."""
+    """Units whose removal cannot change the output, so compaction may remove them exactly: own
+    parameters all zero (e.g. masked), or, in a group reached through an index map (vocabulary
+    rows), no entry of the map pointing at them. Protected units are never listed."""
     from edgeprune.prune.importance import per_unit
 
     state = model.state_dict()
     out = {}
     for g in model_groups(model):
+        if g.index_map is not None:
+            unread = torch.ones(g.width, dtype=torch.bool)
+            unread[state[g.index_map].cpu()] = False
+            unread[list(g.protected)] = False
+            out[g.name] = unread.nonzero().view(-1)
+            continue
         nonzero = torch.zeros(g.width)
         for s in g.own():
             nonzero += per_unit(state[s.name].abs().float(), s.dim, s.kind, g.width)

@@ -6,6 +6,11 @@ units: its own (scored) slices and every consumer slice (the next layer's inputs
 entries, the flattened conv block in the first Linear, an LSTM unit's four gate rows and its
 recurrent column, its input to whatever reads the concatenated directions). Masking and
 compaction both read these groups and nothing else.
+
+Vocabulary rows are a group too, of a kind of their own: the tokens reach their rows through an
+integer buffer (`index_map`, the BiLSTM's token_map), so removing a row sends its tokens to the
+group's `fallback` row (<unk>) instead of zeroing an input, and `protected` rows (<pad>, <unk>)
+are never removed.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ class Group:
     name: str
     width: int
     slices: list[Slice] = field(default_factory=list)
+    index_map: str | None = None  # buffer whose values are this group's unit indices
+    fallback: int | None = None  # the unit that takes the index_map entries of removed units
+    protected: tuple[int, ...] = ()  # units never removed
 
     def own(self) -> list[Slice]:
         return [s for s in self.slices if s.scored]
@@ -113,15 +121,29 @@ def cnn_groups(model) -> list[Group]:
 
 @register_groups("bilstm")
 def bilstm_groups(model) -> list[Group]:
+    from edgeprune.models.bilstm import PAD, UNK
+
     n = len(model.layers)
-    groups = [
+    groups = []
+    if model.token_map is not None:
+        groups.append(
+            Group(
+                "vocab",
+                model.embedding.num_embeddings,
+                [Slice("embedding.weight", 0, scored=True)],
+                index_map="token_map",
+                fallback=UNK,
+                protected=(PAD, UNK),
+            )
+        )
+    groups.append(
         Group(
             "embed",
             model.embedding.embedding_dim,
             [Slice("embedding.weight", 1, scored=True)]
             + [Slice(f"layers.0.{d}.weight_ih_l0", 1) for d in ("fwd", "bwd")],
         )
-    ]
+    )
     for i, layer in enumerate(model.layers):
         for d in ("fwd", "bwd"):
             lstm = getattr(layer, d)
@@ -157,6 +179,31 @@ def param_masks_for_units(
             idx = expand(s, units, g.width, widths)
             m.index_fill_(s.dim, idx, False)
     return masks
+
+
+@torch.no_grad()
+def redirect_removed(model: nn.Module, groups: list[Group], removed: dict[str, torch.Tensor]) -> None:
+    """Point the index_map entries of removed units at their group's fallback unit (in place):
+    what masking means for a vocabulary row."""
+    for g in groups:
+        units = removed.get(g.name)
+        if g.index_map is None or units is None or len(units) == 0:
+            continue
+        buf = model.get_buffer(g.index_map)
+        buf[torch.isin(buf, units.to(buf.device))] = g.fallback
+
+
+def remapped_index(index_map: torch.Tensor, g: Group, removed: torch.Tensor) -> torch.Tensor:
+    """`index_map` after the units `removed` leave group `g`: survivors renumbered in order, the
+    entries of removed units sent to the fallback unit."""
+    keep = torch.ones(g.width, dtype=torch.bool)
+    keep[removed.long()] = False
+    if g.fallback is None or not keep[g.fallback]:
+        raise ValueError(f"group {g.name}: its fallback unit must survive")
+    new_pos = torch.full((g.width,), -1, dtype=index_map.dtype)
+    new_pos[keep] = torch.arange(int(keep.sum()), dtype=index_map.dtype)
+    out = new_pos[index_map.cpu()]
+    return torch.where(out < 0, new_pos[g.fallback], out).to(index_map.device)
 
 
 def keep_indices(

@@ -4,6 +4,7 @@ compacts the model (progressively, or once at the end)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -11,12 +12,14 @@ from torch import nn
 
 from edgeprune.models import build_model
 from edgeprune.prune.compact import compact_masks, compact_model, compact_optimizer
-from edgeprune.prune.groups import Group, model_groups, param_masks_for_units
+from edgeprune.prune.groups import Group, model_groups, param_masks_for_units, redirect_removed
 from edgeprune.prune.importance import TaylorScores, normalize
 from edgeprune.prune.masks import MaskSet
 from edgeprune.prune.schedule import PruneSchedule, round_keep
 
 CONNECTION_SUFFIXES = (".weight", ".weight_ih_l0", ".weight_hh_l0")
+NOTCH_SHARE = 32  # a budget notch takes at most this share (1/32) of a big layer's survivors
+PROTECTED = float(torch.finfo(torch.float32).max)  # the normalized score of a protected unit
 
 
 def connection_params(model: nn.Module) -> list[str]:
@@ -120,6 +123,7 @@ class Pruner:
                     int((~m & self.masks.masks.get(k, torch.ones_like(m))).sum()) for k, m in unit_masks.items()
                 )
                 self.masks.merge(unit_masks)
+                redirect_removed(model, self.groups, removed)
         self.masks.apply(model, optimizer)
         report.removed_connections = self.masks.zeros() - zeros_before
         if budget is not None and self.live_params(model) <= self.schedule.target_params * self.baseline_params:
@@ -148,20 +152,22 @@ class Pruner:
         return live
 
     def _choose_units(self, model: nn.Module, budget: float | None) -> dict[str, torch.Tensor]:
-        """Units under the threshold; with a budget, then more, one notch of `round_to` units of one
-        layer at a time, until the rebuilt model fits. Survivor counts are multiples of round_to
-        (rounded up), and the best-scored units always stay."""
+        """Units under the threshold; with a budget, then more, one notch of units of one layer at
+        a time, until the rebuilt model fits. Survivor counts are multiples of round_to (rounded
+        up), the best-scored units always stay, and so do a group's protected units."""
         raw = self.scores.unit_scores()
         norm, live = {}, {}
         for g in self.groups:
             live[g.name] = self._live_units(g)
             norm[g.name] = normalize(raw[g.name], live[g.name]).float()
+            if g.protected:  # ranked above every live unit, below the dead ones (inf) in _fit_budget
+                norm[g.name][list(g.protected)] = PROTECTED
         s = self.schedule
         keep = {}
         for g in self.groups:
             n_live = int(live[g.name].sum())
             n_drop = int(((norm[g.name] < s.threshold) & live[g.name]).sum())
-            keep[g.name] = round_keep(n_live - n_drop, n_live, s.round_to, s.min_width)
+            keep[g.name] = max(round_keep(n_live - n_drop, n_live, s.round_to, s.min_width), len(g.protected))
         if budget is not None:
             self._fit_budget(model, keep, norm, live, budget)
         return self._removed_for(keep, norm, live)
@@ -172,30 +178,53 @@ class Pruner:
         Each notch takes the next-lowest-scored units of one layer; the notch with the lowest mean
         normalized score goes first, but a notch that would cross the run's final target is taken
         only when every notch would: with coarse rounding at small widths, the cheapest-scored
-        notch can remove a third of a layer, far more than the step needs.
+        notch can remove a third of a layer, far more than the step needs. A notch is `round_to`
+        units, or 1/NOTCH_SHARE of the layer's survivors when that is more, so that a
+        20,000-row vocabulary takes tens of notches, not thousands.
         """
         s = self.schedule
         target = budget * self.baseline_params
         final = s.target_params * self.baseline_params
-        params = self._params_after(model, self._removed_for(keep, norm, live), live)
+        # live units, lowest-scored first (dead ones, at inf, last); norm and live do not change here
+        ascending = {
+            g.name: torch.argsort(torch.where(live[g.name], norm[g.name], torch.tensor(float("inf"))), stable=True)
+            for g in self.groups
+        }
+        params = self._params_for(model, keep)
         while params > target:
-            options = []
-            for g in self.groups:
+            options = []  # (mean normalized score of the notch, group order, name, lower)
+            for order, g in enumerate(self.groups):
                 n_live = int(live[g.name].sum())
-                lower = ((keep[g.name] - 1) // s.round_to) * s.round_to
-                if lower < min(s.min_width, n_live) or lower < 1:
+                notch = max(s.round_to, math.ceil(keep[g.name] / NOTCH_SHARE))
+                # (keep - notch) rounded up to a multiple of round_to: at most `notch` units go
+                lower = ((keep[g.name] - notch + s.round_to - 1) // s.round_to) * s.round_to
+                if lower < min(s.min_width, n_live) or lower < max(1, len(g.protected)):
                     continue
-                ranked = torch.argsort(torch.where(live[g.name], norm[g.name], torch.tensor(float("inf"))))
-                leaving = ranked[n_live - keep[g.name] : n_live - lower]
-                trial = {**keep, g.name: lower}
-                after = self._params_after(model, self._removed_for(trial, norm, live), live)
-                options.append((after < final, float(norm[g.name][leaving].mean()), -after, g.name, lower, after))
+                leaving = ascending[g.name][n_live - keep[g.name] : n_live - lower]
+                options.append((float(norm[g.name][leaving].mean()), order, g.name, lower))
             if not options:
                 return
-            crosses, _, _, name, lower, after = min(options)
-            if crosses:  # every notch crosses the final target: take the one that overshoots least
-                _, _, _, name, lower, after = min(options, key=lambda o: o[2])
-            keep[name], params = lower, after
+            choice = self._cheapest_notch(model, keep, options, final)
+            keep[choice[0]], params = choice[1], choice[2]
+
+    def _cheapest_notch(self, model, keep: dict[str, int], options: list, final: float) -> tuple[str, int, int]:
+        """(layer, survivors, params after) of the lowest-scored notch that does not cross `final`
+        (ties: the one that removes least); when every notch crosses, the one that overshoots least.
+        Sizes are computed in score order and only as far as needed: a model build each."""
+        sized = []
+        options = sorted(options)
+        i = 0
+        while i < len(options):
+            tied = [o for o in options[i:] if o[0] == options[i][0]]
+            i += len(tied)
+            for _, order, name, lower in tied:
+                sized.append((order, name, lower, self._params_for(model, {**keep, name: lower})))
+            fits = [o for o in sized[-len(tied) :] if o[3] >= final]
+            if fits:
+                _, name, lower, after = min(fits, key=lambda o: (-o[3], o[0]))
+                return name, lower, after
+        _, name, lower, after = min(sized, key=lambda o: (-o[3], o[0]))
+        return name, lower, after
 
     def _removed_for(self, keep: dict[str, int], norm, live) -> dict[str, torch.Tensor]:
         """The live units outside the best-scored `keep[layer]` of each layer."""
@@ -207,9 +236,8 @@ class Pruner:
             removed[g.name] = gone.nonzero().view(-1)
         return removed
 
-    def _params_after(self, model: nn.Module, removed, live) -> int:
-        """Dense parameter count of the model rebuilt without `removed` (built on the meta device)."""
-        widths = {g.name: int(live[g.name].sum()) - len(removed[g.name]) for g in self.groups}
+    def _params_for(self, model: nn.Module, widths: dict[str, int]) -> int:
+        """Dense parameter count of the model rebuilt with these survivor counts (on the meta device)."""
         with torch.device("meta"):
             return count_params(build_model(model.arch_with_widths(widths)))
 
