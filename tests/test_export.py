@@ -417,9 +417,7 @@ def test_bad_runs_and_flags_are_one_sentence_with_no_bundle(runs, tmp_path):
 def test_cli_export_prints_the_table(runs):
     run, _ = runs["bilstm"]
     # 60 examples: one flipped prediction is 1.7 points, so the budget leaves room for noise
-    result = _cli(
-        run, "--quantize", "dynamic", "--eval-limit", "60", "--max-acc-drop", "5", "--simplifier", "onnxslim"
-    )
+    result = _cli(run, "--quantize", "dynamic", "--eval-limit", "60", "--max-acc-drop", "5", "--simplifier", "onnxslim")
     assert result.exit_code == 0, result.output
     for text in ("model.onnx", "model.int8-dynamic.onnx", "max|diff|", "simplifier: onnxslim", "default: int8"):
         assert text in result.output

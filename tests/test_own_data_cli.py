@@ -141,9 +141,7 @@ def test_a_fresh_process_exports_from_the_recorded_path_and_bad_data_loses_nothi
 
     data = odf.write_image_folder(tmp_path / "pets", n=5, size=(16, 16))
     run = tmp_path / "runs" / "pets"
-    cfg = resolve_train_config(
-        dataset=str(data), out=run, epochs=1, batch_size=8, prune=False, threads=1, device="cpu"
-    )
+    cfg = resolve_train_config(dataset=str(data), out=run, epochs=1, batch_size=8, prune=False, threads=1, device="cpu")
     train_run(cfg, quiet=True)
 
     elsewhere = tmp_path / "elsewhere"

@@ -63,9 +63,7 @@ def concrete_shape(spec: InputSpec, batch: int, meta: dict | None, seq_len: int 
     return tuple(dims)
 
 
-def synthetic(
-    spec: InputSpec, batch: int, meta: dict | None, seed: int = 0, seq_len: int | None = None
-) -> np.ndarray:
+def synthetic(spec: InputSpec, batch: int, meta: dict | None, seed: int = 0, seq_len: int | None = None) -> np.ndarray:
     rng = np.random.default_rng(seed)
     shape = concrete_shape(spec, batch, meta, seq_len)
     dtype = spec.dtype
