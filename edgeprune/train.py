@@ -374,10 +374,11 @@ def _print_epoch(r: dict, cfg: TrainConfig, quiet: bool) -> None:
     if quiet:
         return
     widths = " ".join(f"{k}={v}" for k, v in r["widths"].items())
+    val = lambda k: "—" if r[k] is None else f"{r[k]:.4f}"  # None: no validation split (a tiny --limit)
     console.print(
         f"epoch {r['epoch']:>3}/{cfg.epochs} {r['phase']:<8} loss {r['train_loss']:.4f}  "
-        f"val acc {r['val_accuracy']:.4f} f1 {r['val_f1']:.4f}  params {r['params_alive']:,} "
-        f"({r['compression']:.1f}x)  [{widths}]  {r['seconds']:.1f}s",
+        f"val acc {val('val_accuracy')} f1 {val('val_f1')}  params {r['params_alive']:,} "
+        f"({r['compression']:.1f}x)  \\[{widths}]  {r['seconds']:.1f}s",  # escaped: rich drops [a=1 b=2] as markup
         highlight=False,
         soft_wrap=True,
     )
