@@ -24,6 +24,15 @@ import numpy as np
 DEFAULT_ATOL = {"float": 1e-4, "int8": 0.1}
 
 
+def predictions(logits: np.ndarray) -> np.ndarray:
+    """Class ids: one logit column is a binary sigmoid model (class 1 when sigmoid > 0.5, i.e.
+    logit > 0), otherwise argmax. The rule edgeprune.bench.metrics uses, copied: no edgeprune here."""
+    logits = np.asarray(logits)
+    if logits.ndim == 1 or logits.shape[-1] == 1:
+        return (logits.reshape(len(logits)) > 0).astype(np.int64)
+    return logits.reshape(len(logits), -1).argmax(axis=1).astype(np.int64)
+
+
 def _models(bundle: Path) -> list[tuple[str, Path]]:
     meta_path = bundle / "meta.json"
     if meta_path.exists():
@@ -52,7 +61,7 @@ def run(bundle: Path, out: Path, timing_runs: int) -> dict:
             sess.run(None, {inp: x[:1]})
             times.append((time.perf_counter() - t0) * 1e3)
         summary[name] = {
-            "accuracy": float((logits.argmax(axis=1) == y).mean()),
+            "accuracy": float((predictions(logits) == y).mean()),
             "batch1_ms_median": float(np.median(times)) if times else None,
             "timing_runs": timing_runs,
         }
@@ -78,7 +87,7 @@ def compare(a_path: Path, b_path: Path, atol: float | None) -> dict:
         la, lb = a[name], b[name]
         tol = atol if atol is not None else DEFAULT_ATOL.get(name, 1e-4)
         diff = float(np.abs(la.astype(np.float64) - lb.astype(np.float64)).max())
-        agree = float((la.argmax(axis=1) == lb.argmax(axis=1)).mean())
+        agree = float((predictions(la) == predictions(lb)).mean())  # "argmax" also for one logit: its sign
         good = agree == 1.0 and diff <= tol
         ok = ok and good
         report[name] = {"ok": good, "argmax_agreement": agree, "max_abs_diff": diff, "atol": tol, "n": len(la)}

@@ -13,10 +13,41 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from edgeprune.errors import UserError
 
+# click's exception base, wherever this typer takes click from (its own copy since typer 0.22)
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """Click's usage errors (unknown flag, bad value, missing option) as one line naming the fix,
+    like a UserError, instead of a usage block and a box."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _ClickException as e:
+            if type(e).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+                message = " ".join(e.format_message().split())
+                message += "" if message.endswith((".", "?")) else "."
+                ctx = getattr(e, "ctx", None)
+                if ctx is not None:
+                    message += f" See '{ctx.command_path} --help'."
+                err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            err.print("aborted.")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -33,7 +64,7 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: completed work was saved; re-run with --resume to continue.")

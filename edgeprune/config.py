@@ -116,6 +116,8 @@ def resolve_train_config(
     _check_distill(kw, warmup_epochs, explicit_distill)
     if out is None:
         out = Path("runs") / f"{spec.name}-{model}{'' if prune else '-baseline'}"
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out} is a file; pass a directory for the run.")
     cfg = TrainConfig(
         dataset=spec.id,
         data_options=data_options,

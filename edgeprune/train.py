@@ -401,6 +401,7 @@ def _check_same_data(run: RunDir, meta: dict) -> None:
 
 
 def _score(v) -> str:
+    """A score for a printed line; "-" when there is none (no validation split, e.g. a tiny --limit)."""
     return "-" if v is None else f"{v:.4f}"
 
 
@@ -462,8 +463,8 @@ def _print_epoch(r: dict, cfg: TrainConfig, quiet: bool) -> None:
     widths = " ".join(f"{k}={v}" for k, v in r["widths"].items())
     console.print(
         f"epoch {r['epoch']:>3}/{cfg.epochs} {r['phase']:<8} loss {r['train_loss']:.4f}  "
-        f"val acc {r['val_accuracy']:.4f} macro-F1 {r['val_f1']:.4f}  params {r['params_alive']:,} "
-        f"({r['compression']:.1f}x)  [{widths}]  {r['seconds']:.1f}s",
+        f"val acc {_score(r['val_accuracy'])} macro-F1 {_score(r['val_f1'])}  params {r['params_alive']:,} "
+        f"({r['compression']:.1f}x)  \\[{widths}]  {r['seconds']:.1f}s",  # escaped: rich drops [a=1 b=2] as markup
         highlight=False,
         soft_wrap=True,
     )

@@ -10,13 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from bundle_fixture import make_tiny_bundle
+from bundle_fixture import TEXT_WRONG_EVERY, make_text_bundle, make_tiny_bundle, reference_text_logits
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
 SHIP = REPO / "deploy" / "ship.sh"
+PREDICT = REPO / "deploy" / "predict.py"
 QUICK_BENCH = ["--warmup", "1", "--runs", "3", "--rounds", "1", "--batch", "1"]
 
 
@@ -160,6 +162,40 @@ def test_entrypoint_explains_a_missing_bundle(tmp_path):
     proc = subprocess.run(["sh", str(ENTRYPOINT)], env=env, check=False, capture_output=True, text=True)
     assert proc.returncode == 2
     assert "no bundle at" in proc.stderr and "-v $PWD/bundle:/bundle:ro" in proc.stderr
+
+
+def _predict(*args) -> tuple[int, dict]:
+    """deploy/predict.py as arm64_verify.sh runs it: a script with numpy and onnxruntime only."""
+    proc = subprocess.run(
+        [sys.executable, str(PREDICT), *map(str, args)], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_predict_scores_a_one_logit_model_by_its_sign(tmp_path):
+    text, flipped = make_text_bundle(tmp_path / "text"), make_text_bundle(tmp_path / "flipped", flip=True)
+    with np.load(text / "eval.npz") as z:
+        x, y = z["x"], z["y"]
+    # a second way: sigmoid > 0.5 of numpy's logits; argmax of one column would score the share of class 0
+    expected = float(((1 / (1 + np.exp(-reference_text_logits(x)[:, 0])) > 0.5) == y).mean())
+    assert expected == 1 - 1 / TEXT_WRONG_EVERY and abs(expected - float((y == 0).mean())) > 0.1
+    assert _predict("run", text, tmp_path / "a.npz", "--timing-runs", "0")[1]["models"]["float"]["accuracy"] == expected
+    out = _predict("run", flipped, tmp_path / "b.npz", "--timing-runs", "0")[1]
+    assert out["models"]["float"]["accuracy"] == 1 - expected
+    code, same = _predict("compare", tmp_path / "a.npz", tmp_path / "a.npz")
+    assert code == 0 and same["models"]["float"]["argmax_agreement"] == 1.0
+    # a model that predicts the other class everywhere disagrees on every row, whatever the tolerance
+    code, report = _predict("compare", tmp_path / "a.npz", tmp_path / "b.npz", "--atol", "1e9")
+    assert code == 1 and report["models"]["float"]["argmax_agreement"] == 0.0 and not report["ok"]
+
+
+def test_predict_scores_a_multi_class_model_by_argmax(bundle, tmp_path):
+    code, out = _predict("run", bundle, tmp_path / "a.npz", "--timing-runs", "1")
+    assert code == 0 and out["models"]["float"]["accuracy"] == 1.0  # labels are its own argmax
+    assert out["models"]["int8"]["accuracy"] > 0.5 and out["eval_size"] == 64
+    code, report = _predict("compare", tmp_path / "a.npz", tmp_path / "a.npz")
+    assert code == 0 and report["models"]["float"]["argmax_agreement"] == 1.0
 
 
 def _ship(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -39,9 +39,12 @@ def run(paths: list[Path], settings: Settings, json_path: Path | None = None, co
     from edgeprune.bench.discover import discover
     from edgeprune.bench.runner import run_dir_files
     from edgeprune.bench.table import render
+    from edgeprune.errors import UserError
     from edgeprune.run import atomic_write_json
 
     models = discover(paths)  # bad input fails here, before any process starts
+    if json_path is not None and Path(json_path).is_dir():
+        raise UserError(f"--json {json_path} is a directory; give a file path, e.g. {Path(json_path) / 'bench.json'}.")
     console = console or Console()
     status = Console(stderr=True)
     with status.status("benchmarking") as spinner:

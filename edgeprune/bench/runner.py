@@ -42,6 +42,7 @@ def _row(model: Model) -> dict:
         "latency": {},
         "memory": None,
         "session_options": None,
+        "worker_modules": None,
     }
 
 
@@ -134,6 +135,7 @@ def _finish(worker: WorkerProcess, row: dict, model: Model) -> None:
     reply = _ask(worker, row, {"cmd": "finish"}, LOAD_TIMEOUT_S)
     if reply is not None:
         row["memory"] = reply["memory"]
+        row["worker_modules"] = reply.get("worker_modules")
         for key in ("accuracy", "f1", "eval_n"):
             row[key] = reply[key]
         if reply.get("eval_error"):

@@ -3,7 +3,8 @@
 Requests, one per line, each answered by one line {"ok": true, ...} or {"ok": false, "error"}:
   {"cmd": "load", "path", "threads", "arena", "mem_pattern", "batches", "warmup", "eval"}
   {"cmd": "round", "batch", "runs"} or {"cmd": "round", "batch", "seconds"}
-  {"cmd": "finish"}   memory figures and eval accuracy; the worker then exits.
+  {"cmd": "finish"}   memory figures, eval accuracy and the heavy packages this process had
+                      imported (`worker_modules`, none on the runtime-only path); the worker exits.
 
 A process of its own per model keeps the memory figures the model's own and lets a crash in
 onnxruntime become a failed row instead of ending the benchmark.
@@ -28,6 +29,8 @@ from edgeprune.bench.onnxfile import eval_chunk
 
 MAX_RUNS_PER_ROUND = 100_000  # bounds --seconds on a model that takes microseconds
 MAX_FLOOR_RUNS_PER_ROUND = 100
+# The training side's packages: a device has none of them, so the measuring process must not need them.
+HEAVY_MODULES = ("torch", "torchvision", "onnx", "onnxscript", "onnxsim", "onnxslim")
 
 
 def session_options(threads: int, arena: bool, mem_pattern: bool) -> ort.SessionOptions:
@@ -52,6 +55,12 @@ def describe_options(so: ort.SessionOptions, providers: list[str]) -> dict:
         "enable_mem_pattern": so.enable_mem_pattern,
         "providers": providers,
     }
+
+
+def heavy_modules() -> list[str]:
+    """Which of HEAVY_MODULES this process has imported (a module blocked as None does not count)."""
+    loaded = {name.split(".")[0] for name, module in list(sys.modules.items()) if module is not None}
+    return sorted(loaded & set(HEAVY_MODULES))
 
 
 def one_line(e: BaseException) -> str:
@@ -156,6 +165,7 @@ class Worker:
                     result.update(self.evaluate(z["x"], z["y"]))
             except Exception as e:  # noqa: BLE001 - keep the timings; the row still fails with this reason
                 result["eval_error"] = one_line(e)
+        result["worker_modules"] = heavy_modules()  # last: after everything this process ran
         return result
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:

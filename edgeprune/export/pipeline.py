@@ -18,7 +18,7 @@ import onnx
 from edgeprune.errors import UserError
 from edgeprune.export import bundle as bundle_mod
 from edgeprune.export import onnx_export, parity, quantize, simplify
-from edgeprune.run import RunDir, read_json
+from edgeprune.run import RUN_FORMAT, RunDir, read_json
 
 FORMATS = ("onnx",)
 PARITY_BATCH = 16  # examples in the fixed batch the logits are compared on
@@ -118,6 +118,11 @@ def _load_eval_data(run: RunDir, record: dict, opts: ExportOptions):
     cfg = config.get("config") if isinstance(config, dict) else None
     if not isinstance(cfg, dict) or "dataset" not in cfg:
         raise UserError(f"{run.config} has no training configuration; re-create the run with edgeprune train.")
+    if config.get("run_format") != RUN_FORMAT:  # its data and vocabulary may be laid out otherwise
+        raise UserError(
+            f"{run.root} was written by another edgeprune version (run format {config.get('run_format')}, "
+            f"this is {RUN_FORMAT}); re-train it with this version."
+        )
     meta = record.get("input") or config.get("input")
     vocab = None
     if meta["task"] == "text":

@@ -1,0 +1,166 @@
+"""Bad input through the installed `edgeprune` entry point, in a real process: one sentence, no traceback.
+
+Under typer's CliRunner an exception is stored, not printed, so only a real process shows what a
+user sees. Each case runs `<venv>/bin/edgeprune` with this checkout on PYTHONPATH, from an empty
+directory (no ./data), without $EDGEPRUNE_DATA and with the hub unreachable on any machine
+(HF_HUB_OFFLINE, an HF_ENDPOINT nothing answers, an empty HF_HOME). It must exit 2 (3: data
+missing offline) with exactly one non-empty line on stderr, the error, holding the case's
+phrases (what is wrong and the fix), and print no traceback anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from bundle_fixture import make_tiny_bundle
+from datafiles import write_mnist_like
+
+REPO = Path(__file__).resolve().parents[1]
+EDGEPRUNE = Path(sys.executable).parent / "edgeprune"  # the console script pip installed
+OFFLINE_S = 60  # the slowest case imports torch, onnx and datasets; a hub retry loop takes minutes
+
+# The run the fixture trains, and the flags that give the same configuration on the command line.
+RUN_FLAGS = ["--dataset", "mnist", "--data-dir", "{data}", "--epochs", "1", "--limit", "100", "--no-prune"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, data_root) -> dict[str, Path]:
+    """Everything the cases point at: a finished run and broken copies of it, bundles, bad data."""
+    from edgeprune.config import resolve_train_config
+    from edgeprune.train import train_run
+
+    w = tmp_path_factory.mktemp("cli_errors")
+    run = w / "run"
+    cfg = resolve_train_config(
+        dataset="mnist", data_dir=data_root, out=run, epochs=1, limit=100, prune=False, threads=1, device="cpu"
+    )
+    train_run(cfg, quiet=True)
+
+    def copy(name: str) -> Path:
+        shutil.copytree(run, w / name)
+        return w / name
+
+    v99 = copy("v99")  # a run directory of another layout
+    saved = json.loads((v99 / "config.json").read_text())
+    (v99 / "config.json").write_text(json.dumps(dict(saved, run_format=99)))
+    bad_ckpt = copy("bad_ckpt")  # interrupted (no metrics), its checkpoint damaged
+    (bad_ckpt / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (bad_ckpt / "metrics.json").unlink()
+    (copy("bad_model") / "model.pt").write_bytes(b"not a model")
+    (copy("bad_config") / "config.json").write_text("{oops")
+    (w / "no_config").mkdir()
+    (w / "no_config" / "config.json").write_text('{"x": 1}')
+    (w / "empty").mkdir()
+    (w / "notes.txt").write_text("not a model\n")
+
+    bundle = make_tiny_bundle(w / "bundle")
+    shutil.copytree(bundle, w / "damaged")
+    with open(w / "damaged" / "eval.npz", "r+b") as f:  # cut short in transit
+        f.truncate(100)
+    shutil.copytree(bundle, w / "bad_meta")
+    (w / "bad_meta" / "meta.json").write_text("{oops")
+
+    idx = write_mnist_like(w / "bad_data" / "mnist", n_train=20, n_test=10, compress=False)
+    images = idx / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:500])
+    return {"w": w, "data": data_root, "run": run}
+
+
+def _p(*args, code=2, says):
+    return pytest.param(list(args), code, (says,) if isinstance(says, str) else says)
+
+
+HELP = "See 'edgeprune train --help'."
+MNIST = ["--dataset", "mnist"]
+CASES = {
+    # click's own parsing, before any command runs: one line, pointing at --help
+    "no-such-command": _p("trian", says=("No such command 'trian'", "Did you mean 'train'?")),
+    "not-an-integer": _p("train", *MNIST, "--epochs", "abc", says=("'--epochs'", HELP)),
+    "unknown-flag": _p("train", *MNIST, "--bogus", says=("No such option: --bogus", HELP)),
+    "missing-option": _p("train", says=("Missing option '--dataset'", HELP)),
+    "missing-value": _p("datasets", "--data-dir", says="Option '--data-dir' requires an argument"),
+    # train
+    "unknown-dataset": _p("train", "--dataset", "mnits", says="Did you mean 'mnist'?"),
+    "out-is-a-file": _p(
+        "train", *MNIST, "--data-dir", "{data}", "--out", "{w}/notes.txt", says="pass a directory for the run"
+    ),
+    "no-data-offline": _p("train", *MNIST, "--out", "{tmp}/x", code=3, says=("put IDX files", "pass --data-dir")),
+    "corrupt-data": _p(
+        "train", *MNIST, "--data-dir", "{w}/bad_data", "--out", "{tmp}/x", says="replace it with the original"
+    ),
+    "other-configuration": _p(
+        "train", *RUN_FLAGS, "--out", "{run}", "--lr", "0.01", says=("(lr differ)", "choose another --out")
+    ),
+    "other-run-format": _p(
+        "train", *RUN_FLAGS, "--out", "{w}/v99", "--resume", says=("run format 99", "train into a new --out")
+    ),
+    "corrupt-checkpoint": _p(
+        "train", *RUN_FLAGS, "--out", "{w}/bad_ckpt", "--resume", says=("not a readable checkpoint", "re-create it")
+    ),
+    # export
+    "export-corrupt-model": _p("export", "{w}/bad_model", says=("not a readable edgeprune model", "re-create it")),
+    "export-other-run-format": _p("export", "{w}/v99", says=("run format 99", "re-train it with this version")),
+    "export-no-data-offline": _p(
+        "export", "{run}", "--data-dir", "{w}/empty", code=3, says=("was not found locally", "pass --data-dir")
+    ),
+    # bench (the runtime-only install: no torch)
+    "bench-missing-argument": _p("bench", says=("Missing argument 'MODEL_OR_BUNDLE...'", "edgeprune bench --help")),
+    "bench-no-such-file": _p("bench", "{w}/nope.onnx", says="pass an .onnx file or a bundle directory"),
+    "bench-not-a-bundle": _p("bench", "{w}/empty", says=("is not a bundle", "made by `edgeprune export`")),
+    "bench-not-onnx": _p("bench", "{run}/model.pt", says=("is not a valid ONNX model", "re-export it")),
+    "bench-bad-batch": _p("bench", "{w}/bundle", "--batch", "1,,8", says="positive integers separated by commas"),
+    "bench-runs-and-seconds": _p("bench", "{w}/bundle", "--runs", "3", "--seconds", "1", says="either --runs or"),
+    "bench-unknown-target": _p("bench", "{w}/bundle", "--target", "pi9", says="choose one of: rpi4, rpi5, x86"),
+    "bench-damaged-bundle": _p("bench", "{w}/damaged", says=("no longer match MANIFEST.sha256", "copy the bundle")),
+    "bench-bad-meta": _p("bench", "{w}/bad_meta", says=("is not valid JSON", "re-run `edgeprune export`")),
+    "bench-json-is-a-dir": _p("bench", "{w}/bundle", "--json", "{w}/empty", says="give a file path"),
+    # report
+    "report-not-a-run": _p("report", "{w}/empty", says="pass directories written by edgeprune train"),
+    "report-out-is-a-file": _p("report", "{run}", "--out", "{w}/notes.txt", says="is a file; pass a directory"),
+    "report-no-configuration": _p("report", "{w}/no_config", says="re-create the run with edgeprune train"),
+    "report-corrupt-config": _p("report", "{w}/bad_config", says=("is not valid JSON", "delete it and re-run")),
+    # experiment
+    "experiment-unknown-target": _p(
+        "experiment", *MNIST, "--out", "{tmp}/e", "--target", "rpi9", says="choose one of: rpi4, rpi5, x86"
+    ),
+}
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "EDGEPRUNE_DATA"}
+    env.update(
+        PYTHONPATH=str(REPO),  # the checkout under test, not whatever the venv installed
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        # edgeprune probes the hub's host on port 443 before loading: refused at once, even online
+        HF_ENDPOINT="http://127.0.0.1:9",
+        HF_HOME=str(cwd / ".hf"),  # no cached copy can stand in for the missing data
+        COLUMNS="500",  # rich must not wrap the one line
+    )
+    return subprocess.run(
+        [str(EDGEPRUNE), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+@pytest.mark.parametrize("args,code,says", list(CASES.values()), ids=list(CASES))
+def test_bad_input_is_one_line_that_names_the_fix(world, tmp_path, args, code, says):
+    assert EDGEPRUNE.is_file(), f"{EDGEPRUNE} is missing: pip install -e '.[dev]' into this environment"
+    paths = {k: str(v) for k, v in world.items()} | {"tmp": str(tmp_path)}
+    t0 = time.perf_counter()
+    r = run_cli([a.format(**paths) for a in args], cwd=tmp_path)
+    seconds = time.perf_counter() - t0
+    output = r.stdout + r.stderr
+    assert "Traceback" not in output, output
+    assert r.returncode == code, output
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for phrase in says:
+        assert phrase in lines[0], lines[0]
+    assert seconds < OFFLINE_S
