@@ -140,7 +140,7 @@ def test_epoch_lines_show_the_widths_and_a_missing_validation_split(data_root, t
     metrics = train_run(cfg(data_root, tmp_path, limit=1, epochs=1, prune=False))  # 1 train, 0 validation
     assert metrics["test_n"] == 200 and history(tmp_path / "run")[0]["val_accuracy"] is None
     out = capsys.readouterr().out
-    assert "val acc — f1 —" in out and "[conv0=8 conv1=16 fc0=32]" in out
+    assert "val acc - macro-F1 -" in out and "[conv0=8 conv1=16 fc0=32]" in out
 
 
 def test_bilstm_prunes_hidden_units_per_direction(data_root, tmp_path):

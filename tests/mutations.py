@@ -1,0 +1,227 @@
+"""A mutation check of the test suite: hand-made bugs, applied one at a time, each of which the
+suite must catch. Not part of the default test run (pytest collects test_*.py only).
+
+    python tests/mutations.py                 # all mutations; writes tests/mutations_result.json
+    python tests/mutations.py --only adam-exp-avg-sq-not-sliced
+
+Each mutation is applied to a fresh copy of the checkout's tracked files (the working tree is never
+touched), then the test files that guard that code run there with `pytest -x`; a mutation is
+*killed* when a test fails, and the first failing test is recorded. A mutation whose text is not
+found in the code is an error (the code moved on: update the mutation), never a pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULT = Path(__file__).with_name("mutations_result.json")
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str  # relative to the repo root
+    old: str  # must occur exactly once
+    new: str
+    tests: tuple[str, ...]  # test files (or node ids) that guard this code
+    why: str
+
+
+MUTATIONS = [
+    Mutation(
+        "adam-exp-avg-sq-not-sliced",
+        "edgeprune/prune/compact.py",
+        "(slice_like(name, v, keeps) if v.shape == shape else v).clone()",
+        "(slice_like(name, v, keeps) if v.shape == shape and k != 'exp_avg_sq' else "
+        "v.flatten()[: p_new.numel()].view_as(p_new) if v.shape == shape else v).clone()",
+        ("tests/test_prune.py",),
+        "Adam's second moment keeps the first entries instead of the survivors' (same shape, wrong values)",
+    ),
+    Mutation(
+        "lstm-gate-offset-off-by-one",
+        "edgeprune/prune/groups.py",
+        "return (torch.arange(4).view(4, 1) * width + units.view(1, -1)).reshape(-1)",
+        "return (torch.arange(4).view(4, 1) * max(width - 1, 1) + units.view(1, -1)).reshape(-1)",
+        ("tests/test_prune.py",),
+        "the four LSTM gate blocks are taken one row too early (gate g starts at g*(width-1))",
+    ),
+    Mutation(
+        "onnx-tolerance-x100",
+        "edgeprune/export/parity.py",
+        "ONNX_TOLERANCE = 1e-4",
+        "ONNX_TOLERANCE = 1e-2",
+        ("tests/test_export.py",),
+        "export accepts an ONNX model 100x further from torch than documented",
+    ),
+    Mutation(
+        "int8-accuracy-delta-not-computed",
+        "edgeprune/export/pipeline.py",
+        'row["acc_drop_points"] = round((simp_row["accuracy"] - row["accuracy"]) * 100, 4)',
+        'row["acc_drop_points"] = 0.0',
+        ("tests/test_export.py",),
+        "the INT8 model's accuracy change against float is reported as 0",
+    ),
+    Mutation(
+        "taylor-score-ignores-gradient",
+        "edgeprune/prune/importance.py",
+        "products[name] = None if p is None or p.grad is None else p.detach() * p.grad",
+        "products[name] = None if p is None or p.grad is None else p.detach().abs()",
+        ("tests/test_prune.py", "tests/test_pruning_accuracy.py"),
+        "scores become weight magnitudes: the loss contribution is ignored",
+    ),
+    Mutation(
+        "connection-mask-not-on-gradients",
+        "edgeprune/prune/masks.py",
+        "self._handles.append(p.register_hook(lambda g, m=m: g * m))",
+        "pass",
+        ("tests/test_connections.py", "tests/test_prune.py"),
+        "masked weights get their gradients back and grow again",
+    ),
+    Mutation(
+        "bilstm-padding-reaches-prediction",
+        "edgeprune/models/bilstm.py",
+        'return self.classifier(x.masked_fill(~valid.unsqueeze(-1), float("-inf")).amax(dim=1))',
+        "return self.classifier(x.amax(dim=1))",
+        ("tests/test_text.py",),
+        "max over time reads the pad positions again",
+    ),
+    Mutation(
+        "bilstm-backward-reads-pads-first",
+        "edgeprune/models/bilstm.py",
+        "return torch.where(valid, lengths - 1 - pos, pos), valid",
+        "return tokens.size(1) - 1 - pos, valid",
+        ("tests/test_text.py",),
+        "the backward LSTM reverses the whole padded row again, so it reads the pads before the tokens",
+    ),
+    Mutation(
+        "removed-token-keeps-a-stale-row",
+        "edgeprune/prune/groups.py",
+        "return torch.where(out < 0, new_pos[g.fallback], out).to(index_map.device)",
+        "return torch.where(out < 0, new_pos[g.fallback] + 1, out).to(index_map.device)",
+        ("tests/test_text.py",),
+        "a removed vocabulary row's tokens are sent to the row after <unk> instead of <unk>",
+    ),
+    Mutation(
+        "trim-padding-cuts-a-token",
+        "edgeprune/data/loader.py",
+        "return x[:, : int(used.max()) + 1 if len(used) else 1]",
+        "return x[:, : int(used.max()) if len(used) else 1]",
+        ("tests/test_text.py",),
+        "batch trimming drops the last real token of the longest row",
+    ),
+    Mutation(
+        "resume-ignores-checkpoint-history",
+        "edgeprune/train.py",
+        'saved = ckpt.get("history")',
+        "saved = None",
+        ("tests/test_crash.py",),
+        "resume trusts history.jsonl instead of the checkpoint's copy (a kill between the writes loses a line)",
+    ),
+    Mutation(
+        "normalize-by-max-not-mean",
+        "edgeprune/prune/importance.py",
+        "mean = ref.mean() if ref.numel() else scores.new_tensor(0.0)",
+        "mean = ref.max() if ref.numel() else scores.new_tensor(0.0)",
+        ("tests/test_prune.py", "tests/test_connections.py"),
+        "the threshold is read against the layer's best unit instead of its average",
+    ),
+]
+
+
+def copy_checkout(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for rel in filter(None, files.decode().split("\0")):
+        src = ROOT / rel
+        if src.is_file():
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+
+
+def apply(m: Mutation, root: Path) -> None:
+    path = root / m.path
+    text = path.read_text()
+    if text.count(m.old) != 1:
+        raise SystemExit(f"mutation {m.name}: {m.old!r} occurs {text.count(m.old)} times in {m.path}; update it")
+    path.write_text(text.replace(m.old, m.new))
+
+
+def first_failure(output: str) -> str | None:
+    found = re.search(r"^(?:FAILED|ERROR) (\S+)", output, re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def run_one(m: Mutation, python: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="edgeprune-mut-") as tmp:
+        root = Path(tmp)
+        copy_checkout(root)
+        apply(m, root)
+        env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rfE", *m.tests],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        seconds = time.perf_counter() - t0
+    killed = proc.returncode == 1
+    return {
+        "name": m.name,
+        "path": m.path,
+        "why": m.why,
+        "tests": list(m.tests),
+        "killed": killed,
+        "killed_by": first_failure(proc.stdout) if killed else None,
+        "pytest_exit": proc.returncode,
+        "seconds": round(seconds, 1),
+        "tail": proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="+", help="mutation names")
+    args = ap.parse_args()
+    chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
+    results = []
+    for m in chosen:
+        r = run_one(m, sys.executable)
+        state = f"killed by {r['killed_by']}" if r["killed"] else f"SURVIVED (pytest exit {r['pytest_exit']})"
+        print(f"{m.name:<40} {state}  [{r['seconds']} s]", flush=True)
+        results.append(r)
+    if not args.only:
+        RESULT.write_text(
+            json.dumps(
+                {
+                    "command": "python tests/mutations.py",
+                    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "commit": subprocess.run(
+                        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+                    ).stdout.strip(),
+                    "killed": sum(r["killed"] for r in results),
+                    "total": len(results),
+                    "mutations": results,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        print(f"wrote {RESULT}")
+    return 0 if all(r["killed"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
