@@ -123,6 +123,10 @@ def datasets(
     """List the known datasets, their task and classes, and where each is found (or describe one)."""
     from rich.table import Table
 
+    from edgeprune.data.registry import check_data_dir
+
+    check_data_dir(data_dir)
+
     if dataset is not None:
         from edgeprune.data.describe import describe
 

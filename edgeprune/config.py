@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from edgeprune.data.options import coerce
-from edgeprune.data.registry import get_spec
+from edgeprune.data.registry import check_data_dir, get_spec
 from edgeprune.errors import UserError, unknown_choice
 from edgeprune.models.registry import check_fits
 
@@ -81,6 +81,7 @@ def resolve_train_config(
     data_options=None,
     **kw,
 ) -> TrainConfig:
+    check_data_dir(data_dir)
     data_options = coerce(data_options).to_dict()  # canonical, so --resume compares like with like
     spec = get_spec(dataset, data_options)
     model = model or spec.default_model

@@ -86,12 +86,18 @@ CASES = {
     "unknown-flag": _p("train", *MNIST, "--bogus", says=("No such option: --bogus", HELP)),
     "missing-option": _p("train", says=("Missing option '--dataset'", HELP)),
     "missing-value": _p("datasets", "--data-dir", says="Option '--data-dir' requires an argument"),
+    "datasets-data-dir-missing": _p(
+        "datasets", "--data-dir", "{tmp}/nowhere", says=("does not exist", "pass the directory that holds")
+    ),
     # train
     "unknown-dataset": _p("train", "--dataset", "mnits", says="Did you mean 'mnist'?"),
     "out-is-a-file": _p(
         "train", *MNIST, "--data-dir", "{data}", "--out", "{w}/notes.txt", says="pass a directory for the run"
     ),
     "no-data-offline": _p("train", *MNIST, "--out", "{tmp}/x", code=3, says=("put IDX files", "pass --data-dir")),
+    "data-dir-is-a-file": _p(
+        "train", *MNIST, "--data-dir", "{w}/notes.txt", "--out", "{tmp}/x", says=("is a file", "pass the directory")
+    ),
     "corrupt-data": _p(
         "train", *MNIST, "--data-dir", "{w}/bad_data", "--out", "{tmp}/x", says="replace it with the original"
     ),

@@ -194,6 +194,15 @@ def find_local(spec: DatasetSpec, data_dir: Optional[Path]) -> Optional[Path]:
     return None
 
 
+def check_data_dir(data_dir: Optional[Path]) -> None:
+    """--data-dir must name a directory: a typo would otherwise fall through to the hub quietly."""
+    if data_dir is not None and not Path(data_dir).is_dir():
+        from edgeprune.errors import UserError
+
+        what = "is a file" if Path(data_dir).exists() else "does not exist"
+        raise UserError(f"--data-dir {data_dir} {what}; pass the directory that holds your local dataset copies.")
+
+
 def describe_all(data_dir: Optional[Path]) -> list[dict]:
     rows = []
     for spec in DATASETS.values():
