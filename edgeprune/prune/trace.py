@@ -70,20 +70,33 @@ def unit_sums(t: torch.Tensor, s: Slice, width: int) -> torch.Tensor:
     return per_unit(t, s.dim, s.kind, width)
 
 
-def param_masks_for_units(
-    model: nn.Module, groups: list[Group], removed: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Boolean keep-masks (state-dict key -> mask shaped like the tensor) zeroing removed units."""
-    state = model.state_dict()
+def _kept(
+    state: dict[str, torch.Tensor], groups: list[Group], removed: dict[str, torch.Tensor]
+) -> dict[tuple[str, int], torch.Tensor]:
+    """For every (tensor, dim) touched by a removal, a boolean vector of the indices that survive."""
     widths = {g.name: g.width for g in groups}
-    masks: dict[str, torch.Tensor] = {}
+    keep: dict[tuple[str, int], torch.Tensor] = {}
     for g in groups:
         units = removed.get(g.name)
         if units is None or len(units) == 0:
             continue
         for s in g.slices:
-            m = masks.setdefault(s.name, torch.ones_like(state[s.name], dtype=torch.bool))
-            m.index_fill_(s.dim, expand(s, units, g.width, widths).to(m.device), False)
+            k = keep.setdefault((s.name, s.dim), torch.ones(state[s.name].shape[s.dim], dtype=torch.bool))
+            k[expand(s, units.cpu(), g.width, widths)] = False
+    return keep
+
+
+def param_masks_for_units(
+    model: nn.Module, groups: list[Group], removed: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Boolean keep-masks (state-dict key -> mask shaped like the tensor) zeroing removed units."""
+    state = model.state_dict()
+    masks: dict[str, torch.Tensor] = {}
+    for (name, dim), k in _kept(state, groups, removed).items():
+        shape = [1] * state[name].dim()
+        shape[dim] = -1
+        m = masks.setdefault(name, torch.ones_like(state[name], dtype=torch.bool))
+        m &= k.to(m.device).view(shape)
     return masks
 
 
@@ -91,16 +104,7 @@ def keep_indices(
     state: dict[str, torch.Tensor], groups: list[Group], removed: dict[str, torch.Tensor]
 ) -> dict[tuple[str, int], torch.Tensor]:
     """For every (tensor, dim) touched by a removal, the sorted indices that survive."""
-    widths = {g.name: g.width for g in groups}
-    drop: dict[tuple[str, int], torch.Tensor] = {}
-    for g in groups:
-        units = removed.get(g.name)
-        if units is None or len(units) == 0:
-            continue
-        for s in g.slices:
-            keep = drop.setdefault((s.name, s.dim), torch.ones(state[s.name].shape[s.dim], dtype=torch.bool))
-            keep[expand(s, units, g.width, widths)] = False
-    return {k: v.nonzero().view(-1) for k, v in drop.items()}
+    return {key: k.nonzero().view(-1) for key, k in _kept(state, groups, removed).items()}
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,7 @@ class _Space:
     width: int
     name: str
     parent: int
+    start: int = 0  # first unit within the producer's space `name` (a piece of a cut space)
     cut: tuple | None = None  # children (sub-ranges of units, in order) once cut
     frozen: tuple | None = None  # (node, reason) of the first cause
     hidden: bool = False  # fixed channels (the model's input, a constant): never units, not reported
@@ -202,8 +207,8 @@ class _Spaces:
 
     def cut(self, r: int, at: int) -> tuple[int, int]:
         sp = self.s[r]
-        lo = self.new(at, f"{sp.name}[:{at}]")
-        hi = self.new(sp.width - at, f"{sp.name}[{at}:]")
+        lo, hi = self.new(at, sp.name), self.new(sp.width - at, sp.name)
+        self.s[lo].start, self.s[hi].start = sp.start, sp.start + at
         for c in (lo, hi):
             self.s[c].frozen, self.s[c].hidden = sp.frozen, sp.hidden
         sp.cut = (lo, hi)
@@ -472,6 +477,7 @@ class _Coupling:
         self.allow_norm = allow_norm_pruning
         self.sp = _Spaces()
         self.recs: list[_Rec] = []
+        self._pieces = None
         self.state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         self.calls, self.attr_reads = defaultdict(int), defaultdict(int)
         for n in gm.graph.nodes:
@@ -1214,23 +1220,30 @@ class _Coupling:
                     )
                     if s not in by_leaf[leaf]:
                         by_leaf[leaf].append(s)
-        groups, names = [], set()
+        groups = []
         for leaf in sorted(by_leaf):
             sp = self.sp.s[leaf]
             if not any(s.scored for s in by_leaf[leaf]):
                 sp.frozen = ("-", "no parameters of its own to score")
                 continue
-            name = sp.name
-            while name in names:
-                name += "'"
-            names.add(name)
-            groups.append(Group(name, sp.width, self.simplify(by_leaf[leaf], sp.width)))
+            groups.append(Group(self.name_of(leaf), sp.width, self.simplify(by_leaf[leaf], sp.width)))
         _check_disjoint(groups, self.state)
         frozen = []
         for i, sp in enumerate(self.sp.s):
             if sp.parent == i and sp.cut is None and sp.frozen is not None and not sp.hidden:
-                frozen.append(Frozen(sp.name, sp.width, sp.frozen[0], sp.frozen[1]))
+                frozen.append(Frozen(self.name_of(i), sp.width, sp.frozen[0], sp.frozen[1]))
         return TraceResult(groups, frozen)
+
+    def name_of(self, leaf: int) -> str:
+        """The producer's name; pieces of a space cut into independent parts are numbered in unit order."""
+        if self._pieces is None:
+            self._pieces = defaultdict(list)
+            for i, x in enumerate(self.sp.s):
+                if x.parent == i and x.cut is None:
+                    self._pieces[x.name].append(x.start)
+        sp = self.sp.s[leaf]
+        pieces = sorted(self._pieces[sp.name])
+        return sp.name if len(pieces) == 1 else f"{sp.name}[{pieces.index(sp.start)}]"
 
     def simplify(self, slices: list[OffsetSlice], width: int) -> list[Slice]:
         """Declared slice kinds where they say the same (a whole dim: plain/block; four equal gates)."""
