@@ -430,9 +430,8 @@ _SPATIAL_FUNCS = {
     F.lp_pool1d: 1,
     F.lp_pool2d: 2,
 }
-_REDUCE_METHODS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "norm"}
+_REDUCE_METHODS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp"}
 _REDUCE_FUNCS = {torch.mean, torch.sum, torch.amax, torch.amin, torch.max, torch.min, torch.std, torch.var}
-# Reductions whose output along the reduced dim has no channel meaning at all: only safe away from the channels.
 _BINARY = {
     operator.add: "add",
     operator.sub: "add",
@@ -637,10 +636,14 @@ class _Coupling:
                 return self.unknown(
                     args, kwargs, shape, where, f"called {self.calls[node.target]} times (shared weights)"
                 )
-            shared = [n for n, _ in m.named_parameters(recurse=False) if f"{node.target}.{n}" in self.shared]
+            own = [f"{node.target}.{n}" for n, _ in m.named_parameters()]
+            shared = [n for n in own if n in self.shared]
             if shared:
-                others = self.shared[f"{node.target}.{shared[0]}"]
+                others = [n for n in self.shared[shared[0]] if n != shared[0]]
                 return self.unknown(args, kwargs, shape, where, f"shares its weights with {', '.join(others)}")
+            read = [n for n in own if n in self.attr_reads]
+            if read:
+                return self.unknown(args, kwargs, shape, where, f"its weight {read[0]} is also read directly")
             return self.module(node, m, args, kwargs, shape, where)
         fn = node.target
         if node.op == "call_method":
@@ -669,8 +672,8 @@ class _Coupling:
         t = node.target
         if type(m) in (nn.LSTM, nn.GRU):
             return self.rnn(t, m, args, kwargs, shape, where)
-        if len(args) != 1 or kwargs:
-            return self.unknown(args, kwargs, shape, where, "called with other than one positional input")
+        if len(args) != 1 or kwargs or not isinstance(args[0], _T):
+            return self.unknown(args, kwargs, shape, where, "called with other than one tensor input")
         x = args[0]
         if isinstance(m, _UNARY_MODULES):
             return self.unary(x, shape)
@@ -697,7 +700,7 @@ class _Coupling:
                 return self.unary(x, shape)
             return self.per_channel(t, x, shape, where, ("weight",), ())
         if type(m) is nn.Embedding:
-            if x is not None and x.cdim is not None:
+            if x.cdim is not None:
                 self.freeze(x, where, "embedding indices carry channels")
             return self.embedding(t, m, shape)
         return self.unknown(args, kwargs, shape, where, f"layer type {type(m).__name__} is not understood")
@@ -825,7 +828,7 @@ class _Coupling:
         if fn is operator.getitem:
             return self.getitem(args[0], args[1], shape, where)
         if fn is getattr:
-            return self.attr(args[0], args[1])
+            return self.attr(args[0], args[1], shape, where)
         self.guard_ints(args, kwargs, where)
         if fn in _UNARY_FUNCS or _stochastic_depth(fn):
             return self.unary(_arg(args, kwargs, 0, "input", None), shape)
@@ -911,6 +914,8 @@ class _Coupling:
 
     # --- ints and sizes ---
     def int_op(self, args):
+        if len(args) == 2 and all(isinstance(a, (tuple, list)) for a in args):  # shape tuples joined
+            return tuple(args[0]) + tuple(args[1])
         chans, derived = [], []
         for a in args:
             if isinstance(a, _Int):
@@ -927,12 +932,18 @@ class _Coupling:
         d = _norm_dim(d, len(x.shape))
         return _Int(chan=x.segs) if x.cdim is not None and d == x.cdim else _Int()
 
-    def attr(self, x, name):
-        if name == "shape" and isinstance(x, _T):
+    def attr(self, x, name, shape, where):
+        if not isinstance(x, _T):
+            return None
+        if name == "shape":
             return _Size(x)
         if name == "ndim":
             return _Int()
-        return None
+        if name == "data":
+            return self.unary(x, shape)
+        if name in ("dtype", "device", "is_cuda", "requires_grad", "layout"):
+            return None
+        return self.unknown((x,), {}, shape, where, f"Tensor.{name} is not understood on a channel path")
 
     def getitem(self, x, idx, shape, where):
         if isinstance(x, _Size):
