@@ -150,6 +150,7 @@ class _T:
     cdim: int | None = None
     segs: tuple = ()
     param: str | None = None  # the state-dict key when the tensor is a parameter or buffer read directly
+    origin: str | None = None  # for a tensor with no prunable channels: the op that fixed them
 
 
 @dataclass(frozen=True)
@@ -258,15 +259,19 @@ def _meta_shape(meta):
     return None
 
 
-def _fixed_like(shape):
-    """A value of the node's output structure in which no channel is prunable."""
+def _fixed_like(shape, origin: str | None = None):
+    """A value of the node's output structure in which no channel is prunable (fixed by `origin`)."""
     if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
-        return _T(shape)
+        return _T(shape, origin=origin)
     if isinstance(shape, (tuple, list)):
-        return tuple(_fixed_like(s) for s in shape)
+        return tuple(_fixed_like(s, origin) for s in shape)
     if isinstance(shape, dict):
-        return {k: _fixed_like(v) for k, v in shape.items()}
+        return {k: _fixed_like(v, origin) for k, v in shape.items()}
     return None
+
+
+def _origin(x) -> str | None:
+    return x.origin if isinstance(x, _T) else None
 
 
 def _walk(a):
@@ -589,7 +594,7 @@ class _Coupling:
             kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
             shape = _meta_shape(node.meta.get("tensor_meta"))
             if node.op == "placeholder":
-                env[node] = _fixed_like(shape)
+                env[node] = _fixed_like(shape, f"the model's input {node.name}")
             elif node.op == "get_attr":
                 env[node] = self.get_attr(node, shape)
             elif node.op == "output":
@@ -659,7 +664,7 @@ class _Coupling:
 
     def unknown(self, args, kwargs, shape, where, reason="not understood on a channel path"):
         self.freeze((args, kwargs), where, reason)
-        return _fixed_like(shape)
+        return _fixed_like(shape, where)
 
     def guard_ints(self, args, kwargs, where) -> None:
         """An op reading a channel count would compute something else once channels are removed."""
@@ -708,12 +713,12 @@ class _Coupling:
     def unary(self, x, shape):
         if not isinstance(x, _T):
             return _fixed_like(shape)
-        return _T(shape, x.cdim, x.segs) if x.cdim is not None else _T(shape)
+        return _T(shape, x.cdim, x.segs) if x.cdim is not None else _T(shape, origin=x.origin)
 
     def spatial(self, x, shape, k: int, where):
         """Pooling, padding or resizing of the last k dims: fine as long as the channels are elsewhere."""
         if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape)
+            return _fixed_like(shape, _origin(x))
         if x.cdim >= len(x.shape) - k or len(shape) != len(x.shape):
             self.freeze(x, where, "pools or resizes along the channel axis")
             return _T(shape)
@@ -761,7 +766,7 @@ class _Coupling:
     def per_channel(self, t, x, shape, where, scored, buffers):
         """A layer with one entry per channel on dim 1 (BatchNorm, InstanceNorm, PReLU)."""
         if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape)
+            return _fixed_like(shape, _origin(x))
         if x.cdim != 1:
             self.freeze(x, where, f"normalizes channels on dim 1 but they are on dim {x.cdim}")
             return _T(shape)
@@ -783,7 +788,7 @@ class _Coupling:
 
     def layer_norm(self, t, m, x, args, kwargs, shape, where):
         if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape)
+            return _fixed_like(shape, _origin(x))
         k = len(m.normalized_shape)
         if x.cdim < len(x.shape) - k:  # normalized over other dims: each channel on its own
             return _T(shape, x.cdim, x.segs)
@@ -1000,7 +1005,7 @@ class _Coupling:
     # --- shapes ---
     def flatten(self, x, shape, start, end, where):
         if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape)
+            return _fixed_like(shape, _origin(x))
         n = len(x.shape)
         start, end = _norm_dim(start, n), _norm_dim(end, n)
         c = x.cdim
@@ -1074,20 +1079,20 @@ class _Coupling:
 
     def permute(self, x, dims, shape):
         if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape)
+            return _fixed_like(shape, _origin(x))
         dims = [_norm_dim(d, len(x.shape)) for d in dims]
         return _T(shape, dims.index(x.cdim), x.segs)
 
     def transpose(self, x, a, b, shape):
         if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape)
+            return _fixed_like(shape, _origin(x))
         a, b = _norm_dim(a, len(x.shape)), _norm_dim(b, len(x.shape))
         c = b if x.cdim == a else a if x.cdim == b else x.cdim
         return _T(shape, c, x.segs)
 
     def squeeze(self, x, dim, shape, where, unsqueeze: bool):
         if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape)
+            return _fixed_like(shape, _origin(x))
         c = x.cdim
         if unsqueeze:
             d = _norm_dim(dim, len(shape))
@@ -1105,7 +1110,7 @@ class _Coupling:
 
     def flip(self, x, dims, shape, where):
         if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape)
+            return _fixed_like(shape, _origin(x))
         dims = dims if isinstance(dims, (tuple, list)) else (dims,)
         if x.cdim in [_norm_dim(d, len(x.shape)) for d in dims]:
             self.freeze(x, where, "reverses the channel order")
@@ -1118,7 +1123,7 @@ class _Coupling:
         if isinstance(dim, _T):  # torch.max(a, b): elementwise
             return self.binary(x, dim, shape, where, "add")
         if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape)
+            return _fixed_like(shape, _origin(x))
         pair = isinstance(shape, tuple) and bool(shape) and isinstance(shape[0], tuple)  # max(dim): (values, indices)
         out_shape = shape[0] if pair else shape
         if not isinstance(dim, (int, tuple, list)) or isinstance(dim, bool):
@@ -1162,15 +1167,16 @@ class _Coupling:
             return _T(shape)
         x, other, cx = (a, b, ca) if ca is not None else (b, a, cb)
         if cx is None:
-            return _T(shape)
+            return _T(shape, origin=a.origin or b.origin)
         od = _bdim(cx, other, n)
         if od is None or other.shape[od] == 1:
             return _T(shape, cx, x.segs)
         if other.param is not None:  # a parameter or buffer with one entry per channel (layer scale, bias)
             self.emit(other.param, od, x.segs, scored=True)
             return _T(shape, cx, x.segs)
-        self.freeze(x, where, "combined with a tensor whose channel count is fixed")
-        return _T(shape)
+        src = f" (by {other.origin})" if other.origin else ""
+        self.freeze(x, where, f"combined with a tensor whose channels are fixed{src}")
+        return _T(shape, origin=other.origin)
 
     def cat(self, tensors, dim, shape, where):
         if not all(isinstance(t, _T) for t in tensors):
@@ -1203,7 +1209,7 @@ class _Coupling:
 
     def chunk(self, x, chunks, dim, shape, where):
         if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape)
+            return _fixed_like(shape, _origin(x))
         if _norm_dim(dim, len(x.shape)) != x.cdim:
             return tuple(_T(s, x.cdim, x.segs) for s in shape)
         piece = self.chunk_layout(x.segs, chunks) if len(shape) == chunks else None
@@ -1214,7 +1220,7 @@ class _Coupling:
 
     def split(self, x, dim, shape, where):
         if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape)
+            return _fixed_like(shape, _origin(x))
         if _norm_dim(dim, len(x.shape)) != x.cdim:
             return tuple(_T(s, x.cdim, x.segs) for s in shape)
         self.freeze(x, where, "splits the channels at sizes fixed in the code")
