@@ -683,17 +683,23 @@ def test_optimizer_state_is_sliced(make):
         k: {s: v.clone() for s, v in opt.state[p].items() if torch.is_tensor(v)} for k, p in model.named_parameters()
     }
     shapes = {k: p.shape for k, p in model.named_parameters()}
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
     keeps = compact_(model, traced.groups, some_units(traced.groups), opt)
+
+    def sliced(name, t):
+        for (n, d), idx in keeps.items():
+            if n == name:
+                t = t.index_select(d, idx)
+        return t
+
     for k, p in model.named_parameters():
         for s, v in opt.state[p].items():
             if not torch.is_tensor(v) or v.dim() == 0:
                 assert torch.equal(torch.as_tensor(v), torch.as_tensor(before[k].get(s, v)))  # steps kept
                 continue
-            want = before[k][s]
-            for (n, d), idx in keeps.items():
-                if n == k:
-                    want = want.index_select(d, idx)
+            want = sliced(k, before[k][s])
             assert v.shape == p.shape and torch.equal(v, want), (k, s)
+        assert torch.equal(p.grad, sliced(k, grads[k])), k  # gradients are resized with their parameters
     assert any(p.shape != shapes[k] for k, p in model.named_parameters())
     opt.step()  # and the optimizer keeps stepping the resized parameters
 
