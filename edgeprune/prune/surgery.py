@@ -1,0 +1,174 @@
+"""In-place compaction of any model: shrink the tensors inside the user's own modules.
+
+Every parameter keeps its Python identity (`p.data` is replaced by the surviving rows/columns,
+`p.grad` too), each resized layer's shape attributes follow (in/out channels, features, groups,
+normalized_shape, hidden_size ...), and the optimizer's per-weight state is sliced with the same
+indices, so the user's `model`, `optimizer` and LR scheduler all keep working.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+from edgeprune.errors import UserError
+from edgeprune.prune.groups import Group
+from edgeprune.prune.trace import keep_indices
+
+Keeps = dict[tuple[str, int], torch.Tensor]
+
+# Optimizers whose per-parameter state is tensors shaped like the parameter plus scalars (steps).
+SUPPORTED_OPTIMIZERS = (
+    torch.optim.SGD,
+    torch.optim.Adam,
+    torch.optim.AdamW,
+    torch.optim.Adamax,
+    torch.optim.NAdam,
+    torch.optim.RAdam,
+    torch.optim.RMSprop,
+    torch.optim.Adagrad,
+)
+
+
+def compact_(
+    model: nn.Module,
+    groups: list[Group],
+    removed: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer | None = None,
+) -> Keeps:
+    """Remove `removed` units of `groups` from `model` (and `optimizer`'s state) in place; returns the keeps."""
+    keeps = keep_indices(model.state_dict(), groups, removed)
+    if optimizer is not None:
+        slice_optimizer_state(optimizer, keeps, model)  # checks everything before it changes anything
+    resize_(model, keeps)
+    return keeps
+
+
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+
+@torch.no_grad()
+def resize_(model: nn.Module, keeps: Keeps) -> None:
+    """Keep only the `keeps` indices of each tensor, then update the shape attributes of the layers touched."""
+    tensors = _tensors(model)
+    by_name = defaultdict(list)
+    for (name, dim), idx in keeps.items():
+        if name not in tensors:
+            raise KeyError(f"{name} is not a parameter or buffer of the model")
+        by_name[name].append((dim, idx))
+    for name, cuts in by_name.items():
+        t = tensors[name]
+        data, grad = t.data, t.grad
+        for dim, idx in cuts:
+            data = data.index_select(dim, idx.to(data.device))
+            if grad is not None:
+                grad = grad.index_select(dim, idx.to(grad.device))
+        t.data = data
+        if grad is not None:
+            t.grad = grad
+    for path in sorted({name.rpartition(".")[0] for name in by_name}):
+        m = model.get_submodule(path)
+        for types, rule in _SHAPE_RULES:
+            if isinstance(m, types):
+                rule(m)
+                break
+
+
+def slice_optimizer_state(optimizer: torch.optim.Optimizer, keeps: Keeps, model: nn.Module) -> None:
+    """Slice every state tensor shaped like its parameter with the parameter's keeps; scalars stay.
+
+    Call it before the parameters are resized (`compact_` does): a state tensor is recognized by
+    having its parameter's current shape. Nothing is changed unless every entry can be sliced.
+    """
+    if not isinstance(optimizer, SUPPORTED_OPTIMIZERS):
+        names = ", ".join(t.__name__ for t in SUPPORTED_OPTIMIZERS)
+        raise UserError(
+            f"edgeprune cannot slice the state of a {type(optimizer).__name__} optimizer; use one of {names}."
+        )
+    params = dict(model.named_parameters())
+    cuts = defaultdict(list)
+    for (name, dim), idx in keeps.items():
+        if name in params:
+            cuts[name].append((dim, idx))
+    plan = []
+    for name, dims in cuts.items():
+        p = params[name]
+        state = optimizer.state.get(p)
+        if not state:
+            continue
+        for key, v in state.items():
+            if not torch.is_tensor(v) or v.dim() == 0:
+                continue  # step counters and other scalars are kept as they are
+            if v.shape != p.shape:
+                raise UserError(
+                    f"The {type(optimizer).__name__} state '{key}' of {name} has shape {tuple(v.shape)}, not the "
+                    f"parameter's {tuple(p.shape)}; edgeprune can only slice per-weight state."
+                )
+            plan.append((state, key, dims))
+    for state, key, dims in plan:
+        v = state[key]
+        for dim, idx in dims:
+            v = v.index_select(dim, idx.to(v.device))
+        state[key] = v
+
+
+# --- shape attributes, one rule per layer type -----------------------------------------------------
+
+
+def _conv(m: nn.Conv2d) -> None:
+    out = m.weight.shape[0]
+    if m.groups > 1 and m.groups == m.in_channels:  # depthwise: the groups follow the channels
+        mult = m.out_channels // m.groups
+        m.groups = out // mult
+        m.in_channels = m.groups
+    else:
+        m.in_channels = m.weight.shape[1] * m.groups
+    m.out_channels = out
+
+
+def _linear(m: nn.Linear) -> None:
+    m.out_features, m.in_features = m.weight.shape
+
+
+def _norm(m: nn.modules.batchnorm._NormBase) -> None:
+    t = m.weight if m.weight is not None else m.running_mean
+    m.num_features = t.shape[0]
+
+
+def _layer_norm(m: nn.LayerNorm) -> None:
+    m.normalized_shape = (m.weight.shape[0],)
+
+
+def _group_norm(m: nn.GroupNorm) -> None:
+    if m.num_groups == m.num_channels:
+        m.num_groups = m.weight.shape[0]
+    m.num_channels = m.weight.shape[0]
+
+
+def _embedding(m: nn.Embedding) -> None:
+    m.num_embeddings, m.embedding_dim = m.weight.shape
+
+
+def _rnn(m: nn.RNNBase) -> None:
+    m.input_size = m.weight_ih_l0.shape[1]
+    m.hidden_size = m.weight_hh_l0.shape[1]
+    m.flatten_parameters()
+
+
+def _prelu(m: nn.PReLU) -> None:
+    m.num_parameters = m.weight.shape[0]
+
+
+_SHAPE_RULES = [
+    ((nn.Conv1d, nn.Conv2d, nn.Conv3d), _conv),
+    (nn.Linear, _linear),
+    (nn.modules.batchnorm._NormBase, _norm),
+    (nn.LayerNorm, _layer_norm),
+    (nn.GroupNorm, _group_norm),
+    (nn.Embedding, _embedding),
+    (nn.RNNBase, _rnn),
+    (nn.PReLU, _prelu),
+]

@@ -1,0 +1,1392 @@
+"""Coupling derived from the model: trace it with torch.fx and turn the graph into `Group`s.
+
+A *channel space* is a set of channels that must be removed together: one producer's output
+channels, merged with every other producer's that a residual add (or an SE multiply, or an
+alignment in a concatenation along another axis) pairs position by position. Each space becomes
+one `Group` whose slices are the producers' own rows (scored) and every consumer's columns; a
+concatenation lays several spaces side by side along the channel axis, so a consumer sees each
+at a static offset (`OffsetSlice`, fixed at trace time: the pruner traces again after every
+compaction). A chunk along the channels (or a grouped convolution's groups) cuts spaces at the
+piece boundaries and couples the pieces unit by unit, so every piece keeps the same width.
+
+What the tracer does not understand on a channel path (an unknown function or layer, a reshape
+to a channel count fixed in the code, a reduction over the channels, a layer called twice)
+freezes the spaces that reach it: they are listed in `TraceResult.frozen` with the node and the
+reason and are never pruned, instead of being guessed. The model's input channels and its
+outputs are never units.
+
+Why torch.fx (`symbolic_trace`) and not torch.export: fx keeps the user's module hierarchy, so
+every torch.nn layer is one `call_module` node named by its qualified name and its parameters
+are the state-dict keys that masks, scores and compaction already use; one rule per layer type
+reads the layer's own attributes (groups, normalized_shape, gates). It also records `x.size()`,
+`x.shape` and the arithmetic on them as nodes, so a reshape computed from the channel count is
+told apart from one hard-coded in the model's source (which compaction would break). torch.export
+lowers layers to ATen ops (aten.convolution, aten.addmm) with the parameters lifted to inputs
+under new names, so every rule would have to map names back and recognize layers from op
+patterns. The price of fx: data-dependent Python control flow cannot be traced (a `UserError`
+naming the call), and the graph is the forward of the mode the model is in when traced.
+"""
+
+from __future__ import annotations
+
+import operator
+import traceback
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+
+from edgeprune.errors import UserError
+from edgeprune.prune import groups as _groups
+from edgeprune.prune.groups import Group, Slice
+from edgeprune.prune.importance import per_unit
+
+
+@dataclass(frozen=True)
+class OffsetSlice(Slice):
+    """Unit k maps to offset + k * block + j (j < block) along `dim`, the offset fixed at trace time."""
+
+    kind: str = "offset"
+    offset: int = 0
+
+
+def expand(s: Slice, units: torch.Tensor, width: int, widths: dict[str, int]) -> torch.Tensor:
+    """Indices along `s.dim` of tensor `s.name` that belong to `units` (any slice, traced or declared)."""
+    if isinstance(s, OffsetSlice):
+        units = units.long()
+        return (s.offset + units.view(-1, 1) * s.block + torch.arange(s.block).view(1, -1)).reshape(-1)
+    return _groups.expand(s, units, width, widths)
+
+
+def unit_sums(t: torch.Tensor, s: Slice, width: int) -> torch.Tensor:
+    """Sum a tensor shaped like parameter `s.name` down to one value per unit, over the slice's entries."""
+    if isinstance(s, OffsetSlice):
+        idx = expand(s, torch.arange(width), width, {})
+        return t.index_select(s.dim, idx.to(t.device)).movedim(s.dim, 0).reshape(width, -1).sum(dim=1)
+    return per_unit(t, s.dim, s.kind, width)
+
+
+def _kept(
+    state: dict[str, torch.Tensor], groups: list[Group], removed: dict[str, torch.Tensor]
+) -> dict[tuple[str, int], torch.Tensor]:
+    """For every (tensor, dim) touched by a removal, a boolean vector of the indices that survive."""
+    widths = {g.name: g.width for g in groups}
+    keep: dict[tuple[str, int], torch.Tensor] = {}
+    for g in groups:
+        units = removed.get(g.name)
+        if units is None or len(units) == 0:
+            continue
+        for s in g.slices:
+            k = keep.setdefault((s.name, s.dim), torch.ones(state[s.name].shape[s.dim], dtype=torch.bool))
+            k[expand(s, units.cpu(), g.width, widths)] = False
+    return keep
+
+
+def param_masks_for_units(
+    model: nn.Module, groups: list[Group], removed: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Boolean keep-masks (state-dict key -> mask shaped like the tensor) zeroing removed units."""
+    state = model.state_dict()
+    masks: dict[str, torch.Tensor] = {}
+    for (name, dim), k in _kept(state, groups, removed).items():
+        shape = [1] * state[name].dim()
+        shape[dim] = -1
+        m = masks.setdefault(name, torch.ones_like(state[name], dtype=torch.bool))
+        m &= k.to(m.device).view(shape)
+    return masks
+
+
+def keep_indices(
+    state: dict[str, torch.Tensor], groups: list[Group], removed: dict[str, torch.Tensor]
+) -> dict[tuple[str, int], torch.Tensor]:
+    """For every (tensor, dim) touched by a removal, the sorted indices that survive."""
+    return {key: k.nonzero().view(-1) for key, k in _kept(state, groups, removed).items()}
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """A channel space that will not be pruned: its name, width, the node that froze it and why."""
+
+    space: str
+    width: int
+    node: str
+    reason: str
+
+
+@dataclass
+class TraceResult:
+    groups: list[Group]
+    frozen: list[Frozen] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)  # layers with parameters the traced forward never runs
+
+    def describe(self) -> str:
+        lines = [f"{len(self.groups)} prunable channel spaces, {len(self.frozen)} frozen"]
+        for g in self.groups:
+            owners = sorted({s.name.rsplit(".", 1)[0] for s in g.own()})
+            lines.append(f"  {g.name}: {g.width} units, producers {', '.join(owners)}")
+        for f in self.frozen:
+            lines.append(f"  frozen {f.space} ({f.width}): {f.reason} [{f.node}]")
+        if self.unused:
+            lines.append(
+                "  not in the traced forward (never resized; trace in the mode you train in): " + ", ".join(self.unused)
+            )
+        return "\n".join(lines)
+
+
+# --- what the tracer knows about values --------------------------------------------------------
+
+_Seg = tuple  # (space id, block): a space's units in order along the channel axis, `block` positions each
+
+
+@dataclass(frozen=True)
+class _T:
+    """A tensor: its shape and where its prunable channels lie (cdim None: nothing prunable flows here)."""
+
+    shape: tuple
+    cdim: int | None = None
+    segs: tuple = ()
+    param: str | None = None  # the state-dict key when the tensor is a parameter or buffer read directly
+    origin: str | None = None  # for a tensor with no prunable channels: the op that fixed them
+
+
+@dataclass(frozen=True)
+class _Int:
+    """An int computed in forward: exactly the channel count of `chan`, or derived from channel counts."""
+
+    chan: tuple | None = None
+    derived: tuple = ()
+
+
+@dataclass(frozen=True)
+class _Size:
+    t: _T
+
+
+@dataclass
+class _Space:
+    width: int
+    name: str
+    parent: int
+    start: int = 0  # first unit within the producer's space `name` (a piece of a cut space)
+    cut: tuple | None = None  # children (sub-ranges of units, in order) once cut
+    frozen: tuple | None = None  # (node, reason) of the first cause
+    hidden: bool = False  # fixed channels (the model's input, a constant): never units, not reported
+
+
+class _Spaces:
+    """Union-find over channel spaces, with cuts into consecutive sub-ranges."""
+
+    def __init__(self):
+        self.s: list[_Space] = []
+
+    def new(self, width: int, name: str, fixed: tuple | None = None) -> int:
+        self.s.append(_Space(width, name, len(self.s), frozen=fixed, hidden=fixed is not None))
+        return len(self.s) - 1
+
+    def find(self, i: int) -> int:
+        root = i
+        while self.s[root].parent != root:
+            root = self.s[root].parent
+        while self.s[i].parent != root:
+            self.s[i].parent, i = root, self.s[i].parent
+        return root
+
+    def leaves(self, i: int) -> list[tuple[int, int]]:
+        """The current leaf spaces holding space i's units: (leaf, first unit of i it holds)."""
+        r = self.find(i)
+        if self.s[r].cut is None:
+            return [(r, 0)]
+        out, start = [], 0
+        for c in self.s[r].cut:
+            out += [(leaf, start + u) for leaf, u in self.leaves(c)]
+            start += self.s[c].width
+        return out
+
+    def cut(self, r: int, at: int) -> tuple[int, int]:
+        sp = self.s[r]
+        lo, hi = self.new(at, sp.name), self.new(sp.width - at, sp.name)
+        self.s[lo].start, self.s[hi].start = sp.start, sp.start + at
+        for c in (lo, hi):
+            self.s[c].frozen, self.s[c].hidden = sp.frozen, sp.hidden
+        sp.cut = (lo, hi)
+        return lo, hi
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        A, B = self.s[ra], self.s[rb]
+        assert A.width == B.width and A.cut is None and B.cut is None
+        if (A.hidden and not B.hidden) or (A.hidden == B.hidden and rb < ra):
+            ra, rb, A, B = rb, ra, B, A
+        B.parent = ra
+        A.frozen = A.frozen or B.frozen
+        A.hidden = A.hidden and B.hidden
+
+    def freeze(self, i: int, node: str, reason: str) -> None:
+        for leaf, _ in self.leaves(i):
+            if self.s[leaf].frozen is None:
+                self.s[leaf].frozen = (node, reason)
+
+    def freeze_from(self, first: int, node: str, reason: str) -> None:
+        for i in range(first, len(self.s)):
+            self.freeze(i, node, reason)
+
+
+@dataclass(frozen=True)
+class _Rec:
+    """Tensor `name` along `dim` holds space `space`'s units from position `offset`, `block` each."""
+
+    space: int
+    name: str
+    dim: int
+    offset: int
+    block: int
+    scored: bool
+
+
+def _meta_shape(meta):
+    if isinstance(meta, TensorMetadata):
+        return tuple(meta.shape)
+    if isinstance(meta, (tuple, list)):
+        return tuple(_meta_shape(m) for m in meta)
+    if isinstance(meta, dict):
+        return {k: _meta_shape(v) for k, v in meta.items()}
+    return None
+
+
+def _fixed_like(shape, origin: str | None = None):
+    """A value of the node's output structure in which no channel is prunable (fixed by `origin`)."""
+    if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
+        return _T(shape, origin=origin)
+    if isinstance(shape, (tuple, list)):
+        return tuple(_fixed_like(s, origin) for s in shape)
+    if isinstance(shape, dict):
+        return {k: _fixed_like(v, origin) for k, v in shape.items()}
+    return None
+
+
+def _origin(x) -> str | None:
+    return x.origin if isinstance(x, _T) else None
+
+
+def _walk(a):
+    """Every tracer value inside a nested argument structure."""
+    if isinstance(a, (_T, _Int, _Size)):
+        yield a
+    elif isinstance(a, (tuple, list)):
+        for x in a:
+            yield from _walk(x)
+    elif isinstance(a, dict):
+        for x in a.values():
+            yield from _walk(x)
+    elif isinstance(a, slice):
+        yield from _walk((a.start, a.stop, a.step))
+
+
+def _qualname(fn) -> str:
+    mod = getattr(fn, "__module__", None) or ""
+    name = getattr(fn, "__name__", None) or repr(fn)
+    if mod in ("_operator", "operator", "builtins"):
+        return name
+    mod = {"torch._C._nn": "torch.nn.functional", "torch._C._VariableFunctions": "torch"}.get(mod, mod)
+    return f"{mod}.{name}" if mod else name
+
+
+def _norm_dim(d: int, ndim: int) -> int:
+    return d + ndim if d < 0 else d
+
+
+def _prod(xs) -> int:
+    out = 1
+    for x in xs:
+        out *= x
+    return out
+
+
+# --- op tables ------------------------------------------------------------------------------------
+
+# Elementwise ops that act on every channel alike and keep a masked channel finite (a removed
+# channel's value may be anything finite: every consumer's slice of it is masked too).
+_UNARY_FUNCS = {
+    torch.relu,
+    torch.relu_,
+    F.relu,
+    F.relu_,
+    F.relu6,
+    F.silu,
+    F.gelu,
+    F.hardswish,
+    F.hardsigmoid,
+    F.hardtanh,
+    F.hardtanh_,
+    F.leaky_relu,
+    F.elu,
+    F.selu,
+    F.celu,
+    F.mish,
+    F.softplus,
+    F.softsign,
+    F.sigmoid,
+    F.tanh,
+    torch.sigmoid,
+    torch.tanh,
+    torch.abs,
+    torch.neg,
+    torch.clamp,
+    torch.clip,
+    operator.neg,
+    operator.pos,
+    F.dropout,
+    F.dropout1d,
+    F.dropout2d,
+    F.dropout3d,
+    F.alpha_dropout,
+    F.feature_alpha_dropout,
+}
+_UNARY_METHODS = {
+    "relu",
+    "relu_",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "clamp",
+    "clamp_",
+    "clip",
+    "clip_",
+    "abs",
+    "neg",
+    "contiguous",
+    "clone",
+    "detach",
+    "float",
+    "double",
+    "half",
+    "bfloat16",
+    "to",
+    "type_as",
+    "cpu",
+    "cuda",
+    "requires_grad_",
+}
+_UNARY_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.Mish,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
+# Ops on the trailing spatial dims (how many): every channel pooled or resized on its own.
+_SPATIAL_MODULES = {
+    nn.MaxPool1d: 1,
+    nn.MaxPool2d: 2,
+    nn.MaxPool3d: 3,
+    nn.AvgPool1d: 1,
+    nn.AvgPool2d: 2,
+    nn.AvgPool3d: 3,
+    nn.AdaptiveAvgPool1d: 1,
+    nn.AdaptiveAvgPool2d: 2,
+    nn.AdaptiveAvgPool3d: 3,
+    nn.AdaptiveMaxPool1d: 1,
+    nn.AdaptiveMaxPool2d: 2,
+    nn.AdaptiveMaxPool3d: 3,
+    nn.LPPool1d: 1,
+    nn.LPPool2d: 2,
+    nn.ZeroPad1d: 1,
+    nn.ZeroPad2d: 2,
+    nn.ZeroPad3d: 3,
+}
+_SPATIAL_FUNCS = {
+    F.max_pool1d: 1,
+    F.max_pool2d: 2,
+    F.max_pool3d: 3,
+    F.avg_pool1d: 1,
+    F.avg_pool2d: 2,
+    F.avg_pool3d: 3,
+    F.adaptive_avg_pool1d: 1,
+    F.adaptive_avg_pool2d: 2,
+    F.adaptive_avg_pool3d: 3,
+    F.adaptive_max_pool1d: 1,
+    F.adaptive_max_pool2d: 2,
+    F.adaptive_max_pool3d: 3,
+    F.lp_pool1d: 1,
+    F.lp_pool2d: 2,
+}
+_REDUCE_METHODS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp"}
+_REDUCE_FUNCS = {torch.mean, torch.sum, torch.amax, torch.amin, torch.max, torch.min, torch.std, torch.var}
+_BINARY = {
+    operator.add: "add",
+    operator.sub: "add",
+    operator.mul: "mul",
+    operator.truediv: "div",
+    operator.iadd: "add",
+    operator.isub: "add",
+    operator.imul: "mul",
+    torch.add: "add",
+    torch.sub: "add",
+    torch.mul: "mul",
+    torch.div: "div",
+    torch.maximum: "add",
+    torch.minimum: "add",
+}
+_BINARY_METHODS = {
+    "add": "add",
+    "add_": "add",
+    "sub": "add",
+    "sub_": "add",
+    "mul": "mul",
+    "mul_": "mul",
+    "div": "div",
+    "div_": "div",
+    "maximum": "add",
+    "minimum": "add",
+}
+_INT_OPS = {operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv, operator.mod}
+_CAT = {torch.cat, torch.concat, torch.concatenate}
+
+
+def _stochastic_depth(target) -> bool:
+    """torchvision.ops.stochastic_depth (fx-wrapped): multiplies each sample by one random scalar."""
+    return getattr(target, "__name__", "") == "stochastic_depth" and (
+        getattr(target, "__module__", "") or ""
+    ).startswith("torchvision.ops")
+
+
+class _Coupling:
+    def __init__(self, model: nn.Module, gm: fx.GraphModule, allow_norm_pruning: bool):
+        self.model, self.gm = model, gm
+        self.allow_norm = allow_norm_pruning
+        self.sp = _Spaces()
+        self.recs: list[_Rec] = []
+        self._pieces = None
+        self.state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        self.calls, self.attr_reads = defaultdict(int), defaultdict(int)
+        for n in gm.graph.nodes:
+            if n.op == "call_module" and _has_state(model.get_submodule(n.target)):
+                self.calls[n.target] += 1  # a stateless layer (ReLU, pooling) may well be called many times
+            elif n.op == "get_attr":
+                self.attr_reads[n.target] += 1
+        owners = defaultdict(list)
+        for name, p in model.named_parameters(remove_duplicate=False):
+            owners[id(p)].append(name)
+        self.shared = {n: names for names in owners.values() if len(names) > 1 for n in names}
+
+    # --- spaces and records ------------------------------------------------------------------------
+    def emit(self, name: str, dim: int, segs, scored: bool, scale: int = 1, base: int = 0) -> None:
+        if name not in self.state:
+            return
+        pos = 0
+        for sp, blk in segs:
+            self.recs.append(_Rec(sp, name, dim, base + pos * scale, blk * scale, scored))
+            pos += self.sp.s[sp].width * blk
+
+    def produce(self, name: str, width: int, rows: list[str], shape, cdim: int) -> _T:
+        """A new space of `width` channels produced by layer `name` (its `rows` own the channels along dim 0)."""
+        sp = self.sp.new(width, name)
+        for r in rows:
+            self.emit(r, 0, ((sp, 1),), scored=True)
+        return _T(shape, cdim, ((sp, 1),))
+
+    def freeze(self, vals, node: str, reason: str) -> None:
+        for v in _walk(vals):
+            if isinstance(v, _T) and v.cdim is not None:
+                for sp, _ in v.segs:
+                    self.sp.freeze(sp, node, reason)
+            elif isinstance(v, _Size) and v.t.cdim is not None:
+                self.freeze(v.t, node, reason)
+            elif isinstance(v, _Int):
+                for segs in ((v.chan,) if v.chan else ()) + v.derived:
+                    for sp, _ in segs:
+                        self.sp.freeze(sp, node, reason)
+
+    def layout(self, t: _T, width: int, name: str):
+        """The segments along an axis of `t` that `width` positions long; fixed channels get a hidden space."""
+        if t.cdim is not None:
+            return t.segs
+        return ((self.sp.new(width, name, fixed=(name, "coupled to channels that cannot be pruned")), 1),)
+
+    def _leaf_queue(self, segs) -> deque:
+        return deque((leaf, blk) for sp, blk in segs for leaf, _ in self.sp.leaves(sp))
+
+    def _pop(self, q: deque):
+        """Next leaf of a queue, re-expanded if it was cut since it was queued."""
+        leaf, blk = q.popleft()
+        while self.sp.s[self.sp.find(leaf)].cut is not None:
+            for item in reversed([(lf, blk) for lf, _ in self.sp.leaves(leaf)]):
+                q.appendleft(item)
+            leaf, blk = q.popleft()
+        return self.sp.find(leaf), blk
+
+    def align(self, a, b) -> bool:
+        """Couple two layouts position by position (cutting spaces where their boundaries differ)."""
+        qa, qb = self._leaf_queue(a), self._leaf_queue(b)
+        while qa and qb:
+            (ra, ba), (rb, bb) = self._pop(qa), self._pop(qb)
+            if ba != bb:
+                return False
+            wa, wb = self.sp.s[ra].width, self.sp.s[rb].width
+            if wa > wb:
+                ra, hi = self.sp.cut(ra, wb)
+                qa.appendleft((hi, ba))
+            elif wb > wa:
+                rb, hi = self.sp.cut(rb, wa)
+                qb.appendleft((hi, bb))
+            self.sp.union(ra, rb)
+        return not qa and not qb
+
+    def chunk_layout(self, segs, n: int):
+        """Split a layout into n equal pieces coupled unit by unit (so they stay equal); None if impossible."""
+        q = self._leaf_queue(segs)
+        total = sum(self.sp.s[leaf].width * blk for leaf, blk in q)
+        if n < 1 or total % n:
+            return None
+        size, pieces, cur, pos = total // n, [], [], 0
+        while q:
+            leaf, blk = self._pop(q)
+            w = self.sp.s[leaf].width * blk
+            room = size - pos
+            if w > room:
+                if room % blk:
+                    return None
+                leaf, hi = self.sp.cut(leaf, room // blk)
+                q.appendleft((hi, blk))
+                w = room
+            cur.append((leaf, blk))
+            pos += w
+            if pos == size:
+                pieces.append(tuple(cur))
+                cur, pos = [], 0
+        if len(pieces) != n:
+            return None
+        for p in pieces[1:]:
+            if not self.align(pieces[0], p):
+                return None
+        return pieces[0]
+
+    # --- the pass --------------------------------------------------------------------------------
+    def run(self) -> dict:
+        env: dict = {}
+        for node in self.gm.graph.nodes:
+            args = fx.node.map_arg(node.args, lambda n: env[n])
+            kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+            shape = _meta_shape(node.meta.get("tensor_meta"))
+            if node.op == "placeholder":
+                env[node] = _fixed_like(shape, f"the model's input {node.name}")
+            elif node.op == "get_attr":
+                env[node] = self.get_attr(node, shape)
+            elif node.op == "output":
+                self.freeze(args, "output", "the model's output (classifier outputs are never pruned)")
+            else:
+                first = len(self.sp.s)
+                try:
+                    out = self.call(node, args, kwargs, shape)
+                except Exception as e:  # noqa: BLE001 - a tracer bug must freeze, never prune wrongly
+                    where = f"{node.name} ({node.op} {node.target})"
+                    reason = f"tracer error {type(e).__name__}: {e}"
+                    self.sp.freeze_from(first, where, reason)
+                    out = self.unknown(args, kwargs, shape, where, reason)
+                env[node] = self.checked(out, node)
+        return env
+
+    def checked(self, v, node):
+        """Drop a layout that does not add up to the tensor's channel count (never trust it)."""
+        if isinstance(v, _T) and v.cdim is not None and v.shape is not None:
+            total = sum(self.sp.s[sp].width * blk for sp, blk in v.segs)
+            if v.cdim >= len(v.shape) or total != v.shape[v.cdim]:
+                self.freeze(v, node.name, "internal: channel layout does not match the shape (please report)")
+                return _T(v.shape)
+        if isinstance(v, tuple):
+            return tuple(self.checked(x, node) for x in v)
+        return v
+
+    def get_attr(self, node, shape):
+        obj = self.model
+        for part in node.target.split("."):
+            obj = getattr(obj, part)
+        if not torch.is_tensor(obj):
+            return obj
+        # a parameter read once, directly by one op, can be resized with the channels it scales
+        once = len(node.users) == 1 and self.attr_reads[node.target] == 1
+        key = node.target if once and node.target in self.state and node.target not in self.shared else None
+        return _T(tuple(obj.shape), param=key)
+
+    def call(self, node, args, kwargs, shape):
+        where = self.where(node)
+        if node.op == "call_module":
+            m = self.model.get_submodule(node.target)
+            if self.calls[node.target] > 1:
+                return self.unknown(
+                    args, kwargs, shape, where, f"called {self.calls[node.target]} times (shared weights)"
+                )
+            own = [f"{node.target}.{n}" for n, _ in m.named_parameters()]
+            shared = [n for n in own if n in self.shared]
+            if shared:
+                others = [n for n in self.shared[shared[0]] if n != shared[0]]
+                return self.unknown(args, kwargs, shape, where, f"shares its weights with {', '.join(others)}")
+            read = [n for n in own if n in self.attr_reads]
+            if read:
+                return self.unknown(args, kwargs, shape, where, f"its weight {read[0]} is also read directly")
+            return self.module(node, m, args, kwargs, shape, where)
+        fn = node.target
+        if node.op == "call_method":
+            return self.method(node, fn, args, kwargs, shape, where)
+        return self.function(node, fn, args, kwargs, shape, where)
+
+    def where(self, node) -> str:
+        if node.op == "call_module":
+            return f"{node.target} ({type(self.model.get_submodule(node.target)).__name__})"
+        if node.op == "call_method":
+            return f"{node.name} (Tensor.{node.target})"
+        return f"{node.name} ({_qualname(node.target)})"
+
+    def unknown(self, args, kwargs, shape, where, reason="not understood on a channel path"):
+        self.freeze((args, kwargs), where, reason)
+        return _fixed_like(shape, where)
+
+    def guard_ints(self, args, kwargs, where) -> None:
+        """An op reading a channel count would compute something else once channels are removed."""
+        for v in _walk((args, kwargs)):
+            if isinstance(v, _Int) and (v.chan or v.derived):
+                self.freeze(v, where, "reads the channel count")
+
+    # --- modules ---------------------------------------------------------------------------------
+    def module(self, node, m, args, kwargs, shape, where):
+        t = node.target
+        if type(m) in (nn.LSTM, nn.GRU):
+            return self.rnn(t, m, args, kwargs, shape, where)
+        if len(args) != 1 or kwargs or not isinstance(args[0], _T):
+            return self.unknown(args, kwargs, shape, where, "called with other than one tensor input")
+        x = args[0]
+        if isinstance(m, _UNARY_MODULES):
+            return self.unary(x, shape)
+        if type(m) in _SPATIAL_MODULES:
+            if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)) and m.return_indices:
+                return self.unknown(args, kwargs, shape, where, "returns pooling indices")
+            return self.spatial(x, shape, _SPATIAL_MODULES[type(m)], where)
+        if isinstance(m, nn.Flatten):
+            return self.flatten(x, shape, m.start_dim, m.end_dim, where)
+        if type(m) in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+            return self.conv(m, t, x, shape, where)
+        if isinstance(m, nn.Linear) and type(m) is not nn.Bilinear:
+            return self.linear(t, m, x, shape, where)
+        if isinstance(m, nn.modules.batchnorm._NormBase):  # BatchNorm and InstanceNorm: per-channel
+            return self.per_channel(t, x, shape, where, ("weight", "bias"), ("running_mean", "running_var"))
+        if isinstance(m, nn.GroupNorm):
+            if m.num_groups == m.num_channels:  # one channel per group: per-channel statistics
+                return self.per_channel(t, x, shape, where, ("weight", "bias"), ())
+            return self.norm_over_channels(x, where, "GroupNorm over channel groups")
+        if isinstance(m, nn.LayerNorm):
+            return self.layer_norm(t, m, x, args, kwargs, shape, where)
+        if isinstance(m, nn.PReLU):
+            if m.num_parameters == 1:
+                return self.unary(x, shape)
+            return self.per_channel(t, x, shape, where, ("weight",), ())
+        if type(m) is nn.Embedding:
+            if x.cdim is not None:
+                self.freeze(x, where, "embedding indices carry channels")
+            return self.embedding(t, m, shape)
+        return self.unknown(args, kwargs, shape, where, f"layer type {type(m).__name__} is not understood")
+
+    def unary(self, x, shape):
+        if not isinstance(x, _T):
+            return _fixed_like(shape)
+        return _T(shape, x.cdim, x.segs) if x.cdim is not None else _T(shape, origin=x.origin)
+
+    def spatial(self, x, shape, k: int, where):
+        """Pooling, padding or resizing of the last k dims: fine as long as the channels are elsewhere."""
+        if not isinstance(x, _T) or x.cdim is None:
+            return _fixed_like(shape, _origin(x))
+        if x.cdim >= len(x.shape) - k or len(shape) != len(x.shape):
+            self.freeze(x, where, "pools or resizes along the channel axis")
+            return _T(shape)
+        return _T(shape, x.cdim, x.segs)
+
+    def conv(self, m, t, x, shape, where):
+        rows = [f"{t}.weight", f"{t}.bias"]
+        if isinstance(x, _T) and x.cdim is not None and x.cdim != 1:
+            self.freeze(x, where, f"convolution reads channels on dim 1 but they are on dim {x.cdim}")
+            x = _T(x.shape)
+        prunable = isinstance(x, _T) and x.cdim is not None
+        if m.groups > 1 and m.groups == m.in_channels:  # depthwise: each output channel follows its input channel
+            if not prunable:
+                return _T(shape)
+            mult = m.out_channels // m.groups
+            for r in rows:
+                self.emit(r, 0, x.segs, scored=True, scale=mult)
+            return _T(shape, 1, tuple((sp, blk * mult) for sp, blk in x.segs))
+        if m.groups > 1:  # whole-group rule: every group keeps the same units of its slice of channels
+            if prunable:
+                piece = self.chunk_layout(x.segs, m.groups)
+                if piece is None:
+                    self.freeze(
+                        x, where, f"grouped convolution (groups={m.groups}) over channels it cannot split evenly"
+                    )
+                else:
+                    self.emit(f"{t}.weight", 1, piece, scored=False)
+            sp = self.sp.new(m.out_channels // m.groups, t)
+            segs = ((sp, 1),) * m.groups
+            for r in rows:
+                self.emit(r, 0, segs, scored=True)
+            return _T(shape, 1, segs)
+        if prunable:
+            self.emit(f"{t}.weight", 1, x.segs, scored=False)
+        return self.produce(t, m.out_channels, rows, shape, 1)
+
+    def linear(self, t, m, x, shape, where):
+        if isinstance(x, _T) and x.cdim is not None:
+            if x.cdim != len(x.shape) - 1:
+                self.freeze(x, where, f"Linear mixes the last dim but the channels are on dim {x.cdim}")
+            else:
+                self.emit(f"{t}.weight", 1, x.segs, scored=False)
+        return self.produce(t, m.out_features, [f"{t}.weight", f"{t}.bias"], shape, len(shape) - 1)
+
+    def per_channel(self, t, x, shape, where, scored, buffers):
+        """A layer with one entry per channel on dim 1 (BatchNorm, InstanceNorm, PReLU)."""
+        if not isinstance(x, _T) or x.cdim is None:
+            return _fixed_like(shape, _origin(x))
+        if x.cdim != 1:
+            self.freeze(x, where, f"normalizes channels on dim 1 but they are on dim {x.cdim}")
+            return _T(shape)
+        for p in scored:
+            self.emit(f"{t}.{p}", 0, x.segs, scored=True)
+        for b in buffers:
+            self.emit(f"{t}.{b}", 0, x.segs, scored=False)
+        return _T(shape, 1, x.segs)
+
+    def norm_over_channels(self, x, where, what):
+        """Frozen: the statistics mix the channels. The output keeps the input's channels (frozen with them)."""
+        self.freeze(
+            x,
+            where,
+            f"{what} normalizes over the channels: removing one changes the statistics of the others, "
+            "so masks cannot stand in for removal",
+        )
+        return x
+
+    def layer_norm(self, t, m, x, args, kwargs, shape, where):
+        if not isinstance(x, _T) or x.cdim is None:
+            return _fixed_like(shape, _origin(x))
+        k = len(m.normalized_shape)
+        if x.cdim < len(x.shape) - k:  # normalized over other dims: each channel on its own
+            return _T(shape, x.cdim, x.segs)
+        if not self.allow_norm or k != 1 or m.weight is None:
+            return self.norm_over_channels(x, where, "LayerNorm")
+        for p in ("weight", "bias"):
+            self.emit(f"{t}.{p}", 0, x.segs, scored=True)
+        return _T(shape, x.cdim, x.segs)
+
+    def embedding(self, t, m, shape):
+        sp = self.sp.new(m.embedding_dim, t)
+        self.emit(f"{t}.weight", 1, ((sp, 1),), scored=True)
+        return _T(shape, len(shape) - 1, ((sp, 1),))
+
+    def rnn(self, t, m, args, kwargs, shape, where):
+        x = args[0]
+        if m.num_layers != 1 or m.bidirectional or getattr(m, "proj_size", 0):
+            return self.unknown(args, kwargs, shape, where, "only single-layer, one-direction LSTM/GRU are understood")
+        if len(args) > 1 or kwargs:
+            return self.unknown(args, kwargs, shape, where, "an initial state is passed (its width is fixed)")
+        if isinstance(x, _T) and x.cdim is not None:
+            if x.cdim != len(x.shape) - 1:
+                self.freeze(x, where, f"the RNN reads features on the last dim but the channels are on dim {x.cdim}")
+            else:
+                self.emit(f"{t}.weight_ih_l0", 1, x.segs, scored=False)
+        gates, h = (4 if isinstance(m, nn.LSTM) else 3), m.hidden_size
+        sp = self.sp.new(h, t)
+        unit = ((sp, 1),)
+        for p in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            for g in range(gates):
+                self.emit(f"{t}.{p}", 0, unit, scored=True, base=g * h)
+        self.emit(f"{t}.weight_hh_l0", 1, unit, scored=False)  # the unit's recurrent input column
+        out = _T(shape[0], len(shape[0]) - 1, unit)
+        states = shape[1] if isinstance(m, nn.LSTM) else (shape[1],)
+        hs = tuple(_T(s, len(s) - 1, unit) for s in states)
+        return (out, hs) if isinstance(m, nn.LSTM) else (out, hs[0])
+
+    # --- functions and methods -------------------------------------------------------------------
+    def function(self, node, fn, args, kwargs, shape, where):
+        if fn in _INT_OPS and not any(isinstance(a, _T) for a in args):
+            return self.int_op(args)
+        if fn is operator.getitem:
+            return self.getitem(args[0], args[1], shape, where)
+        if fn is getattr:
+            return self.attr(args[0], args[1], shape, where)
+        self.guard_ints(args, kwargs, where)
+        if fn in _UNARY_FUNCS or _stochastic_depth(fn):
+            return self.unary(_arg(args, kwargs, 0, "input", None), shape)
+        if fn in _SPATIAL_FUNCS:
+            if kwargs.get("return_indices") or (fn in (F.adaptive_max_pool2d,) and len(args) > 2 and args[2]):
+                return self.unknown(args, kwargs, shape, where, "returns pooling indices")
+            return self.spatial(args[0], shape, _SPATIAL_FUNCS[fn], where)
+        if fn is F.interpolate:
+            x = args[0]
+            return self.spatial(x, shape, len(x.shape) - 2, where) if isinstance(x, _T) else _fixed_like(shape)
+        if fn is F.layer_norm:
+            x, k = args[0], len(_arg(args, kwargs, 1, "normalized_shape", ()))
+            if isinstance(x, _T) and x.cdim is not None and x.cdim < len(x.shape) - k:
+                return _T(shape, x.cdim, x.segs)  # normalized over other dims: each channel on its own
+            self.guard_ints(args, kwargs, where)
+            return self.norm_over_channels(x, where, "layer_norm") if isinstance(x, _T) else _fixed_like(shape)
+        if fn is torch.flatten:
+            return self.flatten(
+                args[0], shape, _arg(args, kwargs, 1, "start_dim", 0), _arg(args, kwargs, 2, "end_dim", -1), where
+            )
+        if fn in _BINARY:
+            a, b = _arg(args, kwargs, 0, "input", None), _arg(args, kwargs, 1, "other", None)
+            return self.binary(a, b, shape, where, _BINARY[fn])
+        if fn in _CAT:
+            return self.cat(list(_arg(args, kwargs, 0, "tensors", ())), _arg(args, kwargs, 1, "dim", 0), shape, where)
+        if fn in _REDUCE_FUNCS:
+            return self.reduce(args, kwargs, shape, where)
+        if fn is torch.reshape:
+            return self.reshape(args[0], args[1:], shape, where)
+        if fn is torch.permute:
+            return self.permute(args[0], args[1], shape)
+        if fn is torch.transpose:
+            return self.transpose(args[0], args[1], args[2], shape)
+        if fn is torch.chunk:
+            return self.chunk(args[0], args[1], _arg(args, kwargs, 2, "dim", 0), shape, where)
+        if fn is torch.split:
+            return self.split(args[0], _arg(args, kwargs, 2, "dim", 0), shape, where)
+        if fn is torch.flip:
+            return self.flip(args[0], _arg(args, kwargs, 1, "dims", ()), shape, where)
+        if fn is torch.squeeze or fn is torch.unsqueeze:
+            return self.squeeze(args[0], _arg(args, kwargs, 1, "dim", None), shape, where, fn is torch.unsqueeze)
+        return self.unknown(args, kwargs, shape, where, f"{_qualname(fn)} is not understood on a channel path")
+
+    def method(self, node, name, args, kwargs, shape, where):
+        x = args[0]
+        if name == "size":
+            d = _arg(args, kwargs, 1, "dim", None)
+            return _Size(x) if d is None else self.size_of(x, d)
+        if name == "dim":
+            return _Int()
+        if name == "numel":
+            return _Int(derived=(x.segs,)) if isinstance(x, _T) and x.cdim is not None else _Int()
+        if name in ("view", "reshape"):
+            return self.reshape(x, args[1:], shape, where)
+        if name == "expand":
+            return self.expand(x, args[1:], shape, where)
+        self.guard_ints(args, kwargs, where)
+        if name in _UNARY_METHODS:
+            return self.unary(x, shape)
+        if name in _BINARY_METHODS:
+            return self.binary(x, _arg(args, kwargs, 1, "other", None), shape, where, _BINARY_METHODS[name])
+        if name == "flatten":
+            return self.flatten(
+                x, shape, _arg(args, kwargs, 1, "start_dim", 0), _arg(args, kwargs, 2, "end_dim", -1), where
+            )
+        if name in _REDUCE_METHODS:
+            return self.reduce(args, kwargs, shape, where)
+        if name == "permute":
+            dims = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
+            return self.permute(x, dims, shape)
+        if name == "transpose":
+            return self.transpose(x, args[1], args[2], shape)
+        if name == "chunk":
+            return self.chunk(x, args[1], _arg(args, kwargs, 2, "dim", 0), shape, where)
+        if name == "split":
+            return self.split(x, _arg(args, kwargs, 2, "dim", 0), shape, where)
+        if name == "flip":
+            dims = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
+            return self.flip(x, kwargs.get("dims", dims), shape, where)
+        if name in ("squeeze", "unsqueeze"):
+            return self.squeeze(x, _arg(args, kwargs, 1, "dim", None), shape, where, name == "unsqueeze")
+        return self.unknown(args, kwargs, shape, where, f"Tensor.{name} is not understood on a channel path")
+
+    # --- ints and sizes ---
+    def int_op(self, args):
+        if len(args) == 2 and all(isinstance(a, (tuple, list)) for a in args):  # shape tuples joined
+            return tuple(args[0]) + tuple(args[1])
+        chans, derived = [], []
+        for a in args:
+            if isinstance(a, _Int):
+                if a.chan:
+                    chans.append(a.chan)
+                derived += list(a.derived)
+            elif not isinstance(a, (int, float)):
+                return None
+        return _Int(None, tuple(chans + derived))
+
+    def size_of(self, x, d):
+        if not isinstance(x, _T):
+            return _Int()
+        d = _norm_dim(d, len(x.shape))
+        return _Int(chan=x.segs) if x.cdim is not None and d == x.cdim else _Int()
+
+    def attr(self, x, name, shape, where):
+        if not isinstance(x, _T):
+            return None
+        if name == "shape":
+            return _Size(x)
+        if name == "ndim":
+            return _Int()
+        if name == "data":
+            return self.unary(x, shape)
+        if name in ("dtype", "device", "is_cuda", "requires_grad", "layout"):
+            return None
+        return self.unknown((x,), {}, shape, where, f"Tensor.{name} is not understood on a channel path")
+
+    def getitem(self, x, idx, shape, where):
+        if isinstance(x, _Size):
+            if isinstance(idx, int):
+                return self.size_of(x.t, idx)
+            if isinstance(idx, slice):
+                n = len(x.t.shape)
+                return tuple(self.size_of(x.t, i) for i in range(n)[idx])
+            return None
+        if isinstance(x, (tuple, list)):
+            return x[idx] if isinstance(idx, (int, slice)) else None
+        if isinstance(x, dict):
+            return x.get(idx)
+        if not isinstance(x, _T):
+            return _fixed_like(shape)
+        return self.index(x, idx, shape, where)
+
+    def index(self, x: _T, idx, shape, where):
+        """Basic indexing (ints, slices, None, ...): the channel axis must be taken whole."""
+        if x.cdim is None:
+            self.guard_ints(idx, {}, where)
+            return _T(shape)
+        entries = idx if isinstance(idx, tuple) else (idx,)
+        consumed = sum(1 for e in entries if isinstance(e, (int, slice)))
+        d_in = d_out = 0
+        new_c = None
+        for e in entries:
+            if e is None:
+                d_out += 1
+            elif e is Ellipsis:
+                for _ in range(len(x.shape) - consumed):
+                    if d_in == x.cdim:
+                        new_c = d_out
+                    d_in, d_out = d_in + 1, d_out + 1
+            elif isinstance(e, int) and not isinstance(e, bool):
+                if d_in == x.cdim:
+                    self.freeze(x, where, "indexes into the channels")
+                    return _T(shape)
+                d_in += 1
+            elif isinstance(e, slice) and all(isinstance(v, int) or v is None for v in (e.start, e.stop, e.step)):
+                if d_in == x.cdim:
+                    if e.start not in (None, 0) or e.stop is not None or e.step not in (None, 1):
+                        self.freeze(x, where, "slices the channels")
+                        return _T(shape)
+                    new_c = d_out
+                d_in, d_out = d_in + 1, d_out + 1
+            else:
+                self.freeze((x, e), where, "indexes with a tensor or a computed bound")
+                return _fixed_like(shape)
+        if new_c is None:
+            new_c = d_out + (x.cdim - d_in)
+        return _T(shape, new_c, x.segs)
+
+    # --- shapes ---
+    def flatten(self, x, shape, start, end, where):
+        if not isinstance(x, _T) or x.cdim is None:
+            return _fixed_like(shape, _origin(x))
+        n = len(x.shape)
+        start, end = _norm_dim(start, n), _norm_dim(end, n)
+        c = x.cdim
+        if c < start:
+            return _T(shape, c, x.segs)
+        if c > end:
+            return _T(shape, c - (end - start), x.segs)
+        if c != start:
+            self.freeze(x, where, "flattens dims before the channels into them")
+            return _T(shape)
+        block = _prod(x.shape[c + 1 : end + 1])
+        return _T(shape, start, tuple((sp, blk * block) for sp, blk in x.segs))
+
+    def size_list(self, sizes) -> list:
+        """Sizes given as ints, one tuple, or another tensor's .size()/.shape."""
+        if len(sizes) == 1 and isinstance(sizes[0], (tuple, list, _Size)):
+            sizes = sizes[0]
+        if isinstance(sizes, _Size):
+            return [self.size_of(sizes.t, i) for i in range(len(sizes.t.shape))]
+        return list(sizes)
+
+    def reshape(self, x, sizes, shape, where):
+        if not isinstance(x, _T) or x.cdim is None:
+            self.guard_ints(sizes, {}, where)
+            return _fixed_like(shape)
+        sizes = self.size_list(sizes)
+        c, src = x.cdim, x.shape
+        pre = _prod(src[:c])
+        for d in range(len(shape)):
+            if _prod(shape[:d]) != pre:
+                continue
+            for k in range(c + 1, len(src) + 1):
+                if shape[d] == _prod(src[c:k]):
+                    return self.reshaped(x, sizes, shape, d, _prod(src[c + 1 : k]), where)
+        self.freeze(x, where, "reshapes the channel axis into several dims")
+        return _T(shape)
+
+    def reshaped(self, x, sizes, shape, d, block, where):
+        ok = len(sizes) == len(shape)
+        for i, s in enumerate(sizes):
+            if i == d:
+                if s == -1:
+                    continue
+                if block == 1 and isinstance(s, _Int) and s.chan is not None and self.align(s.chan, x.segs):
+                    continue
+                what = f"a channel count fixed in the code ({s})" if isinstance(s, int) else "a computed channel count"
+                self.freeze((x, s), where, f"reshapes to {what}")
+                ok = False
+            elif isinstance(s, _Int) and (s.chan or s.derived):
+                self.freeze((x, s), where, "reshapes with a size computed from a channel count")
+                ok = False
+        if not ok:
+            self.freeze(x, where, "reshapes the channels")
+            return _T(shape)
+        return _T(shape, d, tuple((sp, blk * block) for sp, blk in x.segs))
+
+    def expand(self, x, sizes, shape, where):
+        sizes = self.size_list(sizes)
+        if not isinstance(x, _T) or x.cdim is None:
+            self.guard_ints(sizes, {}, where)
+            return _fixed_like(shape)
+        c = x.cdim + len(shape) - len(x.shape)
+        for i, s in enumerate(sizes):
+            if i == c and not (s == -1 or (isinstance(s, _Int) and s.chan is not None and self.align(s.chan, x.segs))):
+                self.freeze((x, s), where, "expands the channels to a size fixed in the code")
+                return _T(shape)
+            if i != c and isinstance(s, _Int) and (s.chan or s.derived):
+                self.freeze((x, s), where, "expands with a size computed from a channel count")
+                return _T(shape)
+        return _T(shape, c, x.segs)
+
+    def permute(self, x, dims, shape):
+        if not isinstance(x, _T) or x.cdim is None:
+            return _fixed_like(shape, _origin(x))
+        dims = [_norm_dim(d, len(x.shape)) for d in dims]
+        return _T(shape, dims.index(x.cdim), x.segs)
+
+    def transpose(self, x, a, b, shape):
+        if not isinstance(x, _T) or x.cdim is None:
+            return _fixed_like(shape, _origin(x))
+        a, b = _norm_dim(a, len(x.shape)), _norm_dim(b, len(x.shape))
+        c = b if x.cdim == a else a if x.cdim == b else x.cdim
+        return _T(shape, c, x.segs)
+
+    def squeeze(self, x, dim, shape, where, unsqueeze: bool):
+        if not isinstance(x, _T) or x.cdim is None:
+            return _fixed_like(shape, _origin(x))
+        c = x.cdim
+        if unsqueeze:
+            d = _norm_dim(dim, len(shape))
+            return _T(shape, c + 1 if d <= c else c, x.segs)
+        dims = (
+            range(len(x.shape))
+            if dim is None
+            else [_norm_dim(d, len(x.shape)) for d in (dim if isinstance(dim, (tuple, list)) else (dim,))]
+        )
+        gone = [d for d in dims if x.shape[d] == 1]
+        if c in gone:
+            self.freeze(x, where, "squeezes the channel axis away")
+            return _T(shape)
+        return _T(shape, c - sum(1 for d in gone if d < c), x.segs)
+
+    def flip(self, x, dims, shape, where):
+        if not isinstance(x, _T) or x.cdim is None:
+            return _fixed_like(shape, _origin(x))
+        dims = dims if isinstance(dims, (tuple, list)) else (dims,)
+        if x.cdim in [_norm_dim(d, len(x.shape)) for d in dims]:
+            self.freeze(x, where, "reverses the channel order")
+            return _T(shape)
+        return _T(shape, x.cdim, x.segs)
+
+    def reduce(self, args, kwargs, shape, where):
+        x = args[0]
+        dim = _arg(args, kwargs, 1, "dim", None)
+        if isinstance(dim, _T):  # torch.max(a, b): elementwise
+            return self.binary(x, dim, shape, where, "add")
+        if not isinstance(x, _T) or x.cdim is None:
+            return _fixed_like(shape, _origin(x))
+        pair = isinstance(shape, tuple) and bool(shape) and isinstance(shape[0], tuple)  # max(dim): (values, indices)
+        out_shape = shape[0] if pair else shape
+        if not isinstance(dim, (int, tuple, list)) or isinstance(dim, bool):
+            self.freeze(x, where, "reduces over the channels")
+            return _fixed_like(shape)
+        dims = [_norm_dim(d, len(x.shape)) for d in (dim if isinstance(dim, (tuple, list)) else (dim,))]
+        if x.cdim in dims:
+            self.freeze(x, where, "reduces over the channels")
+            return _fixed_like(shape)
+        keep = len(out_shape) == len(x.shape)
+        c = x.cdim if keep else x.cdim - sum(1 for d in dims if d < x.cdim)
+        out = _T(out_shape, c, x.segs)
+        return (out, _T(shape[1], c, x.segs)) if pair else out
+
+    def binary(self, a, b, shape, where, kind):
+        ta, tb = isinstance(a, _T), isinstance(b, _T)
+        if not ta and not tb:
+            return self.int_op((a, b)) if shape is None else _fixed_like(shape)
+        if not (ta and tb):
+            x = a if ta else b
+            if kind == "div" and not ta:  # scalar / tensor
+                return self.unknown((a, b), {}, shape, where, "divides by a channel tensor")
+            return self.unary(x, shape)
+        if kind == "div" and b.cdim is not None:
+            return self.unknown((a, b), {}, shape, where, "divides by a channel tensor (a removed channel is 0)")
+        n = len(shape)
+        ca = None if a.cdim is None else a.cdim + n - len(a.shape)
+        cb = None if b.cdim is None else b.cdim + n - len(b.shape)
+        if ca is not None and cb is not None:
+            wa, wb = a.shape[a.cdim], b.shape[b.cdim]
+            if ca == cb and wa == wb:
+                if self.align(a.segs, b.segs):
+                    return _T(shape, ca, a.segs)
+                self.freeze((a, b), where, "combines channels laid out differently")
+                return _T(shape)
+            if ca == cb and 1 in (wa, wb):  # one side (a one-channel map) broadcast along the other's channels
+                x, y = (b, a) if wa == 1 else (a, b)
+                self.freeze(y, where, "broadcast along another tensor's channels")
+                return _T(shape, ca, x.segs)
+            self.freeze((a, b), where, "combines tensors whose channels lie on different axes")
+            return _T(shape)
+        x, other, cx = (a, b, ca) if ca is not None else (b, a, cb)
+        if cx is None:
+            return _T(shape, origin=a.origin or b.origin)
+        od = _bdim(cx, other, n)
+        if od is None or other.shape[od] == 1:
+            return _T(shape, cx, x.segs)
+        if other.param is not None:  # a parameter or buffer with one entry per channel (layer scale, bias)
+            self.emit(other.param, od, x.segs, scored=True)
+            return _T(shape, cx, x.segs)
+        src = f" (by {other.origin})" if other.origin else ""
+        self.freeze(x, where, f"combined with a tensor whose channels are fixed{src}")
+        return _T(shape, origin=other.origin)
+
+    def cat(self, tensors, dim, shape, where):
+        if not all(isinstance(t, _T) for t in tensors):
+            return self.unknown((tensors,), {}, shape, where, "concatenates something that is not a tensor")
+        n = len(shape)
+        dim = _norm_dim(dim, n)
+        live = [t for t in tensors if t.cdim is not None]
+        if not live:
+            return _T(shape)
+        if all(t.cdim == dim for t in live):  # along the channels: side by side
+            segs = ()
+            for t in tensors:
+                segs += self.layout(t, t.shape[dim], where)
+            return _T(shape, dim, segs)
+        c = live[0].cdim
+        if any(t.cdim != c for t in live) or c == dim:
+            self.freeze(tensors, where, "concatenates tensors whose channels lie on different axes")
+            return _T(shape)
+        for t in tensors:
+            if t.cdim is None:
+                if t.param is not None:
+                    self.emit(t.param, c, live[0].segs, scored=False)
+                else:
+                    self.freeze(live, where, "concatenated with a tensor whose channel count is fixed")
+                    return _T(shape)
+            elif t is not live[0] and not self.align(live[0].segs, t.segs):
+                self.freeze(tensors, where, "concatenates tensors whose channels are laid out differently")
+                return _T(shape)
+        return _T(shape, c, live[0].segs)
+
+    def chunk(self, x, chunks, dim, shape, where):
+        if not isinstance(x, _T) or x.cdim is None:
+            return _fixed_like(shape, _origin(x))
+        if _norm_dim(dim, len(x.shape)) != x.cdim:
+            return tuple(_T(s, x.cdim, x.segs) for s in shape)
+        piece = self.chunk_layout(x.segs, chunks) if len(shape) == chunks else None
+        if piece is None:
+            self.freeze(x, where, f"chunks the channels into {chunks} pieces that cannot stay equal")
+            return _fixed_like(shape)
+        return tuple(_T(s, x.cdim, piece) for s in shape)
+
+    def split(self, x, dim, shape, where):
+        if not isinstance(x, _T) or x.cdim is None:
+            return _fixed_like(shape, _origin(x))
+        if _norm_dim(dim, len(x.shape)) != x.cdim:
+            return tuple(_T(s, x.cdim, x.segs) for s in shape)
+        self.freeze(x, where, "splits the channels at sizes fixed in the code")
+        return _fixed_like(shape)
+
+    # --- results ---------------------------------------------------------------------------------
+    def result(self) -> TraceResult:
+        by_leaf: dict[int, list[OffsetSlice]] = defaultdict(list)
+        for rec in self.recs:
+            for leaf, u in self.sp.leaves(rec.space):
+                if self.sp.s[leaf].frozen is None:
+                    s = OffsetSlice(
+                        rec.name, rec.dim, block=rec.block, offset=rec.offset + u * rec.block, scored=rec.scored
+                    )
+                    if s not in by_leaf[leaf]:
+                        by_leaf[leaf].append(s)
+        groups = []
+        for leaf in sorted(by_leaf):
+            sp = self.sp.s[leaf]
+            if not any(s.scored for s in by_leaf[leaf]):
+                sp.frozen = ("-", "no parameters of its own to score")
+                continue
+            groups.append(Group(self.name_of(leaf), sp.width, self.simplify(by_leaf[leaf], sp.width)))
+        _check_disjoint(groups, self.state)
+        frozen = []
+        for i, sp in enumerate(self.sp.s):
+            if sp.parent == i and sp.cut is None and sp.frozen is not None and not sp.hidden:
+                frozen.append(Frozen(self.name_of(i), sp.width, sp.frozen[0], sp.frozen[1]))
+        return TraceResult(groups, frozen)
+
+    def name_of(self, leaf: int) -> str:
+        """The producer's name; pieces of a space cut into independent parts are numbered in unit order."""
+        if self._pieces is None:
+            self._pieces = defaultdict(list)
+            for i, x in enumerate(self.sp.s):
+                if x.parent == i and x.cut is None:
+                    self._pieces[x.name].append(x.start)
+        sp = self.sp.s[leaf]
+        pieces = sorted(self._pieces[sp.name])
+        return sp.name if len(pieces) == 1 else f"{sp.name}[{pieces.index(sp.start)}]"
+
+    def simplify(self, slices: list[OffsetSlice], width: int) -> list[Slice]:
+        """Declared slice kinds where they say the same (a whole dim: plain/block; four equal gates)."""
+        out: list[Slice] = []
+        by_key = defaultdict(list)
+        for s in slices:
+            by_key[(s.name, s.dim, s.scored)].append(s)
+        done = set()
+        for s in slices:
+            key = (s.name, s.dim, s.scored)
+            if key in done:
+                continue
+            same = by_key[key]
+            size = self.state[s.name][s.dim]
+            if (
+                len(same) == 4
+                and all(x.block == 1 for x in same)
+                and sorted(x.offset for x in same) == [0, width, 2 * width, 3 * width]
+                and size == 4 * width
+            ):
+                out.append(Slice(s.name, s.dim, kind="gates", scored=s.scored))
+                done.add(key)
+                continue
+            if s.offset == 0 and size == width * s.block:
+                kind = "plain" if s.block == 1 else "block"
+                out.append(Slice(s.name, s.dim, kind=kind, block=s.block, scored=s.scored))
+            else:
+                out.append(s)
+        return out
+
+
+def _has_state(m: nn.Module) -> bool:
+    return any(True for _ in m.parameters()) or any(True for _ in m.buffers())
+
+
+def _bdim(c: int, t: _T, n: int) -> int | None:
+    """Dim of `t` that broadcasting lines up with dim `c` of an n-dim result (None: t has no such dim)."""
+    d = c - (n - len(t.shape))
+    return d if d >= 0 else None
+
+
+def _arg(args, kwargs, i: int, name: str, default):
+    if len(args) > i:
+        return args[i]
+    return kwargs.get(name, default)
+
+
+def _ranges(s: Slice, width: int) -> list[tuple[int, int]]:
+    """The index ranges a slice covers for all `width` units (traced slices are contiguous)."""
+    if isinstance(s, OffsetSlice):
+        return [(s.offset, s.offset + width * s.block)]
+    if s.kind == "gates":
+        return [(g * width, (g + 1) * width) for g in range(4)]
+    return [(0, width * s.block)]
+
+
+def _check_disjoint(groups: list[Group], state: dict) -> None:
+    """No index of any tensor may belong to two units: that would make compaction wrong."""
+    spans = defaultdict(list)
+    for g in groups:
+        for s in g.slices:
+            spans[(s.name, s.dim)] += [(a, b, g.name) for a, b in _ranges(s, g.width)]
+    for (name, dim), rs in spans.items():
+        rs.sort()
+        for (_, b0, g0), (a1, _, g1) in zip(rs, rs[1:]):
+            if a1 < b0:
+                raise RuntimeError(f"edgeprune's tracer gave an index of {name} to {g0} and {g1}; please report")
+        if rs[-1][1] > state[name][dim]:
+            raise RuntimeError(f"edgeprune's tracer went past the end of {name} (dim {dim}); please report")
+
+
+def _user_frame(tb) -> str:
+    """The innermost traceback frame outside torch: where the model's own code failed."""
+    torch_dir = str(Path(torch.__file__).parent)
+    frames = [f for f in traceback.extract_tb(tb) if not f.filename.startswith(torch_dir)]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" at {Path(f.filename).name}:{f.lineno} in {f.name} (`{(f.line or '').strip()}`)"
+
+
+def trace_groups(model: nn.Module, example_inputs, allow_norm_pruning: bool = False) -> TraceResult:
+    """Trace `model` on `example_inputs` (a tensor or a tuple) and derive its prunable channel spaces.
+
+    The graph is the forward of the model's current mode (train or eval). `allow_norm_pruning`
+    lets LayerNorm over the channels be pruned (the result is then not equal to a masked model).
+    """
+    if torch.is_tensor(example_inputs):
+        example_inputs = (example_inputs,)
+    if all(torch.is_tensor(x) and x.dim() and x.shape[0] == 1 for x in example_inputs):
+        # at batch 1 the batch dim looks like any size-1 dim (a reshape could merge it into the channels)
+        example_inputs = tuple(torch.cat([x, x]) for x in example_inputs)
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as e:  # noqa: BLE001 - any failure here means fx cannot trace this model
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(". ")
+        raise UserError(
+            f"edgeprune cannot trace {type(model).__name__} with torch.fx{_user_frame(e.__traceback__)}: {first}; "
+            "make that code independent of tensor values or move it into a submodule."
+        ) from None
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            ShapeProp(gm).propagate(*example_inputs)
+    except Exception as e:  # noqa: BLE001
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(". ")
+        raise UserError(
+            f"The example input does not run through {type(model).__name__} ({first}); pass one that does."
+        ) from None
+    finally:
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
+    c = _Coupling(model, gm, allow_norm_pruning)
+    c.run()
+    result = c.result()
+    result.unused = _unused(model, gm)
+    return result
+
+
+def _unused(model: nn.Module, gm: fx.GraphModule) -> list[str]:
+    """Layers with parameters that the traced forward never calls nor reads."""
+    used: set[str] = set()
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            used.update(f"{n.target}.{k}" for k, _ in model.get_submodule(n.target).named_parameters())
+        elif n.op == "get_attr":
+            used.add(n.target)
+    return sorted({k.rsplit(".", 1)[0] for k, _ in model.named_parameters() if k not in used})
