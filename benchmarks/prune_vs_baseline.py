@@ -74,6 +74,7 @@ def train_pair(
     seed: int = 0,
     extra: tuple[str, ...] = (),
     baseline_extra: tuple[str, ...] = (),
+    pruned_extra: tuple[str, ...] = (),
 ) -> tuple[Path, Path]:
     """Baseline and pruned runs of one seed, trained side by side (skipped when already finished)
     in RUNS_DIR/<dataset>-<epochs>ep[-seed<n>]/{baseline,pruned}."""
@@ -83,7 +84,7 @@ def train_pair(
     extra = (*extra, "--seed", str(seed))
     procs = [
         train(base_dir, dataset, epochs, ["--no-prune", *baseline_extra, *extra], limit),
-        train(pruned_dir, dataset, epochs, ["--preset", preset, *extra], limit),
+        train(pruned_dir, dataset, epochs, ["--preset", preset, *pruned_extra, *extra], limit),
     ]
     for p in procs:
         if p is not None and p.wait() != 0:

@@ -10,6 +10,7 @@ the per-class F1) come from onnxruntime on the whole test split. These are short
 reviews or SST-2 sentences.
 
     python benchmarks/tweets.py --task binary --epochs 25
+    python benchmarks/tweets.py --task binary --epochs 25 --pruned-args "--target-params 0.25" --name 4x
     python benchmarks/tweets.py --task 3class --epochs 25
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import statistics
 from pathlib import Path
 
@@ -89,19 +91,22 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("data"), help="where fetch_data.py lays the tweets out")
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/bench-tweets"))
     ap.add_argument("--bench-runs", type=int, default=200)
+    ap.add_argument("--pruned-args", default="", help="more `edgeprune train` flags for the pruned run only")
+    ap.add_argument("--name", help="suffix of the results file and run directory, e.g. 4x")
     args = ap.parse_args()
     fetch_tweets(args.data)
     data = args.data / f"tweets-{args.task}"
     reference = tfidf_reference(data, args.seed)
     print("TF-IDF + logistic regression:", json.dumps(reference))
     base_dir, pruned_dir = train_pair(
-        args.runs_dir / args.task,
+        args.runs_dir / (args.task + (f"-{args.name}" if args.name else "")),
         str(data),
         args.epochs,
         "compact",
         None,
         args.seed,
         baseline_extra=RECIPE,
+        pruned_extra=tuple(shlex.split(args.pruned_args)),
     )
     bundles = [exported(base_dir), exported(pruned_dir)]
     test_texts, test_labels = read_split(data / "test.csv")
@@ -140,6 +145,7 @@ def main() -> None:
         "epochs": args.epochs,
         "seed": args.seed,
         "baseline_args": " ".join(RECIPE),
+        "pruned_args": f"--preset compact {args.pruned_args}".strip(),
         "majority_class_share": majority,
         "median_test_tokens": median_len,
         "tfidf_logreg": reference,
@@ -169,7 +175,7 @@ def main() -> None:
         ],
         "runs": {"baseline": str(base_dir), "pruned": str(pruned_dir)},
     }
-    path = record(f"tweets_{args.task}_{args.epochs}ep", result)
+    path = record(f"tweets_{args.task}_{args.epochs}ep" + (f"_{args.name}" if args.name else ""), result)
     print(json.dumps({k: result[k] for k in ("compression_live", "accuracy_drop_points", "targets")}, indent=2))
     print(f"wrote {path}")
 

@@ -476,3 +476,28 @@ def test_cli_export_prints_the_table(runs):
         assert text in result.output
     parity = json.loads((run / "export" / "parity.json").read_text())
     assert parity["eval_n"] == 60 and parity["options"]["quantize"] == "dynamic"
+
+
+def test_the_int8_accuracy_change_is_computed_and_held_to_the_budget(runs, tmp_path, monkeypatch):
+    """An INT8 model 5 points worse than float is reported 5 points worse, and refused at a 1-point budget."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["cnn"][0], run)
+    real = parity.variant_row
+
+    def worse_int8(name, *args, **kwargs):
+        row = real(name, *args, **kwargs)
+        if name not in ("onnx", "simplified"):
+            row["accuracy"] -= 0.05
+        return row
+
+    monkeypatch.setattr(parity, "variant_row", worse_int8)
+    export_run(run, quantize="dynamic", eval_limit=150, max_acc_drop=1.0, measure_latency=False)
+    report = json.loads((run / "export" / "parity.json").read_text())
+    rows = {r["name"]: r for r in report["variants"]}
+    assert rows["dynamic"]["acc_drop_points"] == pytest.approx(
+        100 * (rows["simplified"]["accuracy"] - rows["dynamic"]["accuracy"]), abs=1e-6
+    )
+    assert rows["dynamic"]["acc_drop_points"] == pytest.approx(5.0, abs=1e-6)
+    assert report["int8_kept"] is None and report["chosen"] == "float"
