@@ -237,7 +237,8 @@ def test_params_and_sizes(good_report):
         assert 0 < row["file_bytes_gz"]
 
 
-def test_text_model_binary_sigmoid(tmp_path):
+def text_bundle(tmp_path: Path) -> Path:
+    """A one-logit (sigmoid) token-sum text model in a bundle of 4 eval rows, 3 of them right."""
     meta = image_meta(
         task="text",
         labels=["neg", "pos"],
@@ -255,7 +256,11 @@ def test_text_model_binary_sigmoid(tmp_path):
         [[1, 1, 1, 1, 1, 1], [5, 5, 5, 0, 0, 0], [0, 0, 0, 0, 0, 0], [9, 9, 0, 0, 0, 0]], dtype=np.int64
     )  # sums 6, 15, 0, 18 -> pred 0 1 0 1
     y = np.array([0, 1, 1, 1], dtype=np.int64)  # one positive missed
-    root = make_bundle(tmp_path / "textb", [("float", "../text.onnx")], x, y)
+    return make_bundle(tmp_path / "textb", [("float", "../text.onnx")], x, y)
+
+
+def test_text_model_binary_sigmoid(tmp_path):
+    root = text_bundle(tmp_path)
     report = bench([root], make_settings(runs=3, rounds=1, warmup=0, threads=1))
     row = report["results"][0]
     assert row["status"] == "ok", row["error"]

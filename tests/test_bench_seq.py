@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("onnx")
 
-from test_bench import image_meta, make_bundle, token_sum_model  # noqa: E402
+from test_bench import text_bundle  # noqa: E402
 
 from edgeprune.bench import bench, feeds, make_settings  # noqa: E402
 from edgeprune.errors import UserError  # noqa: E402
@@ -36,22 +36,7 @@ def test_seq_len_needs_a_sequence_input():
 
 
 def test_bench_times_the_requested_length_and_scores_the_full_rows(tmp_path):
-    meta = image_meta(
-        task="text",
-        labels=["neg", "pos"],
-        input_name="ids",
-        input_dtype="int64",
-        input_shape=["batch", "seq"],
-        layout="NT",
-        vocab_size=50,
-        max_len=6,
-        binary_sigmoid=True,
-        params=0,
-    )
-    token_sum_model(tmp_path / "text.onnx", meta)
-    x = np.array([[1, 1, 1, 1, 1, 1], [5, 5, 5, 0, 0, 0], [0, 0, 0, 0, 0, 0], [9, 9, 0, 0, 0, 0]], dtype=np.int64)
-    y = np.array([0, 1, 1, 1], dtype=np.int64)
-    root = make_bundle(tmp_path / "textb", [("float", "../text.onnx")], x, y)
+    root = text_bundle(tmp_path)
     report = bench([root], make_settings(runs=3, rounds=1, warmup=0, threads=1, batch="1,2", seq_len=40))
     row = report["results"][0]
     assert row["status"] == "ok", row["error"]
