@@ -170,7 +170,17 @@ def datasets(
 @friendly
 def train(
     dataset: str = typer.Option(..., "--dataset", "-d", help=DATASET_HELP),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="cnn or bilstm (default: the dataset's)."),
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="cnn, bilstm, resnet20, resnet56, torchvision:NAME or path/to/file.py:factory (default: the dataset's).",
+    ),
+    model_kwargs: Optional[str] = typer.Option(
+        None,
+        "--model-kwargs",
+        help="""JSON object of the model's options, over its defaults, e.g. '{"width": 32}'.""",
+    ),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: CNN 50, BiLSTM 25."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: CNN 64, BiLSTM 32."),
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
@@ -235,11 +245,13 @@ def train(
     Under torchrun (torchrun --nproc_per_node N -m edgeprune train ...) every process trains a shard
     with DistributedDataParallel; --batch-size is the global batch."""
     from edgeprune.config import resolve_train_config
+    from edgeprune.models import parse_model_kwargs
     from edgeprune.train import train_run
 
     cfg = resolve_train_config(
         dataset=dataset,
         model=model,
+        model_config=parse_model_kwargs(model_kwargs),
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,

@@ -10,10 +10,13 @@ from typing import Optional
 from edgeprune.data.options import coerce
 from edgeprune.data.registry import check_data_dir, get_spec
 from edgeprune.errors import UserError, unknown_choice
+from edgeprune.models.external import canonical_name, slug
 from edgeprune.models.registry import check_fits
 
 # The study's defaults, per model.
 MODEL_DEFAULTS = {"cnn": {"epochs": 50, "batch_size": 64}, "bilstm": {"epochs": 25, "batch_size": 32}}
+# Any other model (resnet20, torchvision:NAME, file.py:factory) starts from its task's study model's.
+TASK_DEFAULTS = {"image": MODEL_DEFAULTS["cnn"], "text": MODEL_DEFAULTS["bilstm"]}
 
 # Documented pruning presets (README, "Pruning"). `experiment` uses "compact".
 PRESETS = {
@@ -55,7 +58,7 @@ class TrainConfig:
     threads: Optional[int] = None
     device: str = "auto"  # auto, cpu, cuda or mps (see edgeprune.distributed)
     amp: bool = False  # automatic mixed precision, CUDA only
-    model_config: dict = field(default_factory=dict)  # overrides of the model's default widths
+    model_config: dict = field(default_factory=dict)  # overrides of the model's defaults (--model-kwargs)
     data_options: dict = field(default_factory=dict)  # how your own data is read (edgeprune.data.options)
 
     def to_dict(self) -> dict:
@@ -84,9 +87,9 @@ def resolve_train_config(
     check_data_dir(data_dir)
     data_options = coerce(data_options).to_dict()  # canonical, so --resume compares like with like
     spec = get_spec(dataset, data_options)
-    model = model or spec.default_model
+    model = canonical_name(model or spec.default_model)  # a factory file's path made absolute
     check_fits(model, spec.task, spec.name)
-    defaults = MODEL_DEFAULTS[model]
+    defaults = MODEL_DEFAULTS.get(model, TASK_DEFAULTS[spec.task])
     epochs = defaults["epochs"] if epochs is None else epochs
     batch_size = defaults["batch_size"] if batch_size is None else batch_size
     if epochs < 1:
@@ -116,7 +119,7 @@ def resolve_train_config(
         warmup_epochs = max(1, epochs // 10) if epochs > 1 else 0
     _check_distill(kw, warmup_epochs, explicit_distill)
     if out is None:
-        out = Path("runs") / f"{spec.name}-{model}{'' if prune else '-baseline'}"
+        out = Path("runs") / f"{spec.name}-{slug(model)}{'' if prune else '-baseline'}"
     if Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"--out {out} is a file; pass a directory for the run.")
     cfg = TrainConfig(
