@@ -67,18 +67,32 @@ def world(tmp_path_factory, data_root) -> dict[str, Path]:
     shutil.copytree(bundle, w / "bad_meta")
     (w / "bad_meta" / "meta.json").write_text("{oops")
 
+    (w / "raises_on_import.py").write_text("import torch\n\nraise RuntimeError('needs a GPU')\n")
+    (w / "factories.py").write_text(
+        "from torch import nn\n\n\ndef make(num_classes):\n    return nn.Linear(4, num_classes)\n"
+    )
+
     idx = write_mnist_like(w / "bad_data" / "mnist", n_train=20, n_test=10, compress=False)
     images = idx / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:500])
     return {"w": w, "data": data_root, "run": run}
 
 
-def _p(*args, code=2, says):
-    return pytest.param(list(args), code, (says,) if isinstance(says, str) else says)
+def _p(*args, code=2, says, marks=()):
+    return pytest.param(list(args), code, (says,) if isinstance(says, str) else says, marks=marks)
+
+
+# The fit check (edgeprune.models.check_model_fits) runs in train.py right after the model is built.
+_FIT_CHECKED = pytest.mark.skipif(
+    "check_model_fits" not in (REPO / "edgeprune" / "train.py").read_text(),
+    reason="edgeprune/train.py does not call check_model_fits yet (the pruner rewrite adds it)",
+)
 
 
 HELP = "See 'edgeprune train --help'."
 MNIST = ["--dataset", "mnist"]
+NEW_RUN = [*MNIST, "--data-dir", "{data}", "--out", "{tmp}/x"]  # a fresh run on the local mnist copy
+FACTORY_FIX = "pass --model path/to/file.py:factory"
 CASES = {
     # click's own parsing, before any command runs: one line, pointing at --help
     "no-such-command": _p("trian", says=("No such command 'trian'", "Did you mean 'train'?")),
@@ -109,6 +123,41 @@ CASES = {
     ),
     "corrupt-checkpoint": _p(
         "train", *RUN_FLAGS, "--out", "{w}/bad_ckpt", "--resume", says=("not a readable checkpoint", "re-create it")
+    ),
+    # train --model / --model-kwargs: any model, built (and run once on the data) before training starts
+    "model-file-missing": _p(
+        "train", *NEW_RUN, "--model", "missing.py:make", says=("missing.py does not exist", FACTORY_FIX)
+    ),
+    "model-file-raises-on-import": _p(
+        "train",
+        *NEW_RUN,
+        *("--model", "{w}/raises_on_import.py:make"),
+        says=("raises RuntimeError: needs a GPU at", "raises_on_import.py:3", "fix the file"),
+    ),
+    "model-factory-missing": _p(
+        "train",
+        *NEW_RUN,
+        *("--model", "{w}/factories.py:build"),
+        says=("has no function 'build' (it defines make)", "pass --model"),
+    ),
+    "model-kwargs-not-json": _p(
+        "train", *NEW_RUN, "--model-kwargs", "not json", says=("is not valid JSON", "pass an object such as")
+    ),
+    "model-kwargs-not-an-object": _p(
+        "train", *NEW_RUN, "--model-kwargs", "[1]", says="--model-kwargs must be a JSON object"
+    ),
+    "model-output-size": _p(
+        "train",
+        *("--dataset", "cifar10", "--data-dir", "{data}", "--out", "{tmp}/x", "--no-prune"),
+        *("--model", "torchvision:resnet18", "--model-kwargs", '{"num_classes": 3}'),
+        says=("gives 3 outputs but cifar10 has 10 classes", """--model-kwargs '{"num_classes": 10}'"""),
+        marks=_FIT_CHECKED,
+    ),
+    "torchvision-unknown-model": _p(
+        "train",
+        *NEW_RUN,
+        *("--model", "torchvision:nosuchnet"),
+        says=("no classification model 'nosuchnet'", "torchvision.models.list_models(module=torchvision.models)"),
     ),
     # export
     "export-corrupt-model": _p("export", "{w}/bad_model", says=("not a readable edgeprune model", "re-create it")),
