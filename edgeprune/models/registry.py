@@ -91,8 +91,11 @@ def build_model(arch: dict):
 
 def _check_options(name: str, config: dict) -> None:
     params = inspect.signature(MODELS[name]["cls"]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # takes any option: the constructor decides
     unknown = sorted(set(config) - set(params))
     if unknown:
         raise UserError(
-            f"Model '{name}' has no option {', '.join(unknown)} (its options: {', '.join(params)}); fix --model-kwargs."
+            f"Model '{name}' has no option {', '.join(unknown)} (its options: {', '.join(params)}); "
+            "fix --model-kwargs (a saved model: re-create it with this edgeprune version)."
         )
