@@ -40,8 +40,9 @@ from common import record
 from torch import nn
 
 from edgeprune.errors import UserError
+from edgeprune.prune.groups import param_masks_for_units
 from edgeprune.prune.surgery import compact_
-from edgeprune.prune.trace import param_masks_for_units, trace_groups
+from edgeprune.prune.trace import trace_groups
 
 TOL = 1e-4
 NUM_CLASSES = 1000

@@ -39,7 +39,7 @@ def main() -> None:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     cfg = resolve_train_config(dataset="fashion-mnist", epochs=50, target_params=0.1)
     cfg_kd = resolve_train_config(dataset="fashion-mnist", epochs=50, preset="compact")
-    pruner = Pruner(model, schedule_of(cfg))
+    pruner = Pruner(model, schedule=schedule_of(cfg))
     epoch = cfg.warmup_epochs + 1  # a pruning epoch: accumulation is on
     n = len(data.train)
     perm = torch.randperm(n)
@@ -58,7 +58,8 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         t1 = time.perf_counter()
-        pruner.after_backward(model, epoch)
+        pruner.epoch = epoch
+        pruner.after_backward()
         t2 = time.perf_counter()
         opt.step()
         t3 = time.perf_counter()
@@ -68,7 +69,8 @@ def main() -> None:
             step_times.append((t1 - t0) + (t3 - t2))
             hook_times.append(t2 - t1)
     t0 = time.perf_counter()
-    model, opt, report = pruner.end_epoch(model, opt, epoch)
+    pruner.optimizer = opt
+    pruner.end_epoch(epoch)
     end_epoch_s = time.perf_counter() - t0
     steps_per_epoch = (n + args.batch_size - 1) // args.batch_size
     step_ms = statistics.median(step_times) * 1e3

@@ -198,6 +198,9 @@ def train(
     target_params: Optional[float] = typer.Option(
         None, "--target-params", help="Keep at most this fraction of the baseline's parameters."
     ),
+    target_macs: Optional[float] = typer.Option(
+        None, "--target-macs", help="Keep at most this fraction of the baseline's MACs per example."
+    ),
     round_to: int = typer.Option(8, "--round-to", help="Keep widths at multiples of this (1 = off)."),
     min_width: int = typer.Option(8, "--min-width", help="No layer is pruned below this width."),
     prune_connections: bool = typer.Option(
@@ -221,7 +224,12 @@ def train(
     distill_temperature: Optional[float] = typer.Option(
         None, "--distill-temperature", help="Softening temperature of self-distillation (default 4)."
     ),
-    preset: Optional[str] = typer.Option(None, "--preset", help="A documented pruning preset: 'study' or 'compact'."),
+    preset: Optional[str] = typer.Option(
+        None,
+        "--preset",
+        help="compact (the default: a budget of 10%% of the parameters, distillation, cosine fine-tuning) "
+        "or study (the study's exact setting: the threshold alone).",
+    ),
     vocab_size: int = typer.Option(20000, "--vocab-size", help="Text: vocabulary size."),
     max_len: int = typer.Option(256, "--max-len", help="Text: tokens kept per example."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of train held out for validation."),
@@ -264,6 +272,7 @@ def train(
         warmup_epochs=warmup_epochs,
         prune_until=prune_until,
         target_params=target_params,
+        target_macs=target_macs,
         round_to=round_to,
         min_width=min_width,
         prune_connections=prune_connections,

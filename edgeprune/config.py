@@ -44,6 +44,7 @@ class TrainConfig:
     warmup_epochs: int = 1
     prune_until: float = 0.7
     target_params: Optional[float] = None
+    target_macs: Optional[float] = None
     round_to: int = 8
     min_width: int = 8
     prune_connections: bool = True
@@ -109,10 +110,17 @@ def resolve_train_config(
             raise UserError(f"--{name.replace('_', '-')} must be at least 3, got {kw[name]}.")
     explicit_distill = kw.get("distill") is not None
     prune = kw.get("prune", True)
+    if preset is None and prune:
+        # what a user who typed `train` wants is a smaller model: the compact preset (its budget,
+        # with the threshold still applied); `--preset study` is the study's threshold-only setting.
+        # An explicit budget of another kind replaces the preset's parameter budget.
+        preset = "compact"
     if preset is not None:
         if preset not in PRESETS:
             raise unknown_choice("preset", preset, PRESETS)
         for k, v in PRESETS[preset].items() if prune else ():  # a preset configures pruning only
+            if k == "target_params" and kw.get("target_macs") is not None:
+                continue
             if kw.get(k) is None:
                 kw[k] = v
     if warmup_epochs is None:
@@ -132,7 +140,7 @@ def resolve_train_config(
         data_dir=str(data_dir) if data_dir else None,
         warmup_epochs=warmup_epochs,
         preset=preset,
-        **{k: v for k, v in kw.items() if v is not None or k == "target_params"},
+        **{k: v for k, v in kw.items() if v is not None or k in ("target_params", "target_macs")},
     )
     schedule_of(cfg)  # validates the schedule's flags (a baseline uses its timing too)
     return cfg
@@ -164,6 +172,7 @@ def schedule_of(cfg: TrainConfig):
         prune_until=cfg.prune_until,
         threshold=cfg.threshold,
         target_params=cfg.target_params,
+        target_macs=cfg.target_macs,
         round_to=cfg.round_to,
         min_width=cfg.min_width,
         prune_connections=cfg.prune_connections,

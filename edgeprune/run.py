@@ -155,3 +155,42 @@ class RunDir:
 
     def bench_files(self) -> Iterable[Path]:
         return sorted(self.bench.glob("*.json")) if self.bench.exists() else []
+
+
+# --- torch files of a run (torch is imported only here: bench/ reads runs without it) -------------
+
+
+def save_torch(path: Path, obj, midway: Optional[Callable[[], None]] = None) -> None:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue(), midway)
+
+
+def load_torch(path: Path, what: str) -> dict:
+    """A checkpoint or model file, read without unpickling code (weights_only)."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist; train the run first (edgeprune train --out {path.parent}).") from None
+    except Exception as e:
+        raise UserError(
+            f"{path} is not a readable {what} ({type(e).__name__}); it is corrupt or from "
+            "another tool: re-create it with edgeprune train."
+        ) from None
+
+
+def load_model(arch: dict, state_dict: dict):
+    """The model of `arch` holding `state_dict`, at the (pruned) widths the tensors have: built from
+    its description, then each layer resized to the saved shapes before the weights load."""
+    from edgeprune.models import build_model
+    from edgeprune.prune.surgery import load_resized_
+
+    model = build_model(arch)
+    load_resized_(model, state_dict)
+    return model

@@ -4,7 +4,6 @@ the gradients just computed) and at the end of each epoch (prune, then compact).
 from __future__ import annotations
 
 import contextlib
-import io
 import time
 from pathlib import Path
 from typing import Optional
@@ -26,32 +25,16 @@ from edgeprune.run import (
     RUN_FORMAT,
     RunDir,
     append_jsonl,
-    atomic_write_bytes,
     atomic_write_json,
+    load_model,
+    load_torch,
     read_json,
     read_jsonl,
+    save_torch,
     write_jsonl,
 )
 
 console = Console()
-
-
-def save_torch(path: Path, obj, midway=None) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue(), midway)
-
-
-def load_torch(path: Path, what: str) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist; train the run first (edgeprune train --out {path.parent}).") from None
-    except Exception as e:
-        raise UserError(
-            f"{path} is not a readable {what} ({type(e).__name__}); it is corrupt or from "
-            "another tool: re-create it with edgeprune train."
-        ) from None
 
 
 @torch.no_grad()
@@ -148,15 +131,14 @@ def _train(
     meta = data.input_meta()
     if has_ckpt and ctx.is_main:
         _check_same_data(run, meta)
-    model = build_model({"name": cfg.model, "config": {**default_config(cfg.model, meta), **cfg.model_config}})
+    spec = {"name": cfg.model, "config": {**default_config(cfg.model, meta), **cfg.model_config}}
+    model = build_model(spec)
     baseline_params = count_params(model)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    reduce = distributed.all_reduce_scores if ctx.enabled else None
     # The schedule also times a baseline's learning rate (--finetune-lr) and teacher (--distill),
     # so a dense run can follow the pruned run's recipe; only a pruner prunes.
     schedule = schedule_of(cfg)
-    pruner = Pruner(model, schedule, reduce_scores=reduce) if cfg.prune else None
     # fp16 needs loss scaling to keep small gradients; bf16 has float32's range and does not
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     start, train_seconds = 1, 0.0
@@ -167,13 +149,10 @@ def _train(
 
     if has_ckpt:
         ckpt = distributed.on_main(ctx, lambda: load_torch(run.checkpoint, "checkpoint"))
-        model = build_model(ckpt["arch"])
-        model.load_state_dict(ckpt["model"])
+        model = load_model(ckpt["arch"], ckpt["model"])
         model.to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         optimizer.load_state_dict(ckpt["optimizer"])
-        if pruner:
-            pruner.load_state_dict(ckpt["pruner"], model, optimizer)
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start, train_seconds = ckpt["epoch"] + 1, ckpt["train_seconds"]
@@ -199,6 +178,19 @@ def _train(
             },
         )
 
+    pruner = None
+    if cfg.prune:
+        # traced (any model) or declared (the study's two) coupling; the model is compacted in
+        # place, so `model` and `optimizer` stay the objects this loop trains
+        example = data.prepare(data.train.x[:2].clone())
+        reduce = distributed.all_reduce_scores if ctx.enabled else None
+        pruner = Pruner(
+            model, example, optimizer, schedule=schedule, reduce_scores=reduce, baseline_params=baseline_params
+        )
+        if has_ckpt:
+            pruner.load_state_dict(ckpt["pruner"])
+        elif pruner.frozen and ctx.is_main and not quiet:
+            console.print("not pruned (the tracer cannot follow them): " + "; ".join(pruner.frozen), soft_wrap=True)
     net = distributed.wrap(model, device, ctx)
     n = len(data.train)
     steps = (len(distributed.shard(torch.arange(n), ctx)) + local_batch - 1) // local_batch
@@ -242,7 +234,7 @@ def _train(
                     scaler.unscale_(optimizer)  # the pruner scores true gradients, not scaled ones
                     finite = _finite_grads(model)  # scaler.step skips this step; so do the scores
                 if pruner and finite:
-                    pruner.after_backward(model, epoch)
+                    pruner.after_backward()
                 if scaler is None:
                     optimizer.step()
                 else:
@@ -260,9 +252,9 @@ def _train(
             loss_sum, correct, seen = distributed.sum_over_ranks([loss_sum, correct, seen], device, ctx)
             report = None
             if pruner:
-                model, optimizer, report = pruner.end_epoch(model, optimizer, epoch)
+                report = pruner.end_epoch(epoch)
                 if phase == "prune":
-                    # the pruner may have replaced the model or moved it through the CPU (which
+                    # the pruner resized the model's tensors or moved it through the CPU (either
                     # detaches DDP's gradient hooks): wrap it afresh; the old wrapper is freed
                     net = distributed.wrap(model, device, ctx)
             distributed.check_in_sync(model, ctx)
@@ -291,7 +283,7 @@ def _train(
                     "edgeprune_version": __version__,
                     "epoch": epoch,
                     "train_seconds": train_seconds,
-                    "arch": model.arch(),
+                    "arch": _arch(model, spec),
                     "model": _cpu(model.state_dict()),
                     "optimizer": _cpu(optimizer.state_dict()),
                     "pruner": pruner.state_dict() if pruner else None,
@@ -309,9 +301,9 @@ def _train(
             distributed.barrier(ctx)  # the checkpoint is complete before any rank moves on
 
     if pruner:
-        model, optimizer = pruner.finalize(model, optimizer)
+        pruner.finalize()
     distributed.check_in_sync(model, ctx)
-    live = pruner.live_params(model) if pruner else count_params(model)
+    live = pruner.live_params() if pruner else count_params(model)
     metrics = None
     if ctx.is_main:
         test = evaluate(model, data, data.test)
@@ -330,7 +322,9 @@ def _train(
             "baseline_params": baseline_params,
             "compression": baseline_params / max(live, 1),
             "train_seconds": train_seconds,
-            "widths": model.widths(),
+            "widths": _widths(model, pruner),
+            "macs": pruner.macs() if pruner else None,
+            "baseline_macs": pruner.baseline_macs if pruner else None,
             "epochs": cfg.epochs,
             "device": device.type,
             "world_size": ctx.world,
@@ -343,7 +337,7 @@ def _train(
                 "format": "edgeprune.model",
                 "version": 1,
                 "edgeprune_version": __version__,
-                "arch": shipped.arch(),
+                "arch": _arch(shipped, spec),
                 "state_dict": _cpu(shipped.state_dict()),
                 "input": shipped_meta,
                 "params": live,
@@ -446,14 +440,28 @@ def _finite_grads(model: torch.nn.Module) -> bool:
     return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))) if grads else True
 
 
+def _arch(model, spec: dict) -> dict:
+    """What rebuilds the model: the study's models describe themselves at their current widths;
+    any other model is its builder and arguments, and its (compacted) tensors give the widths
+    (run.load_model)."""
+    return model.arch() if hasattr(model, "arch") else spec
+
+
+def _widths(model, pruner: Optional[Pruner]) -> dict[str, int]:
+    if pruner is not None:
+        return pruner.widths()
+    return model.widths() if hasattr(model, "widths") else {}
+
+
 def _structure(model, pruner: Optional[Pruner], baseline_params: int) -> dict:
-    live = pruner.live_params(model) if pruner else count_params(model)
+    live = pruner.live_params() if pruner else count_params(model)
     return {
         "params_alive": live,
         "params_dense": count_params(model),
         "compression": baseline_params / max(live, 1),
-        "connection_sparsity": pruner.connection_sparsity(model) if pruner else 0.0,
-        "widths": model.widths(),
+        "connection_sparsity": pruner.connection_sparsity() if pruner else 0.0,
+        "macs": pruner.macs() if pruner else None,
+        "widths": _widths(model, pruner),
     }
 
 

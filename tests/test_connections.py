@@ -43,7 +43,8 @@ def step(model, opt, pruner, x, y, epoch, record=None):
         for name, p in model.named_parameters():
             if name in record:
                 record[name] += (p.detach() * p.grad).abs().double()
-    pruner.after_backward(model, epoch)
+    pruner.epoch = epoch
+    pruner.after_backward()
     opt.step()
 
 
@@ -57,7 +58,7 @@ def masked():
     """A CNN after one pruning epoch of connections only, with the Taylor sums computed a second way."""
     model = cnn()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    pruner = Pruner(model, connections_only())
+    pruner = Pruner(model, schedule=connections_only())
     names = connection_params(model)
     sums = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in model.named_parameters() if n in names}
     data = batches()
@@ -65,7 +66,10 @@ def masked():
         step(model, opt, pruner, x, y, 1, sums)
     moments = {n: {k: v.clone() for k, v in opt.state[p].items()} for n, p in model.named_parameters()}
     widths = model.widths()
-    model2, opt2, report = pruner.end_epoch(model, opt, 1)
+    pruner.optimizer = opt
+    report = pruner.end_epoch(1)
+    model2 = model
+    opt2 = opt
     return dict(model=model2, opt=opt2, pruner=pruner, report=report, sums=sums, n=len(data), moments=moments,
                 widths=widths)  # fmt: skip
 
@@ -85,7 +89,7 @@ def test_single_weights_under_the_threshold_are_masked(masked):
         assert 0.05 < (~got).float().mean() < 0.9, name  # the threshold bites, but not everywhere
         total += int((~got).sum())
     assert masked["report"].removed_connections == total == pruner.masks.zeros()
-    assert pruner.live_params(model) == count_params(model) - total
+    assert pruner.live_params() == count_params(model) - total
 
 
 def test_masked_weights_their_gradients_and_both_adam_moments_stay_exactly_zero(masked):
@@ -116,7 +120,8 @@ def test_compaction_keeps_the_masks_of_the_surviving_units_sliced(masked, monkey
     chosen = {}
     real = pruner._choose_units
     monkeypatch.setattr(pruner, "_choose_units", lambda *a: chosen.setdefault("removed", real(*a)))
-    model, opt, report = pruner.end_epoch(model, opt, 2)
+    pruner.optimizer = opt
+    report = pruner.end_epoch(2)
     assert report.compacted and report.removed_connections == 0
 
     def kept(group, width):
@@ -141,7 +146,7 @@ def test_compaction_keeps_the_masks_of_the_surviving_units_sliced(masked, monkey
         assert (params[name][~m] == 0).all(), name
         st = opt.state[params[name]]
         assert (st["exp_avg"][~m] == 0).all() and (st["exp_avg_sq"][~m] == 0).all(), name
-    assert pruner.live_params(model) == count_params(model) - sum(int((~m).sum()) for m in pruner.masks.masks.values())
+    assert pruner.live_params() == count_params(model) - sum(int((~m).sum()) for m in pruner.masks.masks.values())
     for x, y in batches(2):  # and they keep holding on the compact model
         step(model, opt, pruner, x, y, 2)
     assert all((params[n][~m] == 0).all() for n, m in pruner.masks.masks.items())

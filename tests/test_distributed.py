@@ -114,10 +114,10 @@ def _worker(rank: int, world: int, port: int, cfg: dict, resume: bool, dump: str
     if rank == 1 and fail_epoch:
         real_after = Pruner.after_backward
 
-        def after_backward(self, model, epoch):
-            if epoch == fail_epoch:
-                raise RuntimeError(f"rank 1 dies in epoch {epoch}")
-            real_after(self, model, epoch)
+        def after_backward(self):
+            if self.epoch == fail_epoch:
+                raise RuntimeError(f"rank 1 dies in epoch {self.epoch}")
+            real_after(self)
 
         Pruner.after_backward = after_backward
     train_run(TrainConfig(**cfg), resume=resume, quiet=True)

@@ -4,11 +4,12 @@ import copy
 
 import pytest
 import torch
+from compaction import compact_model
 
 from edgeprune.errors import UserError
 from edgeprune.metrics import distill_loss, loss_fn
 from edgeprune.models import build_model
-from edgeprune.prune.compact import compact_model, compact_optimizer, zeroed_units
+from edgeprune.prune.compact import zeroed_units
 from edgeprune.prune.groups import expand, model_groups, param_masks_for_units, redirect_removed
 from edgeprune.prune.importance import TaylorScores, normalize
 from edgeprune.prune.masks import MaskSet
@@ -223,7 +224,7 @@ def test_round_keep():
 
 
 def _scored_pruner(model, schedule, scores):
-    p = Pruner(model, schedule)
+    p = Pruner(model, schedule=schedule)
     p.scores.unit = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in scores.items()}
     p.scores.batches = 1
     return p
@@ -237,7 +238,9 @@ def test_threshold_removes_units_under_it_and_min_width_holds():
     scores = {"conv0": [1, 1, 1, 1, 1, 0.1], "conv1": [1.0] * 9 + [0.2], "fc0": [0.0] * 10 + [5, 5]}
     pruner = _scored_pruner(model, sched, scores)
     opt = torch.optim.Adam(model.parameters())
-    new, _, report = pruner.end_epoch(model, opt, epoch=1)
+    pruner.optimizer = opt
+    report = pruner.end_epoch(1)
+    new = model
     # conv0: mean 5.1/6 -> 0.1 normalizes to ~0.12 < 0.5; conv1 one unit; fc0 ten zeros but min width 4
     assert new.widths() == {"conv0": 5, "conv1": 9, "fc0": 4}
     assert report.removed_units == {"conv0": 1, "conv1": 1, "fc0": 8}
@@ -251,11 +254,11 @@ def test_round_to_keeps_the_best_scored_units():
     conv0 = [1.0] * 16
     conv0[3] = conv0[7] = conv0[9] = 0.0
     pruner = _scored_pruner(model, sched, {"conv0": conv0, "conv1": [1.0] * 10, "fc0": [1.0] * 12})
-    removed = pruner._choose_units(model, None)
+    removed = pruner._choose_units(None)
     assert removed["conv0"].tolist() == []  # 13 survivors round up to 16: nothing goes
     conv0 = [0.01 * i for i in range(9)] + [10.0] * 7  # nine under the threshold
     pruner = _scored_pruner(model, sched, {"conv0": conv0, "conv1": [1.0] * 10, "fc0": [1.0] * 12})
-    removed = pruner._choose_units(model, None)
+    removed = pruner._choose_units(None)
     assert sorted(removed["conv0"].tolist()) == list(range(8))  # 7 survivors round up to 8: unit 8 stays
 
 
@@ -275,7 +278,9 @@ def test_budget_is_met_by_removing_the_lowest_scored_units_across_layers():
     g = torch.Generator().manual_seed(0)
     scores = {k: torch.rand(w, generator=g).tolist() for k, w in model.widths().items()}
     pruner = _scored_pruner(model, sched, scores)
-    new, _, report = pruner.end_epoch(model, torch.optim.Adam(model.parameters()), epoch=1)
+    pruner.optimizer = torch.optim.Adam(model.parameters())
+    report = pruner.end_epoch(1)
+    new = model
     assert report.budget == pytest.approx(0.3)
     assert count_params(new) <= 0.3 * base
     assert pruner.budget_reached
@@ -321,8 +326,7 @@ def test_a_step_on_the_compact_model_equals_the_step_on_the_masked_model(name):
     masks = MaskSet(param_masks_for_units(masked, model_groups(masked), removed))
     masks.apply(masked, masked_opt)
     redirect_removed(masked, model_groups(masked), removed)
-    small, keeps = compact_model(masked, removed)
-    small_opt = compact_optimizer(masked, small, masked_opt, keeps)
+    small, keeps, small_opt = compact_model(masked, removed, masked_opt)
     for m, o in ((masked, masked_opt), (small, small_opt)):
         o.zero_grad()
         loss_fn(m(x), y).backward()
@@ -377,7 +381,7 @@ def test_budget_step_does_not_cross_the_final_target_when_another_notch_fits(fin
     keep = {"conv0": 8, "conv1": 16, "fc0": 24}
     live = {g.name: pruner._live_units(g) for g in pruner.groups}
     norm = {k: normalize(torch.tensor(v, dtype=torch.float64)).float() for k, v in scores.items()}
-    pruner._fit_budget(model, keep, norm, live, budget=(base - 500) / base)
+    pruner._fit_budget(keep, norm, live, budget=(base - 500) / base)
     # conv1's notch scores lowest but would cross the final target (0.7: 3,380; 0.8: 3,862);
     # fc0's notch fits the step without crossing (0.7), or overshoots least when both cross (0.8)
     assert keep == expected

@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from compaction import compact_model
 
 from edgeprune.config import resolve_train_config
 from edgeprune.data.loader import trim_padding
@@ -17,7 +18,7 @@ from edgeprune.data.text import Vocab
 from edgeprune.export import export_run, onnx_export
 from edgeprune.metrics import loss_fn
 from edgeprune.models import build_model
-from edgeprune.prune.compact import compact_model, zeroed_units
+from edgeprune.prune.compact import zeroed_units
 from edgeprune.prune.groups import model_groups
 from edgeprune.prune.pruner import Pruner, count_params
 from edgeprune.prune.schedule import PruneSchedule
@@ -119,7 +120,8 @@ def _train_steps(model, batches, pruner, epoch=1):
     for x, y in batches:
         opt.zero_grad()
         loss_fn(model(x), y).backward()
-        pruner.after_backward(model, epoch)
+        pruner.epoch = epoch
+        pruner.after_backward()
         opt.step()
     return opt
 
@@ -145,11 +147,12 @@ def test_vocabulary_rows_nothing_reads_are_removed_without_changing_the_output(p
         prune_connections=False,
         progressive=progressive,
     )
-    pruner = Pruner(model, sched)
+    pruner = Pruner(model, schedule=sched)
     opt = _train_steps(model, batches, pruner)
     before = copy.deepcopy(model).eval()
-    model, opt, report = pruner.end_epoch(model, opt, epoch=1)
-    model, opt = pruner.finalize(model, opt)
+    pruner.optimizer = opt
+    report = pruner.end_epoch(1)
+    pruner.finalize()
     model.eval()
     assert report.removed_units == {"vocab": 20}  # rows 20..39; <pad> has no gradient but stays
     assert model.widths()["vocab"] == 20 and model.embedding.num_embeddings == 20
@@ -189,11 +192,11 @@ def test_pad_and_unk_are_never_removed():
     sched = PruneSchedule(
         epochs=2, warmup_epochs=0, prune_until=0.5, threshold=0.5, round_to=1, min_width=1, prune_connections=False
     )
-    p = Pruner(model, sched)
+    p = Pruner(model, schedule=sched)
     scores = {g: torch.ones(w, dtype=torch.float64) for g, w in model.widths().items()}
     scores["vocab"] = torch.tensor([0.0, 0.0] + [0.0] * 5 + [1.0] * 5, dtype=torch.float64)
     p.scores.unit, p.scores.batches = scores, 1
-    removed = p._choose_units(model, None)
+    removed = p._choose_units(None)
     assert sorted(removed["vocab"].tolist()) == [2, 3, 4, 5, 6]
 
 
@@ -236,17 +239,19 @@ def test_a_budget_on_an_embedding_heavy_model_cuts_rows_not_every_layer():
     for name, w in model.widths().items():
         s = 0.5 + torch.rand(w, generator=g)
         scores[name] = (s / torch.arange(1, w + 1) if name == "vocab" else s).double()  # rare tokens score low
-    p = Pruner(model, sched)
+    p = Pruner(model, schedule=sched)
     p.scores.unit, p.scores.batches = scores, 1
     builds = {"n": 0}
-    real = p._params_for
+    real = p._cost_for
 
     def counted(*a):
         builds["n"] += 1
         return real(*a)
 
-    p._params_for = counted
-    new, _, report = p.end_epoch(model, torch.optim.Adam(model.parameters()), epoch=1)
+    p._cost_for = counted
+    p.optimizer = torch.optim.Adam(model.parameters())
+    p.end_epoch(1)
+    new = model
     w = new.widths()
     assert count_params(new) <= 0.1 * base
     assert w["vocab"] < 4000

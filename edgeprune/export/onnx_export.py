@@ -25,27 +25,10 @@ MAX_OPSET = 21
 # IR 8 loads in every onnxruntime the base install allows (>= 1.17); newer IRs do not.
 IR_VERSION = 8
 
-# The layers whose ONNX forms this pipeline knows how to check and quantize.
-SUPPORTED_LAYERS = (
-    torch.nn.Conv2d,
-    torch.nn.Linear,
-    torch.nn.LSTM,
-    torch.nn.Embedding,
-    torch.nn.BatchNorm2d,
-    torch.nn.ReLU,
-    torch.nn.MaxPool2d,
-    torch.nn.Flatten,
-    torch.nn.Dropout,
-    torch.nn.Identity,
-    torch.nn.ModuleList,
-    torch.nn.Sequential,
-)
-
 
 def load_run_model(model_path: Path) -> tuple[torch.nn.Module, dict]:
     """The compact model of a run (eval mode) and its saved record; UserError when unusable."""
-    from edgeprune.models import build_model
-    from edgeprune.train import load_torch
+    from edgeprune.run import load_model, load_torch
 
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -60,33 +43,14 @@ def load_run_model(model_path: Path) -> tuple[torch.nn.Module, dict]:
             f"{model_path} has model format version {record.get('version')}, this edgeprune "
             "reads version 1; re-train with this version."
         )
-    model = build_model(record["arch"])
     try:
-        model.load_state_dict(record["state_dict"])
+        model = load_model(record["arch"], record["state_dict"])
     except (RuntimeError, KeyError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
             f"{model_path} holds weights that do not fit its architecture ({first}); re-create it with edgeprune train."
         ) from None
-    check_supported(model, record["arch"]["name"])
     return model.eval(), record
-
-
-def check_supported(model: torch.nn.Module, arch_name: str) -> None:
-    """Only layers whose export this pipeline verifies; anything else is a clear refusal."""
-    for name, m in model.named_modules():
-        if type(m) is torch.nn.Module or m is model:
-            continue  # plain containers (the BiLSTM's per-layer holder) and the model itself
-        if not isinstance(m, SUPPORTED_LAYERS):
-            raise UserError(
-                f"model '{arch_name}' has a {type(m).__name__} layer ({name}), which edgeprune "
-                "export does not support; export supports Conv2d, Linear, LSTM and Embedding models."
-            )
-        if isinstance(m, torch.nn.LSTM) and (m.bidirectional or not m.batch_first or m.proj_size):
-            raise UserError(
-                f"layer {name} is an LSTM configured in a way edgeprune export does not support "
-                "(expected batch_first, one direction, no projection)."
-            )
 
 
 def dynamic_axes_for(meta: dict) -> dict[int, str]:

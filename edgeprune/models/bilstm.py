@@ -92,7 +92,8 @@ class BiLSTM(nn.Module):
         return self.classifier(x.masked_fill(~valid.unsqueeze(-1), float("-inf")).amax(dim=1))
 
     def arch(self) -> dict:
-        return {"name": self.arch_name, "config": {**self.config, "hidden": [list(h) for h in self.config["hidden"]]}}
+        """The description that rebuilds this model at its current widths (pruning shrinks layers in place)."""
+        return self.arch_with_widths(self.widths())
 
     def widths(self) -> dict[str, int]:
         w = {"vocab": self.embedding.num_embeddings} if self.token_map is not None else {}
@@ -103,7 +104,7 @@ class BiLSTM(nn.Module):
         return w
 
     def arch_with_widths(self, widths: dict[str, int]) -> dict:
-        cfg = self.arch()["config"]
+        cfg = {**self.config, "hidden": [list(h) for h in self.config["hidden"]]}
         cfg["vocab_size"] = widths.get("vocab", cfg["vocab_size"])
         cfg["embed_dim"] = widths["embed"]
         cfg["hidden"] = [[widths[f"lstm{i}.fwd"], widths[f"lstm{i}.bwd"]] for i in range(len(self.layers))]

@@ -76,7 +76,8 @@ class SeedCNN(nn.Module):
         return self.classifier(x)
 
     def arch(self) -> dict:
-        return {"name": self.arch_name, "config": dict(self.config)}
+        """The description that rebuilds this model at its current widths (pruning shrinks layers in place)."""
+        return self.arch_with_widths(self.widths())
 
     def widths(self) -> dict[str, int]:
         w = {f"conv{i}": c.out_channels for i, c in enumerate(self.convs)}

@@ -54,9 +54,20 @@ class Group:
         return [s for s in self.slices if s.scored]
 
 
+@dataclass(frozen=True)
+class OffsetSlice(Slice):
+    """Unit k maps to offset + k * block + j (j < block) along `dim`, the offset fixed when the
+    groups were derived (a traced concatenation: the pruner traces again after every compaction)."""
+
+    kind: str = "offset"
+    offset: int = 0
+
+
 def expand(s: Slice, units: torch.Tensor, width: int, widths: dict[str, int]) -> torch.Tensor:
     """Indices along `s.dim` of tensor `s.name` that belong to `units` of a group of `width`."""
     units = units.long()
+    if isinstance(s, OffsetSlice):
+        return (s.offset + units.view(-1, 1) * s.block + torch.arange(s.block).view(1, -1)).reshape(-1)
     offset = widths[s.offset_of] if s.offset_of else 0
     if s.kind == "plain":
         return units + offset
@@ -65,6 +76,21 @@ def expand(s: Slice, units: torch.Tensor, width: int, widths: dict[str, int]) ->
     if s.kind == "block":
         return (offset + units.view(-1, 1) * s.block + torch.arange(s.block).view(1, -1)).reshape(-1)
     raise ValueError(s.kind)
+
+
+def indices_per_unit(s: Slice) -> int:
+    """How many indices along `s.dim` one unit owns."""
+    return 4 if s.kind == "gates" else s.block
+
+
+def unit_sums(t: torch.Tensor, s: Slice, width: int, widths: dict[str, int] | None = None) -> torch.Tensor:
+    """Sum a tensor shaped like parameter `s.name` down to one value per unit, over the slice's entries."""
+    if s.kind == "gates":
+        return t.movedim(s.dim, 0).reshape(4, width, -1).sum(dim=(0, 2))
+    if s.kind in ("plain", "block") and not s.offset_of and t.shape[s.dim] == width * s.block:
+        return t.movedim(s.dim, 0).reshape(width, -1).sum(dim=1)
+    idx = expand(s, torch.arange(width), width, widths or {})
+    return t.index_select(s.dim, idx.to(t.device)).movedim(s.dim, 0).reshape(width, -1).sum(dim=1)
 
 
 GROUP_BUILDERS: dict[str, Callable[[nn.Module], list[Group]]] = {}
@@ -162,22 +188,33 @@ def bilstm_groups(model) -> list[Group]:
     return groups
 
 
-def param_masks_for_units(
-    model: nn.Module, groups: list[Group], removed: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Boolean keep-masks (state-dict key -> mask shaped like the tensor) zeroing removed units."""
-    state = model.state_dict()
+def _kept(
+    state: dict[str, torch.Tensor], groups: list[Group], removed: dict[str, torch.Tensor]
+) -> dict[tuple[str, int], torch.Tensor]:
+    """For every (tensor, dim) touched by a removal, a boolean vector of the indices that survive."""
     widths = {g.name: g.width for g in groups}
-    masks: dict[str, torch.Tensor] = {}
+    keep: dict[tuple[str, int], torch.Tensor] = {}
     for g in groups:
         units = removed.get(g.name)
         if units is None or len(units) == 0:
             continue
         for s in g.slices:
-            t = state[s.name]
-            m = masks.setdefault(s.name, torch.ones_like(t, dtype=torch.bool))
-            idx = expand(s, units, g.width, widths)
-            m.index_fill_(s.dim, idx, False)
+            k = keep.setdefault((s.name, s.dim), torch.ones(state[s.name].shape[s.dim], dtype=torch.bool))
+            k[expand(s, units.cpu(), g.width, widths)] = False
+    return keep
+
+
+def param_masks_for_units(
+    model: nn.Module, groups: list[Group], removed: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Boolean keep-masks (state-dict key -> mask shaped like the tensor) zeroing removed units."""
+    state = model.state_dict()
+    masks: dict[str, torch.Tensor] = {}
+    for (name, dim), k in _kept(state, groups, removed).items():
+        shape = [1] * state[name].dim()
+        shape[dim] = -1
+        m = masks.setdefault(name, torch.ones_like(state[name], dtype=torch.bool))
+        m &= k.to(m.device).view(shape)
     return masks
 
 
@@ -210,14 +247,20 @@ def keep_indices(
     state: dict[str, torch.Tensor], groups: list[Group], removed: dict[str, torch.Tensor]
 ) -> dict[tuple[str, int], torch.Tensor]:
     """For every (tensor, dim) touched by a removal, the sorted indices that survive."""
-    widths = {g.name: g.width for g in groups}
-    drop: dict[tuple[str, int], torch.Tensor] = {}
+    return {key: k.nonzero().view(-1) for key, k in _kept(state, groups, removed).items()}
+
+
+def sizes_after(
+    shapes: dict[str, tuple[int, ...]], groups: list[Group], keep: dict[str, int]
+) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor once each group keeps `keep[group]` of its units (any units:
+    a unit owns the same number of indices of each tensor whichever it is)."""
+    out = {k: list(v) for k, v in shapes.items()}
     for g in groups:
-        units = removed.get(g.name)
-        if units is None or len(units) == 0:
+        gone = g.width - keep.get(g.name, g.width)
+        if gone <= 0:
             continue
         for s in g.slices:
-            key = (s.name, s.dim)
-            keep = drop.setdefault(key, torch.ones(state[s.name].shape[s.dim], dtype=torch.bool))
-            keep[expand(s, units, g.width, widths)] = False
-    return {k: v.nonzero().view(-1) for k, v in drop.items()}
+            if s.name in out:
+                out[s.name][s.dim] -= gone * indices_per_unit(s)
+    return {k: tuple(v) for k, v in out.items()}

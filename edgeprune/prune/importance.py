@@ -18,15 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgeprune.prune.groups import Group
-
-
-def per_unit(t: torch.Tensor, dim: int, kind: str, width: int) -> torch.Tensor:
-    """Sum a tensor shaped like a parameter down to one value per unit of the group."""
-    t = t.movedim(dim, 0)
-    if kind == "gates":
-        return t.reshape(4, width, -1).sum(dim=(0, 2))
-    return t.reshape(width, -1).sum(dim=1)
+from edgeprune.prune.groups import Group, unit_sums
 
 
 class TaylorScores:
@@ -64,12 +56,13 @@ class TaylorScores:
                 products[name] = None if p is None or p.grad is None else p.detach() * p.grad
             return products[name]
 
+        widths = {g.name: g.width for g in self.groups}
         for g in self.groups:
             total = torch.zeros(g.width, device=device)
             for s in g.own():
                 prod = wg(s.name)
                 if prod is not None:
-                    total += per_unit(prod, s.dim, s.kind, g.width)
+                    total += unit_sums(prod, s, g.width, widths)
             self.unit[g.name] += total.abs().to(self.unit[g.name].dtype)
         for name in self.connection_params:
             prod = wg(name)

@@ -1,6 +1,22 @@
-"""The pruner: plugs into the training loop (after each backward, at the end of each epoch),
-scores units and connections, removes what falls under the threshold or the budget, and
-compacts the model (progressively, or once at the end)."""
+"""The pruner: plugs into any training loop (after each backward, at the end of each epoch),
+scores units and connections, removes what falls under the threshold or the budget, and compacts
+the model in place (progressively, or once at the end), so the caller's `model` and `optimizer`
+objects stay the ones that train.
+
+    pruner = Pruner(model, example_inputs, optimizer, epochs=30, target_params=0.25)
+    for epoch in range(1, 31):
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(); loss.backward()
+            pruner.after_backward()      # Taylor scores from the gradients just computed
+            optimizer.step()
+        pruner.end_epoch()               # prunes + compacts `model` in place
+    pruner.finalize(); print(pruner.summary())
+
+Coupling comes from the model: the study's two models declare theirs (prune/groups.py), any
+other model is traced with torch.fx (prune/trace.py); what the tracer cannot follow is frozen
+and listed in `pruner.frozen`, never guessed.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +26,30 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from edgeprune.models import build_model
-from edgeprune.prune.compact import compact_masks, compact_model, compact_optimizer
-from edgeprune.prune.groups import Group, model_groups, param_masks_for_units, redirect_removed
+from edgeprune.errors import UserError
+from edgeprune.prune.compact import compact_masks
+from edgeprune.prune.cost import CostModel
+from edgeprune.prune.groups import GROUP_BUILDERS, Group, model_groups, param_masks_for_units, redirect_removed
 from edgeprune.prune.importance import TaylorScores, normalize
 from edgeprune.prune.masks import MaskSet
 from edgeprune.prune.schedule import PruneSchedule, round_keep
+from edgeprune.prune.surgery import check_optimizer, compact_
 
-CONNECTION_SUFFIXES = (".weight", ".weight_ih_l0", ".weight_hh_l0")
 NOTCH_SHARE = 32  # a budget notch takes at most this share (1/32) of a big layer's survivors
 PROTECTED = float(torch.finfo(torch.float32).max)  # the normalized score of a protected unit
+_CONNECTION_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.LSTM, nn.GRU, nn.RNN)
 
 
 def connection_params(model: nn.Module) -> list[str]:
-    """Weights whose single entries are connections: conv, linear and LSTM matrices."""
+    """Weights whose single entries are connections: conv, linear and recurrent weight matrices
+    (not embeddings, whose rows are tokens, nor norms)."""
     out = []
-    for name, p in model.named_parameters():
-        if p.dim() >= 2 and name.endswith(CONNECTION_SUFFIXES) and not name.startswith("embedding"):
-            out.append(name)
+    for path, m in model.named_modules():
+        if not isinstance(m, _CONNECTION_LAYERS):
+            continue
+        for name, p in m.named_parameters(recurse=False):
+            if p.dim() >= 2 and name.startswith("weight"):
+                out.append(f"{path}.{name}" if path else name)
     return out
 
 
@@ -43,76 +65,210 @@ class StepReport:
     compacted: bool = False
 
 
-def _move(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device | str) -> None:
+@dataclass
+class Summary:
+    """What pruning did: widths per prunable layer, parameters and MACs before and after."""
+
+    widths_before: dict[str, int]
+    widths_after: dict[str, int]
+    params_before: int
+    params_after: int  # live: dense parameters of the compacted model minus masked connections
+    macs_before: int | None
+    macs_after: int | None
+    frozen: list[str]
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def __str__(self) -> str:
+        def ratio(a, b):
+            return f"{a / max(b, 1):.2f}x" if a is not None and b is not None else "-"
+
+        lines = [f"{'layer':<40} {'before':>8} {'after':>8}"]
+        for k, before in self.widths_before.items():
+            lines.append(f"{k:<40} {before:>8} {self.widths_after.get(k, before):>8}")
+        lines.append(
+            f"parameters {self.params_before:,} -> {self.params_after:,} "
+            f"({ratio(self.params_before, self.params_after)} fewer)"
+        )
+        if self.macs_before is not None:
+            lines.append(
+                f"MACs per example {self.macs_before:,} -> {self.macs_after:,} "
+                f"({ratio(self.macs_before, self.macs_after)} fewer)"
+            )
+        if self.frozen:
+            lines.append("not pruned (the tracer could not follow them): " + "; ".join(self.frozen))
+        return "\n".join(lines)
+
+
+def _move(model: nn.Module, optimizer: torch.optim.Optimizer | None, device: torch.device | str) -> None:
     """Move a model and its optimizer's per-weight state in place (the optimizer keeps its parameters)."""
     model.to(device)
-    for state in optimizer.state.values():
+    for state in optimizer.state.values() if optimizer is not None else ():
         for k, v in state.items():
             if torch.is_tensor(v) and v.dim() > 0:  # moments; Adam's scalar step stays on the CPU
                 state[k] = v.to(device)
 
 
+def _default_reduce():
+    """Under torchrun (an initialized process group), sum the scores over the ranks before deciding."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        from edgeprune.distributed import all_reduce_scores
+
+        return all_reduce_scores
+    return None
+
+
 class Pruner:
+    """Prune `model` while it trains; see the module docstring for the loop.
+
+    `example_inputs` (a tensor or a tuple, a batch of a few real inputs) is what the model is
+    traced on and its MACs counted with. Give either a `schedule` or `epochs` plus the schedule's
+    settings: `target_params` / `target_macs` (a fraction of the dense model's parameters / MACs),
+    `threshold`, `warmup_epochs` (default epochs // 10, at least 1), `prune_until` (the share of
+    the epochs after which the structure is frozen), `round_to`, `min_width`, `prune_connections`
+    and `progressive` (False: masks until `finalize()`).
+    """
+
     def __init__(
-        self, model: nn.Module, schedule: PruneSchedule, baseline_params: int | None = None, reduce_scores=None
+        self,
+        model: nn.Module,
+        example_inputs=None,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        schedule: PruneSchedule | None = None,
+        epochs: int | None = None,
+        target_params: float | None = None,
+        target_macs: float | None = None,
+        threshold: float = 0.01,
+        warmup_epochs: int | None = None,
+        prune_until: float = 0.7,
+        round_to: int = 8,
+        min_width: int = 8,
+        prune_connections: bool = True,
+        progressive: bool = True,
+        reduce_scores="auto",
+        baseline_params: int | None = None,
     ):
-        self.schedule = schedule
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            raise UserError("Pass the model inside DistributedDataParallel (ddp.module) to Pruner, not the wrapper.")
+        if schedule is None:
+            if epochs is None:
+                raise UserError("Pruner needs epochs= (the length of training) or a schedule=.")
+            if warmup_epochs is None:
+                warmup_epochs = max(1, epochs // 10) if epochs > 1 else 0
+            schedule = PruneSchedule(
+                epochs=epochs,
+                warmup_epochs=warmup_epochs,
+                prune_until=prune_until,
+                threshold=threshold,
+                target_params=target_params,
+                target_macs=target_macs,
+                round_to=round_to,
+                min_width=min_width,
+                prune_connections=prune_connections,
+                progressive=progressive,
+            )
+        if optimizer is not None:
+            check_optimizer(optimizer)
+        self.model, self.optimizer, self.schedule = model, optimizer, schedule
+        if torch.is_tensor(example_inputs):
+            example_inputs = (example_inputs,)
+        self.example_inputs = None if example_inputs is None else tuple(x.detach().cpu() for x in example_inputs)
         # Called on the scores before every decision; under DDP it sums them over the ranks so that
         # all ranks decide the same (see edgeprune.distributed.all_reduce_scores).
-        self.reduce_scores = reduce_scores
-        self.baseline_params = baseline_params or count_params(model)
+        self.reduce_scores = _default_reduce() if reduce_scores == "auto" else reduce_scores
         self.masks = MaskSet()
         self.removed: dict[str, torch.Tensor] = {}  # masked-only mode: units zeroed, not yet compacted
         self.budget_reached = False
-        self._bind(model)
+        self.epoch = 1  # the epoch in progress (numbered from 1)
+        self.frozen: list[str] = []
+        self._bind()
+        self.cost = CostModel(model, self.example_inputs)
+        if schedule.target_macs is not None and self.cost.macs_factors is None:
+            raise UserError("target_macs needs example_inputs to count the model's MACs.")
+        self.baseline_params = baseline_params or count_params(model)
+        self.baseline_macs = self.cost.macs(self._shapes({}))
+        self.widths_before = self.widths()
 
-    def _bind(self, model: nn.Module) -> None:
-        self.groups: list[Group] = model_groups(model)
-        self.scores = TaylorScores(self.groups, connection_params(model) if self.schedule.prune_connections else [])
+    def _bind(self) -> None:
+        """(Re)derive the coupling groups of the model as it is now, and start fresh score sums."""
+        model = self.model
+        if getattr(model, "arch_name", None) in GROUP_BUILDERS:
+            self.groups: list[Group] = model_groups(model)
+        else:
+            if self.example_inputs is None:
+                raise UserError(
+                    f"Pruning a {type(model).__name__} needs example_inputs (a batch of inputs) to trace it."
+                )
+            from edgeprune.prune.trace import trace_groups
+
+            device = next(model.parameters()).device
+            traced = trace_groups(model, tuple(x.to(device) for x in self.example_inputs))
+            self.groups = traced.groups
+            # the model's outputs are never pruned by design; the rest is what the tracer refused
+            self.frozen = [f"{f.space}: {f.reason} at {f.node}" for f in traced.frozen if f.node != "output"]
+        self.scores = TaylorScores(
+            self.groups, connection_params(self.model) if self.schedule.prune_connections else []
+        )
 
     # --- hooks called by the training loop -------------------------------------------------
-    def after_backward(self, model: nn.Module, epoch: int) -> None:
-        if self.schedule.phase(epoch) == "prune" and not self.budget_reached:
-            self.scores.accumulate(model)
+    def after_backward(self) -> None:
+        """Call after every backward, before optimizer.step(): adds this batch's contributions."""
+        if self.schedule.phase(self.epoch) == "prune" and not self.budget_reached:
+            self.scores.accumulate(self.model)
 
-    def end_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int):
-        """Prune if this is a pruning epoch; returns (model, optimizer, StepReport)."""
+    def end_epoch(self, epoch: int | None = None) -> StepReport:
+        """Call once at the end of every epoch (`epoch` numbered from 1, default: the next one).
+        Prunes on a pruning epoch; the model is compacted in place and the optimizer follows."""
+        if epoch is not None:
+            self.epoch = epoch
+        epoch, self.epoch = self.epoch, self.epoch + 1
         if self.schedule.phase(epoch) != "prune" or self.budget_reached:
             self.scores.reset()
-            return model, optimizer, StepReport()
+            return StepReport()
         if self.reduce_scores is not None:
             self.reduce_scores(self.scores)
         if self.scores.batches == 0:
             self.scores.reset()
-            return model, optimizer, StepReport()
-        return self._on_cpu(self._prune, model, optimizer, epoch)
+            return StepReport()
+        return self._on_cpu(self._prune, epoch)
 
-    def _on_cpu(self, step, model: nn.Module, optimizer: torch.optim.Optimizer, *args):
-        """Run a decision/surgery step on the CPU (index work on small tensors) and bring the
-        possibly new model and optimizer back to the model's device."""
-        device = next(model.parameters()).device
+    def finalize(self) -> None:
+        """Physically remove units that are still only masked (masks-until-the-end mode)."""
+        if any(len(v) for v in self.removed.values()):
+            self._on_cpu(self._finalize)
+
+    def _on_cpu(self, step, *args):
+        """Run a decision/surgery step on the CPU (index work on small tensors) and bring the model
+        and optimizer back to the model's device."""
+        device = next(self.model.parameters()).device
         if device.type == "cpu":
-            return step(model, optimizer, *args)
+            return step(*args)
         self.scores.to("cpu")
-        _move(model, optimizer, "cpu")
-        model, optimizer, *rest = step(model, optimizer, *args)
-        _move(model, optimizer, device)
-        self.masks.apply(model, optimizer)  # gradient hooks must hold masks on the device
-        return (model, optimizer, *rest)
+        _move(self.model, self.optimizer, "cpu")
+        try:
+            return step(*args)
+        finally:
+            _move(self.model, self.optimizer, device)
+            self.masks.apply(self.model, self.optimizer)  # gradient hooks must hold masks on the device
 
-    def _prune(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int):
+    def _prune(self, epoch: int) -> StepReport:
+        model = self.model
         report = StepReport()
         budget = self.schedule.budget(epoch)
         report.budget = budget
-        removed = self._choose_units(model, budget)
-        conn_masks = self._choose_connections(model) if self.schedule.prune_connections else {}
+        removed = self._choose_units(budget)
+        conn_masks = self._choose_connections() if self.schedule.prune_connections else {}
         zeros_before = self.masks.zeros()
-        old_in_removed = self._zeros_in(removed, model) if self.schedule.progressive else 0
+        old_in_removed = self._zeros_in(removed) if self.schedule.progressive else 0
         self.masks.merge(conn_masks)
         report.removed_units = {k: int(len(v)) for k, v in removed.items() if len(v)}
         if any(len(v) for v in removed.values()):
             if self.schedule.progressive:
-                model, optimizer = self._compact(model, optimizer, removed)
+                self._compact(removed)
                 report.compacted = True
                 zeros_before -= old_in_removed  # those went with their units
             else:
@@ -124,25 +280,21 @@ class Pruner:
                 )
                 self.masks.merge(unit_masks)
                 redirect_removed(model, self.groups, removed)
-        self.masks.apply(model, optimizer)
+        self.masks.apply(model, self.optimizer)
         report.removed_connections = self.masks.zeros() - zeros_before
-        if budget is not None and self.live_params(model) <= self.schedule.target_params * self.baseline_params:
+        if budget is not None and self._cost_now() <= self.schedule.target * self._baseline_cost():
             self.budget_reached = True
-        self._bind(model)
-        return model, optimizer, report
+        if report.compacted:
+            self._bind()
+        else:
+            self.scores.reset()
+        return report
 
-    def finalize(self, model: nn.Module, optimizer: torch.optim.Optimizer):
-        """Physically remove units that are still only masked (masked-only mode)."""
-        if any(len(v) for v in self.removed.values()):
-            model, optimizer = self._on_cpu(self._finalize, model, optimizer)
-        return model, optimizer
-
-    def _finalize(self, model: nn.Module, optimizer: torch.optim.Optimizer):
-        model, optimizer = self._compact(model, optimizer, self.removed)
+    def _finalize(self) -> None:
+        self._compact(self.removed)
         self.removed = {}
-        self.masks.apply(model, optimizer)
-        self._bind(model)
-        return model, optimizer
+        self.masks.apply(self.model, self.optimizer)
+        self._bind()
 
     # --- decisions ------------------------------------------------------------------------
     def _live_units(self, g: Group) -> torch.Tensor:
@@ -151,7 +303,7 @@ class Pruner:
             live[self.removed[g.name]] = False
         return live
 
-    def _choose_units(self, model: nn.Module, budget: float | None) -> dict[str, torch.Tensor]:
+    def _choose_units(self, budget: float | None) -> dict[str, torch.Tensor]:
         """Units under the threshold; with a budget, then more, one notch of units of one layer at
         a time, until the rebuilt model fits. Survivor counts are multiples of round_to (rounded
         up), the best-scored units always stay, and so do a group's protected units."""
@@ -169,10 +321,10 @@ class Pruner:
             n_drop = int(((norm[g.name] < s.threshold) & live[g.name]).sum())
             keep[g.name] = max(round_keep(n_live - n_drop, n_live, s.round_to, s.min_width), len(g.protected))
         if budget is not None:
-            self._fit_budget(model, keep, norm, live, budget)
+            self._fit_budget(keep, norm, live, budget)
         return self._removed_for(keep, norm, live)
 
-    def _fit_budget(self, model, keep: dict[str, int], norm, live, budget: float) -> None:
+    def _fit_budget(self, keep: dict[str, int], norm, live, budget: float) -> None:
         """Lower survivor counts one notch at a time until the rebuilt model fits `budget`.
 
         Each notch takes the next-lowest-scored units of one layer; the notch with the lowest mean
@@ -183,14 +335,14 @@ class Pruner:
         20,000-row vocabulary takes tens of notches, not thousands.
         """
         s = self.schedule
-        target = budget * self.baseline_params
-        final = s.target_params * self.baseline_params
+        target = budget * self._baseline_cost()
+        final = s.target * self._baseline_cost()
         # live units, lowest-scored first (dead ones, at inf, last); norm and live do not change here
         ascending = {
             g.name: torch.argsort(torch.where(live[g.name], norm[g.name], torch.tensor(float("inf"))), stable=True)
             for g in self.groups
         }
-        params = self._params_for(model, keep)
+        params = self._cost_for(keep)
         while params > target:
             options = []  # (mean normalized score of the notch, group order, name, lower)
             for order, g in enumerate(self.groups):
@@ -204,13 +356,13 @@ class Pruner:
                 options.append((float(norm[g.name][leaving].mean()), order, g.name, lower))
             if not options:
                 return
-            choice = self._cheapest_notch(model, keep, options, final)
+            choice = self._cheapest_notch(keep, options, final)
             keep[choice[0]], params = choice[1], choice[2]
 
-    def _cheapest_notch(self, model, keep: dict[str, int], options: list, final: float) -> tuple[str, int, int]:
+    def _cheapest_notch(self, keep: dict[str, int], options: list, final: float) -> tuple[str, int, float]:
         """(layer, survivors, params after) of the lowest-scored notch that does not cross `final`
         (ties: the one that removes least); when every notch crosses, the one that overshoots least.
-        Sizes are computed in score order and only as far as needed: a model build each."""
+        Sizes are computed in score order and only as far as needed."""
         sized = []
         options = sorted(options)
         i = 0
@@ -218,7 +370,7 @@ class Pruner:
             tied = [o for o in options[i:] if o[0] == options[i][0]]
             i += len(tied)
             for _, order, name, lower in tied:
-                sized.append((order, name, lower, self._params_for(model, {**keep, name: lower})))
+                sized.append((order, name, lower, self._cost_for({**keep, name: lower})))
             fits = [o for o in sized[-len(tied) :] if o[3] >= final]
             if fits:
                 _, name, lower, after = min(fits, key=lambda o: (-o[3], o[0]))
@@ -236,12 +388,29 @@ class Pruner:
             removed[g.name] = gone.nonzero().view(-1)
         return removed
 
-    def _params_for(self, model: nn.Module, widths: dict[str, int]) -> int:
-        """Dense parameter count of the model rebuilt with these survivor counts (on the meta device)."""
-        with torch.device("meta"):
-            return count_params(build_model(model.arch_with_widths(widths)))
+    def _shapes(self, keep: dict[str, int]) -> dict[str, tuple[int, ...]]:
+        """Every parameter's shape once each group keeps `keep[group]` of its units."""
+        from edgeprune.prune.groups import sizes_after
 
-    def _choose_connections(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        shapes = {k: tuple(p.shape) for k, p in self.model.named_parameters()}
+        return sizes_after(shapes, self.groups, keep)
+
+    def _cost_for(self, keep: dict[str, int]) -> float:
+        """The budget's measure (dense parameters, or MACs per example) with these survivor counts."""
+        shapes = self._shapes(keep)
+        if self.schedule.target_macs is not None:
+            return self.cost.macs(shapes)
+        return float(sum(math.prod(s) for s in shapes.values()))
+
+    def _cost_now(self) -> float:
+        if self.schedule.target_macs is not None:
+            return self.cost.macs(self._shapes({}))
+        return float(self.live_params())
+
+    def _baseline_cost(self) -> float:
+        return float(self.baseline_macs if self.schedule.target_macs is not None else self.baseline_params)
+
+    def _choose_connections(self) -> dict[str, torch.Tensor]:
         out = {}
         for name, sc in self.scores.connection_scores().items():
             live = self.masks.masks.get(name)
@@ -250,40 +419,65 @@ class Pruner:
             out[name] = keep if live is None else keep & live
         return out
 
-    def _zeros_in(self, removed, model) -> int:
+    def _zeros_in(self, removed) -> int:
         """Masked entries that lie inside the slices of `removed` units (they go with the units)."""
-        unit_masks = param_masks_for_units(model, self.groups, removed)
+        unit_masks = param_masks_for_units(self.model, self.groups, removed)
         return sum(int((~unit_masks[k] & ~m).sum()) for k, m in self.masks.masks.items() if k in unit_masks)
 
     # --- compaction ---------------------------------------------------------------------------
-    def _compact(self, model, optimizer, removed):
-        new_model, keeps = compact_model(model, removed)
-        new_opt = compact_optimizer(model, new_model, optimizer, keeps)
+    def _compact(self, removed) -> None:
+        keeps = compact_(self.model, self.groups, removed, self.optimizer)
         self.masks.detach()
         self.masks = MaskSet(compact_masks(self.masks.masks, keeps))
-        return new_model, new_opt
 
     # --- bookkeeping ----------------------------------------------------------------------
-    def live_params(self, model: nn.Module) -> int:
-        return count_params(model) - self.masks.zeros()
+    def live_params(self) -> int:
+        return count_params(self.model) - self.masks.zeros()
 
-    def connection_sparsity(self, model: nn.Module) -> float:
-        params = dict(model.named_parameters())
-        total = sum(params[n].numel() for n in connection_params(model))
+    def macs(self) -> int | None:
+        """MACs per example of the model as it is now (masked units counted until compacted)."""
+        return self.cost.macs(self._shapes({}))
+
+    def connection_sparsity(self) -> float:
+        params = dict(self.model.named_parameters())
+        total = sum(params[n].numel() for n in connection_params(self.model))
         return (self.masks.zeros() / total) if total else 0.0
+
+    def widths(self) -> dict[str, int]:
+        """Live units of every prunable layer (group) now."""
+        return {g.name: int(self._live_units(g).sum()) for g in self.groups}
+
+    def summary(self) -> Summary:
+        return Summary(
+            widths_before=dict(self.widths_before),
+            widths_after=self.widths(),
+            params_before=self.baseline_params,
+            params_after=self.live_params(),
+            macs_before=self.baseline_macs,
+            macs_after=self.macs(),
+            frozen=list(self.frozen),
+        )
 
     def state_dict(self) -> dict:
         return {
             "baseline_params": self.baseline_params,
+            "baseline_macs": self.baseline_macs,
+            "widths_before": dict(self.widths_before),
             "budget_reached": self.budget_reached,
+            "epoch": self.epoch,
             "masks": self.masks.state_dict(),
             "removed": {k: v.clone() for k, v in self.removed.items()},
         }
 
-    def load_state_dict(self, state: dict, model: nn.Module, optimizer=None) -> None:
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()`: the model and optimizer given at construction must already
+        hold the checkpoint's (compacted) weights and state."""
         self.baseline_params = int(state["baseline_params"])
+        self.baseline_macs = state.get("baseline_macs", self.baseline_macs)
+        self.widths_before = dict(state.get("widths_before", self.widths_before))
         self.budget_reached = bool(state["budget_reached"])
+        self.epoch = int(state.get("epoch", self.epoch))
         self.masks = MaskSet(state["masks"])
         self.removed = dict(state["removed"])
-        self.masks.apply(model, optimizer)
-        self._bind(model)
+        self.masks.apply(self.model, self.optimizer)
+        self._bind()

@@ -16,6 +16,7 @@ class PruneSchedule:
     prune_until: float  # fraction of the epochs after which the structure is frozen
     threshold: float = 0.01
     target_params: Optional[float] = None  # keep at most this fraction of the baseline's parameters
+    target_macs: Optional[float] = None  # or at most this fraction of its MACs per example
     round_to: int = 8
     min_width: int = 8
     prune_connections: bool = True
@@ -31,12 +32,21 @@ class PruneSchedule:
             raise UserError(f"--threshold must lie in [0, 1), got {self.threshold}.")
         if self.target_params is not None and not 0 < self.target_params < 1:
             raise UserError(f"--target-params must be a fraction in (0, 1), e.g. 0.1, got {self.target_params}.")
+        if self.target_macs is not None and not 0 < self.target_macs < 1:
+            raise UserError(f"--target-macs must be a fraction in (0, 1), e.g. 0.5, got {self.target_macs}.")
+        if self.target_params is not None and self.target_macs is not None:
+            raise UserError("Give one budget: --target-params or --target-macs, not both.")
         if self.round_to < 1:
             raise UserError(f"--round-to must be 1 (off) or more, got {self.round_to}.")
         if self.min_width < 1:
             raise UserError(f"--min-width must be at least 1, got {self.min_width}.")
         if self.finetune_lr not in ("constant", "cosine"):
             raise UserError(f"--finetune-lr must be constant or cosine, got {self.finetune_lr!r}.")
+
+    @property
+    def target(self) -> Optional[float]:
+        """The budget's final fraction, of parameters or of MACs (None: the threshold alone decides)."""
+        return self.target_params if self.target_macs is None else self.target_macs
 
     @property
     def last_prune_epoch(self) -> int:
@@ -53,12 +63,12 @@ class PruneSchedule:
         return "prune" if epoch <= self.last_prune_epoch else "finetune"
 
     def budget(self, epoch: int) -> Optional[float]:
-        """Fraction of the baseline's parameters allowed after pruning at the end of `epoch`:
+        """Fraction of the baseline's parameters (or MACs) allowed after pruning at the end of `epoch`:
         R + (1 - R) * (1 - t)^3 with t the share of pruning steps done (cubic ramp, Zhu & Gupta)."""
-        if self.target_params is None or self.phase(epoch) != "prune":
+        if self.target is None or self.phase(epoch) != "prune":
             return None
         t = (epoch - self.warmup_epochs) / self.prune_steps
-        r = self.target_params
+        r = self.target
         return r + (1 - r) * (1 - t) ** 3
 
     def lr_scale(self, epoch: int, floor: float = 0.01) -> float:

@@ -1,9 +1,10 @@
 """In-place compaction of any model: shrink the tensors inside the user's own modules.
 
-Every parameter keeps its Python identity (`p.data` is replaced by the surviving rows/columns,
-`p.grad` too), each resized layer's shape attributes follow (in/out channels, features, groups,
-normalized_shape, hidden_size ...), and the optimizer's per-weight state is sliced with the same
-indices, so the user's `model`, `optimizer` and LR scheduler all keep working.
+A resized parameter is replaced by a new `nn.Parameter` holding the surviving rows/columns (and
+its gradient's), put in the user's own modules, whose shape attributes follow (in/out channels,
+features, groups, normalized_shape, hidden_size ...); the optimizer's per-weight state is sliced
+with the same indices and its param groups re-pointed, so the user's `model`, `optimizer` and
+LR scheduler all keep working. (Other references to the old parameter objects do not follow.)
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import UserError
-from edgeprune.prune.groups import Group
-from edgeprune.prune.trace import keep_indices
+from edgeprune.prune.groups import Group, keep_indices, remapped_index
 
 Keeps = dict[tuple[str, int], torch.Tensor]
 
@@ -38,11 +38,25 @@ def compact_(
     removed: dict[str, torch.Tensor],
     optimizer: torch.optim.Optimizer | None = None,
 ) -> Keeps:
-    """Remove `removed` units of `groups` from `model` (and `optimizer`'s state) in place; returns the keeps."""
-    keeps = keep_indices(model.state_dict(), groups, removed)
+    """Remove `removed` units of `groups` from `model` (and `optimizer`'s state) in place; returns the keeps.
+
+    A group read through an index map (vocabulary rows: groups.Group.index_map) has its map
+    renumbered: survivors in order, the entries of removed units sent to the fallback unit."""
+    state = model.state_dict()
+    keeps = keep_indices(state, groups, removed)
+    maps = {
+        g.index_map: remapped_index(state[g.index_map], g, removed[g.name])
+        for g in groups
+        if g.index_map is not None and len(removed.get(g.name, ()))
+    }
     if optimizer is not None:
         slice_optimizer_state(optimizer, keeps, model)  # checks everything before it changes anything
-    resize_(model, keeps)
+    replaced = resize_(model, keeps)
+    if optimizer is not None:
+        repoint_optimizer(optimizer, replaced)
+    with torch.no_grad():
+        for name, new in maps.items():
+            model.get_buffer(name).copy_(new)
     return keeps
 
 
@@ -51,14 +65,22 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def resize_(model: nn.Module, keeps: Keeps) -> None:
-    """Keep only the `keeps` indices of each tensor, then update the shape attributes of the layers touched."""
+def resize_(model: nn.Module, keeps: Keeps) -> dict[nn.Parameter, nn.Parameter]:
+    """Keep only the `keeps` indices of each tensor, then update the shape attributes of the layers
+    touched. Returns {old parameter: its replacement}.
+
+    A resized parameter is a new `nn.Parameter` put where the old one was (in every module that
+    holds it): autograd caches a leaf's shape in its gradient accumulator, which stays alive as
+    long as any earlier graph does (the training loop's last `loss`), so resizing a parameter in
+    place would make the next backward fail. Buffers are resized in place."""
     tensors = _tensors(model)
     by_name = defaultdict(list)
     for (name, dim), idx in keeps.items():
         if name not in tensors:
             raise KeyError(f"{name} is not a parameter or buffer of the model")
         by_name[name].append((dim, idx))
+    params = dict(model.named_parameters())
+    replaced: dict[nn.Parameter, nn.Parameter] = {}
     for name, cuts in by_name.items():
         t = tensors[name]
         data, grad = t.data, t.grad
@@ -66,15 +88,41 @@ def resize_(model: nn.Module, keeps: Keeps) -> None:
             data = data.index_select(dim, idx.to(data.device))
             if grad is not None:
                 grad = grad.index_select(dim, idx.to(grad.device))
-        t.data = data
-        if grad is not None:
-            t.grad = grad
+        if name in params:
+            new = nn.Parameter(data, requires_grad=t.requires_grad)
+            new.grad = grad
+            replaced[t] = new
+        else:
+            t.data = data
+    for m in model.modules():  # every holder of a replaced parameter (tied weights included)
+        for key, p in list(m._parameters.items()):
+            if p is not None and p in replaced:
+                setattr(m, key, replaced[p])  # RNNs also refresh their flat weight list here
     for path in sorted({name.rpartition(".")[0] for name in by_name}):
         m = model.get_submodule(path)
         for types, rule in _SHAPE_RULES:
             if isinstance(m, types):
                 rule(m)
                 break
+    return replaced
+
+
+def repoint_optimizer(optimizer: torch.optim.Optimizer, replaced: dict[nn.Parameter, nn.Parameter]) -> None:
+    """Make `optimizer` train the replacement parameters: param groups and state follow."""
+    for group in optimizer.param_groups:
+        group["params"] = [replaced.get(p, p) for p in group["params"]]
+    for old, new in replaced.items():
+        if old in optimizer.state:
+            optimizer.state[new] = optimizer.state.pop(old)
+
+
+def check_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """A UserError unless edgeprune knows how to slice this optimizer's per-weight state."""
+    if not isinstance(optimizer, SUPPORTED_OPTIMIZERS):
+        names = ", ".join(t.__name__ for t in SUPPORTED_OPTIMIZERS)
+        raise UserError(
+            f"edgeprune cannot slice the state of a {type(optimizer).__name__} optimizer; use one of {names}."
+        )
 
 
 def slice_optimizer_state(optimizer: torch.optim.Optimizer, keeps: Keeps, model: nn.Module) -> None:
@@ -83,11 +131,7 @@ def slice_optimizer_state(optimizer: torch.optim.Optimizer, keeps: Keeps, model:
     Call it before the parameters are resized (`compact_` does): a state tensor is recognized by
     having its parameter's current shape. Nothing is changed unless every entry can be sliced.
     """
-    if not isinstance(optimizer, SUPPORTED_OPTIMIZERS):
-        names = ", ".join(t.__name__ for t in SUPPORTED_OPTIMIZERS)
-        raise UserError(
-            f"edgeprune cannot slice the state of a {type(optimizer).__name__} optimizer; use one of {names}."
-        )
+    check_optimizer(optimizer)
     params = dict(model.named_parameters())
     cuts = defaultdict(list)
     for (name, dim), idx in keeps.items():
@@ -172,3 +216,37 @@ _SHAPE_RULES = [
     (nn.RNNBase, _rnn),
     (nn.PReLU, _prelu),
 ]
+
+
+@torch.no_grad()
+def load_resized_(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Load a state dict whose tensors may be smaller than the model's (a compacted model saved,
+    its builder's full-width model to load into): each tensor takes the saved shape, the layers'
+    shape attributes follow, then the weights load (strictly: names must match)."""
+    tensors = _tensors(model)
+    missing = sorted(set(tensors) - set(state_dict))
+    extra = sorted(set(state_dict) - set(tensors))
+    if missing or extra:
+        raise UserError(
+            f"The saved weights do not match the {type(model).__name__} model "
+            f"({'missing ' + ', '.join(missing[:3]) if missing else 'unexpected ' + ', '.join(extra[:3])}); "
+            "was it trained with another --model?"
+        )
+    touched = set()
+    for name, t in tensors.items():
+        saved = state_dict[name]
+        if saved.shape != t.shape:
+            if saved.dim() != t.dim():
+                raise UserError(
+                    f"The saved {name} has shape {tuple(saved.shape)}, the model's {tuple(t.shape)}; "
+                    "was it trained with another --model?"
+                )
+            t.data = torch.empty(saved.shape, dtype=t.dtype, device=t.device)
+            touched.add(name.rpartition(".")[0])
+    for path in sorted(touched):
+        m = model.get_submodule(path)
+        for types, rule in _SHAPE_RULES:
+            if isinstance(m, types):
+                rule(m)
+                break
+    model.load_state_dict(state_dict)

@@ -41,70 +41,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from edgeprune.errors import UserError
-from edgeprune.prune import groups as _groups
-from edgeprune.prune.groups import Group, Slice
-from edgeprune.prune.importance import per_unit
-
-
-@dataclass(frozen=True)
-class OffsetSlice(Slice):
-    """Unit k maps to offset + k * block + j (j < block) along `dim`, the offset fixed at trace time."""
-
-    kind: str = "offset"
-    offset: int = 0
-
-
-def expand(s: Slice, units: torch.Tensor, width: int, widths: dict[str, int]) -> torch.Tensor:
-    """Indices along `s.dim` of tensor `s.name` that belong to `units` (any slice, traced or declared)."""
-    if isinstance(s, OffsetSlice):
-        units = units.long()
-        return (s.offset + units.view(-1, 1) * s.block + torch.arange(s.block).view(1, -1)).reshape(-1)
-    return _groups.expand(s, units, width, widths)
-
-
-def unit_sums(t: torch.Tensor, s: Slice, width: int) -> torch.Tensor:
-    """Sum a tensor shaped like parameter `s.name` down to one value per unit, over the slice's entries."""
-    if isinstance(s, OffsetSlice):
-        idx = expand(s, torch.arange(width), width, {})
-        return t.index_select(s.dim, idx.to(t.device)).movedim(s.dim, 0).reshape(width, -1).sum(dim=1)
-    return per_unit(t, s.dim, s.kind, width)
-
-
-def _kept(
-    state: dict[str, torch.Tensor], groups: list[Group], removed: dict[str, torch.Tensor]
-) -> dict[tuple[str, int], torch.Tensor]:
-    """For every (tensor, dim) touched by a removal, a boolean vector of the indices that survive."""
-    widths = {g.name: g.width for g in groups}
-    keep: dict[tuple[str, int], torch.Tensor] = {}
-    for g in groups:
-        units = removed.get(g.name)
-        if units is None or len(units) == 0:
-            continue
-        for s in g.slices:
-            k = keep.setdefault((s.name, s.dim), torch.ones(state[s.name].shape[s.dim], dtype=torch.bool))
-            k[expand(s, units.cpu(), g.width, widths)] = False
-    return keep
-
-
-def param_masks_for_units(
-    model: nn.Module, groups: list[Group], removed: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Boolean keep-masks (state-dict key -> mask shaped like the tensor) zeroing removed units."""
-    state = model.state_dict()
-    masks: dict[str, torch.Tensor] = {}
-    for (name, dim), k in _kept(state, groups, removed).items():
-        shape = [1] * state[name].dim()
-        shape[dim] = -1
-        m = masks.setdefault(name, torch.ones_like(state[name], dtype=torch.bool))
-        m &= k.to(m.device).view(shape)
-    return masks
-
-
-def keep_indices(
-    state: dict[str, torch.Tensor], groups: list[Group], removed: dict[str, torch.Tensor]
-) -> dict[tuple[str, int], torch.Tensor]:
-    """For every (tensor, dim) touched by a removal, the sorted indices that survive."""
-    return {key: k.nonzero().view(-1) for key, k in _kept(state, groups, removed).items()}
+from edgeprune.prune.groups import Group, OffsetSlice, Slice
 
 
 @dataclass(frozen=True)
