@@ -188,9 +188,6 @@ def load_torch(path: Path, what: str) -> dict:
 def load_model(arch: dict, state_dict: dict):
     """The model of `arch` holding `state_dict`, at the (pruned) widths the tensors have: built from
     its description, then each layer resized to the saved shapes before the weights load."""
-    from edgeprune.models import build_model
-    from edgeprune.prune.surgery import load_resized_
+    from edgeprune.models import build_model, load_resized
 
-    model = build_model(arch)
-    load_resized_(model, state_dict)
-    return model
+    return load_resized(build_model(arch), state_dict)

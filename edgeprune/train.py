@@ -19,7 +19,7 @@ from edgeprune.data.loader import Data, Split, load_data
 from edgeprune.data.text import Vocab
 from edgeprune.errors import UserError
 from edgeprune.metrics import f1_score, loss_fn, majority_share, predict, training_loss
-from edgeprune.models import build_model, default_config
+from edgeprune.models import build_model, check_model_fits, default_config, layer_widths
 from edgeprune.prune.pruner import Pruner, count_params
 from edgeprune.run import (
     RUN_FORMAT,
@@ -133,6 +133,7 @@ def _train(
         _check_same_data(run, meta)
     spec = {"name": cfg.model, "config": {**default_config(cfg.model, meta), **cfg.model_config}}
     model = build_model(spec)
+    check_model_fits(model, meta)  # channels and classes: one sentence, before anything is written
     baseline_params = count_params(model)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -222,7 +223,7 @@ def _train(
                 x = distributed.to_device(data.prepare(data.train.x[idx]), device)
                 y = distributed.to_device(data.train.y[idx], device)
                 with autocast():
-                    logits = net(x)
+                    logits = _logits(net(x))
                     soft = None if teacher is None else distributed.to_device(teacher[idx], device)
                     loss = training_loss(logits, y, soft, cfg.distill, cfg.distill_temperature)
                 optimizer.zero_grad(set_to_none=True)
@@ -447,10 +448,18 @@ def _arch(model, spec: dict) -> dict:
     return model.arch() if hasattr(model, "arch") else spec
 
 
+def _logits(out):
+    """The main output of a model that returns auxiliary ones in training (torchvision's
+    inception_v3 and googlenet return a named tuple with .logits)."""
+    if torch.is_tensor(out):
+        return out
+    return getattr(out, "logits", None) if hasattr(out, "logits") else out[0]
+
+
 def _widths(model, pruner: Optional[Pruner]) -> dict[str, int]:
     if pruner is not None:
-        return pruner.widths()
-    return model.widths() if hasattr(model, "widths") else {}
+        return pruner.widths(live=False)  # what the model holds; masked units go at the end
+    return model.widths() if hasattr(model, "widths") else layer_widths(model)
 
 
 def _structure(model, pruner: Optional[Pruner], baseline_params: int) -> dict:

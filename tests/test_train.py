@@ -175,7 +175,7 @@ def test_self_distillation_learns_from_the_model_at_the_end_of_the_warmup(data_r
 
     kw = dict(epochs=3, warmup_epochs=1, target_params=0.3, round_to=1, min_width=2)
     distilled = train_run(cfg(data_root, tmp_path, "kd", distill=0.5, **kw), quiet=True)
-    train_run(cfg(data_root, tmp_path, "plain", **kw), quiet=True)
+    train_run(cfg(data_root, tmp_path, "plain", preset="study", **kw), quiet=True)
     warm = cfg(data_root, tmp_path, "warm", prune=False, epochs=1)  # the same first epoch
     train_run(warm, quiet=True)
     saved = torch.load(tmp_path / "warm" / "model.pt", weights_only=True)

@@ -117,7 +117,7 @@ def load_resized(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Mo
 
     A UserError, before anything changes, when a key is missing or extra or a tensor differs in a
     way pruning never causes (another rank, a larger size, a kernel size)."""
-    from edgeprune.prune.surgery import _SHAPE_RULES
+    from edgeprune.prune.surgery import SHAPE_RULES
 
     tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     own = model.state_dict()
@@ -155,7 +155,7 @@ def load_resized(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Mo
             t.grad = None
     for path in sorted({key.rpartition(".")[0] for key in resized}):
         m = model.get_submodule(path)
-        for types, rule in _SHAPE_RULES:
+        for types, rule in SHAPE_RULES:
             if isinstance(m, types):
                 rule(m)
                 break

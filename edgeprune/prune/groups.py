@@ -41,6 +41,9 @@ class Slice:
     scored: bool = False  # part of the unit's own parameters, summed into its score
 
 
+_RNN_PARAMS = ("weight_ih_l", "weight_hh_l", "bias_ih_l", "bias_hh_l")
+
+
 @dataclass
 class Group:
     name: str
@@ -52,6 +55,17 @@ class Group:
 
     def own(self) -> list[Slice]:
         return [s for s in self.slices if s.scored]
+
+    def channels_per_unit(self) -> int:
+        """Channels of its producing layer one unit stands for: 1, except where a traced chunk or
+        grouped convolution couples one channel of each piece into a unit (an LSTM unit's four
+        gate rows are one hidden unit)."""
+        per_key: dict[tuple[str, int], int] = {}
+        for s in self.own():
+            if s.name.rpartition(".")[2].startswith(_RNN_PARAMS):
+                continue  # gate rows of one hidden unit
+            per_key[(s.name, s.dim)] = per_key.get((s.name, s.dim), 0) + indices_per_unit(s)
+        return max(per_key.values(), default=1)
 
 
 @dataclass(frozen=True)

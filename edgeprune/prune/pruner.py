@@ -210,6 +210,7 @@ class Pruner:
             self.groups = traced.groups
             # the model's outputs are never pruned by design; the rest is what the tracer refused
             self.frozen = [f"{f.space}: {f.reason} at {f.node}" for f in traced.frozen if f.node != "output"]
+        self._per_unit = {g.name: g.channels_per_unit() for g in self.groups}
         self.scores = TaylorScores(
             self.groups, connection_params(self.model) if self.schedule.prune_connections else []
         )
@@ -319,7 +320,8 @@ class Pruner:
         for g in self.groups:
             n_live = int(live[g.name].sum())
             n_drop = int(((norm[g.name] < s.threshold) & live[g.name]).sum())
-            keep[g.name] = max(round_keep(n_live - n_drop, n_live, s.round_to, s.min_width), len(g.protected))
+            rt, mw = self._in_units(g)
+            keep[g.name] = max(round_keep(n_live - n_drop, n_live, rt, mw), len(g.protected))
         if budget is not None:
             self._fit_budget(keep, norm, live, budget)
         return self._removed_for(keep, norm, live)
@@ -347,10 +349,11 @@ class Pruner:
             options = []  # (mean normalized score of the notch, group order, name, lower)
             for order, g in enumerate(self.groups):
                 n_live = int(live[g.name].sum())
-                notch = max(s.round_to, math.ceil(keep[g.name] / NOTCH_SHARE))
+                rt, mw = self._in_units(g)
+                notch = max(rt, math.ceil(keep[g.name] / NOTCH_SHARE))
                 # (keep - notch) rounded up to a multiple of round_to: at most `notch` units go
-                lower = ((keep[g.name] - notch + s.round_to - 1) // s.round_to) * s.round_to
-                if lower < min(s.min_width, n_live) or lower < max(1, len(g.protected)):
+                lower = ((keep[g.name] - notch + rt - 1) // rt) * rt
+                if lower < min(mw, n_live) or lower < max(1, len(g.protected)):
                     continue
                 leaving = ascending[g.name][n_live - keep[g.name] : n_live - lower]
                 options.append((float(norm[g.name][leaving].mean()), order, g.name, lower))
@@ -377,6 +380,11 @@ class Pruner:
                 return name, lower, after
         _, name, lower, after = min(sized, key=lambda o: (-o[3], o[0]))
         return name, lower, after
+
+    def _in_units(self, g: Group) -> tuple[int, int]:
+        """round_to and min_width (given in channels) in units of group `g`."""
+        per = self._per_unit[g.name]
+        return max(1, math.ceil(self.schedule.round_to / per)), max(1, math.ceil(self.schedule.min_width / per))
 
     def _removed_for(self, keep: dict[str, int], norm, live) -> dict[str, torch.Tensor]:
         """The live units outside the best-scored `keep[layer]` of each layer."""
@@ -443,9 +451,12 @@ class Pruner:
         total = sum(params[n].numel() for n in connection_params(self.model))
         return (self.masks.zeros() / total) if total else 0.0
 
-    def widths(self) -> dict[str, int]:
-        """Live units of every prunable layer (group) now."""
-        return {g.name: int(self._live_units(g).sum()) for g in self.groups}
+    def widths(self, live: bool = True) -> dict[str, int]:
+        """Channels (units, hidden units, rows) of every prunable layer (group) now: the live ones,
+        or with live=False all the model holds (masked units included, until compacted)."""
+        return {
+            g.name: (int(self._live_units(g).sum()) if live else g.width) * self._per_unit[g.name] for g in self.groups
+        }
 
     def summary(self) -> Summary:
         return Summary(

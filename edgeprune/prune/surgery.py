@@ -100,7 +100,7 @@ def resize_(model: nn.Module, keeps: Keeps) -> dict[nn.Parameter, nn.Parameter]:
                 setattr(m, key, replaced[p])  # RNNs also refresh their flat weight list here
     for path in sorted({name.rpartition(".")[0] for name in by_name}):
         m = model.get_submodule(path)
-        for types, rule in _SHAPE_RULES:
+        for types, rule in SHAPE_RULES:
             if isinstance(m, types):
                 rule(m)
                 break
@@ -206,7 +206,7 @@ def _prelu(m: nn.PReLU) -> None:
     m.num_parameters = m.weight.shape[0]
 
 
-_SHAPE_RULES = [
+SHAPE_RULES = [
     ((nn.Conv1d, nn.Conv2d, nn.Conv3d), _conv),
     (nn.Linear, _linear),
     (nn.modules.batchnorm._NormBase, _norm),
@@ -216,37 +216,3 @@ _SHAPE_RULES = [
     (nn.RNNBase, _rnn),
     (nn.PReLU, _prelu),
 ]
-
-
-@torch.no_grad()
-def load_resized_(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """Load a state dict whose tensors may be smaller than the model's (a compacted model saved,
-    its builder's full-width model to load into): each tensor takes the saved shape, the layers'
-    shape attributes follow, then the weights load (strictly: names must match)."""
-    tensors = _tensors(model)
-    missing = sorted(set(tensors) - set(state_dict))
-    extra = sorted(set(state_dict) - set(tensors))
-    if missing or extra:
-        raise UserError(
-            f"The saved weights do not match the {type(model).__name__} model "
-            f"({'missing ' + ', '.join(missing[:3]) if missing else 'unexpected ' + ', '.join(extra[:3])}); "
-            "was it trained with another --model?"
-        )
-    touched = set()
-    for name, t in tensors.items():
-        saved = state_dict[name]
-        if saved.shape != t.shape:
-            if saved.dim() != t.dim():
-                raise UserError(
-                    f"The saved {name} has shape {tuple(saved.shape)}, the model's {tuple(t.shape)}; "
-                    "was it trained with another --model?"
-                )
-            t.data = torch.empty(saved.shape, dtype=t.dtype, device=t.device)
-            touched.add(name.rpartition(".")[0])
-    for path in sorted(touched):
-        m = model.get_submodule(path)
-        for types, rule in _SHAPE_RULES:
-            if isinstance(m, types):
-                rule(m)
-                break
-    model.load_state_dict(state_dict)
