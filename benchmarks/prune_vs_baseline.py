@@ -128,6 +128,7 @@ def main() -> None:
         help="`edgeprune train` flags for the baseline only, e.g. the pruned run's recipe: "
         "'--finetune-lr cosine --distill 0.5'",
     )
+    ap.add_argument("--pruned-args", default="", help="`edgeprune train` flags for the pruned run only")
     ap.add_argument(
         "--synthetic-text",
         type=Path,
@@ -160,6 +161,7 @@ def main() -> None:
             seed,
             tuple(extra),
             tuple(shlex.split(args.baseline_args)),
+            tuple(shlex.split(args.pruned_args)),
         )
         for seed in args.seeds
     ]
@@ -190,6 +192,7 @@ def main() -> None:
         "preset": args.preset,
         "limit": args.limit,
         "baseline_args": args.baseline_args,
+        "pruned_args": args.pruned_args,
         "baseline": {k: mb[k] for k in ("test_accuracy", "test_f1", "params", "train_seconds", "widths")},
         "pruned": {k: mp[k] for k in ("test_accuracy", "test_f1", "params", "dense_params", "train_seconds", "widths")},
         "compression_live": mb["params"] / mp["params"],

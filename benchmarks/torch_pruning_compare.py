@@ -1,16 +1,19 @@
-"""The study's CNN pruned by Torch-Pruning, for comparison with edgeprune at equal parameters.
+"""A model pruned by Torch-Pruning, for comparison with an edgeprune run at equal size.
 
-Torch-Pruning (pip install torch-pruning) with its Taylor importance (GroupTaylorImportance),
-global pruning across layers, widths rounded to 8 like edgeprune, iterative pruning with
+Any model edgeprune trains (the run's --model: the study's CNN, resnet20, torchvision:NAME, ...).
+Torch-Pruning (pip install torch-pruning) with its Taylor importance (GroupTaylorImportance) or
+L1 (GroupMagnitudeImportance, p=1: --importance l1), global pruning across layers, the classifier
+ignored, widths rounded to the run's --round-to like edgeprune, iterative pruning with
 fine-tuning: the same data, optimizer (Adam 1e-3), batch size, epochs, warm-up and pruning
 epochs as edgeprune's schedule (including its fine-tuning learning rate and, when the matched
 run distills, the same self-distillation from the end-of-warm-up model), and the same cubic
-ramp toward the same final parameter count (the dense parameter count of an edgeprune run given
-with --match, or its budget while that run is still training beside this one). After each
+ramp toward the same final size: parameters, or MACs when the matched run has a --target-macs
+budget (the dense count of the edgeprune run given with --match, or its budget while that run is
+still training beside this one; Torch-Pruning counts MACs with its own counter). After each
 pruning step the optimizer is rebuilt (Torch-Pruning replaces the parameter tensors), as its
 examples do.
 
-    python benchmarks/torch_pruning_compare.py --match runs/bench/fashion-mnist-50ep/pruned
+    python benchmarks/torch_pruning_compare.py --match runs/bench/fashion-mnist-50ep/pruned [--importance l1]
 """
 
 from __future__ import annotations
@@ -27,8 +30,21 @@ from edgeprune.config import TrainConfig, schedule_of
 from edgeprune.data.loader import load_data
 from edgeprune.metrics import loss_fn, training_loss
 from edgeprune.models import build_model, default_config
+from edgeprune.prune.cost import CostModel
 from edgeprune.prune.pruner import count_params
+from edgeprune.run import load_model
 from edgeprune.train import evaluate, logits_of
+
+
+def macs_of(model, example) -> int:
+    """MACs per example, counted as edgeprune counts them (conv/linear/RNN weights x uses)."""
+    shapes = {k: tuple(p.shape) for k, p in model.named_parameters()}
+    return CostModel(model, example).macs(shapes)
+
+
+def classifier_of(model):
+    """The last Linear: the classifier Torch-Pruning must leave alone."""
+    return [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
 
 
 def taylor_grads(model, data, perm, batch_size: int, batches: int) -> None:
@@ -46,6 +62,7 @@ def main() -> None:
     ap.add_argument("--match", type=Path, required=True, help="an edgeprune pruned run directory to match")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--grad-batches", type=int, default=8, help="mini-batches per Taylor estimate")
+    ap.add_argument("--importance", choices=["taylor", "l1"], default="taylor")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     saved = json.loads((args.match / "config.json").read_text())
@@ -53,25 +70,39 @@ def main() -> None:
     schedule = schedule_of(cfg)
     metrics_path = args.match / "metrics.json"
     # The run may still be training (both can run side by side): then aim at its budget.
-    target = (
-        json.loads(metrics_path.read_text())["dense_params"]
-        if metrics_path.exists()
-        else int(cfg.target_params * saved["baseline_params"])
-    )
-
     torch.manual_seed(cfg.seed)
-    data = load_data(cfg.dataset, cfg.data_dir, seed=cfg.seed, limit=cfg.limit, val_fraction=cfg.val_fraction)
-    model = build_model({"name": "cnn", "config": default_config("cnn", data.input_meta())})
-    base = count_params(model)
+    data = load_data(
+        cfg.dataset,
+        cfg.data_dir,
+        seed=cfg.seed,
+        limit=cfg.limit,
+        val_fraction=cfg.val_fraction,
+        options=cfg.data_options,
+    )
+    meta = data.input_meta()
+    model = build_model({"name": cfg.model, "config": {**default_config(cfg.model, meta), **cfg.model_config}})
     example = data.prepare(data.train.x[:2])
+    by_macs = cfg.target_macs is not None
+    size = (lambda m: macs_of(m, example)) if by_macs else count_params
+    base = size(model)
+    if metrics_path.exists():
+        done = json.loads(metrics_path.read_text())
+        target = done["macs"] if by_macs else done["dense_params"]
+    else:
+        target = int((cfg.target_macs if by_macs else cfg.target_params) * base)
+    importance = (
+        tp.importance.GroupTaylorImportance()
+        if args.importance == "taylor"
+        else tp.importance.GroupMagnitudeImportance(p=1)
+    )
     pruner = tp.pruner.MetaPruner(
         model,
         example,
-        importance=tp.importance.GroupTaylorImportance(),
+        importance=importance,
         global_pruning=True,
         pruning_ratio=0.97,
         iterative_steps=400,
-        ignored_layers=[model.classifier],
+        ignored_layers=[classifier_of(model)],
         round_to=cfg.round_to,
     )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -96,8 +127,9 @@ def main() -> None:
         if schedule.phase(epoch) == "prune":
             allowed = (schedule.budget(epoch) or 1.0) * base
             allowed = max(allowed, target) if schedule.budget(epoch) is not None else allowed
-            while count_params(model) > allowed and steps_taken < 400:
-                taylor_grads(model, data, perm, bs, args.grad_batches)
+            while size(model) > allowed and steps_taken < 400:
+                if args.importance == "taylor":
+                    taylor_grads(model, data, perm, bs, args.grad_batches)
                 pruner.step()
                 steps_taken += 1
             model.zero_grad()
@@ -107,6 +139,7 @@ def main() -> None:
             {
                 "epoch": epoch,
                 "params": count_params(model),
+                "macs": macs_of(model, example),
                 "val_accuracy": val["accuracy"],
                 "seconds": time.perf_counter() - t0,
             }
@@ -122,8 +155,8 @@ def main() -> None:
         time.sleep(30)
     ep_metrics = json.loads(metrics_path.read_text())
 
-    ours = build_model(torch.load(args.match / "model.pt", weights_only=True)["arch"]).eval()
-    ours.load_state_dict(torch.load(args.match / "model.pt", weights_only=True)["state_dict"])
+    saved_model = torch.load(args.match / "model.pt", weights_only=True)
+    ours = load_model(saved_model["arch"], saved_model["state_dict"]).eval()
     latency = torch_latency(
         {"edgeprune": ours, "torch_pruning": model.eval()},
         lambda b: torch.randn(b, *example.shape[1:]),
@@ -138,7 +171,9 @@ def main() -> None:
             "warmup_epochs": cfg.warmup_epochs,
             "prune_until": cfg.prune_until,
             "round_to": cfg.round_to,
-            "target_params": target,
+            "budget": "macs" if by_macs else "params",
+            "target": target,
+            "importance": args.importance,
             "distill": cfg.distill,
             "distill_temperature": cfg.distill_temperature,
             "grad_batches": args.grad_batches,
@@ -146,14 +181,20 @@ def main() -> None:
         },
         "torch_pruning": {
             "params": count_params(model),
+            "macs": macs_of(model, example),
             "test_accuracy": test["accuracy"],
             "test_f1": test["f1"],
             "train_seconds": train_seconds,
-            "widths": [m.out_channels for m in model.convs] + [m.out_features for m in model.fcs],
+            "widths": {
+                n: m.out_channels if isinstance(m, torch.nn.modules.conv._ConvNd) else m.out_features
+                for n, m in model.named_modules()
+                if isinstance(m, (torch.nn.modules.conv._ConvNd, torch.nn.Linear))
+            },
         },
         "edgeprune": {
             "params_dense": ep_metrics["dense_params"],
             "params_live": ep_metrics["params"],
+            "macs": ep_metrics.get("macs"),
             "test_accuracy": ep_metrics["test_accuracy"],
             "test_f1": ep_metrics["test_f1"],
             "train_seconds": ep_metrics["train_seconds"],
@@ -165,7 +206,10 @@ def main() -> None:
     }
     result["edgeprune_accuracy_minus_torch_pruning_points"] = 100 * (ep_metrics["test_accuracy"] - test["accuracy"])
     print(json.dumps({k: result[k] for k in ("torch_pruning", "edgeprune")}, indent=2))
-    print("wrote", record(f"torch_pruning_{cfg.dataset}_{cfg.epochs}ep", result))
+    if by_macs:
+        result["macs_ratio_torch_pruning_over_edgeprune"] = result["torch_pruning"]["macs"] / ep_metrics["macs"]
+    name = f"torch_pruning_{Path(cfg.dataset).name}_{Path(cfg.model).name.replace(':', '-')}_{cfg.epochs}ep"
+    print("wrote", record(f"{name}_{args.importance}", result))
 
 
 if __name__ == "__main__":
