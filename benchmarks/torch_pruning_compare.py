@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--grad-batches", type=int, default=8, help="mini-batches per Taylor estimate")
     ap.add_argument("--importance", choices=["taylor", "l1"], default="taylor")
+    ap.add_argument("--onnx", type=Path, help="also export Torch-Pruning's model here (edgeprune's exporter)")
+    ap.add_argument("--name", help="results file name (default torch_pruning_<data>_<model>_<epochs>ep_<importance>)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     saved = json.loads((args.match / "config.json").read_text())
@@ -208,8 +210,14 @@ def main() -> None:
     print(json.dumps({k: result[k] for k in ("torch_pruning", "edgeprune")}, indent=2))
     if by_macs:
         result["macs_ratio_torch_pruning_over_edgeprune"] = result["torch_pruning"]["macs"] / ep_metrics["macs"]
+    if args.onnx:
+        from edgeprune.export.onnx_export import export_onnx
+
+        args.onnx.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(model.eval(), meta, args.onnx)
+        result["onnx"] = str(args.onnx)
     name = f"torch_pruning_{Path(cfg.dataset).name}_{Path(cfg.model).name.replace(':', '-')}_{cfg.epochs}ep"
-    print("wrote", record(f"{name}_{args.importance}", result))
+    print("wrote", record(args.name or f"{name}_{args.importance}", result))
 
 
 if __name__ == "__main__":

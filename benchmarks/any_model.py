@@ -1,0 +1,159 @@
+"""Any model, pruned while it trains, against a dense baseline with the same recipe and Torch-Pruning.
+
+One script, one machine, one command:
+1. edgeprune trains the dense baseline (`--no-prune` with the pruned run's recipe: cosine
+   fine-tuning rate and self-distillation) and the pruned model (`--preset compact` with a MACs
+   budget) side by side, one thread each, so both see the same machine;
+2. Torch-Pruning prunes the same model on the same schedule toward the pruned run's final MACs,
+   with Taylor and with L1 group importance (benchmarks/torch_pruning_compare.py), side by side;
+3. the baseline and the pruned run are exported (ONNX, float), Torch-Pruning's models too, and
+   all four are timed in one interleaved onnxruntime bench: batch 1, one thread.
+
+Targets (the any-model issue): at least 2x fewer MACs; at most 0.3 points of test accuracy lost
+against the same-recipe baseline; accuracy at least Torch-Pruning's at MACs within 3%; pruned
+training wall time at most the baseline's.
+
+    python benchmarks/any_model.py --model resnet20 --dataset fashion-mnist --epochs 10 --target-macs 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from common import record
+from prune_vs_baseline import train_pair
+
+from edgeprune.bench import bench, make_settings
+from edgeprune.export import export_run
+
+RECIPE = ("--finetune-lr", "cosine", "--distill", "0.5")
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--limit", type=int)
+    ap.add_argument("--target-macs", type=float, default=0.5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-args", default="", help="more `edgeprune train` flags for every run")
+    ap.add_argument("--runs-dir", type=Path, default=Path("runs/bench-any"))
+    ap.add_argument("--bench-runs", type=int, default=200)
+    ap.add_argument("--name", help="results file name (default any_model_<model>_<dataset>_<epochs>ep)")
+    args = ap.parse_args()
+    model_tag = args.model.replace(":", "-").replace("/", "-")
+    name = args.name or f"any_model_{model_tag}_{Path(args.dataset).name}_{args.epochs}ep"
+    extra = ("--model", args.model, *shlex.split(args.train_args))
+    base_dir, pruned_dir = train_pair(
+        args.runs_dir / name,
+        args.dataset,
+        args.epochs,
+        "compact",
+        args.limit,
+        args.seed,
+        extra,
+        baseline_extra=RECIPE,
+        pruned_extra=("--target-macs", str(args.target_macs)),
+    )
+    tp_dir = args.runs_dir / name / "torch-pruning"
+    procs = {}
+    for importance in ("taylor", "l1"):
+        out = tp_dir / f"{importance}.json"
+        if out.exists():
+            continue
+        cmd = [
+            sys.executable,
+            str(HERE / "torch_pruning_compare.py"),
+            "--match",
+            str(pruned_dir),
+            "--importance",
+            importance,
+            "--onnx",
+            str(tp_dir / f"torch-pruning-{importance}.onnx"),
+            "--name",
+            f"{name}_torch_pruning_{importance}",
+        ]
+        tp_dir.mkdir(parents=True, exist_ok=True)
+        log = open(tp_dir / f"{importance}.log", "w")
+        procs[importance] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), out)
+    for importance, (p, out) in procs.items():
+        if p.wait() != 0:
+            sys.exit(f"Torch-Pruning ({importance}) failed; see {tp_dir / (importance + '.log')}")
+        out.write_text((HERE / "results" / f"{name}_torch_pruning_{importance}.json").read_text())
+    tp = {imp: json.loads((tp_dir / f"{imp}.json").read_text()) for imp in ("taylor", "l1")}
+
+    for run in (base_dir, pruned_dir):
+        if not (run / "bundle" / "meta.json").exists():
+            export_run(run, quantize="none")
+    report = bench(
+        [base_dir / "bundle", pruned_dir / "bundle", *(tp_dir / f"torch-pruning-{i}.onnx" for i in ("taylor", "l1"))],
+        make_settings(threads=1, runs=args.bench_runs, rounds=7, batch="1"),
+    )
+    rows = {r["name"]: r for r in report["results"]}
+
+    def p50(key):
+        r = rows.get(key)
+        return r["latency"]["1"]["p50_ms"] if r and r["status"] == "ok" else None
+
+    mb, mp = (json.loads((d / "metrics.json").read_text()) for d in (base_dir, pruned_dir))
+    result = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "epochs": args.epochs,
+        "limit": args.limit,
+        "seed": args.seed,
+        "target_macs": args.target_macs,
+        "baseline": {
+            **{k: mb[k] for k in ("test_accuracy", "test_f1", "test_n", "params", "train_seconds")},
+            "macs": mp["baseline_macs"],  # the dense model's, counted by the pruned run
+            "p50_ms_batch1_threads1": p50(f"{base_dir.name}/float"),
+        },
+        "pruned": {
+            **{k: mp[k] for k in ("test_accuracy", "test_f1", "test_n", "params", "train_seconds", "macs", "widths")},
+            "baseline_macs": mp["baseline_macs"],
+            "p50_ms_batch1_threads1": p50(f"{pruned_dir.name}/float"),
+        },
+        "torch_pruning": {
+            imp: {
+                **{k: t["torch_pruning"][k] for k in ("test_accuracy", "test_f1", "params", "macs", "train_seconds")},
+                "p50_ms_batch1_threads1": p50(f"torch-pruning-{imp}"),
+                "macs_ratio_over_edgeprune": t["torch_pruning"]["macs"] / mp["macs"],
+            }
+            for imp, t in tp.items()
+        },
+        "bench_rows": sorted(rows),
+        "runs": {"baseline": str(base_dir), "pruned": str(pruned_dir), "torch_pruning": str(tp_dir)},
+    }
+    drop = 100 * (mb["test_accuracy"] - mp["test_accuracy"])
+    result["macs_reduction"] = mp["baseline_macs"] / mp["macs"]
+    result["accuracy_drop_points"] = drop
+    result["wall_time_ratio_pruned_over_baseline"] = mp["train_seconds"] / mb["train_seconds"]
+    result["targets"] = {
+        "macs_2x_fewer": result["macs_reduction"] >= 2,
+        "accuracy_drop<=0.3pt": drop <= 0.3,
+        "accuracy>=torch_pruning_taylor_and_l1": all(
+            mp["test_accuracy"] >= t["test_accuracy"] for t in result["torch_pruning"].values()
+        ),
+        "torch_pruning_macs_within_3pct": all(
+            abs(t["macs_ratio_over_edgeprune"] - 1) <= 0.03 for t in result["torch_pruning"].values()
+        ),
+        "pruned_wall_time<=baseline": result["wall_time_ratio_pruned_over_baseline"] <= 1,
+    }
+    result["notes"] = [
+        "test accuracy in torch on the whole test split (test_n); p50 with onnxruntime, float, batch 1, one "
+        "thread, the four models interleaved in one bench",
+        "bench rows baseline/float and pruned/float are edgeprune's; torch-pruning-* are Torch-Pruning's",
+    ]
+    print(json.dumps({k: result[k] for k in ("macs_reduction", "accuracy_drop_points", "targets")}, indent=2))
+    print("wrote", record(name, result))
+
+
+if __name__ == "__main__":
+    main()
