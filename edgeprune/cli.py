@@ -328,6 +328,11 @@ def bench(
 
     if latency_probes is not None and paths:
         raise UserError("give either models to benchmark or --latency-probes DIR, not both.")
+    if latency_probes is None and not paths:
+        raise UserError(
+            "Missing argument 'MODEL_OR_BUNDLE...': give .onnx files or bundle directories to benchmark "
+            "(or --latency-probes DIR to measure a latency table). See 'edgeprune bench --help'."
+        )
 
     settings = make_settings(
         threads=threads,
