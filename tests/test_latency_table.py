@@ -185,6 +185,27 @@ def test_fingerprint_follows_architecture_and_input():
     assert fingerprint("cnn", {"conv0": 8}, ["float[1x12x12]"]) != fingerprint("cnn", {"conv0": 8}, ["float[1x14x14]"])
 
 
+def test_probes_command_builds_the_run_model_at_full_width(tmp_path):
+    """`edgeprune probes RUN` needs only config.json, and gives the fingerprint train's model has."""
+    from typer.testing import CliRunner
+
+    from edgeprune.cli import app
+    from edgeprune.models import default_config
+
+    meta = {"task": "image", "labels": list("abcd"), "dataset": "own", "input_shape": ["batch", 1, 12, 12]}
+    cfg = {"model": "cnn", "model_config": {"channels": [8, 16], "hidden": [16]}}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": cfg, "input": meta}))
+    r = CliRunner().invoke(app, ["probes", str(run), "--n", "4", "--min-width", "2", "--round-to", "2"])
+    assert r.exit_code == 0, r.output
+    m = manifest(run / "latency" / "probes")
+    assert len(m["probes"]) == 4 and all((run / "latency" / "probes" / p["file"]).is_file() for p in m["probes"])
+    spec = {"name": "cnn", "config": {**default_config("cnn", meta), **cfg["model_config"]}}
+    assert m["fingerprint"] == model_fingerprint(build_model(spec), torch.randn(2, 1, 12, 12))
+    assert m["groups"] == {"conv0": 8, "conv1": 16, "fc0": 16}
+
+
 # --- measuring (no torch) and fitting ---------------------------------------------------------------
 
 
@@ -214,6 +235,29 @@ def test_fit_records_a_finite_held_out_error(tables):
     print(
         f"tiny CNN held-out error: mean {fit['held_out_mean_rel_error']:.1%}, max {fit['held_out_max_rel_error']:.1%}"
     )
+
+
+def test_runtime_image_entrypoint_measures_a_probes_directory(probes, tmp_path):
+    results = tmp_path / "results"
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+        EDGEPRUNE_BUNDLE=str(probes["resnet"]),
+        EDGEPRUNE_RESULTS=str(results),
+        EDGEPRUNE_DEVICE="pi 4",
+        EDGEPRUNE_THREADS="1",
+        EDGEPRUNE_RUNS="3",
+        EDGEPRUNE_ROUNDS="2",
+    )
+    entrypoint = Path(__file__).resolve().parents[1] / "docker" / "entrypoint.sh"
+    proc = subprocess.run(
+        ["sh", str(entrypoint), "--warmup", "1"], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = json.loads((results / "latency-pi_4.json").read_text())
+    assert table["format"] == "edgeprune.latency-table" and table["threads"] == 1
+    assert table["fingerprint"] == manifest(probes["resnet"])["fingerprint"]
 
 
 def test_resnet_table_fits_and_too_few_probes_are_recorded_not_fatal(tables):
@@ -334,6 +378,7 @@ def test_the_cli_accepts_its_own_table(probes, tables, tmp_path):
         ("no-json", ("--latency-probes needs --json",)),
         ("two-batches", ("one batch size", "give one --batch")),
         ("no-probes", ("holds no latency probes", "edgeprune probes")),
+        ("probes-of-no-run", ("is not a run directory", "edgeprune train")),
     ],
 )
 def test_a_table_that_does_not_fit_is_refused_in_one_line(probes, tables, tmp_path, case, says):
@@ -350,6 +395,7 @@ def test_a_table_that_does_not_fit_is_refused_in_one_line(probes, tables, tmp_pa
         "no-json": ["bench", "--latency-probes", str(probes["cnn"])],
         "two-batches": ["bench", "--latency-probes", str(probes["cnn"]), "--batch", "1,8", "--json", str(broken)],
         "no-probes": ["bench", "--latency-probes", str(tmp_path), "--json", str(tmp_path / "t.json")],
+        "probes-of-no-run": ["probes", str(tmp_path)],
     }[case]
     line = _one_error_line(run_cli(args, tmp_path))
     for phrase in says:
