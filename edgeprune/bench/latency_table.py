@@ -198,9 +198,10 @@ def fit_summary(fit: dict | None) -> str:
         if fit.get("n_held_out")
         else "no held-out probes"
     )
+    busy = " (the machine was busy: fitted to each probe's least disturbed round)" if fit["target"] != "p50_ms" else ""
     return (
         f"fit: {len(fit['features'])} {fit['level']} feature(s) + intercept {fit['intercept_ms']:.4f} ms "
-        f"on {fit['n_fit']} probes (error mean {fit['fit_mean_rel_error']:.1%}); {held}"
+        f"on {fit['n_fit']} probes{busy} (error mean {fit['fit_mean_rel_error']:.1%}); {held}"
     )
 
 

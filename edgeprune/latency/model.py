@@ -13,7 +13,9 @@ leave-one-out relative error on the fitting samples is kept (ties: the coarser).
 more weight tensors than the probes can pin down falls back to per-group features, then to one.
 
 The fit is a non-negative least squares (Lawson-Hanson, below) on relative errors: each sample's
-row is divided by its measured time, so a 0.1 ms probe counts as much as a 10 ms one. Non-negative
+row is divided by its measured time, so a 0.1 ms probe counts as much as a 10 ms one. The time
+fitted is each probe's p50_ms, or its round_min_ms (the median of its least disturbed round) when
+the table says the machine was busy while it was measured. Non-negative
 coefficients make the prediction monotone: more channels never predict less time. The held-out
 probes (the table's samples marked held_out) are not fitted; the fit reports their mean and max
 relative error, the honest figure for how far a prediction can be trusted.
