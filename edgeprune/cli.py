@@ -303,8 +303,8 @@ def train(
 @app.command()
 @friendly
 def bench(
-    paths: list[Path] = typer.Argument(
-        ..., metavar="MODEL_OR_BUNDLE...", help="Bundle directories and/or .onnx files.", show_default=False
+    paths: Optional[list[Path]] = typer.Argument(
+        None, metavar="MODEL_OR_BUNDLE...", help="Bundle directories and/or .onnx files.", show_default=False
     ),
     threads: Optional[int] = typer.Option(
         None, "--threads", help="onnxruntime intra-op threads (default: the --target's, else all usable cores)."
@@ -326,9 +326,25 @@ def bench(
     seq_len: Optional[int] = typer.Option(
         None, "--seq-len", help="Text models: time inputs of this many tokens (eval rows cut or padded to it)."
     ),
+    latency_probes: Optional[Path] = typer.Option(
+        None,
+        "--latency-probes",
+        help="Instead of models: time this directory of latency probes (edgeprune probes) into the "
+        "latency table written to --json, at one --batch.",
+    ),
 ):
-    """Measure latency, memory, accuracy and size of ONNX models with onnxruntime (no torch needed)."""
+    """Measure latency, memory, accuracy and size of ONNX models with onnxruntime (no torch needed).
+
+    With --latency-probes DIR: measure a latency table for pruning to a latency budget instead."""
     from edgeprune.bench import make_settings, run
+
+    if latency_probes is not None and paths:
+        raise UserError("give either models to benchmark or --latency-probes DIR, not both.")
+    if latency_probes is None and not paths:
+        raise UserError(
+            "Missing argument 'MODEL_OR_BUNDLE...': give .onnx files or bundle directories to benchmark "
+            "(or --latency-probes DIR to measure a latency table). See 'edgeprune bench --help'."
+        )
 
     settings = make_settings(
         threads=threads,
@@ -343,9 +359,84 @@ def bench(
         label=label,
         seq_len=seq_len,
     )
-    code = run(paths, settings, json_out)
+    if latency_probes is not None:
+        from edgeprune.bench.latency_table import run as run_probes
+
+        code = run_probes(latency_probes, settings, json_out)
+    else:
+        code = run(paths or [], settings, json_out)
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+@friendly
+def probes(
+    run_dir: Path = typer.Argument(
+        ..., help="Run directory (its config.json: the dataset's input and the model).", show_default=False
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Probe directory (default RUN/latency/probes)."),
+    n: int = typer.Option(32, "--n", help="Number of probes (a quarter held out to measure the fit's error)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampled widths."),
+    min_width: int = typer.Option(8, "--min-width", help="No layer below this width (as train's --min-width)."),
+    round_to: int = typer.Option(8, "--round-to", help="Widths at multiples of this (as train's --round-to)."),
+):
+    """Write latency probes of a run's model: ONNX files of its architecture at sampled widths.
+
+    Measure them where the model will run: edgeprune bench --latency-probes DIR --json TABLE."""
+    from edgeprune.latency.probes import run_probes
+
+    with err.status("exporting probes") as spinner:
+        manifest, where = run_probes(
+            run_dir, out, n=n, seed=seed, min_width=min_width, round_to=round_to, progress=spinner.update
+        )
+    err.print(
+        f"wrote {len(manifest['probes'])} probes of {manifest['arch']} (fingerprint {manifest['fingerprint'][:12]}) "
+        f"to {where}; measure them with: edgeprune bench --latency-probes {where} --threads N --batch B "
+        "--json latency.json",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+@friendly
+def latency(
+    table: Path = typer.Argument(
+        ..., help="Latency table written by edgeprune bench --latency-probes.", show_default=False
+    ),
+    probes_dir: Optional[Path] = typer.Option(
+        None, "--probes", help="Check the table was measured for the model of these probes."
+    ),
+    fingerprint: Optional[str] = typer.Option(None, "--fingerprint", help="Check the table's model fingerprint."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Check it was measured with this many threads."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Check it was measured at this batch size."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table with this fit to this file."),
+):
+    """Fit a latency table (numpy only), show its held-out error, check it fits a model and settings."""
+    from edgeprune.bench.latency_table import fit_summary, read_probes
+    from edgeprune.latency.model import LatencyModel, check_table, read_table
+
+    data = read_table(table)
+    if probes_dir is not None:
+        fingerprint = fingerprint or read_probes(probes_dir).get("fingerprint")
+    check_table(data, fingerprint, threads, batch, name=str(table))
+    data["fit"] = LatencyModel.fit(data, name=str(table)).report
+    console = Console()
+    where = data.get("machine") or {}
+    console.print(
+        f"{table}: {data.get('arch')} (fingerprint {data['fingerprint'][:12]}) on {where.get('label')} "
+        f"({where.get('cpu_model')}), {data['threads']} threads, batch {data['batch']}"
+        + (" [bold red]EMULATED[/]: not device timings" if data.get("emulated") else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(fit_summary(data["fit"]), highlight=False, soft_wrap=True)
+    if json_out is not None:
+        from edgeprune.run import atomic_write_json
+
+        atomic_write_json(json_out, data)
+        err.print(f"wrote {json_out}", highlight=False)
 
 
 @app.command()
