@@ -111,57 +111,103 @@ def _train(
     amp: torch.dtype | None,
     local_batch: int,
 ) -> dict:
-    run = RunDir(Path(cfg.out))
-    has_ckpt = distributed.on_main(ctx, lambda: _check_run_dir(run, cfg, resume))
-    torch.set_num_threads(cfg.threads or max(1, default_threads() // ctx.local_world))
-    torch.manual_seed(cfg.seed)
+    t = _Training(cfg, quiet, ctx, device, amp, local_batch)
+    t.open(resume)  # the run directory checked, the data loaded, the model built or resumed
+    with _progress(quiet) as progress:
+        for epoch in range(t.start, cfg.epochs + 1):
+            record = t.train_epoch(epoch, progress)  # the steps, then pruning at the epoch's end
+            t.save_epoch(record)  # validation, checkpoint (atomic), history line
+    return t.finish()  # final compaction, test metrics, model.pt
 
-    saved_vocab = distributed.on_main(ctx, lambda: _training_vocab(run) if has_ckpt else None)
-    data = load_data(
-        cfg.dataset,
-        Path(cfg.data_dir) if cfg.data_dir else None,
-        seed=cfg.seed,
-        limit=cfg.limit,
-        val_fraction=cfg.val_fraction,
-        vocab_size=cfg.vocab_size,
-        max_len=cfg.max_len,
-        vocab=Vocab.from_json(saved_vocab) if saved_vocab else None,
-        options=cfg.data_options,
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[stats]}"),
+        console=console,
+        disable=quiet,
+        transient=True,
     )
-    meta = data.input_meta()
-    if has_ckpt and ctx.is_main:
-        _check_same_data(run, meta)
-    spec = {"name": cfg.model, "config": {**default_config(cfg.model, meta), **cfg.model_config}}
-    model = build_model(spec)
-    check_model_fits(model, meta)  # channels and classes: one sentence, before anything is written
-    baseline_params = count_params(model)
-    model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    # The schedule also times a baseline's learning rate (--finetune-lr) and teacher (--distill),
-    # so a dense run can follow the pruned run's recipe; only a pruner prunes.
-    schedule = schedule_of(cfg)
-    # fp16 needs loss scaling to keep small gradients; bf16 has float32's range and does not
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    start, train_seconds = 1, 0.0
-    history: list[dict] = []  # every epoch's record so far; travels inside the checkpoint
-    # Self-distillation (cfg.distill > 0): the dense model's outputs on the training set at the end
-    # of the warm-up, taken once before the first pruning; the pruned model then learns from them.
-    teacher: Optional[torch.Tensor] = None
 
-    if has_ckpt:
-        ckpt = distributed.on_main(ctx, lambda: load_torch(run.checkpoint, "checkpoint"))
-        model = load_model(ckpt["arch"], ckpt["model"])
-        model.to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start, train_seconds = ckpt["epoch"] + 1, ckpt["train_seconds"]
-        teacher = ckpt.get("teacher_logits")
-        if ctx.is_main:
-            history = _restore_history(run, ckpt)
-            console.print(f"resuming {run.root} at epoch {start}/{cfg.epochs}")
-    elif ctx.is_main:
+
+class _Training:
+    """One run's state: what the loop in `_train` reads as a flow, one method a stage."""
+
+    def __init__(self, cfg, quiet, ctx, device, amp, local_batch):
+        self.cfg, self.quiet, self.ctx, self.device, self.local_batch = cfg, quiet, ctx, device, local_batch
+        self.run = RunDir(Path(cfg.out))
+        # The schedule also times a baseline's learning rate (--finetune-lr) and teacher (--distill),
+        # so a dense run can follow the pruned run's recipe; only a pruner prunes.
+        self.schedule = schedule_of(cfg)
+        # fp16 needs loss scaling to keep small gradients; bf16 has float32's range and does not
+        self.scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+        self.autocast = (lambda: torch.autocast("cuda", dtype=amp)) if amp else contextlib.nullcontext
+        self.start, self.train_seconds = 1, 0.0
+        self.history: list[dict] = []  # every epoch's record so far; travels inside the checkpoint
+        # Self-distillation (cfg.distill > 0): the dense model's outputs on the training set at the end
+        # of the warm-up, taken once before the first pruning; the pruned model then learns from them.
+        self.teacher: Optional[torch.Tensor] = None
+        self.pruner: Optional[Pruner] = None
+
+    # --- opening ---------------------------------------------------------------------------------
+    def open(self, resume: bool) -> None:
+        cfg, ctx, run = self.cfg, self.ctx, self.run
+        has_ckpt = distributed.on_main(ctx, lambda: _check_run_dir(run, cfg, resume))
+        torch.set_num_threads(cfg.threads or max(1, default_threads() // ctx.local_world))
+        torch.manual_seed(cfg.seed)
+        self._load_data(has_ckpt)
+        self.spec = {"name": cfg.model, "config": {**default_config(cfg.model, self.meta), **cfg.model_config}}
+        model = build_model(self.spec)
+        check_model_fits(model, self.meta)  # channels and classes: one sentence, before anything is written
+        self.baseline_params = count_params(model)
+        ckpt = distributed.on_main(ctx, lambda: load_torch(run.checkpoint, "checkpoint")) if has_ckpt else None
+        if ckpt is not None:
+            model = load_model(ckpt["arch"], ckpt["model"])
+        self.model = model.to(self.device)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        if ckpt is not None:
+            self._resume(ckpt)
+        elif ctx.is_main:
+            self._start_run_dir()
+        if cfg.prune:
+            self._make_pruner(ckpt)
+        self.net = distributed.wrap(self.model, self.device, ctx)
+        n = len(self.data.train)
+        self.steps = (len(distributed.shard(torch.arange(n), ctx)) + self.local_batch - 1) // self.local_batch
+
+    def _load_data(self, has_ckpt: bool) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        saved_vocab = distributed.on_main(ctx, lambda: _training_vocab(self.run) if has_ckpt else None)
+        self.data = load_data(
+            cfg.dataset,
+            Path(cfg.data_dir) if cfg.data_dir else None,
+            seed=cfg.seed,
+            limit=cfg.limit,
+            val_fraction=cfg.val_fraction,
+            vocab_size=cfg.vocab_size,
+            max_len=cfg.max_len,
+            vocab=Vocab.from_json(saved_vocab) if saved_vocab else None,
+            options=cfg.data_options,
+        )
+        self.meta = self.data.input_meta()
+        if has_ckpt and ctx.is_main:
+            _check_same_data(self.run, self.meta)
+
+    def _resume(self, ckpt: dict) -> None:
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.start, self.train_seconds = ckpt["epoch"] + 1, ckpt["train_seconds"]
+        self.teacher = ckpt.get("teacher_logits")
+        if self.ctx.is_main:
+            self.history = _restore_history(self.run, ckpt)
+            console.print(f"resuming {self.run.root} at epoch {self.start}/{self.cfg.epochs}")
+
+    def _start_run_dir(self) -> None:
+        run, data = self.run, self.data
         run.root.mkdir(parents=True, exist_ok=True)
         for p in (run.history, run.metrics, run.checkpoint, run.model, run.train_vocab, *run.partial_writes()):
             p.unlink(missing_ok=True)
@@ -172,143 +218,157 @@ def _train(
             {
                 "run_format": RUN_FORMAT,
                 "edgeprune_version": __version__,
-                "config": cfg.to_dict(),
-                "input": meta,
+                "config": self.cfg.to_dict(),
+                "input": self.meta,
                 "data_source": data.source,
-                "baseline_params": baseline_params,
+                "baseline_params": self.baseline_params,
             },
         )
 
-    pruner = None
-    if cfg.prune:
-        # traced (any model) or declared (the study's two) coupling; the model is compacted in
-        # place, so `model` and `optimizer` stay the objects this loop trains
-        example = data.prepare(data.train.x[:2].clone())
-        reduce = distributed.all_reduce_scores if ctx.enabled else None
-        pruner = Pruner(
-            model, example, optimizer, schedule=schedule, reduce_scores=reduce, baseline_params=baseline_params
+    def _make_pruner(self, ckpt: Optional[dict]) -> None:
+        """Traced (any model) or declared (the study's two) coupling; the model is compacted in
+        place, so `self.model` and `self.optimizer` stay the objects this loop trains."""
+        example = self.data.prepare(self.data.train.x[:2].clone())
+        reduce = distributed.all_reduce_scores if self.ctx.enabled else None
+        self.pruner = Pruner(
+            self.model,
+            example,
+            self.optimizer,
+            schedule=self.schedule,
+            reduce_scores=reduce,
+            baseline_params=self.baseline_params,
         )
-        if has_ckpt:
-            pruner.load_state_dict(ckpt["pruner"])
-        elif pruner.frozen and ctx.is_main and not quiet:
-            console.print("not pruned (the tracer cannot follow them): " + "; ".join(pruner.frozen), soft_wrap=True)
-    net = distributed.wrap(model, device, ctx)
-    n = len(data.train)
-    steps = (len(distributed.shard(torch.arange(n), ctx)) + local_batch - 1) // local_batch
-    autocast = (lambda: torch.autocast("cuda", dtype=amp)) if amp else contextlib.nullcontext
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[stats]}"),
-        console=console,
-        disable=quiet,
-        transient=True,
-    ) as progress:
-        for epoch in range(start, cfg.epochs + 1):
-            phase = schedule.phase(epoch) if pruner else "train"
-            for group in optimizer.param_groups:  # a function of the epoch, so resume-safe
-                group["lr"] = cfg.lr * schedule.lr_scale(epoch)
-            task = progress.add_task(f"epoch {epoch}/{cfg.epochs} {phase}", total=steps, stats="")
-            t0 = time.perf_counter()
-            if cfg.distill and teacher is None and schedule.phase(epoch) != "warmup":
-                teacher = logits_of(model, data, data.train.x)
-            net.train()
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-            mine = distributed.shard(perm, ctx)
-            loss_sum, correct, seen = 0.0, 0, 0
-            for step in range(steps):
-                idx = mine[step * local_batch : (step + 1) * local_batch]
-                x = distributed.to_device(data.prepare(data.train.x[idx]), device)
-                y = distributed.to_device(data.train.y[idx], device)
-                with autocast():
-                    logits = _logits(net(x))
-                    soft = None if teacher is None else distributed.to_device(teacher[idx], device)
-                    loss = training_loss(logits, y, soft, cfg.distill, cfg.distill_temperature)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is None:
-                    loss.backward()
-                    finite = True
-                else:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)  # the pruner scores true gradients, not scaled ones
-                    finite = _finite_grads(model)  # scaler.step skips this step; so do the scores
-                if pruner and finite:
-                    pruner.after_backward()
-                if scaler is None:
-                    optimizer.step()
-                else:
-                    scaler.step(optimizer)
-                    scaler.update()
-                faults.crash("step", (epoch - 1) * steps + step + 1)
-                with torch.no_grad():
-                    loss_sum += float(loss) * len(y)
-                    correct += int((predict(logits) == y).sum())
-                    seen += len(y)
-                if step % 25 == 0 or step == steps - 1:
-                    progress.update(
-                        task, completed=step + 1, stats=f"loss {loss_sum / seen:.4f} acc {correct / seen:.4f}"
-                    )
-            loss_sum, correct, seen = distributed.sum_over_ranks([loss_sum, correct, seen], device, ctx)
-            report = None
-            if pruner:
-                report = pruner.end_epoch(epoch)
-                if phase == "prune":
-                    # the pruner resized the model's tensors or moved it through the CPU (either
-                    # detaches DDP's gradient hooks): wrap it afresh; the old wrapper is freed
-                    net = distributed.wrap(model, device, ctx)
-            distributed.check_in_sync(model, ctx)
-            seconds = time.perf_counter() - t0
-            train_seconds += seconds
-            progress.remove_task(task)
-            if ctx.is_main:
-                val = evaluate(model, data, data.val)
-                record = {
-                    "epoch": epoch,
-                    "phase": phase,
-                    "train_loss": loss_sum / seen,
-                    "train_accuracy": correct / seen,
-                    "val_loss": val["loss"],
-                    "val_accuracy": val["accuracy"],
-                    "val_f1": val["f1"],
-                    "seconds": seconds,
-                    **_structure(model, pruner, baseline_params),
-                }
-                if report is not None:
-                    record["removed"] = {"units": report.removed_units, "connections": report.removed_connections}
-                    record["budget"] = report.budget
-                history.append(record)
-                ckpt = {
-                    "format": RUN_FORMAT,
-                    "edgeprune_version": __version__,
-                    "epoch": epoch,
-                    "train_seconds": train_seconds,
-                    "arch": _arch(model, spec),
-                    "model": _cpu(model.state_dict()),
-                    "optimizer": _cpu(optimizer.state_dict()),
-                    "pruner": pruner.state_dict() if pruner else None,
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "teacher_logits": teacher,
-                    # The history is part of the atomic checkpoint, so the two cannot disagree:
-                    # history.jsonl is a copy for readers, rewritten from here on resume.
-                    "history": history,
-                }
-                faults.crash("before-checkpoint", epoch)
-                save_torch(run.checkpoint, ckpt, midway=faults.crasher("mid-checkpoint", epoch))
-                faults.crash("after-checkpoint", epoch)
-                append_jsonl(run.history, record, midway=faults.crasher("mid-history", epoch))
-                _print_epoch(record, cfg, quiet)
-            distributed.barrier(ctx)  # the checkpoint is complete before any rank moves on
+        if ckpt is not None:
+            self.pruner.load_state_dict(ckpt["pruner"])
+        elif self.pruner.frozen and self.ctx.is_main and not self.quiet:
+            console.print(
+                "not pruned (the tracer cannot follow them): " + "; ".join(self.pruner.frozen), soft_wrap=True
+            )
 
-    if pruner:
-        pruner.finalize()
-    distributed.check_in_sync(model, ctx)
-    live = pruner.live_params() if pruner else count_params(model)
-    metrics = None
-    if ctx.is_main:
-        test = evaluate(model, data, data.test)
-        majority = majority_share(data.test.y)
+    # --- one epoch -----------------------------------------------------------------------------
+    def train_epoch(self, epoch: int, progress: Progress) -> dict:
+        cfg, data, pruner = self.cfg, self.data, self.pruner
+        phase = self.schedule.phase(epoch) if pruner else "train"
+        for group in self.optimizer.param_groups:  # a function of the epoch, so resume-safe
+            group["lr"] = cfg.lr * self.schedule.lr_scale(epoch)
+        task = progress.add_task(f"epoch {epoch}/{cfg.epochs} {phase}", total=self.steps, stats="")
+        t0 = time.perf_counter()
+        if cfg.distill and self.teacher is None and self.schedule.phase(epoch) != "warmup":
+            self.teacher = logits_of(self.model, data, data.train.x)
+        self.net.train()
+        perm = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        mine = distributed.shard(perm, self.ctx)
+        sums = [0.0, 0, 0]  # loss x examples, correct, examples
+        for step in range(self.steps):
+            self._step(mine[step * self.local_batch : (step + 1) * self.local_batch], sums)
+            faults.crash("step", (epoch - 1) * self.steps + step + 1)
+            if step % 25 == 0 or step == self.steps - 1:
+                stats = f"loss {sums[0] / sums[2]:.4f} acc {sums[1] / sums[2]:.4f}"
+                progress.update(task, completed=step + 1, stats=stats)
+        loss_sum, correct, seen = distributed.sum_over_ranks(sums, self.device, self.ctx)
+        report = None
+        if pruner:
+            report = pruner.end_epoch(epoch)
+            if phase == "prune":
+                # the pruner resized the model's tensors or moved it through the CPU (either
+                # detaches DDP's gradient hooks): wrap it afresh; the old wrapper is freed
+                self.net = distributed.wrap(self.model, self.device, self.ctx)
+        distributed.check_in_sync(self.model, self.ctx)
+        seconds = time.perf_counter() - t0
+        self.train_seconds += seconds
+        progress.remove_task(task)
+        record = {
+            "epoch": epoch,
+            "phase": phase,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "seconds": seconds,
+        }
+        if report is not None:
+            record["removed"] = {"units": report.removed_units, "connections": report.removed_connections}
+            record["budget"] = report.budget
+        return record
+
+    def _step(self, idx: torch.Tensor, sums: list) -> None:
+        cfg, data, device, optimizer, scaler = self.cfg, self.data, self.device, self.optimizer, self.scaler
+        x = distributed.to_device(data.prepare(data.train.x[idx]), device)
+        y = distributed.to_device(data.train.y[idx], device)
+        with self.autocast():
+            logits = _logits(self.net(x))
+            soft = None if self.teacher is None else distributed.to_device(self.teacher[idx], device)
+            loss = training_loss(logits, y, soft, cfg.distill, cfg.distill_temperature)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            finite = True
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # the pruner scores true gradients, not scaled ones
+            finite = _finite_grads(self.model)  # scaler.step skips this step; so do the scores
+        if self.pruner and finite:
+            self.pruner.after_backward()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
+        with torch.no_grad():
+            sums[0] += float(loss) * len(y)
+            sums[1] += int((predict(logits) == y).sum())
+            sums[2] += len(y)
+
+    def save_epoch(self, partial: dict) -> None:
+        """Validation, then the checkpoint and the history line (rank 0); every rank waits for them."""
+        if self.ctx.is_main:
+            epoch = partial["epoch"]
+            val = evaluate(self.model, self.data, self.data.val)
+            record = {
+                **{k: partial[k] for k in ("epoch", "phase", "train_loss", "train_accuracy")},
+                "val_loss": val["loss"],
+                "val_accuracy": val["accuracy"],
+                "val_f1": val["f1"],
+                "seconds": partial["seconds"],
+                **_structure(self.model, self.pruner, self.baseline_params),
+                **{k: partial[k] for k in ("removed", "budget") if k in partial},
+            }
+            self.history.append(record)
+            ckpt = {
+                "format": RUN_FORMAT,
+                "edgeprune_version": __version__,
+                "epoch": epoch,
+                "train_seconds": self.train_seconds,
+                "arch": _arch(self.model, self.spec),
+                "model": _cpu(self.model.state_dict()),
+                "optimizer": _cpu(self.optimizer.state_dict()),
+                "pruner": self.pruner.state_dict() if self.pruner else None,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "teacher_logits": self.teacher,
+                # The history is part of the atomic checkpoint, so the two cannot disagree:
+                # history.jsonl is a copy for readers, rewritten from here on resume.
+                "history": self.history,
+            }
+            faults.crash("before-checkpoint", epoch)
+            save_torch(self.run.checkpoint, ckpt, midway=faults.crasher("mid-checkpoint", epoch))
+            faults.crash("after-checkpoint", epoch)
+            append_jsonl(self.run.history, record, midway=faults.crasher("mid-history", epoch))
+            _print_epoch(record, self.cfg, self.quiet)
+        distributed.barrier(self.ctx)  # the checkpoint is complete before any rank moves on
+
+    # --- the end ---------------------------------------------------------------------------------
+    def finish(self) -> Optional[dict]:
+        ctx, model, pruner = self.ctx, self.model, self.pruner
+        if pruner:
+            pruner.finalize()
+        distributed.check_in_sync(model, ctx)
+        live = pruner.live_params() if pruner else count_params(model)
+        metrics = self._write_final(live) if ctx.is_main else None
+        return distributed.on_main(ctx, lambda: metrics)  # every rank returns rank 0's metrics
+
+    def _write_final(self, live: int) -> dict:
+        """Test metrics, model.pt and metrics.json (rank 0)."""
+        cfg, ctx, model, pruner, run = self.cfg, self.ctx, self.model, self.pruner, self.run
+        test = evaluate(model, self.data, self.data.test)
+        majority = majority_share(self.data.test.y)
         warning = majority_warning(test["accuracy"], majority, test["n"])
         metrics = {
             "test_loss": test["loss"],
@@ -320,25 +380,25 @@ def _train(
             "warnings": [warning] if warning else [],
             "params": live,
             "dense_params": count_params(model),
-            "baseline_params": baseline_params,
-            "compression": baseline_params / max(live, 1),
-            "train_seconds": train_seconds,
+            "baseline_params": self.baseline_params,
+            "compression": self.baseline_params / max(live, 1),
+            "train_seconds": self.train_seconds,
             "widths": _widths(model, pruner),
             "macs": pruner.macs() if pruner else None,
             "baseline_macs": pruner.baseline_macs if pruner else None,
             "epochs": cfg.epochs,
-            "device": device.type,
+            "device": self.device.type,
             "world_size": ctx.world,
         }
         faults.crash("before-model", cfg.epochs)
-        shipped, shipped_meta = _ship_vocab(run, model, data.vocab, meta)
+        shipped, shipped_meta = _ship_vocab(run, model, self.data.vocab, self.meta)
         save_torch(
             run.model,
             {
                 "format": "edgeprune.model",
                 "version": 1,
                 "edgeprune_version": __version__,
-                "arch": _arch(shipped, spec),
+                "arch": _arch(shipped, self.spec),
                 "state_dict": _cpu(shipped.state_dict()),
                 "input": shipped_meta,
                 "params": live,
@@ -346,17 +406,17 @@ def _train(
             },
         )
         atomic_write_json(run.metrics, metrics)
-        if not quiet:
+        if not self.quiet:
             console.print(
                 f"[bold green]done[/]: test accuracy {_score(metrics['test_accuracy'])} (n={test['n']:,}), "
                 f"macro-F1 {_score(metrics['test_f1'])}, {live:,} live parameters "
-                f"({metrics['compression']:.1f}x fewer than {baseline_params:,}), {train_seconds:.0f}s; "
+                f"({metrics['compression']:.1f}x fewer than {self.baseline_params:,}), {self.train_seconds:.0f}s; "
                 f"wrote {run.root}",
                 soft_wrap=True,
             )
             for w in metrics["warnings"]:
                 console.print(f"[bold yellow]warning[/]: {w}", soft_wrap=True, highlight=False)
-    return distributed.on_main(ctx, lambda: metrics)
+        return metrics
 
 
 def _restore_history(run: RunDir, ckpt: dict) -> list[dict]:
