@@ -201,6 +201,23 @@ def train(
     target_macs: Optional[float] = typer.Option(
         None, "--target-macs", help="Keep at most this fraction of the baseline's MACs per example."
     ),
+    target_latency_ms: Optional[float] = typer.Option(
+        None,
+        "--target-latency-ms",
+        help="Prune until the predicted latency (onnxruntime, --latency-threads, --latency-batch) is at most this.",
+    ),
+    latency_table: Optional[Path] = typer.Option(
+        None,
+        "--latency-table",
+        help="A latency table measured on the device (edgeprune bench --latency-probes); default: measured here.",
+    ),
+    latency_threads: Optional[int] = typer.Option(
+        None, "--latency-threads", help="onnxruntime threads the latency budget is for (default 1, or --target's)."
+    ),
+    latency_batch: int = typer.Option(1, "--latency-batch", help="Batch size the latency budget is for."),
+    target: Optional[str] = typer.Option(
+        None, "--target", help="Device preset rpi4, rpi5 or x86: the latency budget's threads."
+    ),
     round_to: int = typer.Option(8, "--round-to", help="Keep widths at multiples of this (1 = off)."),
     min_width: int = typer.Option(8, "--min-width", help="No layer is pruned below this width."),
     prune_connections: bool = typer.Option(
@@ -273,6 +290,11 @@ def train(
         prune_until=prune_until,
         target_params=target_params,
         target_macs=target_macs,
+        target_latency_ms=target_latency_ms,
+        latency_table=str(latency_table) if latency_table else None,
+        latency_threads=latency_threads,
+        latency_batch=latency_batch,
+        target=target,
         round_to=round_to,
         min_width=min_width,
         prune_connections=prune_connections,

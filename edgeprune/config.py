@@ -45,6 +45,11 @@ class TrainConfig:
     prune_until: float = 0.7
     target_params: Optional[float] = None
     target_macs: Optional[float] = None
+    target_latency_ms: Optional[float] = None
+    latency_table: Optional[str] = None  # a table measured on the device (else measured here)
+    latency_threads: Optional[int] = None  # onnxruntime threads of the latency model (default 1)
+    latency_batch: int = 1
+    target: Optional[str] = None  # device preset (edgeprune.targets): the latency model's threads
     round_to: int = 8
     min_width: int = 8
     prune_connections: bool = True
@@ -68,7 +73,7 @@ class TrainConfig:
     def identity(self) -> dict:
         """What must match for --resume to continue this run (not where files live)."""
         d = self.to_dict()
-        for k in ("out", "data_dir", "threads", "device", "amp"):
+        for k in ("out", "data_dir", "threads", "device", "amp", "latency_table"):
             d.pop(k)
         return d
 
@@ -119,7 +124,7 @@ def resolve_train_config(
         if preset not in PRESETS:
             raise unknown_choice("preset", preset, PRESETS)
         for k, v in PRESETS[preset].items() if prune else ():  # a preset configures pruning only
-            if k == "target_params" and kw.get("target_macs") is not None:
+            if k == "target_params" and (kw.get("target_macs") or kw.get("target_latency_ms")) is not None:
                 continue
             if kw.get(k) is None:
                 kw[k] = v
@@ -140,10 +145,33 @@ def resolve_train_config(
         data_dir=str(data_dir) if data_dir else None,
         warmup_epochs=warmup_epochs,
         preset=preset,
-        **{k: v for k, v in kw.items() if v is not None or k in ("target_params", "target_macs")},
+        **{k: v for k, v in kw.items() if v is not None or k in ("target_params", "target_macs", "target_latency_ms")},
     )
     schedule_of(cfg)  # validates the schedule's flags (a baseline uses its timing too)
+    _check_latency(cfg)
     return cfg
+
+
+def _check_latency(cfg: TrainConfig) -> None:
+    """A latency budget's model: a table from the device, or one measured here at these settings."""
+    from edgeprune.targets import get_target
+
+    if cfg.target is not None:
+        preset = get_target(cfg.target)
+        if cfg.latency_threads is None:
+            cfg.latency_threads = preset.threads
+    if cfg.latency_threads is not None and cfg.latency_threads < 1:
+        raise UserError(f"--latency-threads must be at least 1, got {cfg.latency_threads}.")
+    if cfg.latency_batch < 1:
+        raise UserError(f"--latency-batch must be at least 1, got {cfg.latency_batch}.")
+    if cfg.latency_table is not None:
+        if cfg.target_latency_ms is None:
+            raise UserError("--latency-table is the model of a latency budget; give --target-latency-ms too.")
+        if not Path(cfg.latency_table).is_file():
+            raise UserError(
+                f"--latency-table {cfg.latency_table} does not exist; measure one with "
+                "edgeprune bench --latency-probes DIR --json TABLE (or leave it out to measure here)."
+            )
 
 
 def _check_distill(kw: dict, warmup_epochs: int, explicit: bool) -> None:
@@ -173,6 +201,7 @@ def schedule_of(cfg: TrainConfig):
         threshold=cfg.threshold,
         target_params=cfg.target_params,
         target_macs=cfg.target_macs,
+        target_latency_ms=cfg.target_latency_ms,
         round_to=cfg.round_to,
         min_width=cfg.min_width,
         prune_connections=cfg.prune_connections,

@@ -160,7 +160,7 @@ class _Training:
         torch.manual_seed(cfg.seed)
         self._load_data(has_ckpt)
         self.spec = {"name": cfg.model, "config": {**default_config(cfg.model, self.meta), **cfg.model_config}}
-        model = build_model(self.spec)
+        model = fresh = build_model(self.spec)
         check_model_fits(model, self.meta)  # channels and classes: one sentence, before anything is written
         self.baseline_params = count_params(model)
         ckpt = distributed.on_main(ctx, lambda: load_torch(run.checkpoint, "checkpoint")) if has_ckpt else None
@@ -173,7 +173,7 @@ class _Training:
         elif ctx.is_main:
             self._start_run_dir()
         if cfg.prune:
-            self._make_pruner(ckpt)
+            self._make_pruner(ckpt, fresh)
         self.net = distributed.wrap(self.model, self.device, ctx)
         n = len(self.data.train)
         self.steps = (len(distributed.shard(torch.arange(n), ctx)) + self.local_batch - 1) // self.local_batch
@@ -225,10 +225,58 @@ class _Training:
             },
         )
 
-    def _make_pruner(self, ckpt: Optional[dict]) -> None:
+    def _latency_model(self, fresh: torch.nn.Module, example: torch.Tensor):
+        """The latency budget's model, for the dense (fresh) model: a table from the device
+        (--latency-table, checked to be for this model, threads and batch), or probes of it timed
+        here into RUN/latency/ (reused on --resume)."""
+        cfg = self.cfg
+        threads = cfg.latency_threads if cfg.latency_threads is not None else (None if cfg.target else 1)
+        if cfg.latency_table:
+            from edgeprune.latency import load_latency_model
+            from edgeprune.latency.probes import model_fingerprint
+
+            fp = model_fingerprint(fresh, example)
+            lm = load_latency_model(Path(cfg.latency_table), fingerprint=fp, threads=threads, batch=cfg.latency_batch)
+            path = Path(cfg.latency_table)
+        else:
+            from edgeprune.latency.host import host_latency_model
+
+            if not self.quiet:
+                console.print(f"measuring a latency table for this model here ({self.run.root / 'latency'})")
+            lm, path = host_latency_model(
+                fresh,
+                example,
+                self.run.root / "latency",
+                threads=threads,
+                batch=cfg.latency_batch,
+                round_to=cfg.round_to,
+                min_width=cfg.min_width,
+                meta=self.meta,
+            )
+        if not self.quiet:
+            fit = lm.report
+            held = fit.get("held_out_mean_rel_error")
+            where = "emulated" if lm.emulated else "measured"
+            console.print(
+                f"latency model: {path} ({where}, {threads or 'all'} thread(s), batch {cfg.latency_batch}); "
+                + (
+                    f"held-out error mean {held:.1%}, max {fit['held_out_max_rel_error']:.1%}"
+                    if held is not None
+                    else ""
+                ),
+                soft_wrap=True,
+                highlight=False,
+            )
+        self.latency_table = str(path)
+        return lm
+
+    def _make_pruner(self, ckpt: Optional[dict], fresh: torch.nn.Module) -> None:
         """Traced (any model) or declared (the study's two) coupling; the model is compacted in
         place, so `self.model` and `self.optimizer` stay the objects this loop trains."""
         example = self.data.prepare(self.data.train.x[:2].clone())
+        lm = None
+        if self.cfg.target_latency_ms is not None:
+            lm = distributed.on_main(self.ctx, lambda: self._latency_model(fresh, example))
         reduce = distributed.all_reduce_scores if self.ctx.enabled else None
         self.pruner = Pruner(
             self.model,
@@ -237,6 +285,7 @@ class _Training:
             schedule=self.schedule,
             reduce_scores=reduce,
             baseline_params=self.baseline_params,
+            latency_model=lm,
         )
         if ckpt is not None:
             self.pruner.load_state_dict(ckpt["pruner"])
@@ -354,6 +403,19 @@ class _Training:
             _print_epoch(record, self.cfg, self.quiet)
         distributed.barrier(self.ctx)  # the checkpoint is complete before any rank moves on
 
+    def _latency_record(self) -> Optional[dict]:
+        lm = self.pruner.latency_model if self.pruner else None
+        if lm is None:
+            return None
+        return {
+            "table": getattr(self, "latency_table", None),
+            "threads": lm.threads,
+            "batch": lm.batch,
+            "emulated": lm.emulated,
+            "held_out_mean_rel_error": lm.report.get("held_out_mean_rel_error"),
+            "held_out_max_rel_error": lm.report.get("held_out_max_rel_error"),
+        }
+
     # --- the end ---------------------------------------------------------------------------------
     def finish(self) -> Optional[dict]:
         ctx, model, pruner = self.ctx, self.model, self.pruner
@@ -386,6 +448,10 @@ class _Training:
             "widths": _widths(model, pruner),
             "macs": pruner.macs() if pruner else None,
             "baseline_macs": pruner.baseline_macs if pruner else None,
+            "latency_ms_predicted": pruner.latency_ms() if pruner else None,
+            "baseline_latency_ms_predicted": pruner.baseline_latency_ms if pruner else None,
+            "target_latency_ms": cfg.target_latency_ms,
+            "latency_model": self._latency_record(),
             "epochs": cfg.epochs,
             "device": self.device.type,
             "world_size": ctx.world,
@@ -530,6 +596,7 @@ def _structure(model, pruner: Optional[Pruner], baseline_params: int) -> dict:
         "compression": baseline_params / max(live, 1),
         "connection_sparsity": pruner.connection_sparsity() if pruner else 0.0,
         "macs": pruner.macs() if pruner else None,
+        "latency_ms_predicted": pruner.latency_ms() if pruner else None,
         "widths": _widths(model, pruner),
     }
 
@@ -538,10 +605,13 @@ def _print_epoch(r: dict, cfg: TrainConfig, quiet: bool) -> None:
     if quiet:
         return
     widths = " ".join(f"{k}={v}" for k, v in r["widths"].items())
+    ms = r.get("latency_ms_predicted")
+    latency = f"  predicted {ms:.4f} ms" if ms is not None else ""
     console.print(
         f"epoch {r['epoch']:>3}/{cfg.epochs} {r['phase']:<8} loss {r['train_loss']:.4f}  "
         f"val acc {_score(r['val_accuracy'])} macro-F1 {_score(r['val_f1'])}  params {r['params_alive']:,} "
-        f"({r['compression']:.1f}x)  \\[{widths}]  {r['seconds']:.1f}s",  # escaped: rich drops [a=1 b=2] as markup
+        # the [ is escaped: rich drops [a=1 b=2] as markup
+        f"({r['compression']:.1f}x){latency}  \\[{widths}]  {r['seconds']:.1f}s",
         highlight=False,
         soft_wrap=True,
     )

@@ -76,13 +76,15 @@ class Summary:
     macs_before: int | None
     macs_after: int | None
     frozen: list[str]
+    latency_ms_before: float | None = None  # predicted by the latency model, when there is one
+    latency_ms_after: float | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
     def __str__(self) -> str:
         def ratio(a, b):
-            return f"{a / max(b, 1):.2f}x" if a is not None and b is not None else "-"
+            return f"{a / b:.2f}x" if a is not None and b else "-"
 
         lines = [f"{'layer':<40} {'before':>8} {'after':>8}"]
         for k, before in self.widths_before.items():
@@ -95,6 +97,11 @@ class Summary:
             lines.append(
                 f"MACs per example {self.macs_before:,} -> {self.macs_after:,} "
                 f"({ratio(self.macs_before, self.macs_after)} fewer)"
+            )
+        if self.latency_ms_before is not None:
+            lines.append(
+                f"predicted latency {self.latency_ms_before:.4f} ms -> {self.latency_ms_after:.4f} ms "
+                f"({ratio(self.latency_ms_before, self.latency_ms_after)} faster)"
             )
         if self.frozen:
             lines.append("not pruned (the tracer could not follow them): " + "; ".join(self.frozen))
@@ -142,6 +149,8 @@ class Pruner:
         epochs: int | None = None,
         target_params: float | None = None,
         target_macs: float | None = None,
+        target_latency_ms: float | None = None,
+        latency_model=None,
         threshold: float = 0.01,
         warmup_epochs: int | None = None,
         prune_until: float = 0.7,
@@ -166,6 +175,7 @@ class Pruner:
                 threshold=threshold,
                 target_params=target_params,
                 target_macs=target_macs,
+                target_latency_ms=target_latency_ms,
                 round_to=round_to,
                 min_width=min_width,
                 prune_connections=prune_connections,
@@ -189,9 +199,20 @@ class Pruner:
         self.cost = CostModel(model, self.example_inputs)
         if schedule.target_macs is not None and self.cost.macs_factors is None:
             raise UserError("target_macs needs example_inputs to count the model's MACs.")
+        # predicts ms per call from the layers' shapes (edgeprune.latency.LatencyModel, fitted to a
+        # latency table measured with onnxruntime on the machine that will run the model)
+        self.latency_model = latency_model
+        if schedule.target_latency_ms is not None and latency_model is None:
+            raise UserError(
+                "target_latency_ms needs latency_model= (edgeprune.latency.host_latency_model(...) measures "
+                "one here, or load_latency_model(TABLE) reads a table made on the device)."
+            )
         self.baseline_params = baseline_params or count_params(model)
         self.baseline_macs = self.cost.macs(self._shapes({}))
+        self.baseline_latency_ms = self.latency_ms()
         self.widths_before = self.widths()
+        if schedule.target_latency_ms is not None:
+            self._check_reachable(schedule.target_latency_ms)
 
     def _bind(self) -> None:
         """(Re)derive the coupling groups of the model as it is now, and start fresh score sums."""
@@ -259,7 +280,7 @@ class Pruner:
     def _prune(self, epoch: int) -> StepReport:
         model = self.model
         report = StepReport()
-        budget = self.schedule.budget(epoch)
+        budget = self.schedule.ramp(epoch, self._final) if self._final is not None else None
         report.budget = budget
         removed = self._choose_units(budget)
         conn_masks = self._choose_connections() if self.schedule.prune_connections else {}
@@ -283,7 +304,7 @@ class Pruner:
                 redirect_removed(model, self.groups, removed)
         self.masks.apply(model, self.optimizer)
         report.removed_connections = self.masks.zeros() - zeros_before
-        if budget is not None and self._cost_now() <= self.schedule.target * self._baseline_cost():
+        if budget is not None and self._cost_now() <= self._final * self._baseline_cost():
             self.budget_reached = True
         if report.compacted:
             self._bind()
@@ -338,7 +359,8 @@ class Pruner:
         """
         s = self.schedule
         target = budget * self._baseline_cost()
-        final = s.target * self._baseline_cost()
+        final = self._final * self._baseline_cost()
+        per_ms = s.measure == "latency"  # what goes first: the least loss per millisecond saved
         # live units, lowest-scored first (dead ones, at inf, last); norm and live do not change here
         ascending = {
             g.name: torch.argsort(torch.where(live[g.name], norm[g.name], torch.tensor(float("inf"))), stable=True)
@@ -356,9 +378,14 @@ class Pruner:
                 if lower < min(mw, n_live) or lower < max(1, len(g.protected)):
                     continue
                 leaving = ascending[g.name][n_live - keep[g.name] : n_live - lower]
-                options.append((float(norm[g.name][leaving].mean()), order, g.name, lower))
-            if not options:
-                return
+                if per_ms:
+                    saved = params - self._cost_for({**keep, g.name: lower})
+                    rank = float(norm[g.name][leaving].sum()) / saved if saved > 0 else math.inf
+                else:
+                    rank = float(norm[g.name][leaving].mean())
+                options.append((rank, order, g.name, lower))
+            if not options or all(o[0] == math.inf for o in options):
+                return  # nothing left to remove, or nothing that would save time
             choice = self._cheapest_notch(keep, options, final)
             keep[choice[0]], params = choice[1], choice[2]
 
@@ -406,17 +433,42 @@ class Pruner:
     def _cost_for(self, keep: dict[str, int]) -> float:
         """The budget's measure (dense parameters, or MACs per example) with these survivor counts."""
         shapes = self._shapes(keep)
+        if self.schedule.target_latency_ms is not None:
+            return self.latency_model.predict_shapes(shapes)
         if self.schedule.target_macs is not None:
             return self.cost.macs(shapes)
         return float(sum(math.prod(s) for s in shapes.values()))
 
     def _cost_now(self) -> float:
+        if self.schedule.target_latency_ms is not None:
+            return self.latency_ms()
         if self.schedule.target_macs is not None:
             return self.cost.macs(self._shapes({}))
         return float(self.live_params())
 
     def _baseline_cost(self) -> float:
-        return float(self.baseline_macs if self.schedule.target_macs is not None else self.baseline_params)
+        measure = self.schedule.measure
+        if measure == "latency":
+            return float(self.baseline_latency_ms)
+        return float(self.baseline_macs if measure == "macs" else self.baseline_params)
+
+    @property
+    def _final(self) -> float | None:
+        """The budget's final fraction of the dense model's cost (None: no budget)."""
+        if self.schedule.target_latency_ms is not None:
+            return min(1.0, self.schedule.target_latency_ms / self.baseline_latency_ms)
+        return self.schedule.target
+
+    def _check_reachable(self, target_ms: float) -> None:
+        floor = self.latency_model.predict_shapes(
+            self._shapes({g.name: min(g.width, self._in_units(g)[1]) for g in self.groups})
+        )
+        if target_ms < floor:
+            raise UserError(
+                f"--target-latency-ms {target_ms:g} is below what this model can reach by the latency table "
+                f"({floor:.4g} ms with every layer at --min-width; the dense model: {self.baseline_latency_ms:.4g} "
+                "ms); raise it or start from a smaller model."
+            )
 
     def _choose_connections(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -442,6 +494,10 @@ class Pruner:
     def live_params(self) -> int:
         return count_params(self.model) - self.masks.zeros()
 
+    def latency_ms(self) -> float | None:
+        """Predicted ms per call of the model as it is now (None without a latency model)."""
+        return None if self.latency_model is None else self.latency_model.predict_shapes(self._shapes({}))
+
     def macs(self) -> int | None:
         """MACs per example of the model as it is now (masked units counted until compacted)."""
         return self.cost.macs(self._shapes({}))
@@ -466,6 +522,8 @@ class Pruner:
             params_after=self.live_params(),
             macs_before=self.baseline_macs,
             macs_after=self.macs(),
+            latency_ms_before=self.baseline_latency_ms,
+            latency_ms_after=self.latency_ms(),
             frozen=list(self.frozen),
         )
 
@@ -473,6 +531,7 @@ class Pruner:
         return {
             "baseline_params": self.baseline_params,
             "baseline_macs": self.baseline_macs,
+            "baseline_latency_ms": self.baseline_latency_ms,
             "widths_before": dict(self.widths_before),
             "budget_reached": self.budget_reached,
             "epoch": self.epoch,
@@ -485,6 +544,7 @@ class Pruner:
         hold the checkpoint's (compacted) weights and state."""
         self.baseline_params = int(state["baseline_params"])
         self.baseline_macs = state.get("baseline_macs", self.baseline_macs)
+        self.baseline_latency_ms = state.get("baseline_latency_ms", self.baseline_latency_ms)
         self.widths_before = dict(state.get("widths_before", self.widths_before))
         self.budget_reached = bool(state["budget_reached"])
         self.epoch = int(state.get("epoch", self.epoch))

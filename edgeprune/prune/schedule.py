@@ -17,6 +17,7 @@ class PruneSchedule:
     threshold: float = 0.01
     target_params: Optional[float] = None  # keep at most this fraction of the baseline's parameters
     target_macs: Optional[float] = None  # or at most this fraction of its MACs per example
+    target_latency_ms: Optional[float] = None  # or at most this predicted latency (a latency table)
     round_to: int = 8
     min_width: int = 8
     prune_connections: bool = True
@@ -34,8 +35,11 @@ class PruneSchedule:
             raise UserError(f"--target-params must be a fraction in (0, 1), e.g. 0.1, got {self.target_params}.")
         if self.target_macs is not None and not 0 < self.target_macs < 1:
             raise UserError(f"--target-macs must be a fraction in (0, 1), e.g. 0.5, got {self.target_macs}.")
-        if self.target_params is not None and self.target_macs is not None:
-            raise UserError("Give one budget: --target-params or --target-macs, not both.")
+        if self.target_latency_ms is not None and not self.target_latency_ms > 0:
+            raise UserError(f"--target-latency-ms must be a positive time in ms, got {self.target_latency_ms}.")
+        given = [t for t in (self.target_params, self.target_macs, self.target_latency_ms) if t is not None]
+        if len(given) > 1:
+            raise UserError("Give one budget: --target-params, --target-macs or --target-latency-ms, not two.")
         if self.round_to < 1:
             raise UserError(f"--round-to must be 1 (off) or more, got {self.round_to}.")
         if self.min_width < 1:
@@ -45,8 +49,18 @@ class PruneSchedule:
 
     @property
     def target(self) -> Optional[float]:
-        """The budget's final fraction, of parameters or of MACs (None: the threshold alone decides)."""
+        """The budget's final fraction, of parameters or of MACs (None: no such budget; a latency
+        budget's fraction is the pruner's: target_latency_ms over the dense model's prediction)."""
         return self.target_params if self.target_macs is None else self.target_macs
+
+    @property
+    def measure(self) -> Optional[str]:
+        """What the budget counts: "params", "macs", "latency" or None (the threshold alone)."""
+        if self.target_latency_ms is not None:
+            return "latency"
+        if self.target_macs is not None:
+            return "macs"
+        return "params" if self.target_params is not None else None
 
     @property
     def last_prune_epoch(self) -> int:
@@ -65,11 +79,14 @@ class PruneSchedule:
     def budget(self, epoch: int) -> Optional[float]:
         """Fraction of the baseline's parameters (or MACs) allowed after pruning at the end of `epoch`:
         R + (1 - R) * (1 - t)^3 with t the share of pruning steps done (cubic ramp, Zhu & Gupta)."""
-        if self.target is None or self.phase(epoch) != "prune":
+        return None if self.target is None else self.ramp(epoch, self.target)
+
+    def ramp(self, epoch: int, final: float) -> Optional[float]:
+        """The cubic ramp toward the fraction `final` at the end of `epoch` (None outside pruning)."""
+        if self.phase(epoch) != "prune":
             return None
         t = (epoch - self.warmup_epochs) / self.prune_steps
-        r = self.target
-        return r + (1 - r) * (1 - t) ** 3
+        return final + (1 - final) * (1 - t) ** 3
 
     def lr_scale(self, epoch: int, floor: float = 0.01) -> float:
         """Learning-rate factor for `epoch`: 1 outside fine-tuning; with "cosine", from 1 at the first

@@ -1,0 +1,50 @@
+"""A latency model measured here, for a model in hand (torch): probes, timed with onnxruntime at the
+given threads and batch, fitted. What `edgeprune train --target-latency-ms` does when no
+--latency-table from the device is given, and what the Python API offers:
+
+    lm = host_latency_model(model, example_inputs, "latency/", threads=1)
+    pruner = edgeprune.Pruner(model, example_inputs, optimizer, epochs=30,
+                              target_latency_ms=0.05, latency_model=lm)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeprune.latency.model import LatencyModel, check_table, read_table
+
+TABLE = "table.json"
+
+
+def host_latency_model(
+    model,
+    example_inputs,
+    out_dir: Path,
+    threads: int | None = 1,
+    batch: int = 1,
+    n: int = 32,
+    round_to: int = 8,
+    min_width: int = 8,
+    meta: dict | None = None,
+    progress=lambda s: None,
+) -> tuple[LatencyModel, Path]:
+    """(fitted latency model, its table's path): probes of `model` at sampled widths written to
+    OUT_DIR/probes and timed here into OUT_DIR/table.json. A table already there for this model,
+    threads and batch (a resumed run) is reused, not measured again."""
+    from edgeprune.bench.latency_table import measure_probes
+    from edgeprune.latency.probes import make_probes, model_fingerprint
+    from edgeprune.run import atomic_write_json
+
+    out_dir = Path(out_dir)
+    table_path = out_dir / TABLE
+    fp = model_fingerprint(model, example_inputs)
+    if table_path.is_file():
+        table = read_table(table_path)
+        check_table(table, fp, threads, batch, name=str(table_path))
+        return LatencyModel.fit(table, name=str(table_path)), table_path
+    probes = out_dir / "probes"
+    make_probes(model, example_inputs, None, probes, n=n, round_to=round_to, min_width=min_width, meta=meta)
+    progress(f"timing {n} latency probes with onnxruntime ({threads or 'all'} thread(s), batch {batch})")
+    table = measure_probes(probes, threads=threads, batch=batch, command=["edgeprune", "train (latency table)"])
+    atomic_write_json(table_path, table)
+    return LatencyModel.fit(table, name=str(table_path)), table_path
