@@ -267,7 +267,7 @@ class _Training:
                 soft_wrap=True,
                 highlight=False,
             )
-        self.latency_table = str(path)
+        self.latency_table = str(Path(path).resolve())
         return lm
 
     def _make_pruner(self, ckpt: Optional[dict], fresh: torch.nn.Module) -> None:

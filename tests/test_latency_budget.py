@@ -171,3 +171,25 @@ def test_train_refuses_a_table_that_cannot_apply(data_root, tmp_path):
         assert r.returncode == 2 and "Traceback" not in r.stdout + r.stderr, (extra, r.stderr)
         assert len(errors) == 1 and says in errors[0], (extra, r.stderr)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_train_to_a_latency_budget_then_export_records_prediction_and_measurement(data_root, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--dataset", "mnist", "--data-dir", str(data_root), "--epochs", "3", "--limit", "128"]
+    args += ["--threads", "1", "--out", str(run), "--batch-size", "32", "--round-to", "4", "--min-width", "4"]
+    args += ["--model-kwargs", '{"channels": [16, 32], "hidden": [32]}']
+    r = run_cli([*args, "--target-latency-ms", "1000"], tmp_path)  # generous: the budget is met at once
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "latency model:" in r.stdout and "held-out error" in r.stdout
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert all(h["latency_ms_predicted"] > 0 for h in history)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["latency_ms_predicted"] <= 1000 and metrics["latency_model"]["threads"] == 1
+    assert (run / "latency" / "table.json").is_file()
+    r = run_cli(["export", str(tmp_path / "run"), "--calib", "16", "--eval-limit", "32"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lb = json.loads((run / "bundle" / "meta.json").read_text())["latency_budget"]
+    assert lb["target_ms"] == 1000 and lb["predicted_ms"] == pytest.approx(metrics["latency_ms_predicted"])
+    assert lb["measured_p50_ms"] > 0 and isinstance(lb["agrees"], bool)
+    assert ("warning" in lb) == (not lb["agrees"])
+    assert "latency budget 1000 ms" in r.stdout

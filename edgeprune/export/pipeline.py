@@ -267,13 +267,16 @@ def _export(
     if kept:
         shutil.copyfile(out / f"model.int8-{kept}.onnx", out / "model.int8.onnx")
 
+    # 4b. a latency budget: the prediction training pruned to, against onnxruntime here.
+    run_metrics = read_json(run.metrics) if run.metrics.exists() else {}
+    latency_budget = _latency_budget(run_metrics, simplified, opts)
+
     # 5. the bundle.
     models = [{"name": "float", "file": "model.onnx"}]
     files = {"model.onnx": simplified}
     if kept:
         models.append({"name": "int8", "file": "model.int8.onnx", "recipe": kept})
         files["model.int8.onnx"] = out / "model.int8.onnx"
-    run_metrics = read_json(run.metrics) if run.metrics.exists() else {}
     by_name = {r["name"]: r for r in rows}
     bundle_meta = {
         **onnx_export.metadata(meta, record, int(torch_fixed.shape[-1])),
@@ -290,6 +293,7 @@ def _export(
             "float": _brief(by_name["simplified"]),
             **({"int8": _brief(by_name[kept])} if kept else {}),
         },
+        **({"latency_budget": latency_budget} if latency_budget else {}),
     }
     written = bundle_mod.write_bundle(
         bundle_dir, bundle_meta, files, eval_x, eval_y, vocab.to_json() if vocab is not None else None
@@ -312,6 +316,7 @@ def _export(
         "variants": rows,
         "latency_p50_ms": latency,
         "latency_note": latency_note,
+        "latency_budget": latency_budget,
         "chosen": chosen,
         "int8_kept": kept,
         "reason": why,
@@ -335,6 +340,58 @@ def _brief(row: dict) -> dict:
         "latency_p50_ms",
     )
     return {k: row.get(k) for k in keys if k in row}
+
+
+AGREE = 0.15  # a measured latency within 15% of the prediction agrees with it
+
+
+def _latency_budget(run_metrics: dict, model_path: Path, opts) -> dict | None:
+    """For a run pruned to --target-latency-ms: the target, the latency model's prediction and, when
+    its table was measured on this machine, the float model's p50 here at the table's threads and
+    batch; `agrees` says whether they are within 15% (a device table is checked by bench there)."""
+    target = run_metrics.get("target_latency_ms")
+    lm = run_metrics.get("latency_model")
+    if target is None or not lm:
+        return None
+    from edgeprune.bench.env import machine_info
+
+    out = {
+        "target_ms": target,
+        "predicted_ms": run_metrics.get("latency_ms_predicted"),
+        "threads": lm.get("threads"),
+        "batch": lm.get("batch"),
+        "table": lm.get("table"),
+        "emulated": lm.get("emulated"),
+        "measured_p50_ms": None,
+        "agrees": None,
+    }
+    try:
+        table = read_json(Path(lm["table"]))
+        here = machine_info()
+        same = all(table["machine"].get(k) == here.get(k) for k in ("hostname", "cpu_model", "machine"))
+    except Exception:  # noqa: BLE001 - the table moved or is unreadable: nothing to compare here
+        same = False
+    if not same or not opts.measure_latency:
+        out["note"] = "the latency table is from another machine: compare with `edgeprune bench` there"
+        return out
+    from edgeprune.bench.discover import Model
+    from edgeprune.bench.runner import measure
+    from edgeprune.bench.settings import make_settings
+
+    batch = int(lm.get("batch") or 1)
+    settings = make_settings(threads=lm.get("threads"), batch=str(batch), warmup=10, runs=100, rounds=5, label="export")
+    (row,) = measure([Model(name="float", variant="float", path=Path(model_path))], settings)
+    if row["status"] == "ok" and str(batch) in row["latency"]:
+        measured = row["latency"][str(batch)]["p50_ms"]
+        out["measured_p50_ms"] = measured
+        pred = out["predicted_ms"]
+        out["agrees"] = pred is not None and abs(measured - pred) <= AGREE * measured
+        if not out["agrees"]:
+            out["warning"] = (
+                f"the measured p50 {measured:.4f} ms differs from the predicted {pred:.4f} ms by more than "
+                f"{AGREE:.0%}: re-measure the latency table on a quiet machine or with more probes"
+            )
+    return out
 
 
 def _native(target_name: str) -> bool:

@@ -53,6 +53,16 @@ def render(summary: dict) -> Group:
         + (" (the whole test split)" if whole else " (--eval-limit)")
         + "; * = the bundle's default"
     )
+    lb = summary.get("latency_budget")
+    if lb:
+        measured = lb.get("measured_p50_ms")
+        where = f"measured {measured:.4f} ms here" if measured is not None else lb.get("note", "not measured here")
+        lines.append(
+            f"latency budget {lb['target_ms']:g} ms ({lb['threads'] or 'all'} thread(s), batch {lb['batch']}): "
+            f"predicted {lb['predicted_ms']:.4f} ms, {where}"
+        )
+        if lb.get("warning"):
+            lines.append(f"warning: {lb['warning']}")
     lines.append(
         f"wrote {summary['export_dir']}/ and {summary['bundle_dir']}/"
         + (f" and {summary['tar']}" if summary.get("tar") else "")
