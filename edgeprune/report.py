@@ -236,6 +236,8 @@ def _row(run: Run, variant: dict, machine: str | None, bench: tuple[dict, dict] 
         "run": run.name,
         "run_dir": str(run.root),
         "role": "pruned" if run.pruned else "baseline",
+        "budget": budget_of(run.config, run.pruned),
+        "predicted_ms": _num(metrics.get("latency_ms_predicted")) if variant["variant"] == FLOAT else None,
         "variant": variant["variant"],
         "recipe": variant["recipe"],
         "in_bundle": variant["in_bundle"],
@@ -492,6 +494,16 @@ def _markdown(result: dict) -> str:
             f"{test_acc(m)} | {fmt(m.get('test_f1'), 'score')} | {fmt(m.get('params'), 'int')} | "
             f"{fmt(m.get('train_seconds'), 'rate')} |"
         )
+    for r in result["runs"]:
+        lb = r.get("latency_budget")
+        if lb:
+            measured = lb.get("measured_p50_ms")
+            lines.append(
+                f"\n{r['name']}: latency budget {lb['target_ms']:g} ms at {lb['threads'] or 'all'} thread(s), "
+                f"batch {lb['batch']}: predicted {lb['predicted_ms']:.4f} ms, "
+                + (f"measured {measured:.4f} ms at export" if measured is not None else lb.get("note", ""))
+                + (f" — {lb['warning']}" if lb.get("warning") else "")
+            )
     lines += [
         "",
         "## Comparison",
@@ -679,19 +691,23 @@ def _html(result: dict, out_dir: Path) -> str:
 # the stage
 
 
+def budget_of(config: dict, pruned: bool) -> str:
+    """The run's budget in a few words: what the front compares across runs."""
+    if not pruned:
+        return "dense"
+    if config.get("target_latency_ms") is not None:
+        return f"<= {config['target_latency_ms']:g} ms"
+    if config.get("target_macs") is not None:
+        return f"MACs x{config['target_macs']:g}"
+    if config.get("target_params") is not None:
+        return f"params x{config['target_params']:g}"
+    return f"threshold {config.get('threshold', 0.01):g}"
+
+
 def _run_summary(run: Run) -> dict:
     c = run.config
-    pruning = (
-        "off"
-        if not run.pruned
-        else (
-            f"preset {c['preset']}"
-            if c.get("preset")
-            else f"target {c['target_params']:g}"
-            if c.get("target_params")
-            else f"threshold {c.get('threshold', 0.01):g}"
-        )
-    )
+    pruning = "off" if not run.pruned else budget_of(c, True) + (f" (preset {c['preset']})" if c.get("preset") else "")
+    lb = (run.bundle_meta or {}).get("latency_budget")
     return {
         "name": run.name,
         "path": str(run.root),
@@ -701,6 +717,8 @@ def _run_summary(run: Run) -> dict:
         "epochs": c.get("epochs"),
         "limit": c.get("limit"),
         "pruning": pruning,
+        "budget": budget_of(c, run.pruned),
+        "latency_budget": lb,
         "metrics": run.metrics,
         "widths": run.widths,
         "exported": run.parity is not None,

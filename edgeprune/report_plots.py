@@ -69,7 +69,7 @@ def pareto(result: dict, path: Path):
             )
             dx, dy, ha = offsets[i % len(offsets)]
             ax.annotate(
-                f"{r['run']}/{r['variant']}",
+                f"{r['run']}/{r['variant']}" + (f" [{r['budget']}]" if r.get("budget") else ""),
                 (r["p50_ms"], r["accuracy"]),
                 textcoords="offset points",
                 xytext=(dx, dy),
@@ -89,7 +89,7 @@ def pareto(result: dict, path: Path):
     handles += [plt.Line2D([], [], ls="", marker=m, color="gray", label=v) for v, m in markers.items()]
     handles += [plt.Line2D([], [], color="#f0a030", lw=6, alpha=0.35, label="Pareto front")]
     axes[0][-1].legend(handles=handles, fontsize=8, loc="best")
-    fig.suptitle("Accuracy vs latency (up and left is better)")
+    fig.suptitle("Accuracy vs measured latency across runs and budgets (up and left is better)")
     _save(fig, path)
     plt.close(fig)
     return True

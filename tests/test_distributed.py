@@ -328,3 +328,48 @@ def test_the_rank_fingerprint_sees_structure_and_weights():
     assert not torch.allclose(distributed.fingerprint(b)[1], wa, rtol=1e-5, atol=1e-8)
     c = build_model({"name": "cnn", "config": {"channels": [4, 8], "hidden": [12]}})
     assert not torch.equal(distributed.fingerprint(c)[0], sa)
+
+
+def _api_worker(rank: int, world: int, port: int, out: str) -> None:
+    """The README's loop for your own model under DDP: the pruner gets the inner module, sums the
+    scores over the ranks by itself, and the caller wraps the model again after a compaction."""
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    from torch import nn
+
+    import edgeprune
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(0)  # the same initial weights on both ranks
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4),
+    )  # fmt: skip
+    g = torch.Generator().manual_seed(100 + rank)  # each rank its own shard
+    x, y = torch.randn(32, 1, 8, 8, generator=g), torch.randint(0, 4, (32,), generator=g)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    pruner = edgeprune.Pruner(model, x[:2], opt, epochs=3, warmup_epochs=1, target_params=0.5, round_to=1, min_width=2)
+    ddp = nn.parallel.DistributedDataParallel(model)
+    for _ in range(3):
+        for i in range(0, 32, 8):
+            loss = F.cross_entropy(ddp(x[i : i + 8]), y[i : i + 8])
+            opt.zero_grad()
+            loss.backward()
+            pruner.after_backward()
+            opt.step()
+        if pruner.end_epoch().compacted:
+            ddp = nn.parallel.DistributedDataParallel(model)
+    pruner.finalize()
+    state = {k: v.tolist() for k, v in model.state_dict().items()}
+    summed = pruner.reduce_scores is distributed.all_reduce_scores  # chosen by itself under torchrun
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"widths": pruner.widths(), "state": state, "summed": summed}))
+    dist.destroy_process_group()
+
+
+def test_the_api_under_ddp_prunes_the_same_units_on_every_rank(tmp_path):
+    mp.spawn(_api_worker, args=(WORLD, _free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    a, b = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD))
+    assert a["summed"] and b["summed"]
+    assert a["widths"] == b["widths"] and sum(a["widths"].values()) < 32  # pruned, and alike
+    assert a["state"] == b["state"]  # bitwise: the same gradients, the same units removed

@@ -193,3 +193,9 @@ def test_train_to_a_latency_budget_then_export_records_prediction_and_measuremen
     assert lb["measured_p50_ms"] > 0 and isinstance(lb["agrees"], bool)
     assert ("warning" in lb) == (not lb["agrees"])
     assert "latency budget 1000 ms" in r.stdout
+    r = run_cli(["report", str(run), "--out", str(tmp_path / "rep")], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["runs"][0]["budget"] == "<= 1000 ms"
+    assert {row["budget"] for row in report["rows"]} == {"<= 1000 ms"}
+    assert "latency budget 1000 ms" in (tmp_path / "rep" / "report.md").read_text()
