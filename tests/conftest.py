@@ -10,6 +10,18 @@ import datafiles  # noqa: E402
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small models: one intra-op thread is as fast and does not fight other processes for cores.
+    A module opts in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _offline_hub(monkeypatch):
     """Tests never wait on the network: the hub counts as unreachable unless a test says otherwise."""

@@ -41,12 +41,44 @@ class Mutation:
 MUTATIONS = [
     Mutation(
         "adam-exp-avg-sq-not-sliced",
-        "edgeprune/prune/compact.py",
-        "(slice_like(name, v, keeps) if v.shape == shape else v).clone()",
-        "(slice_like(name, v, keeps) if v.shape == shape and k != 'exp_avg_sq' else "
-        "v.flatten()[: p_new.numel()].view_as(p_new) if v.shape == shape else v).clone()",
-        ("tests/test_prune.py",),
+        "edgeprune/prune/surgery.py",
+        "            v = v.index_select(dim, idx.to(v.device))\n        state[key] = v",
+        "            v = v.index_select(dim, (idx if key != 'exp_avg_sq' else torch.arange(len(idx))).to(v.device))"
+        "\n        state[key] = v",
+        ("tests/test_prune.py", "tests/test_trace.py"),
         "Adam's second moment keeps the first entries instead of the survivors' (same shape, wrong values)",
+    ),
+    Mutation(
+        "resized-in-place-not-replaced",
+        "edgeprune/prune/surgery.py",
+        "        if name in params:\n            new = nn.Parameter(data, requires_grad=t.requires_grad)",
+        "        if False:\n            new = nn.Parameter(data, requires_grad=t.requires_grad)",
+        ("tests/test_api.py",),
+        "parameters are resized through .data: the next backward meets autograd's cached old shape",
+    ),
+    Mutation(
+        "macs-ignore-uses",
+        "edgeprune/prune/cost.py",
+        "return int(round(sum(math.prod(shapes[k]) * f for k, f in self.macs_factors.items() if k in shapes)))",
+        "return int(round(sum(math.prod(shapes[k]) for k, f in self.macs_factors.items() if k in shapes)))",
+        ("tests/test_api.py",),
+        "MACs count each weight once, not once per output position, token or step",
+    ),
+    Mutation(
+        "latency-budget-ranks-by-score-alone",
+        "edgeprune/prune/pruner.py",
+        "rank = float(norm[g.name][leaving].sum()) / saved if saved > 0 else math.inf",
+        "rank = float(norm[g.name][leaving].mean())",
+        ("tests/test_latency_budget.py",),
+        "a latency budget removes the lowest-scored units, not the least loss per millisecond saved",
+    ),
+    Mutation(
+        "concat-offset-ignored",
+        "edgeprune/prune/groups.py",
+        "return (s.offset + units.view(-1, 1) * s.block + torch.arange(s.block).view(1, -1)).reshape(-1)",
+        "return (units.view(-1, 1) * s.block + torch.arange(s.block).view(1, -1)).reshape(-1)",
+        ("tests/test_trace.py",),
+        "a consumer of a concatenation reads every piece at offset 0",
     ),
     Mutation(
         "lstm-gate-offset-off-by-one",

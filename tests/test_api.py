@@ -20,13 +20,7 @@ import edgeprune
 from edgeprune.errors import UserError
 from edgeprune.prune.cost import CostModel
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Net(nn.Module):

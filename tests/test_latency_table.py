@@ -39,12 +39,7 @@ TINY_CNN = {
 FAST = ["--threads", "1", "--runs", "10", "--rounds", "3", "--warmup", "1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class TinyResNet(nn.Module):

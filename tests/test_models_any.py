@@ -20,12 +20,7 @@ from edgeprune.prune.trace import trace_groups
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def image_meta(c=3, size=32, classes=10, dataset="cifar10"):

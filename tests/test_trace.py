@@ -28,13 +28,7 @@ ONNX_ATOL = 1e-4
 FRACTION = 0.3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are small: one intra-op thread is as fast and does not fight other processes for cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- models -------------------------------------------------------------------------------------

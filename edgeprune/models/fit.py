@@ -117,7 +117,7 @@ def load_resized(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Mo
 
     A UserError, before anything changes, when a key is missing or extra or a tensor differs in a
     way pruning never causes (another rank, a larger size, a kernel size)."""
-    from edgeprune.prune.surgery import SHAPE_RULES
+    from edgeprune.prune.surgery import update_shapes
 
     tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     own = model.state_dict()
@@ -153,12 +153,7 @@ def load_resized(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Mo
         t.data = torch.empty(shape, dtype=t.dtype, device=t.device)
         if t.grad is not None:
             t.grad = None
-    for path in sorted({key.rpartition(".")[0] for key in resized}):
-        m = model.get_submodule(path)
-        for types, rule in SHAPE_RULES:
-            if isinstance(m, types):
-                rule(m)
-                break
+    update_shapes(model, resized)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:

@@ -98,13 +98,18 @@ def resize_(model: nn.Module, keeps: Keeps) -> dict[nn.Parameter, nn.Parameter]:
         for key, p in list(m._parameters.items()):
             if p is not None and p in replaced:
                 setattr(m, key, replaced[p])  # RNNs also refresh their flat weight list here
-    for path in sorted({name.rpartition(".")[0] for name in by_name}):
+    update_shapes(model, by_name)
+    return replaced
+
+
+def update_shapes(model: nn.Module, tensor_names) -> None:
+    """Bring the shape attributes of the layers owning these tensors in line with their tensors."""
+    for path in sorted({name.rpartition(".")[0] for name in tensor_names}):
         m = model.get_submodule(path)
         for types, rule in SHAPE_RULES:
             if isinstance(m, types):
                 rule(m)
                 break
-    return replaced
 
 
 def repoint_optimizer(optimizer: torch.optim.Optimizer, replaced: dict[nn.Parameter, nn.Parameter]) -> None:
