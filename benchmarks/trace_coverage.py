@@ -21,6 +21,7 @@ channels that stay, so such a model differs from its masked one and counts as wr
 why edgeprune freezes those spaces).
 
     python benchmarks/trace_coverage.py [--models resnet18 mobilenet_v2 ...] [--size 224]
+    python benchmarks/trace_coverage.py --size 112   # what results/trace_coverage.json ran (2 cores)
 """
 
 from __future__ import annotations
@@ -46,8 +47,15 @@ from edgeprune.prune.trace import trace_groups
 
 TOL = 1e-4
 NUM_CLASSES = 1000
-# Inception v3 is defined at 299x299 and needs at least 75; the others run at --size.
+# Inception v3 is defined at 299x299; the vision transformers (ViT, Swin, MaxViT) at 224x224
+# (position embeddings, windows); every other model runs at --size.
 MIN_SIZE = {"inception_v3": 299}
+MIN_SIZE_PREFIX = {"vit_": 224, "swin_": 224, "maxvit_": 224}
+
+
+def input_size(name: str, size: int) -> int:
+    least = MIN_SIZE.get(name, next((v for k, v in MIN_SIZE_PREFIX.items() if name.startswith(k)), 0))
+    return max(size, least)
 
 
 def classifiers() -> list[str]:
@@ -190,7 +198,7 @@ def main() -> None:
         with_tp = False
     rows = []
     for name in names:
-        size = max(args.size, MIN_SIZE.get(name, 0))
+        size = input_size(name, args.size)
         x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
         row = {"model": name, "input": [2, 3, size, size]}
         t0 = time.perf_counter()
