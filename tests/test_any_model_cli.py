@@ -80,3 +80,11 @@ def test_any_model_prunes_while_training_and_exports_in_a_fresh_process(name, da
     assert rows["onnx"]["max_abs_diff"] <= ONNX_TOLERANCE
     assert rows["simplified"]["max_abs_diff_vs_onnx"] <= ONNX_TOLERANCE
     assert (run / "bundle" / "model.onnx").is_file()
+    # and the bundle benchmarks with the runtime (accuracy on the bundle's eval set included)
+    out = tmp_path / "bench.json"
+    r = run_cli(
+        ["bench", str(run / "bundle"), "--threads", "1", "--runs", "5", "--rounds", "1", "--json", str(out)], tmp_path
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = json.loads(out.read_text())["results"]
+    assert rows and all(row["status"] == "ok" and row["accuracy"] is not None for row in rows)
