@@ -129,7 +129,9 @@ def resolve_train_config(
             if kw.get(k) is None:
                 kw[k] = v
     if warmup_epochs is None:
-        warmup_epochs = max(1, epochs // 10) if epochs > 1 else 0
+        from edgeprune.prune.schedule import default_warmup
+
+        warmup_epochs = default_warmup(epochs)
     _check_distill(kw, warmup_epochs, explicit_distill)
     if out is None:
         out = Path("runs") / f"{spec.name}-{slug(model)}{'' if prune else '-baseline'}"

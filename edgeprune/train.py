@@ -151,6 +151,7 @@ class _Training:
         # of the warm-up, taken once before the first pruning; the pruned model then learns from them.
         self.teacher: Optional[torch.Tensor] = None
         self.pruner: Optional[Pruner] = None
+        self.latency_table: Optional[str] = None  # the latency budget's table, when there is one
 
     # --- opening ---------------------------------------------------------------------------------
     def open(self, resume: bool) -> None:
@@ -225,8 +226,8 @@ class _Training:
             },
         )
 
-    def _latency_model(self, fresh: torch.nn.Module, example: torch.Tensor):
-        """The latency budget's model, for the dense (fresh) model: a table from the device
+    def _latency_model(self, fresh: torch.nn.Module, example: torch.Tensor) -> tuple:
+        """(latency model, its table's absolute path) for the dense (fresh) model: a table from the device
         (--latency-table, checked to be for this model, threads and batch), or probes of it timed
         here into RUN/latency/ (reused on --resume)."""
         cfg = self.cfg
@@ -267,8 +268,7 @@ class _Training:
                 soft_wrap=True,
                 highlight=False,
             )
-        self.latency_table = str(Path(path).resolve())
-        return lm
+        return lm, str(Path(path).resolve())
 
     def _make_pruner(self, ckpt: Optional[dict], fresh: torch.nn.Module) -> None:
         """Traced (any model) or declared (the study's two) coupling; the model is compacted in
@@ -276,7 +276,7 @@ class _Training:
         example = self.data.prepare(self.data.train.x[:2].clone())
         lm = None
         if self.cfg.target_latency_ms is not None:
-            lm = distributed.on_main(self.ctx, lambda: self._latency_model(fresh, example))
+            lm, self.latency_table = distributed.on_main(self.ctx, lambda: self._latency_model(fresh, example))
         reduce = distributed.all_reduce_scores if self.ctx.enabled else None
         self.pruner = Pruner(
             self.model,
@@ -408,7 +408,7 @@ class _Training:
         if lm is None:
             return None
         return {
-            "table": getattr(self, "latency_table", None),
+            "table": self.latency_table,
             "threads": lm.threads,
             "batch": lm.batch,
             "emulated": lm.emulated,

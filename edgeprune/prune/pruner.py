@@ -29,10 +29,17 @@ from torch import nn
 from edgeprune.errors import UserError
 from edgeprune.prune.compact import compact_masks
 from edgeprune.prune.cost import CostModel
-from edgeprune.prune.groups import GROUP_BUILDERS, Group, model_groups, param_masks_for_units, redirect_removed
+from edgeprune.prune.groups import (
+    GROUP_BUILDERS,
+    Group,
+    model_groups,
+    param_masks_for_units,
+    redirect_removed,
+    sizes_after,
+)
 from edgeprune.prune.importance import TaylorScores, normalize
 from edgeprune.prune.masks import MaskSet
-from edgeprune.prune.schedule import PruneSchedule, round_keep
+from edgeprune.prune.schedule import PruneSchedule, default_warmup, round_keep
 from edgeprune.prune.surgery import check_optimizer, compact_
 
 NOTCH_SHARE = 32  # a budget notch takes at most this share (1/32) of a big layer's survivors
@@ -167,7 +174,7 @@ class Pruner:
             if epochs is None:
                 raise UserError("Pruner needs epochs= (the length of training) or a schedule=.")
             if warmup_epochs is None:
-                warmup_epochs = max(1, epochs // 10) if epochs > 1 else 0
+                warmup_epochs = default_warmup(epochs)
             schedule = PruneSchedule(
                 epochs=epochs,
                 warmup_epochs=warmup_epochs,
@@ -425,26 +432,26 @@ class Pruner:
 
     def _shapes(self, keep: dict[str, int]) -> dict[str, tuple[int, ...]]:
         """Every parameter's shape once each group keeps `keep[group]` of its units."""
-        from edgeprune.prune.groups import sizes_after
-
         shapes = {k: tuple(p.shape) for k, p in self.model.named_parameters()}
         return sizes_after(shapes, self.groups, keep)
 
     def _cost_for(self, keep: dict[str, int]) -> float:
-        """The budget's measure (dense parameters, or MACs per example) with these survivor counts."""
+        """The budget's measure (dense parameters, MACs per example or predicted ms) with these
+        survivor counts."""
         shapes = self._shapes(keep)
-        if self.schedule.target_latency_ms is not None:
+        measure = self.schedule.measure
+        if measure == "latency":
             return self.latency_model.predict_shapes(shapes)
-        if self.schedule.target_macs is not None:
+        if measure == "macs":
             return self.cost.macs(shapes)
         return float(sum(math.prod(s) for s in shapes.values()))
 
     def _cost_now(self) -> float:
-        if self.schedule.target_latency_ms is not None:
+        """The budget's measure of the model as it is (parameters: the live ones)."""
+        measure = self.schedule.measure
+        if measure == "latency":
             return self.latency_ms()
-        if self.schedule.target_macs is not None:
-            return self.cost.macs(self._shapes({}))
-        return float(self.live_params())
+        return float(self.macs() if measure == "macs" else self.live_params())
 
     def _baseline_cost(self) -> float:
         measure = self.schedule.measure

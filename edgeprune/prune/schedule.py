@@ -100,6 +100,11 @@ class PruneSchedule:
         return asdict(self)
 
 
+def default_warmup(epochs: int) -> int:
+    """Warm-up epochs when none are given: a tenth of the run, at least one (none for a 1-epoch run)."""
+    return max(1, epochs // 10) if epochs > 1 else 0
+
+
 def round_keep(n_keep: int, width: int, round_to: int, min_width: int) -> int:
     """Survivor count rounded up to a multiple of `round_to`, within [min_width, width]."""
     if round_to > 1:
