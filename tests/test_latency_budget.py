@@ -79,6 +79,31 @@ def test_the_least_loss_per_millisecond_goes_first():
     assert p.summary().latency_ms_after == pytest.approx(p.latency_ms())
 
 
+@pytest.mark.parametrize("measure", ["macs", "params"])
+def test_a_macs_budget_takes_the_least_score_per_mac_saved(measure):
+    # every unit scores alike. By hand, on TINY (3x3 convs, padding 1, pool 2 after each; 12x12 in):
+    # a conv0 unit costs 9*144 MACs in conv0 and 32*9*36 in conv1 (11,664); a conv1 unit
+    # 16*9*36 + 32*9 (5,472); an fc0 unit 32*9 + 4 (292). A MACs budget must take conv0 alone;
+    # a parameter budget (mean score, ties to the notch that removes least) does not.
+    model = build_model(TINY)
+    dense_macs = 16 * 9 * 144 + 32 * 16 * 9 * 36 + 32 * 288 + 4 * 32
+    target = {f"target_{measure}": 0.7}
+    sched = PruneSchedule(
+        epochs=2, warmup_epochs=0, prune_until=0.5, threshold=0.0, round_to=1, min_width=2, prune_connections=False,
+        **target,
+    )
+    scores = {k: [1.0] * w for k, w in model.widths().items()}
+    p = scored(model, sched, scores, None)
+    assert p.baseline_macs == dense_macs
+    report = p.end_epoch(1)
+    if measure == "params":
+        assert set(report.removed_units) != {"conv0"}
+        return
+    # 0.3 * 195,968 = 58,790 MACs must go: 5 conv0 units (58,320); a sixth would overshoot the
+    # final target by 11,194, so the last 470 come from the smallest notches (2 fc0 units, 584)
+    assert report.removed_units == {"conv0": 5, "fc0": 2}
+    assert p.macs() == dense_macs - 5 * 11_664 - 2 * 292 <= 0.7 * dense_macs
+
 def test_a_budget_no_layer_can_reach_is_refused_up_front():
     model = build_model(TINY)
     factors = {"convs.0.weight": 144.0}

@@ -357,8 +357,11 @@ class Pruner:
     def _fit_budget(self, keep: dict[str, int], norm, live, budget: float) -> None:
         """Lower survivor counts one notch at a time until the rebuilt model fits `budget`.
 
-        Each notch takes the next-lowest-scored units of one layer; the notch with the lowest mean
-        normalized score goes first, but a notch that would cross the run's final target is taken
+        Each notch takes the next-lowest-scored units of one layer. Under a parameter budget the
+        notch with the lowest mean normalized score goes first; under a MACs or latency budget the
+        one with the least score per MAC (or millisecond) it saves, so that a layer whose units are
+        cheap in parameters but costly in compute (early, high-resolution convolutions) goes before
+        one whose units are the reverse. Either way a notch that would cross the run's final target is taken
         only when every notch would: with coarse rounding at small widths, the cheapest-scored
         notch can remove a third of a layer, far more than the step needs. A notch is `round_to`
         units, or 1/NOTCH_SHARE of the layer's survivors when that is more, so that a
@@ -367,7 +370,7 @@ class Pruner:
         s = self.schedule
         target = budget * self._baseline_cost()
         final = self._final * self._baseline_cost()
-        per_ms = s.measure == "latency"  # what goes first: the least loss per millisecond saved
+        per_cost = s.measure in ("latency", "macs")  # what goes first: the least loss per MAC or ms saved
         # live units, lowest-scored first (dead ones, at inf, last); norm and live do not change here
         ascending = {
             g.name: torch.argsort(torch.where(live[g.name], norm[g.name], torch.tensor(float("inf"))), stable=True)
@@ -385,7 +388,7 @@ class Pruner:
                 if lower < min(mw, n_live) or lower < max(1, len(g.protected)):
                     continue
                 leaving = ascending[g.name][n_live - keep[g.name] : n_live - lower]
-                if per_ms:
+                if per_cost:
                     saved = params - self._cost_for({**keep, g.name: lower})
                     rank = float(norm[g.name][leaving].sum()) / saved if saved > 0 else math.inf
                 else:
