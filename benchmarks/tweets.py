@@ -12,6 +12,7 @@ reviews or SST-2 sentences.
     python benchmarks/tweets.py --task binary --epochs 25
     python benchmarks/tweets.py --task binary --epochs 25 --pruned-args "--target-params 0.25" --name 4x
     python benchmarks/tweets.py --task 3class --epochs 25
+    python benchmarks/tweets.py --task binary --epochs 25 --train-args '--model-kwargs {"dropout": 0.5}' --name dropout
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def main() -> None:
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/bench-tweets"))
     ap.add_argument("--bench-runs", type=int, default=200)
     ap.add_argument("--pruned-args", default="", help="more `edgeprune train` flags for the pruned run only")
+    ap.add_argument("--train-args", default="", help="more `edgeprune train` flags for both runs")
     ap.add_argument("--name", help="suffix of the results file and run directory, e.g. 4x")
     args = ap.parse_args()
     fetch_tweets(args.data)
@@ -105,6 +107,7 @@ def main() -> None:
         "compact",
         None,
         args.seed,
+        extra=tuple(shlex.split(args.train_args)),
         baseline_extra=RECIPE,
         pruned_extra=tuple(shlex.split(args.pruned_args)),
     )
@@ -146,6 +149,7 @@ def main() -> None:
         "seed": args.seed,
         "baseline_args": " ".join(RECIPE),
         "pruned_args": f"--preset compact {args.pruned_args}".strip(),
+        "train_args": args.train_args,
         "majority_class_share": majority,
         "median_test_tokens": median_len,
         "tfidf_logreg": reference,

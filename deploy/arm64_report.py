@@ -51,6 +51,21 @@ def build(work: Path, facts: dict) -> dict:
     bench_ok = facts["bench_rc"] == 0 and bool(rows) and all(r["status"] == "ok" for r in rows)
     predictions_ok = facts["compare_rc"] == 0 and bool(compare)
     per_model = lambda run, key: {k: v[key] for k, v in run.get("models", {}).items()}
+    latency = None
+    if facts.get("latency_rc") is not None:  # --probes: a latency table measured by the entrypoint
+        table = _load(Path(facts["latency_table"])) if facts.get("latency_table") else None
+        latency = {
+            "command": "edgeprune-entrypoint --target rpi4 --batch 1 --warmup 2 --runs 20 --rounds 1 "
+            "(probes mounted at /bundle, EDGEPRUNE_EMULATED=1)",
+            "exit_code": facts["latency_rc"],
+            "ok": facts["latency_rc"] == 0 and bool(table) and bool(table.get("emulated")),
+            "wall_seconds_emulated": facts["latency_s"],
+            "table": facts.get("latency_table"),
+            "emulated": (table or {}).get("emulated"),
+            "samples": len((table or {}).get("samples") or []),
+            "threads": (table or {}).get("threads"),
+            "fit": (table or {}).get("fit"),
+        }
     return {
         "what": (
             "ARM64 correctness check under qemu-user emulation. Every timing in this file is "
@@ -58,7 +73,7 @@ def build(work: Path, facts: dict) -> dict:
             "compared with device results."
         ),
         "emulated": True,
-        "passed": predictions_ok and bench_ok,
+        "passed": predictions_ok and bench_ok and (latency is None or latency["ok"]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": facts["command"],
         "mode": facts["mode"],
@@ -102,6 +117,7 @@ def build(work: Path, facts: dict) -> dict:
             "predict_wall_seconds_emulated": facts["predict_s"],
         },
         "accuracy": {"arm64": per_model(arm_run, "accuracy"), "host": per_model(host_run, "accuracy")},
+        "latency_table": latency,
     }
 
 
@@ -115,6 +131,7 @@ def main() -> int:
         "mode": result["mode"],
         "predictions": result["predictions"].get("models"),
         "bench_ok": result["bench"]["ok"],
+        "latency_table_ok": (result["latency_table"] or {}).get("ok"),
         "out": str(out),
     }
     print(json.dumps(summary, indent=2))

@@ -6,7 +6,7 @@
 # within tolerance). Without buildah it does the Dockerfile's install steps in the root itself.
 #
 #   deploy/arm64_verify.sh [--mode auto|image|chroot] [--bundle DIR] [--out FILE] [--cache DIR]
-#                          [--save-image FILE] [--keep-root]
+#                          [--save-image FILE] [--keep-root] [--probes DIR [--latency-out FILE]]
 #
 #   --mode M          image: buildah build + run; chroot: same install steps in a plain root;
 #                     auto (default): image if buildah and runc are installed, else chroot
@@ -15,6 +15,11 @@
 #   --cache DIR       root tarball, aarch64 wheels, buildah storage (default /work/cache)
 #   --save-image F    image mode: also write the arm64 image as a docker archive (docker load -i)
 #   --keep-root       chroot mode: leave the extracted root in place (unmounted) for inspection
+#   --probes DIR      also measure a latency table of these probes (`edgeprune probes RUN`) with
+#                     the image's entrypoint, as `docker run -v DIR:/bundle ...` does on a device
+#   --latency-out F   where that table goes (default benchmarks/results/latency-arm64-emulated.json);
+#                     give it to `edgeprune train --latency-table F --target rpi4`. Its timings are
+#                     emulated: the table proves the path, not the device's speed
 #
 # Needs root, qemu-user-static, binfmt-support, debootstrap (first run only). Emulation is
 # hundreds of times slower than a device: timings recorded here are labeled emulated and say
@@ -27,6 +32,7 @@ REPO=$(cd "$HERE/.." && pwd)
 
 CACHE=${EDGEPRUNE_CACHE:-/work/cache}
 MODE=auto BUNDLE="" OUT=$REPO/benchmarks/results/arm64_emulated.json KEEP=0 SAVE_IMAGE=""
+PROBES="" LATENCY_OUT=$REPO/benchmarks/results/latency-arm64-emulated.json
 HOST_PY=${PYTHON:-$REPO/.venv/bin/python}
 export QEMU_CPU=${QEMU_CPU:-cortex-a72}   # the default qemu CPU model is ~15x slower
 BENCH_FLAGS=(--target rpi4 --batch 1 --warmup 1 --runs 3 --rounds 1)
@@ -42,7 +48,9 @@ while [ $# -gt 0 ]; do
         --cache) CACHE=$2; shift 2 ;;
         --save-image) SAVE_IMAGE=$2; shift 2 ;;
         --keep-root) KEEP=1; shift ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --probes) PROBES=$2; shift 2 ;;
+        --latency-out) LATENCY_OUT=$2; shift 2 ;;
+        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1'; see --help" ;;
     esac
 done
@@ -91,6 +99,14 @@ if [ ! -f "$BUNDLE/meta.json" ] && [ ! -f "$BUNDLE/model.onnx" ]; then
     die "'$BUNDLE' is not a bundle (no meta.json or model.onnx)"
 fi
 BUNDLE=$(cd "$BUNDLE" && pwd)
+if [ -n "$PROBES" ]; then
+    [ -f "$PROBES/probes.json" ] || die "'$PROBES' holds no probes.json; make one with: edgeprune probes RUN --out DIR"
+    PROBES=$(cd "$PROBES" && pwd)
+    LATENCY_OUT=$(realpath -m "$LATENCY_OUT")
+else
+    PROBES=$WORK/no-probes   # an empty mount point keeps both modes' mounts alike
+    mkdir -p "$PROBES"
+fi
 
 TARBALL=$("$HERE/arm64_rootfs.sh" --cache "$CACHE")
 
@@ -153,7 +169,8 @@ if [ "$MODE" = image ]; then
         shift
         timeout --kill-after=10 "$limit" "${BUILDAH[@]}" run --runtime runc --network none \
             --env QEMU_CPU="$QEMU_CPU" \
-            -v "$BUNDLE:/bundle:ro" -v "$WORK/results:/results" -v "$CPUINFO:/proc/cpuinfo:ro" \
+            -v "$BUNDLE:/bundle:ro" -v "$PROBES:/probes:ro" -v "$WORK/results:/results" \
+            -v "$CPUINFO:/proc/cpuinfo:ro" \
             -v "$HERE/predict.py:/opt/predict.py:ro" "$CTR" -- "$@"
     }
 else
@@ -162,7 +179,7 @@ else
     tar --numeric-owner -xzf "$TARBALL" -C "$ROOT"
     install_qemu_into "$ROOT"
     # The same inputs the image build sees (.dockerignore allow-list), at the same paths.
-    mkdir -p "$ROOT/src" "$ROOT/wheels" "$ROOT/bundle" "$ROOT/results" "$ROOT/usr/local/bin"
+    mkdir -p "$ROOT/src" "$ROOT/wheels" "$ROOT/bundle" "$ROOT/probes" "$ROOT/results" "$ROOT/usr/local/bin"
     tar -C "$REPO" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' \
         -cf - pyproject.toml README.md edgeprune | tar -C "$ROOT/src" -xf -
     cp "$WHEELS"/*.whl "$ROOT/wheels/"
@@ -171,6 +188,7 @@ else
     cp "$HERE/predict.py" "$ROOT/opt/predict.py"
     root_mount_runtime "$ROOT" "$CPUINFO"
     mount --bind -o ro "$BUNDLE" "$ROOT/bundle"
+    mount --bind -o ro "$PROBES" "$ROOT/probes"
     mount --bind "$WORK/results" "$ROOT/results"
 
     log "installing the base install in the arm64 root (emulated; about a minute)"
@@ -221,11 +239,34 @@ BENCH_S=$(( $(date +%s) - t0 ))
 [ "$BENCH_RC" = 0 ] || tail -n 20 "$WORK/bench.log" >&2
 [ ! -f "$WORK/results/bench.json" ] || cp "$WORK/results/bench.json" "$WORK/bench.json"
 
+# A latency table made on the "device": the entrypoint sees probes.json and measures every probe
+# (edgeprune bench --latency-probes) with the rpi4 preset's threads, batch 1.
+LATENCY_RC=None LATENCY_S=0
+if [ -f "$PROBES/probes.json" ]; then
+    log "entrypoint: latency table of $(basename "$PROBES") (emulated)"
+    t0=$(date +%s)
+    LATENCY_RC=0
+    arm_exec 3600 /usr/bin/env PATH=/opt/edgeprune/bin:/usr/local/bin:/usr/bin:/bin \
+        EDGEPRUNE_EMULATED=1 EDGEPRUNE_DEVICE=arm64-emulated EDGEPRUNE_BUNDLE=/probes \
+        EDGEPRUNE_JSON=latency.json /usr/local/bin/edgeprune-entrypoint \
+        --target rpi4 --batch 1 --warmup 2 --runs 20 --rounds 1 >"$WORK/latency.log" 2>&1 || LATENCY_RC=$?
+    LATENCY_S=$(( $(date +%s) - t0 ))
+    if [ "$LATENCY_RC" = 0 ] && [ -f "$WORK/results/latency.json" ]; then
+        mkdir -p "$(dirname "$LATENCY_OUT")"
+        cp "$WORK/results/latency.json" "$LATENCY_OUT.tmp" && mv "$LATENCY_OUT.tmp" "$LATENCY_OUT"
+        log "latency table -> $LATENCY_OUT (emulated timings)"
+    else
+        tail -n 20 "$WORK/latency.log" >&2
+    fi
+fi
+
 "$HOST_PY" - "$WORK/facts.json" <<PY
 import json, sys
 json.dump({"command": """$CMDLINE""", "mode": "$MODE", "install_how": """$INSTALL_HOW""",
            "install_s": $INSTALL_S, "predict_s": $PREDICT_S, "bench_s": $BENCH_S,
            "bench_rc": $BENCH_RC, "compare_rc": $COMPARE_RC,
+           "latency_rc": $LATENCY_RC, "latency_s": $LATENCY_S,
+           "latency_table": """$( [ "$LATENCY_RC" = 0 ] && echo "$LATENCY_OUT" )""" or None,
            "qemu": """$(qemu-aarch64-static --version | head -n1)""", "qemu_cpu": "$QEMU_CPU",
            "rootfs": "$(basename "$TARBALL")", "bench_flags": "${BENCH_FLAGS[*]}",
            "image": $IMAGE_FACTS}, open(sys.argv[1], "w"))

@@ -3,9 +3,14 @@
 # so `edgeprune report RUN` shows the device's numbers beside the host's.
 #
 #   deploy/ship.sh --host USER@DEVICE --bundle RUN/bundle [options] [-- extra bench flags]
+#   deploy/ship.sh --host USER@DEVICE --probes RUN/latency/probes [options] [-- extra bench flags]
 #
 #   --host H          ssh destination (required), e.g. pi@raspberrypi.local
-#   --bundle DIR      bundle directory with model.onnx / meta.json (required)
+#   --bundle DIR      bundle directory with model.onnx / meta.json
+#   --probes DIR      instead of a bundle: latency probes (edgeprune probes RUN); the device
+#                     measures them into a latency table that comes back to --latency-out
+#   --latency-out F   where the table goes (default: table-<NAME>.json beside the probes); give it
+#                     to `edgeprune train --latency-table F --target T`
 #   --run DIR         run directory receiving bench/<file> (default: the bundle's parent)
 #   --name NAME       device label: RUN/bench/<NAME>-<variant>.json (default: host part of --host)
 #   --mode M          docker | venv | auto (default auto: docker if the device has it, else venv)
@@ -17,25 +22,28 @@
 #   --reinstall       venv mode: reinstall edgeprune even if the device venv already has it
 #   --dry-run         print the commands instead of running them
 #
-# Docker mode runs the image from docker/Dockerfile. Venv mode builds a wheel of this checkout,
+# Docker mode runs the image from docker/Dockerfile (whose entrypoint sees probes.json and makes
+# the table). Venv mode builds a wheel of this checkout,
 # copies it, and installs the base install (no torch) into a virtualenv on the device.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 
-HOST="" BUNDLE="" RUN="" NAME="" MODE=auto IMAGE=edgeprune-runtime IMAGE_TAR=""
+HOST="" BUNDLE="" PROBES="" LATENCY_OUT="" RUN="" NAME="" MODE=auto IMAGE=edgeprune-runtime IMAGE_TAR=""
 REMOTE_DIR=edgeprune TARGET=rpi4 PORT="" IDENTITY="" REINSTALL=0 DRY_RUN=0
 BENCH_ARGS=()
 
 die() { printf 'ship: error: %s\n' "$*" >&2; exit 2; }
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
 need_value() { if [ $# -lt 2 ] || [ -z "$2" ]; then die "$1 needs a value; see --help"; fi; }
 
 while [ $# -gt 0 ]; do
     case $1 in
         --host) need_value "$@"; HOST=$2; shift 2 ;;
         --bundle) need_value "$@"; BUNDLE=$2; shift 2 ;;
+        --probes) need_value "$@"; PROBES=$2; shift 2 ;;
+        --latency-out) need_value "$@"; LATENCY_OUT=$2; shift 2 ;;
         --run) need_value "$@"; RUN=$2; shift 2 ;;
         --name) need_value "$@"; NAME=$2; shift 2 ;;
         --mode) need_value "$@"; MODE=$2; shift 2 ;;
@@ -54,10 +62,17 @@ while [ $# -gt 0 ]; do
 done
 
 [ -n "$HOST" ] || die "missing --host USER@DEVICE (the ssh destination of the device)"
-[ -n "$BUNDLE" ] || die "missing --bundle DIR (a bundle written by 'edgeprune export')"
-[ -d "$BUNDLE" ] || die "bundle directory '$BUNDLE' does not exist; run 'edgeprune export' first"
-[ -f "$BUNDLE/model.onnx" ] || [ -f "$BUNDLE/meta.json" ] ||
-    die "'$BUNDLE' is not a bundle (no model.onnx or meta.json); pass RUN/bundle"
+[ -z "$BUNDLE" ] || [ -z "$PROBES" ] || die "give --bundle DIR or --probes DIR, not both"
+if [ -n "$PROBES" ]; then
+    [ -d "$PROBES" ] || die "probe directory '$PROBES' does not exist; make it with 'edgeprune probes RUN --out $PROBES'"
+    [ -f "$PROBES/probes.json" ] || die "'$PROBES' holds no probes.json; make it with 'edgeprune probes RUN --out DIR'"
+    BUNDLE=$PROBES
+else
+    [ -n "$BUNDLE" ] || die "missing --bundle DIR (a bundle written by 'edgeprune export') or --probes DIR"
+    [ -d "$BUNDLE" ] || die "bundle directory '$BUNDLE' does not exist; run 'edgeprune export' first"
+    [ -f "$BUNDLE/model.onnx" ] || [ -f "$BUNDLE/meta.json" ] ||
+        die "'$BUNDLE' is not a bundle (no model.onnx or meta.json); pass RUN/bundle"
+fi
 case $MODE in docker|venv|auto) ;; *) die "--mode must be docker, venv or auto, not '$MODE'" ;; esac
 case $TARGET in rpi4|rpi5|x86) ;; *) die "--target must be rpi4, rpi5 or x86, not '$TARGET'" ;; esac
 [ -z "$IMAGE_TAR" ] || [ -f "$IMAGE_TAR" ] || die "--image-tar '$IMAGE_TAR' does not exist"
@@ -69,6 +84,13 @@ NAME=${NAME:-${HOST#*@}}
 NAME=$(printf '%s' "$NAME" | tr -c 'A-Za-z0-9._-' '_')
 RESULT=bench-$NAME.json
 LOCAL_OUT=$RUN/bench/.device-$NAME.json
+if [ -n "$PROBES" ]; then
+    RESULT=latency-$NAME.json
+    LATENCY_OUT=${LATENCY_OUT:-$BUNDLE/../table-$NAME.json}
+    [ -d "$(dirname "$LATENCY_OUT")" ] || die "the directory of --latency-out '$LATENCY_OUT' does not exist"
+    LATENCY_OUT=$(cd "$(dirname "$LATENCY_OUT")" && pwd)/$(basename "$LATENCY_OUT")
+    LOCAL_OUT=$LATENCY_OUT.part
+fi
 
 SSH=(ssh -o BatchMode=yes)
 SCP=(scp -o BatchMode=yes -q)
@@ -137,7 +159,17 @@ else
         # The base install only: onnxruntime, numpy, psutil, typer, rich; never torch.
         remote "python3 -m venv $R/venv && $R/venv/bin/pip install --quiet --upgrade $R/wheels/edgeprune-*.whl"
     fi
-    remote "EDGEPRUNE_DEVICE=$NAME $R/venv/bin/edgeprune bench $R/bundle --json $R/results/$RESULT$EXTRA"
+    WHAT="$R/bundle"
+    [ -z "$PROBES" ] || WHAT="--latency-probes $R/bundle"
+    remote "EDGEPRUNE_DEVICE=$NAME $R/venv/bin/edgeprune bench $WHAT --json $R/results/$RESULT$EXTRA"
+fi
+
+if [ -n "$PROBES" ]; then
+    # The table, whole or not at all, where train reads it.
+    run "${SCP[@]}" "$HOST:$R/results/$RESULT" "$LOCAL_OUT"
+    run mv "$LOCAL_OUT" "$LATENCY_OUT"
+    echo "latency table: $LATENCY_OUT (edgeprune train ... --latency-table $LATENCY_OUT --target $TARGET --target-latency-ms MS)"
+    exit 0
 fi
 
 # One file per variant in RUN/bench/, the layout `edgeprune bench` writes on the host.

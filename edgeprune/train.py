@@ -20,6 +20,7 @@ from edgeprune.data.text import Vocab
 from edgeprune.errors import UserError
 from edgeprune.metrics import f1_score, loss_fn, majority_share, predict, training_loss
 from edgeprune.models import build_model, check_model_fits, default_config, layer_widths
+from edgeprune.prune.bn import recalibrate_batchnorm
 from edgeprune.prune.pruner import Pruner, count_params
 from edgeprune.run import (
     RUN_FORMAT,
@@ -35,6 +36,7 @@ from edgeprune.run import (
 )
 
 console = Console()
+BN_BATCHES = 20  # training batches that re-estimate BatchNorm statistics after a pruning step
 
 
 @torch.no_grad()
@@ -315,13 +317,18 @@ class _Training:
                 stats = f"loss {sums[0] / sums[2]:.4f} acc {sums[1] / sums[2]:.4f}"
                 progress.update(task, completed=step + 1, stats=stats)
         loss_sum, correct, seen = distributed.sum_over_ranks(sums, self.device, self.ctx)
-        report = None
+        report, recalibrated = None, 0
         if pruner:
             report = pruner.end_epoch(epoch)
             if phase == "prune":
                 # the pruner resized the model's tensors or moved it through the CPU (either
                 # detaches DDP's gradient hooks): wrap it afresh; the old wrapper is freed
                 self.net = distributed.wrap(self.model, self.device, self.ctx)
+            if report.removed_units:
+                # the same batches on every rank, so the ranks' statistics stay equal
+                calib = perm[: BN_BATCHES * self.local_batch].split(self.local_batch)
+                batches = (distributed.to_device(data.prepare(data.train.x[i]), self.device) for i in calib)
+                recalibrated = recalibrate_batchnorm(self.model, batches)
         distributed.check_in_sync(self.model, self.ctx)
         seconds = time.perf_counter() - t0
         self.train_seconds += seconds
@@ -336,6 +343,8 @@ class _Training:
         if report is not None:
             record["removed"] = {"units": report.removed_units, "connections": report.removed_connections}
             record["budget"] = report.budget
+        if recalibrated:
+            record["bn_recalibrated_batches"] = recalibrated
         return record
 
     def _step(self, idx: torch.Tensor, sums: list) -> None:

@@ -70,6 +70,10 @@ def test_any_model_prunes_while_training_and_exports_in_a_fresh_process(name, da
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["macs"] <= 0.6 * metrics["baseline_macs"]
     assert metrics["params"] < metrics["baseline_params"]
+    # every epoch that removed units re-estimated the BatchNorm statistics (64 images: one batch)
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    cut = [h for h in history if (h.get("removed") or {}).get("units")]
+    assert cut and all(h["bn_recalibrated_batches"] == 1 for h in cut), history
     saved = torch.load(run / "model.pt", weights_only=True)
     assert saved["arch"]["name"] == (model if name != "factory" else str(tmp_path / "mine.py") + ":make")
 

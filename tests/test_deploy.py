@@ -281,7 +281,8 @@ exec cp -r "$@"
 """
 
 
-def test_ship_round_trip_through_a_fake_ssh(base_venv, bundle, tmp_path):
+def _fake_device(tmp_path: Path, base_venv: Path) -> dict:
+    """PATH with the fake ssh/scp and a device home whose venv is the base-only install."""
     bin_dir, device = tmp_path / "bin", tmp_path / "device"
     bin_dir.mkdir()
     for name, text in (("ssh", FAKE_SSH), ("scp", FAKE_SCP)):
@@ -290,7 +291,11 @@ def test_ship_round_trip_through_a_fake_ssh(base_venv, bundle, tmp_path):
     (device / "edgeprune").mkdir(parents=True)
     # The device already has the base install (the fresh venv), so ship.sh reuses it.
     (device / "edgeprune" / "venv").symlink_to(base_venv)
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_DEVICE_HOME=str(device), PYTHON=sys.executable)
+    return dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_DEVICE_HOME=str(device), PYTHON=sys.executable)
+
+
+def test_ship_round_trip_through_a_fake_ssh(base_venv, bundle, tmp_path):
+    env = _fake_device(tmp_path, base_venv)
     proc = _ship(
         "--host",
         "pi@localhost",
@@ -312,6 +317,41 @@ def test_ship_round_trip_through_a_fake_ssh(base_venv, bundle, tmp_path):
     assert report["settings"]["label"] == "fakepi" and report["settings"]["target"] == "rpi4"
     (row,) = report["results"]
     assert row["status"] == "ok" and row["name"] == f"{run_dir.name}/float"
+
+
+def test_ship_brings_back_a_latency_table_the_device_measured(base_venv, tmp_path):
+    """Probes go to the device, its runtime-only install (no torch) measures them, and the table
+    comes back where train reads it, for this model, the device's threads and batch 1."""
+    torch = pytest.importorskip("torch")
+    from edgeprune.latency.model import load_latency_model
+    from edgeprune.latency.probes import make_probes
+    from edgeprune.models import build_model
+
+    torch.manual_seed(0)
+    cfg = {"in_channels": 1, "image_size": [8, 8], "channels": [4, 8], "hidden": [8], "num_classes": 3}
+    probes = tmp_path / "run" / "latency" / "probes"
+    model = build_model({"name": "cnn", "config": cfg}).eval()
+    manifest = make_probes(model, torch.randn(2, 1, 8, 8), None, probes, n=8, min_width=2, round_to=2)
+    ship_args = ["--host", "pi@localhost", "--probes", str(probes), "--mode", "venv", "--name", "fakepi"]
+    proc = _ship(*ship_args, "--", "--threads", "1", *QUICK_BENCH, env=_fake_device(tmp_path, base_venv))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = tmp_path / "run" / "latency" / "table-fakepi.json"
+    assert f"--latency-table {table}" in proc.stdout
+    assert not list(table.parent.glob("*.part"))
+    t = json.loads(table.read_text())
+    assert t["machine"]["label"] == "fakepi" and t["threads"] == 1 and t["batch"] == 1
+    assert t["worker_modules"] == []  # measured by the runtime-only install: no torch anywhere
+    assert len(t["samples"]) == len(manifest["probes"]) and all(s["status"] == "ok" for s in t["samples"])
+    lm = load_latency_model(table, manifest["fingerprint"], threads=1, batch=1)
+    shapes = {k: tuple(p.shape) for k, p in model.named_parameters()}
+    assert lm.threads == 1 and lm.predict_shapes(shapes) > 0
+
+
+def test_ship_refuses_a_directory_without_probes(tmp_path):
+    proc = _ship("--host", "pi@dev", "--probes", str(tmp_path))
+    assert proc.returncode == 2 and "holds no probes.json" in proc.stderr and "edgeprune probes RUN" in proc.stderr
+    proc = _ship("--host", "pi@dev", "--probes", str(tmp_path), "--bundle", str(tmp_path))
+    assert proc.returncode == 2 and "not both" in proc.stderr
 
 
 @pytest.mark.slow

@@ -89,7 +89,13 @@ def test_a_macs_budget_takes_the_least_score_per_mac_saved(measure):
     dense_macs = 16 * 9 * 144 + 32 * 16 * 9 * 36 + 32 * 288 + 4 * 32
     target = {f"target_{measure}": 0.7}
     sched = PruneSchedule(
-        epochs=2, warmup_epochs=0, prune_until=0.5, threshold=0.0, round_to=1, min_width=2, prune_connections=False,
+        epochs=2,
+        warmup_epochs=0,
+        prune_until=0.5,
+        threshold=0.0,
+        round_to=1,
+        min_width=2,
+        prune_connections=False,
         **target,
     )
     scores = {k: [1.0] * w for k, w in model.widths().items()}
@@ -103,6 +109,7 @@ def test_a_macs_budget_takes_the_least_score_per_mac_saved(measure):
     # final target by 11,194, so the last 470 come from the smallest notches (2 fc0 units, 584)
     assert report.removed_units == {"conv0": 5, "fc0": 2}
     assert p.macs() == dense_macs - 5 * 11_664 - 2 * 292 <= 0.7 * dense_macs
+
 
 def test_a_budget_no_layer_can_reach_is_refused_up_front():
     model = build_model(TINY)
@@ -119,6 +126,7 @@ def test_a_measured_budget_holds_on_a_tiny_model(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     model = build_model(TINY)
+    dense_model = build_model(TINY)
     x, y = data()
     lm, table = host_latency_model(model, x[:2], tmp_path / "latency", threads=1, n=16, round_to=4, min_width=4)
     fit = json.loads(table.read_text())["fit"]
@@ -149,28 +157,38 @@ def test_a_measured_budget_holds_on_a_tiny_model(tmp_path):
         pruner.end_epoch()
     pruner.finalize()
     assert pruner.latency_ms() <= target  # the prediction meets the budget exactly
-    # and the model, run by onnxruntime, meets it within what the latency model says its error is
+    # and the model, run by onnxruntime, meets it within what the latency model says its error is.
+    # The pruned and the dense model are timed in the same interleaved rounds and compared as a
+    # ratio, so that the machine's speed drifting since the table was measured (a shared CI VM)
+    # cannot decide the test: pruned/dense measured <= target/dense predicted, widened by the
+    # table's worst held-out error on both predictions and 10% for timing noise.
     from edgeprune.export.onnx_export import export_onnx
 
-    path = tmp_path / "pruned.onnx"
-    export_onnx(model.eval(), {"task": "image", "input_shape": ["batch", 1, 12, 12]}, path)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    feed = {sess.get_inputs()[0].name: np.zeros((1, 1, 12, 12), np.float32)}
+    meta = {"task": "image", "input_shape": ["batch", 1, 12, 12]}
+    sessions = {}
+    for name, m in (("pruned", model), ("dense", dense_model)):
+        path = tmp_path / f"{name}.onnx"
+        export_onnx(m.eval(), meta, path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        sessions[name] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = np.zeros((1, 1, 12, 12), np.float32)
     import time
 
-    rounds = []
-    for _ in range(7):
-        times = []
-        for _ in range(200):
-            t0 = time.perf_counter()
-            sess.run(None, feed)
-            times.append(time.perf_counter() - t0)
-        rounds.append(float(np.median(times)) * 1e3)
-    measured = min(rounds)  # the least disturbed round, as the table is fitted when the machine is busy
-    # the model's worst held-out error, plus 25% for the timing noise of a shared CI machine
-    assert measured <= target * (1 + fit["held_out_max_rel_error"] + 0.25), (measured, target, fit)
+    rounds = {name: [] for name in sessions}
+    for _ in range(9):
+        for name, sess in sessions.items():
+            inp = {sess.get_inputs()[0].name: feed}
+            times = []
+            for _ in range(200):
+                t0 = time.perf_counter()
+                sess.run(None, inp)
+                times.append(time.perf_counter() - t0)
+            rounds[name].append(float(np.median(times)))
+    ratio = float(np.median(np.array(rounds["pruned"]) / np.array(rounds["dense"])))
+    err = min(fit["held_out_max_rel_error"], 0.5)
+    allowed = target / dense * (1 + err) / (1 - err) * 1.10
+    assert ratio <= allowed, (ratio, allowed, target, dense, fit)
 
 
 def test_train_refuses_a_table_that_cannot_apply(data_root, tmp_path):

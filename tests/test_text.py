@@ -335,3 +335,21 @@ def test_resume_of_a_text_run_with_pruned_rows_is_exact(data_root, tmp_path, mon
     assert (tmp_path / "full" / "vocab.json").read_text() == (tmp_path / "cut" / "vocab.json").read_text()
     full = json.loads((tmp_path / "full" / "metrics.json").read_text())
     assert again["test_accuracy"] == full["test_accuracy"]
+
+
+def test_dropout_acts_only_while_training_and_survives_pruning_and_export(tmp_path):
+    plain = bilstm()
+    dropped = build_model({"name": "bilstm", "config": {**plain.arch()["config"], "dropout": 0.5}})
+    dropped.load_state_dict(plain.state_dict())
+    x = rows(LENGTHS)
+    with torch.no_grad():
+        assert torch.equal(dropped.eval()(x), plain(x))  # eval: the same model
+        dropped.train()
+        torch.manual_seed(1)
+        a = dropped(x)
+        torch.manual_seed(2)
+        assert not torch.allclose(a, dropped(x))  # training: features are dropped
+    assert dropped.arch()["config"]["dropout"] == 0.5  # compaction rebuilds keep it
+    assert "dropout" not in plain.arch()["config"]  # the study's model is unchanged
+    with pytest.raises(Exception, match="dropout must be a fraction in"):
+        build_model({"name": "bilstm", "config": {**plain.arch()["config"], "dropout": 1.0}})
