@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import shlex
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -34,6 +35,23 @@ def versions() -> dict:
     return out
 
 
+def source_commit() -> str | None:
+    """The commit of the code that ran ("+dirty" when it had uncommitted changes), or None."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "edgeprune", "benchmarks/*.py"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def record(name: str, payload: dict) -> Path:
     """Write benchmarks/results/<name>.json with the machine, versions and the command that made it."""
     path = RESULTS / f"{name}.json"
@@ -44,6 +62,7 @@ def record(name: str, payload: dict) -> Path:
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "machine": machine_info(),
             "versions": versions(),
+            "commit": source_commit(),
             **payload,
         },
     )
