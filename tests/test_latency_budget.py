@@ -128,12 +128,12 @@ def test_a_measured_budget_holds_on_a_tiny_model(tmp_path):
     model = build_model(TINY)
     dense_model = build_model(TINY)
     x, y = data()
-    lm, table = host_latency_model(model, x[:2], tmp_path / "latency", threads=1, n=16, round_to=4, min_width=4)
+    lm, table = host_latency_model(model, x[:2], tmp_path / "latency", threads=1, n=16, round_to=8, min_width=8)
     fit = json.loads(table.read_text())["fit"]
     assert math.isfinite(fit["held_out_mean_rel_error"])
     shapes = {k: tuple(p.shape) for k, p in model.named_parameters()}
     dense = lm.predict_shapes(shapes)
-    floor = lm.predict_shapes(sizes_after(shapes, model_groups(model), {g: 4 for g in model.widths()}))
+    floor = lm.predict_shapes(sizes_after(shapes, model_groups(model), {g: 8 for g in model.widths()}))
     target = floor + 0.5 * (dense - floor)  # halfway between every layer at its minimum and the dense model
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     pruner = edgeprune.Pruner(
@@ -144,8 +144,8 @@ def test_a_measured_budget_holds_on_a_tiny_model(tmp_path):
         warmup_epochs=1,
         target_latency_ms=target,
         latency_model=lm,
-        round_to=4,
-        min_width=4,
+        round_to=8,
+        min_width=8,
     )
     for _ in range(3):
         for i in range(0, len(x), 32):
