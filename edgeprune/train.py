@@ -387,7 +387,7 @@ class _Training:
                 "val_f1": val["f1"],
                 "seconds": partial["seconds"],
                 **_structure(self.model, self.pruner, self.baseline_params),
-                **{k: partial[k] for k in ("removed", "budget") if k in partial},
+                **{k: partial[k] for k in ("removed", "budget", "bn_recalibrated_batches") if k in partial},
             }
             self.history.append(record)
             ckpt = {

@@ -351,24 +351,19 @@ class Pruner:
             rt, mw = self._in_units(g)
             keep[g.name] = max(round_keep(n_live - n_drop, n_live, rt, mw), len(g.protected))
         if budget is not None:
-            self._fit_budget(keep, norm, live, budget, raw)
+            self._fit_budget(keep, norm, live, budget)
         return self._removed_for(keep, norm, live)
 
-    def _fit_budget(self, keep: dict[str, int], norm, live, budget: float, raw) -> None:
+    def _fit_budget(self, keep: dict[str, int], norm, live, budget: float) -> None:
         """Lower survivor counts one notch at a time until the rebuilt model fits `budget`.
 
         Each notch takes the next-lowest-scored units of one layer. Under a parameter budget the
         notch with the lowest mean normalized score goes first; under a MACs or latency budget the
         one with the least score per MAC (or millisecond) it saves, so that a layer whose units are
         cheap in parameters but costly in compute (early, high-resolution convolutions) goes before
-        one whose units are the reverse. That ranking reads the raw scores (estimated loss change):
-        a layer's normalized scores average 1 whatever its units are worth, so dividing them by
-        the cost saved would make a unit that many layers share (a ResNet stage's residual
-        channels: costly to keep, but each one carries every block of the stage) look cheapest of
-        all; its raw score sums what every one of those layers loses. Either way a notch that
-        would cross the run's final target is taken only when every notch would: with coarse
-        rounding at small widths, the cheapest-scored notch can remove a third of a layer, far
-        more than the step needs. A notch is `round_to`
+        one whose units are the reverse. Either way a notch that would cross the run's final target is taken
+        only when every notch would: with coarse rounding at small widths, the cheapest-scored
+        notch can remove a third of a layer, far more than the step needs. A notch is `round_to`
         units, or 1/NOTCH_SHARE of the layer's survivors when that is more, so that a
         20,000-row vocabulary takes tens of notches, not thousands.
         """
@@ -395,7 +390,7 @@ class Pruner:
                 leaving = ascending[g.name][n_live - keep[g.name] : n_live - lower]
                 if per_cost:
                     saved = params - self._cost_for({**keep, g.name: lower})
-                    rank = float(raw[g.name][leaving].sum()) / saved if saved > 0 else math.inf
+                    rank = float(norm[g.name][leaving].sum()) / saved if saved > 0 else math.inf
                 else:
                     rank = float(norm[g.name][leaving].mean())
                 options.append((rank, order, g.name, lower))
