@@ -35,10 +35,6 @@ from edgeprune.prune.pruner import count_params
 from edgeprune.run import load_model
 from edgeprune.train import evaluate, logits_of
 
-# Steps of 0.97/TP_STEPS of the channels each: small enough that the last step of a pruning epoch
-# lands near the matched size (at 400 steps a ResNet-20 run overshot the MACs by up to 7.5%).
-TP_STEPS = 2000
-
 
 def macs_of(model, example) -> int:
     """MACs per example, counted as edgeprune counts them (conv/linear/RNN weights x uses)."""
@@ -107,7 +103,7 @@ def main() -> None:
         importance=importance,
         global_pruning=True,
         pruning_ratio=0.97,
-        iterative_steps=TP_STEPS,
+        iterative_steps=400,
         ignored_layers=[classifier_of(model)],
         round_to=cfg.round_to,
     )
@@ -133,7 +129,7 @@ def main() -> None:
         if schedule.phase(epoch) == "prune":
             allowed = (schedule.budget(epoch) or 1.0) * base
             allowed = max(allowed, target) if schedule.budget(epoch) is not None else allowed
-            while size(model) > allowed and steps_taken < TP_STEPS:
+            while size(model) > allowed and steps_taken < 400:
                 if args.importance == "taylor":
                     taylor_grads(model, data, perm, bs, args.grad_batches)
                 pruner.step()
@@ -184,7 +180,6 @@ def main() -> None:
             "distill_temperature": cfg.distill_temperature,
             "grad_batches": args.grad_batches,
             "tp_steps_taken": steps_taken,
-            "tp_iterative_steps": TP_STEPS,
         },
         "torch_pruning": {
             "params": count_params(model),
