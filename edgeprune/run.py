@@ -33,6 +33,11 @@ def atomic_write_bytes(path: Path, data: bytes, midway: Optional[Callable[[], No
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
     try:
+        # mkstemp makes the file 0600; give it what open() would (0666 less the umask), or a
+        # bundle or probe set mounted into the runtime image, whose user is another, is unreadable
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             _write_in_halves(f, data, midway)
             f.flush()

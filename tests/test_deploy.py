@@ -377,3 +377,22 @@ def test_arm64_emulated_check(tmp_path):
         assert m["argmax_agreement"] == 1.0 and m["max_abs_diff"] <= m["atol"], name
     assert result["bench"]["machine"]["emulated"] is True
     assert "EMULATED" in result["emulated_latency"]["label"]
+
+
+def test_files_edgeprune_writes_are_readable_by_the_images_user(tmp_path):
+    """The runtime image runs as its own user (uid 10001): a bundle or probe set mounted into it
+    must be readable by others, as open() would make it; mkstemp alone makes 0600 files."""
+    from edgeprune.run import atomic_write_bytes, atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "meta.json", {"a": 1})
+        atomic_write_bytes(tmp_path / "model.bin", b"x")
+        with open(tmp_path / "plain", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    want = (tmp_path / "plain").stat().st_mode & 0o777
+    assert want == 0o644
+    for name in ("meta.json", "model.bin"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == want, name
