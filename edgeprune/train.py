@@ -173,10 +173,10 @@ class _Training:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         if ckpt is not None:
             self._resume(ckpt)
-        elif ctx.is_main:
-            self._start_run_dir()
-        if cfg.prune:
+        if cfg.prune:  # before a new run directory is written: a table that cannot apply is refused here
             self._make_pruner(ckpt, fresh)
+        if ckpt is None and ctx.is_main:
+            self._start_run_dir()
         self.net = distributed.wrap(self.model, self.device, ctx)
         n = len(self.data.train)
         self.steps = (len(distributed.shard(torch.arange(n), ctx)) + self.local_batch - 1) // self.local_batch
