@@ -12,7 +12,8 @@ reviews or SST-2 sentences.
     python benchmarks/tweets.py --task binary --epochs 25
     python benchmarks/tweets.py --task binary --epochs 25 --pruned-args "--target-params 0.25" --name 4x
     python benchmarks/tweets.py --task 3class --epochs 25
-    python benchmarks/tweets.py --task binary --epochs 25 --train-args '--model-kwargs {"dropout": 0.5}' --name dropout
+    python benchmarks/tweets.py --task binary --epochs 25 --train-args "--model-kwargs '{\"dropout\": 0.5}'" \
+        --pruned-args "--target-params 0.25" --name 4x-dropout   # --train-args is split like a shell line
 """
 
 from __future__ import annotations
