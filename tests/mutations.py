@@ -40,6 +40,30 @@ class Mutation:
 
 MUTATIONS = [
     Mutation(
+        "macs-budget-ranked-by-score-alone",
+        "edgeprune/prune/pruner.py",
+        'per_cost = s.measure in ("latency", "macs")',
+        'per_cost = s.measure == "latency"',
+        ("tests/test_latency_budget.py",),
+        "a MACs budget ranks notches by mean score, not score per MAC saved (the ResNet-20 run that lost 0.37 points)",
+    ),
+    Mutation(
+        "bn-recalibration-exponential",
+        "edgeprune/prune/bn.py",
+        "        m.momentum = None  # cumulative moving average: every batch counts the same",
+        "        pass",
+        ("tests/test_bn.py",),
+        "BatchNorm recalibration keeps momentum 0.1: the statistics lean on the reset values (0 and 1)",
+    ),
+    Mutation(
+        "atomic-write-private-mode",
+        "edgeprune/run.py",
+        "        os.fchmod(fd, 0o666 & ~umask)",
+        "        pass",
+        ("tests/test_deploy.py::test_files_edgeprune_writes_are_readable_by_the_images_user",),
+        "atomic writes leave mkstemp's 0600: the runtime image's user cannot read a mounted bundle",
+    ),
+    Mutation(
         "adam-exp-avg-sq-not-sliced",
         "edgeprune/prune/surgery.py",
         "            v = v.index_select(dim, idx.to(v.device))\n        state[key] = v",
@@ -233,8 +257,15 @@ def main() -> int:
         r = run_one(m, sys.executable)
         state = f"killed by {r['killed_by']}" if r["killed"] else f"SURVIVED (pytest exit {r['pytest_exit']})"
         print(f"{m.name:<40} {state}  [{r['seconds']} s]", flush=True)
+        r["commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         results.append(r)
-    if not args.only:
+    if args.only and RESULT.exists():  # refresh these rows of the full run's record
+        done = {r["name"]: r for r in json.loads(RESULT.read_text())["mutations"]}
+        done.update({r["name"]: r for r in results})
+        results = [done[m.name] for m in MUTATIONS if m.name in done]
+    if not args.only or RESULT.exists():
         RESULT.write_text(
             json.dumps(
                 {
