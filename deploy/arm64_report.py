@@ -55,7 +55,7 @@ def build(work: Path, facts: dict) -> dict:
     if facts.get("latency_rc") is not None:  # --probes: a latency table measured by the entrypoint
         table = _load(Path(facts["latency_table"])) if facts.get("latency_table") else None
         latency = {
-            "command": "edgeprune-entrypoint --target rpi4 --batch 1 --warmup 2 --runs 20 --rounds 1 "
+            "command": f"edgeprune-entrypoint {facts['latency_flags']} "
             "(probes mounted at /bundle, EDGEPRUNE_EMULATED=1)",
             "exit_code": facts["latency_rc"],
             "ok": facts["latency_rc"] == 0 and bool(table) and bool(table.get("emulated")),

@@ -36,6 +36,7 @@ PROBES="" LATENCY_OUT=$REPO/benchmarks/results/latency-arm64-emulated.json
 HOST_PY=${PYTHON:-$REPO/.venv/bin/python}
 export QEMU_CPU=${QEMU_CPU:-cortex-a72}   # the default qemu CPU model is ~15x slower
 BENCH_FLAGS=(--target rpi4 --batch 1 --warmup 1 --runs 3 --rounds 1)
+LATENCY_FLAGS=(--target rpi4 --batch 1 --warmup 2 --runs 20 --rounds 1)
 BASE_TAG=localhost/edgeprune-base-arm64:bookworm
 IMAGE_TAG=localhost/edgeprune-runtime:arm64
 CMDLINE="deploy/arm64_verify.sh $*"
@@ -50,7 +51,7 @@ while [ $# -gt 0 ]; do
         --keep-root) KEEP=1; shift ;;
         --probes) PROBES=$2; shift 2 ;;
         --latency-out) LATENCY_OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1'; see --help" ;;
     esac
 done
@@ -249,7 +250,7 @@ if [ -f "$PROBES/probes.json" ]; then
     arm_exec 3600 /usr/bin/env PATH=/opt/edgeprune/bin:/usr/local/bin:/usr/bin:/bin \
         EDGEPRUNE_EMULATED=1 EDGEPRUNE_DEVICE=arm64-emulated EDGEPRUNE_BUNDLE=/probes \
         EDGEPRUNE_JSON=latency.json /usr/local/bin/edgeprune-entrypoint \
-        --target rpi4 --batch 1 --warmup 2 --runs 20 --rounds 1 >"$WORK/latency.log" 2>&1 || LATENCY_RC=$?
+        "${LATENCY_FLAGS[@]}" >"$WORK/latency.log" 2>&1 || LATENCY_RC=$?
     LATENCY_S=$(( $(date +%s) - t0 ))
     if [ "$LATENCY_RC" = 0 ] && [ -f "$WORK/results/latency.json" ]; then
         mkdir -p "$(dirname "$LATENCY_OUT")"
@@ -265,7 +266,7 @@ import json, sys
 json.dump({"command": """$CMDLINE""", "mode": "$MODE", "install_how": """$INSTALL_HOW""",
            "install_s": $INSTALL_S, "predict_s": $PREDICT_S, "bench_s": $BENCH_S,
            "bench_rc": $BENCH_RC, "compare_rc": $COMPARE_RC,
-           "latency_rc": $LATENCY_RC, "latency_s": $LATENCY_S,
+           "latency_rc": $LATENCY_RC, "latency_s": $LATENCY_S, "latency_flags": "${LATENCY_FLAGS[*]}",
            "latency_table": """$( [ "$LATENCY_RC" = 0 ] && echo "$LATENCY_OUT" )""" or None,
            "qemu": """$(qemu-aarch64-static --version | head -n1)""", "qemu_cpu": "$QEMU_CPU",
            "rootfs": "$(basename "$TARBALL")", "bench_flags": "${BENCH_FLAGS[*]}",

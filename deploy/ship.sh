@@ -23,8 +23,8 @@
 #   --dry-run         print the commands instead of running them
 #
 # Docker mode runs the image from docker/Dockerfile (whose entrypoint sees probes.json and makes
-# the table). Venv mode builds a wheel of this checkout,
-# copies it, and installs the base install (no torch) into a virtualenv on the device.
+# the table). Venv mode builds a wheel of this checkout, copies it, and installs the base install
+# (no torch) into a virtualenv on the device.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -35,7 +35,7 @@ REMOTE_DIR=edgeprune TARGET=rpi4 PORT="" IDENTITY="" REINSTALL=0 DRY_RUN=0
 BENCH_ARGS=()
 
 die() { printf 'ship: error: %s\n' "$*" >&2; exit 2; }
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
 need_value() { if [ $# -lt 2 ] || [ -z "$2" ]; then die "$1 needs a value; see --help"; fi; }
 
 while [ $# -gt 0 ]; do

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_cli_errors import run_cli
+from test_prune import scored_pruner
 
 import edgeprune
 from edgeprune.errors import UserError
@@ -45,10 +46,21 @@ class Linear(LatencyModel):
 
 
 def scored(model, schedule, scores, latency_model):
-    p = edgeprune.Pruner(model, torch.zeros(2, 1, 12, 12), schedule=schedule, latency_model=latency_model)
-    p.scores.unit = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in scores.items()}
-    p.scores.batches = 1
-    return p
+    return scored_pruner(model, schedule, scores, example_inputs=torch.zeros(2, 1, 12, 12), latency_model=latency_model)
+
+
+def one_step(**budget) -> PruneSchedule:
+    """A schedule that prunes once, at epoch 1 of 2, by budget alone (no threshold, no rounding)."""
+    return PruneSchedule(
+        epochs=2,
+        warmup_epochs=0,
+        prune_until=0.5,
+        threshold=0.0,
+        round_to=1,
+        min_width=2,
+        prune_connections=False,
+        **budget,
+    )
 
 
 def test_the_least_loss_per_millisecond_goes_first():
@@ -59,16 +71,7 @@ def test_the_least_loss_per_millisecond_goes_first():
     factors = {"convs.0.weight": 144.0, "convs.1.weight": 36.0, "fcs.0.weight": 1.0, "classifier.weight": 1.0}
     lm = Linear({"convs.0.weight": 1e-6, "convs.1.weight": 0.0, "fcs.0.weight": 0.0, "classifier.weight": 0.0}, factors)
     dense_ms = lm.predict_shapes({k: tuple(p.shape) for k, p in model.named_parameters()})
-    sched = PruneSchedule(
-        epochs=2,
-        warmup_epochs=0,
-        prune_until=0.5,
-        threshold=0.0,
-        target_latency_ms=0.5 * dense_ms,
-        round_to=1,
-        min_width=2,
-        prune_connections=False,
-    )
+    sched = one_step(target_latency_ms=0.5 * dense_ms)
     g = torch.Generator().manual_seed(0)
     scores = {k: (0.5 + torch.rand(w, generator=g)).tolist() for k, w in model.widths().items()}
     p = scored(model, sched, scores, lm)
@@ -87,17 +90,7 @@ def test_a_macs_budget_takes_the_least_score_per_mac_saved(measure):
     # a parameter budget (mean score, ties to the notch that removes least) does not.
     model = build_model(TINY)
     dense_macs = 16 * 9 * 144 + 32 * 16 * 9 * 36 + 32 * 288 + 4 * 32
-    target = {f"target_{measure}": 0.7}
-    sched = PruneSchedule(
-        epochs=2,
-        warmup_epochs=0,
-        prune_until=0.5,
-        threshold=0.0,
-        round_to=1,
-        min_width=2,
-        prune_connections=False,
-        **target,
-    )
+    sched = one_step(**{f"target_{measure}": 0.7})
     scores = {k: [1.0] * w for k, w in model.widths().items()}
     p = scored(model, sched, scores, None)
     assert p.baseline_macs == dense_macs

@@ -223,8 +223,9 @@ def test_round_keep():
     assert round_keep(5, 6, 8, 1) == 6  # never above the current width
 
 
-def _scored_pruner(model, schedule, scores):
-    p = Pruner(model, schedule=schedule)
+def scored_pruner(model, schedule, scores, **kw):
+    """A pruner whose epoch of Taylor scores is `scores` (per group, per unit), as if accumulated."""
+    p = Pruner(model, schedule=schedule, **kw)
     p.scores.unit = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in scores.items()}
     p.scores.batches = 1
     return p
@@ -236,7 +237,7 @@ def test_threshold_removes_units_under_it_and_min_width_holds():
         epochs=4, warmup_epochs=0, prune_until=1.0, threshold=0.5, round_to=1, min_width=4, prune_connections=False
     )
     scores = {"conv0": [1, 1, 1, 1, 1, 0.1], "conv1": [1.0] * 9 + [0.2], "fc0": [0.0] * 10 + [5, 5]}
-    pruner = _scored_pruner(model, sched, scores)
+    pruner = scored_pruner(model, sched, scores)
     opt = torch.optim.Adam(model.parameters())
     pruner.optimizer = opt
     report = pruner.end_epoch(1)
@@ -253,11 +254,11 @@ def test_round_to_keeps_the_best_scored_units():
     )
     conv0 = [1.0] * 16
     conv0[3] = conv0[7] = conv0[9] = 0.0
-    pruner = _scored_pruner(model, sched, {"conv0": conv0, "conv1": [1.0] * 10, "fc0": [1.0] * 12})
+    pruner = scored_pruner(model, sched, {"conv0": conv0, "conv1": [1.0] * 10, "fc0": [1.0] * 12})
     removed = pruner._choose_units(None)
     assert removed["conv0"].tolist() == []  # 13 survivors round up to 16: nothing goes
     conv0 = [0.01 * i for i in range(9)] + [10.0] * 7  # nine under the threshold
-    pruner = _scored_pruner(model, sched, {"conv0": conv0, "conv1": [1.0] * 10, "fc0": [1.0] * 12})
+    pruner = scored_pruner(model, sched, {"conv0": conv0, "conv1": [1.0] * 10, "fc0": [1.0] * 12})
     removed = pruner._choose_units(None)
     assert sorted(removed["conv0"].tolist()) == list(range(8))  # 7 survivors round up to 8: unit 8 stays
 
@@ -277,7 +278,7 @@ def test_budget_is_met_by_removing_the_lowest_scored_units_across_layers():
     )
     g = torch.Generator().manual_seed(0)
     scores = {k: torch.rand(w, generator=g).tolist() for k, w in model.widths().items()}
-    pruner = _scored_pruner(model, sched, scores)
+    pruner = scored_pruner(model, sched, scores)
     pruner.optimizer = torch.optim.Adam(model.parameters())
     report = pruner.end_epoch(1)
     new = model
@@ -377,7 +378,7 @@ def test_budget_step_does_not_cross_the_final_target_when_another_notch_fits(fin
         prune_connections=False,
     )
     scores = {"conv0": [1.0] * 8, "conv1": [0.1] * 8 + [1.0] * 8, "fc0": [0.5] * 8 + [1.0] * 16}
-    pruner = _scored_pruner(model, sched, scores)
+    pruner = scored_pruner(model, sched, scores)
     keep = {"conv0": 8, "conv1": 16, "fc0": 24}
     live = {g.name: pruner._live_units(g) for g in pruner.groups}
     norm = {k: normalize(torch.tensor(v, dtype=torch.float64)).float() for k, v in scores.items()}

@@ -35,13 +35,11 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> 
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: every batch counts the same
     model.train()
-    n = 0
     try:
         for x in batches:
             model(x)
-            n += 1
     finally:
         for m, momentum in zip(bns, momenta):
             m.momentum = momentum
         model.train(was_training)
-    return n
+    return len(batches)

@@ -361,10 +361,10 @@ class Pruner:
         notch with the lowest mean normalized score goes first; under a MACs or latency budget the
         one with the least score per MAC (or millisecond) it saves, so that a layer whose units are
         cheap in parameters but costly in compute (early, high-resolution convolutions) goes before
-        one whose units are the reverse. Either way a notch that would cross the run's final target is taken
-        only when every notch would: with coarse rounding at small widths, the cheapest-scored
-        notch can remove a third of a layer, far more than the step needs. A notch is `round_to`
-        units, or 1/NOTCH_SHARE of the layer's survivors when that is more, so that a
+        one whose units are the reverse. Either way a notch that would cross the run's final target
+        is taken only when every notch would: with coarse rounding at small widths, the
+        cheapest-scored notch can remove a third of a layer, far more than the step needs. A notch
+        is `round_to` units, or 1/NOTCH_SHARE of the layer's survivors when that is more, so that a
         20,000-row vocabulary takes tens of notches, not thousands.
         """
         s = self.schedule
