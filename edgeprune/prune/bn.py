@@ -2,10 +2,10 @@
 
 Removing channels changes what every later layer sees, but a BatchNorm's running mean and
 variance are those of the model before the cut: in eval mode a pruned ResNet can fall to chance
-until training has averaged the stale statistics away (validation right after a pruning epoch
-read 0.19 on Fashion-MNIST where training read 0.90). Training itself is untouched (train mode
-normalizes with the batch's own statistics); what recalibration fixes is every eval-mode number
-between a pruning step and the end of the next epoch.
+until training has averaged the stale statistics away (seen in a ResNet-20 run on
+Fashion-MNIST). Training itself is untouched (train mode normalizes with the batch's own
+statistics); what recalibration fixes is every eval-mode number between a pruning step and the
+end of the next epoch.
 """
 
 from __future__ import annotations
