@@ -353,3 +353,30 @@ def test_dropout_acts_only_while_training_and_survives_pruning_and_export(tmp_pa
     assert "dropout" not in plain.arch()["config"]  # the study's model is unchanged
     with pytest.raises(Exception, match="dropout must be a fraction in"):
         build_model({"name": "bilstm", "config": {**plain.arch()["config"], "dropout": 1.0}})
+
+
+def test_word_dropout_reads_real_tokens_as_unk_while_training_only():
+    plain = bilstm()
+    dropped = build_model({"name": "bilstm", "config": {**plain.arch()["config"], "word_dropout": 0.3}})
+    dropped.load_state_dict(plain.state_dict())
+    seen = []
+    dropped.embedding.register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(2, dropped.config["vocab_size"], (64, 50), generator=g)
+    x[:, 40:] = 0  # 10 pad tokens after 40 real ones in every row
+    with torch.no_grad():
+        assert torch.equal(dropped.eval()(x), plain.eval()(x))  # eval: the same model
+        seen.clear()
+        torch.manual_seed(3)
+        dropped.train()(x)
+    fed = seen[0]
+    real = fed[:, :40]
+    changed = real != x[:, :40]
+    assert torch.equal(real[changed], torch.full_like(real[changed], 1))  # a dropped token is <unk>
+    share = changed.float().mean().item()
+    assert abs(share - 0.3) < 0.03, share  # 2,560 draws: 0.3 within about 3 standard deviations
+    assert torch.equal(fed[:, 40:], x[:, 40:])  # pads stay pads, so lengths do not change
+    assert dropped.arch()["config"]["word_dropout"] == 0.3  # compaction rebuilds keep it
+    assert "word_dropout" not in plain.arch()["config"]
+    with pytest.raises(Exception, match="word_dropout must be a fraction in"):
+        build_model({"name": "bilstm", "config": {**plain.arch()["config"], "word_dropout": -0.1}})
