@@ -250,6 +250,12 @@ def train(
     vocab_size: int = typer.Option(20000, "--vocab-size", help="Text: vocabulary size."),
     max_len: int = typer.Option(256, "--max-len", help="Text: tokens kept per example."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of train held out for validation."),
+    keep_best: bool = typer.Option(
+        False,
+        "--keep-best/--keep-last",
+        help="Finish with the epoch of best validation accuracy among those at the final widths "
+        "(after the last pruning step), not the last epoch.",
+    ),
     threads: Optional[int] = typer.Option(
         None, "--threads", help="torch CPU threads (default: all cores, shared by the processes on a machine)."
     ),
@@ -306,6 +312,7 @@ def train(
         vocab_size=vocab_size,
         max_len=max_len,
         val_fraction=val_fraction,
+        keep_best=keep_best,
         threads=threads,
         device=device,
         amp=amp,

@@ -61,6 +61,7 @@ class TrainConfig:
     vocab_size: int = 20000
     max_len: int = 256
     val_fraction: float = 0.1
+    keep_best: bool = False  # finish with the best-validation epoch at the final widths, not the last
     threads: Optional[int] = None
     device: str = "auto"  # auto, cpu, cuda or mps (see edgeprune.distributed)
     amp: bool = False  # automatic mixed precision, CUDA only
@@ -108,6 +109,8 @@ def resolve_train_config(
         raise UserError(f"--limit must be at least 1, got {kw['limit']}.")
     if not 0 <= kw.get("val_fraction", 0.1) < 1:
         raise UserError(f"--val-fraction must lie in [0, 1), got {kw['val_fraction']}.")
+    if kw.get("keep_best") and kw.get("val_fraction", 0.1) == 0:
+        raise UserError("--keep-best chooses an epoch by validation accuracy; set --val-fraction above 0.")
     if kw.get("threads") is not None and kw["threads"] < 1:
         raise UserError(f"--threads must be at least 1, got {kw['threads']}.")
     for name in ("vocab_size", "max_len"):

@@ -154,6 +154,9 @@ class _Training:
         self.teacher: Optional[torch.Tensor] = None
         self.pruner: Optional[Pruner] = None
         self.latency_table: Optional[str] = None  # the latency budget's table, when there is one
+        # --keep-best: the best-validation epoch at the final widths so far ({epoch, val_accuracy,
+        # model}, rank 0), carried in the checkpoint so a resumed run keeps it
+        self.best: Optional[dict] = None
 
     # --- opening ---------------------------------------------------------------------------------
     def open(self, resume: bool) -> None:
@@ -205,6 +208,7 @@ class _Training:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.start, self.train_seconds = ckpt["epoch"] + 1, ckpt["train_seconds"]
         self.teacher = ckpt.get("teacher_logits")
+        self.best = ckpt.get("best")
         if self.ctx.is_main:
             self.history = _restore_history(self.run, ckpt)
             console.print(f"resuming {self.run.root} at epoch {self.start}/{self.cfg.epochs}")
@@ -390,6 +394,7 @@ class _Training:
                 **{k: partial[k] for k in ("removed", "budget", "bn_recalibrated_batches") if k in partial},
             }
             self.history.append(record)
+            self._remember_best(epoch, val["accuracy"])
             ckpt = {
                 "format": RUN_FORMAT,
                 "edgeprune_version": __version__,
@@ -401,6 +406,7 @@ class _Training:
                 "pruner": self.pruner.state_dict() if self.pruner else None,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "teacher_logits": self.teacher,
+                "best": self.best,
                 # The history is part of the atomic checkpoint, so the two cannot disagree:
                 # history.jsonl is a copy for readers, rewritten from here on resume.
                 "history": self.history,
@@ -411,6 +417,18 @@ class _Training:
             append_jsonl(self.run.history, record, midway=faults.crasher("mid-history", epoch))
             _print_epoch(record, self.cfg, self.quiet)
         distributed.barrier(self.ctx)  # the checkpoint is complete before any rank moves on
+
+    def _remember_best(self, epoch: int, val_accuracy: Optional[float]) -> None:
+        """--keep-best: a copy of the weights when this epoch is the best so far on validation among
+        those whose structure is final (every epoch of a baseline; from the last pruning step on),
+        so loading it at the end fits the model and its pruner's masks as they are then."""
+        if not self.cfg.keep_best or val_accuracy is None:
+            return
+        if self.pruner is not None and epoch < self.schedule.last_prune_epoch:
+            return
+        if self.best is None or val_accuracy > self.best["val_accuracy"]:
+            weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.best = {"epoch": epoch, "val_accuracy": val_accuracy, "model": weights}
 
     def _latency_record(self) -> Optional[dict]:
         lm = self.pruner.latency_model if self.pruner else None
@@ -428,6 +446,10 @@ class _Training:
     # --- the end ---------------------------------------------------------------------------------
     def finish(self) -> Optional[dict]:
         ctx, model, pruner = self.ctx, self.model, self.pruner
+        best = distributed.on_main(ctx, lambda: self.best)  # every rank loads rank 0's choice
+        if best is not None:
+            model.load_state_dict(best["model"])
+        self.kept_epoch = best["epoch"] if best is not None else self.cfg.epochs
         if pruner:
             pruner.finalize()
         distributed.check_in_sync(model, ctx)
@@ -462,6 +484,8 @@ class _Training:
             "target_latency_ms": cfg.target_latency_ms,
             "latency_model": self._latency_record(),
             "epochs": cfg.epochs,
+            "kept_epoch": self.kept_epoch,  # the epoch whose weights these are (--keep-best)
+            "kept_by": "best validation accuracy at the final widths" if cfg.keep_best else "last epoch",
             "device": self.device.type,
             "world_size": ctx.world,
         }
@@ -486,7 +510,8 @@ class _Training:
                 f"[bold green]done[/]: test accuracy {_score(metrics['test_accuracy'])} (n={test['n']:,}), "
                 f"macro-F1 {_score(metrics['test_f1'])}, {live:,} live parameters "
                 f"({metrics['compression']:.1f}x fewer than {self.baseline_params:,}), {self.train_seconds:.0f}s; "
-                f"wrote {run.root}",
+                + (f"weights of epoch {self.kept_epoch} (best validation); " if cfg.keep_best else "")
+                + f"wrote {run.root}",
                 soft_wrap=True,
             )
             for w in metrics["warnings"]:

@@ -105,6 +105,9 @@ CASES = {
     "data-dir-is-a-file": _p(
         "train", *MNIST, "--data-dir", "{w}/notes.txt", "--out", "{tmp}/x", says=("is a file", "pass the directory")
     ),
+    "keep-best-without-validation": _p(
+        "train", *NEW_RUN, "--keep-best", "--val-fraction", "0", says="set --val-fraction above 0"
+    ),
     "corrupt-data": _p(
         "train", *MNIST, "--data-dir", "{w}/bad_data", "--out", "{tmp}/x", says="replace it with the original"
     ),
