@@ -40,6 +40,30 @@ class Mutation:
 
 MUTATIONS = [
     Mutation(
+        "keep-best-any-epoch",
+        "edgeprune/train.py",
+        "        if self.pruner is not None and epoch < self.schedule.last_prune_epoch:",
+        "        if False:",
+        ("tests/test_keep_best.py",),
+        "--keep-best may keep a wider epoch from before the last pruning step",
+    ),
+    Mutation(
+        "keep-best-last-of-equals",
+        "edgeprune/train.py",
+        '        if self.best is None or val_accuracy > self.best["val_accuracy"]:',
+        '        if self.best is None or val_accuracy >= self.best["val_accuracy"]:',
+        ("tests/test_keep_best.py",),
+        "--keep-best keeps the last of equal validation scores, not the first",
+    ),
+    Mutation(
+        "word-dropout-hits-pads",
+        "edgeprune/models/bilstm.py",
+        "            dropped = (torch.rand(tokens.shape, device=tokens.device) < self.word_dropout) & (tokens > UNK)",
+        "            dropped = torch.rand(tokens.shape, device=tokens.device) < self.word_dropout",
+        ("tests/test_text.py",),
+        "word dropout turns pads into <unk>, which lengthens every row",
+    ),
+    Mutation(
         "macs-budget-ranked-by-score-alone",
         "edgeprune/prune/pruner.py",
         'per_cost = s.measure in ("latency", "macs")',
