@@ -586,7 +586,8 @@ def _ship_vocab(run: RunDir, model, vocab: Optional[Vocab], meta: dict):
 
 
 def _cpu(obj):
-    """A copy of a (nested) state dict with every tensor on the CPU: loadable anywhere."""
+    """A (nested) state dict with every tensor on the CPU, loadable anywhere: not a copy where a
+    tensor is on the CPU already, so save it before training changes it (or clone it, as --keep-best does)."""
     if torch.is_tensor(obj):
         return obj.detach().cpu()
     if isinstance(obj, dict):
