@@ -199,6 +199,11 @@ class _Training:
             options=cfg.data_options,
         )
         self.meta = self.data.input_meta()
+        if cfg.keep_best and not len(self.data.val):
+            raise UserError(
+                f"--keep-best chooses an epoch by validation accuracy, but --val-fraction {cfg.val_fraction} of "
+                f"{len(self.data.train)} training examples leaves none for validation; raise --val-fraction or --limit."
+            )
         if has_ckpt and ctx.is_main:
             _check_same_data(self.run, self.meta)
 
@@ -209,6 +214,8 @@ class _Training:
         self.start, self.train_seconds = ckpt["epoch"] + 1, ckpt["train_seconds"]
         self.teacher = ckpt.get("teacher_logits")
         self.best = ckpt.get("best")
+        if ckpt.get("rng") is not None:  # dropout draws continue where they stopped, as if never interrupted
+            torch.set_rng_state(ckpt["rng"])
         if self.ctx.is_main:
             self.history = _restore_history(self.run, ckpt)
             console.print(f"resuming {self.run.root} at epoch {self.start}/{self.cfg.epochs}")
@@ -394,7 +401,7 @@ class _Training:
                 **{k: partial[k] for k in ("removed", "budget", "bn_recalibrated_batches") if k in partial},
             }
             self.history.append(record)
-            self._remember_best(epoch, val["accuracy"])
+            self._remember_best(epoch, val["accuracy"], val["loss"])
             ckpt = {
                 "format": RUN_FORMAT,
                 "edgeprune_version": __version__,
@@ -407,6 +414,7 @@ class _Training:
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "teacher_logits": self.teacher,
                 "best": self.best,
+                "rng": torch.get_rng_state(),  # the generator dropout and word dropout draw from
                 # The history is part of the atomic checkpoint, so the two cannot disagree:
                 # history.jsonl is a copy for readers, rewritten from here on resume.
                 "history": self.history,
@@ -418,17 +426,19 @@ class _Training:
             _print_epoch(record, self.cfg, self.quiet)
         distributed.barrier(self.ctx)  # the checkpoint is complete before any rank moves on
 
-    def _remember_best(self, epoch: int, val_accuracy: Optional[float]) -> None:
+    def _remember_best(self, epoch: int, val_accuracy: Optional[float], val_loss: Optional[float]) -> None:
         """--keep-best: a copy of the weights when this epoch is the best so far on validation among
         those whose structure is final (every epoch of a baseline; from the last pruning step on),
-        so loading it at the end fits the model and its pruner's masks as they are then."""
+        so loading it at the end fits the model and its pruner's masks as they are then. Equal
+        accuracies (common on a small validation split) go to the lower validation loss."""
         if not self.cfg.keep_best or val_accuracy is None:
             return
         if self.pruner is not None and epoch < self.schedule.last_prune_epoch:
             return
-        if self.best is None or val_accuracy > self.best["val_accuracy"]:
+        key = (val_accuracy, -val_loss)
+        if self.best is None or key > (self.best["val_accuracy"], -self.best["val_loss"]):
             weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-            self.best = {"epoch": epoch, "val_accuracy": val_accuracy, "model": weights}
+            self.best = {"epoch": epoch, "val_accuracy": val_accuracy, "val_loss": val_loss, "model": weights}
 
     def _latency_record(self) -> Optional[dict]:
         lm = self.pruner.latency_model if self.pruner else None
@@ -450,6 +460,7 @@ class _Training:
         if best is not None:
             model.load_state_dict(best["model"])
         self.kept_epoch = best["epoch"] if best is not None else self.cfg.epochs
+        self.kept_best = best is not None
         if pruner:
             pruner.finalize()
         distributed.check_in_sync(model, ctx)
@@ -485,7 +496,7 @@ class _Training:
             "latency_model": self._latency_record(),
             "epochs": cfg.epochs,
             "kept_epoch": self.kept_epoch,  # the epoch whose weights these are (--keep-best)
-            "kept_by": "best validation accuracy at the final widths" if cfg.keep_best else "last epoch",
+            "kept_by": "best validation accuracy at the final widths" if self.kept_best else "last epoch",
             "device": self.device.type,
             "world_size": ctx.world,
         }
@@ -510,7 +521,7 @@ class _Training:
                 f"[bold green]done[/]: test accuracy {_score(metrics['test_accuracy'])} (n={test['n']:,}), "
                 f"macro-F1 {_score(metrics['test_f1'])}, {live:,} live parameters "
                 f"({metrics['compression']:.1f}x fewer than {self.baseline_params:,}), {self.train_seconds:.0f}s; "
-                + (f"weights of epoch {self.kept_epoch} (best validation); " if cfg.keep_best else "")
+                + (f"weights of epoch {self.kept_epoch} (best validation); " if self.kept_best else "")
                 + f"wrote {run.root}",
                 soft_wrap=True,
             )

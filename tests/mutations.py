@@ -50,10 +50,18 @@ MUTATIONS = [
     Mutation(
         "keep-best-last-of-equals",
         "edgeprune/train.py",
-        '        if self.best is None or val_accuracy > self.best["val_accuracy"]:',
+        '        if self.best is None or key > (self.best["val_accuracy"], -self.best["val_loss"]):',
         '        if self.best is None or val_accuracy >= self.best["val_accuracy"]:',
         ("tests/test_keep_best.py",),
-        "--keep-best keeps the last of equal validation scores, not the first",
+        "--keep-best settles equal validation accuracies by the later epoch, not the lower validation loss",
+    ),
+    Mutation(
+        "resume-forgets-the-generator",
+        "edgeprune/train.py",
+        "            torch.set_rng_state(ckpt[\"rng\"])",
+        "            pass",
+        ("tests/test_crash.py::test_a_resumed_run_draws_the_same_dropout_as_an_uninterrupted_one",),
+        "a resumed run reseeds torch's generator, so its dropout draws differ from an uninterrupted run's",
     ),
     Mutation(
         "word-dropout-hits-pads",

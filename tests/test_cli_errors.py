@@ -108,6 +108,9 @@ CASES = {
     "keep-best-without-validation": _p(
         "train", *NEW_RUN, "--keep-best", "--val-fraction", "0", says="set --val-fraction above 0"
     ),
+    "keep-best-no-validation-left": _p(
+        "train", *NEW_RUN, "--keep-best", "--limit", "4", says="leaves none for validation"
+    ),
     "corrupt-data": _p(
         "train", *MNIST, "--data-dir", "{w}/bad_data", "--out", "{tmp}/x", says="replace it with the original"
     ),

@@ -180,3 +180,22 @@ def test_fault_points_are_named_and_checked(monkeypatch):
     monkeypatch.setenv(faults.ENV, "torn:3")
     with pytest.raises(UserError, match="EDGEPRUNE_FAULT must be <point>:<n>"):
         faults.armed()
+
+
+DROPPING = '{"embed_dim": 16, "hidden": [[8, 8]], "dropout": 0.3, "word_dropout": 0.3}'
+
+
+def test_a_resumed_run_draws_the_same_dropout_as_an_uninterrupted_one(data_root, tmp_path):
+    """Word dropout and dropout draw from torch's global generator; its state travels in the checkpoint."""
+    args = [
+        "train", "--dataset", "sst2", "--data-dir", str(data_root), "--epochs", "3", "--warmup-epochs", "1",
+        "--target-params", "0.5", "--limit", "200", "--batch-size", "32", "--threads", "1", "--device", "cpu",
+        "--vocab-size", "200", "--model-kwargs", DROPPING,
+    ]  # fmt: skip
+    ref = edgeprune([*args, "--out", str(tmp_path / "ref")])
+    assert ref.returncode == 0, ref.stderr
+    crashed = edgeprune([*args, "--out", str(tmp_path / "cut")], fault="before-checkpoint:3")
+    assert crashed.returncode != 0 and checkpoint_epoch(RunDir(tmp_path / "cut")) == 2
+    resumed = edgeprune([*args, "--out", str(tmp_path / "cut"), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(tmp_path / "ref", tmp_path / "cut")

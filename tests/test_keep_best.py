@@ -3,6 +3,7 @@ widths, and keeps that choice across a crash and --resume."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -11,15 +12,18 @@ from test_crash import assert_same_run, edgeprune
 
 import edgeprune.train as train_mod
 from edgeprune.config import resolve_train_config
+from edgeprune.data.loader import load_data
+from edgeprune.models import build_model
 from edgeprune.train import train_run
 
 EPOCHS, LAST_PRUNE = 5, 2  # --prune-until 0.4 of 5 epochs: epoch 2 prunes last, 2..5 are at the final widths
-# validation accuracy per epoch, scripted: epoch 1 (warm-up, wider than the final model) scores best
-# but cannot be kept; epochs 3 and 5 tie for the best of the rest and the first of equals is kept
+# validation accuracy and loss per epoch, scripted: epoch 1 (warm-up, wider than the final model)
+# scores best but cannot be kept; epochs 3 and 5 tie on accuracy and epoch 3's lower loss wins
 SCRIPTED_VAL = [0.9, 0.5, 0.7, 0.6, 0.7]
+SCRIPTED_LOSS = [0.1, 0.9, 0.4, 0.5, 0.6]
 
 
-def config(data_root, out, keep_best: bool):
+def config(data_root, out, keep_best: bool, progressive: bool = True):
     c = resolve_train_config(
         dataset="mnist",
         data_dir=data_root,
@@ -35,18 +39,22 @@ def config(data_root, out, keep_best: bool):
         threads=1,
         device="cpu",
         keep_best=keep_best,
+        progressive=progressive,
     )
     c.model_config = {"channels": [8, 16], "hidden": [32]}
     return c
 
 
-def test_keep_best_finishes_with_the_best_validation_epoch_at_final_widths(data_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("progressive", [True, False])
+def test_keep_best_finishes_with_the_best_validation_epoch_at_final_widths(
+    data_root, tmp_path, monkeypatch, progressive
+):
     real = train_mod.evaluate
 
     def evaluate(model, data, split):  # the validation split scores as scripted; the test split is real
         out = real(model, data, split)
         if split is data.val:
-            out = {**out, "accuracy": SCRIPTED_VAL[len(out_of_val)]}
+            out = {**out, "accuracy": SCRIPTED_VAL[len(out_of_val)], "loss": SCRIPTED_LOSS[len(out_of_val)]}
             out_of_val.append(out["accuracy"])
         return out
 
@@ -55,42 +63,39 @@ def test_keep_best_finishes_with_the_best_validation_epoch_at_final_widths(data_
 
     def snapshot(self, partial):
         save_epoch(self, partial)
-        snapshots[partial["epoch"]] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        snapshots[partial["epoch"]] = copy.deepcopy(self.model).eval()
 
     monkeypatch.setattr(train_mod, "evaluate", evaluate)
     monkeypatch.setattr(train_mod._Training, "save_epoch", snapshot)
     out_of_val = []
-    best = train_run(config(data_root, tmp_path / "best", keep_best=True), quiet=True)
+    best = train_run(config(data_root, tmp_path / "best", keep_best=True, progressive=progressive), quiet=True)
     kept = dict(snapshots)
     out_of_val, snapshots = [], {}
-    last = train_run(config(data_root, tmp_path / "last", keep_best=False), quiet=True)
+    last = train_run(config(data_root, tmp_path / "last", keep_best=False, progressive=progressive), quiet=True)
 
     assert best["kept_epoch"] == 3 and last["kept_epoch"] == EPOCHS
     assert best["kept_by"].startswith("best validation") and last["kept_by"] == "last epoch"
     assert best["widths"] == last["widths"]
     for epoch in range(1, EPOCHS + 1):  # the two runs trained alike; only the weights they finish with differ
-        assert all(torch.equal(v, snapshots[epoch][k]) for k, v in kept[epoch].items()), epoch
-    shipped = {
-        name: torch.load(tmp_path / name / "model.pt", weights_only=True)["state_dict"] for name in ("best", "last")
-    }
-    for k, v in shipped["best"].items():
-        assert torch.equal(v, kept[3][k]), k
-        assert torch.equal(shipped["last"][k], kept[EPOCHS][k]), k
-    assert any(not torch.equal(v, shipped["last"][k]) for k, v in shipped["best"].items())
+        a, b = kept[epoch].state_dict(), snapshots[epoch].state_dict()
+        assert all(torch.equal(v, b[k]) for k, v in a.items()), epoch
+    shipped = {name: load_shipped(tmp_path / name) for name in ("best", "last")}
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        # the shipped model computes what epoch 3's model computed (masked, when compaction waits for the end)
+        torch.testing.assert_close(shipped["best"](x), kept[3](x), rtol=0, atol=1e-5)
+        torch.testing.assert_close(shipped["last"](x), kept[EPOCHS](x), rtol=0, atol=1e-5)
+        assert (shipped["best"](x) - shipped["last"](x)).abs().max() > 1e-3
     assert json.loads((tmp_path / "best" / "metrics.json").read_text())["kept_epoch"] == 3
-    assert best["test_accuracy"] == pytest.approx(real_test_accuracy(data_root, shipped["best"], tmp_path), abs=1e-12)
-
-
-def real_test_accuracy(data_root, state, tmp_path) -> float:
-    """The kept weights' test accuracy, computed a second way from model.pt."""
-    from edgeprune.data.loader import load_data
-    from edgeprune.models import build_model
-
-    saved = torch.load(tmp_path / "best" / "model.pt", weights_only=True)
-    model = build_model(saved["arch"]).eval()
-    model.load_state_dict(state)
     data = load_data("mnist", data_root, seed=0, limit=400, val_fraction=0.1)
-    return train_mod.evaluate(model, data, data.test)["accuracy"]
+    assert best["test_accuracy"] == pytest.approx(real(shipped["best"], data, data.test)["accuracy"], abs=1e-12)
+
+
+def load_shipped(run):
+    saved = torch.load(run / "model.pt", weights_only=True)
+    model = build_model(saved["arch"]).eval()
+    model.load_state_dict(saved["state_dict"])
+    return model
 
 
 def test_keep_best_survives_a_crash_and_resume(data_root, tmp_path):
