@@ -58,7 +58,7 @@ MUTATIONS = [
     Mutation(
         "resume-forgets-the-generator",
         "edgeprune/train.py",
-        "            torch.set_rng_state(ckpt[\"rng\"])",
+        '            torch.set_rng_state(ckpt["rng"])',
         "            pass",
         ("tests/test_crash.py::test_a_resumed_run_draws_the_same_dropout_as_an_uninterrupted_one",),
         "a resumed run reseeds torch's generator, so its dropout draws differ from an uninterrupted run's",
