@@ -459,17 +459,16 @@ class _Training:
         best = distributed.on_main(ctx, lambda: self.best)  # every rank loads rank 0's choice
         if best is not None:
             model.load_state_dict(best["model"])
-        self.kept_epoch = best["epoch"] if best is not None else self.cfg.epochs
-        self.kept_best = best is not None
         if pruner:
             pruner.finalize()
         distributed.check_in_sync(model, ctx)
         live = pruner.live_params() if pruner else count_params(model)
-        metrics = self._write_final(live) if ctx.is_main else None
+        metrics = self._write_final(live, best["epoch"] if best is not None else None) if ctx.is_main else None
         return distributed.on_main(ctx, lambda: metrics)  # every rank returns rank 0's metrics
 
-    def _write_final(self, live: int) -> dict:
-        """Test metrics, model.pt and metrics.json (rank 0)."""
+    def _write_final(self, live: int, kept_best: Optional[int]) -> dict:
+        """Test metrics, model.pt and metrics.json (rank 0); `kept_best` is the epoch --keep-best
+        loaded, None when the weights are the last epoch's."""
         cfg, ctx, model, pruner, run = self.cfg, self.ctx, self.model, self.pruner, self.run
         test = evaluate(model, self.data, self.data.test)
         majority = majority_share(self.data.test.y)
@@ -495,8 +494,8 @@ class _Training:
             "target_latency_ms": cfg.target_latency_ms,
             "latency_model": self._latency_record(),
             "epochs": cfg.epochs,
-            "kept_epoch": self.kept_epoch,  # the epoch whose weights these are (--keep-best)
-            "kept_by": "best validation accuracy at the final widths" if self.kept_best else "last epoch",
+            "kept_epoch": cfg.epochs if kept_best is None else kept_best,  # the epoch whose weights these are
+            "kept_by": "last epoch" if kept_best is None else "best validation accuracy at the final widths",
             "device": self.device.type,
             "world_size": ctx.world,
         }
@@ -521,7 +520,7 @@ class _Training:
                 f"[bold green]done[/]: test accuracy {_score(metrics['test_accuracy'])} (n={test['n']:,}), "
                 f"macro-F1 {_score(metrics['test_f1'])}, {live:,} live parameters "
                 f"({metrics['compression']:.1f}x fewer than {self.baseline_params:,}), {self.train_seconds:.0f}s; "
-                + (f"weights of epoch {self.kept_epoch} (best validation); " if self.kept_best else "")
+                + ("" if kept_best is None else f"weights of epoch {kept_best} (best validation); ")
                 + f"wrote {run.root}",
                 soft_wrap=True,
             )

@@ -13,7 +13,7 @@ from test_crash import assert_same_run, edgeprune
 import edgeprune.train as train_mod
 from edgeprune.config import resolve_train_config
 from edgeprune.data.loader import load_data
-from edgeprune.models import build_model
+from edgeprune.export.onnx_export import load_run_model
 from edgeprune.train import train_run
 
 EPOCHS, LAST_PRUNE = 5, 2  # --prune-until 0.4 of 5 epochs: epoch 2 prunes last, 2..5 are at the final widths
@@ -79,7 +79,7 @@ def test_keep_best_finishes_with_the_best_validation_epoch_at_final_widths(
     for epoch in range(1, EPOCHS + 1):  # the two runs trained alike; only the weights they finish with differ
         a, b = kept[epoch].state_dict(), snapshots[epoch].state_dict()
         assert all(torch.equal(v, b[k]) for k, v in a.items()), epoch
-    shipped = {name: load_shipped(tmp_path / name) for name in ("best", "last")}
+    shipped = {name: load_run_model(tmp_path / name / "model.pt")[0] for name in ("best", "last")}
     x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         # the shipped model computes what epoch 3's model computed (masked, when compaction waits for the end)
@@ -89,13 +89,6 @@ def test_keep_best_finishes_with_the_best_validation_epoch_at_final_widths(
     assert json.loads((tmp_path / "best" / "metrics.json").read_text())["kept_epoch"] == 3
     data = load_data("mnist", data_root, seed=0, limit=400, val_fraction=0.1)
     assert best["test_accuracy"] == pytest.approx(real(shipped["best"], data, data.test)["accuracy"], abs=1e-12)
-
-
-def load_shipped(run):
-    saved = torch.load(run / "model.pt", weights_only=True)
-    model = build_model(saved["arch"]).eval()
-    model.load_state_dict(saved["state_dict"])
-    return model
 
 
 def test_keep_best_survives_a_crash_and_resume(data_root, tmp_path):
