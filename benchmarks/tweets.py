@@ -12,6 +12,8 @@ reviews or SST-2 sentences.
     python benchmarks/tweets.py --task binary --epochs 25
     python benchmarks/tweets.py --task binary --epochs 25 --pruned-args "--target-params 0.25" --name 4x
     python benchmarks/tweets.py --task 3class --epochs 25
+    python benchmarks/tweets.py --task binary --epochs 25 --seeds 0 1 2 --pruned-args "--target-params 0.25" \
+        --name 4x-3seeds   # one pair per seed; the targets are judged on the mean
     python benchmarks/tweets.py --task binary --epochs 25 --train-args "--model-kwargs '{\"dropout\": 0.5}'" \
         --pruned-args "--target-params 0.25" --name 4x-dropout   # --train-args is split like a shell line
 """
@@ -85,38 +87,25 @@ def exported(run: Path) -> Path:
     return run / "bundle"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--task", choices=["binary", "3class"], default="binary")
-    ap.add_argument("--epochs", type=int, default=25)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", type=Path, default=Path("data"), help="where fetch_data.py lays the tweets out")
-    ap.add_argument("--runs-dir", type=Path, default=Path("runs/bench-tweets"))
-    ap.add_argument("--bench-runs", type=int, default=200)
-    ap.add_argument("--pruned-args", default="", help="more `edgeprune train` flags for the pruned run only")
-    ap.add_argument("--train-args", default="", help="more `edgeprune train` flags for both runs")
-    ap.add_argument("--name", help="suffix of the results file and run directory, e.g. 4x")
-    args = ap.parse_args()
-    fetch_tweets(args.data)
-    data = args.data / f"tweets-{args.task}"
-    reference = tfidf_reference(data, args.seed)
-    print("TF-IDF + logistic regression:", json.dumps(reference))
+def measure_seed(args, data: Path, seed: int) -> dict:
+    """One seed: the TF-IDF reference (its C picked on this seed's 10% split), the dense/pruned pair
+    trained, exported and benchmarked."""
+    reference = tfidf_reference(data, seed)
+    print(f"seed {seed}: TF-IDF + logistic regression:", json.dumps(reference))
     base_dir, pruned_dir = train_pair(
         args.runs_dir / (args.task + (f"-{args.name}" if args.name else "")),
         str(data),
         args.epochs,
         "compact",
         None,
-        args.seed,
+        seed,
         extra=tuple(shlex.split(args.train_args)),
         baseline_extra=RECIPE,
         pruned_extra=tuple(shlex.split(args.pruned_args)),
     )
     bundles = [exported(base_dir), exported(pruned_dir)]
-    test_texts, test_labels = read_split(data / "test.csv")
-    lengths = [len(tokenize(t)) for t in test_texts]
-    median_len = int(statistics.median(lengths))
-    majority = max(test_labels.count(c) for c in set(test_labels)) / len(test_labels)
+    test_texts, _ = read_split(data / "test.csv")
+    median_len = int(statistics.median(len(tokenize(t)) for t in test_texts))
     latency = {}
     for seq in (median_len, 256):
         report = bench(bundles, make_settings(threads=1, runs=args.bench_runs, rounds=7, seq_len=seq))
@@ -138,50 +127,103 @@ def main() -> None:
     mb, mp = (json.loads((d / "metrics.json").read_text()) for d in (base_dir, pruned_dir))
     base, pruned = rows["baseline/float"], rows["pruned/float"]
     int8 = next((v for k, v in rows.items() if k.startswith("pruned/") and k != "pruned/float"), None)
-    drop_acc = 100 * (base["accuracy"] - pruned["accuracy"])
-    drop_f1 = 100 * (base["macro_f1"] - pruned["macro_f1"])
-    compression = mb["params"] / mp["params"]
-    speed = {s: v["baseline/float"]["p50_ms"] / v["pruned/float"]["p50_ms"] for s, v in latency.items()}
+    return {
+        "seed": seed,
+        "tfidf_logreg": reference,
+        "baseline": {k: mb.get(k) for k in ("test_accuracy", "test_f1", "test_n", "params", "train_seconds", "widths")}
+        | {"kept_epoch": mb.get("kept_epoch")},
+        "pruned": {
+            k: mp.get(k)
+            for k in ("test_accuracy", "test_f1", "test_n", "params", "dense_params", "train_seconds", "widths")
+        }
+        | {"kept_epoch": mp.get("kept_epoch")},
+        "onnx": {"baseline": base, "pruned": pruned},
+        "onnxruntime": latency,
+        "compression_live": mb["params"] / mp["params"],
+        "accuracy_drop_points": 100 * (base["accuracy"] - pruned["accuracy"]),
+        "macro_f1_drop_points": 100 * (base["macro_f1"] - pruned["macro_f1"]),
+        "int8_accuracy": int8["accuracy"] if int8 else None,
+        "batch1_speedup_pruned_over_baseline": {
+            s: v["baseline/float"]["p50_ms"] / v["pruned/float"]["p50_ms"] for s, v in latency.items()
+        },
+        "wall_time_ratio_pruned_over_baseline": mp["train_seconds"] / mb["train_seconds"],
+        "runs": {"baseline": str(base_dir), "pruned": str(pruned_dir)},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", choices=["binary", "3class"], default="binary")
+    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--seed", type=int, default=0, help="one seed (ignored when --seeds is given)")
+    ap.add_argument(
+        "--seeds", type=int, nargs="+", help="several seeds, one pair each; the targets are judged on their mean"
+    )
+    ap.add_argument("--data", type=Path, default=Path("data"), help="where fetch_data.py lays the tweets out")
+    ap.add_argument("--runs-dir", type=Path, default=Path("runs/bench-tweets"))
+    ap.add_argument("--bench-runs", type=int, default=200)
+    ap.add_argument("--pruned-args", default="", help="more `edgeprune train` flags for the pruned run only")
+    ap.add_argument("--train-args", default="", help="more `edgeprune train` flags for both runs")
+    ap.add_argument("--name", help="suffix of the results file and run directory, e.g. 4x")
+    args = ap.parse_args()
+    fetch_tweets(args.data)
+    data = args.data / f"tweets-{args.task}"
+    seeds = args.seeds or [args.seed]
+    per_seed = [measure_seed(args, data, s) for s in seeds]
+    test_texts, test_labels = read_split(data / "test.csv")
+    majority = max(test_labels.count(c) for c in set(test_labels)) / len(test_labels)
+
+    def mean(get) -> float:
+        return statistics.fmean(get(r) for r in per_seed)
+
+    summary = {
+        "baseline_accuracy": mean(lambda r: r["onnx"]["baseline"]["accuracy"]),
+        "baseline_macro_f1": mean(lambda r: r["onnx"]["baseline"]["macro_f1"]),
+        "pruned_accuracy": mean(lambda r: r["onnx"]["pruned"]["accuracy"]),
+        "pruned_macro_f1": mean(lambda r: r["onnx"]["pruned"]["macro_f1"]),
+        "tfidf_accuracy": mean(lambda r: r["tfidf_logreg"]["test_accuracy"]),
+        "tfidf_macro_f1": mean(lambda r: r["tfidf_logreg"]["test_macro_f1"]),
+        "compression_live": min(r["compression_live"] for r in per_seed),
+        "accuracy_drop_points": mean(lambda r: r["accuracy_drop_points"]),
+        "macro_f1_drop_points": mean(lambda r: r["macro_f1_drop_points"]),
+    }
+    first = per_seed[0]
     result = {
         "task": args.task,
         "data": str(data),
         "provenance": json.loads((data / "PROVENANCE.json").read_text()),
         "epochs": args.epochs,
-        "seed": args.seed,
+        "seeds": seeds,
         "baseline_args": " ".join(RECIPE),
         "pruned_args": f"--preset compact {args.pruned_args}".strip(),
         "train_args": args.train_args,
         "majority_class_share": majority,
-        "median_test_tokens": median_len,
-        "tfidf_logreg": reference,
-        "baseline": {k: mb.get(k) for k in ("test_accuracy", "test_f1", "test_n", "params", "train_seconds", "widths")},
-        "pruned": {
-            k: mp.get(k)
-            for k in ("test_accuracy", "test_f1", "test_n", "params", "dense_params", "train_seconds", "widths")
-        },
-        "onnxruntime": latency,
-        "compression_live": compression,
-        "accuracy_drop_points": drop_acc,
-        "macro_f1_drop_points": drop_f1,
-        "int8_accuracy": int8["accuracy"] if int8 else None,
-        "batch1_speedup_pruned_over_baseline": speed,
-        "wall_time_ratio_pruned_over_baseline": mp["train_seconds"] / mb["train_seconds"],
+        "median_test_tokens": int(statistics.median(len(tokenize(t)) for t in test_texts)),
+        "mean_over_seeds": summary,
         "targets": {
-            "compression_live>=4": compression >= 4,
-            "accuracy_drop<=1pt": drop_acc <= 1,
-            "macro_f1_drop<=1pt": drop_f1 <= 1,
-            "pruned_accuracy>=tfidf": pruned["accuracy"] >= reference["test_accuracy"],
-            "pruned_macro_f1>=tfidf": pruned["macro_f1"] >= reference["test_macro_f1"],
+            "compression_live>=4": summary["compression_live"] >= 4,
+            "accuracy_drop<=1pt": summary["accuracy_drop_points"] <= 1,
+            "macro_f1_drop<=1pt": summary["macro_f1_drop_points"] <= 1,
+            "pruned_accuracy>=tfidf": summary["pruned_accuracy"] >= summary["tfidf_accuracy"],
+            "pruned_macro_f1>=tfidf": summary["pruned_macro_f1"] >= summary["tfidf_macro_f1"],
         },
+        # the first seed's figures under the keys a one-seed file has always had
+        **{k: first[k] for k in ("tfidf_logreg", "baseline", "pruned", "onnxruntime", "int8_accuracy")},
+        **{k: first[k] for k in ("batch1_speedup_pruned_over_baseline", "wall_time_ratio_pruned_over_baseline")},
+        "per_seed": per_seed,
         "notes": [
             "accuracy and macro-F1 with onnxruntime on the whole test split (eval_n); latency at batch 1, "
             "one thread, inputs of median_test_tokens and of 256 tokens (bench --seq-len)",
+            "targets are judged on the mean over seeds (compression: the smallest); the top-level tfidf_logreg, "
+            "baseline, pruned and onnxruntime are the first seed's",
             "short tweets, not IMDB reviews or SST-2 sentences",
         ],
-        "runs": {"baseline": str(base_dir), "pruned": str(pruned_dir)},
     }
+    if len(seeds) == 1:
+        result["seed"] = seeds[0]
+        result["runs"] = first["runs"]
     path = record(f"tweets_{args.task}_{args.epochs}ep" + (f"_{args.name}" if args.name else ""), result)
-    print(json.dumps({k: result[k] for k in ("compression_live", "accuracy_drop_points", "targets")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("mean_over_seeds", "targets")}, indent=2))
     print(f"wrote {path}")
 
 
