@@ -13,12 +13,19 @@ still training beside this one; Torch-Pruning counts MACs with its own counter).
 pruning step the optimizer is rebuilt (Torch-Pruning replaces the parameter tensors), as its
 examples do.
 
+Torch-Pruning steps in its interactive mode, group by group, and stops as soon as the model fits
+the epoch's budget. A group whose removal would take the model under 99% of the final target is
+put back (its layers' tensors and shape attributes restored) and skipped: with --round-to 8 on
+a ResNet-20, one group of the 16-channel stage costs about 4% of the MACs, so taking it whole
+left Torch-Pruning 3-8% under edgeprune's size and the comparison unequal.
+
     python benchmarks/torch_pruning_compare.py --match runs/bench/fashion-mnist-50ep/pruned [--importance l1]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -53,6 +60,33 @@ def taylor_grads(model, data, perm, batch_size: int, batches: int) -> None:
     for i in range(batches):
         idx = perm[i * batch_size : (i + 1) * batch_size]
         loss_fn(model(data.prepare(data.train.x[idx])), data.train.y[idx]).backward()
+
+
+def restore(model, shadow) -> None:
+    """Put back every module's tensors and attributes from `shadow`, a deepcopy taken before, keeping
+    the module objects themselves (Torch-Pruning's dependency graph holds them)."""
+    for m, old in zip(model.modules(), shadow.modules()):
+        m.__dict__.update({k: v for k, v in old.__dict__.items() if k != "_modules"})
+
+
+def prune_step(pruner, model, size, allowed: float, floor: float) -> tuple[int, int]:
+    """One Torch-Pruning step, group by group, until the model fits `allowed`; a group that would take
+    it under `floor` is restored and skipped. Returns how many groups were pruned and put back (an
+    early step of the ramp may yield none: its share rounds to no channel)."""
+    pruned = put_back = 0
+    for group in pruner.step(interactive=True):
+        if size(model) <= allowed:
+            break
+        before, shadow = size(model), copy.deepcopy(model)
+        group.prune()
+        if size(model) < floor:
+            restore(model, shadow)
+            if size(model) != before:
+                raise RuntimeError("restoring a Torch-Pruning group did not give the model back")
+            put_back += 1
+        else:
+            pruned += 1
+    return pruned, put_back
 
 
 def main() -> None:
@@ -109,7 +143,7 @@ def main() -> None:
     )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     n, bs = len(data.train), cfg.batch_size
-    history, t_start, steps_taken, teacher = [], time.perf_counter(), 0, None
+    history, t_start, steps_taken, teacher, skipped_steps, groups_put_back = [], time.perf_counter(), 0, None, 0, 0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         if cfg.distill and teacher is None and schedule.phase(epoch) != "warmup":
@@ -132,8 +166,12 @@ def main() -> None:
             while size(model) > allowed and steps_taken < 400:
                 if args.importance == "taylor":
                     taylor_grads(model, data, perm, bs, args.grad_batches)
-                pruner.step()
                 steps_taken += 1
+                pruned, put_back = prune_step(pruner, model, size, allowed, 0.99 * target)
+                groups_put_back += put_back
+                if put_back and not pruned:
+                    skipped_steps += 1  # every group would overshoot: this epoch's pruning ends here
+                    break
             model.zero_grad()
             opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         val = evaluate(model, data, data.val)
@@ -180,6 +218,9 @@ def main() -> None:
             "distill_temperature": cfg.distill_temperature,
             "grad_batches": args.grad_batches,
             "tp_steps_taken": steps_taken,
+            "tp_steps_with_every_group_put_back": skipped_steps,
+            "tp_groups_put_back": groups_put_back,
+            "floor": "a group that would take the model under 0.99 x target is put back",
         },
         "torch_pruning": {
             "params": count_params(model),
