@@ -307,6 +307,12 @@ def build_rows(runs: list[Run]) -> tuple[list[dict], list[str], dict]:
         warning = majority_warning(_num(m.get("test_accuracy")), _num(m.get("test_majority_share")), m.get("test_n"))
         if warning:
             notes.append(f"{run.name}: {warning}")
+        kept, epochs = m.get("kept_epoch"), (run.config or {}).get("epochs")
+        if isinstance(kept, int) and isinstance(epochs, int) and kept != epochs:
+            notes.append(
+                f"{run.name}: ships the model of epoch {kept} of {epochs} (--keep-best: {m.get('kept_by')}), "
+                "not the last epoch's."
+            )
         if run.parity is None:
             notes.append(
                 f"{run.name}: not exported yet, so file sizes and INT8 variants are missing; "

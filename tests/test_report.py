@@ -390,3 +390,17 @@ def test_cli_prints_the_table_and_writes_to_out(two_runs, tmp_path):
     assert res.exit_code == 0, res.output
     assert "int8-static" in res.output and "pi (emulated)" in res.output and "0.25×" in res.output
     assert (tmp_path / "rep" / "report.html").is_file()
+
+
+def test_a_run_that_kept_an_earlier_epoch_says_so_and_a_last_epoch_run_does_not(tmp_path):
+    base = make_run(tmp_path / "base", prune=False, params=1000, widths={"conv0": 32}, acc=0.9, epochs=5)
+    pruned = make_run(tmp_path / "pruned", prune=True, params=100, widths={"conv0": 8}, acc=0.85, epochs=5)
+    for root, kept, by in ((base, 5, "last epoch"), (pruned, 3, "best validation accuracy at the final widths")):
+        metrics = json.loads((root / "metrics.json").read_text())
+        write_json(root / "metrics.json", {**metrics, "kept_epoch": kept, "kept_by": by})
+    notes = write_report([base, pruned], tmp_path / "out")["notes"]
+    kept = [n for n in notes if "ships the model of epoch" in n]
+    assert kept == [
+        "pruned: ships the model of epoch 3 of 5 (--keep-best: best validation accuracy at the final widths), "
+        "not the last epoch's."
+    ]
