@@ -14,6 +14,8 @@ reviews or SST-2 sentences.
     python benchmarks/tweets.py --task 3class --epochs 25
     python benchmarks/tweets.py --task binary --epochs 25 --seeds 0 1 2 --pruned-args "--target-params 0.25" \
         --name 4x-3seeds   # one pair per seed; the targets are judged on the mean
+    python benchmarks/tweets.py --task binary --epochs 25 --seeds 0 1 2 --embeddings minilm \
+        --train-args "--model-kwargs '{\"word_dropout\": 0.2}'" --pruned-args "--target-params 0.25" --name 4x-minilm
     python benchmarks/tweets.py --task binary --epochs 25 --train-args "--model-kwargs '{\"dropout\": 0.5}'" \
         --pruned-args "--target-params 0.25" --name 4x-dropout   # --train-args is split like a shell line
 """
@@ -25,6 +27,8 @@ import csv
 import json
 import shlex
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -165,9 +169,23 @@ def main() -> None:
     ap.add_argument("--pruned-args", default="", help="more `edgeprune train` flags for the pruned run only")
     ap.add_argument("--train-args", default="", help="more `edgeprune train` flags for both runs")
     ap.add_argument("--name", help="suffix of the results file and run directory, e.g. 4x")
+    ap.add_argument(
+        "--embeddings",
+        choices=["minilm"],
+        help="start both BiLSTMs' embeddings from word vectors of the training vocabulary made by "
+        "benchmarks/word_vectors.py from all-MiniLM-L6-v2 (needs transformers; made once per data set)",
+    )
     args = ap.parse_args()
     fetch_tweets(args.data)
     data = args.data / f"tweets-{args.task}"
+    vectors = None
+    if args.embeddings:
+        vectors = data / "minilm-128d.txt"
+        if not vectors.with_suffix(".json").exists():
+            here = Path(__file__).resolve().parent
+            cmd = [sys.executable, str(here / "word_vectors.py"), "--data", str(data), "--dim", "128"]
+            subprocess.run([*cmd, "--cache", str(args.data / "encoders")], check=True)
+        args.train_args = f"{args.train_args} --embeddings {shlex.quote(str(vectors))}".strip()
     seeds = args.seeds or [args.seed]
     per_seed = [measure_seed(args, data, s) for s in seeds]
     test_texts, test_labels = read_split(data / "test.csv")
@@ -197,6 +215,7 @@ def main() -> None:
         "baseline_args": " ".join(RECIPE),
         "pruned_args": f"--preset compact {args.pruned_args}".strip(),
         "train_args": args.train_args,
+        "word_vectors": json.loads(vectors.with_suffix(".json").read_text()) if vectors else None,
         "majority_class_share": majority,
         "median_test_tokens": int(statistics.median(len(tokenize(t)) for t in test_texts)),
         "mean_over_seeds": summary,

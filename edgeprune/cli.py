@@ -249,6 +249,12 @@ def train(
     ),
     vocab_size: int = typer.Option(20000, "--vocab-size", help="Text: vocabulary size."),
     max_len: int = typer.Option(256, "--max-len", help="Text: tokens kept per example."),
+    embeddings: Optional[Path] = typer.Option(
+        None,
+        "--embeddings",
+        help="Text: word vectors (GloVe / word2vec text format, .gz too) the embedding starts from; "
+        "tokens not in the file keep a random start.",
+    ),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of train held out for validation."),
     keep_best: bool = typer.Option(
         False,
@@ -311,6 +317,7 @@ def train(
         preset=preset,
         vocab_size=vocab_size,
         max_len=max_len,
+        embeddings=str(embeddings) if embeddings else None,
         val_fraction=val_fraction,
         keep_best=keep_best,
         threads=threads,

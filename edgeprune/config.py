@@ -60,6 +60,7 @@ class TrainConfig:
     preset: Optional[str] = None
     vocab_size: int = 20000
     max_len: int = 256
+    embeddings: Optional[str] = None  # word vectors the text model's embedding starts from
     val_fraction: float = 0.1
     keep_best: bool = False  # finish with the best-validation epoch at the final widths, not the last
     threads: Optional[int] = None
@@ -74,7 +75,7 @@ class TrainConfig:
     def identity(self) -> dict:
         """What must match for --resume to continue this run (not where files live)."""
         d = self.to_dict()
-        for k in ("out", "data_dir", "threads", "device", "amp", "latency_table"):
+        for k in ("out", "data_dir", "threads", "device", "amp", "latency_table", "embeddings"):
             d.pop(k)
         return d
 
@@ -111,6 +112,12 @@ def resolve_train_config(
         raise UserError(f"--val-fraction must lie in [0, 1), got {kw['val_fraction']}.")
     if kw.get("keep_best") and kw.get("val_fraction", 0.1) == 0:
         raise UserError("--keep-best chooses an epoch by validation accuracy; set --val-fraction above 0.")
+    if kw.get("embeddings") is not None:
+        if spec.task != "text":
+            raise UserError(f"--embeddings starts a text model's embedding; {spec.name} is not a text dataset.")
+        if not Path(kw["embeddings"]).is_file():
+            raise UserError(f"--embeddings {kw['embeddings']} is not a file; pass a word-vectors text file.")
+        kw["embeddings"] = str(Path(kw["embeddings"]).resolve())
     if kw.get("threads") is not None and kw["threads"] < 1:
         raise UserError(f"--threads must be at least 1, got {kw['threads']}.")
     for name in ("vocab_size", "max_len"):

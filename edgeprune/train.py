@@ -170,6 +170,11 @@ class _Training:
         check_model_fits(model, self.meta)  # channels and classes: one sentence, before anything is written
         self.baseline_params = count_params(model)
         ckpt = distributed.on_main(ctx, lambda: load_torch(run.checkpoint, "checkpoint")) if has_ckpt else None
+        self.embeddings_init = None
+        if cfg.embeddings and ckpt is None:  # a resumed run's embedding is in its checkpoint
+            from edgeprune.models.embeddings import init_embedding
+
+            self.embeddings_init = init_embedding(model, self.data.vocab.tokens, Path(cfg.embeddings))
         if ckpt is not None:
             model = load_model(ckpt["arch"], ckpt["model"])
         self.model = model.to(self.device)
@@ -236,6 +241,7 @@ class _Training:
                 "input": self.meta,
                 "data_source": data.source,
                 "baseline_params": self.baseline_params,
+                "embeddings_init": self.embeddings_init,
             },
         )
 
