@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from bundle_fixture import make_tiny_bundle
 from datafiles import write_mnist_like
+from own_datafiles import sentiment_rows, write_csv
 
 REPO = Path(__file__).resolve().parents[1]
 EDGEPRUNE = Path(sys.executable).parent / "edgeprune"  # the console script pip installed
@@ -72,6 +73,8 @@ def world(tmp_path_factory, data_root) -> dict[str, Path]:
         "from torch import nn\n\n\ndef make(num_classes):\n    return nn.Linear(4, num_classes)\n"
     )
 
+    write_csv(w / "texts.csv", ["text", "label"], sentiment_rows(30, classes=("bad", "good")))
+    (w / "vectors3.txt").write_text("film 0.1 0.2 0.3\nthe 1 2 3\n")
     idx = write_mnist_like(w / "bad_data" / "mnist", n_train=20, n_test=10, compress=False)
     images = idx / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:500])
@@ -110,6 +113,19 @@ CASES = {
     ),
     "keep-best-no-validation-left": _p(
         "train", *NEW_RUN, "--keep-best", "--limit", "4", says="leaves none for validation"
+    ),
+    "embeddings-on-images": _p(
+        "train", *NEW_RUN, "--embeddings", "{w}/vectors3.txt", says="mnist is not a text dataset"
+    ),
+    "embeddings-missing-file": _p(
+        "train",
+        *("--dataset", "{w}/texts.csv", "--out", "{tmp}/x", "--embeddings", "{w}/nope.txt"),
+        says=("nope.txt is not a file", "pass a word-vectors text file"),
+    ),
+    "embeddings-wrong-width": _p(
+        "train",
+        *("--dataset", "{w}/texts.csv", "--out", "{tmp}/x", "--embeddings", "{w}/vectors3.txt"),
+        says=("holds vectors 3 wide but the model's embedding is 128 wide", """'{"embed_dim": 3}'"""),
     ),
     "corrupt-data": _p(
         "train", *MNIST, "--data-dir", "{w}/bad_data", "--out", "{tmp}/x", says="replace it with the original"
