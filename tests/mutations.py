@@ -72,6 +72,22 @@ MUTATIONS = [
         "word dropout turns pads into <unk>, which lengthens every row",
     ),
     Mutation(
+        "embeddings-in-file-order",
+        "edgeprune/models/embeddings.py",
+        "        table.weight[rows] = torch.tensor([found[int(i)] for i in rows], dtype=table.weight.dtype)",
+        "        table.weight[rows] = torch.tensor(list(found.values()), dtype=table.weight.dtype)",
+        ("tests/test_embeddings.py",),
+        "word vectors written in the file's order, not onto their own tokens' rows",
+    ),
+    Mutation(
+        "embeddings-write-the-pad-row",
+        "edgeprune/models/embeddings.py",
+        "    found.pop(pad, None)\n",
+        "",
+        ("tests/test_embeddings.py",),
+        "a <pad> line of the file overwrites the padding row, which must stay zero",
+    ),
+    Mutation(
         "macs-budget-ranked-by-score-alone",
         "edgeprune/prune/pruner.py",
         'per_cost = s.measure in ("latency", "macs")',

@@ -18,7 +18,8 @@ from edgeprune.models.embeddings import init_embedding
 from edgeprune.train import train_run
 
 TOKENS = ["<pad>", "<unk>", "good", "bad", "meh", "film"]
-VECTORS = {"good": [0.5, -1.25, 2.0, 0.125], "bad": [-0.5, 1.5, -2.0, 3.0], "film": [1e-3, 0.0, -7.5, 4.25]}
+# in another order than the vocabulary's, so a row written in file order lands on the wrong token
+VECTORS = {"film": [1e-3, 0.0, -7.5, 4.25], "bad": [-0.5, 1.5, -2.0, 3.0], "good": [0.5, -1.25, 2.0, 0.125]}
 
 
 def _write(path, lines: list[str]) -> None:
@@ -32,6 +33,7 @@ def _vector_lines(header: bool = True) -> list[str]:
     lines = ["4 4"] if header else []  # word2vec's header: count, width
     lines += [f"{w} " + " ".join(str(x) for x in v) for w, v in VECTORS.items()]
     lines.insert(2, "zebra 9 9 9 9")  # not in the vocabulary: skipped
+    lines.append("<pad> 5 5 5 5")  # the padding row is never written
     return lines
 
 
