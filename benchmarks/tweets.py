@@ -91,9 +91,9 @@ def exported(run: Path) -> Path:
     return run / "bundle"
 
 
-def measure_seed(args, data: Path, seed: int) -> dict:
+def measure_seed(args, data: Path, seed: int, median_len: int) -> dict:
     """One seed: the TF-IDF reference (its C picked on this seed's 10% split), the dense/pruned pair
-    trained, exported and benchmarked."""
+    trained, exported and benchmarked at `median_len` tokens and at 256."""
     reference = tfidf_reference(data, seed)
     print(f"seed {seed}: TF-IDF + logistic regression:", json.dumps(reference))
     base_dir, pruned_dir = train_pair(
@@ -108,8 +108,6 @@ def measure_seed(args, data: Path, seed: int) -> dict:
         pruned_extra=tuple(shlex.split(args.pruned_args)),
     )
     bundles = [exported(base_dir), exported(pruned_dir)]
-    test_texts, _ = read_split(data / "test.csv")
-    median_len = int(statistics.median(len(tokenize(t)) for t in test_texts))
     latency = {}
     for seq in (median_len, 256):
         report = bench(bundles, make_settings(threads=1, runs=args.bench_runs, rounds=7, seq_len=seq))
@@ -187,8 +185,9 @@ def main() -> None:
             subprocess.run([*cmd, "--cache", str(args.data / "encoders")], check=True)
         args.train_args = f"{args.train_args} --embeddings {shlex.quote(str(vectors))}".strip()
     seeds = args.seeds or [args.seed]
-    per_seed = [measure_seed(args, data, s) for s in seeds]
     test_texts, test_labels = read_split(data / "test.csv")
+    median_len = int(statistics.median(len(tokenize(t)) for t in test_texts))
+    per_seed = [measure_seed(args, data, s, median_len) for s in seeds]
     majority = max(test_labels.count(c) for c in set(test_labels)) / len(test_labels)
 
     def mean(get) -> float:
@@ -217,7 +216,7 @@ def main() -> None:
         "train_args": args.train_args,
         "word_vectors": json.loads(vectors.with_suffix(".json").read_text()) if vectors else None,
         "majority_class_share": majority,
-        "median_test_tokens": int(statistics.median(len(tokenize(t)) for t in test_texts)),
+        "median_test_tokens": median_len,
         "mean_over_seeds": summary,
         "targets": {
             "compression_live>=4": summary["compression_live"] >= 4,

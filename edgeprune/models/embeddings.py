@@ -11,13 +11,13 @@ changes: the embedding trains and is pruned like any other.
 from __future__ import annotations
 
 import gzip
-import hashlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from edgeprune.errors import UserError
+from edgeprune.manifest import sha256_file
 
 
 def _lines(path: Path):
@@ -63,11 +63,6 @@ def read_vectors(path: Path, tokens: list[str]) -> tuple[dict[int, list[float]],
     return found, width
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def init_embedding(model: nn.Module, tokens: list[str], path: Path, pad: int = 0) -> dict:
     """Write the file's vectors into the model's embedding rows of the vocabulary `tokens`; returns
     what was done (recorded in the run's config.json)."""
@@ -96,7 +91,7 @@ def init_embedding(model: nn.Module, tokens: list[str], path: Path, pad: int = 0
         table.weight[rows] = torch.tensor([found[int(i)] for i in rows], dtype=table.weight.dtype)
     return {
         "path": str(path.resolve()),
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
         "width": width,
         "tokens_found": len(found),
         "vocabulary": len(tokens),
