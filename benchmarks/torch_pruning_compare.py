@@ -16,8 +16,8 @@ examples do.
 Torch-Pruning steps in its interactive mode, group by group, and stops as soon as the model fits
 the epoch's budget. A group whose removal would take the model under 99% of the final target is
 put back (its layers' tensors and shape attributes restored) and skipped: with --round-to 8 on
-a ResNet-20, one group of the 16-channel stage costs about 4% of the MACs, so taking it whole
-left Torch-Pruning 3-8% under edgeprune's size and the comparison unequal.
+a ResNet-20 one step could take 8 of a 16-channel stage's channels, and taking whole steps left
+Torch-Pruning 3-8% under edgeprune's MACs and the comparison unequal.
 
     python benchmarks/torch_pruning_compare.py --match runs/bench/fashion-mnist-50ep/pruned [--importance l1]
 """
