@@ -6,8 +6,9 @@ The study's CNN on real Fashion-MNIST, one onnxruntime thread, batch 1, this mac
 2. edgeprune trains, two at a time (one thread each): the dense baseline with the pruned runs'
    recipe, parameter budgets, MACs budgets and latency budgets (multiples of onnxruntime's own
    per-call floor on this machine, measured in step 1's table as the smallest probe's floor);
-3. Torch-Pruning (Taylor) prunes the same CNN on the same schedule to each parameter budget's
-   final size (benchmarks/torch_pruning_compare.py), exported with edgeprune's exporter;
+3. Torch-Pruning (Taylor) prunes the same model on the same schedule to each parameter budget's
+   (or, with --tp-match macs, each MACs budget's) final size (benchmarks/torch_pruning_compare.py),
+   exported with edgeprune's exporter; it trains in the same queue, two at a time;
 4. every model is exported (float) and all are timed in one interleaved onnxruntime bench.
 
 Targets (the latency-budget issue): the latency-budget runs dominate the others on the
@@ -16,6 +17,13 @@ lost against the same-recipe baseline. Every run uses --round-to 16 (on AVX-512 
 counts off multiples of 16 run slower than their MACs say; see docs/bench.md).
 
     python benchmarks/latency_front.py --epochs 50
+
+Any other model edgeprune trains, with latency budgets as fractions of the dense model's measured
+latency (its `full` probe) and Torch-Pruning matched to the MACs budgets, for example the
+any-model issue's ResNet-20:
+
+    python benchmarks/latency_front.py --model resnet20 --epochs 10 --round-to 8 --params 0.5 \
+        --macs 0.5 --floors --fractions 0.8 0.65 --tp-match macs
 """
 
 from __future__ import annotations
@@ -37,22 +45,45 @@ HERE = Path(__file__).resolve().parent
 RECIPE = ["--finetune-lr", "cosine", "--distill", "0.5"]
 
 
-def run_all(jobs: list[tuple[Path, list[str]]], dataset: str, epochs: int, limit: int | None, at_once: int = 2):
-    """Train every (out, flags) job, `at_once` at a time; finished runs are skipped."""
+def run_all(jobs: list[tuple[Path, object]], at_once: int = 2):
+    """Start every (out, start) job, `at_once` at a time, in order; `start()` returns a Popen, or
+    None when the job finished in an earlier call (its results are kept and reused)."""
     pending, running = list(jobs), []
     while pending or running:
         while pending and len(running) < at_once:
-            out, flags = pending.pop(0)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            p = train(out, dataset, epochs, flags, limit)
+            out, start = pending.pop(0)
+            p = start()
             if p is not None:
                 running.append((out, p))
         for out, p in list(running):
             if p.poll() is not None:
                 running.remove((out, p))
                 if p.returncode != 0:
-                    sys.exit(f"training {out} failed; see {out.parent / (out.name + '.log')}")
+                    sys.exit(f"{out} failed; see its log beside it ({out.parent})")
         time.sleep(2)
+
+
+def edgeprune_job(out: Path, flags: list[str], dataset: str, epochs: int, limit: int | None):
+    def start():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return train(out, dataset, epochs, flags, limit)
+
+    return out, start
+
+
+def torch_pruning_job(match: Path, onnx: Path, result: Path):
+    """Torch-Pruning on `match`'s schedule toward its final size (parameters, or MACs for a MACs
+    budget); it may start while `match` still trains: it then aims at that run's budget."""
+
+    def start():
+        if result.exists() and onnx.exists():
+            return None
+        onnx.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, str(HERE / "torch_pruning_compare.py"), "--match", str(match), "--onnx", str(onnx)]
+        cmd += ["--name", result.stem]
+        return subprocess.Popen(cmd, stdout=open(onnx.with_suffix(".log"), "w"), stderr=subprocess.STDOUT)
+
+    return onnx, start
 
 
 def main() -> None:
@@ -65,13 +96,22 @@ def main() -> None:
     ap.add_argument(
         "--floors", type=float, nargs="*", default=[2.5, 3.5, 4.5, 6.0], help="latency budgets, x the floor"
     )
+    ap.add_argument(
+        "--fractions", type=float, nargs="*", default=[], help="latency budgets, x the dense model's measured p50"
+    )
+    ap.add_argument("--model", help="any model `edgeprune train --model` takes (default: the dataset's own)")
+    ap.add_argument("--round-to", type=int, default=16, help="every run's --round-to (and the probes')")
+    ap.add_argument(
+        "--tp-match", choices=["params", "macs"], default="params", help="the budgets Torch-Pruning is matched to"
+    )
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/bench-latency"))
     ap.add_argument("--bench-runs", type=int, default=300)
-    ap.add_argument("--name", help="results file name (default latency_front_<dataset>_<epochs>ep)")
+    ap.add_argument("--name", help="results file name (default latency_front_[<model>_]<dataset>_<epochs>ep)")
     args = ap.parse_args()
-    name = args.name or f"latency_front_{args.dataset}_{args.epochs}ep"
+    tag = f"{args.model.replace(':', '-').replace('/', '-')}_" if args.model else ""
+    name = args.name or f"latency_front_{tag}{args.dataset}_{args.epochs}ep"
     root = args.runs_dir / name
-    common = ["--round-to", "16", "--seed", "0"]
+    common = ["--round-to", str(args.round_to), "--seed", "0", *(["--model", args.model] if args.model else [])]
     base = root / "baseline"
 
     # 1. the latency table, from the baseline's configuration (it needs no weights)
@@ -83,7 +123,8 @@ def main() -> None:
         if p is not None and p.wait() != 0:
             sys.exit("could not start the run the probes are made from")
         ep = [sys.executable, "-m", "edgeprune"]
-        subprocess.run([*ep, "probes", str(seed_run), "--round-to", "16", "--out", str(root / "probes")], check=True)
+        probes = [*ep, "probes", str(seed_run), "--round-to", str(args.round_to), "--out", str(root / "probes")]
+        subprocess.run(probes, check=True)
         subprocess.run(
             [*ep, "bench", "--latency-probes", str(root / "probes"), "--threads", "1", "--json", str(table)],
             check=True,
@@ -92,45 +133,41 @@ def main() -> None:
     floor = min(s["floor_p50_ms"] for s in tab["samples"] if s.get("floor_p50_ms"))
     # the model with every layer at its minimum width: no channel budget can go below it
     smallest = min((s for s in tab["samples"] if s.get("p50_ms")), key=lambda s: s["params"])
-    reachable = {f: round(f * floor, 5) for f in args.floors if f * floor > 1.05 * smallest["p50_ms"]}
-    unreachable = {f: round(f * floor, 5) for f in args.floors if f not in reachable}
+    dense = max((s for s in tab["samples"] if s.get("p50_ms")), key=lambda s: s["params"])
+    wanted = {f"{f:g}x": f * floor for f in args.floors}
+    wanted |= {f"{f:g}xdense": f * dense["p50_ms"] for f in args.fractions}
+    reachable = {k: round(t, 5) for k, t in wanted.items() if t > 1.05 * smallest["p50_ms"]}
+    unreachable = {k: round(t, 5) for k, t in wanted.items() if k not in reachable}
     if unreachable:
         print(
             f"latency budgets {sorted(unreachable.values())} ms are under the smallest probe's "
             f"{smallest['p50_ms']:.4f} ms (every layer at its minimum width): not trained"
         )
-    args.floors, latency_targets = list(reachable), list(reachable.values())
 
-    # 2. edgeprune runs, two at a time
-    jobs = [(base, ["--no-prune", *RECIPE, *common])]
-    jobs += [(root / f"params-{r:g}", ["--target-params", str(r), *common]) for r in args.params]
-    jobs += [(root / f"macs-{r:g}", ["--target-macs", str(r), *common]) for r in args.macs]
-    jobs += [
-        (root / f"latency-{f:g}x", ["--target-latency-ms", str(t), "--latency-table", str(table), *common])
-        for f, t in zip(args.floors, latency_targets)
+    # 2. edgeprune runs and Torch-Pruning at the matched budgets' final sizes, two at a time
+    runs = [(base, ["--no-prune", *RECIPE, *common])]
+    runs += [(root / f"macs-{r:g}", ["--target-macs", str(r), *common]) for r in args.macs]
+    runs += [(root / f"params-{r:g}", ["--target-params", str(r), *common]) for r in args.params]
+    runs += [
+        (root / f"latency-{k}", ["--target-latency-ms", str(t), "--latency-table", str(table), *common])
+        for k, t in reachable.items()
     ]
-    run_all(jobs, args.dataset, args.epochs, args.limit)
-
-    # 3. Torch-Pruning at each parameter budget's final size, two at a time
-    tp_runs = []
-    procs = []
-    for r in args.params:
-        match = root / f"params-{r:g}"
-        onnx = root / "torch-pruning" / f"tp-params-{r:g}.onnx"
-        out = HERE / "results" / f"{name}_tp_params-{r:g}.json"
-        tp_runs.append((r, onnx, out))
-        if out.exists() and onnx.exists():
-            continue
-        onnx.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, str(HERE / "torch_pruning_compare.py"), "--match", str(match), "--onnx", str(onnx)]
-        cmd += ["--name", out.stem]
-        procs.append(subprocess.Popen(cmd, stdout=open(onnx.with_suffix(".log"), "w"), stderr=subprocess.STDOUT))
-    for p in procs:
-        if p.wait() != 0:
-            sys.exit("Torch-Pruning failed; see the logs in " + str(root / "torch-pruning"))
+    matched = args.macs if args.tp_match == "macs" else args.params
+    tp_runs = [
+        (
+            root / f"{args.tp_match}-{r:g}",
+            root / "torch-pruning" / f"tp-{args.tp_match}-{r:g}.onnx",
+            HERE / "results" / f"{name}_tp_{args.tp_match}-{r:g}.json",
+        )
+        for r in matched
+    ]
+    run_all(
+        [edgeprune_job(out, flags, args.dataset, args.epochs, args.limit) for out, flags in runs]
+        + [torch_pruning_job(*t) for t in tp_runs]
+    )
+    runs = [out for out, _ in runs]
 
     # 4. export, then one interleaved bench of everything
-    runs = [out for out, _ in jobs]
     for run in runs:
         if not (run / "bundle" / "meta.json").exists():
             export_run(run, quantize="none")
@@ -190,16 +227,22 @@ def main() -> None:
     lat_runs = [p for p in points if p["kind"] == "latency"]
     others = [p for p in points if p["kind"] in ("params", "macs", "torch-pruning")]
     result = {
+        "model": args.model or "the dataset's default",
         "dataset": args.dataset,
         "epochs": args.epochs,
+        "round_to": args.round_to,
         "limit": args.limit,
         "latency_table": str(table),
         "latency_table_fit": tab.get("fit"),
         "floor_ms_in_table": floor,
         "floor_ms_in_bench": floor_here,
-        "latency_targets_ms": latency_targets,
-        "unreachable_targets_ms": {f"{f:g}x": t for f, t in unreachable.items()},
+        "latency_targets_ms": reachable,
+        "unreachable_targets_ms": unreachable,
         "smallest_probe": {k: smallest.get(k) for k in ("id", "widths", "params", "p50_ms", "floor_p50_ms")},
+        "dense_probe": {k: dense.get(k) for k in ("id", "params", "p50_ms", "floor_p50_ms")},
+        # no channel budget goes under the smallest probe, nor a fitted model under its intercept
+        "smallest_probe_x_floor": smallest["p50_ms"] / smallest["floor_p50_ms"],
+        "intercept_x_floor": ((tab.get("fit") or {}).get("intercept_ms") or 0) / floor,
         "points": points,
         "targets": {
             # every other budget's point is beaten on both axes by some latency-budget run, and no
@@ -213,7 +256,8 @@ def main() -> None:
         "notes": [
             "accuracy: the run's test split in torch (test_n); Torch-Pruning's likewise",
             "p50 and floor: onnxruntime float, batch 1, one thread, all models interleaved in one bench",
-            "every run --round-to 16; the latency runs share one table measured here before training",
+            f"every run --round-to {args.round_to}; the latency runs share one table measured here before training",
+            f"Torch-Pruning is matched to the {args.tp_match} budgets' final sizes",
         ],
     }
     print(json.dumps(result["targets"], indent=2))
