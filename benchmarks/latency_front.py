@@ -6,6 +6,8 @@ The study's CNN on real Fashion-MNIST, one onnxruntime thread, batch 1, this mac
 2. edgeprune trains, two at a time (one thread each): the dense baseline with the pruned runs'
    recipe, parameter budgets, MACs budgets and latency budgets (multiples of onnxruntime's own
    per-call floor on this machine, measured in step 1's table as the smallest probe's floor);
+   with --match-latency also one latency budget per parameter and MACs run, set to the table's
+   prediction for that run's finished model, so each pair is compared at the same predicted ms;
 3. Torch-Pruning (Taylor) prunes the same model on the same schedule to each parameter budget's
    (or, with --tp-match macs, each MACs budget's) final size (benchmarks/torch_pruning_compare.py),
    exported with edgeprune's exporter; it trains in the same queue, two at a time;
@@ -35,26 +37,38 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from common import record
 from prune_vs_baseline import train
 
 from edgeprune.bench import bench, make_settings
 from edgeprune.export import export_run
+from edgeprune.latency.model import LatencyModel
 
 HERE = Path(__file__).resolve().parent
 RECIPE = ["--finetune-lr", "cosine", "--distill", "0.5"]
 
 
+WAIT = "wait"  # what a job's start() returns while what it needs is still training
+
+
 def run_all(jobs: list[tuple[Path, object]], at_once: int = 2):
-    """Start every (out, start) job, `at_once` at a time, in order; `start()` returns a Popen, or
-    None when the job finished in an earlier call (its results are kept and reused)."""
+    """Start every (out, start) job, `at_once` at a time, the first ready one first; `start()`
+    returns a Popen, None when the job finished in an earlier call (its results are reused), or
+    WAIT while a run it depends on is still training."""
     pending, running = list(jobs), []
     while pending or running:
-        while pending and len(running) < at_once:
-            out, start = pending.pop(0)
-            p = start()
+        for job in list(pending):
+            if len(running) >= at_once:
+                break
+            p = job[1]()
+            if p is WAIT:
+                continue
+            pending.remove(job)
             if p is not None:
-                running.append((out, p))
+                running.append((job[0], p))
+        if pending and not running:
+            sys.exit(f"{pending[0][0]} waits for a run that is not in the queue")
         for out, p in list(running):
             if p.poll() is not None:
                 running.remove((out, p))
@@ -86,6 +100,33 @@ def torch_pruning_job(match: Path, onnx: Path, result: Path):
     return onnx, start
 
 
+def predicted_ms(lm: LatencyModel, run: Path) -> float:
+    """The table's prediction for a finished run's model (its compacted tensor shapes)."""
+    sd = torch.load(run / "model.pt", weights_only=True)["state_dict"]
+    return lm.predict_shapes({k: tuple(v.shape) for k, v in sd.items()})
+
+
+def matched_latency_job(out: Path, match: Path, table: Path, lm: LatencyModel, min_ms: float, flags, data):
+    """A latency budget equal to the table's prediction for `match`'s finished model: at the same
+    predicted ms, which allocation of the channels is the more accurate? Skipped when `match` sits
+    at the smallest model (`min_ms` predicted), where every budget gives the same widths."""
+
+    def start():
+        if (out / "config.json").exists():
+            budget = json.loads((out / "config.json").read_text())["config"]["target_latency_ms"]
+        elif not (match / "metrics.json").exists():
+            return WAIT
+        else:
+            budget = round(predicted_ms(lm, match), 6)
+            if budget <= 1.01 * min_ms:
+                print(f"{match.name} has every layer at its minimum width: no latency budget can differ from it")
+                return None
+        budget_flags = ["--target-latency-ms", str(budget), "--latency-table", str(table), *flags]
+        return edgeprune_job(out, budget_flags, *data)[1]()
+
+    return out, start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="fashion-mnist")
@@ -98,6 +139,11 @@ def main() -> None:
     )
     ap.add_argument(
         "--fractions", type=float, nargs="*", default=[], help="latency budgets, x the dense model's measured p50"
+    )
+    ap.add_argument(
+        "--match-latency",
+        action="store_true",
+        help="also a latency budget at the table's predicted ms of each finished parameter and MACs run",
     )
     ap.add_argument("--model", help="any model `edgeprune train --model` takes (default: the dataset's own)")
     ap.add_argument("--round-to", type=int, default=16, help="every run's --round-to (and the probes')")
@@ -152,6 +198,10 @@ def main() -> None:
         (root / f"latency-{k}", ["--target-latency-ms", str(t), "--latency-table", str(table), *common])
         for k, t in reachable.items()
     ]
+    lm = LatencyModel.fit(tab, name=str(table))
+    min_ms = lm.predict(smallest["macs"])
+    twins = [out for out, _ in runs if out.name.startswith(("params-", "macs-"))] if args.match_latency else []
+    data = (args.dataset, args.epochs, args.limit)
     matched = args.macs if args.tp_match == "macs" else args.params
     tp_runs = [
         (
@@ -162,10 +212,15 @@ def main() -> None:
         for r in matched
     ]
     run_all(
-        [edgeprune_job(out, flags, args.dataset, args.epochs, args.limit) for out, flags in runs]
+        [edgeprune_job(out, flags, *data) for out, flags in runs]
+        + [matched_latency_job(root / f"latency-at-{m.name}", m, table, lm, min_ms, common, data) for m in twins]
         + [torch_pruning_job(*t) for t in tp_runs]
     )
-    runs = [out for out, _ in runs]
+    twins = [t for m in twins if ((t := root / f"latency-at-{m.name}") / "config.json").exists()]
+    matched_targets = {
+        t.name: json.loads((t / "config.json").read_text())["config"]["target_latency_ms"] for t in twins
+    }
+    runs = [out for out, _ in runs] + twins
 
     # 4. export, then one interleaved bench of everything
     for run in runs:
@@ -193,6 +248,7 @@ def main() -> None:
                 "p50_ms": lat["p50_ms"],
                 "floor_p50_ms": lat["floor_p50_ms"],
                 "predicted_ms": m.get("latency_ms_predicted"),
+                "table_predicted_ms": predicted_ms(lm, run),  # every run's, from the shared table
                 "target_latency_ms": m.get("target_latency_ms"),
                 "train_seconds": m["train_seconds"],
             }
@@ -238,6 +294,7 @@ def main() -> None:
         "floor_ms_in_bench": floor_here,
         "latency_targets_ms": reachable,
         "unreachable_targets_ms": unreachable,
+        "matched_latency_targets_ms": matched_targets,
         "smallest_probe": {k: smallest.get(k) for k in ("id", "widths", "params", "p50_ms", "floor_p50_ms")},
         "dense_probe": {k: dense.get(k) for k in ("id", "params", "p50_ms", "floor_p50_ms")},
         # no channel budget goes under the smallest probe, nor a fitted model under its intercept
