@@ -77,6 +77,36 @@ DATASET_HELP = (
     "mnist, fashion-mnist, cifar10, imdb or sst2; or your own: an image folder (one sub-folder per class), "
     "a .csv/.parquet/.jsonl file or a directory of train.*/test.* files, or hf:owner/name[:config]."
 )
+# The model and the pruned run's budget; shared by train and experiment.
+MODEL = typer.Option(
+    None,
+    "--model",
+    "-m",
+    help="cnn, bilstm, resnet20, resnet56, torchvision:NAME or path/to/file.py:factory (default: the dataset's).",
+)
+MODEL_KWARGS = typer.Option(
+    None,
+    "--model-kwargs",
+    help="""JSON object of the model's options, over its defaults, e.g. '{"width": 32}'.""",
+)
+TARGET_PARAMS = typer.Option(None, "--target-params", help="Keep at most this fraction of the baseline's parameters.")
+TARGET_MACS = typer.Option(None, "--target-macs", help="Keep at most this fraction of the baseline's MACs per example.")
+TARGET_LATENCY_MS = typer.Option(
+    None,
+    "--target-latency-ms",
+    help="Prune until the predicted latency (onnxruntime, --latency-threads, --latency-batch) is at most this.",
+)
+LATENCY_TABLE = typer.Option(
+    None,
+    "--latency-table",
+    help="A latency table measured on the device (edgeprune bench --latency-probes); default: measured here.",
+)
+EMBEDDINGS = typer.Option(
+    None,
+    "--embeddings",
+    help="Text: word vectors (GloVe / word2vec text format, .gz too) the embedding starts from; "
+    "tokens not in the file keep a random start.",
+)
 # How your own data is read; shared by datasets, train and experiment (and recorded in the run).
 IMAGE_SIZE = typer.Option(
     None, "--image-size", help="Your images: resize to N or HxW (default: their own size, when all are equal)."
@@ -170,17 +200,8 @@ def datasets(
 @friendly
 def train(
     dataset: str = typer.Option(..., "--dataset", "-d", help=DATASET_HELP),
-    model: Optional[str] = typer.Option(
-        None,
-        "--model",
-        "-m",
-        help="cnn, bilstm, resnet20, resnet56, torchvision:NAME or path/to/file.py:factory (default: the dataset's).",
-    ),
-    model_kwargs: Optional[str] = typer.Option(
-        None,
-        "--model-kwargs",
-        help="""JSON object of the model's options, over its defaults, e.g. '{"width": 32}'.""",
-    ),
+    model: Optional[str] = MODEL,
+    model_kwargs: Optional[str] = MODEL_KWARGS,
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: CNN 50, BiLSTM 25."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: CNN 64, BiLSTM 32."),
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
@@ -195,22 +216,10 @@ def train(
     prune_until: float = typer.Option(
         0.7, "--prune-until", help="Fraction of epochs after which the structure is frozen."
     ),
-    target_params: Optional[float] = typer.Option(
-        None, "--target-params", help="Keep at most this fraction of the baseline's parameters."
-    ),
-    target_macs: Optional[float] = typer.Option(
-        None, "--target-macs", help="Keep at most this fraction of the baseline's MACs per example."
-    ),
-    target_latency_ms: Optional[float] = typer.Option(
-        None,
-        "--target-latency-ms",
-        help="Prune until the predicted latency (onnxruntime, --latency-threads, --latency-batch) is at most this.",
-    ),
-    latency_table: Optional[Path] = typer.Option(
-        None,
-        "--latency-table",
-        help="A latency table measured on the device (edgeprune bench --latency-probes); default: measured here.",
-    ),
+    target_params: Optional[float] = TARGET_PARAMS,
+    target_macs: Optional[float] = TARGET_MACS,
+    target_latency_ms: Optional[float] = TARGET_LATENCY_MS,
+    latency_table: Optional[Path] = LATENCY_TABLE,
     latency_threads: Optional[int] = typer.Option(
         None, "--latency-threads", help="onnxruntime threads the latency budget is for (default 1, or --target's)."
     ),
@@ -249,12 +258,7 @@ def train(
     ),
     vocab_size: int = typer.Option(20000, "--vocab-size", help="Text: vocabulary size."),
     max_len: int = typer.Option(256, "--max-len", help="Text: tokens kept per example."),
-    embeddings: Optional[Path] = typer.Option(
-        None,
-        "--embeddings",
-        help="Text: word vectors (GloVe / word2vec text format, .gz too) the embedding starts from; "
-        "tokens not in the file keep a random start.",
-    ),
+    embeddings: Optional[Path] = EMBEDDINGS,
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of train held out for validation."),
     keep_best: bool = typer.Option(
         False,
@@ -552,6 +556,13 @@ def report(
 @friendly
 def experiment(
     dataset: str = typer.Option(..., "--dataset", "-d", help=DATASET_HELP),
+    model: Optional[str] = MODEL,
+    model_kwargs: Optional[str] = MODEL_KWARGS,
+    target_params: Optional[float] = TARGET_PARAMS,
+    target_macs: Optional[float] = TARGET_MACS,
+    target_latency_ms: Optional[float] = TARGET_LATENCY_MS,
+    latency_table: Optional[Path] = LATENCY_TABLE,
+    embeddings: Optional[Path] = EMBEDDINGS,
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of each training run (default: the model's)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Train on the first N training examples."),
     out: Optional[Path] = typer.Option(
@@ -574,13 +585,22 @@ def experiment(
 ):
     """The whole study in one command: baseline and pruned runs, exported, quantized, benchmarked, reported.
 
+    Any model (--model) on any data; the pruned run's budget in parameters, MACs or milliseconds.
     Finished stages are skipped and an interrupted training resumes, so re-running continues.
     """
     from edgeprune.experiment import ExperimentOptions, run_experiment
+    from edgeprune.models import parse_model_kwargs
 
     run_experiment(
         ExperimentOptions(
             dataset=dataset,
+            model=model,
+            model_kwargs=parse_model_kwargs(model_kwargs) or {},
+            target_params=target_params,
+            target_macs=target_macs,
+            target_latency_ms=target_latency_ms,
+            latency_table=latency_table,
+            embeddings=embeddings,
             epochs=epochs,
             limit=limit,
             out=out,

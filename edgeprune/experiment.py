@@ -1,7 +1,7 @@
 """The study's whole plan as five stages over one experiment directory:
 
     DIR/baseline   train --no-prune          -> metrics.json
-    DIR/pruned     train --preset compact    -> metrics.json
+    DIR/pruned     train --preset compact    -> metrics.json   (or the budget given: params, MACs, ms)
     both           export + quantize         -> bundle/meta.json, export/parity.json
     both           bench, interleaved        -> DIR/bench-<machine>.json, RUN/bench/*.json
     DIR            report                    -> report.md, report.html, report.json, figures
@@ -31,6 +31,13 @@ class Interrupted(UserError):
 @dataclass(frozen=True)
 class ExperimentOptions:
     dataset: str
+    model: str | None = None  # any model train takes (default: the dataset's)
+    model_kwargs: dict = field(default_factory=dict)  # the model's options over its defaults
+    embeddings: Path | None = None  # text: word vectors both runs' embeddings start from
+    target_params: float | None = None  # the pruned run's budget (default: the preset's)
+    target_macs: float | None = None
+    target_latency_ms: float | None = None
+    latency_table: Path | None = None  # a table measured on the device (default: measured here)
     epochs: int | None = None
     limit: int | None = None
     out: Path | None = None
@@ -85,9 +92,21 @@ def make_plan(opts: ExperimentOptions) -> Plan:
         "limit": opts.limit,
         "seed": opts.seed,
         "data_dir": Path(opts.data_dir) if opts.data_dir else None,
+        "model": opts.model,
+        "model_config": dict(opts.model_kwargs),
+        "embeddings": str(opts.embeddings) if opts.embeddings else None,
     }
+    budget = {
+        "target_params": opts.target_params,
+        "target_macs": opts.target_macs,
+        "target_latency_ms": opts.target_latency_ms,
+        "latency_table": str(opts.latency_table) if opts.latency_table else None,
+        # a latency budget is for the threads the bench will use on the target
+        "target": opts.target if opts.target_latency_ms is not None else None,
+    }
+    common_pruned = {**common, **budget}
     baseline = resolve_train_config(out=out / "baseline", prune=False, **common)
-    pruned = resolve_train_config(out=out / "pruned", prune=True, preset=opts.preset, **common)
+    pruned = resolve_train_config(out=out / "pruned", prune=True, preset=opts.preset, **common_pruned)
     notes = []
     if schedule_of(pruned).prune_steps == 0:
         # Short runs: the default warm-up would use the only epoch that may prune.
@@ -95,7 +114,9 @@ def make_plan(opts: ExperimentOptions) -> Plan:
             raise UserError(
                 f"--epochs {pruned.epochs} leaves no epoch to prune and then fine-tune; use --epochs 2 or more."
             )
-        pruned = resolve_train_config(out=out / "pruned", prune=True, preset=opts.preset, warmup_epochs=0, **common)
+        pruned = resolve_train_config(
+            out=out / "pruned", prune=True, preset=opts.preset, warmup_epochs=0, **common_pruned
+        )
         if schedule_of(pruned).prune_steps == 0:
             raise UserError(
                 f"with --epochs {pruned.epochs} the pruning schedule has no pruning epoch; use more epochs."
@@ -128,6 +149,17 @@ def make_plan(opts: ExperimentOptions) -> Plan:
         bench_settings=settings,
         notes=tuple(notes),
     )
+
+
+def budget_text(cfg, preset: str) -> str:
+    """The pruned run's budget in words: what the stage title shows."""
+    if cfg.target_latency_ms is not None:
+        return f"latency budget {cfg.target_latency_ms:g} ms at {cfg.latency_threads or 1} thread(s)"
+    if cfg.target_macs is not None:
+        return f"MACs budget {cfg.target_macs:g}"
+    if cfg.target_params is not None:
+        return f"parameter budget {cfg.target_params:g}" + (f", preset {preset}" if preset else "")
+    return f"preset {preset}"
 
 
 def _result(stage: str, status: str, t0: float, detail: str) -> dict:
@@ -257,7 +289,7 @@ def run_experiment(opts: ExperimentOptions, console=None) -> dict:
     stages: list[dict] = []
     titles = [
         "train the baseline (no pruning)",
-        f"train with pruning (preset {opts.preset}) and fine-tuning",
+        f"train with pruning ({budget_text(plan.pruned, opts.preset)}) and fine-tuning",
         "export and quantize both runs",
         "benchmark every variant (interleaved)",
         "write the report",

@@ -199,6 +199,18 @@ CASES = {
     "experiment-unknown-target": _p(
         "experiment", *MNIST, "--out", "{tmp}/e", "--target", "rpi9", says="choose one of: rpi4, rpi5, x86"
     ),
+    "experiment-model-file-missing": _p(
+        "experiment", *NEW_RUN, "--model", "missing.py:make", says=("missing.py does not exist", FACTORY_FIX)
+    ),
+    "experiment-model-kwargs-not-json": _p(
+        "experiment", *NEW_RUN, "--model-kwargs", "[1]", says="must be a JSON object such as"
+    ),
+    "experiment-two-budgets": _p(
+        "experiment", *NEW_RUN, "--target-latency-ms", "0.1", "--target-macs", "0.5", says="Give one budget"
+    ),
+    "experiment-embeddings-on-images": _p(
+        "experiment", *NEW_RUN, "--embeddings", "{w}/vectors3.txt", says="mnist is not a text dataset"
+    ),
 }
 
 

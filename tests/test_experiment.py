@@ -149,3 +149,46 @@ def test_flags_are_checked_before_any_training(tmp_path, data_root):
     assert plan.pruned.distill == 0.5 and plan.baseline.distill == 0.0 and not plan.notes
     short = exp.make_plan(options(data_root, None, epochs=2))
     assert short.pruned.distill == 0.0 and "distillation is off" in short.notes[0]
+
+
+def test_the_model_reaches_both_runs_and_the_budget_only_the_pruned_one(tmp_path, data_root):
+    kwargs = {"channels": [8, 16], "hidden": [16]}
+    plan = exp.make_plan(options(data_root, tmp_path / "e", model="cnn", model_kwargs=kwargs, target_macs=0.5))
+    for cfg in (plan.baseline, plan.pruned):
+        assert cfg.model == "cnn" and cfg.model_config == kwargs
+    assert plan.pruned.target_macs == 0.5 and plan.pruned.target_params is None  # the MACs budget replaces 0.1
+    assert plan.baseline.target_macs is None and not plan.baseline.prune
+    lat = exp.make_plan(options(data_root, tmp_path / "e", target_latency_ms=0.5, target="rpi4"))
+    assert lat.pruned.target_latency_ms == 0.5 and lat.pruned.latency_threads == 4  # the device's threads
+    assert lat.baseline.target_latency_ms is None and lat.pruned.target_params is None
+    assert exp.budget_text(lat.pruned, "compact") == "latency budget 0.5 ms at 4 thread(s)"
+    assert exp.budget_text(plan.pruned, "compact") == "MACs budget 0.5"
+    with pytest.raises(UserError, match="mnist is not a text dataset"):
+        exp.make_plan(options(data_root, tmp_path / "e", embeddings=tmp_path / "v.txt"))
+    with pytest.raises(UserError, match="Give one budget"):
+        exp.make_plan(options(data_root, tmp_path / "e", target_latency_ms=0.5, target_macs=0.5))
+    assert not (tmp_path / "e").exists()
+
+
+def test_experiment_with_your_model_and_a_latency_budget_end_to_end(tmp_path, data_root):
+    """Through the real entry point: the model's options reach both runs, the pruned run trains to
+    the latency budget with a table measured here, and the report names the budget."""
+    from test_cli_errors import run_cli
+
+    out = tmp_path / "e"
+    args = ["experiment", "--dataset", "mnist", "--data-dir", str(data_root), "--epochs", "2", "--limit", "200"]
+    args += ["--out", str(out), "--quantize", "none", "--bench-runs", "3"]
+    args += ["--model-kwargs", '{"channels": [16, 32], "hidden": [32]}', "--target-latency-ms", "1000"]
+    r = run_cli(args, tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "train with pruning (latency budget 1000 ms at 1 thread(s))" in r.stdout
+    base = json.loads((out / "baseline" / "config.json").read_text())["config"]
+    pruned = json.loads((out / "pruned" / "config.json").read_text())["config"]
+    assert base["model_config"] == pruned["model_config"] == {"channels": [16, 32], "hidden": [32]}
+    assert base["target_latency_ms"] is None and pruned["target_latency_ms"] == 1000
+    metrics = json.loads((out / "pruned" / "metrics.json").read_text())
+    assert 0 < metrics["latency_ms_predicted"] <= 1000 and (out / "pruned" / "latency" / "table.json").is_file()
+    lb = json.loads((out / "pruned" / "bundle" / "meta.json").read_text())["latency_budget"]
+    assert lb["target_ms"] == 1000 and lb["predicted_ms"] == pytest.approx(metrics["latency_ms_predicted"])
+    report = json.loads((out / "report.json").read_text())
+    assert {run["budget"] for run in report["runs"] if run["name"] == "pruned"} == {"<= 1000 ms"}
