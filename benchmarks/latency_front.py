@@ -42,8 +42,12 @@ from common import record
 from prune_vs_baseline import train
 
 from edgeprune.bench import bench, make_settings
+from edgeprune.bench.discover import discover
+from edgeprune.bench.runner import run_dir_files
 from edgeprune.export import export_run
 from edgeprune.latency.model import LatencyModel
+from edgeprune.report import write_report
+from edgeprune.run import atomic_write_json
 
 HERE = Path(__file__).resolve().parent
 RECIPE = ["--finetune-lr", "cosine", "--distill", "0.5"]
@@ -125,6 +129,43 @@ def matched_latency_job(out: Path, match: Path, table: Path, lm: LatencyModel, m
         return edgeprune_job(out, budget_flags, *data)[1]()
 
     return out, start
+
+
+def draw_front(points: list[dict], path: Path, title: str) -> None:
+    """Accuracy against measured p50, one marker per budget kind, the front (nothing both faster
+    and more accurate) joined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    style = {
+        "baseline": ("black", "s"),
+        "params": ("tab:blue", "o"),
+        "macs": ("tab:orange", "D"),
+        "latency": ("tab:green", "*"),
+        "torch-pruning": ("tab:red", "x"),
+    }
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for kind, (color, marker) in style.items():
+        pts = [p for p in points if p["kind"] == kind]
+        if pts:
+            ax.scatter([p["p50_ms"] for p in pts], [100 * p["accuracy"] for p in pts], c=color, marker=marker,
+                       s=90 if marker == "*" else 45, label=kind, zorder=3)  # fmt: skip
+            for p in pts:
+                ax.annotate(p["name"], (p["p50_ms"], 100 * p["accuracy"]), fontsize=7, xytext=(4, 3),
+                            textcoords="offset points")  # fmt: skip
+    front = sorted((p for p in points if not p["dominated_by"]), key=lambda p: p["p50_ms"])
+    ax.step([p["p50_ms"] for p in front], [100 * p["accuracy"] for p in front], where="post", color="0.7", zorder=1,
+            label="front")  # fmt: skip
+    ax.set_xlabel("measured p50, batch 1, one onnxruntime thread (ms)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title + " (up and left is better)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -226,10 +267,13 @@ def main() -> None:
     for run in runs:
         if not (run / "bundle" / "meta.json").exists():
             export_run(run, quantize="none")
-    report = bench(
-        [*(r / "bundle" for r in runs), *(onnx for _, onnx, _ in tp_runs)],
-        make_settings(threads=1, runs=args.bench_runs, rounds=7, batch="1"),
-    )
+    models = [*(r / "bundle" for r in runs), *(onnx for _, onnx, _ in tp_runs)]
+    report = bench(models, make_settings(threads=1, runs=args.bench_runs, rounds=7, batch="1"))
+    # each run's share of the bench, then `edgeprune report` over every run: its accuracy/latency
+    # front figure is this benchmark's picture
+    for path, obj in run_dir_files(discover(models), report).items():
+        atomic_write_json(path, obj)
+    write_report(runs, root / "report")
     rows = {r["name"]: r for r in report["results"]}
     points = []
     for run in runs:
@@ -269,6 +313,7 @@ def main() -> None:
                 "train_seconds": t["train_seconds"],
             }
         )
+    figure = HERE / "results" / f"{name}_front.png"
     base_acc = next(p["accuracy"] for p in points if p["name"] == "baseline")
     floor_here = min(p["floor_p50_ms"] for p in points)
     for p in points:
@@ -283,7 +328,7 @@ def main() -> None:
     lat_runs = [p for p in points if p["kind"] == "latency"]
     others = [p for p in points if p["kind"] in ("params", "macs", "torch-pruning")]
     result = {
-        "model": args.model or "the dataset's default",
+        "model": json.loads((base / "config.json").read_text())["config"]["model"],
         "dataset": args.dataset,
         "epochs": args.epochs,
         "round_to": args.round_to,
@@ -301,6 +346,7 @@ def main() -> None:
         "smallest_probe_x_floor": smallest["p50_ms"] / smallest["floor_p50_ms"],
         "intercept_x_floor": ((tab.get("fit") or {}).get("intercept_ms") or 0) / floor,
         "points": points,
+        "figure": figure.name,
         "targets": {
             # every other budget's point is beaten on both axes by some latency-budget run, and no
             # latency-budget run is beaten by another kind
@@ -317,6 +363,7 @@ def main() -> None:
             f"Torch-Pruning is matched to the {args.tp_match} budgets' final sizes",
         ],
     }
+    draw_front(points, figure, f"{result['model']} on {args.dataset}, {args.epochs} epochs")
     print(json.dumps(result["targets"], indent=2))
     for p in sorted(points, key=lambda p: p["p50_ms"]):
         print(f"{p['name']:24s} acc {p['accuracy']:.4f} ({p['drop_points']:+.2f})  p50 {p['p50_ms']:.4f} ms "
