@@ -1,7 +1,7 @@
 """Accuracy against measured latency for budgets in parameters, in MACs and in milliseconds.
 
-The study's CNN on real Fashion-MNIST, one onnxruntime thread, batch 1, this machine:
-1. one latency table of the CNN is measured here (32 probes, `edgeprune probes` + `edgeprune
+The study's CNN (or --model) on real Fashion-MNIST, one onnxruntime thread, batch 1, this machine:
+1. one latency table of the model is measured here (32 probes, `edgeprune probes` + `edgeprune
    bench --latency-probes`), shared by every latency-budget run (`--latency-table`);
 2. edgeprune trains, two at a time (one thread each): the dense baseline with the pruned runs'
    recipe, parameter budgets, MACs budgets and latency budgets (multiples of onnxruntime's own
@@ -15,8 +15,8 @@ The study's CNN on real Fashion-MNIST, one onnxruntime thread, batch 1, this mac
 
 Targets (the latency-budget issue): the latency-budget runs dominate the others on the
 accuracy/p50 front; one of them is within 2.5x of onnxruntime's floor with at most 0.5 points
-lost against the same-recipe baseline. Every run uses --round-to 16 (on AVX-512 CPUs channel
-counts off multiples of 16 run slower than their MACs say; see docs/bench.md).
+lost against the same-recipe baseline. Every run uses --round-to 16 by default (on AVX-512 CPUs
+channel counts off multiples of 16 run slower than their MACs say; see docs/bench.md).
 
     python benchmarks/latency_front.py --epochs 50
 
@@ -77,6 +77,9 @@ def run_all(jobs: list[tuple[Path, object]], at_once: int = 2):
             if p.poll() is not None:
                 running.remove((out, p))
                 if p.returncode != 0:
+                    for _, other in running:  # a re-run resumes them; two at once in one directory would not do
+                        other.terminate()
+                        other.wait()
                     sys.exit(f"{out} failed; see its log beside it ({out.parent})")
         time.sleep(2)
 
@@ -91,11 +94,13 @@ def edgeprune_job(out: Path, flags: list[str], dataset: str, epochs: int, limit:
 
 def torch_pruning_job(match: Path, onnx: Path, result: Path):
     """Torch-Pruning on `match`'s schedule toward its final size (parameters, or MACs for a MACs
-    budget); it may start while `match` still trains: it then aims at that run's budget."""
+    budget), started once `match` has finished."""
 
     def start():
         if result.exists() and onnx.exists():
             return None
+        if not (match / "metrics.json").exists():
+            return WAIT  # aim at the match's final size, not at its budget while it trains
         onnx.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, str(HERE / "torch_pruning_compare.py"), "--match", str(match), "--onnx", str(onnx)]
         cmd += ["--name", result.stem]
@@ -196,6 +201,7 @@ def main() -> None:
     ap.add_argument("--name", help="results file name (default latency_front_[<model>_]<dataset>_<epochs>ep)")
     args = ap.parse_args()
     tag = f"{args.model.replace(':', '-').replace('/', '-')}_" if args.model else ""
+    tag += f"r{args.round_to}_" if args.round_to != 16 else ""  # runs of another rounding are other runs
     name = args.name or f"latency_front_{tag}{args.dataset}_{args.epochs}ep"
     root = args.runs_dir / name
     common = ["--round-to", str(args.round_to), "--seed", "0", *(["--model", args.model] if args.model else [])]
@@ -348,8 +354,9 @@ def main() -> None:
         "points": points,
         "figure": figure.name,
         "targets": {
-            # every other budget's point is beaten on both axes by some latency-budget run, and no
-            # latency-budget run is beaten by another kind
+            # every other budget's point is dominated (no slower and no less accurate, better in
+            # one) by some latency-budget run (a matched twin counts), and no latency-budget run is
+            # dominated by another kind
             "latency_runs_dominate_others": all(any(o["name"] in p["dominated_by"] for o in lat_runs) for p in others)
             and not any(o["name"] in lp["dominated_by"] for lp in lat_runs for o in others),
             "a_latency_run_within_2.5x_floor_and_0.5pt": any(
@@ -361,6 +368,8 @@ def main() -> None:
             "p50 and floor: onnxruntime float, batch 1, one thread, all models interleaved in one bench",
             f"every run --round-to {args.round_to}; the latency runs share one table measured here before training",
             f"Torch-Pruning is matched to the {args.tp_match} budgets' final sizes",
+            "latency-at-X: a latency budget at the table's predicted ms of run X's final model; these "
+            "twins count among the latency-budget runs",
         ],
     }
     draw_front(points, figure, f"{result['model']} on {args.dataset}, {args.epochs} epochs")

@@ -80,9 +80,11 @@ def make_plan(opts: ExperimentOptions) -> Plan:
     from edgeprune.config import PRESETS, resolve_train_config, schedule_of
     from edgeprune.data.registry import get_spec
     from edgeprune.export.pipeline import ExportOptions
+    from edgeprune.models.external import slug
 
     spec = get_spec(opts.dataset, opts.data_options)
-    out = Path(opts.out) if opts.out is not None else Path("runs") / f"experiment-{spec.name}"
+    default_out = f"experiment-{spec.name}" + (f"-{slug(opts.model)}" if opts.model else "")
+    out = Path(opts.out) if opts.out is not None else Path("runs") / default_out
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a directory for the experiment.")
     common = {
@@ -96,13 +98,19 @@ def make_plan(opts: ExperimentOptions) -> Plan:
         "model_config": dict(opts.model_kwargs),
         "embeddings": str(opts.embeddings) if opts.embeddings else None,
     }
+    settings = make_settings(
+        runs=opts.bench_runs, rounds=opts.bench_rounds, warmup=opts.bench_warmup, target=opts.target
+    )  # validates --target and --bench-runs
     budget = {
         "target_params": opts.target_params,
         "target_macs": opts.target_macs,
         "target_latency_ms": opts.target_latency_ms,
         "latency_table": str(opts.latency_table) if opts.latency_table else None,
-        # a latency budget is for the threads the bench will use on the target
-        "target": opts.target if opts.target_latency_ms is not None else None,
+        # a latency budget is for the threads its table was measured with, or else for the ones the
+        # bench stage will time the models with
+        "latency_threads": _table_threads(opts.latency_table) or settings.threads
+        if opts.target_latency_ms is not None
+        else None,
     }
     common_pruned = {**common, **budget}
     baseline = resolve_train_config(out=out / "baseline", prune=False, **common)
@@ -131,9 +139,6 @@ def make_plan(opts: ExperimentOptions) -> Plan:
                 else "."
             )
         )
-    settings = make_settings(
-        runs=opts.bench_runs, rounds=opts.bench_rounds, warmup=opts.bench_warmup, target=opts.target
-    )  # validates --target and --bench-runs
     export_options = {
         "quantize": opts.quantize,
         "target": opts.target,
@@ -149,6 +154,19 @@ def make_plan(opts: ExperimentOptions) -> Plan:
         bench_settings=settings,
         notes=tuple(notes),
     )
+
+
+def _table_threads(path: Path | None) -> int | None:
+    """The threads a latency table was measured with (None without a readable table: the
+    configuration check then names what is wrong with it)."""
+    from edgeprune.latency.model import read_table
+
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        return read_table(Path(path)).get("threads")
+    except UserError:
+        return None
 
 
 def budget_text(cfg, preset: str) -> str:
@@ -184,6 +202,8 @@ def _check_same_config(run: RunDir, cfg) -> None:
         raise UserError(f"{run.config} was not written by this edgeprune; choose another --out.") from None
     new_id = cfg.identity()
     diff = sorted(k for k in set(saved_id) | set(new_id) if saved_id.get(k) != new_id.get(k))
+    # where these live is left out of a resume's identity, but another file is another experiment
+    diff += [k for k in ("latency_table", "embeddings") if saved["config"].get(k) != getattr(cfg, k)]
     if diff:
         raise UserError(
             f"{run.root} holds a run with a different configuration ({', '.join(diff)} differ); "

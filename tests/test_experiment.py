@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from edgeprune import experiment as exp
+from edgeprune.bench.settings import usable_cores
 from edgeprune.errors import UserError
+from edgeprune.latency.model import LatencyModel
 from edgeprune.run import RunDir
 
 FAST = {
@@ -159,10 +161,14 @@ def test_the_model_reaches_both_runs_and_the_budget_only_the_pruned_one(tmp_path
     assert plan.pruned.target_macs == 0.5 and plan.pruned.target_params is None  # the MACs budget replaces 0.1
     assert plan.baseline.target_macs is None and not plan.baseline.prune
     lat = exp.make_plan(options(data_root, tmp_path / "e", target_latency_ms=0.5, target="rpi4"))
-    assert lat.pruned.target_latency_ms == 0.5 and lat.pruned.latency_threads == 4  # the device's threads
+    threads = lat.bench_settings.threads  # rpi4's 4, capped to this machine's cores
+    assert threads == min(4, usable_cores())
+    assert lat.pruned.target_latency_ms == 0.5 and lat.pruned.latency_threads == threads  # the bench's threads
     assert lat.baseline.target_latency_ms is None and lat.pruned.target_params is None
-    assert exp.budget_text(lat.pruned, "compact") == "latency budget 0.5 ms at 4 thread(s)"
+    assert lat.baseline.latency_threads is None and plan.pruned.latency_threads is None  # only with a latency budget
+    assert exp.budget_text(lat.pruned, "compact") == f"latency budget 0.5 ms at {threads} thread(s)"
     assert exp.budget_text(plan.pruned, "compact") == "MACs budget 0.5"
+    assert exp.make_plan(options(data_root, None, model="resnet20")).out == Path("runs/experiment-mnist-resnet20")
     with pytest.raises(UserError, match="mnist is not a text dataset"):
         exp.make_plan(options(data_root, tmp_path / "e", embeddings=tmp_path / "v.txt"))
     with pytest.raises(UserError, match="Give one budget"):
@@ -171,24 +177,53 @@ def test_the_model_reaches_both_runs_and_the_budget_only_the_pruned_one(tmp_path
 
 
 def test_experiment_with_your_model_and_a_latency_budget_end_to_end(tmp_path, data_root):
-    """Through the real entry point: the model's options reach both runs, the pruned run trains to
-    the latency budget with a table measured here, and the report names the budget."""
+    """Through the real entry point: the model's options reach both runs; the pruned run measures a
+    latency table here, and a second experiment given that table (--latency-table, 1 thread) prunes
+    to a budget under the dense model's predicted ms; the report names the budget."""
     from test_cli_errors import run_cli
 
-    out = tmp_path / "e"
-    args = ["experiment", "--dataset", "mnist", "--data-dir", str(data_root), "--epochs", "2", "--limit", "200"]
-    args += ["--out", str(out), "--quantize", "none", "--bench-runs", "3"]
-    args += ["--model-kwargs", '{"channels": [16, 32], "hidden": [32]}', "--target-latency-ms", "1000"]
-    r = run_cli(args, tmp_path)
+    kwargs = '{"channels": [16, 32], "hidden": [32]}'
+    common = ["experiment", "--dataset", "mnist", "--data-dir", str(data_root), "--epochs", "2", "--limit", "200"]
+    common += ["--quantize", "none", "--bench-runs", "3", "--model-kwargs", kwargs]
+    first = tmp_path / "e1"
+    r = run_cli([*common, "--out", str(first), "--target-latency-ms", "1000"], tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "train with pruning (latency budget 1000 ms at 1 thread(s))" in r.stdout
-    base = json.loads((out / "baseline" / "config.json").read_text())["config"]
-    pruned = json.loads((out / "pruned" / "config.json").read_text())["config"]
-    assert base["model_config"] == pruned["model_config"] == {"channels": [16, 32], "hidden": [32]}
+    threads = usable_cores()  # no --target: the bench's threads, all usable cores
+    assert f"train with pruning (latency budget 1000 ms at {threads} thread(s))" in r.stdout
+    base = json.loads((first / "baseline" / "config.json").read_text())["config"]
+    pruned = json.loads((first / "pruned" / "config.json").read_text())["config"]
+    assert base["model_config"] == pruned["model_config"] == json.loads(kwargs)
     assert base["target_latency_ms"] is None and pruned["target_latency_ms"] == 1000
-    metrics = json.loads((out / "pruned" / "metrics.json").read_text())
-    assert 0 < metrics["latency_ms_predicted"] <= 1000 and (out / "pruned" / "latency" / "table.json").is_file()
-    lb = json.loads((out / "pruned" / "bundle" / "meta.json").read_text())["latency_budget"]
-    assert lb["target_ms"] == 1000 and lb["predicted_ms"] == pytest.approx(metrics["latency_ms_predicted"])
-    report = json.loads((out / "report.json").read_text())
-    assert {run["budget"] for run in report["runs"] if run["name"] == "pruned"} == {"<= 1000 ms"}
+    table = first / "pruned" / "latency" / "table.json"
+    assert json.loads(table.read_text())["threads"] == threads
+
+    # a table made for one thread, given to a second experiment with a budget that binds
+    one = tmp_path / "one-thread.json"
+    r = run_cli(["probes", str(first / "baseline"), "--out", str(tmp_path / "probes")], tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_cli(["bench", "--latency-probes", str(tmp_path / "probes"), "--threads", "1", "--json", str(one)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    lm = LatencyModel.fit(json.loads(one.read_text()))
+    samples = [s for s in json.loads(one.read_text())["samples"] if s.get("p50_ms")]
+    full = lm.predict(next(s for s in samples if s["kind"] == "full")["macs"])
+    smallest = lm.predict(next(s for s in samples if s["kind"] == "min")["macs"])
+    budget = round(smallest + 0.5 * (full - smallest), 6)  # between the smallest model and the dense one
+    second = tmp_path / "e2"
+    r = run_cli(
+        [*common, "--out", str(second), "--target-latency-ms", str(budget), "--latency-table", str(one)], tmp_path
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"latency budget {budget:g} ms at 1 thread(s)" in r.stdout  # the table's threads, not the bench's
+    metrics = json.loads((second / "pruned" / "metrics.json").read_text())
+    assert metrics["latency_ms_predicted"] <= budget * (1 + 1e-9) < full
+    assert metrics["latency_model"]["threads"] == 1 and not (second / "pruned" / "latency" / "table.json").exists()
+    assert metrics["params"] < json.loads((second / "baseline" / "metrics.json").read_text())["params"]
+    lb = json.loads((second / "pruned" / "bundle" / "meta.json").read_text())["latency_budget"]
+    assert lb["target_ms"] == budget and lb["predicted_ms"] == pytest.approx(metrics["latency_ms_predicted"])
+    report = json.loads((second / "report.json").read_text())
+    assert {run["budget"] for run in report["runs"] if run["name"] == "pruned"} == {f"<= {budget:g} ms"}
+    # the same directory with another table is another experiment: refused, not reused
+    r = run_cli(
+        [*common, "--out", str(second), "--target-latency-ms", str(budget), "--latency-table", str(table)], tmp_path
+    )
+    assert r.returncode == 2 and "latency_table" in r.stderr and "Traceback" not in r.stderr, r.stderr
