@@ -197,14 +197,22 @@ def main() -> None:
         "--tp-match", choices=["params", "macs"], default="params", help="the budgets Torch-Pruning is matched to"
     )
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/bench-latency"))
+    ap.add_argument("--seed", type=int, default=0, help="every run's --seed (Torch-Pruning follows its match's)")
     ap.add_argument("--bench-runs", type=int, default=300)
     ap.add_argument("--name", help="results file name (default latency_front_[<model>_]<dataset>_<epochs>ep)")
     args = ap.parse_args()
     tag = f"{args.model.replace(':', '-').replace('/', '-')}_" if args.model else ""
     tag += f"r{args.round_to}_" if args.round_to != 16 else ""  # runs of another rounding are other runs
+    tag += f"s{args.seed}_" if args.seed else ""
     name = args.name or f"latency_front_{tag}{args.dataset}_{args.epochs}ep"
     root = args.runs_dir / name
-    common = ["--round-to", str(args.round_to), "--seed", "0", *(["--model", args.model] if args.model else [])]
+    common = [
+        "--round-to",
+        str(args.round_to),
+        "--seed",
+        str(args.seed),
+        *(["--model", args.model] if args.model else []),
+    ]
     base = root / "baseline"
 
     # 1. the latency table, from the baseline's configuration (it needs no weights)
@@ -338,6 +346,7 @@ def main() -> None:
         "dataset": args.dataset,
         "epochs": args.epochs,
         "round_to": args.round_to,
+        "seed": args.seed,
         "limit": args.limit,
         "latency_table": str(table),
         "latency_table_fit": tab.get("fit"),
