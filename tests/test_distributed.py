@@ -7,6 +7,7 @@ rank's mean over half the batch, then gloo averages the two), which moves weight
 """
 
 import dataclasses
+import gc
 import json
 import os
 import socket
@@ -364,6 +365,12 @@ def _api_worker(rank: int, world: int, port: int, out: str) -> None:
     state = {k: v.tolist() for k, v in model.state_dict().items()}
     summed = pruner.reduce_scores is distributed.all_reduce_scores  # chosen by itself under torchrun
     Path(out, f"rank{rank}.json").write_text(json.dumps({"widths": pruner.widths(), "state": state, "summed": summed}))
+    # As the README says for your own loop: drop the DDP wrappers (the ones replaced after a
+    # compaction sit in reference cycles) and collect before destroying the group, or a wrapper
+    # outliving it can abort the process at exit ("terminate called without an active exception",
+    # rank 1, SIGABRT: seen once in CI on this test).
+    del ddp
+    gc.collect()
     dist.destroy_process_group()
 
 
