@@ -139,6 +139,22 @@ def matched_latency_job(out: Path, match: Path, table: Path, lm: LatencyModel, m
     return out, start
 
 
+def label_offsets(points: list[dict], step: float = 9.0) -> list[float]:
+    """Vertical label offsets (in points) that stack the labels of runs whose labels would overlap
+    (under 20% of the p50 span apart, a label's width, and 3% of the accuracy span) instead of
+    printing them over each other."""
+    xs, ys = [p["p50_ms"] for p in points], [p["accuracy"] for p in points]
+    sx, sy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    offsets: list[float] = []
+    for i in range(len(points)):
+        near = [offsets[j] for j in range(i) if abs(xs[j] - xs[i]) < 0.2 * sx and abs(ys[j] - ys[i]) < 0.03 * sy]
+        dy = 3.0
+        while dy in near:
+            dy -= step
+        offsets.append(dy)
+    return offsets
+
+
 def draw_front(points: list[dict], path: Path, title: str) -> None:
     """Accuracy against measured p50, one marker per budget kind, the front (nothing both faster
     and more accurate) joined."""
@@ -160,9 +176,9 @@ def draw_front(points: list[dict], path: Path, title: str) -> None:
         if pts:
             ax.scatter([p["p50_ms"] for p in pts], [100 * p["accuracy"] for p in pts], c=color, marker=marker,
                        s=90 if marker == "*" else 45, label=kind, zorder=3)  # fmt: skip
-            for p in pts:
-                ax.annotate(p["name"], (p["p50_ms"], 100 * p["accuracy"]), fontsize=7, xytext=(4, 3),
-                            textcoords="offset points")  # fmt: skip
+    for p, dy in zip(points, label_offsets(points)):
+        ax.annotate(p["name"], (p["p50_ms"], 100 * p["accuracy"]), fontsize=7, xytext=(4, dy),
+                    textcoords="offset points")  # fmt: skip
     front = sorted((p for p in points if not p["dominated_by"]), key=lambda p: p["p50_ms"])
     ax.step([p["p50_ms"] for p in front], [100 * p["accuracy"] for p in front], where="post", color="0.7", zorder=1,
             label="front")  # fmt: skip

@@ -59,3 +59,18 @@ def test_a_front_without_twins_is_one_sentence(tmp_path):
     assert "has no latency-at-X runs; make it with latency_front.py --match-latency." in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "out.json").exists()
+
+
+def test_front_labels_of_overlapping_runs_are_stacked():
+    """latency_front.py's figure: runs at the same accuracy and nearly the same p50 (ResNet-20's
+    latency-0.65xdense and latency-at-macs-0.5) get labels on different lines; distant runs do not."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        offsets = importlib.import_module("latency_front").label_offsets
+    finally:
+        sys.path.remove(str(BENCH))
+    pts = [point("a", 0.9118, 0.2770, 1), point("b", 0.9118, 0.2840, 1), point("c", 0.9118, 0.2845, 1)]
+    pts += [point("far-right", 0.9118, 0.3713, 1), point("higher", 0.9159, 0.2800, 1)]
+    dy = offsets(pts)
+    assert len(set(dy[:3])) == 3  # three labels that would overlap: three lines
+    assert dy[3] == dy[0] and dy[4] == dy[0]  # a run 25% of the span away, or 3 points higher: its own line
