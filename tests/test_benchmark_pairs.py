@@ -73,4 +73,5 @@ def test_front_labels_of_overlapping_runs_are_stacked():
     pts += [point("far-right", 0.9118, 0.3713, 1), point("higher", 0.9159, 0.2800, 1)]
     dy = offsets(pts)
     assert len(set(dy[:3])) == 3  # three labels that would overlap: three lines
-    assert dy[3] == dy[0] and dy[4] == dy[0]  # a run 25% of the span away, or 3 points higher: its own line
+    # a run a whole p50 span to the right, or the whole accuracy span higher: its own line
+    assert dy[3] == dy[0] and dy[4] == dy[0]
