@@ -8,6 +8,7 @@ not understand is frozen with a reason.
 
 import copy
 import functools
+import math
 
 import numpy as np
 import pytest
@@ -238,6 +239,113 @@ def tokens(b):
     return torch.randint(1, 30, (b, 11), generator=torch.Generator().manual_seed(b))
 
 
+# --- layers from the ecosystem: what a layer computes, not its class ---------------------------------
+
+
+class SameConv(nn.Conv2d):
+    """A user's TF-style 'same' convolution: a Conv2d subclass whose forward pads from the input's
+    size with math.ceil (torch.fx cannot trace it) and calls F.conv2d on its own weight."""
+
+    def forward(self, x):
+        ih, iw = x.shape[-2:]
+        kh, kw = self.weight.shape[-2:]
+        pads = []
+        for size, k, s in ((iw, kw, self.stride[1]), (ih, kh, self.stride[0])):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class _Swish(torch.autograd.Function):
+    """A memory-saving swish with a hand-written backward, as timm and EfficientNet ports define it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return g * (s * (1 + x * (1 - s)))
+
+
+class _ChannelShuffle(torch.autograd.Function):
+    """A custom op that mixes channels: the tracer must freeze what it touches."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.roll(1, dims=1)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.roll(-1, dims=1)
+
+
+class SameSwishNet(nn.Module):
+    """timm's pieces and a user's: timm's Conv2dSame and BatchNormAct2d (F.batch_norm on its own
+    parameters), a stride-2 SameConv, depthwise, and a custom autograd activation."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.layers import BatchNormAct2d, Conv2dSame
+
+        self.stem = Conv2dSame(3, 16, 3, stride=2, bias=False)
+        self.bn1 = BatchNormAct2d(16, act_layer=nn.Hardswish)
+        self.dw = SameConv(16, 16, 5, stride=2, groups=16, bias=False)
+        self.bn2 = BatchNormAct2d(16)
+        self.pw = SameConv(16, 24, 1)
+        self.head = nn.Linear(24, 10)
+
+    def forward(self, x):
+        x = self.bn1(self.stem(x))
+        x = _Swish.apply(self.bn2(self.dw(x)))
+        x = _Swish.apply(self.pw(x))
+        return self.head(x.mean((2, 3)))
+
+
+class RepBlockNet(nn.Module):
+    """RepVGG-style re-parameterizable blocks from timm (3x3 + 1x1 + identity-BN branches summed)."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.models.byobnet import RepVggBlock
+
+        self.b1 = RepVggBlock(3, 16, stride=2)
+        self.b2 = RepVggBlock(16, 16)
+        self.b3 = RepVggBlock(16, 32, stride=2)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.b3(self.b2(self.b1(x))).mean((2, 3)))
+
+
+class ShapeBranch(nn.Module):
+    """Python on sizes that torch.fx cannot trace (a branch on the input's height, as MobileViT
+    pads to whole patches): traced by running it, not refused."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 12, 3, padding=1)
+        self.bn = nn.BatchNorm2d(12)
+        self.conv2 = nn.Conv2d(12, 12, 3, padding=1)
+        self.fc = nn.Linear(12, 10)
+
+    def forward(self, x):
+        h = self.bn(self.conv1(x))
+        if h.shape[-1] % 4 != 0:
+            h = F.interpolate(h, size=(math.ceil(h.shape[-2] / 4) * 4, math.ceil(h.shape[-1] / 4) * 4))
+        h = F.relu(self.conv2(h)) + h
+        return self.fc(h.mean((2, 3)))
+
+
+def timm_mobile():
+    import timm
+
+    return timm.create_model("mobilenetv3_small_050", num_classes=10)
+
+
 # name -> (factory, example input of a given batch size)
 MODELS = {
     "resnet18": (lambda: torchvision.models.resnet18(num_classes=10), image(3, 32)),
@@ -252,6 +360,10 @@ MODELS = {
     "cnn": (cnn, image(1, 12)),
     "channels-last": (ChannelsLast, image(3, 8)),
     "roll-frozen": (RollNet, image()),
+    "timm-mobilenetv3": (timm_mobile, image(3, 32)),
+    "same-pad-autograd": (SameSwishNet, image(3, 15)),
+    "rep-blocks": (RepBlockNet, image(3, 16)),
+    "fx-untraceable": (ShapeBranch, image(3, 10)),
 }
 
 
@@ -651,6 +763,85 @@ class Untraceable(nn.Module):
         if x.sum() > 0:
             return self.fc(x)
         return -self.fc(x)
+
+
+@pytest.mark.parametrize(
+    "name, method",
+    [
+        ("timm-mobilenetv3", "fx"),
+        ("same-pad-autograd", "concrete"),
+        ("rep-blocks", "fx"),
+        ("fx-untraceable", "concrete"),
+    ],
+)
+def test_ecosystem_layers_are_understood(name, method):
+    """timm's norm+act layers, 'same'-padding conv subclasses, a custom autograd activation and
+    re-parameterizable blocks are read by what they compute: every channel space but the
+    classifier's outputs is prunable, and a model torch.fx cannot follow is traced by running it."""
+    model, traced = built(name)
+    assert traced.method == method
+    assert [f.node for f in traced.frozen] == ["output"], traced.describe()
+    # every conv and norm of the model is in some group (none left out)
+    in_groups = {s.name.rsplit(".", 1)[0] for g in traced.groups for s in g.slices}
+    layers = {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.modules.batchnorm._BatchNorm))}
+    assert layers <= in_groups, layers - in_groups
+
+
+class MixedByAutograd(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3)
+
+    def forward(self, x):
+        return self.conv2(_ChannelShuffle.apply(_Swish.apply(self.conv1(x))))
+
+
+def test_autograd_function_that_mixes_channels_is_frozen():
+    """torch.fx records a custom autograd Function by its forward: a swish passes, a roll over the
+    channels freezes them (SameSwishNet shows the swish alone prunes)."""
+    traced = trace_groups(MixedByAutograd(), torch.randn(1, 3, 8, 8))
+    reasons = {f.space: f.reason for f in traced.frozen}
+    assert "Tensor.roll is not understood" in reasons["conv1"]
+    assert "conv1" not in {g.name for g in traced.groups}
+
+
+class EscapedCount(nn.Module):
+    """Concrete-traced (a math.ceil on sizes) and a channel count taken out with int(): frozen."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = self.conv1(x)
+        pad = math.ceil(h.shape[-1] / 4) * 4 - h.shape[-1]
+        h = F.pad(h, [0, pad, 0, pad])
+        scale = 1.0 / int(h.shape[1])  # would change once channels go: the masked model keeps 1/8
+        return self.fc((self.conv2(h) * scale).mean((2, 3)))
+
+
+def test_channel_count_read_as_a_python_number_is_frozen():
+    traced = trace_groups(EscapedCount(), torch.randn(1, 3, 7, 7))
+    assert traced.method == "concrete"
+    reasons = {f.space: f.reason for f in traced.frozen}
+    assert "a channel count becomes a Python value (int)" in reasons["conv1"]
+    assert "conv2" in {g.name for g in traced.groups}  # its count is never read
+
+
+class ReadsOutChannels(nn.Conv2d):
+    """A conv subclass whose forward reads its weight's output-channel count: not a kernel-size read."""
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias).view(x.shape[0], self.weight.shape[0], -1).mean(-1)
+
+
+def test_weight_read_beyond_its_kernel_size_freezes_the_layer():
+    model = nn.Sequential(ReadsOutChannels(3, 8, 3), nn.Linear(8, 2))
+    traced = trace_groups(model, torch.randn(1, 3, 6, 6))
+    assert not traced.groups
+    reasons = {f.space: f.reason for f in traced.frozen}
+    assert "0.weight is also read by" in reasons["0"], traced.describe()
 
 
 def test_untraceable_model_is_refused_naming_the_call():

@@ -23,8 +23,19 @@ reads the layer's own attributes (groups, normalized_shape, gates). It also reco
 told apart from one hard-coded in the model's source (which compaction would break). torch.export
 lowers layers to ATen ops (aten.convolution, aten.addmm) with the parameters lifted to inputs
 under new names, so every rule would have to map names back and recognize layers from op
-patterns. The price of fx: data-dependent Python control flow cannot be traced (a `UserError`
-naming the call), and the graph is the forward of the mode the model is in when traced.
+patterns. The price of fx: Python that needs a value (a branch on a size, `math.ceil` of a shape, a slice
+bound from a length) cannot be traced symbolically. Such a model is traced again by running it
+on the example input (prune/concrete.py), which keeps the same node kinds and names; only a
+branch on tensor *values* is refused (a `UserError` naming the call), since another input could
+take a path the trace never saw. Either way the graph is the forward of the mode the model is in
+when traced.
+
+A layer is known by what it computes, not by its class. torch.fx records a torch.nn layer as a
+`call_module`; a subclass with its own forward (timm's BatchNormAct2d, a 'same'-padding conv)
+or a custom autograd Function is traced into, and there a functional op on a layer's own
+parameters (`F.conv2d(x, self.weight, ...)`, `F.batch_norm(...)`: `_FUNCTIONAL_LAYERS`) is that
+layer, by the same rule as the module. A parameter also read elsewhere (other than for its kernel
+size) freezes the layer's channels with the reader named.
 """
 
 from __future__ import annotations
@@ -59,6 +70,7 @@ class TraceResult:
     groups: list[Group]
     frozen: list[Frozen] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)  # layers with parameters the traced forward never runs
+    method: str = "fx"  # "fx": torch.fx symbolic trace; "concrete": run on the example input (prune/concrete.py)
 
     def describe(self) -> str:
         lines = [f"{len(self.groups)} prunable channel spaces, {len(self.frozen)} frozen"]
@@ -413,15 +425,15 @@ def _stochastic_depth(target) -> bool:
 
 
 class _Coupling:
-    def __init__(self, model: nn.Module, gm: fx.GraphModule, allow_norm_pruning: bool):
-        self.model, self.gm = model, gm
+    def __init__(self, model: nn.Module, graph: fx.Graph, allow_norm_pruning: bool, constants: dict | None = None):
+        self.model, self.graph, self.constants = model, graph, constants or {}
         self.allow_norm = allow_norm_pruning
         self.sp = _Spaces()
         self.recs: list[_Rec] = []
         self._pieces = None
         self.state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         self.calls, self.attr_reads = defaultdict(int), defaultdict(int)
-        for n in gm.graph.nodes:
+        for n in graph.nodes:
             if n.op == "call_module" and _has_state(model.get_submodule(n.target)):
                 self.calls[n.target] += 1  # a stateless layer (ReLU, pooling) may well be called many times
             elif n.op == "get_attr":
@@ -526,7 +538,7 @@ class _Coupling:
     # --- the pass --------------------------------------------------------------------------------
     def run(self) -> dict:
         env: dict = {}
-        for node in self.gm.graph.nodes:
+        for node in self.graph.nodes:
             args = fx.node.map_arg(node.args, lambda n: env[n])
             kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
             shape = _meta_shape(node.meta.get("tensor_meta"))
@@ -546,7 +558,23 @@ class _Coupling:
                     self.sp.freeze_from(first, where, reason)
                     out = self.unknown(args, kwargs, shape, where, reason)
                 env[node] = self.checked(out, node)
+            if "concretized" in node.meta:
+                self.escaped(env[node], node)
         return env
+
+    def escaped(self, v, node) -> None:
+        """A value Python took out of the trace (concrete tracer: int(), bool(), len(), a slice bound):
+        where it went cannot be followed, so a channel count in it is never changed."""
+        how = node.meta["concretized"]
+        if how == "len":  # a length: the number of dims of a shape, or a tensor's first dim
+            if isinstance(v, _T) and v.cdim == 0:
+                self.freeze(v, node.name, "the number of its channels is read as a Python value (len)")
+            return
+        for a in _walk(v):
+            if isinstance(a, _T) and a.cdim is not None:
+                self.freeze(a, node.name, f"its channels are read as a Python value ({how})")
+            elif isinstance(a, _Int):
+                self.freeze(a, node.name, f"a channel count becomes a Python value ({how}) the tracer cannot follow")
 
     def checked(self, v, node):
         """Drop a layout that does not add up to the tensor's channel count (never trust it)."""
@@ -560,9 +588,12 @@ class _Coupling:
         return v
 
     def get_attr(self, node, shape):
-        obj = self.model
-        for part in node.target.split("."):
-            obj = getattr(obj, part)
+        if node.target in self.constants:
+            obj = self.constants[node.target]
+        else:
+            obj = self.model
+            for part in node.target.split("."):
+                obj = getattr(obj, part)
         if not torch.is_tensor(obj):
             return obj
         # a parameter read once, directly by one op, can be resized with the channels it scales
@@ -625,26 +656,21 @@ class _Coupling:
             return self.spatial(x, shape, _SPATIAL_MODULES[type(m)], where)
         if isinstance(m, nn.Flatten):
             return self.flatten(x, shape, m.start_dim, m.end_dim, where)
+        w, b = f"{t}.weight", f"{t}.bias"
         if type(m) in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
-            return self.conv(m, t, x, shape, where)
+            return self.conv(t, x, shape, where, m.groups, m.out_channels, (w, b))
         if isinstance(m, nn.Linear) and type(m) is not nn.Bilinear:
-            return self.linear(t, m, x, shape, where)
+            return self.linear(t, x, shape, where, m.out_features, (w, b))
         if isinstance(m, nn.modules.batchnorm._NormBase):  # BatchNorm and InstanceNorm: per-channel
-            return self.per_channel(t, x, shape, where, ("weight", "bias"), ("running_mean", "running_var"))
+            return self.per_channel(x, shape, where, (w, b), (f"{t}.running_mean", f"{t}.running_var"))
         if isinstance(m, nn.GroupNorm):
-            if m.num_groups == m.num_channels:  # one channel per group: per-channel statistics
-                return self.per_channel(t, x, shape, where, ("weight", "bias"), ())
-            return self.norm_over_channels(x, where, "GroupNorm over channel groups")
+            return self.group_norm(x, shape, where, m.num_groups, (w, b))
         if isinstance(m, nn.LayerNorm):
-            return self.layer_norm(t, m, x, args, kwargs, shape, where)
+            return self.layer_norm(x, shape, where, len(m.normalized_shape), (w, b) if m.weight is not None else None)
         if isinstance(m, nn.PReLU):
-            if m.num_parameters == 1:
-                return self.unary(x, shape)
-            return self.per_channel(t, x, shape, where, ("weight",), ())
+            return self.prelu(x, shape, where, w, m.num_parameters)
         if type(m) is nn.Embedding:
-            if x.cdim is not None:
-                self.freeze(x, where, "embedding indices carry channels")
-            return self.embedding(t, m, shape)
+            return self.embedding(t, x, shape, where, m.embedding_dim, w)
         return self.unknown(args, kwargs, shape, where, f"layer type {type(m).__name__} is not understood")
 
     def unary(self, x, shape):
@@ -661,57 +687,71 @@ class _Coupling:
             return _T(shape)
         return _T(shape, x.cdim, x.segs)
 
-    def conv(self, m, t, x, shape, where):
-        rows = [f"{t}.weight", f"{t}.bias"]
+    def conv(self, t, x, shape, where, groups: int, out_channels: int, rows: tuple):
+        """A convolution: `rows` are its weight and bias keys (a missing bias is skipped)."""
+        weight = rows[0]
         if isinstance(x, _T) and x.cdim is not None and x.cdim != 1:
             self.freeze(x, where, f"convolution reads channels on dim 1 but they are on dim {x.cdim}")
             x = _T(x.shape)
         prunable = isinstance(x, _T) and x.cdim is not None
-        if m.groups > 1 and m.groups == m.in_channels:  # depthwise: each output channel follows its input channel
+        in_channels = x.shape[1] if isinstance(x, _T) else None
+        if groups > 1 and groups == in_channels:  # depthwise: each output channel follows its input channel
             if not prunable:
                 return _T(shape)
-            mult = m.out_channels // m.groups
+            mult = out_channels // groups
             for r in rows:
                 self.emit(r, 0, x.segs, scored=True, scale=mult)
             return _T(shape, 1, tuple((sp, blk * mult) for sp, blk in x.segs))
-        if m.groups > 1:  # whole-group rule: every group keeps the same units of its slice of channels
+        if groups > 1:  # whole-group rule: every group keeps the same units of its slice of channels
             if prunable:
-                piece = self.chunk_layout(x.segs, m.groups)
+                piece = self.chunk_layout(x.segs, groups)
                 if piece is None:
-                    self.freeze(
-                        x, where, f"grouped convolution (groups={m.groups}) over channels it cannot split evenly"
-                    )
+                    self.freeze(x, where, f"grouped convolution (groups={groups}) over channels it cannot split evenly")
                 else:
-                    self.emit(f"{t}.weight", 1, piece, scored=False)
-            sp = self.sp.new(m.out_channels // m.groups, t)
-            segs = ((sp, 1),) * m.groups
+                    self.emit(weight, 1, piece, scored=False)
+            sp = self.sp.new(out_channels // groups, t)
+            segs = ((sp, 1),) * groups
             for r in rows:
                 self.emit(r, 0, segs, scored=True)
             return _T(shape, 1, segs)
         if prunable:
-            self.emit(f"{t}.weight", 1, x.segs, scored=False)
-        return self.produce(t, m.out_channels, rows, shape, 1)
+            self.emit(weight, 1, x.segs, scored=False)
+        return self.produce(t, out_channels, list(rows), shape, 1)
 
-    def linear(self, t, m, x, shape, where):
+    def linear(self, t, x, shape, where, out_features: int, rows: tuple):
         if isinstance(x, _T) and x.cdim is not None:
             if x.cdim != len(x.shape) - 1:
                 self.freeze(x, where, f"Linear mixes the last dim but the channels are on dim {x.cdim}")
             else:
-                self.emit(f"{t}.weight", 1, x.segs, scored=False)
-        return self.produce(t, m.out_features, [f"{t}.weight", f"{t}.bias"], shape, len(shape) - 1)
+                self.emit(rows[0], 1, x.segs, scored=False)
+        return self.produce(t, out_features, list(rows), shape, len(shape) - 1)
 
-    def per_channel(self, t, x, shape, where, scored, buffers):
-        """A layer with one entry per channel on dim 1 (BatchNorm, InstanceNorm, PReLU)."""
+    def per_channel(self, x, shape, where, scored, buffers):
+        """A layer with one entry per channel on dim 1 (BatchNorm, InstanceNorm, PReLU): the keys
+        of its scored parameters and of its buffers (None: absent)."""
         if not isinstance(x, _T) or x.cdim is None:
             return _fixed_like(shape, _origin(x))
         if x.cdim != 1:
             self.freeze(x, where, f"normalizes channels on dim 1 but they are on dim {x.cdim}")
             return _T(shape)
         for p in scored:
-            self.emit(f"{t}.{p}", 0, x.segs, scored=True)
+            if p is not None:
+                self.emit(p, 0, x.segs, scored=True)
         for b in buffers:
-            self.emit(f"{t}.{b}", 0, x.segs, scored=False)
+            if b is not None:
+                self.emit(b, 0, x.segs, scored=False)
         return _T(shape, 1, x.segs)
+
+    def group_norm(self, x, shape, where, num_groups: int, rows: tuple):
+        channels = x.shape[1] if isinstance(x, _T) and len(x.shape) > 1 else None
+        if num_groups == channels:  # one channel per group: per-channel statistics
+            return self.per_channel(x, shape, where, rows, ())
+        return self.norm_over_channels(x, where, "GroupNorm over channel groups")
+
+    def prelu(self, x, shape, where, weight: str, num_parameters: int):
+        if num_parameters == 1:
+            return self.unary(x, shape)
+        return self.per_channel(x, shape, where, (weight,), ())
 
     def norm_over_channels(self, x, where, what):
         """Frozen: the statistics mix the channels. The output keeps the input's channels (frozen with them)."""
@@ -723,21 +763,24 @@ class _Coupling:
         )
         return x
 
-    def layer_norm(self, t, m, x, args, kwargs, shape, where):
+    def layer_norm(self, x, shape, where, k: int, rows: tuple | None):
+        """Normalization over the last `k` dims, with an affine weight and bias (`rows`, None: none)."""
         if not isinstance(x, _T) or x.cdim is None:
             return _fixed_like(shape, _origin(x))
-        k = len(m.normalized_shape)
         if x.cdim < len(x.shape) - k:  # normalized over other dims: each channel on its own
             return _T(shape, x.cdim, x.segs)
-        if not self.allow_norm or k != 1 or m.weight is None:
+        if not self.allow_norm or k != 1 or rows is None:
             return self.norm_over_channels(x, where, "LayerNorm")
-        for p in ("weight", "bias"):
-            self.emit(f"{t}.{p}", 0, x.segs, scored=True)
+        for p in rows:
+            if p is not None:
+                self.emit(p, 0, x.segs, scored=True)
         return _T(shape, x.cdim, x.segs)
 
-    def embedding(self, t, m, shape):
-        sp = self.sp.new(m.embedding_dim, t)
-        self.emit(f"{t}.weight", 1, ((sp, 1),), scored=True)
+    def embedding(self, t, x, shape, where, dim: int, weight: str):
+        if isinstance(x, _T) and x.cdim is not None:
+            self.freeze(x, where, "embedding indices carry channels")
+        sp = self.sp.new(dim, t)
+        self.emit(weight, 1, ((sp, 1),), scored=True)
         return _T(shape, len(shape) - 1, ((sp, 1),))
 
     def rnn(self, t, m, args, kwargs, shape, where):
@@ -772,6 +815,13 @@ class _Coupling:
         if fn is getattr:
             return self.attr(args[0], args[1], shape, where)
         self.guard_ints(args, kwargs, where)
+        if fn in _FUNCTIONAL_LAYERS:
+            return self.functional_layer(node, fn, args, kwargs, shape, where)
+        if fn is F.pad:
+            pad = _arg(args, kwargs, 1, "pad", None)
+            if isinstance(pad, (tuple, list)) and len(pad) % 2 == 0 and isinstance(args[0], _T):
+                return self.spatial(args[0], shape, len(pad) // 2, where)
+            return self.unknown(args, kwargs, shape, where, "pads with sizes the tracer cannot read")
         if fn in _UNARY_FUNCS or _stochastic_depth(fn):
             return self.unary(_arg(args, kwargs, 0, "input", None), shape)
         if fn in _SPATIAL_FUNCS:
@@ -781,12 +831,6 @@ class _Coupling:
         if fn is F.interpolate:
             x = args[0]
             return self.spatial(x, shape, len(x.shape) - 2, where) if isinstance(x, _T) else _fixed_like(shape)
-        if fn is F.layer_norm:
-            x, k = args[0], len(_arg(args, kwargs, 1, "normalized_shape", ()))
-            if isinstance(x, _T) and x.cdim is not None and x.cdim < len(x.shape) - k:
-                return _T(shape, x.cdim, x.segs)  # normalized over other dims: each channel on its own
-            self.guard_ints(args, kwargs, where)
-            return self.norm_over_channels(x, where, "layer_norm") if isinstance(x, _T) else _fixed_like(shape)
         if fn is torch.flatten:
             return self.flatten(
                 args[0], shape, _arg(args, kwargs, 1, "start_dim", 0), _arg(args, kwargs, 2, "end_dim", -1), where
@@ -853,6 +897,82 @@ class _Coupling:
         if name in ("squeeze", "unsqueeze"):
             return self.squeeze(x, _arg(args, kwargs, 1, "dim", None), shape, where, name == "unsqueeze")
         return self.unknown(args, kwargs, shape, where, f"Tensor.{name} is not understood on a channel path")
+
+    # --- functional layers: an op on a layer's own parameters is that layer -----------------------
+    def own_param(self, node, pos: int, name: str) -> str | None:
+        """The state-dict key of the parameter or buffer given as argument `pos` / `name` of `node`
+        (None: not given), if the op is its only reader: the rule may then resize it with the
+        channels. Anything else raises _NotOwn with the reason."""
+        a = node.args[pos] if len(node.args) > pos else node.kwargs.get(name)
+        if a is None:
+            return None
+        if not isinstance(a, fx.Node) or a.op != "get_attr" or a.target not in self.state:
+            raise _NotOwn(f"its {name} is computed, not a layer's own parameter")
+        key = a.target
+        owner = key.rpartition(".")[0]
+        if key in self.shared:
+            others = ", ".join(n for n in self.shared[key] if n != key)
+            raise _NotOwn(f"its {name} {key} is shared with {others}")
+        if self.calls.get(owner) or self.attr_reads[key] > 1:
+            raise _NotOwn(f"its {name} {key} is also used elsewhere")
+        ndim = len(self.state[key])
+        for u in a.users:
+            if u is not node and not _reads_only_kernel(u, ndim):
+                raise _NotOwn(f"its {name} {key} is also read by {u.name}")
+        return key
+
+    def functional_layer(self, node, fn, args, kwargs, shape, where):
+        """torch.nn.functional conv / linear / norm / embedding / prelu on a layer's own parameters
+        (timm's norm+act layers, 'same'-padding conv subclasses): the torch.nn layer's rule, with the
+        layer's parameters found from the op's arguments."""
+        roles = _FUNCTIONAL_LAYERS[fn]
+        try:
+            keys = {role: self.own_param(node, pos, role) for role, pos in roles.items()}
+        except _NotOwn as e:
+            reason = f"{_qualname(fn)}: {e}"
+            out = self.unknown(args, kwargs, shape, where, reason)
+            if fn in (F.conv1d, F.conv2d, F.conv3d, F.linear) and isinstance(out, _T):
+                # the layer's own output channels: listed as frozen, not just absent from the groups
+                cdim = 1 if fn is not F.linear else len(shape) - 1
+                w = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+                name = w.target.rpartition(".")[0] if isinstance(w, fx.Node) and w.op == "get_attr" else where
+                sp = self.sp.new(shape[cdim], name)
+                self.sp.freeze(sp, where, reason)
+                return _T(shape, cdim, ((sp, 1),))
+            return out
+        x = _arg(args, kwargs, 0, "input", None)
+        w, b = keys.get("weight"), keys.get("bias")
+        owner_path = (w or b or "").rpartition(".")[0]
+        owner = self.model.get_submodule(owner_path) if (w or b) else None
+        if fn in (F.conv1d, F.conv2d, F.conv3d, F.linear, F.embedding, F.prelu) and w is None:
+            return self.unknown(args, kwargs, shape, where, f"{_qualname(fn)} without a layer's own weight")
+        if fn in (F.conv1d, F.conv2d, F.conv3d):
+            groups = _arg(args, kwargs, 6, "groups", 1)
+            if groups != 1 and not (isinstance(owner, nn.modules.conv._ConvNd) and owner.groups == groups):
+                return self.unknown(
+                    args, kwargs, shape, where, f"a grouped {_qualname(fn)} whose groups no conv layer holds"
+                )
+            return self.conv(owner_path, x, shape, where, groups, self.state[w][0], (w, b))
+        if fn is F.linear:
+            return self.linear(owner_path, x, shape, where, self.state[w][0], (w, b))
+        if fn is F.embedding:
+            return self.embedding(owner_path, x, shape, where, self.state[w][1], w)
+        if fn is F.prelu:
+            return self.prelu(x, shape, where, w, _prod(self.state[w]))
+        if fn in (F.batch_norm, F.instance_norm):
+            return self.per_channel(x, shape, where, (w, b), (keys.get("running_mean"), keys.get("running_var")))
+        if fn is F.group_norm:
+            n = _arg(args, kwargs, 1, "num_groups", None)
+            channels = x.shape[1] if isinstance(x, _T) and len(x.shape) > 1 else None
+            if n == channels and not isinstance(owner, nn.GroupNorm):  # the group count would not follow
+                return self.norm_over_channels(x, where, "group_norm with one group per channel, not a GroupNorm's,")
+            return self.group_norm(x, shape, where, n, (w, b))
+        # layer_norm: over the channels it is prunable only as a LayerNorm (its normalized_shape follows)
+        normalized = _arg(args, kwargs, 1, "normalized_shape", None)
+        if not isinstance(normalized, (tuple, list)):
+            return self.unknown(args, kwargs, shape, where, "layer_norm over a shape the tracer cannot read")
+        rows = (w, b) if w is not None and isinstance(owner, nn.LayerNorm) else None
+        return self.layer_norm(x, shape, where, len(normalized), rows)
 
     # --- ints and sizes ---
     def int_op(self, args):
@@ -1245,6 +1365,45 @@ def _arg(args, kwargs, i: int, name: str, default):
     return kwargs.get(name, default)
 
 
+class _NotOwn(Exception):
+    """A functional layer op's tensor that is not a parameter the rule can resize with the channels."""
+
+
+# torch.nn.functional layer ops: argument position of each parameter the layer owns
+_FUNCTIONAL_LAYERS = {
+    F.conv1d: {"weight": 1, "bias": 2},
+    F.conv2d: {"weight": 1, "bias": 2},
+    F.conv3d: {"weight": 1, "bias": 2},
+    F.linear: {"weight": 1, "bias": 2},
+    F.batch_norm: {"running_mean": 1, "running_var": 2, "weight": 3, "bias": 4},
+    F.instance_norm: {"running_mean": 1, "running_var": 2, "weight": 3, "bias": 4},
+    F.group_norm: {"weight": 2, "bias": 3},
+    F.layer_norm: {"weight": 2, "bias": 3},
+    F.embedding: {"weight": 1},
+    F.prelu: {"weight": 1},
+}
+
+
+def _reads_only_kernel(u, ndim: int) -> bool:
+    """Does node `u` read only dims 2 and up of an `ndim`-dim weight's shape (a conv's kernel size,
+    as 'same' padding does)? Dims 0 and 1 are channel counts."""
+
+    def beyond_channels(i) -> bool:
+        if isinstance(i, int):
+            return _norm_dim(i, ndim) >= 2
+        if isinstance(i, slice) and i.step in (None, 1) and isinstance(i.start, int):
+            return _norm_dim(i.start, ndim) >= 2
+        return False
+
+    if u.op == "call_method" and u.target == "size" and len(u.args) == 2:
+        return beyond_channels(u.args[1])
+    if u.op == "call_function" and u.target is getattr and u.args[1:] == ("shape",) and ndim > 2:
+        return all(
+            v.op == "call_function" and v.target is operator.getitem and beyond_channels(v.args[1]) for v in u.users
+        )
+    return False
+
+
 def _ranges(s: Slice, width: int) -> list[tuple[int, int]]:
     """The index ranges a slice covers for all `width` units (traced slices are contiguous)."""
     if isinstance(s, OffsetSlice):
@@ -1270,9 +1429,9 @@ def _check_disjoint(groups: list[Group], state: dict) -> None:
 
 
 def _user_frame(tb) -> str:
-    """The innermost traceback frame outside torch: where the model's own code failed."""
-    torch_dir = str(Path(torch.__file__).parent)
-    frames = [f for f in traceback.extract_tb(tb) if not f.filename.startswith(torch_dir)]
+    """The innermost traceback frame outside torch and the tracers: where the model's own code failed."""
+    skip = (str(Path(torch.__file__).parent), str(Path(__file__).parent))
+    frames = [f for f in traceback.extract_tb(tb) if not f.filename.startswith(skip)]
     if not frames:
         return ""
     f = frames[-1]
@@ -1291,37 +1450,65 @@ def trace_groups(model: nn.Module, example_inputs, allow_norm_pruning: bool = Fa
         # at batch 1 the batch dim looks like any size-1 dim (a reshape could merge it into the channels)
         example_inputs = tuple(torch.cat([x, x]) for x in example_inputs)
     try:
-        gm = fx.symbolic_trace(model)
-    except Exception as e:  # noqa: BLE001 - any failure here means fx cannot trace this model
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(". ")
-        raise UserError(
-            f"edgeprune cannot trace {type(model).__name__} with torch.fx{_user_frame(e.__traceback__)}: {first}; "
-            "make that code independent of tensor values or move it into a submodule."
-        ) from None
+        graph, constants, method = fx.symbolic_trace(model).graph, {}, "fx"
+    except Exception as fx_error:  # noqa: BLE001 - fx cannot follow this model's Python: run it for real
+        graph, constants, method = _concrete(model, example_inputs, fx_error), None, "concrete"
+    if method == "fx":
+        buffers = {k: v.clone() for k, v in model.named_buffers()}
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                ShapeProp(fx.GraphModule(model, graph)).propagate(*example_inputs)
+        except Exception as e:  # noqa: BLE001
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(". ")
+            raise UserError(
+                f"The example input does not run through {type(model).__name__} ({first}); pass one that does."
+            ) from None
+        finally:
+            with torch.no_grad():
+                for k, v in model.named_buffers():
+                    v.copy_(buffers[k])
+    else:
+        graph, constants = graph
+    c = _Coupling(model, graph, allow_norm_pruning, constants)
+    c.run()
+    result = c.result()
+    result.method = method
+    result.unused = _unused(model, graph)
+    return result
+
+
+def _concrete(model: nn.Module, example_inputs: tuple, fx_error: Exception):
+    """The concrete tracer's graph and constants (prune/concrete.py); a UserError naming the model's
+    own line when neither tracer can follow it."""
+    from edgeprune.prune.concrete import DataDependentBranch, concrete_trace
+
     buffers = {k: v.clone() for k, v in model.named_buffers()}
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            ShapeProp(gm).propagate(*example_inputs)
+            return concrete_trace(model, example_inputs)
+    except DataDependentBranch as e:
+        raise UserError(
+            f"edgeprune cannot trace {type(model).__name__}{_user_frame(e.__traceback__)}: it {e}; "
+            "make that code independent of tensor values or move it into a submodule."
+        ) from None
     except Exception as e:  # noqa: BLE001
         first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(". ")
+        fx_first = (str(fx_error).strip().splitlines() or [type(fx_error).__name__])[0].rstrip(". ")
         raise UserError(
-            f"The example input does not run through {type(model).__name__} ({first}); pass one that does."
+            f"edgeprune cannot trace {type(model).__name__}: torch.fx stops{_user_frame(fx_error.__traceback__)} "
+            f"({fx_first}), and running it on the example input fails{_user_frame(e.__traceback__)} ({first}); "
+            "make that code work on the example input or move it into a submodule."
         ) from None
     finally:
         with torch.no_grad():
             for k, v in model.named_buffers():
                 v.copy_(buffers[k])
-    c = _Coupling(model, gm, allow_norm_pruning)
-    c.run()
-    result = c.result()
-    result.unused = _unused(model, gm)
-    return result
 
 
-def _unused(model: nn.Module, gm: fx.GraphModule) -> list[str]:
+def _unused(model: nn.Module, graph: fx.Graph) -> list[str]:
     """Layers with parameters that the traced forward never calls nor reads."""
     used: set[str] = set()
-    for n in gm.graph.nodes:
+    for n in graph.nodes:
         if n.op == "call_module":
             used.update(f"{n.target}.{k}" for k, _ in model.get_submodule(n.target).named_parameters())
         elif n.op == "get_attr":
