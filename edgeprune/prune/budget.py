@@ -83,8 +83,8 @@ def unreachable_sentence(measure: str, final: float, floors: Floors, reasons: li
 def no_pruning_epoch(epochs: int, warmup_epochs: int, prune_until: float, last_prune_epoch: int) -> str:
     """Why a schedule prunes at no epoch (the caller checks that it does not)."""
     return (
-        f"the schedule has no pruning epoch (--epochs {epochs}, --warmup-epochs {warmup_epochs}, "
-        f"--prune-until {prune_until:g}: warm-up ends after epoch {warmup_epochs}, pruning after epoch "
+        f"the schedule has no pruning epoch (--epochs {epochs} with --warmup-epochs {warmup_epochs} and "
+        f"--prune-until {prune_until:g} would prune from the end of epoch {warmup_epochs + 1} to epoch "
         f"{last_prune_epoch})"
     )
 
