@@ -260,9 +260,7 @@ def test_nothing_prunable_with_a_budget_is_one_sentence():
     assert str(p.summary()).startswith("nothing was pruned: no channel can be pruned (frozen: conv (torch.cumsum")
 
 
-def test_the_cli_prints_the_warning_as_one_line_before_training_and_the_miss_at_the_end(
-    data_root, tmp_path, factories
-):
+def test_the_cli_prints_the_warning_as_one_line_before_training_and_the_miss_at_the_end(data_root, tmp_path, factories):
     from test_cli_errors import run_cli
 
     run = tmp_path / "cli"
