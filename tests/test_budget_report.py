@@ -277,3 +277,47 @@ def test_the_cli_prints_the_warning_as_one_line_before_training_and_the_miss_at_
     line = f"warning: budget not met: MACs 0.50 asked, {FLOOR:.2f} reached — frozen: conv1"
     assert any(x.startswith(line) for x in out[done + 1 :]), out  # the final lines, after "done"
     assert metrics_of(run)["budget_met"] is False
+
+
+def test_a_resumed_pruner_judges_the_budget_against_the_dense_model():
+    """Rebuilt on the compacted model, a pruner's costs are the small model's until load_state_dict
+    restores the dense ones; `train` warns only then (warn_budget), so a met budget stays quiet."""
+    torch.manual_seed(0)
+    model = Net(cumsum=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    kw = dict(target_macs=0.6, min_width=16, optimizer=opt, epochs=2, warmup_epochs=0, prune_until=0.5)
+    p, said = pruner(model, **kw)
+    assert said == []  # floor 0.54 (conv1 16, conv2 16 of 32) is below 0.6
+    model(X).sum().backward()
+    p.after_backward()
+    p.end_epoch()
+    assert p.budget_status()["met"] and p.budget_status()["reached"] <= 0.6
+    state = p.state_dict()
+
+    resumed, said = pruner(model, **kw)  # the pruned model: its floor is most of it
+    assert said and "cannot be met" in said[0]
+    resumed.load_state_dict(state)
+    assert resumed.budget_warnings() == [] and resumed.budget_status() == p.budget_status()
+
+
+def test_a_resumed_run_warns_again_once(data_root, tmp_path, factories, monkeypatch):
+    import edgeprune.train as t
+
+    c = run_cfg(data_root, tmp_path, factories, "frozen", target_macs=0.5)
+    real = t._print_epoch
+
+    def interrupt(record, cfg, quiet):
+        real(record, cfg, quiet)
+        if record["epoch"] == 2:  # after the pruning epoch: the checkpoint holds the compacted model
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(t, "_print_epoch", interrupt)
+    with pytest.warns(BudgetWarning), pytest.raises(KeyboardInterrupt):
+        train_run(c, quiet=True)
+    monkeypatch.setattr(t, "_print_epoch", real)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = train_run(c, resume=True, quiet=True)
+    said = [str(w.message) for w in caught if issubclass(w.category, BudgetWarning)]
+    assert len(said) == 1 and f"keeps {FLOOR:.2f} of the dense model's MACs" in said[0], said
+    assert m["budget_met"] is False and m["budget_reached_fraction"] == pytest.approx(FLOOR, abs=1e-12)
