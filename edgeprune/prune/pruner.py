@@ -521,10 +521,11 @@ class Pruner:
         base = self._baseline_cost()
         fixed_measure = "params" if self.schedule.measure == "params" or self.cost.macs_factors is None else "macs"
         nothing = self._shapes({g.name: 0 for g in self.groups})  # what is left when every group is gone
+        # of the dense model (after compaction and on resume too: the baselines are the dense model's)
         if fixed_measure == "macs":
-            fixed = self.cost.macs(nothing) / max(self.cost.macs(self._shapes({})), 1)
+            fixed = self.cost.macs(nothing) / max(self.baseline_macs, 1)
         else:
-            fixed = sum(math.prod(s) for s in nothing.values()) / max(count_params(self.model), 1)
+            fixed = sum(math.prod(s) for s in nothing.values()) / max(self.baseline_params, 1)
         return budgets.Floors(
             min_width=self._cost_for(self._floor_keep()) / base,
             one_unit=self._cost_for(self._floor_keep(lambda g: 1)) / base,
