@@ -322,3 +322,12 @@ def test_a_resumed_run_warns_again_once(data_root, tmp_path, factories, monkeypa
     said = [str(w.message) for w in caught if issubclass(w.category, BudgetWarning)]
     assert len(said) == 1 and f"keeps {FLOOR:.2f} of the dense model's MACs" in said[0], said
     assert m["budget_met"] is False and m["budget_reached_fraction"] == pytest.approx(FLOOR, abs=1e-12)
+
+
+def test_experiments_training_stage_says_the_budget_was_missed(data_root, tmp_path, factories):
+    from edgeprune.experiment import train_stage
+
+    c = run_cfg(data_root, tmp_path, factories, "frozen", target_macs=0.5)
+    with pytest.warns(BudgetWarning):
+        stage = train_stage(c, quiet=True)
+    assert stage["detail"].endswith(f"params; budget not met: MACs 0.50 asked, {FLOOR:.2f} reached"), stage
