@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from edgeprune.errors import UserError
+from edgeprune.errors import BudgetWarning, UserError
 
 # click's exception base, wherever this typer takes click from (its own copy since typer 0.22)
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -62,7 +63,10 @@ def friendly(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", BudgetWarning)  # each run's, even when two say the same
+                warnings.showwarning = _show_budget_warnings(warnings.showwarning)
+                return fn(*args, **kwargs)
         except UserError as e:
             err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
@@ -71,6 +75,18 @@ def friendly(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _show_budget_warnings(show):
+    """A budget the run cannot meet as one line on stderr, like an error (other warnings as Python shows them)."""
+
+    def showwarning(message, category, *args, **kwargs):
+        if issubclass(category, BudgetWarning):
+            err.print(f"[bold yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        else:
+            show(message, category, *args, **kwargs)
+
+    return showwarning
 
 
 DATASET_HELP = (

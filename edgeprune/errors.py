@@ -17,6 +17,12 @@ def unknown_choice(kind: str, name: str, choices) -> UserError:
     return UserError(f"Unknown {kind} '{name}'; choose one of {', '.join(choices)}.{hint}")
 
 
+class BudgetWarning(UserWarning):
+    """Pruning cannot reach (or did not reach) what was asked: a budget below the model's floor
+    (frozen layers, --min-width), or a schedule with no pruning epoch. Warned by `Pruner` when it
+    is known; `edgeprune` commands print it as one line."""
+
+
 class DataNotFound(UserError):
     """A dataset is neither local nor reachable."""
 

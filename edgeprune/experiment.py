@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeprune.errors import UserError
+from edgeprune.prune import budget as budgets
 from edgeprune.run import RunDir, atomic_write_json, read_json
 
 RAN, RESUMED, SKIPPED = "ran", "resumed", "skipped"
@@ -225,11 +226,13 @@ def train_stage(cfg, quiet: bool = False) -> dict:
             return _result(name, SKIPPED, t0, f"{run.root.name}/metrics.json exists")
     resuming = run.config.exists() and run.checkpoint.exists()
     metrics = train_run(cfg, resume=run.config.exists(), quiet=quiet)
+    budget = budgets.from_metrics(metrics)
+    missed = "" if budget is None or budget["met"] else "; " + budgets.status_line({**budget, "reasons": []})
     return _result(
         name,
         RESUMED if resuming else RAN,
         t0,
-        f"test acc {test_acc(metrics)}, {metrics['params']:,} params",
+        f"test acc {test_acc(metrics)}, {metrics['params']:,} params{missed}",
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edgeprune.bench.metrics import majority_warning
 from edgeprune.errors import UserError
+from edgeprune.prune import budget as budgets
 from edgeprune.run import RunDir, atomic_write_bytes, atomic_write_json, read_json, read_jsonl
 
 REPORT_FORMAT = 1
@@ -307,6 +308,9 @@ def build_rows(runs: list[Run]) -> tuple[list[dict], list[str], dict]:
         warning = majority_warning(_num(m.get("test_accuracy")), _num(m.get("test_majority_share")), m.get("test_n"))
         if warning:
             notes.append(f"{run.name}: {warning}")
+        budget = budgets.from_metrics(m)
+        if budget is not None and not budget["met"]:
+            notes.append(f"{run.name}: {budgets.status_line(budget)}.")
         kept, epochs = m.get("kept_epoch"), (run.config or {}).get("epochs")
         if isinstance(kept, int) and isinstance(epochs, int) and kept != epochs:
             notes.append(
@@ -713,6 +717,9 @@ def budget_of(config: dict, pruned: bool) -> str:
 def _run_summary(run: Run) -> dict:
     c = run.config
     pruning = "off" if not run.pruned else budget_of(c, True) + (f" (preset {c['preset']})" if c.get("preset") else "")
+    budget = budgets.from_metrics(run.metrics or {})
+    if budget is not None and not budget["met"]:  # the notes say why
+        pruning += f", not met: {budgets.frac(budget['reached'])} reached"
     lb = (run.bundle_meta or {}).get("latency_budget")
     return {
         "name": run.name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -17,9 +18,10 @@ from edgeprune.bench.metrics import majority_warning
 from edgeprune.config import TrainConfig, default_threads, schedule_of
 from edgeprune.data.loader import Data, Split, load_data
 from edgeprune.data.text import Vocab
-from edgeprune.errors import UserError
+from edgeprune.errors import BudgetWarning, UserError
 from edgeprune.metrics import f1_score, loss_fn, majority_share, predict, training_loss
 from edgeprune.models import build_model, check_model_fits, default_config, layer_widths
+from edgeprune.prune import budget as budgets
 from edgeprune.prune.bn import recalibrate_batchnorm
 from edgeprune.prune.pruner import Pruner, count_params
 from edgeprune.run import (
@@ -297,17 +299,24 @@ class _Training:
         if self.cfg.target_latency_ms is not None:
             lm, self.latency_table = distributed.on_main(self.ctx, lambda: self._latency_model(fresh, example))
         reduce = distributed.all_reduce_scores if self.ctx.enabled else None
-        self.pruner = Pruner(
-            self.model,
-            example,
-            self.optimizer,
-            schedule=self.schedule,
-            reduce_scores=reduce,
-            baseline_params=self.baseline_params,
-            latency_model=lm,
-        )
+        with warnings.catch_warnings():
+            if ckpt is not None or not self.ctx.is_main:
+                # one rank says it; a resumed pruner is built on the pruned model, so it says it
+                # below, once its state holds the dense model's costs again
+                warnings.simplefilter("ignore", BudgetWarning)
+            self.pruner = Pruner(
+                self.model,
+                example,
+                self.optimizer,
+                schedule=self.schedule,
+                reduce_scores=reduce,
+                baseline_params=self.baseline_params,
+                latency_model=lm,
+            )
         if ckpt is not None:
             self.pruner.load_state_dict(ckpt["pruner"])
+            if self.ctx.is_main:
+                self.pruner.warn_budget()
         elif self.pruner.frozen and self.ctx.is_main and not self.quiet:
             console.print(
                 "not pruned (the tracer cannot follow them): " + "; ".join(self.pruner.frozen), soft_wrap=True
@@ -479,6 +488,7 @@ class _Training:
         test = evaluate(model, self.data, self.data.test)
         majority = majority_share(self.data.test.y)
         warning = majority_warning(test["accuracy"], majority, test["n"])
+        budget = pruner.budget_status() if pruner else None
         metrics = {
             "test_loss": test["loss"],
             "test_accuracy": test["accuracy"],
@@ -486,7 +496,7 @@ class _Training:
             "f1_average": "macro",
             "test_n": test["n"],
             "test_majority_share": majority,
-            "warnings": [warning] if warning else [],
+            "warnings": [w for w in (warning, budget and not budget["met"] and budgets.status_line(budget)) if w],
             "params": live,
             "dense_params": count_params(model),
             "baseline_params": self.baseline_params,
@@ -498,6 +508,7 @@ class _Training:
             "latency_ms_predicted": pruner.latency_ms() if pruner else None,
             "baseline_latency_ms_predicted": pruner.baseline_latency_ms if pruner else None,
             "target_latency_ms": cfg.target_latency_ms,
+            **budgets.to_metrics(budget),
             "latency_model": self._latency_record(),
             "epochs": cfg.epochs,
             "kept_epoch": cfg.epochs if kept_best is None else kept_best,  # the epoch whose weights these are
@@ -522,8 +533,9 @@ class _Training:
         )
         atomic_write_json(run.metrics, metrics)
         if not self.quiet:
+            done = "[bold green]done[/]" if budget is None or budget["met"] else "[bold yellow]done, budget not met[/]"
             console.print(
-                f"[bold green]done[/]: test accuracy {_score(metrics['test_accuracy'])} (n={test['n']:,}), "
+                f"{done}: test accuracy {_score(metrics['test_accuracy'])} (n={test['n']:,}), "
                 f"macro-F1 {_score(metrics['test_f1'])}, {live:,} live parameters "
                 f"({metrics['compression']:.1f}x fewer than {self.baseline_params:,}), {self.train_seconds:.0f}s; "
                 + ("" if kept_best is None else f"weights of epoch {kept_best} (best validation); ")

@@ -72,6 +72,16 @@ def world(tmp_path_factory, data_root) -> dict[str, Path]:
     (w / "factories.py").write_text(
         "from torch import nn\n\n\ndef make(num_classes):\n    return nn.Linear(4, num_classes)\n"
     )
+    # nothing to prune: a linear classifier (its only channels are the model's inputs and outputs),
+    # and a CNN whose every channel path goes through an op the tracer does not follow
+    (w / "unprunable.py").write_text(
+        "import torch\nfrom torch import nn\n\n\n"
+        "def linear(num_classes):\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))\n\n\n"
+        "class Cumsum(nn.Module):\n    def __init__(self, num_classes):\n        super().__init__()\n"
+        "        self.conv, self.fc = nn.Conv2d(1, 8, 3), nn.Linear(8, num_classes)\n\n"
+        "    def forward(self, x):\n        return self.fc(torch.cumsum(self.conv(x), 1).mean((2, 3)))\n\n\n"
+        "def cumsum(num_classes):\n    return Cumsum(num_classes)\n"
+    )
 
     write_csv(w / "texts.csv", ["text", "label"], sentiment_rows(30, classes=("bad", "good")))
     (w / "vectors3.txt").write_text("film 0.1 0.2 0.3\nthe 1 2 3\n")
@@ -166,6 +176,19 @@ CASES = {
         *("--dataset", "cifar10", "--data-dir", "{data}", "--out", "{tmp}/x", "--no-prune"),
         *("--model", "torchvision:resnet18", "--model-kwargs", '{{"num_classes": 3}}'),
         says=("gives 3 outputs but cifar10 has 10 classes", """--model-kwargs '{"num_classes": 10}'"""),
+    ),
+    # a budget on a model with nothing prunable: refused before the run directory is written
+    "budget-nothing-prunable-linear": _p(
+        "train",
+        *NEW_RUN,
+        *("--model", "{w}/unprunable.py:linear", "--target-macs", "0.5"),
+        says=("--target-macs 0.5 cannot be met: no channel of this Sequential can be pruned", "(--no-prune)"),
+    ),
+    "budget-nothing-prunable-frozen": _p(
+        "train",
+        *NEW_RUN,
+        *("--model", "{w}/unprunable.py:cumsum", "--target-params", "0.3"),
+        says=("no channel of this Cumsum can be pruned (frozen: conv (torch.cumsum", "make those layers traceable"),
     ),
     "torchvision-unknown-model": _p(
         "train",

@@ -21,12 +21,14 @@ and listed in `pruner.frozen`, never guessed.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from edgeprune.errors import UserError
+from edgeprune.errors import BudgetWarning, UserError
+from edgeprune.prune import budget as budgets
 from edgeprune.prune.compact import compact_masks
 from edgeprune.prune.cost import CostModel
 from edgeprune.prune.groups import (
@@ -85,6 +87,9 @@ class Summary:
     frozen: list[str]
     latency_ms_before: float | None = None  # predicted by the latency model, when there is one
     latency_ms_after: float | None = None
+    # {measure, target, reached (fractions of the dense model's cost), met, reasons}; None: no budget
+    budget: dict | None = None
+    nothing_pruned: str | None = None  # why, when no unit and no connection was removed
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -93,23 +98,33 @@ class Summary:
         def ratio(a, b):
             return f"{a / b:.2f}x" if a is not None and b else "-"
 
-        lines = [f"{'layer':<40} {'before':>8} {'after':>8}"]
-        for k, before in self.widths_before.items():
-            lines.append(f"{k:<40} {before:>8} {self.widths_after.get(k, before):>8}")
-        lines.append(
-            f"parameters {self.params_before:,} -> {self.params_after:,} "
-            f"({ratio(self.params_before, self.params_after)} fewer)"
-        )
-        if self.macs_before is not None:
+        if self.nothing_pruned:  # not an empty table and "1.00x fewer"
+            lines = [f"nothing was pruned: {self.nothing_pruned}"]
             lines.append(
-                f"MACs per example {self.macs_before:,} -> {self.macs_after:,} "
-                f"({ratio(self.macs_before, self.macs_after)} fewer)"
+                f"parameters {self.params_before:,}"
+                + (f", MACs per example {self.macs_before:,}" if self.macs_before is not None else "")
+                + " (unchanged)"
             )
-        if self.latency_ms_before is not None:
+        else:
+            lines = [f"{'layer':<40} {'before':>8} {'after':>8}"]
+            for k, before in self.widths_before.items():
+                lines.append(f"{k:<40} {before:>8} {self.widths_after.get(k, before):>8}")
             lines.append(
-                f"predicted latency {self.latency_ms_before:.4f} ms -> {self.latency_ms_after:.4f} ms "
-                f"({ratio(self.latency_ms_before, self.latency_ms_after)} faster)"
+                f"parameters {self.params_before:,} -> {self.params_after:,} "
+                f"({ratio(self.params_before, self.params_after)} fewer)"
             )
+            if self.macs_before is not None:
+                lines.append(
+                    f"MACs per example {self.macs_before:,} -> {self.macs_after:,} "
+                    f"({ratio(self.macs_before, self.macs_after)} fewer)"
+                )
+            if self.latency_ms_before is not None:
+                lines.append(
+                    f"predicted latency {self.latency_ms_before:.4f} ms -> {self.latency_ms_after:.4f} ms "
+                    f"({ratio(self.latency_ms_before, self.latency_ms_after)} faster)"
+                )
+        if self.budget is not None:
+            lines.append(budgets.status_line(self.budget))
         if self.frozen:
             lines.append("not pruned (the tracer could not follow them): " + "; ".join(self.frozen))
         return "\n".join(lines)
@@ -202,7 +217,13 @@ class Pruner:
         self.budget_reached = False
         self.epoch = 1  # the epoch in progress (numbered from 1)
         self.frozen: list[str] = []
+        self._frozen_spaces: list = []  # the tracer's Frozen records behind `frozen`
         self._bind()
+        if schedule.measure is not None and not self.groups:
+            target = schedule.target_latency_ms if schedule.measure == "latency" else schedule.target
+            raise UserError(
+                budgets.nothing_prunable_sentence(type(model).__name__, schedule.measure, target, self._frozen_pairs())
+            )
         self.cost = CostModel(model, self.example_inputs)
         if schedule.target_macs is not None and self.cost.macs_factors is None:
             raise UserError("target_macs needs example_inputs to count the model's MACs.")
@@ -220,6 +241,8 @@ class Pruner:
         self.widths_before = self.widths()
         if schedule.target_latency_ms is not None:
             self._check_reachable(schedule.target_latency_ms)
+        # the first moment a miss is known: say it now, not after the run
+        self.warn_budget()
 
     def _bind(self) -> None:
         """(Re)derive the coupling groups of the model as it is now, and start fresh score sums."""
@@ -237,7 +260,8 @@ class Pruner:
             traced = trace_groups(model, tuple(x.to(device) for x in self.example_inputs))
             self.groups = traced.groups
             # the model's outputs are never pruned by design; the rest is what the tracer refused
-            self.frozen = [f"{f.space}: {f.reason} at {f.node}" for f in traced.frozen if f.node != "output"]
+            self._frozen_spaces = [f for f in traced.frozen if f.node != "output"]
+            self.frozen = [f"{f.space}: {f.reason} at {f.node}" for f in self._frozen_spaces]
         self._per_unit = {g.name: g.channels_per_unit() for g in self.groups}
         self.scores = TaylorScores(
             self.groups, connection_params(self.model) if self.schedule.prune_connections else []
@@ -311,7 +335,7 @@ class Pruner:
                 redirect_removed(model, self.groups, removed)
         self.masks.apply(model, self.optimizer)
         report.removed_connections = self.masks.zeros() - zeros_before
-        if budget is not None and self._cost_now() <= self._final * self._baseline_cost():
+        if budget is not None and budgets.meets(self._cost_now(), self._final, self._baseline_cost()):
             self.budget_reached = True
         if report.compacted:
             self._bind()
@@ -470,15 +494,142 @@ class Pruner:
         return self.schedule.target
 
     def _check_reachable(self, target_ms: float) -> None:
-        floor = self.latency_model.predict_shapes(
-            self._shapes({g.name: min(g.width, self._in_units(g)[1]) for g in self.groups})
-        )
+        """A latency budget below the floor is refused outright (the table says it cannot be met)."""
+        floor = self.latency_model.predict_shapes(self._shapes(self._floor_keep()))
         if target_ms < floor:
+            frozen = self._frozen_pairs()
             raise UserError(
                 f"--target-latency-ms {target_ms:g} is below what this model can reach by the latency table "
-                f"({floor:.4g} ms with every layer at --min-width; the dense model: {self.baseline_latency_ms:.4g} "
-                "ms); raise it or start from a smaller model."
+                f"({floor:.4g} ms with every prunable layer at --min-width"
+                + (f" and the frozen ones whole, {budgets.frozen_names(frozen)}" if frozen else "")
+                + f"; the dense model: {self.baseline_latency_ms:.4g} ms); raise it or start from a smaller model."
             )
+
+    # --- is the budget reachable? (the words: prune/budget.py) --------------------------------
+    def _frozen_pairs(self) -> list[tuple[str, str]]:
+        return [(f.space, f.reason) for f in self._frozen_spaces]
+
+    def _floor_keep(self, units=None) -> dict[str, int]:
+        """Survivors of every group at its floor: `units(g)` (default --min-width), never below its
+        protected units nor above its width."""
+        units = units or (lambda g: self._in_units(g)[1])
+        return {g.name: max(min(g.width, units(g)), len(g.protected)) for g in self.groups}
+
+    def _floors(self) -> budgets.Floors:
+        """The budget's measure at the lowest widths pruning can reach, as fractions of the dense
+        model's (frozen channel spaces and the model's inputs and outputs stay whole)."""
+        base = self._baseline_cost()
+        fixed_measure = "params" if self.schedule.measure == "params" or self.cost.macs_factors is None else "macs"
+        nothing = self._shapes({g.name: 0 for g in self.groups})  # what is left when every group is gone
+        # of the dense model (after compaction and on resume too: the baselines are the dense model's)
+        if fixed_measure == "macs":
+            fixed = self.cost.macs(nothing) / max(self.baseline_macs, 1)
+        else:
+            fixed = sum(math.prod(s) for s in nothing.values()) / max(self.baseline_params, 1)
+        return budgets.Floors(
+            min_width=self._cost_for(self._floor_keep()) / base,
+            one_unit=self._cost_for(self._floor_keep(lambda g: 1)) / base,
+            fixed=fixed,
+            fixed_measure=fixed_measure,
+        )
+
+    def _unreachable_reasons(self, floors: budgets.Floors | None = None) -> list[str]:
+        if self._final is None or not self.groups:
+            return []
+        floors = floors or self._floors()
+        return budgets.unreachable_reasons(
+            floors, self._final, self._frozen_pairs(), self.schedule.min_width, self.schedule.measure
+        )
+
+    def _schedule_reason(self) -> str | None:
+        """Why the schedule never prunes (None: it has pruning epochs)."""
+        s = self.schedule
+        if s.prune_steps > 0:
+            return None
+        return budgets.no_pruning_epoch(s.epochs, s.warmup_epochs, s.prune_until, s.last_prune_epoch)
+
+    def budget_warnings(self) -> list[str]:
+        """What is known now about a budget (or any pruning) this run cannot reach, one sentence
+        each: a floor above the target (frozen layers, --min-width) or no pruning epoch."""
+        out = []
+        if self._final is not None:
+            floors = self._floors()
+            reasons = self._unreachable_reasons(floors)
+            if reasons:
+                out.append(budgets.unreachable_sentence(self.schedule.measure, self._final, floors, reasons))
+        schedule = self._schedule_reason()
+        if schedule is not None:
+            out.append(budgets.no_pruning_sentence(schedule))
+        return out
+
+    def warn_budget(self) -> list[str]:
+        """`warnings.warn` each of `budget_warnings()` as a BudgetWarning (done at construction;
+        call it again after `load_state_dict`, which restores the dense model's costs)."""
+        found = self.budget_warnings()
+        for message in found:
+            warnings.warn(message, BudgetWarning, stacklevel=3)
+        return found
+
+    def budget_status(self) -> dict | None:
+        """The budget's outcome so far: {measure, target, reached (fractions of the dense model's
+        cost), met, reasons}; None without a budget. Masked units count as removed."""
+        final = self._final
+        if final is None:
+            return None
+        base = self._baseline_cost()
+        cost = self._cost_live()
+        met = budgets.meets(cost, final, base)
+        reasons = []
+        if not met:
+            reasons = self._unreachable_reasons()
+            schedule = self._schedule_reason()
+            if schedule is not None:
+                reasons.append(schedule)
+            if not reasons:
+                reasons.append(self._stopped_reason())
+        measure = self.schedule.measure
+        return {"measure": measure, "target": final, "reached": cost / base, "met": met, "reasons": reasons}
+
+    def _stopped_reason(self) -> str:
+        """Why a budget whose floor is below the target was still missed."""
+        s = self.schedule
+        if self.epoch <= s.last_prune_epoch:
+            return f"pruning is not over (it ends after epoch {s.last_prune_epoch}; {self.epoch - 1} done)"
+
+        def rounded(g):  # the lowest width the budget's steps reach: a multiple of --round-to
+            rt, mw = self._in_units(g)
+            return math.ceil(max(min(mw, g.width), 1) / rt) * rt
+
+        floor = self._cost_for(self._floor_keep(rounded)) / self._baseline_cost()
+        if not budgets.meets(floor, self._final, 1.0):
+            return f"--round-to {s.round_to}: widths in its multiples stop the budget's steps at {budgets.frac(floor)}"
+        return "the last pruning epoch ended above it (no layer could give up another notch that saves cost)"
+
+    def _cost_live(self) -> float:
+        """The budget's measure of the model with its live units only (masked units counted as gone)."""
+        if self.schedule.measure == "params":
+            return float(self.live_params())
+        shapes = self._shapes({g.name: int(self._live_units(g).sum()) for g in self.groups})
+        if self.schedule.measure == "latency":
+            return self.latency_model.predict_shapes(shapes)
+        return float(self.cost.macs(shapes))
+
+    def _nothing_pruned(self) -> str | None:
+        """Why no unit and no connection was removed (None: something was)."""
+        if self.masks.zeros() or self.widths() != self.widths_before:
+            return None
+        if not self.groups:
+            return f"no channel can be pruned ({budgets.why_nothing_prunable(self._frozen_pairs())})"
+        schedule = self._schedule_reason()
+        if schedule is not None:
+            return schedule
+        s = self.schedule
+        if self.epoch <= s.warmup_epochs + 1:
+            return f"no pruning epoch has ended yet (the first is epoch {s.warmup_epochs + 1})"
+        status = self.budget_status()
+        if status is not None and status["reasons"]:
+            return "; ".join(status["reasons"])
+        return f"no unit or connection scored under --threshold {s.threshold:g} of its layer's average"
 
     def _choose_connections(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -535,6 +686,8 @@ class Pruner:
             latency_ms_before=self.baseline_latency_ms,
             latency_ms_after=self.latency_ms(),
             frozen=list(self.frozen),
+            budget=self.budget_status(),
+            nothing_pruned=self._nothing_pruned(),
         )
 
     def state_dict(self) -> dict:
