@@ -16,23 +16,7 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-_RNN = (nn.LSTM, nn.GRU, nn.RNN)
-
-
-def _uses(m: nn.Module, inputs, output) -> dict[str, float] | None:
-    """Uses per call of each weight of layer `m`, for the whole batch."""
-    if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        return {"weight": output.numel() / output.shape[1]}  # batch x output positions
-    if isinstance(m, nn.Linear):
-        return {"weight": output.numel() / output.shape[-1]}  # batch x tokens
-    if isinstance(m, _RNN):
-        out = output[0] if isinstance(output, tuple) else output
-        if isinstance(out, nn.utils.rnn.PackedSequence):
-            steps = float(out.data.shape[0])  # every real step of every sequence in the batch
-        else:
-            steps = float(out.shape[0] * out.shape[1]) if out.dim() == 3 else float(out.shape[0])
-        return {n: steps for n, _ in m.named_parameters() if n.startswith("weight")}
-    return None
+from edgeprune.prune.layers import weight_uses
 
 
 class CostModel:
@@ -56,7 +40,7 @@ class CostModel:
         for path, m in model.named_modules():
 
             def hook(m, args, output, path=path):
-                for name, uses in (_uses(m, args, output) or {}).items():
+                for name, uses in (weight_uses(m, output) or {}).items():
                     factors[f"{path}.{name}" if path else name] += uses / batch
 
             handles.append(m.register_forward_hook(hook))

@@ -16,6 +16,7 @@ from torch import nn
 
 from edgeprune.errors import UserError
 from edgeprune.prune.groups import Group, keep_indices, remapped_index
+from edgeprune.prune.layers import resize_layer
 
 Keeps = dict[tuple[str, int], torch.Tensor]
 
@@ -103,13 +104,10 @@ def resize_(model: nn.Module, keeps: Keeps) -> dict[nn.Parameter, nn.Parameter]:
 
 
 def update_shapes(model: nn.Module, tensor_names) -> None:
-    """Bring the shape attributes of the layers owning these tensors in line with their tensors."""
+    """Bring the shape attributes of the layers owning these tensors in line with their tensors
+    (each layer type's rule: prune/layers.py)."""
     for path in sorted({name.rpartition(".")[0] for name in tensor_names}):
-        m = model.get_submodule(path)
-        for types, rule in SHAPE_RULES:
-            if isinstance(m, types):
-                rule(m)
-                break
+        resize_layer(model.get_submodule(path))
 
 
 def repoint_optimizer(optimizer: torch.optim.Optimizer, replaced: dict[nn.Parameter, nn.Parameter]) -> None:
@@ -162,62 +160,3 @@ def slice_optimizer_state(optimizer: torch.optim.Optimizer, keeps: Keeps, model:
         for dim, idx in dims:
             v = v.index_select(dim, idx.to(v.device))
         state[key] = v
-
-
-# --- shape attributes, one rule per layer type -----------------------------------------------------
-
-
-def _conv(m: nn.Conv2d) -> None:
-    out = m.weight.shape[0]
-    if m.groups > 1 and m.groups == m.in_channels:  # depthwise: the groups follow the channels
-        mult = m.out_channels // m.groups
-        m.groups = out // mult
-        m.in_channels = m.groups
-    else:
-        m.in_channels = m.weight.shape[1] * m.groups
-    m.out_channels = out
-
-
-def _linear(m: nn.Linear) -> None:
-    m.out_features, m.in_features = m.weight.shape
-
-
-def _norm(m: nn.modules.batchnorm._NormBase) -> None:
-    t = m.weight if m.weight is not None else m.running_mean
-    m.num_features = t.shape[0]
-
-
-def _layer_norm(m: nn.LayerNorm) -> None:
-    m.normalized_shape = (m.weight.shape[0],)
-
-
-def _group_norm(m: nn.GroupNorm) -> None:
-    if m.num_groups == m.num_channels:
-        m.num_groups = m.weight.shape[0]
-    m.num_channels = m.weight.shape[0]
-
-
-def _embedding(m: nn.Embedding) -> None:
-    m.num_embeddings, m.embedding_dim = m.weight.shape
-
-
-def _rnn(m: nn.RNNBase) -> None:
-    m.input_size = m.weight_ih_l0.shape[1]
-    m.hidden_size = m.weight_hh_l0.shape[1]
-    m.flatten_parameters()
-
-
-def _prelu(m: nn.PReLU) -> None:
-    m.num_parameters = m.weight.shape[0]
-
-
-SHAPE_RULES = [
-    ((nn.Conv1d, nn.Conv2d, nn.Conv3d), _conv),
-    (nn.Linear, _linear),
-    (nn.modules.batchnorm._NormBase, _norm),
-    (nn.LayerNorm, _layer_norm),
-    (nn.GroupNorm, _group_norm),
-    (nn.Embedding, _embedding),
-    (nn.RNNBase, _rnn),
-    (nn.PReLU, _prelu),
-]

@@ -33,9 +33,10 @@ when traced.
 A layer is known by what it computes, not by its class. torch.fx records a torch.nn layer as a
 `call_module`; a subclass with its own forward (timm's BatchNormAct2d, a 'same'-padding conv)
 or a custom autograd Function is traced into, and there a functional op on a layer's own
-parameters (`F.conv2d(x, self.weight, ...)`, `F.batch_norm(...)`: `_FUNCTIONAL_LAYERS`) is that
-layer, by the same rule as the module. A parameter also read elsewhere (other than for its kernel
-size) freezes the layer's channels with the reader named.
+parameters (`F.conv2d(x, self.weight, ...)`, `F.batch_norm(...)`) is that layer, by the same
+rule as the module. One `LayerRule` per layer type (prune/layers.py) serves the tracer,
+compaction and cost. A parameter also read elsewhere (other than for its kernel size) freezes the
+layer's channels with the reader named.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from edgeprune.errors import UserError
 from edgeprune.prune.groups import Group, OffsetSlice, Slice
+from edgeprune.prune.layers import FUNCTIONAL, rule_for
+from edgeprune.prune.tracevals import TensorVal, fixed_like, origin_of
 
 
 @dataclass(frozen=True)
@@ -92,17 +95,6 @@ _Seg = tuple  # (space id, block): a space's units in order along the channel ax
 
 
 @dataclass(frozen=True)
-class _T:
-    """A tensor: its shape and where its prunable channels lie (cdim None: nothing prunable flows here)."""
-
-    shape: tuple
-    cdim: int | None = None
-    segs: tuple = ()
-    param: str | None = None  # the state-dict key when the tensor is a parameter or buffer read directly
-    origin: str | None = None  # for a tensor with no prunable channels: the op that fixed them
-
-
-@dataclass(frozen=True)
 class _Int:
     """An int computed in forward: exactly the channel count of `chan`, or derived from channel counts."""
 
@@ -112,7 +104,7 @@ class _Int:
 
 @dataclass(frozen=True)
 class _Size:
-    t: _T
+    t: TensorVal
 
 
 @dataclass
@@ -208,24 +200,9 @@ def _meta_shape(meta):
     return None
 
 
-def _fixed_like(shape, origin: str | None = None):
-    """A value of the node's output structure in which no channel is prunable (fixed by `origin`)."""
-    if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
-        return _T(shape, origin=origin)
-    if isinstance(shape, (tuple, list)):
-        return tuple(_fixed_like(s, origin) for s in shape)
-    if isinstance(shape, dict):
-        return {k: _fixed_like(v, origin) for k, v in shape.items()}
-    return None
-
-
-def _origin(x) -> str | None:
-    return x.origin if isinstance(x, _T) else None
-
-
 def _walk(a):
     """Every tracer value inside a nested argument structure."""
-    if isinstance(a, (_T, _Int, _Size)):
+    if isinstance(a, (TensorVal, _Int, _Size)):
         yield a
     elif isinstance(a, (tuple, list)):
         for x in a:
@@ -452,16 +429,16 @@ class _Coupling:
             self.recs.append(_Rec(sp, name, dim, base + pos * scale, blk * scale, scored))
             pos += self.sp.s[sp].width * blk
 
-    def produce(self, name: str, width: int, rows: list[str], shape, cdim: int) -> _T:
+    def produce(self, name: str, width: int, rows: list[str], shape, cdim: int) -> TensorVal:
         """A new space of `width` channels produced by layer `name` (its `rows` own the channels along dim 0)."""
         sp = self.sp.new(width, name)
         for r in rows:
             self.emit(r, 0, ((sp, 1),), scored=True)
-        return _T(shape, cdim, ((sp, 1),))
+        return TensorVal(shape, cdim, ((sp, 1),))
 
     def freeze(self, vals, node: str, reason: str) -> None:
         for v in _walk(vals):
-            if isinstance(v, _T) and v.cdim is not None:
+            if isinstance(v, TensorVal) and v.cdim is not None:
                 for sp, _ in v.segs:
                     self.sp.freeze(sp, node, reason)
             elif isinstance(v, _Size) and v.t.cdim is not None:
@@ -471,7 +448,7 @@ class _Coupling:
                     for sp, _ in segs:
                         self.sp.freeze(sp, node, reason)
 
-    def layout(self, t: _T, width: int, name: str):
+    def layout(self, t: TensorVal, width: int, name: str):
         """The segments along an axis of `t` that `width` positions long; fixed channels get a hidden space."""
         if t.cdim is not None:
             return t.segs
@@ -543,7 +520,7 @@ class _Coupling:
             kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
             shape = _meta_shape(node.meta.get("tensor_meta"))
             if node.op == "placeholder":
-                env[node] = _fixed_like(shape, f"the model's input {node.name}")
+                env[node] = fixed_like(shape, f"the model's input {node.name}")
             elif node.op == "get_attr":
                 env[node] = self.get_attr(node, shape)
             elif node.op == "output":
@@ -567,22 +544,22 @@ class _Coupling:
         where it went cannot be followed, so a channel count in it is never changed."""
         how = node.meta["concretized"]
         if how == "len":  # a length: the number of dims of a shape, or a tensor's first dim
-            if isinstance(v, _T) and v.cdim == 0:
+            if isinstance(v, TensorVal) and v.cdim == 0:
                 self.freeze(v, node.name, "the number of its channels is read as a Python value (len)")
             return
         for a in _walk(v):
-            if isinstance(a, _T) and a.cdim is not None:
+            if isinstance(a, TensorVal) and a.cdim is not None:
                 self.freeze(a, node.name, f"its channels are read as a Python value ({how})")
             elif isinstance(a, _Int):
                 self.freeze(a, node.name, f"a channel count becomes a Python value ({how}) the tracer cannot follow")
 
     def checked(self, v, node):
         """Drop a layout that does not add up to the tensor's channel count (never trust it)."""
-        if isinstance(v, _T) and v.cdim is not None and v.shape is not None:
+        if isinstance(v, TensorVal) and v.cdim is not None and v.shape is not None:
             total = sum(self.sp.s[sp].width * blk for sp, blk in v.segs)
             if v.cdim >= len(v.shape) or total != v.shape[v.cdim]:
                 self.freeze(v, node.name, "internal: channel layout does not match the shape (please report)")
-                return _T(v.shape)
+                return TensorVal(v.shape)
         if isinstance(v, tuple):
             return tuple(self.checked(x, node) for x in v)
         return v
@@ -599,7 +576,7 @@ class _Coupling:
         # a parameter read once, directly by one op, can be resized with the channels it scales
         once = len(node.users) == 1 and self.attr_reads[node.target] == 1
         key = node.target if once and node.target in self.state and node.target not in self.shared else None
-        return _T(tuple(obj.shape), param=key)
+        return TensorVal(tuple(obj.shape), param=key)
 
     def call(self, node, args, kwargs, shape):
         where = self.where(node)
@@ -632,7 +609,7 @@ class _Coupling:
 
     def unknown(self, args, kwargs, shape, where, reason="not understood on a channel path"):
         self.freeze((args, kwargs), where, reason)
-        return _fixed_like(shape, where)
+        return fixed_like(shape, where)
 
     def guard_ints(self, args, kwargs, where) -> None:
         """An op reading a channel count would compute something else once channels are removed."""
@@ -643,9 +620,10 @@ class _Coupling:
     # --- modules ---------------------------------------------------------------------------------
     def module(self, node, m, args, kwargs, shape, where):
         t = node.target
-        if type(m) in (nn.LSTM, nn.GRU):
-            return self.rnn(t, m, args, kwargs, shape, where)
-        if len(args) != 1 or kwargs or not isinstance(args[0], _T):
+        rule = rule_for(m)
+        if rule is not None and not rule.one_input:
+            return self.layer(rule, t, m, args, kwargs, shape, where)
+        if len(args) != 1 or kwargs or not isinstance(args[0], TensorVal):
             return self.unknown(args, kwargs, shape, where, "called with other than one tensor input")
         x = args[0]
         if isinstance(m, _UNARY_MODULES):
@@ -656,170 +634,45 @@ class _Coupling:
             return self.spatial(x, shape, _SPATIAL_MODULES[type(m)], where)
         if isinstance(m, nn.Flatten):
             return self.flatten(x, shape, m.start_dim, m.end_dim, where)
-        w, b = f"{t}.weight", f"{t}.bias"
-        if type(m) in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
-            return self.conv(t, x, shape, where, m.groups, m.out_channels, (w, b))
-        if isinstance(m, nn.Linear) and type(m) is not nn.Bilinear:
-            return self.linear(t, x, shape, where, m.out_features, (w, b))
-        if isinstance(m, nn.modules.batchnorm._NormBase):  # BatchNorm and InstanceNorm: per-channel
-            return self.per_channel(x, shape, where, (w, b), (f"{t}.running_mean", f"{t}.running_var"))
-        if isinstance(m, nn.GroupNorm):
-            return self.group_norm(x, shape, where, m.num_groups, (w, b))
-        if isinstance(m, nn.LayerNorm):
-            return self.layer_norm(x, shape, where, len(m.normalized_shape), (w, b) if m.weight is not None else None)
-        if isinstance(m, nn.PReLU):
-            return self.prelu(x, shape, where, w, m.num_parameters)
-        if type(m) is nn.Embedding:
-            return self.embedding(t, x, shape, where, m.embedding_dim, w)
+        if rule is not None:
+            return self.layer(rule, t, m, args, kwargs, shape, where)
         return self.unknown(args, kwargs, shape, where, f"layer type {type(m).__name__} is not understood")
 
+    def layer(self, rule, t, m, args, kwargs, shape, where):
+        """A torch.nn layer with parameters, by its rule (prune/layers.py)."""
+        numbers = rule.numbers(m, t, args, kwargs)
+        if isinstance(numbers, str):
+            return self.unknown(args, kwargs, shape, where, numbers)
+        return rule.couple(self, t, args[0], shape, where, **numbers)
+
     def unary(self, x, shape):
-        if not isinstance(x, _T):
-            return _fixed_like(shape)
-        return _T(shape, x.cdim, x.segs) if x.cdim is not None else _T(shape, origin=x.origin)
+        if not isinstance(x, TensorVal):
+            return fixed_like(shape)
+        return TensorVal(shape, x.cdim, x.segs) if x.cdim is not None else TensorVal(shape, origin=x.origin)
 
     def spatial(self, x, shape, k: int, where):
         """Pooling, padding or resizing of the last k dims: fine as long as the channels are elsewhere."""
-        if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape, _origin(x))
+        if not isinstance(x, TensorVal) or x.cdim is None:
+            return fixed_like(shape, origin_of(x))
         if x.cdim >= len(x.shape) - k or len(shape) != len(x.shape):
             self.freeze(x, where, "pools or resizes along the channel axis")
-            return _T(shape)
-        return _T(shape, x.cdim, x.segs)
-
-    def conv(self, t, x, shape, where, groups: int, out_channels: int, rows: tuple):
-        """A convolution: `rows` are its weight and bias keys (a missing bias is skipped)."""
-        weight = rows[0]
-        if isinstance(x, _T) and x.cdim is not None and x.cdim != 1:
-            self.freeze(x, where, f"convolution reads channels on dim 1 but they are on dim {x.cdim}")
-            x = _T(x.shape)
-        prunable = isinstance(x, _T) and x.cdim is not None
-        in_channels = x.shape[1] if isinstance(x, _T) else None
-        if groups > 1 and groups == in_channels:  # depthwise: each output channel follows its input channel
-            if not prunable:
-                return _T(shape)
-            mult = out_channels // groups
-            for r in rows:
-                self.emit(r, 0, x.segs, scored=True, scale=mult)
-            return _T(shape, 1, tuple((sp, blk * mult) for sp, blk in x.segs))
-        if groups > 1:  # whole-group rule: every group keeps the same units of its slice of channels
-            if prunable:
-                piece = self.chunk_layout(x.segs, groups)
-                if piece is None:
-                    self.freeze(x, where, f"grouped convolution (groups={groups}) over channels it cannot split evenly")
-                else:
-                    self.emit(weight, 1, piece, scored=False)
-            sp = self.sp.new(out_channels // groups, t)
-            segs = ((sp, 1),) * groups
-            for r in rows:
-                self.emit(r, 0, segs, scored=True)
-            return _T(shape, 1, segs)
-        if prunable:
-            self.emit(weight, 1, x.segs, scored=False)
-        return self.produce(t, out_channels, list(rows), shape, 1)
-
-    def linear(self, t, x, shape, where, out_features: int, rows: tuple):
-        if isinstance(x, _T) and x.cdim is not None:
-            if x.cdim != len(x.shape) - 1:
-                self.freeze(x, where, f"Linear mixes the last dim but the channels are on dim {x.cdim}")
-            else:
-                self.emit(rows[0], 1, x.segs, scored=False)
-        return self.produce(t, out_features, list(rows), shape, len(shape) - 1)
-
-    def per_channel(self, x, shape, where, scored, buffers):
-        """A layer with one entry per channel on dim 1 (BatchNorm, InstanceNorm, PReLU): the keys
-        of its scored parameters and of its buffers (None: absent)."""
-        if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape, _origin(x))
-        if x.cdim != 1:
-            self.freeze(x, where, f"normalizes channels on dim 1 but they are on dim {x.cdim}")
-            return _T(shape)
-        for p in scored:
-            if p is not None:
-                self.emit(p, 0, x.segs, scored=True)
-        for b in buffers:
-            if b is not None:
-                self.emit(b, 0, x.segs, scored=False)
-        return _T(shape, 1, x.segs)
-
-    def group_norm(self, x, shape, where, num_groups: int, rows: tuple):
-        channels = x.shape[1] if isinstance(x, _T) and len(x.shape) > 1 else None
-        if num_groups == channels:  # one channel per group: per-channel statistics
-            return self.per_channel(x, shape, where, rows, ())
-        return self.norm_over_channels(x, where, "GroupNorm over channel groups")
-
-    def prelu(self, x, shape, where, weight: str, num_parameters: int):
-        if num_parameters == 1:
-            return self.unary(x, shape)
-        return self.per_channel(x, shape, where, (weight,), ())
-
-    def norm_over_channels(self, x, where, what):
-        """Frozen: the statistics mix the channels. The output keeps the input's channels (frozen with them)."""
-        self.freeze(
-            x,
-            where,
-            f"{what} normalizes over the channels: removing one changes the statistics of the others, "
-            "so masks cannot stand in for removal",
-        )
-        return x
-
-    def layer_norm(self, x, shape, where, k: int, rows: tuple | None):
-        """Normalization over the last `k` dims, with an affine weight and bias (`rows`, None: none)."""
-        if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape, _origin(x))
-        if x.cdim < len(x.shape) - k:  # normalized over other dims: each channel on its own
-            return _T(shape, x.cdim, x.segs)
-        if not self.allow_norm or k != 1 or rows is None:
-            return self.norm_over_channels(x, where, "LayerNorm")
-        for p in rows:
-            if p is not None:
-                self.emit(p, 0, x.segs, scored=True)
-        return _T(shape, x.cdim, x.segs)
-
-    def embedding(self, t, x, shape, where, dim: int, weight: str):
-        if isinstance(x, _T) and x.cdim is not None:
-            self.freeze(x, where, "embedding indices carry channels")
-        sp = self.sp.new(dim, t)
-        self.emit(weight, 1, ((sp, 1),), scored=True)
-        return _T(shape, len(shape) - 1, ((sp, 1),))
-
-    def rnn(self, t, m, args, kwargs, shape, where):
-        x = args[0]
-        if m.num_layers != 1 or m.bidirectional or getattr(m, "proj_size", 0):
-            return self.unknown(args, kwargs, shape, where, "only single-layer, one-direction LSTM/GRU are understood")
-        if len(args) > 1 or kwargs:
-            return self.unknown(args, kwargs, shape, where, "an initial state is passed (its width is fixed)")
-        if isinstance(x, _T) and x.cdim is not None:
-            if x.cdim != len(x.shape) - 1:
-                self.freeze(x, where, f"the RNN reads features on the last dim but the channels are on dim {x.cdim}")
-            else:
-                self.emit(f"{t}.weight_ih_l0", 1, x.segs, scored=False)
-        gates, h = (4 if isinstance(m, nn.LSTM) else 3), m.hidden_size
-        sp = self.sp.new(h, t)
-        unit = ((sp, 1),)
-        for p in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
-            for g in range(gates):
-                self.emit(f"{t}.{p}", 0, unit, scored=True, base=g * h)
-        self.emit(f"{t}.weight_hh_l0", 1, unit, scored=False)  # the unit's recurrent input column
-        out = _T(shape[0], len(shape[0]) - 1, unit)
-        states = shape[1] if isinstance(m, nn.LSTM) else (shape[1],)
-        hs = tuple(_T(s, len(s) - 1, unit) for s in states)
-        return (out, hs) if isinstance(m, nn.LSTM) else (out, hs[0])
+            return TensorVal(shape)
+        return TensorVal(shape, x.cdim, x.segs)
 
     # --- functions and methods -------------------------------------------------------------------
     def function(self, node, fn, args, kwargs, shape, where):
-        if fn in _INT_OPS and not any(isinstance(a, _T) for a in args):
+        if fn in _INT_OPS and not any(isinstance(a, TensorVal) for a in args):
             return self.int_op(args)
         if fn is operator.getitem:
             return self.getitem(args[0], args[1], shape, where)
         if fn is getattr:
             return self.attr(args[0], args[1], shape, where)
         self.guard_ints(args, kwargs, where)
-        if fn in _FUNCTIONAL_LAYERS:
+        if fn in FUNCTIONAL:
             return self.functional_layer(node, fn, args, kwargs, shape, where)
         if fn is F.pad:
             pad = _arg(args, kwargs, 1, "pad", None)
-            if isinstance(pad, (tuple, list)) and len(pad) % 2 == 0 and isinstance(args[0], _T):
+            if isinstance(pad, (tuple, list)) and len(pad) % 2 == 0 and isinstance(args[0], TensorVal):
                 return self.spatial(args[0], shape, len(pad) // 2, where)
             return self.unknown(args, kwargs, shape, where, "pads with sizes the tracer cannot read")
         if fn in _UNARY_FUNCS or _stochastic_depth(fn):
@@ -830,7 +683,7 @@ class _Coupling:
             return self.spatial(args[0], shape, _SPATIAL_FUNCS[fn], where)
         if fn is F.interpolate:
             x = args[0]
-            return self.spatial(x, shape, len(x.shape) - 2, where) if isinstance(x, _T) else _fixed_like(shape)
+            return self.spatial(x, shape, len(x.shape) - 2, where) if isinstance(x, TensorVal) else fixed_like(shape)
         if fn is torch.flatten:
             return self.flatten(
                 args[0], shape, _arg(args, kwargs, 1, "start_dim", 0), _arg(args, kwargs, 2, "end_dim", -1), where
@@ -866,7 +719,7 @@ class _Coupling:
         if name == "dim":
             return _Int()
         if name == "numel":
-            return _Int(derived=(x.segs,)) if isinstance(x, _T) and x.cdim is not None else _Int()
+            return _Int(derived=(x.segs,)) if isinstance(x, TensorVal) and x.cdim is not None else _Int()
         if name in ("view", "reshape"):
             return self.reshape(x, args[1:], shape, where)
         if name == "expand":
@@ -925,54 +778,28 @@ class _Coupling:
         """torch.nn.functional conv / linear / norm / embedding / prelu on a layer's own parameters
         (timm's norm+act layers, 'same'-padding conv subclasses): the torch.nn layer's rule, with the
         layer's parameters found from the op's arguments."""
-        roles = _FUNCTIONAL_LAYERS[fn]
         try:
-            keys = {role: self.own_param(node, pos, role) for role, pos in roles.items()}
+            keys = {role: self.own_param(node, pos, role) for role, pos in FUNCTIONAL[fn].functional[fn].items()}
         except _NotOwn as e:
             reason = f"{_qualname(fn)}: {e}"
             out = self.unknown(args, kwargs, shape, where, reason)
-            if fn in (F.conv1d, F.conv2d, F.conv3d, F.linear) and isinstance(out, _T):
+            if fn in (F.conv1d, F.conv2d, F.conv3d, F.linear) and isinstance(out, TensorVal):
                 # the layer's own output channels: listed as frozen, not just absent from the groups
                 cdim = 1 if fn is not F.linear else len(shape) - 1
                 w = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
                 name = w.target.rpartition(".")[0] if isinstance(w, fx.Node) and w.op == "get_attr" else where
                 sp = self.sp.new(shape[cdim], name)
                 self.sp.freeze(sp, where, reason)
-                return _T(shape, cdim, ((sp, 1),))
+                return TensorVal(shape, cdim, ((sp, 1),))
             return out
         x = _arg(args, kwargs, 0, "input", None)
-        w, b = keys.get("weight"), keys.get("bias")
-        owner_path = (w or b or "").rpartition(".")[0]
-        owner = self.model.get_submodule(owner_path) if (w or b) else None
-        if fn in (F.conv1d, F.conv2d, F.conv3d, F.linear, F.embedding, F.prelu) and w is None:
-            return self.unknown(args, kwargs, shape, where, f"{_qualname(fn)} without a layer's own weight")
-        if fn in (F.conv1d, F.conv2d, F.conv3d):
-            groups = _arg(args, kwargs, 6, "groups", 1)
-            if groups != 1 and not (isinstance(owner, nn.modules.conv._ConvNd) and owner.groups == groups):
-                return self.unknown(
-                    args, kwargs, shape, where, f"a grouped {_qualname(fn)} whose groups no conv layer holds"
-                )
-            return self.conv(owner_path, x, shape, where, groups, self.state[w][0], (w, b))
-        if fn is F.linear:
-            return self.linear(owner_path, x, shape, where, self.state[w][0], (w, b))
-        if fn is F.embedding:
-            return self.embedding(owner_path, x, shape, where, self.state[w][1], w)
-        if fn is F.prelu:
-            return self.prelu(x, shape, where, w, _prod(self.state[w]))
-        if fn in (F.batch_norm, F.instance_norm):
-            return self.per_channel(x, shape, where, (w, b), (keys.get("running_mean"), keys.get("running_var")))
-        if fn is F.group_norm:
-            n = _arg(args, kwargs, 1, "num_groups", None)
-            channels = x.shape[1] if isinstance(x, _T) and len(x.shape) > 1 else None
-            if n == channels and not isinstance(owner, nn.GroupNorm):  # the group count would not follow
-                return self.norm_over_channels(x, where, "group_norm with one group per channel, not a GroupNorm's,")
-            return self.group_norm(x, shape, where, n, (w, b))
-        # layer_norm: over the channels it is prunable only as a LayerNorm (its normalized_shape follows)
-        normalized = _arg(args, kwargs, 1, "normalized_shape", None)
-        if not isinstance(normalized, (tuple, list)):
-            return self.unknown(args, kwargs, shape, where, "layer_norm over a shape the tracer cannot read")
-        rows = (w, b) if w is not None and isinstance(owner, nn.LayerNorm) else None
-        return self.layer_norm(x, shape, where, len(normalized), rows)
+        path = next((k for k in keys.values() if k is not None), "").rpartition(".")[0]
+        owner = self.model.get_submodule(path) if any(k is not None for k in keys.values()) else None
+        rule = FUNCTIONAL[fn]
+        numbers = rule.call_numbers(fn, keys, args, kwargs, x, owner, self.state)
+        if isinstance(numbers, str):
+            return self.unknown(args, kwargs, shape, where, f"{_qualname(fn)}: {numbers}")
+        return rule.couple(self, path, x, shape, where, **numbers)
 
     # --- ints and sizes ---
     def int_op(self, args):
@@ -989,13 +816,13 @@ class _Coupling:
         return _Int(None, tuple(chans + derived))
 
     def size_of(self, x, d):
-        if not isinstance(x, _T):
+        if not isinstance(x, TensorVal):
             return _Int()
         d = _norm_dim(d, len(x.shape))
         return _Int(chan=x.segs) if x.cdim is not None and d == x.cdim else _Int()
 
     def attr(self, x, name, shape, where):
-        if not isinstance(x, _T):
+        if not isinstance(x, TensorVal):
             return None
         if name == "shape":
             return _Size(x)
@@ -1019,15 +846,15 @@ class _Coupling:
             return x[idx] if isinstance(idx, (int, slice)) else None
         if isinstance(x, dict):
             return x.get(idx)
-        if not isinstance(x, _T):
-            return _fixed_like(shape)
+        if not isinstance(x, TensorVal):
+            return fixed_like(shape)
         return self.index(x, idx, shape, where)
 
-    def index(self, x: _T, idx, shape, where):
+    def index(self, x: TensorVal, idx, shape, where):
         """Basic indexing (ints, slices, None, ...): the channel axis must be taken whole."""
         if x.cdim is None:
             self.guard_ints(idx, {}, where)
-            return _T(shape)
+            return TensorVal(shape)
         entries = idx if isinstance(idx, tuple) else (idx,)
         consumed = sum(1 for e in entries if isinstance(e, (int, slice)))
         d_in = d_out = 0
@@ -1043,38 +870,38 @@ class _Coupling:
             elif isinstance(e, int) and not isinstance(e, bool):
                 if d_in == x.cdim:
                     self.freeze(x, where, "indexes into the channels")
-                    return _T(shape)
+                    return TensorVal(shape)
                 d_in += 1
             elif isinstance(e, slice) and all(isinstance(v, int) or v is None for v in (e.start, e.stop, e.step)):
                 if d_in == x.cdim:
                     if e.start not in (None, 0) or e.stop is not None or e.step not in (None, 1):
                         self.freeze(x, where, "slices the channels")
-                        return _T(shape)
+                        return TensorVal(shape)
                     new_c = d_out
                 d_in, d_out = d_in + 1, d_out + 1
             else:
                 self.freeze((x, e), where, "indexes with a tensor or a computed bound")
-                return _fixed_like(shape)
+                return fixed_like(shape)
         if new_c is None:
             new_c = d_out + (x.cdim - d_in)
-        return _T(shape, new_c, x.segs)
+        return TensorVal(shape, new_c, x.segs)
 
     # --- shapes ---
     def flatten(self, x, shape, start, end, where):
-        if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape, _origin(x))
+        if not isinstance(x, TensorVal) or x.cdim is None:
+            return fixed_like(shape, origin_of(x))
         n = len(x.shape)
         start, end = _norm_dim(start, n), _norm_dim(end, n)
         c = x.cdim
         if c < start:
-            return _T(shape, c, x.segs)
+            return TensorVal(shape, c, x.segs)
         if c > end:
-            return _T(shape, c - (end - start), x.segs)
+            return TensorVal(shape, c - (end - start), x.segs)
         if c != start:
             self.freeze(x, where, "flattens dims before the channels into them")
-            return _T(shape)
+            return TensorVal(shape)
         block = _prod(x.shape[c + 1 : end + 1])
-        return _T(shape, start, tuple((sp, blk * block) for sp, blk in x.segs))
+        return TensorVal(shape, start, tuple((sp, blk * block) for sp, blk in x.segs))
 
     def size_list(self, sizes) -> list:
         """Sizes given as ints, one tuple, or another tensor's .size()/.shape."""
@@ -1085,9 +912,9 @@ class _Coupling:
         return list(sizes)
 
     def reshape(self, x, sizes, shape, where):
-        if not isinstance(x, _T) or x.cdim is None:
+        if not isinstance(x, TensorVal) or x.cdim is None:
             self.guard_ints(sizes, {}, where)
-            return _fixed_like(shape)
+            return fixed_like(shape)
         sizes = self.size_list(sizes)
         c, src = x.cdim, x.shape
         pre = _prod(src[:c])
@@ -1098,7 +925,7 @@ class _Coupling:
                 if shape[d] == _prod(src[c:k]):
                     return self.reshaped(x, sizes, shape, d, _prod(src[c + 1 : k]), where)
         self.freeze(x, where, "reshapes the channel axis into several dims")
-        return _T(shape)
+        return TensorVal(shape)
 
     def reshaped(self, x, sizes, shape, d, block, where):
         ok = len(sizes) == len(shape)
@@ -1116,44 +943,44 @@ class _Coupling:
                 ok = False
         if not ok:
             self.freeze(x, where, "reshapes the channels")
-            return _T(shape)
-        return _T(shape, d, tuple((sp, blk * block) for sp, blk in x.segs))
+            return TensorVal(shape)
+        return TensorVal(shape, d, tuple((sp, blk * block) for sp, blk in x.segs))
 
     def expand(self, x, sizes, shape, where):
         sizes = self.size_list(sizes)
-        if not isinstance(x, _T) or x.cdim is None:
+        if not isinstance(x, TensorVal) or x.cdim is None:
             self.guard_ints(sizes, {}, where)
-            return _fixed_like(shape)
+            return fixed_like(shape)
         c = x.cdim + len(shape) - len(x.shape)
         for i, s in enumerate(sizes):
             if i == c and not (s == -1 or (isinstance(s, _Int) and s.chan is not None and self.align(s.chan, x.segs))):
                 self.freeze((x, s), where, "expands the channels to a size fixed in the code")
-                return _T(shape)
+                return TensorVal(shape)
             if i != c and isinstance(s, _Int) and (s.chan or s.derived):
                 self.freeze((x, s), where, "expands with a size computed from a channel count")
-                return _T(shape)
-        return _T(shape, c, x.segs)
+                return TensorVal(shape)
+        return TensorVal(shape, c, x.segs)
 
     def permute(self, x, dims, shape):
-        if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape, _origin(x))
+        if not isinstance(x, TensorVal) or x.cdim is None:
+            return fixed_like(shape, origin_of(x))
         dims = [_norm_dim(d, len(x.shape)) for d in dims]
-        return _T(shape, dims.index(x.cdim), x.segs)
+        return TensorVal(shape, dims.index(x.cdim), x.segs)
 
     def transpose(self, x, a, b, shape):
-        if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape, _origin(x))
+        if not isinstance(x, TensorVal) or x.cdim is None:
+            return fixed_like(shape, origin_of(x))
         a, b = _norm_dim(a, len(x.shape)), _norm_dim(b, len(x.shape))
         c = b if x.cdim == a else a if x.cdim == b else x.cdim
-        return _T(shape, c, x.segs)
+        return TensorVal(shape, c, x.segs)
 
     def squeeze(self, x, dim, shape, where, unsqueeze: bool):
-        if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape, _origin(x))
+        if not isinstance(x, TensorVal) or x.cdim is None:
+            return fixed_like(shape, origin_of(x))
         c = x.cdim
         if unsqueeze:
             d = _norm_dim(dim, len(shape))
-            return _T(shape, c + 1 if d <= c else c, x.segs)
+            return TensorVal(shape, c + 1 if d <= c else c, x.segs)
         dims = (
             range(len(x.shape))
             if dim is None
@@ -1162,43 +989,43 @@ class _Coupling:
         gone = [d for d in dims if x.shape[d] == 1]
         if c in gone:
             self.freeze(x, where, "squeezes the channel axis away")
-            return _T(shape)
-        return _T(shape, c - sum(1 for d in gone if d < c), x.segs)
+            return TensorVal(shape)
+        return TensorVal(shape, c - sum(1 for d in gone if d < c), x.segs)
 
     def flip(self, x, dims, shape, where):
-        if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape, _origin(x))
+        if not isinstance(x, TensorVal) or x.cdim is None:
+            return fixed_like(shape, origin_of(x))
         dims = dims if isinstance(dims, (tuple, list)) else (dims,)
         if x.cdim in [_norm_dim(d, len(x.shape)) for d in dims]:
             self.freeze(x, where, "reverses the channel order")
-            return _T(shape)
-        return _T(shape, x.cdim, x.segs)
+            return TensorVal(shape)
+        return TensorVal(shape, x.cdim, x.segs)
 
     def reduce(self, args, kwargs, shape, where):
         x = args[0]
         dim = _arg(args, kwargs, 1, "dim", None)
-        if isinstance(dim, _T):  # torch.max(a, b): elementwise
+        if isinstance(dim, TensorVal):  # torch.max(a, b): elementwise
             return self.binary(x, dim, shape, where, "add")
-        if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape, _origin(x))
+        if not isinstance(x, TensorVal) or x.cdim is None:
+            return fixed_like(shape, origin_of(x))
         pair = isinstance(shape, tuple) and bool(shape) and isinstance(shape[0], tuple)  # max(dim): (values, indices)
         out_shape = shape[0] if pair else shape
         if not isinstance(dim, (int, tuple, list)) or isinstance(dim, bool):
             self.freeze(x, where, "reduces over the channels")
-            return _fixed_like(shape)
+            return fixed_like(shape)
         dims = [_norm_dim(d, len(x.shape)) for d in (dim if isinstance(dim, (tuple, list)) else (dim,))]
         if x.cdim in dims:
             self.freeze(x, where, "reduces over the channels")
-            return _fixed_like(shape)
+            return fixed_like(shape)
         keep = len(out_shape) == len(x.shape)
         c = x.cdim if keep else x.cdim - sum(1 for d in dims if d < x.cdim)
-        out = _T(out_shape, c, x.segs)
-        return (out, _T(shape[1], c, x.segs)) if pair else out
+        out = TensorVal(out_shape, c, x.segs)
+        return (out, TensorVal(shape[1], c, x.segs)) if pair else out
 
     def binary(self, a, b, shape, where, kind):
-        ta, tb = isinstance(a, _T), isinstance(b, _T)
+        ta, tb = isinstance(a, TensorVal), isinstance(b, TensorVal)
         if not ta and not tb:
-            return self.int_op((a, b)) if shape is None else _fixed_like(shape)
+            return self.int_op((a, b)) if shape is None else fixed_like(shape)
         if not (ta and tb):
             x = a if ta else b
             if kind == "div" and not ta:  # scalar / tensor
@@ -1213,75 +1040,75 @@ class _Coupling:
             wa, wb = a.shape[a.cdim], b.shape[b.cdim]
             if ca == cb and wa == wb:
                 if self.align(a.segs, b.segs):
-                    return _T(shape, ca, a.segs)
+                    return TensorVal(shape, ca, a.segs)
                 self.freeze((a, b), where, "combines channels laid out differently")
-                return _T(shape)
+                return TensorVal(shape)
             if ca == cb and 1 in (wa, wb):  # one side (a one-channel map) broadcast along the other's channels
                 x, y = (b, a) if wa == 1 else (a, b)
                 self.freeze(y, where, "broadcast along another tensor's channels")
-                return _T(shape, ca, x.segs)
+                return TensorVal(shape, ca, x.segs)
             self.freeze((a, b), where, "combines tensors whose channels lie on different axes")
-            return _T(shape)
+            return TensorVal(shape)
         x, other, cx = (a, b, ca) if ca is not None else (b, a, cb)
         if cx is None:
-            return _T(shape, origin=a.origin or b.origin)
+            return TensorVal(shape, origin=a.origin or b.origin)
         od = _bdim(cx, other, n)
         if od is None or other.shape[od] == 1:
-            return _T(shape, cx, x.segs)
+            return TensorVal(shape, cx, x.segs)
         if other.param is not None:  # a parameter or buffer with one entry per channel (layer scale, bias)
             self.emit(other.param, od, x.segs, scored=True)
-            return _T(shape, cx, x.segs)
+            return TensorVal(shape, cx, x.segs)
         src = f" (by {other.origin})" if other.origin else ""
         self.freeze(x, where, f"combined with a tensor whose channels are fixed{src}")
-        return _T(shape, origin=other.origin)
+        return TensorVal(shape, origin=other.origin)
 
     def cat(self, tensors, dim, shape, where):
-        if not all(isinstance(t, _T) for t in tensors):
+        if not all(isinstance(t, TensorVal) for t in tensors):
             return self.unknown((tensors,), {}, shape, where, "concatenates something that is not a tensor")
         n = len(shape)
         dim = _norm_dim(dim, n)
         live = [t for t in tensors if t.cdim is not None]
         if not live:
-            return _T(shape)
+            return TensorVal(shape)
         if all(t.cdim == dim for t in live):  # along the channels: side by side
             segs = ()
             for t in tensors:
                 segs += self.layout(t, t.shape[dim], where)
-            return _T(shape, dim, segs)
+            return TensorVal(shape, dim, segs)
         c = live[0].cdim
         if any(t.cdim != c for t in live) or c == dim:
             self.freeze(tensors, where, "concatenates tensors whose channels lie on different axes")
-            return _T(shape)
+            return TensorVal(shape)
         for t in tensors:
             if t.cdim is None:
                 if t.param is not None:
                     self.emit(t.param, c, live[0].segs, scored=False)
                 else:
                     self.freeze(live, where, "concatenated with a tensor whose channel count is fixed")
-                    return _T(shape)
+                    return TensorVal(shape)
             elif t is not live[0] and not self.align(live[0].segs, t.segs):
                 self.freeze(tensors, where, "concatenates tensors whose channels are laid out differently")
-                return _T(shape)
-        return _T(shape, c, live[0].segs)
+                return TensorVal(shape)
+        return TensorVal(shape, c, live[0].segs)
 
     def chunk(self, x, chunks, dim, shape, where):
-        if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape, _origin(x))
+        if not isinstance(x, TensorVal) or x.cdim is None:
+            return fixed_like(shape, origin_of(x))
         if _norm_dim(dim, len(x.shape)) != x.cdim:
-            return tuple(_T(s, x.cdim, x.segs) for s in shape)
+            return tuple(TensorVal(s, x.cdim, x.segs) for s in shape)
         piece = self.chunk_layout(x.segs, chunks) if len(shape) == chunks else None
         if piece is None:
             self.freeze(x, where, f"chunks the channels into {chunks} pieces that cannot stay equal")
-            return _fixed_like(shape)
-        return tuple(_T(s, x.cdim, piece) for s in shape)
+            return fixed_like(shape)
+        return tuple(TensorVal(s, x.cdim, piece) for s in shape)
 
     def split(self, x, dim, shape, where):
-        if not isinstance(x, _T) or x.cdim is None:
-            return _fixed_like(shape, _origin(x))
+        if not isinstance(x, TensorVal) or x.cdim is None:
+            return fixed_like(shape, origin_of(x))
         if _norm_dim(dim, len(x.shape)) != x.cdim:
-            return tuple(_T(s, x.cdim, x.segs) for s in shape)
+            return tuple(TensorVal(s, x.cdim, x.segs) for s in shape)
         self.freeze(x, where, "splits the channels at sizes fixed in the code")
-        return _fixed_like(shape)
+        return fixed_like(shape)
 
     # --- results ---------------------------------------------------------------------------------
     def result(self) -> TraceResult:
@@ -1353,7 +1180,7 @@ def _has_state(m: nn.Module) -> bool:
     return any(True for _ in m.parameters()) or any(True for _ in m.buffers())
 
 
-def _bdim(c: int, t: _T, n: int) -> int | None:
+def _bdim(c: int, t: TensorVal, n: int) -> int | None:
     """Dim of `t` that broadcasting lines up with dim `c` of an n-dim result (None: t has no such dim)."""
     d = c - (n - len(t.shape))
     return d if d >= 0 else None
@@ -1367,21 +1194,6 @@ def _arg(args, kwargs, i: int, name: str, default):
 
 class _NotOwn(Exception):
     """A functional layer op's tensor that is not a parameter the rule can resize with the channels."""
-
-
-# torch.nn.functional layer ops: argument position of each parameter the layer owns
-_FUNCTIONAL_LAYERS = {
-    F.conv1d: {"weight": 1, "bias": 2},
-    F.conv2d: {"weight": 1, "bias": 2},
-    F.conv3d: {"weight": 1, "bias": 2},
-    F.linear: {"weight": 1, "bias": 2},
-    F.batch_norm: {"running_mean": 1, "running_var": 2, "weight": 3, "bias": 4},
-    F.instance_norm: {"running_mean": 1, "running_var": 2, "weight": 3, "bias": 4},
-    F.group_norm: {"weight": 2, "bias": 3},
-    F.layer_norm: {"weight": 2, "bias": 3},
-    F.embedding: {"weight": 1},
-    F.prelu: {"weight": 1},
-}
 
 
 def _reads_only_kernel(u, ndim: int) -> bool:
