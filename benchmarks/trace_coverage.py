@@ -64,7 +64,11 @@ def classifiers() -> list[str]:
 
 def build(name: str) -> nn.Module:
     torch.manual_seed(0)
-    model = torchvision.models.get_model(name, weights=None, num_classes=NUM_CLASSES).eval()
+    return randomize_norms(torchvision.models.get_model(name, weights=None, num_classes=NUM_CLASSES).eval())
+
+
+def randomize_norms(model: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm statistics and affine parameters, so that a wrongly kept channel shows."""
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for m in model.modules():
@@ -120,7 +124,9 @@ def run_edgeprune(model: nn.Module, x: torch.Tensor, fraction: float) -> dict:
     return out
 
 
-def run_torch_pruning(model: nn.Module, x: torch.Tensor, fraction: float) -> dict:
+def run_torch_pruning(model: nn.Module, x: torch.Tensor, fraction: float, importance=None) -> dict:
+    """Torch-Pruning's MetaPruner (random importance unless `importance` is given) on a copy; the row
+    holds its pruned model under "model"."""
     import torch_pruning as tp
 
     ids = copy.deepcopy(model).double()
@@ -143,7 +149,7 @@ def run_torch_pruning(model: nn.Module, x: torch.Tensor, fraction: float) -> dic
         pruner = tp.pruner.MetaPruner(
             ids,
             x[:1].double(),
-            importance=tp.importance.RandomImportance(),
+            importance=importance or tp.importance.RandomImportance(),
             pruning_ratio=fraction,
             ignored_layers=ignored,
         )
@@ -168,6 +174,7 @@ def run_torch_pruning(model: nn.Module, x: torch.Tensor, fraction: float) -> dic
     with torch.no_grad():
         out.update(verdict(masked(x), ids(x)))
     out["params_before"], out["params_after"] = count(model), count(ids)
+    out["model"] = ids
     return out
 
 
@@ -205,6 +212,7 @@ def main() -> None:
         row["edgeprune"] = guarded(run_edgeprune, name, x, args.fraction)
         if with_tp:
             row["torch_pruning"] = guarded(run_torch_pruning, name, x, args.fraction)
+            row["torch_pruning"].pop("model", None)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         cols = [f"edgeprune {_cell(row['edgeprune'])}"] + ([f"tp {_cell(row['torch_pruning'])}"] if with_tp else [])
