@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from ecosystem_models import MixedByAutograd, RepBlockNet, SameSwishNet, ShapeBranch, timm_mobile
 from torch import nn
 
 from edgeprune.errors import UserError
@@ -237,113 +238,6 @@ def image(c=3, s=16):
 
 def tokens(b):
     return torch.randint(1, 30, (b, 11), generator=torch.Generator().manual_seed(b))
-
-
-# --- layers from the ecosystem: what a layer computes, not its class ---------------------------------
-
-
-class SameConv(nn.Conv2d):
-    """A user's TF-style 'same' convolution: a Conv2d subclass whose forward pads from the input's
-    size with math.ceil (torch.fx cannot trace it) and calls F.conv2d on its own weight."""
-
-    def forward(self, x):
-        ih, iw = x.shape[-2:]
-        kh, kw = self.weight.shape[-2:]
-        pads = []
-        for size, k, s in ((iw, kw, self.stride[1]), (ih, kh, self.stride[0])):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-            pads += [total // 2, total - total // 2]
-        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-
-
-class _Swish(torch.autograd.Function):
-    """A memory-saving swish with a hand-written backward, as timm and EfficientNet ports define it."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * torch.sigmoid(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        s = torch.sigmoid(x)
-        return g * (s * (1 + x * (1 - s)))
-
-
-class _ChannelShuffle(torch.autograd.Function):
-    """A custom op that mixes channels: the tracer must freeze what it touches."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.roll(1, dims=1)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g.roll(-1, dims=1)
-
-
-class SameSwishNet(nn.Module):
-    """timm's pieces and a user's: timm's Conv2dSame and BatchNormAct2d (F.batch_norm on its own
-    parameters), a stride-2 SameConv, depthwise, and a custom autograd activation."""
-
-    def __init__(self):
-        super().__init__()
-        from timm.layers import BatchNormAct2d, Conv2dSame
-
-        self.stem = Conv2dSame(3, 16, 3, stride=2, bias=False)
-        self.bn1 = BatchNormAct2d(16, act_layer=nn.Hardswish)
-        self.dw = SameConv(16, 16, 5, stride=2, groups=16, bias=False)
-        self.bn2 = BatchNormAct2d(16)
-        self.pw = SameConv(16, 24, 1)
-        self.head = nn.Linear(24, 10)
-
-    def forward(self, x):
-        x = self.bn1(self.stem(x))
-        x = _Swish.apply(self.bn2(self.dw(x)))
-        x = _Swish.apply(self.pw(x))
-        return self.head(x.mean((2, 3)))
-
-
-class RepBlockNet(nn.Module):
-    """RepVGG-style re-parameterizable blocks from timm (3x3 + 1x1 + identity-BN branches summed)."""
-
-    def __init__(self):
-        super().__init__()
-        from timm.models.byobnet import RepVggBlock
-
-        self.b1 = RepVggBlock(3, 16, stride=2)
-        self.b2 = RepVggBlock(16, 16)
-        self.b3 = RepVggBlock(16, 32, stride=2)
-        self.head = nn.Linear(32, 10)
-
-    def forward(self, x):
-        return self.head(self.b3(self.b2(self.b1(x))).mean((2, 3)))
-
-
-class ShapeBranch(nn.Module):
-    """Python on sizes that torch.fx cannot trace (a branch on the input's height, as MobileViT
-    pads to whole patches): traced by running it, not refused."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 12, 3, padding=1)
-        self.bn = nn.BatchNorm2d(12)
-        self.conv2 = nn.Conv2d(12, 12, 3, padding=1)
-        self.fc = nn.Linear(12, 10)
-
-    def forward(self, x):
-        h = self.bn(self.conv1(x))
-        if h.shape[-1] % 4 != 0:
-            h = F.interpolate(h, size=(math.ceil(h.shape[-2] / 4) * 4, math.ceil(h.shape[-1] / 4) * 4))
-        h = F.relu(self.conv2(h)) + h
-        return self.fc(h.mean((2, 3)))
-
-
-def timm_mobile():
-    import timm
-
-    return timm.create_model("mobilenetv3_small_050", num_classes=10)
 
 
 # name -> (factory, example input of a given batch size)
@@ -785,15 +679,6 @@ def test_ecosystem_layers_are_understood(name, method):
     in_groups = {s.name.rsplit(".", 1)[0] for g in traced.groups for s in g.slices}
     layers = {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.modules.batchnorm._BatchNorm))}
     assert layers <= in_groups, layers - in_groups
-
-
-class MixedByAutograd(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3)
-
-    def forward(self, x):
-        return self.conv2(_ChannelShuffle.apply(_Swish.apply(self.conv1(x))))
 
 
 def test_autograd_function_that_mixes_channels_is_frozen():
