@@ -160,11 +160,17 @@ def build_torchvision(name: str, config: dict):
 # --- timm:NAME ----------------------------------------------------------------------------------
 
 
+# create_model options that fetch or read weights: edgeprune reads weights only through --weights
+PRETRAINED_OPTIONS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path")
+
+
 def _timm():
     try:
         import timm
     except ImportError:
-        raise UserError("--model timm:NAME needs timm, which is not installed; pip install 'edgeprune[timm]'.") from None
+        raise UserError(
+            "--model timm:NAME needs timm, which is not installed; pip install 'edgeprune[timm]'."
+        ) from None
     return timm
 
 
@@ -190,7 +196,7 @@ def timm_defaults(name: str, meta: dict) -> dict:
 def build_timm(name: str, config: dict):
     timm = _timm()
     check_timm(name)
-    asked = sorted(k for k in ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path") if k in config)
+    asked = sorted(k for k in PRETRAINED_OPTIONS if k in config)
     if asked:
         raise UserError(
             f"edgeprune builds timm models from scratch and never downloads weights; drop {', '.join(asked)} "

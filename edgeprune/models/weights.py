@@ -81,7 +81,9 @@ def _read_safetensors(path: Path) -> dict:
 
 
 def _is_state_dict(obj) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
+    if not isinstance(obj, dict) or not obj:
+        return False
+    return all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
 
 
 def _unwrap(obj, path: Path) -> dict:
