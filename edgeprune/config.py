@@ -143,6 +143,11 @@ def resolve_train_config(
                 kw[k] = v
     notes = []
     if kw.get("weights") is not None:
+        if kw.get("embeddings") is not None:
+            raise UserError(
+                "--weights sets every tensor of the model, its embedding too, so --embeddings would be lost; "
+                "pass one of them."
+            )
         # the file is read when a new run starts (a resumed run has the weights in its checkpoint)
         kw["weights"] = str(Path(kw["weights"]).expanduser().resolve())
     if warmup_epochs is None:

@@ -171,6 +171,11 @@ def _timm():
         raise UserError(
             "--model timm:NAME needs timm, which is not installed; pip install 'edgeprune[timm]'."
         ) from None
+    except Exception as e:  # noqa: BLE001 - a broken install (a timm too old or too new for this torch)
+        raise UserError(
+            f"--model timm:NAME needs timm, which fails to import ({_first_line(e)}); "
+            "reinstall it with pip install -U 'edgeprune[timm]'."
+        ) from None
     return timm
 
 
