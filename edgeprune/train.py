@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -179,7 +180,9 @@ class _Training:
         if cfg.weights and ckpt is None:  # before any training or pruning; a resumed run's are in its checkpoint
             from edgeprune.models.weights import load_weights
 
-            self.weights_init = load_weights(model, Path(cfg.weights), describe=cfg.model)
+            with warnings.catch_warnings():  # its warning is the run's first line (_say_start) and in config.json
+                warnings.simplefilter("ignore", UserWarning)
+                self.weights_init = load_weights(model, Path(cfg.weights), describe=cfg.model)
         elif cfg.weights and ctx.is_main:
             self.weights_init = read_json(run.config).get("weights_init")
         if ckpt is not None:

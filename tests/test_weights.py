@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 
 import pytest
 import torch
@@ -71,7 +72,9 @@ def test_weights_load_exactly(name, suffix, tmp_path):
     model = _build(name, meta, seed=0, **kwargs)
     expected = source.state_dict()
     assert any(not torch.equal(v, expected[k]) for k, v in model.state_dict().items())  # the load has work to do
-    record = load_weights(model, path, describe=name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing replaced, nothing to warn about
+        record = load_weights(model, path, describe=name)
     got = model.state_dict()
     assert set(got) == set(expected)
     for key, tensor in expected.items():
@@ -100,7 +103,8 @@ def test_a_1000_class_head_is_replaced_and_the_rest_loads_exactly(name, tmp_path
     _save(source.state_dict(), tmp_path / "in1k.pt")
     model = _build(name, meta, seed=0)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
-    record = load_weights(model, tmp_path / "in1k.pt", describe=name)
+    with pytest.warns(UserWarning, match="is for another number of classes, so the model keeps a freshly"):
+        record = load_weights(model, tmp_path / "in1k.pt", describe=name)
     assert record["head_replaced"] == head and record["input_adapted"] == []
     got, saved = model.state_dict(), source.state_dict()
     for key in got:
@@ -117,7 +121,8 @@ def test_rgb_weights_in_a_grayscale_model_answer_as_the_rgb_model_does(tmp_path)
     rgb = _build(name, _meta(3, 28, 10), seed=1).eval()
     _save(rgb.state_dict(), tmp_path / "rgb.safetensors")
     gray = _build(name, _meta(1, 28, 10), seed=0)
-    record = load_weights(gray, tmp_path / "rgb.safetensors")
+    with pytest.warns(UserWarning, match="conv_stem.weight takes RGB, so its kernel is summed over the 3 channels"):
+        record = load_weights(gray, tmp_path / "rgb.safetensors")
     assert record["input_adapted"] == ["conv_stem.weight"] and record["head_replaced"] == []
     x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     expected = rgb(x.expand(-1, 3, -1, -1))  # a gray image is R = G = B
@@ -161,6 +166,7 @@ def test_timm_model_from_weights_trains_resumes_without_the_file_exports_and_ben
     assert r.returncode < 0 and (run / "checkpoint.pt").is_file(), r.stdout + r.stderr
     assert "its classifier head (classifier.weight, classifier.bias) is for another number of classes" in r.stdout
     assert "conv_stem.weight takes RGB" in r.stdout and "the run has no warm-up" in r.stdout
+    assert "Warning" not in r.stderr, r.stderr  # said once, as a line of the run, not also as a Python warning
     monkeypatch.delenv("EDGEPRUNE_FAULT")
     weights.unlink()  # the checkpoint holds the weights: resuming must not read the file
     r = run_cli([*args, "--resume"], tmp_path)

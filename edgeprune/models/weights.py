@@ -19,6 +19,7 @@ Anything else that differs is a UserError naming the first key that does not mat
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ OPTIONAL_KEYS = ("num_batches_tracked",)
 
 
 def sha256_of(path: Path) -> str:
+    """The hex SHA-256 of a file, read in blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -132,6 +134,7 @@ def classifier_name(model: nn.Module) -> str | None:
 
 
 def first_conv_name(model: nn.Module) -> str | None:
+    """The module name of the first conv registered (the stem, which reads the image's channels)."""
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.conv._ConvNd):
             return name
@@ -145,7 +148,8 @@ def _shape(t: torch.Tensor) -> list[int]:
 @torch.no_grad()
 def load_weights(model: nn.Module, path: Path, describe: str | None = None) -> dict:
     """Load the weights file `path` into `model` (just built, not yet trained). Returns what was
-    done: {path, sha256, head_replaced: [keys], input_adapted: [keys]}. A UserError, before the
+    done: {path, sha256, head_replaced: [keys], input_adapted: [keys]}; a replaced head or an
+    adapted first conv is also a UserWarning (describe_load's sentence). A UserError, before the
     model changes, when the file is missing, unreadable or of another architecture."""
     path = Path(path).resolve()
     state = read_state_dict(path)
@@ -192,7 +196,10 @@ def load_weights(model: nn.Module, path: Path, describe: str | None = None) -> d
         key = sorted(head_keys & set(own) - set(head_replaced))[0]
         raise mismatch(f"'{key}' fits the model but '{head_replaced[0]}' does not")
     model.load_state_dict(load, strict=False)
-    return {"path": str(path), "sha256": sha256_of(path), "head_replaced": head_replaced, "input_adapted": adapted}
+    record = {"path": str(path), "sha256": sha256_of(path), "head_replaced": head_replaced, "input_adapted": adapted}
+    if head_replaced or adapted:
+        warnings.warn(describe_load(record), stacklevel=2)
+    return record
 
 
 def _gray_from_rgb(saved: torch.Tensor, have: torch.Tensor) -> bool:
