@@ -188,6 +188,10 @@ def test_timm_model_from_weights_trains_resumes_without_the_file_exports_and_ben
     assert [h["phase"] for h in history][0] != "warmup"
     saved = torch.load(run / "model.pt", weights_only=True)
     assert saved["arch"] == {"name": name, "config": {"num_classes": 10, "in_chans": 1}}  # rebuilt from the name
+    # compacted (today at least its squeeze-excitation convs), so export rebuilds a narrower timm model
+    assert metrics["params"] < metrics["baseline_params"]
+    fresh = _build(name, _meta(1, 28, 10), seed=0).state_dict()
+    assert any(v.shape != fresh[k].shape for k, v in saved["state_dict"].items())
 
     r = run_cli(["export", str(run), "--quantize", "none", "--calib", "16", "--eval-limit", "32"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
