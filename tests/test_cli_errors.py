@@ -95,6 +95,7 @@ def _weights_files(w: Path) -> None:
     save_file(cnn().state_dict(), str(w / "cnn.safetensors"))
     torch.save(cnn(channels=[16, 64]).state_dict(), w / "narrow_cnn.pt")  # another width: a shape differs
     torch.save(build_model({"name": "resnet20", "config": {"in_channels": 1}}).state_dict(), w / "resnet20.pth")
+    torch.save(cnn(), w / "whole_model.pt")  # the model object, not its state dict
     (w / "corrupt.pt").write_bytes(b"PK\x03\x04 cut short in transit")
     (w / "corrupt.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{oops")
     # packages a user may not have installed: a directory on PYTHONPATH whose package fails to import
@@ -222,7 +223,13 @@ CASES = {
         "train",
         *NEW_RUN,
         *("--weights", "{w}/corrupt.pt"),
-        says=("is not a state dict torch can read safely", "save model.state_dict() with torch.save"),
+        says=("corrupt.pt is not a torch file edgeprune can read (RuntimeError)", "fetch it again"),
+    ),
+    "weights-pickled-model": _p(
+        "train",
+        *NEW_RUN,
+        *("--weights", "{w}/whole_model.pt"),
+        says=("holds pickled Python objects (edgeprune.models.cnn.SeedCNN)", "save model.state_dict()"),
     ),
     "weights-corrupt-safetensors": _p(
         "train",

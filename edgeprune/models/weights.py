@@ -19,6 +19,7 @@ Anything else that differs is a UserError naming the first key that does not mat
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from pathlib import Path
 
@@ -58,9 +59,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - a truncated zip, a pickle of code, another format ...
+            code = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+            if code:  # torch.save(model): a pickle of classes, which weights_only never runs
+                raise UserError(
+                    f"--weights {path} holds pickled Python objects ({code.group(1)}), which edgeprune does not "
+                    "unpickle; save model.state_dict() with torch.save instead."
+                ) from None
             raise UserError(
-                f"--weights {path} is not a state dict torch can read safely ({_first_line(e)}); it is corrupt, "
-                "or it holds a pickled model: save model.state_dict() with torch.save instead."
+                f"--weights {path} is not a torch file edgeprune can read ({type(e).__name__}); it is corrupt or cut "
+                "short: fetch it again, or save model.state_dict() with torch.save."
             ) from None
     return _strip_module(_unwrap(state, path))
 
