@@ -98,7 +98,14 @@ MODEL = typer.Option(
     None,
     "--model",
     "-m",
-    help="cnn, bilstm, resnet20, resnet56, torchvision:NAME or path/to/file.py:factory (default: the dataset's).",
+    help="cnn, bilstm, resnet20, resnet56, torchvision:NAME, timm:NAME or path/to/file.py:factory "
+    "(default: the dataset's).",
+)
+WEIGHTS = typer.Option(
+    None,
+    "--weights",
+    help="Start from this state dict (.pt, .pth or .safetensors; never downloaded); a classifier head for "
+    "other classes is replaced, and the warm-up defaults to none.",
 )
 MODEL_KWARGS = typer.Option(
     None,
@@ -218,6 +225,7 @@ def train(
     dataset: str = typer.Option(..., "--dataset", "-d", help=DATASET_HELP),
     model: Optional[str] = MODEL,
     model_kwargs: Optional[str] = MODEL_KWARGS,
+    weights: Optional[Path] = WEIGHTS,
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: CNN 50, BiLSTM 25."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: CNN 64, BiLSTM 32."),
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
@@ -228,7 +236,9 @@ def train(
     no_prune: bool = typer.Option(False, "--no-prune", help="Train the baseline: no pruning."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     threshold: float = typer.Option(0.01, "--threshold", help="Normalized-score threshold for pruning."),
-    warmup_epochs: Optional[int] = typer.Option(None, "--warmup-epochs", help="Epochs before the first pruning."),
+    warmup_epochs: Optional[int] = typer.Option(
+        None, "--warmup-epochs", help="Epochs before the first pruning (default: a tenth; none with --weights)."
+    ),
     prune_until: float = typer.Option(
         0.7, "--prune-until", help="Fraction of epochs after which the structure is frozen."
     ),
@@ -338,6 +348,7 @@ def train(
         vocab_size=vocab_size,
         max_len=max_len,
         embeddings=str(embeddings) if embeddings else None,
+        weights=str(weights) if weights else None,
         val_fraction=val_fraction,
         keep_best=keep_best,
         threads=threads,
@@ -574,6 +585,7 @@ def experiment(
     dataset: str = typer.Option(..., "--dataset", "-d", help=DATASET_HELP),
     model: Optional[str] = MODEL,
     model_kwargs: Optional[str] = MODEL_KWARGS,
+    weights: Optional[Path] = WEIGHTS,
     target_params: Optional[float] = TARGET_PARAMS,
     target_macs: Optional[float] = TARGET_MACS,
     target_latency_ms: Optional[float] = TARGET_LATENCY_MS,
@@ -612,6 +624,7 @@ def experiment(
             dataset=dataset,
             model=model,
             model_kwargs=parse_model_kwargs(model_kwargs) or {},
+            weights=weights,
             target_params=target_params,
             target_macs=target_macs,
             target_latency_ms=target_latency_ms,

@@ -61,6 +61,7 @@ class TrainConfig:
     vocab_size: int = 20000
     max_len: int = 256
     embeddings: Optional[str] = None  # word vectors the text model's embedding starts from
+    weights: Optional[str] = None  # a state dict the model starts from (edgeprune.models.weights)
     val_fraction: float = 0.1
     keep_best: bool = False  # finish with the best-validation epoch at the final widths, not the last
     threads: Optional[int] = None
@@ -68,6 +69,8 @@ class TrainConfig:
     amp: bool = False  # automatic mixed precision, CUDA only
     model_config: dict = field(default_factory=dict)  # overrides of the model's defaults (--model-kwargs)
     data_options: dict = field(default_factory=dict)  # how your own data is read (edgeprune.data.options)
+    # defaults this configuration changed from what the flags' help says, in words (said at the start)
+    notes: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,7 +78,7 @@ class TrainConfig:
     def identity(self) -> dict:
         """What must match for --resume to continue this run (not where files live)."""
         d = self.to_dict()
-        for k in ("out", "data_dir", "threads", "device", "amp", "latency_table", "embeddings"):
+        for k in ("out", "data_dir", "threads", "device", "amp", "latency_table", "embeddings", "notes"):
             d.pop(k)
         return d
 
@@ -138,11 +141,30 @@ def resolve_train_config(
                 continue
             if kw.get(k) is None:
                 kw[k] = v
+    notes = []
+    if kw.get("weights") is not None:
+        if kw.get("embeddings") is not None:
+            raise UserError(
+                "--weights sets every tensor of the model, its embedding too, so --embeddings would be lost; "
+                "pass one of them."
+            )
+        # the file is read when a new run starts (a resumed run has the weights in its checkpoint)
+        kw["weights"] = str(Path(kw["weights"]).expanduser().resolve())
     if warmup_epochs is None:
         from edgeprune.prune.schedule import default_warmup
 
         warmup_epochs = default_warmup(epochs)
+        if kw.get("weights") is not None and warmup_epochs > 0:
+            # pretrained weights are the warm-up: pruning scores them from the first epoch on
+            notes.append(
+                f"starting from --weights, the run has no warm-up (the default would be {warmup_epochs} "
+                f"epoch{'s' if warmup_epochs > 1 else ''}); pass --warmup-epochs N to warm up"
+            )
+            warmup_epochs = 0
+    distill_before = kw.get("distill")
     _check_distill(kw, warmup_epochs, explicit_distill)
+    if distill_before and not kw.get("distill"):
+        notes.append(f"with no warm-up there is no model to distill from, so the {preset} preset's distillation is off")
     if out is None:
         out = Path("runs") / f"{spec.name}-{slug(model)}{'' if prune else '-baseline'}"
     if Path(out).exists() and not Path(out).is_dir():
@@ -157,6 +179,7 @@ def resolve_train_config(
         data_dir=str(data_dir) if data_dir else None,
         warmup_epochs=warmup_epochs,
         preset=preset,
+        notes=notes,
         **{k: v for k, v in kw.items() if v is not None or k in ("target_params", "target_macs", "target_latency_ms")},
     )
     schedule_of(cfg)  # validates the schedule's flags (a baseline uses its timing too)

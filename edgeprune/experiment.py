@@ -35,6 +35,7 @@ class ExperimentOptions:
     model: str | None = None  # any model train takes (default: the dataset's)
     model_kwargs: dict = field(default_factory=dict)  # the model's options over its defaults
     embeddings: Path | None = None  # text: word vectors both runs' embeddings start from
+    weights: Path | None = None  # a state dict both runs' models start from
     target_params: float | None = None  # the pruned run's budget (default: the preset's)
     target_macs: float | None = None
     target_latency_ms: float | None = None
@@ -98,6 +99,7 @@ def make_plan(opts: ExperimentOptions) -> Plan:
         "model": opts.model,
         "model_config": dict(opts.model_kwargs),
         "embeddings": str(opts.embeddings) if opts.embeddings else None,
+        "weights": str(opts.weights) if opts.weights else None,
     }
     settings = make_settings(
         runs=opts.bench_runs, rounds=opts.bench_rounds, warmup=opts.bench_warmup, target=opts.target

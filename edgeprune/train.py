@@ -160,6 +160,7 @@ class _Training:
         # model}, rank 0), carried in the checkpoint so a resumed run keeps it
         self.best: Optional[dict] = None
         self.embeddings_init: Optional[dict] = None  # what --embeddings wrote (a new run only)
+        self.weights_init: Optional[dict] = None  # what --weights loaded: {path, sha256, head_replaced, ...}
 
     # --- opening ---------------------------------------------------------------------------------
     def open(self, resume: bool) -> None:
@@ -177,6 +178,14 @@ class _Training:
             from edgeprune.models.embeddings import init_embedding
 
             self.embeddings_init = init_embedding(model, self.data.vocab.tokens, Path(cfg.embeddings))
+        if cfg.weights and ckpt is None:  # before any training or pruning; a resumed run's are in its checkpoint
+            from edgeprune.models.weights import load_weights
+
+            with warnings.catch_warnings():  # its warning is the run's first line (_say_start) and in config.json
+                warnings.simplefilter("ignore", UserWarning)
+                self.weights_init = load_weights(model, Path(cfg.weights), describe=cfg.model)
+        elif cfg.weights and ctx.is_main:
+            self.weights_init = read_json(run.config).get("weights_init")
         if ckpt is not None:
             model = load_model(ckpt["arch"], ckpt["model"])
         self.model = model.to(self.device)
@@ -187,6 +196,7 @@ class _Training:
             self._make_pruner(ckpt, fresh)
         if ckpt is None and ctx.is_main:
             self._start_run_dir()
+            self._say_start()
         self.net = distributed.wrap(self.model, self.device, ctx)
         n = len(self.data.train)
         self.steps = (len(distributed.shard(torch.arange(n), ctx)) + self.local_batch - 1) // self.local_batch
@@ -244,8 +254,21 @@ class _Training:
                 "data_source": data.source,
                 "baseline_params": self.baseline_params,
                 "embeddings_init": self.embeddings_init,
+                "weights_init": self.weights_init,
             },
         )
+
+    def _say_start(self) -> None:
+        """What this run does differently from the flags' defaults, and what --weights replaced."""
+        if self.quiet:
+            return
+        lines = [f"{note}." for note in self.cfg.notes]
+        if self.weights_init is not None:
+            from edgeprune.models.weights import describe_load
+
+            lines.insert(0, describe_load(self.weights_init))
+        for line in lines:
+            console.print(f"note: {line}", highlight=False, soft_wrap=True)
 
     def _latency_model(self, fresh: torch.nn.Module, example: torch.Tensor) -> tuple:
         """(latency model, its table's absolute path) for the dense (fresh) model: a table from the device
@@ -513,6 +536,8 @@ class _Training:
             "epochs": cfg.epochs,
             "kept_epoch": cfg.epochs if kept_best is None else kept_best,  # the epoch whose weights these are
             "kept_by": "last epoch" if kept_best is None else "best validation accuracy at the final widths",
+            "weights_init": self.weights_init,
+            "notes": list(cfg.notes),
             "device": self.device.type,
             "world_size": ctx.world,
         }

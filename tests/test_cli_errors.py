@@ -83,6 +83,7 @@ def world(tmp_path_factory, data_root) -> dict[str, Path]:
         "def cumsum(num_classes):\n    return Cumsum(num_classes)\n"
     )
 
+    _weights_files(w)
     write_csv(w / "texts.csv", ["text", "label"], sentiment_rows(30, classes=("bad", "good")))
     (w / "vectors3.txt").write_text("film 0.1 0.2 0.3\nthe 1 2 3\n")
     idx = write_mnist_like(w / "bad_data" / "mnist", n_train=20, n_test=10, compress=False)
@@ -91,8 +92,33 @@ def world(tmp_path_factory, data_root) -> dict[str, Path]:
     return {"w": w, "data": data_root, "run": run}
 
 
-def _p(*args, code=2, says, marks=()):
-    return pytest.param(list(args), code, (says,) if isinstance(says, str) else says, marks=marks)
+def _weights_files(w: Path) -> None:
+    """--weights files for mnist's default model (cnn, 28x28x1, 10 classes) and packages that fail to import."""
+    import torch
+    from safetensors.torch import save_file
+
+    from edgeprune.models import build_model
+
+    def cnn(**config):
+        return build_model({"name": "cnn", "config": {"in_channels": 1, "image_size": [28, 28], **config}})
+
+    save_file(cnn().state_dict(), str(w / "cnn.safetensors"))
+    torch.save(cnn(channels=[16, 64]).state_dict(), w / "narrow_cnn.pt")  # another width: a shape differs
+    torch.save(build_model({"name": "resnet20", "config": {"in_channels": 1}}).state_dict(), w / "resnet20.pth")
+    torch.save(cnn(), w / "whole_model.pt")  # the model object, not its state dict
+    (w / "corrupt.pt").write_bytes(b"PK\x03\x04 cut short in transit")
+    (w / "corrupt.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{oops")
+    # packages a user may not have installed: a directory on PYTHONPATH whose package fails to import
+    for package in ("timm", "safetensors"):
+        shim = w / f"no_{package}" / package
+        shim.mkdir(parents=True)
+        (shim / "__init__.py").write_text(f'raise ImportError("No module named {package} (this test hides it)")\n')
+
+
+def _p(*args, code=2, says, marks=(), hide=None):
+    """A case: the command's args, its exit code, phrases of its one line, and a package to `hide`
+    (not installed, as far as the command can tell)."""
+    return pytest.param(list(args), code, (says,) if isinstance(says, str) else says, hide, marks=marks)
 
 
 HELP = "See 'edgeprune train --help'."
@@ -190,6 +216,75 @@ CASES = {
         *("--model", "{w}/unprunable.py:cumsum", "--target-params", "0.3"),
         says=("no channel of this Cumsum can be pruned (frozen: conv (torch.cumsum", "make those layers traceable"),
     ),
+    "timm-unknown-model": _p(
+        "train",
+        *NEW_RUN,
+        *("--model", "timm:nosuchnet"),
+        says=("timm", "has no model 'nosuchnet'", "timm.list_models() lists the names"),
+    ),
+    "timm-not-installed": _p(
+        "train",
+        *NEW_RUN,
+        *("--model", "timm:resnet10t"),
+        hide="timm",
+        says=("--model timm:NAME needs timm, which is not installed", "pip install 'edgeprune[timm]'"),
+    ),
+    "timm-pretrained-kwarg": _p(
+        "train",
+        *NEW_RUN,
+        *("--model", "timm:resnet10t", "--model-kwargs", '{{"pretrained": true}}'),
+        says=("never downloads weights; drop pretrained", "--weights FILE"),
+    ),
+    # train --weights: read and matched against the model before the run directory is written
+    "weights-missing": _p(
+        "train", *NEW_RUN, "--weights", "{w}/nope.pt", says=("nope.pt does not exist", "pass the weights file")
+    ),
+    "weights-other-suffix": _p(
+        "train", *NEW_RUN, "--weights", "{w}/notes.txt", says=("is neither .pt, .pth nor .safetensors", "torch.save")
+    ),
+    "weights-corrupt": _p(
+        "train",
+        *NEW_RUN,
+        *("--weights", "{w}/corrupt.pt"),
+        says=("corrupt.pt is not a torch file edgeprune can read (RuntimeError)", "fetch it again"),
+    ),
+    "weights-pickled-model": _p(
+        "train",
+        *NEW_RUN,
+        *("--weights", "{w}/whole_model.pt"),
+        says=("holds pickled Python objects (edgeprune.models.cnn.SeedCNN)", "save model.state_dict()"),
+    ),
+    "weights-corrupt-safetensors": _p(
+        "train",
+        *NEW_RUN,
+        *("--weights", "{w}/corrupt.safetensors"),
+        says=("is not a readable .safetensors file", "fetch it again"),
+    ),
+    "weights-other-architecture": _p(
+        "train",
+        *NEW_RUN,
+        *("--weights", "{w}/resnet20.pth"),
+        says=("is not for cnn", "first 'conv1.weight' in the file where the model has 'convs.0.weight'"),
+    ),
+    "weights-other-width": _p(
+        "train",
+        *NEW_RUN,
+        *("--weights", "{w}/narrow_cnn.pt"),
+        says=("'convs.0.weight' is [16, 1, 3, 3] in the file but [32, 1, 3, 3] in the model", "same architecture"),
+    ),
+    "weights-safetensors-not-installed": _p(
+        "train",
+        *NEW_RUN,
+        *("--weights", "{w}/cnn.safetensors"),
+        hide="safetensors",
+        says=("needs the safetensors package", "pip install 'edgeprune[weights]'"),
+    ),
+    "weights-and-embeddings": _p(
+        "train",
+        *("--dataset", "{w}/texts.csv", "--out", "{tmp}/x", "--embeddings", "{w}/vectors3.txt"),
+        *("--weights", "{w}/cnn.safetensors"),
+        says=("--embeddings would be lost", "pass one of them"),
+    ),
     "torchvision-unknown-model": _p(
         "train",
         *NEW_RUN,
@@ -237,10 +332,12 @@ CASES = {
 }
 
 
-def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd: Path, first_on_path: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `edgeprune` on this checkout; `first_on_path`: a directory imported from before it."""
     env = {k: v for k, v in os.environ.items() if k != "EDGEPRUNE_DATA"}
     env.update(
-        PYTHONPATH=str(REPO),  # the checkout under test, not whatever the venv installed
+        # the checkout under test, not whatever the venv installed
+        PYTHONPATH=os.pathsep.join([*([str(first_on_path)] if first_on_path else []), str(REPO)]),
         HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",
         # edgeprune probes the hub's host on port 443 before loading: refused at once, even online
@@ -253,12 +350,13 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("args,code,says", list(CASES.values()), ids=list(CASES))
-def test_bad_input_is_one_line_that_names_the_fix(world, tmp_path, args, code, says):
+@pytest.mark.parametrize("args,code,says,hide", list(CASES.values()), ids=list(CASES))
+def test_bad_input_is_one_line_that_names_the_fix(world, tmp_path, args, code, says, hide):
     assert EDGEPRUNE.is_file(), f"{EDGEPRUNE} is missing: pip install -e '.[dev]' into this environment"
     paths = {k: str(v) for k, v in world.items()} | {"tmp": str(tmp_path)}
+    shim = world["w"] / f"no_{hide}" if hide else None
     t0 = time.perf_counter()
-    r = run_cli([a.format(**paths) for a in args], cwd=tmp_path)
+    r = run_cli([a.format(**paths) for a in args], cwd=tmp_path, first_on_path=shim)
     seconds = time.perf_counter() - t0
     output = r.stdout + r.stderr
     assert "Traceback" not in output, output
@@ -267,4 +365,5 @@ def test_bad_input_is_one_line_that_names_the_fix(world, tmp_path, args, code, s
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     for phrase in says:
         assert phrase in lines[0], lines[0]
+    assert not (tmp_path / "x" / "config.json").exists(), "a refused new run (--out {tmp}/x) was started"
     assert seconds < OFFLINE_S

@@ -1,13 +1,14 @@
 """Model registry: build a model from an architecture description {"name": ..., "config": {...}}.
 
-The name is a registered model (cnn, bilstm, resnet20, resnet56), torchvision:NAME or
-path/to/file.py:factory; see registry.py and external.py.
+The name is a registered model (cnn, bilstm, resnet20, resnet56), torchvision:NAME, timm:NAME or
+path/to/file.py:factory; see registry.py and external.py. weights.py loads pretrained weights (--weights).
 """
 
 from edgeprune.models import bilstm, cnn, resnet  # noqa: F401  (importing registers the models)
 from edgeprune.models.external import canonical_name, parse_model_kwargs
 from edgeprune.models.fit import check_model_fits, layer_widths, load_resized
 from edgeprune.models.registry import MODELS, build_model, check_fits, default_config, register_model
+from edgeprune.models.weights import load_weights
 
 __all__ = [
     "MODELS",
@@ -18,6 +19,7 @@ __all__ = [
     "default_config",
     "layer_widths",
     "load_resized",
+    "load_weights",
     "parse_model_kwargs",
     "register_model",
 ]

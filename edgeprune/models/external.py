@@ -2,6 +2,8 @@
 
 - `torchvision:NAME`: `torchvision.models.get_model(NAME, weights=None, **config)`, any torchvision
   classification model, always built from scratch (weights are never downloaded);
+- `timm:NAME`: `timm.create_model(NAME, pretrained=False, **config)`, any timm model (timm is the
+  optional extra `edgeprune[timm]`), built from scratch too, for the data's channels and classes;
 - `path/to/file.py:factory`: the user's file imported by path and `factory(**config)` called; it
   must return an nn.Module that takes the data's inputs (float images [B, C, H, W] or int64 token
   ids [B, T]). This runs the user's code: that is the point, and the user's responsibility.
@@ -26,14 +28,17 @@ from typing import Callable
 from edgeprune.errors import UserError
 
 TORCHVISION = "torchvision:"
-FORMS = "torchvision:NAME or path/to/file.py:factory"
+TIMM = "timm:"
+FORMS = "torchvision:NAME, timm:NAME or path/to/file.py:factory"
 LIST_MODELS = "torchvision.models.list_models(module=torchvision.models)"
+PREFIXES = {"torchvision": TORCHVISION, "timm": TIMM}  # the library-named forms: kind -> prefix
 
 
 def kind_of(name: str) -> str:
-    """'torchvision', 'file' or 'registry' (a registered name such as cnn)."""
-    if name.startswith(TORCHVISION):
-        return "torchvision"
+    """'torchvision', 'timm', 'file' or 'registry' (a registered name such as cnn)."""
+    for kind, prefix in PREFIXES.items():
+        if name.startswith(prefix):
+            return kind
     path, sep, _ = name.rpartition(":")
     if (sep and path.endswith(".py")) or name.endswith(".py"):
         return "file"
@@ -51,8 +56,8 @@ def canonical_name(name: str) -> str:
 def slug(name: str) -> str:
     """A short, path-safe name for a run directory: resnet18, mymodel-make."""
     kind = kind_of(name)
-    if kind == "torchvision":
-        return name[len(TORCHVISION) :]
+    if kind in PREFIXES:
+        return name[len(PREFIXES[kind]) :]
     if kind == "file":
         path, factory = split_file_name(name)
         return f"{Path(path).stem}-{factory}"
@@ -141,14 +146,72 @@ def build_torchvision(name: str, config: dict):
     torchvision_builder(name)
     if "weights" in config:
         raise UserError(
-            "edgeprune trains torchvision models from scratch and never downloads weights; "
-            "drop 'weights' from --model-kwargs."
+            "edgeprune builds torchvision models from scratch and never downloads weights; drop 'weights' "
+            "from --model-kwargs and pass a weights file you fetched once with --weights FILE."
         )
     try:
         return _torchvision_models().get_model(name, weights=None, **config)
     except Exception as e:  # noqa: BLE001 - torchvision raises TypeError, ValueError or AssertionError
         raise UserError(
             f"torchvision's {name} cannot be built with {json.dumps(config)} ({_first_line(e)}); fix --model-kwargs."
+        ) from None
+
+
+# --- timm:NAME ----------------------------------------------------------------------------------
+
+
+# create_model options that fetch or read weights: edgeprune reads weights only through --weights
+PRETRAINED_OPTIONS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path")
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:
+        raise UserError(
+            "--model timm:NAME needs timm, which is not installed; pip install 'edgeprune[timm]'."
+        ) from None
+    except Exception as e:  # noqa: BLE001 - a broken install (a timm too old or too new for this torch)
+        raise UserError(
+            f"--model timm:NAME needs timm, which fails to import ({_first_line(e)}); "
+            "reinstall it with pip install -U 'edgeprune[timm]'."
+        ) from None
+    return timm
+
+
+def check_timm(name: str) -> None:
+    """A UserError unless timm is installed and knows model `name` (the part after 'timm:')."""
+    timm = _timm()
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=4)
+    hint = f" (close: {', '.join(close)})" if close else ""
+    raise UserError(
+        f"timm {timm.__version__} has no model '{name}'{hint}; timm.list_models() lists the names to use after "
+        "--model timm:."
+    )
+
+
+def timm_defaults(name: str, meta: dict) -> dict:
+    """The data's classes and image channels: every timm model takes num_classes and in_chans."""
+    check_timm(name)
+    return {"num_classes": len(meta["labels"]), "in_chans": int(meta["input_shape"][1])}
+
+
+def build_timm(name: str, config: dict):
+    timm = _timm()
+    check_timm(name)
+    asked = sorted(k for k in PRETRAINED_OPTIONS if k in config)
+    if asked:
+        raise UserError(
+            f"edgeprune builds timm models from scratch and never downloads weights; drop {', '.join(asked)} "
+            "from --model-kwargs and pass a weights file you fetched once with --weights FILE."
+        )
+    try:
+        return timm.create_model(name, pretrained=False, **config)
+    except Exception as e:  # noqa: BLE001 - timm raises TypeError, ValueError, AssertionError ...
+        raise UserError(
+            f"timm's {name} cannot be built with {json.dumps(config)} ({_first_line(e)}); fix --model-kwargs."
         ) from None
 
 

@@ -1,7 +1,8 @@
 """Models register here by decorator; tests are parametrized over everything registered.
 
-Besides registered names, a model name may be `torchvision:NAME` or `path/to/file.py:factory`
-(edgeprune.models.external); check_fits, default_config and build_model take every form.
+Besides registered names, a model name may be `torchvision:NAME`, `timm:NAME` or
+`path/to/file.py:factory` (edgeprune.models.external); check_fits, default_config and build_model
+take every form.
 """
 
 from __future__ import annotations
@@ -36,8 +37,11 @@ def check_fits(name: str, task: str, dataset: str) -> None:
     """A UserError unless model `name` exists and is made for `task` data. (A factory file's model
     may be for either task: only running it on the data tells, see check_model_fits.)"""
     kind = external.kind_of(name)
-    if kind == "torchvision":
-        external.torchvision_builder(name[len(external.TORCHVISION) :])
+    if kind in external.PREFIXES:  # torchvision:NAME, timm:NAME: image classifiers
+        if kind == "torchvision":
+            external.torchvision_builder(name[len(external.TORCHVISION) :])
+        else:
+            external.check_timm(name[len(external.TIMM) :])
         if task != "image":
             fitting = [m for m, e in MODELS.items() if e["task"] == task]
             raise UserError(
@@ -63,6 +67,8 @@ def default_config(name: str, dataset_meta: dict) -> dict:
     kind = external.kind_of(name)
     if kind == "torchvision":
         return external.torchvision_defaults(name[len(external.TORCHVISION) :], dataset_meta)
+    if kind == "timm":
+        return external.timm_defaults(name[len(external.TIMM) :], dataset_meta)
     if kind == "file":
         return external.file_defaults(name, dataset_meta)
     return MODELS[name]["defaults"](dataset_meta)
@@ -70,11 +76,13 @@ def default_config(name: str, dataset_meta: dict) -> dict:
 
 def build_model(arch: dict):
     """Build a model from {"name": ..., "config": {...}} (what model.arch() returns); the name may
-    also be torchvision:NAME or path/to/file.py:factory."""
+    also be torchvision:NAME, timm:NAME or path/to/file.py:factory."""
     name, config = arch.get("name"), arch.get("config", {})
     kind = external.kind_of(name) if isinstance(name, str) and isinstance(config, dict) else "registry"
     if kind == "torchvision":
         return external.build_torchvision(name[len(external.TORCHVISION) :], config)
+    if kind == "timm":
+        return external.build_timm(name[len(external.TIMM) :], config)
     if kind == "file":
         return external.build_from_file(name, config)
     if isinstance(name, str) and name in MODELS and isinstance(config, dict):
