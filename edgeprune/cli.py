@@ -16,10 +16,35 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from edgeprune.errors import UserError
+from edgeprune.errors import UserError, check_finite, os_error
 
-# click's exception base, wherever this typer takes click from (its own copy since typer 0.22)
+# click's exception bases, wherever this typer takes click from (its own copy since typer 0.22)
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def _finite(callback):
+    """A parameter callback that refuses NaN and infinity (edgeprune.errors.check_finite), then runs
+    the parameter's own callback, if it had one."""
+
+    def check(ctx, param, value):
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            try:
+                check_finite(param.opts[0] if param.opts else param.name, v)
+            except UserError as e:
+                raise _UsageError(str(e), ctx) from None
+        return callback(ctx, param, value) if callback else value
+
+    return check
+
+
+def _finite_floats(group) -> None:
+    """Every option and argument of every command gets the finite check (it looks at float values only):
+    one rule, applied here once, so a new float option cannot forget it."""
+    for command in group.commands.values():
+        for param in command.params:
+            if not getattr(param, "_finite", False):
+                param.callback, param._finite = _finite(param.callback), True
 
 
 class _OneLineUsageErrors(TyperGroup):
@@ -27,6 +52,7 @@ class _OneLineUsageErrors(TyperGroup):
     like a UserError, instead of a usage block and a box."""
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
+        _finite_floats(self)
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
@@ -56,6 +82,10 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
+def _print_error(e: UserError) -> None:
+    err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+
+
 def friendly(fn):
     """Turn a UserError into one clear sentence and a non-zero exit code, never a traceback."""
 
@@ -64,8 +94,16 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            _print_error(e)
             raise typer.Exit(e.exit_code) from None
+        except OSError as e:
+            # the machine refused (permission, read-only, full disk, name too long): one sentence too;
+            # writes are atomic, so what was saved before is unchanged. Any other OSError is a bug.
+            user_error = os_error(e)
+            if user_error is None:
+                raise
+            _print_error(user_error)
+            raise typer.Exit(user_error.exit_code) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: completed work was saved; re-run with --resume to continue.")
             raise typer.Exit(130) from None

@@ -31,7 +31,10 @@ def atomic_write_bytes(path: Path, data: bytes, midway: Optional[Callable[[], No
     """Write to a temporary file beside `path`, fsync, then rename over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+    except OSError as e:  # the folder refuses a new file: say which file was meant
+        raise OSError(e.errno, e.strerror, str(path)) from e
     try:
         # mkstemp makes the file 0600; give it what open() would (0666 less the umask), or a
         # bundle or probe set mounted into the runtime image, whose user is another, is unreadable
@@ -43,9 +46,12 @@ def atomic_write_bytes(path: Path, data: bytes, midway: Optional[Callable[[], No
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename in (None, tmp):
+            # name the file the user asked for, not the temporary one (a full disk names none at all)
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 

@@ -8,7 +8,7 @@ import socket
 from dataclasses import asdict, dataclass
 
 from edgeprune.bench.env import usable_cores
-from edgeprune.errors import UserError
+from edgeprune.errors import UserError, check_finite
 from edgeprune.targets import get_target
 
 
@@ -59,6 +59,7 @@ def make_settings(
     label: str | None = None,
     seq_len: int | None = None,
 ) -> Settings:
+    check_finite("--seconds", seconds)  # the CLI checks its flags; this is the same rule for API callers
     if runs is not None and seconds is not None:
         raise UserError("give either --runs or --seconds, not both.")
     if runs is not None and runs < 1:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeprune.errors import UserError
+from edgeprune.errors import UserError, check_finite
 from edgeprune.export import bundle as bundle_mod
 from edgeprune.export import onnx_export, parity, quantize, simplify
 from edgeprune.run import RUN_FORMAT, RunDir, read_json
@@ -67,6 +67,7 @@ class ExportOptions:
             )
         if not onnx_export.MIN_OPSET <= self.opset <= onnx_export.MAX_OPSET:
             raise UserError(f"--opset must lie in {onnx_export.MIN_OPSET}..{onnx_export.MAX_OPSET}, got {self.opset}.")
+        check_finite("--max-acc-drop", self.max_acc_drop)  # as the CLI checks it, for API callers
         if not self.max_acc_drop >= 0:
             raise UserError(f"--max-acc-drop must be zero or more accuracy points, got {self.max_acc_drop}.")
         if self.calib < 1:
