@@ -249,6 +249,9 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<dataset>-<model>)."),
     no_prune: bool = typer.Option(False, "--no-prune", help="Train the baseline: no pruning."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    restart: bool = typer.Option(
+        False, "--restart", help="Discard the run already in --out (checkpoint, model, history) and start over."
+    ),
     threshold: float = typer.Option(0.01, "--threshold", help="Normalized-score threshold for pruning."),
     warmup_epochs: Optional[int] = typer.Option(None, "--warmup-epochs", help="Epochs before the first pruning."),
     prune_until: float = typer.Option(
@@ -375,7 +378,7 @@ def train(
             test_fraction=test_fraction,
         ),
     )
-    train_run(cfg, resume=resume)
+    train_run(cfg, resume=resume, restart=restart)
 
 
 @app.command()
