@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -82,6 +83,14 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
+# What Ctrl-C leaves behind, per command (writes are atomic everywhere, so never a half-written file).
+INTERRUPTED = {
+    "train": "completed work was saved; re-run with --resume to continue",
+    "experiment": "finished stages were saved; run the same command again to continue",
+    "bench": "the worker processes were stopped",
+}
+
+
 def _print_error(e: UserError) -> None:
     err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
 
@@ -105,7 +114,7 @@ def friendly(fn):
             _print_error(user_error)
             raise typer.Exit(user_error.exit_code) from None
         except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]: completed work was saved; re-run with --resume to continue.")
+            err.print(f"[yellow]interrupted[/]: {INTERRUPTED.get(fn.__name__, 'nothing half-written was kept')}.")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -413,6 +422,12 @@ def bench(
         help="Instead of models: time this directory of latency probes (edgeprune probes) into the "
         "latency table written to --json, at one --batch.",
     ),
+    timeout: float = typer.Option(
+        600.0,
+        "--timeout",
+        help="Seconds a worker may take to load its model, time one round or evaluate; then it is stopped "
+        "and its row fails.",
+    ),
 ):
     """Measure latency, memory, accuracy and size of ONNX models with onnxruntime (no torch needed).
 
@@ -427,19 +442,24 @@ def bench(
             "(or --latency-probes DIR to measure a latency table). See 'edgeprune bench --help'."
         )
 
-    settings = make_settings(
-        threads=threads,
-        batch=batch,
-        warmup=warmup,
-        runs=runs,
-        seconds=seconds,
-        rounds=rounds,
-        target=target,
-        arena=arena,
-        mem_pattern=mem_pattern,
-        label=label,
-        seq_len=seq_len,
-    )
+    with warnings.catch_warnings(record=True) as caught:  # said as one line each, not as Python warnings
+        warnings.simplefilter("always")
+        settings = make_settings(
+            threads=threads,
+            batch=batch,
+            warmup=warmup,
+            runs=runs,
+            seconds=seconds,
+            rounds=rounds,
+            target=target,
+            arena=arena,
+            mem_pattern=mem_pattern,
+            label=label,
+            seq_len=seq_len,
+            timeout=timeout,
+        )
+    for w in caught:
+        err.print(f"[bold yellow]warning[/]: {escape(str(w.message))}", highlight=False, soft_wrap=True)
     if latency_probes is not None:
         from edgeprune.bench.latency_table import run as run_probes
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeprune.errors import UserError, check_finite
+from edgeprune.errors import UserError, check_finite, writing_into
 from edgeprune.export import bundle as bundle_mod
 from edgeprune.export import onnx_export, parity, quantize, simplify
 from edgeprune.run import RUN_FORMAT, RunDir, read_json
@@ -87,11 +87,18 @@ def export_run(run_dir, **options) -> dict:
     if not run.root.is_dir():
         raise UserError(f"{run.root} is not a directory; pass a run directory written by edgeprune train.")
     model, record = onnx_export.load_run_model(run.model)
-    staged_export = bundle_mod.staging_dir(run.export)
-    staged_bundle = bundle_mod.staging_dir(run.bundle)
-    bundle_mod.sweep_stale(Path(tempfile.gettempdir()), "edgeprune-export-")
-    work = Path(tempfile.mkdtemp(prefix=f"edgeprune-export-{os.getpid()}-"))
+    with writing_into(run.root):  # a full disk names no file: the sentence names the run
+        return _export_staged(run, model, record, opts, target)
+
+
+def _export_staged(run: RunDir, model, record: dict, opts: ExportOptions, target) -> dict:
+    """Everything written beside its final place, then swapped in: a failure leaves the old export."""
+    staged_export = staged_bundle = work = None
     try:
+        staged_export = bundle_mod.staging_dir(run.export)
+        staged_bundle = bundle_mod.staging_dir(run.bundle)
+        bundle_mod.sweep_stale(Path(tempfile.gettempdir()), "edgeprune-export-")
+        work = Path(tempfile.mkdtemp(prefix=f"edgeprune-export-{os.getpid()}-"))
         summary = _export(run, model, record, opts, target, staged_export, staged_bundle, work)
         tar_path = run.root / "bundle.tar.gz"
         if opts.tar:
@@ -99,11 +106,13 @@ def export_run(run_dir, **options) -> dict:
         bundle_mod.swap_into_place(staged_export, run.export)
         bundle_mod.swap_into_place(staged_bundle, run.bundle)
     except BaseException:
-        shutil.rmtree(staged_export, ignore_errors=True)
-        shutil.rmtree(staged_bundle, ignore_errors=True)
+        for staged in (staged_export, staged_bundle):
+            if staged is not None:
+                shutil.rmtree(staged, ignore_errors=True)
         raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
     summary.update(export_dir=str(run.export), bundle_dir=str(run.bundle), tar=str(tar_path) if opts.tar else None)
     return summary
 
