@@ -43,6 +43,7 @@ def load_run_model(model_path: Path) -> tuple[torch.nn.Module, dict]:
             f"{model_path} has model format version {record.get('version')}, this edgeprune "
             "reads version 1; re-train with this version."
         )
+    _check_factory_still_there(model_path, record["arch"])
     try:
         model = load_model(record["arch"], record["state_dict"])
     except (RuntimeError, KeyError, TypeError) as e:
@@ -51,6 +52,22 @@ def load_run_model(model_path: Path) -> tuple[torch.nn.Module, dict]:
             f"{model_path} holds weights that do not fit its architecture ({first}); re-create it with edgeprune train."
         ) from None
     return model.eval(), record
+
+
+def _check_factory_still_there(model_path: Path, arch: dict) -> None:
+    """A model built by your own file.py:factory is rebuilt from that file, at the path model.pt records;
+    when the file has moved, the one fix is the file back at that path (export has no --model)."""
+    from edgeprune.models import external
+
+    name = arch.get("name") if isinstance(arch, dict) else None
+    if not isinstance(name, str) or external.kind_of(name) != "file":
+        return
+    file, factory = external.split_file_name(name)
+    if not Path(file).is_file():
+        raise UserError(
+            f"{model_path} is built by {factory}() in {file}, which is no longer there; put that file back at "
+            "that path (a copy will do) and export again."
+        )
 
 
 def dynamic_axes_for(meta: dict) -> dict[int, str]:

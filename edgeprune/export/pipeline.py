@@ -133,6 +133,7 @@ def _load_eval_data(run: RunDir, record: dict, opts: ExportOptions):
             f"{run.root} was written by another edgeprune version (run format {config.get('run_format')}, "
             f"this is {RUN_FORMAT}); re-train it with this version."
         )
+    _check_data_still_there(run, cfg["dataset"])
     meta = record.get("input") or config.get("input")
     vocab = None
     if meta["task"] == "text":
@@ -172,6 +173,18 @@ def _load_eval_data(run: RunDir, record: dict, opts: ExportOptions):
     idx = np.unique(np.linspace(0, len(data.train) - 1, n_cal).astype(np.int64))
     calib_x = ready(data.train.x[torch.from_numpy(idx)])
     return meta, data, eval_x, eval_y, calib_x, vocab
+
+
+def _check_data_still_there(run: RunDir, dataset: str) -> None:
+    """Your own data is found again at the path training recorded; when it has moved, the advice is
+    what export itself can follow: the path back, or config.json's "dataset" field pointed at it."""
+    from edgeprune.data.own import HUB_PREFIX, is_own
+
+    if is_own(dataset) and not dataset.startswith(HUB_PREFIX) and not Path(dataset).expanduser().exists():
+        raise UserError(
+            f"the data {run.root} was trained on, {dataset}, is no longer there; put it back at that path, "
+            f'or set "dataset" under "config" in {run.config} to where it is now, and export again.'
+        )
 
 
 def _export(
