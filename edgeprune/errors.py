@@ -72,3 +72,16 @@ def writing_into(where: str | os.PathLike):
         if e.filename is None and e.errno in _OS_FIXES:
             raise OSError(e.errno, e.strerror, os.fspath(where)) from e
         raise
+
+
+def machine_refusal(e: BaseException) -> OSError | None:
+    """The OSError of a refusal `os_error` knows, in `e` or in what it was raised from (a library that
+    wraps a full disk in its own exception), else None. Catch-all handlers re-raise it, so a full disk is
+    not misreported as, say, a model the exporter cannot handle."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in _OS_FIXES:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None

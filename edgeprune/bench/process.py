@@ -53,7 +53,7 @@ class WorkerProcess:
         if not ready:
             self.kill()
             raise WorkerError(
-                f"no answer within {timeout:.0f} s, so the worker was stopped; raise --timeout if the model "
+                f"no answer within {timeout:g} s, so the worker was stopped; raise --timeout if the model "
                 "is that slow"
             )
         line = self.proc.stdout.readline()

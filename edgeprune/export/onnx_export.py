@@ -13,7 +13,7 @@ import onnx
 import torch
 
 from edgeprune import __version__
-from edgeprune.errors import UserError
+from edgeprune.errors import UserError, machine_refusal
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -124,6 +124,8 @@ def export_onnx(
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 - any exporter failure is one sentence for the user
+        if machine_refusal(e) is not None:
+            raise machine_refusal(e) from None  # a full disk is not the model's fault
         text = str(e)
         if "inferred a static shape" in text:
             # torch.export traced a dynamic axis as a constant: seen on the second export of an
@@ -240,6 +242,8 @@ def full_check(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:  # noqa: BLE001
+        if machine_refusal(e) is not None:
+            raise machine_refusal(e) from None
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise UserError(f"{Path(path).name} fails the ONNX checker ({first}); try another --opset.") from None
 
