@@ -4,6 +4,7 @@ the gradients just computed) and at the end of each epoch (prune, then compact).
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -257,7 +258,7 @@ class _Training:
         if cfg.prune:  # before a new run directory is written: a table that cannot apply is refused here
             self._make_pruner(ckpt, fresh)
         if ckpt is None and ctx.is_main:
-            self._start_run_dir()
+            self._start_run_dir(restart)
         self.net = distributed.wrap(self.model, self.device, ctx)
         n = len(self.data.train)
         self.steps = (len(distributed.shard(torch.arange(n), ctx)) + self.local_batch - 1) // self.local_batch
@@ -299,11 +300,15 @@ class _Training:
             self.history = _restore_history(self.run, ckpt)
             console.print(f"resuming {self.run.root} at epoch {self.start}/{self.cfg.epochs}")
 
-    def _start_run_dir(self) -> None:
+    def _start_run_dir(self, restart: bool = False) -> None:
         run, data = self.run, self.data
         run.root.mkdir(parents=True, exist_ok=True)
         for p in (run.history, run.metrics, run.checkpoint, run.model, run.train_vocab, *run.partial_writes()):
             p.unlink(missing_ok=True)
+        if restart:  # the old run's export, bundle and timings would pass for the new run's
+            for d in (run.export, run.bundle, run.bench):
+                shutil.rmtree(d, ignore_errors=True)
+            (run.root / "bundle.tar.gz").unlink(missing_ok=True)
         if data.vocab is not None:
             atomic_write_json(run.vocab, data.vocab.to_json())
         self.run_config = {

@@ -137,7 +137,10 @@ CASES = {
         "train", *RUN_FLAGS, "--out", "{w}/v99", "--resume", says=("run format 99", "train into a new --out")
     ),
     "corrupt-checkpoint": _p(
-        "train", *RUN_FLAGS, "--out", "{w}/bad_ckpt", "--resume", says=("not a readable checkpoint", "pass --restart to discard it")
+        "train",
+        *RUN_FLAGS,
+        *("--out", "{w}/bad_ckpt", "--resume"),
+        says=("not a readable checkpoint", "pass --restart to discard it"),
     ),
     # train --model / --model-kwargs: any model, built (and run once on the data) before training starts
     "model-file-missing": _p(

@@ -53,8 +53,7 @@ class WorkerProcess:
         if not ready:
             self.kill()
             raise WorkerError(
-                f"no answer within {timeout:g} s, so the worker was stopped; raise --timeout if the model "
-                "is that slow"
+                f"no answer within {timeout:g} s, so the worker was stopped; raise --timeout if the model is that slow"
             )
         line = self.proc.stdout.readline()
         if not line:
