@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from edgeprune.errors import UserError, os_error
+from edgeprune.errors import UserError, os_error, writing_into
 
 RUN_FORMAT = 1  # bumped when the layout of a run directory changes incompatibly
 PARTIAL_SUFFIX = ".partial"  # temporary files of atomic writes; a crash can leave one behind
@@ -81,8 +81,9 @@ def _json_fix(path: Path) -> str:
 
 
 def append_jsonl(path: Path, record: dict, midway: Optional[Callable[[], None]] = None) -> None:
-    """Append one line; a crash during the write leaves a torn last line, which read_jsonl drops."""
-    with open(path, "a") as f:
+    """Append one line; a crash during the write leaves a torn last line, which read_jsonl drops (and a
+    full disk one that --resume rewrites from the checkpoint)."""
+    with writing_into(path), open(path, "a") as f:
         _write_in_halves(f, json.dumps(record) + "\n", midway)
         f.flush()
         os.fsync(f.fileno())

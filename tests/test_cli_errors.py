@@ -197,7 +197,9 @@ CASES = {
     "report-not-a-run": _p("report", "{w}/empty", says="pass directories written by edgeprune train"),
     "report-out-is-a-file": _p("report", "{run}", "--out", "{w}/notes.txt", says="is a file; pass a directory"),
     "report-no-configuration": _p("report", "{w}/no_config", says="re-create the run with edgeprune train"),
-    "report-corrupt-config": _p("report", "{w}/bad_config", says=("is not valid JSON", "delete it and re-run")),
+    "report-corrupt-config": _p(
+        "report", "{w}/bad_config", says=("is not valid JSON", "rebuild it from the checkpoint with edgeprune train")
+    ),
     # experiment
     "experiment-unknown-target": _p(
         "experiment", *MNIST, "--out", "{tmp}/e", "--target", "rpi9", says="choose one of: rpi4, rpi5, x86"
