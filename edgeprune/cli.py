@@ -17,10 +17,35 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from edgeprune.errors import BudgetWarning, UserError
+from edgeprune.errors import BudgetWarning, UserError, check_finite, os_error
 
-# click's exception base, wherever this typer takes click from (its own copy since typer 0.22)
+# click's exception bases, wherever this typer takes click from (its own copy since typer 0.22)
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def _finite(callback):
+    """A parameter callback that refuses NaN and infinity (edgeprune.errors.check_finite), then runs
+    the parameter's own callback, if it had one."""
+
+    def check(ctx, param, value):
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            try:
+                check_finite(param.opts[0] if param.opts else param.name, v)
+            except UserError as e:
+                raise _UsageError(str(e), ctx) from None
+        return callback(ctx, param, value) if callback else value
+
+    return check
+
+
+def _finite_floats(group) -> None:
+    """Every option and argument of every command gets the finite check (it looks at float values only):
+    one rule, applied here once, so a new float option cannot forget it."""
+    for command in group.commands.values():
+        for param in command.params:
+            if not getattr(param, "_finite", False):
+                param.callback, param._finite = _finite(param.callback), True
 
 
 class _OneLineUsageErrors(TyperGroup):
@@ -28,6 +53,7 @@ class _OneLineUsageErrors(TyperGroup):
     like a UserError, instead of a usage block and a box."""
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
+        _finite_floats(self)
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
@@ -57,6 +83,18 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
+# What Ctrl-C leaves behind, per command (writes are atomic everywhere, so never a half-written file).
+INTERRUPTED = {
+    "train": "completed work was saved; re-run with --resume to continue",
+    "experiment": "finished stages were saved; run the same command again to continue",
+    "bench": "the worker processes were stopped",
+}
+
+
+def _print_error(e: UserError) -> None:
+    err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+
+
 def friendly(fn):
     """Turn a UserError into one clear sentence and a non-zero exit code, never a traceback."""
 
@@ -68,10 +106,18 @@ def friendly(fn):
                 warnings.showwarning = _show_budget_warnings(warnings.showwarning)
                 return fn(*args, **kwargs)
         except UserError as e:
-            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            _print_error(e)
             raise typer.Exit(e.exit_code) from None
+        except OSError as e:
+            # the machine refused (permission, read-only, full disk, name too long): one sentence too;
+            # writes are atomic, so what was saved before is unchanged. Any other OSError is a bug.
+            user_error = os_error(e)
+            if user_error is None:
+                raise
+            _print_error(user_error)
+            raise typer.Exit(user_error.exit_code) from None
         except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]: completed work was saved; re-run with --resume to continue.")
+            err.print(f"[yellow]interrupted[/]: {INTERRUPTED.get(fn.__name__, 'nothing half-written was kept')}.")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -235,6 +281,9 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<dataset>-<model>)."),
     no_prune: bool = typer.Option(False, "--no-prune", help="Train the baseline: no pruning."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    restart: bool = typer.Option(
+        False, "--restart", help="Discard the run already in --out (checkpoint, model, history) and start over."
+    ),
     threshold: float = typer.Option(0.01, "--threshold", help="Normalized-score threshold for pruning."),
     warmup_epochs: Optional[int] = typer.Option(
         None, "--warmup-epochs", help="Epochs before the first pruning (default: a tenth; none with --weights)."
@@ -364,7 +413,7 @@ def train(
             test_fraction=test_fraction,
         ),
     )
-    train_run(cfg, resume=resume)
+    train_run(cfg, resume=resume, restart=restart)
 
 
 @app.command()
@@ -399,6 +448,12 @@ def bench(
         help="Instead of models: time this directory of latency probes (edgeprune probes) into the "
         "latency table written to --json, at one --batch.",
     ),
+    timeout: float = typer.Option(
+        600.0,
+        "--timeout",
+        help="Seconds a worker may take to load its model, time one round or evaluate; then it is stopped "
+        "and its row fails.",
+    ),
 ):
     """Measure latency, memory, accuracy and size of ONNX models with onnxruntime (no torch needed).
 
@@ -413,19 +468,24 @@ def bench(
             "(or --latency-probes DIR to measure a latency table). See 'edgeprune bench --help'."
         )
 
-    settings = make_settings(
-        threads=threads,
-        batch=batch,
-        warmup=warmup,
-        runs=runs,
-        seconds=seconds,
-        rounds=rounds,
-        target=target,
-        arena=arena,
-        mem_pattern=mem_pattern,
-        label=label,
-        seq_len=seq_len,
-    )
+    with warnings.catch_warnings(record=True) as caught:  # said as one line each, not as Python warnings
+        warnings.simplefilter("always")
+        settings = make_settings(
+            threads=threads,
+            batch=batch,
+            warmup=warmup,
+            runs=runs,
+            seconds=seconds,
+            rounds=rounds,
+            target=target,
+            arena=arena,
+            mem_pattern=mem_pattern,
+            label=label,
+            seq_len=seq_len,
+            timeout=timeout,
+        )
+    for w in caught:
+        err.print(f"[bold yellow]warning[/]: {escape(str(w.message))}", highlight=False, soft_wrap=True)
     if latency_probes is not None:
         from edgeprune.bench.latency_table import run as run_probes
 

@@ -9,7 +9,7 @@ from typing import Optional
 
 from edgeprune.data.options import coerce
 from edgeprune.data.registry import check_data_dir, get_spec
-from edgeprune.errors import UserError, unknown_choice
+from edgeprune.errors import UserError, check_finite, unknown_choice
 from edgeprune.models.external import canonical_name, slug
 from edgeprune.models.registry import check_fits
 
@@ -96,6 +96,8 @@ def resolve_train_config(
     **kw,
 ) -> TrainConfig:
     check_data_dir(data_dir)
+    for name, value in kw.items():  # the CLI checks its flags; this is the same rule for API callers
+        check_finite(f"--{name.replace('_', '-')}", value)
     data_options = coerce(data_options).to_dict()  # canonical, so --resume compares like with like
     spec = get_spec(dataset, data_options)
     model = canonical_name(model or spec.default_model)  # a factory file's path made absolute

@@ -1,5 +1,12 @@
 """Errors a user can cause. The CLI prints their message as one sentence and exits non-zero."""
 
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+
 
 class UserError(Exception):
     """Bad input that the user can fix; the message names the fix."""
@@ -27,3 +34,60 @@ class DataNotFound(UserError):
     """A dataset is neither local nor reachable."""
 
     exit_code = 3
+
+
+def check_finite(flag: str, value) -> None:
+    """The one rule for every numeric option: NaN and infinity are refused, whatever else it allows."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{flag} must be a finite number, not {value}; pass an ordinary number.")
+
+
+# What the machine can refuse and the user can fix: errno -> (what happened, the fix). `{where}` is
+# the file or folder concerned, `{dir}` the folder holding it.
+_OS_FIXES = {
+    errno.EACCES: ("access to {where} is denied", "give this user access to {dir} or choose another path"),
+    errno.EPERM: ("the system does not permit changing {where}", "make {dir} writable or choose another path"),
+    errno.EROFS: ("{where} is on a read-only file system", "choose a path on a writable one or remount it read-write"),
+    errno.ENOSPC: ("no space is left on the device holding {where}", "free some space there or choose another path"),
+    errno.EDQUOT: ("the disk quota of the device holding {where} is used up", "free some space or choose another path"),
+    errno.EFBIG: ("{where} would be larger than its file system allows", "choose a path on another file system"),
+    errno.ENAMETOOLONG: ("the path {where} is too long for its file system", "choose a shorter path or name"),
+}
+
+
+def os_error(e: OSError, where: str | os.PathLike | None = None) -> UserError | None:
+    """One sentence for an operating-system refusal a user can fix (permission, read-only file system,
+    full disk, name too long), naming the path and the fix; None for any other OSError. `where` names the
+    path when the error itself carries none (a write that ran out of space has no file name)."""
+    if e.errno not in _OS_FIXES:
+        return None
+    path = e.filename if e.filename is not None else where
+    path = os.fsdecode(path) if path is not None else "a file being written"
+    folder = os.path.dirname(os.path.abspath(path)) if e.filename is not None or where is not None else "its folder"
+    what, fix = _OS_FIXES[e.errno]
+    return UserError(f"{what.format(where=path)}; {fix.format(dir=folder)}.")
+
+
+@contextlib.contextmanager
+def writing_into(where: str | os.PathLike):
+    """Inside, an OSError that names no file (a write that ran out of space) is raised again naming `where`,
+    so the one sentence the CLI prints for it can say where space or permission is missing."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno in _OS_FIXES:
+            raise OSError(e.errno, e.strerror, os.fspath(where)) from e
+        raise
+
+
+def machine_refusal(e: BaseException) -> OSError | None:
+    """The OSError of a refusal `os_error` knows, in `e` or in what it was raised from (a library that
+    wraps a full disk in its own exception), else None. Catch-all handlers re-raise it, so a full disk is
+    not misreported as, say, a model the exporter cannot handle."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in _OS_FIXES:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None

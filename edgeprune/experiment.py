@@ -197,8 +197,11 @@ def _newer(outputs: list[Path], inputs: list[Path]) -> bool:
 
 def _check_same_config(run: RunDir, cfg) -> None:
     from edgeprune.config import TrainConfig
+    from edgeprune.train import readable_run_config
 
-    saved = read_json(run.config)
+    saved = readable_run_config(run)
+    if saved is None:
+        return  # config.json is damaged but a checkpoint holds a copy: train_run rebuilds and checks it
     try:
         saved_id = TrainConfig(**saved["config"]).identity()
     except (KeyError, TypeError):
@@ -226,8 +229,9 @@ def train_stage(cfg, quiet: bool = False) -> dict:
         _check_same_config(run, cfg)  # never pass off another configuration's results as these
         if run.metrics.exists():
             return _result(name, SKIPPED, t0, f"{run.root.name}/metrics.json exists")
-    resuming = run.config.exists() and run.checkpoint.exists()
-    metrics = train_run(cfg, resume=run.config.exists(), quiet=quiet)
+    resuming = run.checkpoint.exists()
+    # a checkpoint is resumed even when config.json was lost: train_run rebuilds it from the checkpoint
+    metrics = train_run(cfg, resume=run.config.exists() or resuming, quiet=quiet)
     budget = budgets.from_metrics(metrics)
     missed = "" if budget is None or budget["met"] else "; " + budgets.status_line({**budget, "reasons": []})
     return _result(

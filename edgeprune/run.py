@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from edgeprune.errors import UserError
+from edgeprune.errors import UserError, os_error, writing_into
 
 RUN_FORMAT = 1  # bumped when the layout of a run directory changes incompatibly
 PARTIAL_SUFFIX = ".partial"  # temporary files of atomic writes; a crash can leave one behind
@@ -31,7 +31,10 @@ def atomic_write_bytes(path: Path, data: bytes, midway: Optional[Callable[[], No
     """Write to a temporary file beside `path`, fsync, then rename over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+    except OSError as e:  # the folder refuses a new file: say which file was meant
+        raise OSError(e.errno, e.strerror, str(path)) from e
     try:
         # mkstemp makes the file 0600; give it what open() would (0666 less the umask), or a
         # bundle or probe set mounted into the runtime image, whose user is another, is unreadable
@@ -43,9 +46,12 @@ def atomic_write_bytes(path: Path, data: bytes, midway: Optional[Callable[[], No
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename in (None, tmp):
+            # name the file the user asked for, not the temporary one (a full disk names none at all)
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 
@@ -60,12 +66,24 @@ def read_json(path: Path) -> Any:
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; run the stage that writes it first.") from None
     except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON ({e.msg}); delete it and re-run the stage.") from None
+        raise UserError(f"{path} is not valid JSON ({e.msg}); {_json_fix(path)}.") from None
+
+
+def _json_fix(path: Path) -> str:
+    """How to get a damaged JSON file back without losing anything: a run's config.json is rebuilt
+    from the copy its checkpoint holds; any other is written again by the stage that wrote it."""
+    if path.name == "config.json" and (path.parent / "checkpoint.pt").exists():
+        return (
+            f"rebuild it from the checkpoint with edgeprune train --resume --out {path.parent} "
+            "and the run's other flags"
+        )
+    return "delete it and re-run the stage"
 
 
 def append_jsonl(path: Path, record: dict, midway: Optional[Callable[[], None]] = None) -> None:
-    """Append one line; a crash during the write leaves a torn last line, which read_jsonl drops."""
-    with open(path, "a") as f:
+    """Append one line; a crash during the write leaves a torn last line, which read_jsonl drops (and a
+    full disk one that --resume rewrites from the checkpoint)."""
+    with writing_into(path), open(path, "a") as f:
         _write_in_halves(f, json.dumps(record) + "\n", midway)
         f.flush()
         os.fsync(f.fileno())
@@ -175,18 +193,22 @@ def save_torch(path: Path, obj, midway: Optional[Callable[[], None]] = None) -> 
     atomic_write_bytes(path, buf.getvalue(), midway)
 
 
-def load_torch(path: Path, what: str) -> dict:
-    """A checkpoint or model file, read without unpickling code (weights_only)."""
+def load_torch(path: Path, what: str, fix: str = "re-create it with edgeprune train") -> dict:
+    """A checkpoint or model file, read without unpickling code (weights_only); `fix` ends the
+    sentence of a file that cannot be read."""
     import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; train the run first (edgeprune train --out {path.parent}).") from None
+    except OSError as e:
+        if os_error(e) is not None:
+            raise  # the machine refused (permission...): the CLI's one sentence for OS errors says so
+        raise UserError(f"{path} cannot be read ({e.strerror or e}); {fix}.") from None
     except Exception as e:
         raise UserError(
-            f"{path} is not a readable {what} ({type(e).__name__}); it is corrupt or from "
-            "another tool: re-create it with edgeprune train."
+            f"{path} is not a readable {what} ({type(e).__name__}); it is corrupt or from another tool: {fix}."
         ) from None
 
 

@@ -4,6 +4,7 @@ the gradients just computed) and at the end of each epoch (prune, then compact).
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -68,11 +69,34 @@ def evaluate(model: torch.nn.Module, data: Data, split: Split) -> dict:
     }
 
 
-def _check_run_dir(run: RunDir, cfg: TrainConfig, resume: bool) -> bool:
-    """Validate an existing run directory; returns True when there is a checkpoint to resume."""
-    if not run.config.exists():
+RESTART = "pass --restart to discard it and start over"
+
+
+def _check_run_dir(run: RunDir, cfg: TrainConfig, resume: bool, restart: bool = False) -> bool:
+    """Validate an existing run directory; returns True when there is a checkpoint to resume.
+
+    Nothing already saved is overwritten unless `restart` says so: a checkpoint whose config.json is
+    missing or corrupt is resumed with config.json rebuilt from the copy the checkpoint holds, or
+    refused, never silently replaced by a new run."""
+    if restart:
+        if resume:
+            raise UserError("--resume continues a run and --restart discards it; pass one of them.")
         return False
-    saved = read_json(run.config)
+    if resume and not run.root.is_dir():
+        raise UserError(
+            f"--resume: {run.root} does not exist, so there is no run to continue; fix the --out path, "
+            "or drop --resume to start a new run there."
+        )
+    saved = readable_run_config(run)
+    if saved is None:
+        saved = _config_from_checkpoint(run, resume)
+    if saved is None:
+        if resume:
+            raise UserError(
+                f"--resume: {run.root} holds no run to continue (no config.json, no checkpoint.pt); fix the --out "
+                "path, or drop --resume to start a new run there."
+            )
+        return False
     if saved.get("run_format") != RUN_FORMAT:
         raise UserError(
             f"{run.root} was written by another edgeprune version (run format "
@@ -83,32 +107,81 @@ def _check_run_dir(run: RunDir, cfg: TrainConfig, resume: bool) -> bool:
     if diff:
         raise UserError(
             f"{run.root} holds a run with a different configuration ({', '.join(diff)} differ); "
-            "choose another --out or delete that directory."
+            f"choose another --out, or {RESTART}."
         )
     if not resume:
         state = "a finished run" if run.metrics.exists() else "an unfinished run"
         raise UserError(
             f"{run.root} already holds {state} with this configuration; pass --resume to "
-            "continue it or choose another --out."
+            f"continue it, choose another --out, or {RESTART}."
         )
     return run.checkpoint.exists()
 
 
-def train_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
+def readable_run_config(run: RunDir) -> Optional[dict]:
+    """A run's config.json, or None when it is missing, or unreadable while a checkpoint can stand in."""
+    if not run.config.exists():
+        return None
+    try:
+        saved = read_json(run.config)
+    except UserError:
+        if not run.checkpoint.exists():
+            raise
+        return None
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        if not run.checkpoint.exists():
+            raise UserError(f"{run.config} holds no training configuration; {RESTART} (or choose another --out).")
+        return None
+    return saved
+
+
+def _config_from_checkpoint(run: RunDir, resume: bool) -> Optional[dict]:
+    """With config.json missing or corrupt: None when nothing of a run is there; else, on --resume,
+    config.json rebuilt from the checkpoint's copy; else a UserError whose advice loses nothing."""
+    saved_files = [p.name for p in (run.checkpoint, run.model, run.metrics) if p.exists()]
+    if not saved_files:
+        return None
+    state = "is missing" if not run.config.exists() else "is corrupt"
+    if not run.checkpoint.exists():
+        raise UserError(
+            f"{run.config} {state} but {run.root} holds {', '.join(saved_files)} of a run and no checkpoint to "
+            f"rebuild it from; restore config.json from a backup, choose another --out, or {RESTART}."
+        )
+    if not resume:
+        raise UserError(
+            f"{run.config} {state} but {run.checkpoint} holds a run; pass --resume to rebuild config.json from "
+            f"the checkpoint and continue, or {RESTART}."
+        )
+    ckpt = load_torch(run.checkpoint, "checkpoint", fix=f"restore it from a backup, or {RESTART}")
+    saved = ckpt.get("run_config") if isinstance(ckpt, dict) else None
+    if not isinstance(saved, dict):
+        raise UserError(
+            f"{run.config} {state} and {run.checkpoint} (from an older edgeprune) holds no copy of it; restore "
+            f"config.json from a backup to continue, or {RESTART}."
+        )
+    atomic_write_json(run.config, saved)
+    console.print(f"{run.config} {state}; rebuilt it from {run.checkpoint}", highlight=False, soft_wrap=True)
+    return saved
+
+
+def train_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, restart: bool = False) -> dict:
     """Train (and prune) according to `cfg`, writing everything into the run directory.
 
-    Started by torchrun, each process trains its shard with DistributedDataParallel; rank 0 writes."""
+    `resume` continues the run there; `restart` discards whatever run is there and starts over (without
+    either, an existing run is refused). Started by torchrun, each process trains its shard with
+    DistributedDataParallel; rank 0 writes."""
     ctx = distributed.from_env()
     device = distributed.resolve_device(cfg.device, ctx)
     amp = distributed.amp_dtype(device, cfg.amp)
     local_batch = distributed.local_batch_size(cfg.batch_size, ctx.world)
     with distributed.process_group(ctx, device):
-        return _train(cfg, resume, quiet or not ctx.is_main, ctx, device, amp, local_batch)
+        return _train(cfg, resume, restart, quiet or not ctx.is_main, ctx, device, amp, local_batch)
 
 
 def _train(
     cfg: TrainConfig,
     resume: bool,
+    restart: bool,
     quiet: bool,
     ctx: distributed.Dist,
     device: torch.device,
@@ -116,7 +189,7 @@ def _train(
     local_batch: int,
 ) -> dict:
     t = _Training(cfg, quiet, ctx, device, amp, local_batch)
-    t.open(resume)  # the run directory checked, the data loaded, the model built or resumed
+    t.open(resume, restart)  # the run directory checked, the data loaded, the model built or resumed
     with _progress(quiet) as progress:
         for epoch in range(t.start, cfg.epochs + 1):
             record = t.train_epoch(epoch, progress)  # the steps, then pruning at the epoch's end
@@ -161,11 +234,12 @@ class _Training:
         self.best: Optional[dict] = None
         self.embeddings_init: Optional[dict] = None  # what --embeddings wrote (a new run only)
         self.weights_init: Optional[dict] = None  # what --weights loaded: {path, sha256, head_replaced, ...}
+        self.run_config: Optional[dict] = None  # config.json's contents (rank 0), also kept in each checkpoint
 
     # --- opening ---------------------------------------------------------------------------------
-    def open(self, resume: bool) -> None:
+    def open(self, resume: bool, restart: bool = False) -> None:
         cfg, ctx, run = self.cfg, self.ctx, self.run
-        has_ckpt = distributed.on_main(ctx, lambda: _check_run_dir(run, cfg, resume))
+        has_ckpt = distributed.on_main(ctx, lambda: _check_run_dir(run, cfg, resume, restart))
         torch.set_num_threads(cfg.threads or max(1, default_threads() // ctx.local_world))
         torch.manual_seed(cfg.seed)
         self._load_data(has_ckpt)
@@ -173,7 +247,7 @@ class _Training:
         model = fresh = build_model(self.spec)
         check_model_fits(model, self.meta)  # channels and classes: one sentence, before anything is written
         self.baseline_params = count_params(model)
-        ckpt = distributed.on_main(ctx, lambda: load_torch(run.checkpoint, "checkpoint")) if has_ckpt else None
+        ckpt = distributed.on_main(ctx, lambda: _load_checkpoint(run)) if has_ckpt else None
         if cfg.embeddings and ckpt is None:  # a resumed run's embedding is in its checkpoint
             from edgeprune.models.embeddings import init_embedding
 
@@ -195,7 +269,7 @@ class _Training:
         if cfg.prune:  # before a new run directory is written: a table that cannot apply is refused here
             self._make_pruner(ckpt, fresh)
         if ckpt is None and ctx.is_main:
-            self._start_run_dir()
+            self._start_run_dir(restart)
             self._say_start()
         self.net = distributed.wrap(self.model, self.device, ctx)
         n = len(self.data.train)
@@ -234,29 +308,32 @@ class _Training:
         if ckpt.get("rng") is not None:  # dropout draws continue where they stopped, as if never interrupted
             torch.set_rng_state(ckpt["rng"])
         if self.ctx.is_main:
+            self.run_config = read_json(self.run.config)  # _check_run_dir read it (or rebuilt it) just now
             self.history = _restore_history(self.run, ckpt)
             console.print(f"resuming {self.run.root} at epoch {self.start}/{self.cfg.epochs}")
 
-    def _start_run_dir(self) -> None:
+    def _start_run_dir(self, restart: bool = False) -> None:
         run, data = self.run, self.data
         run.root.mkdir(parents=True, exist_ok=True)
         for p in (run.history, run.metrics, run.checkpoint, run.model, run.train_vocab, *run.partial_writes()):
             p.unlink(missing_ok=True)
+        if restart:  # the old run's export, bundle and timings would pass for the new run's
+            for d in (run.export, run.bundle, run.bench):
+                shutil.rmtree(d, ignore_errors=True)
+            (run.root / "bundle.tar.gz").unlink(missing_ok=True)
         if data.vocab is not None:
             atomic_write_json(run.vocab, data.vocab.to_json())
-        atomic_write_json(
-            run.config,
-            {
-                "run_format": RUN_FORMAT,
-                "edgeprune_version": __version__,
-                "config": self.cfg.to_dict(),
-                "input": self.meta,
-                "data_source": data.source,
-                "baseline_params": self.baseline_params,
-                "embeddings_init": self.embeddings_init,
-                "weights_init": self.weights_init,
-            },
-        )
+        self.run_config = {
+            "run_format": RUN_FORMAT,
+            "edgeprune_version": __version__,
+            "config": self.cfg.to_dict(),
+            "input": self.meta,
+            "data_source": data.source,
+            "baseline_params": self.baseline_params,
+            "embeddings_init": self.embeddings_init,
+            "weights_init": self.weights_init,
+        }
+        atomic_write_json(run.config, self.run_config)
 
     def _say_start(self) -> None:
         """What this run does differently from the flags' defaults, and what --weights replaced."""
@@ -456,6 +533,8 @@ class _Training:
                 # The history is part of the atomic checkpoint, so the two cannot disagree:
                 # history.jsonl is a copy for readers, rewritten from here on resume.
                 "history": self.history,
+                # config.json's contents: if that file is lost or damaged, --resume rebuilds it from here
+                "run_config": self.run_config,
             }
             faults.crash("before-checkpoint", epoch)
             save_torch(self.run.checkpoint, ckpt, midway=faults.crasher("mid-checkpoint", epoch))
@@ -570,6 +649,10 @@ class _Training:
             for w in metrics["warnings"]:
                 console.print(f"[bold yellow]warning[/]: {w}", soft_wrap=True, highlight=False)
         return metrics
+
+
+def _load_checkpoint(run: RunDir) -> dict:
+    return load_torch(run.checkpoint, "checkpoint", fix=f"restore it from a backup, or {RESTART}")
 
 
 def _restore_history(run: RunDir, ckpt: dict) -> list[dict]:

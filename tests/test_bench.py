@@ -542,6 +542,11 @@ def test_target_presets_and_threads():
     cores = env.usable_cores()
     assert make_settings(target="rpi4").threads == min(4, cores)
     assert make_settings(target="x86").threads == cores
-    assert make_settings(target="rpi4", threads=3).threads == 3  # explicit flag wins
+    assert make_settings(target="rpi4", threads=1).threads == 1  # explicit flag wins
+    # ... up to the usable cores: more is capped, with a warning, and the settings say so
+    with pytest.warns(UserWarning, match=f"--threads {cores + 1} capped to the {cores} usable cores"):
+        capped = make_settings(target="rpi4", threads=cores + 1)
+    assert (capped.threads, capped.threads_requested) == (cores, cores + 1)
+    assert capped.threads_source == f"--threads {cores + 1} capped to the {cores} usable cores"
     with pytest.raises(UserError):
         get_target("pi9")

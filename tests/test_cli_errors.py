@@ -173,7 +173,10 @@ CASES = {
         "train", *RUN_FLAGS, "--out", "{w}/v99", "--resume", says=("run format 99", "train into a new --out")
     ),
     "corrupt-checkpoint": _p(
-        "train", *RUN_FLAGS, "--out", "{w}/bad_ckpt", "--resume", says=("not a readable checkpoint", "re-create it")
+        "train",
+        *RUN_FLAGS,
+        *("--out", "{w}/bad_ckpt", "--resume"),
+        says=("not a readable checkpoint", "pass --restart to discard it"),
     ),
     # train --model / --model-kwargs: any model, built (and run once on the data) before training starts
     "model-file-missing": _p(
@@ -312,7 +315,9 @@ CASES = {
     "report-not-a-run": _p("report", "{w}/empty", says="pass directories written by edgeprune train"),
     "report-out-is-a-file": _p("report", "{run}", "--out", "{w}/notes.txt", says="is a file; pass a directory"),
     "report-no-configuration": _p("report", "{w}/no_config", says="re-create the run with edgeprune train"),
-    "report-corrupt-config": _p("report", "{w}/bad_config", says=("is not valid JSON", "delete it and re-run")),
+    "report-corrupt-config": _p(
+        "report", "{w}/bad_config", says=("is not valid JSON", "rebuild it from the checkpoint with edgeprune train")
+    ),
     # experiment
     "experiment-unknown-target": _p(
         "experiment", *MNIST, "--out", "{tmp}/e", "--target", "rpi9", says="choose one of: rpi4, rpi5, x86"

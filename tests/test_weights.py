@@ -149,9 +149,7 @@ def test_weights_default_to_no_warm_up_and_say_so(data_root, tmp_path):
     assert cfg.identity()["weights"] == str(w.resolve()) and "notes" not in cfg.identity()
 
 
-def test_timm_model_from_weights_trains_resumes_without_the_file_exports_and_benches(
-    data_root, tmp_path, monkeypatch
-):
+def test_timm_model_from_weights_trains_resumes_without_the_file_exports_and_benches(data_root, tmp_path, monkeypatch):
     name = f"timm:{TIMM}"
     source = _build(name, _meta(3, 28, 10), seed=1, num_classes=1000)  # ImageNet's classes and channels
     weights = tmp_path / "in1k.safetensors"

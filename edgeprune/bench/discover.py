@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgeprune.bench.onnxfile import check_model
+import numpy as np
+
+from edgeprune.bench.onnxfile import check_model, input_shapes
 from edgeprune.errors import UserError
 from edgeprune.manifest import MANIFEST, changed_files
 
@@ -48,6 +51,7 @@ def _bundle(root: Path) -> list[Model]:
     eval_path = root / meta["eval"] if meta.get("eval") else None
     if eval_path is not None and not eval_path.is_file():
         eval_path = None  # benchmarked without accuracy; the row's eval_n stays null
+    eval_x = _eval_header(eval_path) if eval_path is not None else None
     out = []
     for m in models:
         path = root / m["file"]
@@ -57,6 +61,8 @@ def _bundle(root: Path) -> list[Model]:
             problem = f"{m['file']} is not a valid ONNX model: {bad}" if bad else None
         if problem is None and m["file"] in changed:
             problem = f"{m['file']} does not match {MANIFEST} (changed or damaged since export)"
+        if problem is None and eval_x is not None:
+            _check_fits(path, eval_path, eval_x)
         out.append(
             Model(
                 name=f"{prefix}/{m['name']}",
@@ -69,6 +75,58 @@ def _bundle(root: Path) -> list[Model]:
             )
         )
     return out
+
+
+def _eval_header(path: Path) -> tuple[tuple, str]:
+    """(shape, dtype) of eval.npz's `x`, read from the array headers only (the data stays on disk); a
+    UserError naming the file when it is not the numeric x and y arrays that export writes."""
+    fix = "re-run `edgeprune export` to write it again, or copy the bundle again"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            headers = {}
+            for key in ("x", "y"):
+                with zf.open(f"{key}.npy") as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read(f)
+                    headers[key] = (shape, dtype)
+    except KeyError as e:
+        raise UserError(f"{path} has no array {e} (it needs x and y); {fix}.") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise UserError(f"{path} is not a readable .npz file ({' '.join(str(e).split())[:120]}); {fix}.") from None
+    for key, (_, dtype) in headers.items():
+        if dtype.hasobject or dtype.kind not in "biuf":
+            kind = "an object array" if dtype.hasobject else f"a {dtype} array"
+            raise UserError(
+                f"{path} holds {key} as {kind}, which bench does not load (an object array could run code); "
+                f"{key} must be numeric: {fix}."
+            )
+    (x_shape, x_dtype), (y_shape, _) = headers["x"], headers["y"]
+    if not x_shape or len(y_shape) < 1 or x_shape[0] != y_shape[0]:
+        raise UserError(f"{path} holds x of shape {x_shape} but y of shape {y_shape} (one label per example); {fix}.")
+    return x_shape, str(x_dtype)
+
+
+def _check_fits(model: Path, eval_path: Path, eval_x: tuple[tuple, str]) -> None:
+    """The bundle's eval examples have the shape its model takes (fixed axes; the batch and any
+    symbolic axis are free); else a UserError, before any worker starts."""
+    shapes = input_shapes(model)
+    if not shapes or len(shapes) != 1:
+        return  # several inputs are fed synthetic data; an unreadable file fails its row as before
+    (name, dims), (x_shape, _) = next(iter(shapes.items())), eval_x
+    example = tuple(x_shape[1:])
+    fits = len(example) == len(dims) - 1 and all(d is None or d == e for d, e in zip(dims[1:], example))
+    if not fits:
+        declared = "x".join("?" if d is None else str(d) for d in dims[1:])
+        raise UserError(
+            f"{eval_path} holds examples of shape {'x'.join(map(str, example))} but {model.name}'s input "
+            f"'{name}' takes {declared}; the model and its eval data are from different exports: re-run "
+            "`edgeprune export`, or copy the whole bundle again."
+        )
 
 
 def _file(path: Path) -> Model:

@@ -11,6 +11,8 @@ from edgeprune.bench.proto import LEN, ProtoError, fields, packed_varints
 MODEL_GRAPH = 7  # ModelProto.graph
 GRAPH_NODE = 1  # GraphProto.node
 GRAPH_INITIALIZER = 5  # GraphProto.initializer
+GRAPH_INPUT = 11  # GraphProto.input (ValueInfoProto: name 1, type 2)
+TENSOR_NAME = 8  # TensorProto.name
 TENSOR_DIMS = 1  # TensorProto.dims
 NODE_OP_TYPE = 4  # NodeProto.op_type
 # Operators whose output for one example depends on the rest of its batch: they quantize
@@ -79,3 +81,42 @@ def op_types(path: Path) -> set[str]:
 def eval_chunk(path: Path) -> int:
     """How many examples to evaluate per call: 1 for batch-dependent (dynamic INT8) models."""
     return 1 if op_types(path) & set(BATCH_DEPENDENT_OPS) else EVAL_CHUNK
+
+
+def _one(buf: bytes, num: int, wire: int = LEN):
+    """The last value of field `num` in `buf` (protobuf: the last one wins), None when absent."""
+    found = None
+    for n, w, v in fields(buf):
+        if n == num and w == wire:
+            found = v
+    return found
+
+
+def input_shapes(path: Path) -> dict[str, tuple] | None:
+    """The graph inputs the caller feeds (initializers listed as inputs left out) and their declared
+    shapes: an int per fixed axis, None per symbolic one. None when the file cannot be read."""
+    try:
+        graph = _graph(Path(path).read_bytes())
+        inits = set()
+        for num, wire, tensor in fields(graph):
+            if num == GRAPH_INITIALIZER and wire == LEN:
+                name = _one(tensor, TENSOR_NAME)
+                inits.add(name.decode() if name is not None else None)
+        out: dict[str, tuple] = {}
+        for num, wire, value_info in fields(graph):
+            if num != GRAPH_INPUT or wire != LEN:
+                continue
+            name = (_one(value_info, 1) or b"").decode()
+            tensor_type = _one(_one(value_info, 2) or b"", 1)  # TypeProto.tensor_type
+            shape = _one(tensor_type, 2) if tensor_type is not None else None  # TypeProto.Tensor.shape
+            if name in inits or shape is None:
+                continue
+            dims = []
+            for n, w, dim in fields(shape):
+                if n == 1 and w == LEN:  # TensorShapeProto.dim: dim_value 1 (varint) or dim_param 2
+                    value = _one(dim, 1, wire=0)
+                    dims.append(value if isinstance(value, int) and value > 0 else None)
+            out[name] = tuple(dims)
+        return out
+    except (OSError, ProtoError, UnicodeDecodeError):
+        return None

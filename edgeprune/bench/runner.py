@@ -6,6 +6,7 @@ slow spell of the machine (another process, thermal throttling) hits every model
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 from collections.abc import Callable
 from pathlib import Path
@@ -13,11 +14,8 @@ from pathlib import Path
 from edgeprune.bench.discover import Model
 from edgeprune.bench.metrics import latency_stats
 from edgeprune.bench.onnxfile import count_initializer_elements
-from edgeprune.bench.process import WorkerError, WorkerProcess
+from edgeprune.bench.process import WorkerError, WorkerProcess, signals_stop
 from edgeprune.bench.settings import Settings, safe_label
-
-LOAD_TIMEOUT_S = 600
-ROUND_TIMEOUT_S = 600
 
 Progress = Callable[[str], None]
 
@@ -78,23 +76,20 @@ def _load(model: Model, row: dict, settings: Settings) -> WorkerProcess | None:
         _fail(row, model.problem)
         row["params"], row["params_source"] = _params(model, None)
         return None
+    request = {
+        "cmd": "load",
+        "path": str(model.path),
+        "threads": settings.threads,
+        "arena": settings.arena,
+        "mem_pattern": settings.mem_pattern,
+        "batches": list(settings.batches),
+        "warmup": settings.warmup,
+        "seq_len": settings.seq_len,
+        "eval": str(model.eval) if model.eval else None,
+    }
     worker = WorkerProcess()
-    reply = _ask(
-        worker,
-        row,
-        {
-            "cmd": "load",
-            "path": str(model.path),
-            "threads": settings.threads,
-            "arena": settings.arena,
-            "mem_pattern": settings.mem_pattern,
-            "batches": list(settings.batches),
-            "warmup": settings.warmup,
-            "seq_len": settings.seq_len,
-            "eval": str(model.eval) if model.eval else None,
-        },
-        LOAD_TIMEOUT_S,
-    )
+    with _killing({0: worker}, only_on_error=True):  # stopped while loading: not yet in measure's list
+        reply = _ask(worker, row, request, settings.timeout)
     row["params"], row["params_source"] = _params(model, reply and reply["metadata"])
     if reply is None:
         worker.kill()
@@ -113,7 +108,7 @@ def _time_interleaved(
         round_req["seconds"] = settings.seconds / settings.rounds
     else:
         round_req["runs"] = settings.runs
-    timeout = ROUND_TIMEOUT_S + 2 * round_req.get("seconds", 0)
+    timeout = settings.timeout + 2 * round_req.get("seconds", 0)
     for batch in settings.batches:
         times: dict[int, list[list[float]]] = {i: [] for i in workers}
         floors: dict[int, list[float]] = {i: [] for i in workers}
@@ -130,9 +125,9 @@ def _time_interleaved(
             rows[i]["latency"][str(batch)] = latency_stats(times[i], batch, floors[i])
 
 
-def _finish(worker: WorkerProcess, row: dict, model: Model) -> None:
+def _finish(worker: WorkerProcess, row: dict, model: Model, timeout: float) -> None:
     """Memory figures and eval accuracy into the row; the worker exits."""
-    reply = _ask(worker, row, {"cmd": "finish"}, LOAD_TIMEOUT_S)
+    reply = _ask(worker, row, {"cmd": "finish"}, timeout)
     if reply is not None:
         row["memory"] = reply["memory"]
         row["worker_modules"] = reply.get("worker_modules")
@@ -147,7 +142,7 @@ def measure(models: list[Model], settings: Settings, progress: Progress = lambda
     """One result row per model, in the JSON schema of docs/bench.md."""
     rows = [_row(m) for m in models]
     workers: dict[int, WorkerProcess] = {}
-    try:
+    with signals_stop(), _killing(workers):
         for i, (model, row) in enumerate(zip(models, rows)):
             progress(f"loading {model.name}")
             worker = _load(model, row, settings)
@@ -156,11 +151,23 @@ def measure(models: list[Model], settings: Settings, progress: Progress = lambda
         _time_interleaved(workers, rows, [m.name for m in models], settings, progress)
         for i in list(workers):
             progress(f"finishing {models[i].name}")
-            _finish(workers.pop(i), rows[i], models[i])
-    finally:
+            _finish(workers.pop(i), rows[i], models[i], settings.timeout)
+    return rows
+
+
+@contextlib.contextmanager
+def _killing(workers: dict[int, WorkerProcess], only_on_error: bool = False):
+    """Kill the workers still in `workers` on the way out, however the way out comes (with
+    `only_on_error`, when an exception leaves: Ctrl-C, SIGTERM, a bug)."""
+    try:
+        yield
+    except BaseException:
         for w in workers.values():  # interrupted: leave no stray processes behind
             w.kill()
-    return rows
+        raise
+    if not only_on_error:
+        for w in workers.values():
+            w.kill()
 
 
 def report(

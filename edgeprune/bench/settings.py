@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import re
 import socket
+import warnings
 from dataclasses import asdict, dataclass
 
 from edgeprune.bench.env import usable_cores
-from edgeprune.errors import UserError
+from edgeprune.errors import UserError, check_finite
 from edgeprune.targets import get_target
 
 
@@ -26,6 +27,8 @@ class Settings:
     target: str | None
     label: str
     seq_len: int | None = None  # text models: tokens per timed example (None: as the eval rows are)
+    timeout: float = 600.0  # seconds a worker may take to answer one request (load, a round, finish)
+    threads_requested: int | None = None  # --threads as given, when it was capped to the usable cores
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -58,7 +61,14 @@ def make_settings(
     mem_pattern: bool = True,
     label: str | None = None,
     seq_len: int | None = None,
+    timeout: float = 600.0,
 ) -> Settings:
+    """Checked settings; a UserError naming the flag for a bad value. More --threads than usable cores
+    are capped to the cores (a warning, and `threads_source` says so in the table and the JSON)."""
+    check_finite("--seconds", seconds)  # the CLI checks its flags; this is the same rule for API callers
+    check_finite("--timeout", timeout)
+    if not timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds; got {timeout}.")
     if runs is not None and seconds is not None:
         raise UserError("give either --runs or --seconds, not both.")
     if runs is not None and runs < 1:
@@ -75,7 +85,14 @@ def make_settings(
         raise UserError(f"--seq-len must be at least 1 token; got {seq_len}.")
     cores = usable_cores()
     preset = get_target(target) if target else None
-    if threads is not None:
+    requested = None
+    if threads is not None and threads > cores:
+        # Threads beyond the cores wait on each other: the timings would be noise, and a thousand
+        # spinning threads hold the machine for minutes.
+        n_threads, requested = cores, threads
+        source = f"--threads {threads} capped to the {cores} usable cores"
+        warnings.warn(f"{source}: more threads than cores only wait on each other.", stacklevel=2)
+    elif threads is not None:
         n_threads, source = threads, "--threads"
     elif preset and preset.threads:
         # More threads than cores makes threads wait on each other; the numbers would be noise.
@@ -96,4 +113,6 @@ def make_settings(
         target=preset.name if preset else None,
         label=safe_label(label or os.environ.get("EDGEPRUNE_DEVICE") or socket.gethostname()),
         seq_len=seq_len,
+        timeout=float(timeout),
+        threads_requested=requested,
     )

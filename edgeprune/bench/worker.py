@@ -15,7 +15,9 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from edgeprune.bench import feeds, metrics
 from edgeprune.bench.identity import identity_model
 from edgeprune.bench.memory import PeakSampler, rss_mb, ru_maxrss_mb
 from edgeprune.bench.onnxfile import eval_chunk
+from edgeprune.bench.process import PARENT_ENV
 
 MAX_RUNS_PER_ROUND = 100_000  # bounds --seconds on a model that takes microseconds
 MAX_FLOOR_RUNS_PER_ROUND = 100
@@ -201,7 +204,43 @@ def serve(inp, out) -> None:
             return
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _kernel_kills_us_with_parent() -> bool:
+    """Linux: ask the kernel to SIGKILL this process when its parent dies, even by SIGKILL (prctl
+    PR_SET_PDEATHSIG through ctypes). False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
+def die_with_parent() -> None:
+    """A worker never outlives the bench that started it, even one killed by SIGKILL: the kernel's
+    parent-death signal, else a thread that checks once a second who the parent is."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not parent.isdigit():
+        return  # started by hand, not by WorkerProcess
+    if not _kernel_kills_us_with_parent():
+
+        def watch() -> None:
+            while os.getppid() == int(parent):
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    if os.getppid() != int(parent):  # the parent died before the guard was set: nobody to answer
+        os._exit(1)
+
+
 def main() -> None:
+    die_with_parent()
     # The protocol owns the real stdout; anything a library prints goes to stderr instead.
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)

@@ -46,7 +46,10 @@ def staging_dir(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     for kind in ("tmp", "old"):
         sweep_stale(final.parent, f".{final.name}.{kind}-")
-    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
+    try:
+        staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
+    except OSError as e:  # name the folder the user knows, not the temporary one
+        raise OSError(e.errno, e.strerror, str(final)) from e
     staged.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied and shared
     return staged
 

@@ -13,7 +13,7 @@ import onnx
 import torch
 
 from edgeprune import __version__
-from edgeprune.errors import UserError
+from edgeprune.errors import UserError, machine_refusal
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -43,6 +43,7 @@ def load_run_model(model_path: Path) -> tuple[torch.nn.Module, dict]:
             f"{model_path} has model format version {record.get('version')}, this edgeprune "
             "reads version 1; re-train with this version."
         )
+    _check_factory_still_there(model_path, record["arch"])
     try:
         model = load_model(record["arch"], record["state_dict"])
     except (RuntimeError, KeyError, TypeError) as e:
@@ -51,6 +52,22 @@ def load_run_model(model_path: Path) -> tuple[torch.nn.Module, dict]:
             f"{model_path} holds weights that do not fit its architecture ({first}); re-create it with edgeprune train."
         ) from None
     return model.eval(), record
+
+
+def _check_factory_still_there(model_path: Path, arch: dict) -> None:
+    """A model built by your own file.py:factory is rebuilt from that file, at the path model.pt records;
+    when the file has moved, the one fix is the file back at that path (export has no --model)."""
+    from edgeprune.models import external
+
+    name = arch.get("name") if isinstance(arch, dict) else None
+    if not isinstance(name, str) or external.kind_of(name) != "file":
+        return
+    file, factory = external.split_file_name(name)
+    if not Path(file).is_file():
+        raise UserError(
+            f"{model_path} is built by {factory}() in {file}, which is no longer there; put that file back at "
+            "that path (a copy will do) and export again."
+        )
 
 
 def dynamic_axes_for(meta: dict) -> dict[int, str]:
@@ -107,6 +124,8 @@ def export_onnx(
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 - any exporter failure is one sentence for the user
+        if machine_refusal(e) is not None:
+            raise machine_refusal(e) from None  # a full disk is not the model's fault
         text = str(e)
         if "inferred a static shape" in text:
             # torch.export traced a dynamic axis as a constant: seen on the second export of an
@@ -223,6 +242,8 @@ def full_check(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:  # noqa: BLE001
+        if machine_refusal(e) is not None:
+            raise machine_refusal(e) from None
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise UserError(f"{Path(path).name} fails the ONNX checker ({first}); try another --opset.") from None
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeprune.errors import UserError
+from edgeprune.errors import UserError, check_finite, writing_into
 from edgeprune.export import bundle as bundle_mod
 from edgeprune.export import onnx_export, parity, quantize, simplify
 from edgeprune.run import RUN_FORMAT, RunDir, read_json
@@ -67,6 +67,7 @@ class ExportOptions:
             )
         if not onnx_export.MIN_OPSET <= self.opset <= onnx_export.MAX_OPSET:
             raise UserError(f"--opset must lie in {onnx_export.MIN_OPSET}..{onnx_export.MAX_OPSET}, got {self.opset}.")
+        check_finite("--max-acc-drop", self.max_acc_drop)  # as the CLI checks it, for API callers
         if not self.max_acc_drop >= 0:
             raise UserError(f"--max-acc-drop must be zero or more accuracy points, got {self.max_acc_drop}.")
         if self.calib < 1:
@@ -86,11 +87,18 @@ def export_run(run_dir, **options) -> dict:
     if not run.root.is_dir():
         raise UserError(f"{run.root} is not a directory; pass a run directory written by edgeprune train.")
     model, record = onnx_export.load_run_model(run.model)
-    staged_export = bundle_mod.staging_dir(run.export)
-    staged_bundle = bundle_mod.staging_dir(run.bundle)
-    bundle_mod.sweep_stale(Path(tempfile.gettempdir()), "edgeprune-export-")
-    work = Path(tempfile.mkdtemp(prefix=f"edgeprune-export-{os.getpid()}-"))
+    with writing_into(run.root):  # a full disk names no file: the sentence names the run
+        return _export_staged(run, model, record, opts, target)
+
+
+def _export_staged(run: RunDir, model, record: dict, opts: ExportOptions, target) -> dict:
+    """Everything written beside its final place, then swapped in: a failure leaves the old export."""
+    staged_export = staged_bundle = work = None
     try:
+        staged_export = bundle_mod.staging_dir(run.export)
+        staged_bundle = bundle_mod.staging_dir(run.bundle)
+        bundle_mod.sweep_stale(Path(tempfile.gettempdir()), "edgeprune-export-")
+        work = Path(tempfile.mkdtemp(prefix=f"edgeprune-export-{os.getpid()}-"))
         summary = _export(run, model, record, opts, target, staged_export, staged_bundle, work)
         tar_path = run.root / "bundle.tar.gz"
         if opts.tar:
@@ -98,11 +106,13 @@ def export_run(run_dir, **options) -> dict:
         bundle_mod.swap_into_place(staged_export, run.export)
         bundle_mod.swap_into_place(staged_bundle, run.bundle)
     except BaseException:
-        shutil.rmtree(staged_export, ignore_errors=True)
-        shutil.rmtree(staged_bundle, ignore_errors=True)
+        for staged in (staged_export, staged_bundle):
+            if staged is not None:
+                shutil.rmtree(staged, ignore_errors=True)
         raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
     summary.update(export_dir=str(run.export), bundle_dir=str(run.bundle), tar=str(tar_path) if opts.tar else None)
     return summary
 
@@ -123,6 +133,7 @@ def _load_eval_data(run: RunDir, record: dict, opts: ExportOptions):
             f"{run.root} was written by another edgeprune version (run format {config.get('run_format')}, "
             f"this is {RUN_FORMAT}); re-train it with this version."
         )
+    _check_data_still_there(run, cfg["dataset"])
     meta = record.get("input") or config.get("input")
     vocab = None
     if meta["task"] == "text":
@@ -162,6 +173,18 @@ def _load_eval_data(run: RunDir, record: dict, opts: ExportOptions):
     idx = np.unique(np.linspace(0, len(data.train) - 1, n_cal).astype(np.int64))
     calib_x = ready(data.train.x[torch.from_numpy(idx)])
     return meta, data, eval_x, eval_y, calib_x, vocab
+
+
+def _check_data_still_there(run: RunDir, dataset: str) -> None:
+    """Your own data is found again at the path training recorded; when it has moved, the advice is
+    what export itself can follow: the path back, or config.json's "dataset" field pointed at it."""
+    from edgeprune.data.own import HUB_PREFIX, is_own
+
+    if is_own(dataset) and not dataset.startswith(HUB_PREFIX) and not Path(dataset).expanduser().exists():
+        raise UserError(
+            f"the data {run.root} was trained on, {dataset}, is no longer there; put it back at that path, "
+            f'or set "dataset" under "config" in {run.config} to where it is now, and export again.'
+        )
 
 
 def _export(

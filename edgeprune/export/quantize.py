@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgeprune.errors import UserError
+from edgeprune.errors import UserError, machine_refusal
 from edgeprune.export.onnx_export import INPUT_NAME, finalize, get_metadata
 
 QUANTIZE_CHOICES = ("auto", "static", "dynamic", "none")
@@ -88,10 +88,14 @@ def preprocess(src: Path, dst: Path) -> str | None:
     try:
         quant_pre_process(str(src), str(dst))
     except Exception as e:  # noqa: BLE001
+        if machine_refusal(e) is not None:
+            raise machine_refusal(e) from None
         note = f"quant_pre_process with optimization failed ({_one_line(e)}); used shape inference only"
         try:
             quant_pre_process(str(src), str(dst), skip_optimization=True)
         except Exception as e2:  # noqa: BLE001
+            if machine_refusal(e2) is not None:
+                raise machine_refusal(e2) from None
             raise UserError(
                 f"onnxruntime's quant_pre_process failed on this model ({_one_line(e2)}); use --quantize none."
             ) from None
@@ -254,6 +258,8 @@ def quantize(src: Path, dst: Path, recipe: Recipe, calib_x: np.ndarray | None = 
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001
+        if machine_refusal(e) is not None:
+            raise machine_refusal(e) from None
         raise UserError(
             f"{recipe.method} quantization failed on this model ({_one_line(e)}); "
             "use --quantize none or another method."
