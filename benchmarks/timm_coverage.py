@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import re
 import signal
 import time
@@ -38,12 +39,13 @@ from collections import Counter
 import timm
 import torch
 import torch.nn.functional as F
-from common import record
+from common import RESULTS, record
 from trace_coverage import NUM_CLASSES, randomize_norms, run_edgeprune, run_torch_pruning
 
 from edgeprune import BudgetWarning, Pruner
 from edgeprune.errors import UserError
 from edgeprune.prune.cost import CostModel
+from edgeprune.run import atomic_write_json
 
 SIZE = 96
 TARGET_MACS = 0.7
@@ -87,6 +89,19 @@ def smallest_per_family(names: list[str]) -> dict[str, str]:
         if f not in best or (n, name) < best[f]:
             best[f] = (n, name)
     return {f: name for f, (_, name) in sorted(best.items())}
+
+
+def families() -> dict[str, str]:
+    """smallest_per_family over every timm model, kept in results/timm_families.json for this timm
+    version (the scan builds ~1,400 models on the meta device: minutes on 2 cores)."""
+    path = RESULTS / "timm_families.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("timm") == timm.__version__:
+            return saved["families"]
+    chosen = smallest_per_family(timm.list_models())
+    atomic_write_json(path, {"timm": timm.__version__, "families": chosen})
+    return chosen
 
 
 def build(name: str) -> tuple[torch.nn.Module, int]:
@@ -194,7 +209,7 @@ def main() -> None:
     if args.models:
         chosen = {family(n): n for n in args.models}
     else:
-        chosen = smallest_per_family(timm.list_models())
+        chosen = families()
         print(f"{len(chosen)} families", flush=True)
     for n in args.also:
         chosen.setdefault(n, n)

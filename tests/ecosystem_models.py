@@ -121,3 +121,20 @@ class MixedByAutograd(nn.Module):
 
     def forward(self, x):
         return self.conv2(_ChannelShuffle.apply(_Swish.apply(self.conv1(x))))
+
+
+class GhostLike(nn.Module):
+    """GhostNet's module: a primary conv, a cheap depthwise conv of it, both concatenated and sliced
+    to the output width written in the code (`[:, :16]`, here the whole concatenation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.primary = nn.Sequential(nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.cheap = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8))
+        self.out_chs = 16
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x1 = self.primary(x)
+        out = torch.cat([x1, self.cheap(x1)], dim=1)[:, : self.out_chs, :, :]
+        return self.head(out.mean((2, 3)))

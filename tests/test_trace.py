@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from ecosystem_models import MixedByAutograd, RepBlockNet, SameSwishNet, ShapeBranch, timm_mobile
+from ecosystem_models import GhostLike, MixedByAutograd, RepBlockNet, SameSwishNet, ShapeBranch, timm_mobile
 from torch import nn
 
 from edgeprune.errors import UserError
@@ -258,6 +258,7 @@ MODELS = {
     "same-pad-autograd": (SameSwishNet, image(3, 15)),
     "rep-blocks": (RepBlockNet, image(3, 16)),
     "fx-untraceable": (ShapeBranch, image(3, 10)),
+    "ghost-slice": (GhostLike, image(3, 8)),
 }
 
 
@@ -592,6 +593,13 @@ class Grouped(nn.Module):
         return self.head(self.norm(self.conv(x)))
 
 
+def narrow_ghost():
+    """A GhostNet module whose slice keeps only 12 of the 16 concatenated channels: not whole, so frozen."""
+    g = GhostLike()
+    g.out_chs, g.head = 12, nn.Linear(12, 10)
+    return g
+
+
 @pytest.mark.parametrize(
     "model, x, space, reason",
     [
@@ -600,6 +608,7 @@ class Grouped(nn.Module):
         (Shared(), torch.randn(1, 3, 8, 8), "conv0", "called 2 times"),
         (Normed(), torch.randn(1, 6), "fc1", "LayerNorm normalizes over the channels"),
         (HardReshape(), torch.randn(1, 3, 16, 16), "conv", "channel count fixed in the code"),
+        (narrow_ghost(), torch.randn(1, 3, 4, 4), "primary.0", "slices the channels"),
     ],
 )
 def test_frozen_reasons(model, x, space, reason):
@@ -666,6 +675,7 @@ class Untraceable(nn.Module):
         ("same-pad-autograd", "concrete"),
         ("rep-blocks", "fx"),
         ("fx-untraceable", "concrete"),
+        ("ghost-slice", "fx"),
     ],
 )
 def test_ecosystem_layers_are_understood(name, method):

@@ -874,7 +874,9 @@ class _Coupling:
                 d_in += 1
             elif isinstance(e, slice) and all(isinstance(v, int) or v is None for v in (e.start, e.stop, e.step)):
                 if d_in == x.cdim:
-                    if e.start not in (None, 0) or e.stop is not None or e.step not in (None, 1):
+                    # a stop at or past the end takes every channel, and still will when fewer remain
+                    whole_stop = e.stop is None or e.stop >= x.shape[x.cdim]
+                    if e.start not in (None, 0) or not whole_stop or e.step not in (None, 1):
                         self.freeze(x, where, "slices the channels")
                         return TensorVal(shape)
                     new_c = d_out
