@@ -138,3 +138,25 @@ class GhostLike(nn.Module):
         x1 = self.primary(x)
         out = torch.cat([x1, self.cheap(x1)], dim=1)[:, : self.out_chs, :, :]
         return self.head(out.mean((2, 3)))
+
+
+class TinyBert(nn.Module):
+    """A Hugging Face BertForSequenceClassification (random init, tiny config), logits out: its
+    decorated forward and slicing by sequence length are what torch.fx cannot trace."""
+
+    def __init__(self):
+        super().__init__()
+        from transformers import BertConfig, BertForSequenceClassification
+
+        cfg = BertConfig(
+            vocab_size=40,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=24,
+            num_labels=3,
+        )
+        self.bert = BertForSequenceClassification(cfg)
+
+    def forward(self, ids):
+        return self.bert(ids).logits

@@ -15,7 +15,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from ecosystem_models import GhostLike, MixedByAutograd, RepBlockNet, SameSwishNet, ShapeBranch, timm_mobile
+from ecosystem_models import (
+    GhostLike,
+    MixedByAutograd,
+    RepBlockNet,
+    SameSwishNet,
+    ShapeBranch,
+    TinyBert,
+    timm_mobile,
+)
 from torch import nn
 
 from edgeprune.errors import UserError
@@ -259,6 +267,7 @@ MODELS = {
     "rep-blocks": (RepBlockNet, image(3, 16)),
     "fx-untraceable": (ShapeBranch, image(3, 10)),
     "ghost-slice": (GhostLike, image(3, 8)),
+    "hf-bert": (TinyBert, tokens),
 }
 
 
@@ -689,6 +698,18 @@ def test_ecosystem_layers_are_understood(name, method):
     in_groups = {s.name.rsplit(".", 1)[0] for g in traced.groups for s in g.slices}
     layers = {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.modules.batchnorm._BatchNorm))}
     assert layers <= in_groups, layers - in_groups
+
+
+def test_hugging_face_bert_is_traced_by_running_it():
+    """torch.fx cannot trace a Hugging Face BERT; running it traces it: its FFN neurons prune, its
+    hidden width (LayerNorm over it) and attention (reshaped into heads) are frozen with reasons."""
+    model, traced = built("hf-bert")
+    assert traced.method == "concrete"
+    names = {g.name for g in traced.groups}
+    assert {f"bert.bert.encoder.layer.{i}.intermediate.dense" for i in (0, 1)} <= names
+    reasons = {f.space: f.reason for f in traced.frozen}
+    assert "LayerNorm normalizes over the channels" in reasons["bert.bert.embeddings.word_embeddings"]
+    assert "reshapes the channel axis" in reasons["bert.bert.encoder.layer.0.attention.self.query"]
 
 
 def test_autograd_function_that_mixes_channels_is_frozen():

@@ -24,7 +24,6 @@ from its real value, as `ShapeProp` would give.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import operator
 
@@ -109,6 +108,7 @@ class ConcreteTracer(fx.Tracer):
 
     def __init__(self):
         super().__init__(autowrap_modules=(math,))
+        self.proxy_buffer_attributes = True  # a buffer read in forward is a get_attr node, as a parameter is
         self.values: dict[fx.Node, object] = {}
         self.inputs: dict[str, object] = {}
         self.constants: dict[str, object] = {}
@@ -192,21 +192,37 @@ def _meta(value):
     return out if found else None
 
 
+class _Root(nn.Module):
+    """Holds the user's model as `model`: fx reads the signature of the root's own forward, which a
+    decorated forward (`functools.wraps` over `*args, **kwargs`, as Hugging Face models have) hides."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+
+def _root_for(model: nn.Module, n: int) -> _Root:
+    names = ", ".join(f"input_{i}" for i in range(n))
+    scope: dict = {}
+    exec(f"def forward(self, {names}):\n    return self.model({names})\n", scope)  # noqa: S102 - fixed text
+    return type("_Root", (_Root,), {"forward": scope["forward"]})(model)  # fx reads type(root).forward
+
+
 def concrete_trace(model: nn.Module, example_inputs: tuple) -> tuple[fx.Graph, dict[str, object]]:
-    """The graph of `model.forward` on `example_inputs` (positional), and the constants it reads
-    that are not attributes of the model. The model's attributes are left as they were."""
-    sig = inspect.signature(model.forward)
-    params = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(example_inputs) > len(params):
-        raise TypeError(f"forward takes {len(params)} positional inputs, {len(example_inputs)} given")
+    """The graph of `model` called on `example_inputs` (positional; the rest of its arguments at
+    their defaults), with node targets named as in `model`, and the constants it reads that are not
+    attributes of the model. The model's attributes are left as they were."""
+    root = _root_for(model, len(example_inputs))
     tracer = ConcreteTracer()
-    tracer.inputs = {p.name: x for p, x in zip(params, example_inputs)}
-    concrete = {p.name: p.default for p in params[len(example_inputs) :] if p.default is not p.empty}
-    before = set(vars(model))
+    tracer.inputs = {f"input_{i}": x for i, x in enumerate(example_inputs)}
+    before = set(vars(root))
     try:
-        graph = tracer.trace(model, concrete_args=concrete or None)
+        graph = tracer.trace(root)
     finally:
-        for k in set(vars(model)) - before:  # fx stores tensor constants on the root
-            tracer.constants[k] = vars(model)[k]
-            delattr(model, k)
+        for k in set(vars(root)) - before:  # fx stores tensor constants on the root
+            tracer.constants[k] = vars(root)[k]
+            delattr(root, k)
+    for node in graph.nodes:  # name layers and parameters as the user's model does
+        if node.op in ("call_module", "get_attr") and node.target.startswith("model."):
+            node.target = node.target[len("model.") :]
     return graph, tracer.constants
