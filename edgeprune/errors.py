@@ -27,3 +27,9 @@ class DataNotFound(UserError):
     """A dataset is neither local nor reachable."""
 
     exit_code = 3
+
+
+class GuardWarning(BudgetWarning):
+    """The accuracy guard's tolerance is below its validation set's noise, so its decisions may be
+    chance. Warned by `Pruner` when the reference is measured; a BudgetWarning, so `edgeprune`
+    commands print it as one line (and filters on budget warnings see it)."""
