@@ -89,6 +89,15 @@ def _show_budget_warnings(show):
     return showwarning
 
 
+# The accuracy guard (edgeprune.prune.guard); shared by train and experiment.
+MAX_ACCURACY_DROP = typer.Option(
+    None,
+    "--max-accuracy-drop",
+    help="Roll back a pruning step that costs more than P points of validation accuracy against the dense "
+    "model (default with a budget: 1.0; none turns the guard off).",
+)
+GUARD_METRIC = typer.Option("accuracy", "--guard-metric", help="What the guard compares: accuracy or f1 (macro).")
+
 DATASET_HELP = (
     "mnist, fashion-mnist, cifar10, imdb or sst2; or your own: an image folder (one sub-folder per class), "
     "a .csv/.parquet/.jsonl file or a directory of train.*/test.* files, or hf:owner/name[:config]."
@@ -253,6 +262,14 @@ def train(
         "--progressive/--masks-until-end",
         help="Compact after every pruning step (else hold masks and compact once at the end).",
     ),
+    prune_every: Optional[int] = typer.Option(
+        None,
+        "--prune-every",
+        help="Prune every N optimizer steps (default: at epoch ends; runs too short for that prune at 10 points "
+        "spread over the pruning window).",
+    ),
+    max_accuracy_drop: Optional[str] = MAX_ACCURACY_DROP,
+    guard_metric: str = GUARD_METRIC,
     finetune_lr: Optional[str] = typer.Option(
         None,
         "--finetune-lr",
@@ -331,6 +348,9 @@ def train(
         min_width=min_width,
         prune_connections=prune_connections,
         progressive=progressive,
+        prune_every=prune_every,
+        max_accuracy_drop=max_accuracy_drop,
+        guard_metric=guard_metric,
         finetune_lr=finetune_lr,
         distill=distill,
         distill_temperature=distill_temperature,
