@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from edgeprune.errors import BudgetWarning, UserError
+from edgeprune.errors import BudgetWarning, GuardWarning, UserError
 
 # click's exception base, wherever this typer takes click from (its own copy since typer 0.22)
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -65,6 +65,7 @@ def friendly(fn):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("always", BudgetWarning)  # each run's, even when two say the same
+                warnings.simplefilter("always", GuardWarning)
                 warnings.showwarning = _show_budget_warnings(warnings.showwarning)
                 return fn(*args, **kwargs)
         except UserError as e:
@@ -81,7 +82,7 @@ def _show_budget_warnings(show):
     """A budget the run cannot meet as one line on stderr, like an error (other warnings as Python shows them)."""
 
     def showwarning(message, category, *args, **kwargs):
-        if issubclass(category, BudgetWarning):
+        if issubclass(category, (BudgetWarning, GuardWarning)):
             err.print(f"[bold yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
         else:
             show(message, category, *args, **kwargs)

@@ -29,7 +29,6 @@ class DataNotFound(UserError):
     exit_code = 3
 
 
-class GuardWarning(BudgetWarning):
+class GuardWarning(UserWarning):
     """The accuracy guard's tolerance is below its validation set's noise, so its decisions may be
-    chance. Warned by `Pruner` when the reference is measured; a BudgetWarning, so `edgeprune`
-    commands print it as one line (and filters on budget warnings see it)."""
+    chance. Warned by `Pruner` when the reference is measured; `edgeprune` commands print it as one line."""

@@ -42,6 +42,8 @@ from edgeprune.run import (
 )
 
 console = Console()
+# what an epoch's record says about pruning: what went, the budget, where it pruned, the guard's steps
+PRUNING_KEYS = ("removed", "budget", "pruning_points", "guard", "bn_recalibrated_batches")
 BN_BATCHES = 20  # training batches that re-estimate BatchNorm statistics after a pruning step
 
 
@@ -478,7 +480,7 @@ class _Training:
                 "val_f1": val["f1"],
                 "seconds": partial["seconds"],
                 **_structure(self.model, self.pruner, self.baseline_params),
-                **{k: partial[k] for k in ("removed", "budget", "bn_recalibrated_batches") if k in partial},
+                **{k: partial[k] for k in PRUNING_KEYS if k in partial},
             }
             self.history.append(record)
             self._remember_best(epoch, val["accuracy"], val["loss"])
@@ -620,11 +622,8 @@ class _Training:
             if pruner is not None and pruner.ended_by is not None:
                 console.print(f"pruning ended by the {pruner.ended_by}", highlight=False)
             if guard is not None:
-                console.print(
-                    guard_line({**guard.to_dict()}) + f" ({guard.cost_line(self.train_seconds)})",
-                    soft_wrap=True,
-                    highlight=False,
-                )
+                share = f" ({guard.seconds / max(self.train_seconds, 1e-9):.0%} of the training time)"
+                console.print(guard_line(guard.to_dict()) + share, soft_wrap=True, highlight=False)
             for w in metrics["warnings"]:
                 console.print(f"[bold yellow]warning[/]: {w}", soft_wrap=True, highlight=False)
         return metrics

@@ -118,10 +118,13 @@ class Guard:
             f"(--max-accuracy-drop {self.max_drop:g}; none turns the guard off)"
         )
 
-    def cost_line(self, train_seconds: float | None = None) -> str:
-        """What the guard cost: its validation passes and their share of the training time."""
-        share = f" ({self.seconds / train_seconds:.0%} of the training time)" if train_seconds else ""
-        return f"{self.validations} validation pass(es), {self.seconds:.1f}s{share}"
+    def shrunk_reason(self) -> str:
+        """Why a budget was missed when the guard kept only smaller steps and the schedule ran out."""
+        return (
+            f"the accuracy guard rolled back {self.counts()['rolled_back']} step(s) that cost more than "
+            f"{self.max_drop:g} point(s) of validation {self.metric} and kept smaller ones, so the last pruning "
+            "point passed above the budget (--max-accuracy-drop none turns the guard off)"
+        )
 
     def counts(self) -> dict:
         kept = sum(e["action"] == "kept" for e in self.events)

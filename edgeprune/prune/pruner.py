@@ -929,7 +929,10 @@ class Pruner:
         floor = self._cost_for(self._floor_keep(rounded)) / self._baseline_cost()
         if not budgets.meets(floor, self._final, 1.0):
             return f"--round-to {s.round_to}: widths in its multiples stop the budget's steps at {budgets.frac(floor)}"
-        return "the last pruning epoch ended above it (no layer could give up another notch that saves cost)"
+        if self.guard is not None and self.guard.counts()["rolled_back"]:
+            return self.guard.shrunk_reason()
+        point = "point" if s.in_steps else "epoch"
+        return f"the last pruning {point} ended above it (no layer could give up another notch that saves cost)"
 
     def _cost_live(self) -> float:
         """The budget's measure of the model with its live units only (masked units counted as gone)."""
