@@ -327,7 +327,7 @@ class _Training:
             self.pruner.guard.by_default = self.cfg.guard_by_default
             if ckpt is None and self.ctx.is_main and not self.quiet:
                 console.print(guard_announcement(self.pruner.guard), soft_wrap=True, highlight=False)
-        elif self.guard_note and self.ctx.is_main and not self.quiet:
+        if self.guard_note and self.ctx.is_main and not self.quiet and ckpt is None:
             console.print(f"[bold yellow]note[/]: {self.guard_note}", soft_wrap=True, highlight=False)
         if ckpt is not None:
             self.pruner.load_state_dict(ckpt["pruner"])
@@ -351,6 +351,12 @@ class _Training:
                 raise UserError(f"--max-accuracy-drop compares validation accuracy, but {why}; raise --val-fraction.")
             self.guard_note = f"the accuracy guard is off: {why} examples"
             return {}
+
+        if cfg.warmup_epochs == 0 and not getattr(cfg, "weights", None):
+            self.guard_note = (
+                "the accuracy guard's reference is the model at the start (no warm-up), which is untrained, so "
+                "it guards little; use --warmup-epochs 1 or more, or start from trained weights"
+            )
 
         def validation(model):
             return distributed.on_main(self.ctx, lambda: evaluate(model, self.data, self.data.val)[cfg.guard_metric])
