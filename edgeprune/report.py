@@ -735,7 +735,7 @@ def _run_summary(run: Run) -> dict:
         pruning += f", not met: {budgets.frac(budget['reached'])} reached"
     lb = (run.bundle_meta or {}).get("latency_budget")
     m = run.metrics or {}
-    if m.get("pruning_ended_by"):
+    if m.get("guard") and m.get("pruning_ended_by"):  # with the accuracy guard, what ended pruning
         pruning += f", ended by the {m['pruning_ended_by']}"
     return {
         "name": run.name,
