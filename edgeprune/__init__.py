@@ -1,10 +1,10 @@
 """edgeprune: prune while training, rebuild smaller, export to ONNX/INT8, measure on edge CPUs."""
 
-from edgeprune.errors import BudgetWarning
+from edgeprune.errors import BudgetWarning, GuardWarning
 
 __version__ = "0.1.0"
 
-__all__ = ["BudgetWarning", "Pruner", "__version__"]
+__all__ = ["BudgetWarning", "GuardWarning", "Pruner", "__version__"]
 
 
 def __getattr__(name: str):

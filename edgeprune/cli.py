@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from edgeprune.errors import BudgetWarning, UserError, check_finite, os_error
+from edgeprune.errors import BudgetWarning, GuardWarning, UserError, check_finite, os_error
 
 # click's exception bases, wherever this typer takes click from (its own copy since typer 0.22)
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -103,6 +103,7 @@ def friendly(fn):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("always", BudgetWarning)  # each run's, even when two say the same
+                warnings.simplefilter("always", GuardWarning)
                 warnings.showwarning = _show_budget_warnings(warnings.showwarning)
                 return fn(*args, **kwargs)
         except UserError as e:
@@ -127,13 +128,22 @@ def _show_budget_warnings(show):
     """A budget the run cannot meet as one line on stderr, like an error (other warnings as Python shows them)."""
 
     def showwarning(message, category, *args, **kwargs):
-        if issubclass(category, BudgetWarning):
+        if issubclass(category, (BudgetWarning, GuardWarning)):
             err.print(f"[bold yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
         else:
             show(message, category, *args, **kwargs)
 
     return showwarning
 
+
+# The accuracy guard (edgeprune.prune.guard); shared by train and experiment.
+MAX_ACCURACY_DROP = typer.Option(
+    None,
+    "--max-accuracy-drop",
+    help="Roll back a pruning step that costs more than P points of validation accuracy against the dense "
+    "model (default with a budget: 1.0; none turns the guard off).",
+)
+GUARD_METRIC = typer.Option("accuracy", "--guard-metric", help="What the guard compares: accuracy or f1 (macro).")
 
 DATASET_HELP = (
     "mnist, fashion-mnist, cifar10, imdb or sst2; or your own: an image folder (one sub-folder per class), "
@@ -312,6 +322,14 @@ def train(
         "--progressive/--masks-until-end",
         help="Compact after every pruning step (else hold masks and compact once at the end).",
     ),
+    prune_every: Optional[int] = typer.Option(
+        None,
+        "--prune-every",
+        help="Prune every N optimizer steps (default: at epoch ends; runs too short for that prune at 10 points "
+        "spread over the pruning window).",
+    ),
+    max_accuracy_drop: Optional[str] = MAX_ACCURACY_DROP,
+    guard_metric: str = GUARD_METRIC,
     finetune_lr: Optional[str] = typer.Option(
         None,
         "--finetune-lr",
@@ -390,6 +408,9 @@ def train(
         min_width=min_width,
         prune_connections=prune_connections,
         progressive=progressive,
+        prune_every=prune_every,
+        max_accuracy_drop=max_accuracy_drop,
+        guard_metric=guard_metric,
         finetune_lr=finetune_lr,
         distill=distill,
         distill_temperature=distill_temperature,
@@ -650,6 +671,8 @@ def experiment(
     target_macs: Optional[float] = TARGET_MACS,
     target_latency_ms: Optional[float] = TARGET_LATENCY_MS,
     latency_table: Optional[Path] = LATENCY_TABLE,
+    max_accuracy_drop: Optional[str] = MAX_ACCURACY_DROP,
+    guard_metric: str = GUARD_METRIC,
     embeddings: Optional[Path] = EMBEDDINGS,
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of each training run (default: the model's)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Train on the first N training examples."),
@@ -689,6 +712,8 @@ def experiment(
             target_macs=target_macs,
             target_latency_ms=target_latency_ms,
             latency_table=latency_table,
+            max_accuracy_drop=max_accuracy_drop,
+            guard_metric=guard_metric,
             embeddings=embeddings,
             epochs=epochs,
             limit=limit,

@@ -55,6 +55,12 @@ class TrainConfig:
     prune_connections: bool = True
     progressive: bool = True
     finetune_lr: str = "constant"
+    prune_every: Optional[int] = None  # prune every N optimizer steps (default: epoch ends, or steps in short runs)
+    # The accuracy guard (edgeprune.prune.guard): points of validation `guard_metric` a pruning step may
+    # cost against the dense model; None: off. On by default (DEFAULT_MAX_DROP) for a run with a budget.
+    max_accuracy_drop: Optional[float] = None
+    guard_metric: str = "accuracy"
+    guard_by_default: bool = False  # the guard is on because it is the default: said in the output and JSON
     distill: float = 0.0  # weight of the self-distillation loss (0 = off); see edgeprune.train
     distill_temperature: float = 4.0
     preset: Optional[str] = None
@@ -130,6 +136,7 @@ def resolve_train_config(
             raise UserError(f"--{name.replace('_', '-')} must be at least 3, got {kw[name]}.")
     explicit_distill = kw.get("distill") is not None
     prune = kw.get("prune", True)
+    guard_flag = kw.pop("max_accuracy_drop", None)
     if preset is None and prune:
         # what a user who typed `train` wants is a smaller model: the compact preset (its budget,
         # with the threshold still applied); `--preset study` is the study's threshold-only setting.
@@ -143,6 +150,7 @@ def resolve_train_config(
                 continue
             if kw.get(k) is None:
                 kw[k] = v
+    kw["max_accuracy_drop"], kw["guard_by_default"] = _guard(guard_flag, prune, kw)
     notes = []
     if kw.get("weights") is not None:
         if kw.get("embeddings") is not None:
@@ -187,6 +195,29 @@ def resolve_train_config(
     schedule_of(cfg)  # validates the schedule's flags (a baseline uses its timing too)
     _check_latency(cfg)
     return cfg
+
+
+def _guard(flag, prune: bool, kw: dict) -> tuple[Optional[float], bool]:
+    """(--max-accuracy-drop in points or None, whether it is the default): a run that prunes to a
+    budget is guarded by default; `none` turns the guard off; the study's threshold-only setting
+    (--preset study) has no budget and no default guard."""
+    from edgeprune.prune.guard import DEFAULT_MAX_DROP, check_metric, parse_max_drop
+
+    points = parse_max_drop(flag)
+    check_metric(kw.get("guard_metric") or "accuracy")
+    has_validation = kw.get("val_fraction", 0.1) > 0
+    if flag is None:
+        budget = any(kw.get(k) is not None for k in ("target_params", "target_macs", "target_latency_ms"))
+        on = prune and budget and has_validation
+        return (DEFAULT_MAX_DROP, True) if on else (None, False)
+    if points is not None and not prune:
+        raise UserError("--max-accuracy-drop guards pruning, and a --no-prune run prunes nothing; leave it out.")
+    if points is not None and not has_validation:
+        raise UserError(
+            "--max-accuracy-drop compares validation accuracy; set --val-fraction above 0 "
+            "(or pass --max-accuracy-drop none)."
+        )
+    return points, False
 
 
 def _check_latency(cfg: TrainConfig) -> None:
@@ -244,6 +275,7 @@ def schedule_of(cfg: TrainConfig):
         prune_connections=cfg.prune_connections,
         progressive=cfg.progressive,
         finetune_lr=cfg.finetune_lr,
+        prune_every=cfg.prune_every,
     )
 
 

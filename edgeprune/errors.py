@@ -91,3 +91,8 @@ def machine_refusal(e: BaseException) -> OSError | None:
         seen.add(id(e))
         e = e.__cause__ or e.__context__
     return None
+
+
+class GuardWarning(UserWarning):
+    """The accuracy guard's tolerance is below its validation set's noise, so its decisions may be
+    chance. Warned by `Pruner` when the reference is measured; `edgeprune` commands print it as one line."""

@@ -40,6 +40,8 @@ class ExperimentOptions:
     target_macs: float | None = None
     target_latency_ms: float | None = None
     latency_table: Path | None = None  # a table measured on the device (default: measured here)
+    max_accuracy_drop: str | float | None = None  # the pruned run's accuracy guard (default: train's)
+    guard_metric: str = "accuracy"
     epochs: int | None = None
     limit: int | None = None
     out: Path | None = None
@@ -109,6 +111,8 @@ def make_plan(opts: ExperimentOptions) -> Plan:
         "target_macs": opts.target_macs,
         "target_latency_ms": opts.target_latency_ms,
         "latency_table": str(opts.latency_table) if opts.latency_table else None,
+        "max_accuracy_drop": opts.max_accuracy_drop,
+        "guard_metric": opts.guard_metric,
         # a latency budget is for the threads its table was measured with, or else for the ones the
         # bench stage will time the models with
         "latency_threads": _table_threads(opts.latency_table) or settings.threads

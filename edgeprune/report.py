@@ -514,6 +514,10 @@ def _markdown(result: dict) -> str:
                 + (f"measured {measured:.4f} ms at export" if measured is not None else lb.get("note", ""))
                 + (f" — {lb['warning']}" if lb.get("warning") else "")
             )
+    for r in result["runs"]:
+        if r.get("guard"):
+            lines += ["", f"{_guard_caption(r)}:", "", "| " + " | ".join(GUARD_HEAD) + " |", "|---|---|---:|---:|---:|"]
+            lines += ["| " + " | ".join(row) + " |" for row in r["guard"]]
     lines += [
         "",
         "## Comparison",
@@ -639,6 +643,15 @@ def _html(result: dict, out_dir: Path) -> str:
         + ", ".join(f"<code>{e(r['path'])}</code> ({e(r['role'])})" for r in result["runs"])
         + ".</p>",
         _html_runs(result),
+        *(
+            f"<p>{e(_guard_caption(r))}</p><table><tr>"
+            + "".join(f"<th>{h}</th>" for h in GUARD_HEAD)
+            + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in r["guard"])
+            + "</table>"
+            for r in result["runs"]
+            if r.get("guard")
+        ),
         "<h2>Comparison</h2><table><tr>"
         + "".join(f"<th class={'l' if i < 3 else 'r'}>{e(h)}</th>" for i, h in enumerate(HEADERS))
         + "</tr>",
@@ -721,6 +734,9 @@ def _run_summary(run: Run) -> dict:
     if budget is not None and not budget["met"]:  # the notes say why
         pruning += f", not met: {budgets.frac(budget['reached'])} reached"
     lb = (run.bundle_meta or {}).get("latency_budget")
+    m = run.metrics or {}
+    if m.get("guard") and m.get("pruning_ended_by"):  # with the accuracy guard, what ended pruning
+        pruning += f", ended by the {m['pruning_ended_by']}"
     return {
         "name": run.name,
         "path": str(run.root),
@@ -736,7 +752,37 @@ def _run_summary(run: Run) -> dict:
         "widths": run.widths,
         "exported": run.parity is not None,
         "bench_files": [str(f) for f, _ in run.bench],
+        "guard": guard_rows(run),
     }
+
+
+def guard_rows(run: Run) -> list[list[str]]:
+    """The accuracy guard's record from history.jsonl, one row per reference, kept, rolled-back
+    and stopping step: where, what, the validation figure, the drop in points, live parameters."""
+    rows = []
+    for record in run.history:
+        for e in record.get("guard") or ():
+            rows.append(
+                [
+                    str(e.get("at")),
+                    str(e.get("action")),
+                    fmt(e.get("value"), "score"),
+                    "-" if e.get("action") == "reference" else f"{e.get('drop', 0):+.2f}",
+                    fmt(e.get("params_alive"), "int"),
+                ]
+            )
+    return rows
+
+
+GUARD_HEAD = ("at", "step", "validation", "drop (points)", "live params")
+
+
+def _guard_caption(r: dict) -> str:
+    g = (r["metrics"] or {}).get("guard") or {}
+    return (
+        f"{r['name']}: accuracy guard, max drop {g.get('max_drop', 0):g} points of validation "
+        f"{g.get('metric', 'accuracy')} (n={g.get('n')})" + (" (the default)" if g.get("by_default") else "")
+    )
 
 
 def build_report(paths: list[Path]) -> tuple[dict, list[Run]]:

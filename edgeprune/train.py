@@ -1,9 +1,13 @@
-"""The training loop. The pruner plugs in through two hooks: after each backward pass (scores from
-the gradients just computed) and at the end of each epoch (prune, then compact)."""
+"""The training loop. The pruner plugs in through three hooks: after each backward pass (scores from
+the gradients just computed), after each optimizer step (a pruning point of a schedule in steps)
+and at the end of each epoch (prune, then compact). With the accuracy guard on (the default of a
+run with a budget), each pruning step is validated on the validation split and rolled back when
+it costs more than --max-accuracy-drop points."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import time
 import warnings
@@ -24,7 +28,7 @@ from edgeprune.metrics import f1_score, loss_fn, majority_share, predict, traini
 from edgeprune.models import build_model, check_model_fits, default_config, layer_widths
 from edgeprune.prune import budget as budgets
 from edgeprune.prune.bn import recalibrate_batchnorm
-from edgeprune.prune.pruner import Pruner, count_params
+from edgeprune.prune.pruner import Pruner, count_params, guard_line
 from edgeprune.run import (
     RUN_FORMAT,
     RunDir,
@@ -39,6 +43,8 @@ from edgeprune.run import (
 )
 
 console = Console()
+# what an epoch's record says about pruning: what went, the budget, where it pruned, the guard's steps
+PRUNING_KEYS = ("removed", "budget", "pruning_points", "guard", "bn_recalibrated_batches")
 BN_BATCHES = 20  # training batches that re-estimate BatchNorm statistics after a pruning step
 
 
@@ -264,6 +270,10 @@ class _Training:
             model = load_model(ckpt["arch"], ckpt["model"])
         self.model = model.to(self.device)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        n = len(self.data.train)
+        self.steps = (len(distributed.shard(torch.arange(n), ctx)) + self.local_batch - 1) // self.local_batch
+        # the schedule knows the run's steps: a run too short for a pruning epoch prunes within epochs
+        self.schedule = dataclasses.replace(self.schedule, steps_per_epoch=self.steps)
         if ckpt is not None:
             self._resume(ckpt)
         if cfg.prune:  # before a new run directory is written: a table that cannot apply is refused here
@@ -272,8 +282,6 @@ class _Training:
             self._start_run_dir(restart)
             self._say_start()
         self.net = distributed.wrap(self.model, self.device, ctx)
-        n = len(self.data.train)
-        self.steps = (len(distributed.shard(torch.arange(n), ctx)) + self.local_batch - 1) // self.local_batch
 
     def _load_data(self, has_ckpt: bool) -> None:
         cfg, ctx = self.cfg, self.ctx
@@ -399,6 +407,7 @@ class _Training:
         if self.cfg.target_latency_ms is not None:
             lm, self.latency_table = distributed.on_main(self.ctx, lambda: self._latency_model(fresh, example))
         reduce = distributed.all_reduce_scores if self.ctx.enabled else None
+        guard = self._guard_options()
         with warnings.catch_warnings():
             if ckpt is not None or not self.ctx.is_main:
                 # one rank says it; a resumed pruner is built on the pruned model, so it says it
@@ -412,7 +421,14 @@ class _Training:
                 reduce_scores=reduce,
                 baseline_params=self.baseline_params,
                 latency_model=lm,
+                **guard,
             )
+        if self.pruner.guard is not None:
+            self.pruner.guard.by_default = self.cfg.guard_by_default
+            if ckpt is None and self.ctx.is_main and not self.quiet:
+                console.print(guard_announcement(self.pruner.guard), soft_wrap=True, highlight=False)
+        if self.guard_note and self.ctx.is_main and not self.quiet and ckpt is None:
+            console.print(f"[bold yellow]note[/]: {self.guard_note}", soft_wrap=True, highlight=False)
         if ckpt is not None:
             self.pruner.load_state_dict(ckpt["pruner"])
             if self.ctx.is_main:
@@ -421,6 +437,43 @@ class _Training:
             console.print(
                 "not pruned (the tracer cannot follow them): " + "; ".join(self.pruner.frozen), soft_wrap=True
             )
+
+    def _guard_options(self) -> dict:
+        """The Pruner's accuracy-guard arguments: validation `--guard-metric` of the model (rank 0's,
+        handed to every rank so all decide alike), BatchNorm re-estimated before each evaluation."""
+        cfg = self.cfg
+        self.guard_note: Optional[str] = None
+        if cfg.max_accuracy_drop is None:
+            return {}
+        if not len(self.data.val):
+            why = f"--val-fraction {cfg.val_fraction} of {len(self.data.train)} training examples leaves no validation"
+            if not cfg.guard_by_default:
+                raise UserError(f"--max-accuracy-drop compares validation accuracy, but {why}; raise --val-fraction.")
+            self.guard_note = f"the accuracy guard is off: {why} examples"
+            return {}
+
+        if cfg.warmup_epochs == 0 and not getattr(cfg, "weights", None):
+            self.guard_note = (
+                "the accuracy guard's reference is the model at the start (no warm-up), which is untrained, so "
+                "it guards little; use --warmup-epochs 1 or more, or start from trained weights"
+            )
+
+        def validation(model):
+            return distributed.on_main(self.ctx, lambda: evaluate(model, self.data, self.data.val)[cfg.guard_metric])
+
+        return {
+            "max_drop": cfg.max_accuracy_drop,
+            "evaluate": validation,
+            "val_size": len(self.data.val),
+            "guard_metric": cfg.guard_metric,
+            "recalibrate": lambda model: self._recalibrate_bn(),
+        }
+
+    def _recalibrate_bn(self) -> int:
+        """Re-estimate BatchNorm statistics on the first batches of this epoch's order (the same on every rank)."""
+        calib = self.perm[: BN_BATCHES * self.local_batch].split(self.local_batch)
+        batches = (distributed.to_device(self.data.prepare(self.data.train.x[i]), self.device) for i in calib)
+        return recalibrate_batchnorm(self.model, batches)
 
     # --- one epoch -----------------------------------------------------------------------------
     def train_epoch(self, epoch: int, progress: Progress) -> dict:
@@ -434,27 +487,27 @@ class _Training:
             self.teacher = logits_of(self.model, data, data.train.x)
         self.net.train()
         perm = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        self.perm = perm
         mine = distributed.shard(perm, self.ctx)
         sums = [0.0, 0, 0]  # loss x examples, correct, examples
+        reports, recalibrated = [], 0
         for step in range(self.steps):
             self._step(mine[step * self.local_batch : (step + 1) * self.local_batch], sums)
+            if pruner:
+                report = pruner.step()  # a pruning point of a schedule in steps (None between points)
+                if report is not None:
+                    reports.append(report)
+                    recalibrated += self._after_pruning(report)
             faults.crash("step", (epoch - 1) * self.steps + step + 1)
             if step % 25 == 0 or step == self.steps - 1:
                 stats = f"loss {sums[0] / sums[2]:.4f} acc {sums[1] / sums[2]:.4f}"
                 progress.update(task, completed=step + 1, stats=stats)
         loss_sum, correct, seen = distributed.sum_over_ranks(sums, self.device, self.ctx)
-        report, recalibrated = None, 0
         if pruner:
             report = pruner.end_epoch(epoch)
-            if phase == "prune":
-                # the pruner resized the model's tensors or moved it through the CPU (either
-                # detaches DDP's gradient hooks): wrap it afresh; the old wrapper is freed
-                self.net = distributed.wrap(self.model, self.device, self.ctx)
-            if report.removed_units:
-                # the same batches on every rank, so the ranks' statistics stay equal
-                calib = perm[: BN_BATCHES * self.local_batch].split(self.local_batch)
-                batches = (distributed.to_device(data.prepare(data.train.x[i]), self.device) for i in calib)
-                recalibrated = recalibrate_batchnorm(self.model, batches)
+            if report.at is not None:
+                reports.append(report)
+                recalibrated += self._after_pruning(report)
         distributed.check_in_sync(self.model, self.ctx)
         seconds = time.perf_counter() - t0
         self.train_seconds += seconds
@@ -466,12 +519,32 @@ class _Training:
             "train_accuracy": correct / seen,
             "seconds": seconds,
         }
-        if report is not None:
-            record["removed"] = {"units": report.removed_units, "connections": report.removed_connections}
-            record["budget"] = report.budget
+        if pruner is not None:
+            units: dict[str, int] = {}
+            for r in reports:
+                for k, v in r.removed_units.items():
+                    units[k] = units.get(k, 0) + v
+            record["removed"] = {"units": units, "connections": sum(r.removed_connections for r in reports)}
+            record["budget"] = next((r.budget for r in reversed(reports) if r.budget is not None), None)
+            if len(reports) > 1 or (reports and self.schedule.in_steps):
+                record["pruning_points"] = [r.at for r in reports]
+        written = sum(len(r.get("guard") or ()) for r in self.history)  # (rank 0's; the others write nothing)
+        if pruner is not None and pruner.guard is not None and len(pruner.guard.events) > written:
+            # the guard's records since the last epoch's: the reference, steps kept and rolled back
+            record["guard"] = pruner.guard.events[written:]
         if recalibrated:
             record["bn_recalibrated_batches"] = recalibrated
         return record
+
+    def _after_pruning(self, report) -> int:
+        """After a pruning point: a fresh DDP wrapper, and BatchNorm statistics for the new widths;
+        returns the batches used (a guarded step recalibrated before its validation already)."""
+        # the pruner resized the model's tensors or moved it through the CPU (either detaches
+        # DDP's gradient hooks): wrap it afresh; the old wrapper is freed
+        self.net = distributed.wrap(self.model, self.device, self.ctx)
+        if not report.removed_units or report.guard:
+            return 0
+        return self._recalibrate_bn()
 
     def _step(self, idx: torch.Tensor, sums: list) -> None:
         cfg, data, device, optimizer, scaler = self.cfg, self.data, self.device, self.optimizer, self.scaler
@@ -513,7 +586,7 @@ class _Training:
                 "val_f1": val["f1"],
                 "seconds": partial["seconds"],
                 **_structure(self.model, self.pruner, self.baseline_params),
-                **{k: partial[k] for k in ("removed", "budget", "bn_recalibrated_batches") if k in partial},
+                **{k: partial[k] for k in PRUNING_KEYS if k in partial},
             }
             self.history.append(record)
             self._remember_best(epoch, val["accuracy"], val["loss"])
@@ -591,6 +664,8 @@ class _Training:
         majority = majority_share(self.data.test.y)
         warning = majority_warning(test["accuracy"], majority, test["n"])
         budget = pruner.budget_status() if pruner else None
+        guard = pruner.guard if pruner else None
+        noisy = guard.noise_warning() if guard is not None else None
         metrics = {
             "test_loss": test["loss"],
             "test_accuracy": test["accuracy"],
@@ -598,7 +673,9 @@ class _Training:
             "f1_average": "macro",
             "test_n": test["n"],
             "test_majority_share": majority,
-            "warnings": [w for w in (warning, budget and not budget["met"] and budgets.status_line(budget)) if w],
+            "warnings": [
+                w for w in (warning, budget and not budget["met"] and budgets.status_line(budget), noisy) if w
+            ],
             "params": live,
             "dense_params": count_params(model),
             "baseline_params": self.baseline_params,
@@ -611,6 +688,12 @@ class _Training:
             "baseline_latency_ms_predicted": pruner.baseline_latency_ms if pruner else None,
             "target_latency_ms": cfg.target_latency_ms,
             **budgets.to_metrics(budget),
+            # what ended pruning (budget, guard or schedule) and the accuracy guard's outcome: its
+            # tolerance, whether it is on by default, the dense reference, n, steps kept and rolled back
+            "pruning_ended_by": pruner.ended_by if pruner else None,
+            "guard": None if guard is None else {k: v for k, v in guard.to_dict().items() if k != "seconds"},
+            "guard_seconds": None if guard is None else guard.seconds,  # wall-clock: its validation passes
+            "guard_note": getattr(self, "guard_note", None),
             "latency_model": self._latency_record(),
             "epochs": cfg.epochs,
             "kept_epoch": cfg.epochs if kept_best is None else kept_best,  # the epoch whose weights these are
@@ -646,6 +729,11 @@ class _Training:
                 + f"wrote {run.root}",
                 soft_wrap=True,
             )
+            if pruner is not None and pruner.ended_by is not None:
+                console.print(f"pruning ended by the {pruner.ended_by}", highlight=False)
+            if guard is not None:
+                share = f" ({guard.seconds / max(self.train_seconds, 1e-9):.0%} of the training time)"
+                console.print(guard_line(guard.to_dict()) + share, soft_wrap=True, highlight=False)
             for w in metrics["warnings"]:
                 console.print(f"[bold yellow]warning[/]: {w}", soft_wrap=True, highlight=False)
         return metrics
@@ -653,6 +741,17 @@ class _Training:
 
 def _load_checkpoint(run: RunDir) -> dict:
     return load_torch(run.checkpoint, "checkpoint", fix=f"restore it from a backup, or {RESTART}")
+
+
+def guard_announcement(guard) -> str:
+    """The line that says the accuracy guard is on, and how to turn it off when that is the default."""
+    what = (
+        f"accuracy guard: a pruning step that costs more than {guard.max_drop:g} point(s) of validation "
+        f"{guard.metric} (n={guard.n}) against the dense model is rolled back and retried smaller"
+    )
+    if guard.by_default:
+        return f"{what} (on by default with a budget; --max-accuracy-drop none turns it off)"
+    return what
 
 
 def _restore_history(run: RunDir, ckpt: dict) -> list[dict]:
@@ -772,6 +871,25 @@ def _structure(model, pruner: Optional[Pruner], baseline_params: int) -> dict:
     }
 
 
+def _guard_summary(r: dict) -> str:
+    """The epoch's accuracy-guard decisions in a few words ("" without any)."""
+    events = r.get("guard") or []
+    if not events:
+        return ""
+    said = []
+    for action in ("reference", "kept", "rolled back", "stopped"):
+        mine = [e for e in events if e["action"] == action]
+        if not mine:
+            continue
+        if action == "reference":
+            said.append(f"reference {mine[0]['value']:.4f}")
+        elif action == "stopped":
+            said.append("pruning stopped")
+        else:
+            said.append(f"{len(mine)} {action} (worst drop {max(e['drop'] for e in mine):.2f} pts)")
+    return "  guard: " + ", ".join(said)
+
+
 def _print_epoch(r: dict, cfg: TrainConfig, quiet: bool) -> None:
     if quiet:
         return
@@ -782,7 +900,7 @@ def _print_epoch(r: dict, cfg: TrainConfig, quiet: bool) -> None:
         f"epoch {r['epoch']:>3}/{cfg.epochs} {r['phase']:<8} loss {r['train_loss']:.4f}  "
         f"val acc {_score(r['val_accuracy'])} macro-F1 {_score(r['val_f1'])}  params {r['params_alive']:,} "
         # the [ is escaped: rich drops [a=1 b=2] as markup
-        f"({r['compression']:.1f}x){latency}  \\[{widths}]  {r['seconds']:.1f}s",
+        f"({r['compression']:.1f}x){latency}  \\[{widths}]  {r['seconds']:.1f}s" + _guard_summary(r),
         highlight=False,
         soft_wrap=True,
     )

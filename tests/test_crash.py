@@ -22,7 +22,7 @@ from edgeprune.run import RunDir, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 EDGEPRUNE = Path(sys.executable).with_name("edgeprune")
-TIMING = {"seconds", "train_seconds"}  # wall-clock fields: the only ones a resume may change
+TIMING = {"seconds", "train_seconds", "guard_seconds"}  # wall-clock fields: the only ones a resume may change
 STEPS = 6  # per epoch: --limit 200 less the 10% validation share, in batches of 32
 
 

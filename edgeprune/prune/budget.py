@@ -89,6 +89,14 @@ def no_pruning_epoch(epochs: int, warmup_epochs: int, prune_until: float, last_p
     )
 
 
+def no_pruning_step(total_steps: int, warmup_steps: int, prune_until: float) -> str:
+    """Why a schedule in steps prunes at no step (the caller checks that it does not)."""
+    return (
+        f"the schedule has no pruning step (of {total_steps} optimizer steps, the warm-up takes {warmup_steps} "
+        f"and --prune-until {prune_until:g} ends pruning at step {int(prune_until * total_steps + 1e-9)})"
+    )
+
+
 def no_pruning_sentence(reason: str) -> str:
     return (
         f"Nothing will be pruned: {reason}; raise --epochs or --prune-until, or lower --warmup-epochs "

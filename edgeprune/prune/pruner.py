@@ -1,17 +1,24 @@
-"""The pruner: plugs into any training loop (after each backward, at the end of each epoch),
-scores units and connections, removes what falls under the threshold or the budget, and compacts
-the model in place (progressively, or once at the end), so the caller's `model` and `optimizer`
-objects stay the ones that train.
+"""The pruner: plugs into any training loop (after each backward and each optimizer step, at the
+end of each epoch), scores units and connections, removes what falls under the threshold or the
+budget, and compacts the model in place (progressively, or once at the end), so the caller's
+`model` and `optimizer` objects stay the ones that train.
 
-    pruner = Pruner(model, example_inputs, optimizer, epochs=30, target_params=0.25)
+    pruner = Pruner(model, example_inputs, optimizer, epochs=30, steps_per_epoch=len(loader),
+                    target_params=0.25, max_drop=1.0, evaluate=val_accuracy)
     for epoch in range(1, 31):
         for x, y in loader:
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(); loss.backward()
             pruner.after_backward()      # Taylor scores from the gradients just computed
             optimizer.step()
-        pruner.end_epoch()               # prunes + compacts `model` in place
+            pruner.step()                # counts the step; prunes here when the schedule is in steps
+        pruner.end_epoch()               # prunes + compacts `model` in place at an epoch's end
     pruner.finalize(); print(pruner.summary())
+
+`steps_per_epoch` (or `total_steps`) lets pruning happen within epochs, so a one-epoch fine-tune
+prunes (prune/schedule.py says where); `max_drop` with `evaluate` is the accuracy guard
+(prune/guard.py): a step that costs more than `max_drop` points of validation is rolled back
+and retried smaller, and pruning stops when no smaller step fits.
 
 Coupling comes from the model: the study's two models declare theirs (prune/groups.py), any
 other model is traced with torch.fx (prune/trace.py); what the tracer cannot follow is frozen
@@ -20,15 +27,18 @@ and listed in `pruner.frozen`, never guessed.
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
-from edgeprune.errors import BudgetWarning, UserError
+from edgeprune.errors import BudgetWarning, GuardWarning, UserError
 from edgeprune.prune import budget as budgets
+from edgeprune.prune import guard as guards
 from edgeprune.prune.compact import compact_masks
 from edgeprune.prune.cost import CostModel
 from edgeprune.prune.groups import (
@@ -72,6 +82,8 @@ class StepReport:
     removed_connections: int = 0
     budget: float | None = None
     compacted: bool = False
+    at: str | None = None  # where the pruning point was ("epoch 3", "step 120"); None: no pruning point
+    guard: list[dict] = field(default_factory=list)  # the accuracy guard's tries at this point
 
 
 @dataclass
@@ -90,6 +102,8 @@ class Summary:
     # {measure, target, reached (fractions of the dense model's cost), met, reasons}; None: no budget
     budget: dict | None = None
     nothing_pruned: str | None = None  # why, when no unit and no connection was removed
+    ended_by: str | None = None  # what ended pruning: "budget", "guard" or "schedule" (None: not over)
+    guard: dict | None = None  # the accuracy guard's outcome (prune/guard.py Guard.to_dict); None: off
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -125,9 +139,25 @@ class Summary:
                 )
         if self.budget is not None:
             lines.append(budgets.status_line(self.budget))
+        if self.ended_by is not None:
+            lines.append(f"pruning ended by the {self.ended_by}")
+        if self.guard is not None:
+            lines.append(guard_line(self.guard))
         if self.frozen:
             lines.append("not pruned (the tracer could not follow them): " + "; ".join(self.frozen))
         return "\n".join(lines)
+
+
+def guard_line(g: dict) -> str:
+    """One line for the accuracy guard's outcome (a Guard.to_dict())."""
+    ref = "not measured yet" if g["reference"] is None else f"{g['reference']:.4f}"
+    n = f" (n={g['n']})" if g.get("n") else ""
+    return (
+        f"accuracy guard: max drop {g['max_drop']:g} points of validation {g['metric']}{n}, dense reference {ref}; "
+        f"{g['kept']} step(s) kept, {g['rolled_back']} rolled back"
+        + (", pruning stopped" if g.get("stopped") else "")
+        + f"; {g['validations']} validation pass(es), {g['seconds']:.1f}s"
+    )
 
 
 def _move(model: nn.Module, optimizer: torch.optim.Optimizer | None, device: torch.device | str) -> None:
@@ -156,9 +186,20 @@ class Pruner:
     `example_inputs` (a tensor or a tuple, a batch of a few real inputs) is what the model is
     traced on and its MACs counted with. Give either a `schedule` or `epochs` plus the schedule's
     settings: `target_params` / `target_macs` (a fraction of the dense model's parameters / MACs),
-    `threshold`, `warmup_epochs` (default epochs // 10, at least 1), `prune_until` (the share of
-    the epochs after which the structure is frozen), `round_to`, `min_width`, `prune_connections`
-    and `progressive` (False: masks until `finalize()`).
+    `threshold`, `warmup_epochs` (default epochs // 10, at least 1; 0 with `from_weights=True`),
+    `prune_until` (the share of the run after which the structure is frozen), `round_to`,
+    `min_width`, `prune_connections` and `progressive` (False: masks until `finalize()`).
+
+    The run's length in optimizer steps, `steps_per_epoch` (with `epochs`) or `total_steps`,
+    lets the schedule prune within epochs: every `prune_every` steps, or at points spread over
+    the pruning window when no epoch end falls in it; call `step()` after every optimizer step.
+
+    The accuracy guard: `max_drop` (points of the validation metric, e.g. 1.0) with `evaluate`, a
+    callable `evaluate(model) -> float` that returns the validation metric as a fraction in [0, 1]
+    (it may switch the model to eval mode; the pruner restores the mode). `val_size` (its number
+    of examples) lets the guard warn when `max_drop` is below the set's noise; `recalibrate(model)`
+    runs after a step's masks and before its evaluation (e.g. BatchNorm statistics). The
+    reference is the dense model at the end of the warm-up.
     """
 
     def __init__(
@@ -182,14 +223,32 @@ class Pruner:
         progressive: bool = True,
         reduce_scores="auto",
         baseline_params: int | None = None,
+        steps_per_epoch: int | None = None,
+        total_steps: int | None = None,
+        prune_every: int | None = None,
+        from_weights: bool = False,
+        max_drop: float | None = None,
+        evaluate=None,
+        val_size: int | None = None,
+        guard_metric: str = "accuracy",
+        recalibrate=None,
     ):
         if isinstance(model, nn.parallel.DistributedDataParallel):
             raise UserError("Pass the model inside DistributedDataParallel (ddp.module) to Pruner, not the wrapper.")
+        if total_steps is not None:
+            if steps_per_epoch is not None:
+                raise UserError("Give the pruner total_steps= or steps_per_epoch=, not both.")
+            epochs = epochs if epochs is not None else (schedule.epochs if schedule is not None else 1)
+            if total_steps < 1 or total_steps % epochs:
+                raise UserError(
+                    f"total_steps={total_steps} is not {epochs} epoch(s) of whole steps; give steps_per_epoch= instead."
+                )
+            steps_per_epoch = total_steps // epochs
         if schedule is None:
             if epochs is None:
-                raise UserError("Pruner needs epochs= (the length of training) or a schedule=.")
+                raise UserError("Pruner needs epochs= (the length of training), total_steps= or a schedule=.")
             if warmup_epochs is None:
-                warmup_epochs = default_warmup(epochs)
+                warmup_epochs = default_warmup(epochs, from_weights)
             schedule = PruneSchedule(
                 epochs=epochs,
                 warmup_epochs=warmup_epochs,
@@ -202,9 +261,23 @@ class Pruner:
                 min_width=min_width,
                 prune_connections=prune_connections,
                 progressive=progressive,
+                steps_per_epoch=steps_per_epoch,
+                prune_every=prune_every,
+            )
+        elif steps_per_epoch is not None or prune_every is not None:
+            schedule = replace(
+                schedule,
+                steps_per_epoch=steps_per_epoch or schedule.steps_per_epoch,
+                prune_every=prune_every or schedule.prune_every,
+            )
+        if schedule.prune_every is not None and schedule.steps_per_epoch is None:
+            raise UserError(
+                "prune_every counts optimizer steps: give the pruner steps_per_epoch= (or total_steps=) too."
             )
         if optimizer is not None:
             check_optimizer(optimizer)
+        self.guard = self._make_guard(max_drop, evaluate, val_size, guard_metric)
+        self.evaluate, self.recalibrate = evaluate, recalibrate
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         if torch.is_tensor(example_inputs):
             example_inputs = (example_inputs,)
@@ -216,6 +289,8 @@ class Pruner:
         self.removed: dict[str, torch.Tensor] = {}  # masked-only mode: units zeroed, not yet compacted
         self.budget_reached = False
         self.epoch = 1  # the epoch in progress (numbered from 1)
+        self.steps_done = 0  # optimizer steps counted by step()
+        self._points = {p: k for k, p in enumerate(schedule.points, start=1)}  # step -> its ramp index
         self.frozen: list[str] = []
         self._frozen_spaces: list = []  # the tracer's Frozen records behind `frozen`
         self._bind()
@@ -243,6 +318,21 @@ class Pruner:
             self._check_reachable(schedule.target_latency_ms)
         # the first moment a miss is known: say it now, not after the run
         self.warn_budget()
+        if self.guard is not None and schedule.warmup_epochs == 0:
+            self._measure_reference("the start")  # no warm-up: the model as given is the dense reference
+
+    @staticmethod
+    def _make_guard(max_drop, evaluate, val_size, metric) -> guards.Guard | None:
+        points = guards.parse_max_drop(max_drop)
+        if points is None:
+            if evaluate is not None:
+                raise UserError("evaluate= is the accuracy guard's validation; give max_drop= (points) with it.")
+            return None
+        if not callable(evaluate):
+            raise UserError("max_drop= needs evaluate=, a function evaluate(model) -> validation accuracy in [0, 1].")
+        if val_size is not None and val_size < 1:
+            raise UserError(f"val_size must be the validation set's number of examples, got {val_size}.")
+        return guards.Guard(max_drop=points, metric=guards.check_metric(metric), n=val_size)
 
     def _bind(self) -> None:
         """(Re)derive the coupling groups of the model as it is now, and start fresh score sums."""
@@ -270,8 +360,20 @@ class Pruner:
     # --- hooks called by the training loop -------------------------------------------------
     def after_backward(self) -> None:
         """Call after every backward, before optimizer.step(): adds this batch's contributions."""
-        if self.schedule.phase(self.epoch) == "prune" and not self.budget_reached:
+        if self._collecting():
             self.scores.accumulate(self.model)
+
+    def step(self) -> StepReport | None:
+        """Call after every optimizer.step(): counts the step and, when the schedule prunes in steps
+        and this step is one of its points, prunes (and compacts) in place. Returns the pruning
+        point's report, None between points."""
+        self.steps_done += 1
+        if self.schedule.in_steps and self.steps_done == self.schedule.warmup_steps and self._needs_reference():
+            self._measure_reference(f"step {self.steps_done}")  # the end of the warm-up
+        k = self._points.get(self.steps_done) if self.schedule.in_steps else None
+        if k is None:
+            return None
+        return self._prune_point(k, f"step {self.steps_done}")
 
     def end_epoch(self, epoch: int | None = None) -> StepReport:
         """Call once at the end of every epoch (`epoch` numbered from 1, default: the next one).
@@ -279,15 +381,49 @@ class Pruner:
         if epoch is not None:
             self.epoch = epoch
         epoch, self.epoch = self.epoch, self.epoch + 1
-        if self.schedule.phase(epoch) != "prune" or self.budget_reached:
+        if self.schedule.in_steps:
+            if self.steps_done == 0 and self.schedule.points:
+                raise UserError(
+                    "This schedule prunes within epochs (at optimizer steps "
+                    f"{', '.join(map(str, self.schedule.points[:3]))}, ...): call pruner.step() after every "
+                    "optimizer.step()."
+                )
+            return StepReport()
+        if epoch == self.schedule.warmup_epochs and self._needs_reference():
+            self._measure_reference(f"epoch {epoch}")  # the end of the warm-up
+        if self.schedule.phase(epoch) != "prune":
             self.scores.reset()
             return StepReport()
+        return self._prune_point(epoch - self.schedule.warmup_epochs, f"epoch {epoch}")
+
+    def _collecting(self) -> bool:
+        """Whether scores count now: within the pruning window, before the budget is met and while
+        the guard has not stopped pruning."""
+        if self.budget_reached or (self.guard is not None and self.guard.stopped):
+            return False
+        s = self.schedule
+        if s.in_steps:
+            return bool(s.points) and s.warmup_steps <= self.steps_done < s.points[-1]
+        return s.phase(self.epoch) == "prune"
+
+    def _prune_point(self, k: int, at: str) -> StepReport:
+        """The k-th pruning point of the schedule (1-based), called `at` in records."""
+        if self.budget_reached or (self.guard is not None and self.guard.stopped):
+            self.scores.reset()
+            return StepReport(at=at)
         if self.reduce_scores is not None:
             self.reduce_scores(self.scores)
         if self.scores.batches == 0:
             self.scores.reset()
-            return StepReport()
-        return self._on_cpu(self._prune, epoch)
+            return StepReport(at=at)
+        if self._needs_reference():  # a loop that skipped the end of the warm-up: the model before this step
+            self._measure_reference(at)
+        budget = self.schedule.ramp_at(k, self._final) if self._final is not None else None
+        if self.guard is not None:
+            return self._guarded(budget, at)
+        report = self._on_cpu(self._prune, budget)
+        report.at = at
+        return report
 
     def finalize(self) -> None:
         """Physically remove units that are still only masked (masks-until-the-end mode)."""
@@ -308,10 +444,9 @@ class Pruner:
             _move(self.model, self.optimizer, device)
             self.masks.apply(self.model, self.optimizer)  # gradient hooks must hold masks on the device
 
-    def _prune(self, epoch: int) -> StepReport:
+    def _prune(self, budget: float | None) -> StepReport:
         model = self.model
         report = StepReport()
-        budget = self.schedule.ramp(epoch, self._final) if self._final is not None else None
         report.budget = budget
         removed = self._choose_units(budget)
         conn_masks = self._choose_connections() if self.schedule.prune_connections else {}
@@ -349,6 +484,183 @@ class Pruner:
         self.masks.apply(self.model, self.optimizer)
         self._bind()
 
+    # --- the accuracy guard (the rule and the words: prune/guard.py) ---------------------------
+    def _validate(self) -> float:
+        """The caller's validation metric of the model as it is now (its train/eval mode kept)."""
+        was_training = self.model.training
+        t0 = time.perf_counter()
+        try:
+            value = self.guard.check_value(self.evaluate(self.model))
+        finally:
+            self.model.train(was_training)
+        self.guard.validations += 1
+        self.guard.seconds += time.perf_counter() - t0
+        return value
+
+    def _needs_reference(self) -> bool:
+        return self.guard is not None and self.guard.reference is None
+
+    def _measure_reference(self, at: str) -> None:
+        """The dense model's validation metric: what every pruning step is compared with."""
+        g = self.guard
+        g.reference = self._validate()
+        event = {"at": at, "epoch": self.epoch, "action": "reference", "value": g.reference, "drop": 0.0}
+        g.events.append({**event, "params_alive": self.live_params()})
+        noisy = g.noise_warning()
+        if noisy is not None:
+            warnings.warn(noisy, GuardWarning, stacklevel=3)
+
+    def _guarded(self, budget: float | None, at: str) -> StepReport:
+        """A pruning point under the accuracy guard: mask the chosen units and connections, validate,
+        and keep the step (then compact it, in progressive mode) or roll it back exactly and retry
+        half of it; when no smaller step fits, pruning stops for good."""
+        g = self.guard
+        report = StepReport(budget=budget, at=at)
+        before = self._snapshot()
+        removed, conn = self._on_cpu(self._choose, budget)
+        tries = 0
+        while True:
+            if not self._step_size(removed, conn):
+                if tries:  # every smaller step was rolled back too: stop here
+                    last = report.guard[-1]
+                    g.stopped = {"at": at, "value": last["value"], "drop": last["drop"]}
+                    report.guard.append({**last, "action": "stopped"})
+                break
+            zeros_before, unit_zeros = self.masks.zeros(), self._on_cpu(self._mask, removed, conn)
+            if self.recalibrate is not None:
+                self.recalibrate(self.model)
+            value = self._validate()
+            tries += 1
+            event = {
+                "at": at,
+                "epoch": self.epoch,
+                "try": tries,
+                "value": value,
+                "drop": g.drop(value),
+                "budget": budget,
+                "removed_units": {k: int(len(v)) for k, v in removed.items() if len(v)},
+                "params_alive": self.live_params(),
+            }
+            if g.within(value):
+                report.guard.append({**event, "action": "kept"})
+                report.removed_units = event["removed_units"]
+                report.removed_connections = self.masks.zeros() - zeros_before - unit_zeros
+                if self.schedule.progressive and any(len(v) for v in removed.values()):
+                    self._on_cpu(self._finalize)  # the masked step, now removed for real (exact: tests)
+                    report.compacted = True
+                if budget is not None and budgets.meets(self._cost_live(), self._final, self._baseline_cost()):
+                    self.budget_reached = True
+                break
+            report.guard.append({**event, "action": "rolled back"})
+            self._restore(before)
+            if tries > guards.MAX_HALVINGS:
+                g.stopped = {"at": at, "value": value, "drop": event["drop"]}
+                report.guard.append({**event, "action": "stopped"})
+                break
+            removed, conn = self._on_cpu(self._halve, removed, conn)
+        g.events.extend(report.guard)
+        self.scores.reset()
+        return report
+
+    def _choose(self, budget: float | None):
+        """The step the schedule asks for: (units per group, connection keep-masks)."""
+        removed = self._choose_units(budget)
+        return removed, self._choose_connections() if self.schedule.prune_connections else {}
+
+    def _new_zeros(self, conn: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The connections each keep-mask of `conn` removes beyond the masks already held."""
+        out = {}
+        for k, keep in conn.items():
+            live = self.masks.masks.get(k)
+            out[k] = ~keep if live is None else live & ~keep
+        return out
+
+    def _step_size(self, removed, conn) -> int:
+        return sum(len(v) for v in removed.values()) + sum(int(z.sum()) for z in self._new_zeros(conn).values())
+
+    def _mask(self, removed, conn) -> int:
+        """Apply a step as masks (units zeroed and redirected, connections masked); returns the
+        masked entries that belong to the units (what is not a removed connection)."""
+        self.masks.merge(conn)
+        unit_zeros = 0
+        if any(len(v) for v in removed.values()):
+            for k, v in removed.items():
+                self.removed[k] = torch.unique(torch.cat([self.removed.get(k, v.new_empty(0)), v]))
+            unit_masks = param_masks_for_units(self.model, self.groups, removed)
+            unit_zeros = sum(
+                int((~m & self.masks.masks.get(k, torch.ones_like(m))).sum()) for k, m in unit_masks.items()
+            )
+            self.masks.merge(unit_masks)
+            redirect_removed(self.model, self.groups, removed)
+        self.masks.apply(self.model, self.optimizer)
+        return unit_zeros
+
+    def _halve(self, removed, conn):
+        """Half of a step: of each group's removed units the lowest-scored half (survivors still a
+        multiple of round_to, so a one-notch removal halves to none), of the new connection zeros
+        the lowest-scored half."""
+        norm, live = self._unit_norms()
+        half = {}
+        for g in self.groups:
+            gone = removed.get(g.name)
+            if gone is None or not len(gone):
+                half[g.name] = torch.empty(0, dtype=torch.long)
+                continue
+            n_live = int(live[g.name].sum())
+            rt, mw = self._in_units(g)
+            keep = round_keep(n_live - len(gone) // 2, n_live, rt, mw)
+            order = torch.argsort(norm[g.name][gone], stable=True)
+            half[g.name] = torch.sort(gone[order[: n_live - keep]]).values
+        smaller = {}
+        scores = self.scores.connection_scores()
+        for k, zeros in self._new_zeros(conn).items():
+            idx = zeros.view(-1).nonzero().view(-1)
+            ranked = idx[torch.argsort(scores[k].reshape(-1)[idx], stable=True)]
+            keep = torch.ones(zeros.numel(), dtype=torch.bool)
+            keep[ranked[: len(ranked) // 2]] = False
+            live = self.masks.masks.get(k)
+            keep = keep.view_as(zeros)
+            smaller[k] = keep if live is None else keep & live
+        return half, smaller
+
+    def _snapshot(self) -> dict:
+        """Everything a pruning step changes, copied: weights and buffers, the optimizer's state, the
+        masks and the bookkeeping (before the step, so shapes are the pre-step ones)."""
+        return {
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None,
+            "masks": self.masks.state_dict(),
+            "removed": {k: v.clone() for k, v in self.removed.items()},
+            "budget_reached": self.budget_reached,
+        }
+
+    def _restore(self, snap: dict) -> None:
+        """Roll back to `snap` exactly (a step under trial is masks only: the shapes are unchanged)."""
+        self.masks.detach()
+        self.model.load_state_dict(snap["model"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))
+        self.masks = MaskSet({k: v.clone() for k, v in snap["masks"].items()})
+        self.removed = {k: v.clone() for k, v in snap["removed"].items()}
+        self.budget_reached = snap["budget_reached"]
+        self.masks.apply(self.model, self.optimizer)  # the hooks again; the weights are already masked
+
+    @property
+    def ended_by(self) -> str | None:
+        """What ended pruning: "budget" (met), "guard" (it stopped pruning), "schedule" (its last
+        pruning point passed); None while pruning goes on."""
+        if self.budget_reached:
+            return "budget"
+        if self.guard is not None and self.guard.stopped:
+            return "guard"
+        return "schedule" if self._pruning_over() else None
+
+    def _pruning_over(self) -> bool:
+        s = self.schedule
+        if s.in_steps:
+            return not s.points or self.steps_done >= s.points[-1]
+        return self.epoch > s.last_prune_epoch
+
     # --- decisions ------------------------------------------------------------------------
     def _live_units(self, g: Group) -> torch.Tensor:
         live = torch.ones(g.width, dtype=torch.bool)
@@ -356,10 +668,8 @@ class Pruner:
             live[self.removed[g.name]] = False
         return live
 
-    def _choose_units(self, budget: float | None) -> dict[str, torch.Tensor]:
-        """Units under the threshold; with a budget, then more, one notch of units of one layer at
-        a time, until the rebuilt model fits. Survivor counts are multiples of round_to (rounded
-        up), the best-scored units always stay, and so do a group's protected units."""
+    def _unit_norms(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(normalized unit scores, live units) of every group; protected units rank first."""
         raw = self.scores.unit_scores()
         norm, live = {}, {}
         for g in self.groups:
@@ -367,6 +677,13 @@ class Pruner:
             norm[g.name] = normalize(raw[g.name], live[g.name]).float()
             if g.protected:  # ranked above every live unit, below the dead ones (inf) in _fit_budget
                 norm[g.name][list(g.protected)] = PROTECTED
+        return norm, live
+
+    def _choose_units(self, budget: float | None) -> dict[str, torch.Tensor]:
+        """Units under the threshold; with a budget, then more, one notch of units of one layer at
+        a time, until the rebuilt model fits. Survivor counts are multiples of round_to (rounded
+        up), the best-scored units always stay, and so do a group's protected units."""
+        norm, live = self._unit_norms()
         s = self.schedule
         keep = {}
         for g in self.groups:
@@ -546,7 +863,12 @@ class Pruner:
         s = self.schedule
         if s.prune_steps > 0:
             return None
-        return budgets.no_pruning_epoch(s.epochs, s.warmup_epochs, s.prune_until, s.last_prune_epoch)
+        if s.in_steps:
+            return budgets.no_pruning_step(s.total_steps, s.warmup_steps, s.prune_until)
+        reason = budgets.no_pruning_epoch(s.epochs, s.warmup_epochs, s.prune_until, s.last_prune_epoch)
+        if s.steps_per_epoch is None:
+            reason += "; give the pruner steps_per_epoch= (or total_steps=) and it prunes within epochs"
+        return reason
 
     def budget_warnings(self) -> list[str]:
         """What is known now about a budget (or any pruning) this run cannot reach, one sentence
@@ -585,6 +907,8 @@ class Pruner:
             schedule = self._schedule_reason()
             if schedule is not None:
                 reasons.append(schedule)
+            if not reasons and self.guard is not None and self.guard.stopped:
+                reasons.append(self.guard.stop_reason())
             if not reasons:
                 reasons.append(self._stopped_reason())
         measure = self.schedule.measure
@@ -593,7 +917,9 @@ class Pruner:
     def _stopped_reason(self) -> str:
         """Why a budget whose floor is below the target was still missed."""
         s = self.schedule
-        if self.epoch <= s.last_prune_epoch:
+        if not self._pruning_over():
+            if s.in_steps:
+                return f"pruning is not over (it ends at step {s.points[-1]}; {self.steps_done} done)"
             return f"pruning is not over (it ends after epoch {s.last_prune_epoch}; {self.epoch - 1} done)"
 
         def rounded(g):  # the lowest width the budget's steps reach: a multiple of --round-to
@@ -603,7 +929,10 @@ class Pruner:
         floor = self._cost_for(self._floor_keep(rounded)) / self._baseline_cost()
         if not budgets.meets(floor, self._final, 1.0):
             return f"--round-to {s.round_to}: widths in its multiples stop the budget's steps at {budgets.frac(floor)}"
-        return "the last pruning epoch ended above it (no layer could give up another notch that saves cost)"
+        if self.guard is not None and self.guard.counts()["rolled_back"]:
+            return self.guard.shrunk_reason()
+        point = "point" if s.in_steps else "epoch"
+        return f"the last pruning {point} ended above it (no layer could give up another notch that saves cost)"
 
     def _cost_live(self) -> float:
         """The budget's measure of the model with its live units only (masked units counted as gone)."""
@@ -624,8 +953,12 @@ class Pruner:
         if schedule is not None:
             return schedule
         s = self.schedule
-        if self.epoch <= s.warmup_epochs + 1:
+        if s.in_steps and self.steps_done < s.points[0]:
+            return f"no pruning step has come yet (the first is step {s.points[0]})"
+        if not s.in_steps and self.epoch <= s.warmup_epochs + 1:
             return f"no pruning epoch has ended yet (the first is epoch {s.warmup_epochs + 1})"
+        if self.guard is not None and self.guard.stopped:
+            return self.guard.stop_reason()
         status = self.budget_status()
         if status is not None and status["reasons"]:
             return "; ".join(status["reasons"])
@@ -688,6 +1021,8 @@ class Pruner:
             frozen=list(self.frozen),
             budget=self.budget_status(),
             nothing_pruned=self._nothing_pruned(),
+            ended_by=self.ended_by,
+            guard=None if self.guard is None else self.guard.to_dict(),
         )
 
     def state_dict(self) -> dict:
@@ -700,6 +1035,15 @@ class Pruner:
             "epoch": self.epoch,
             "masks": self.masks.state_dict(),
             "removed": {k: v.clone() for k, v in self.removed.items()},
+            # resume at any step: the step count, the scores gathered since the last pruning point
+            # and the guard's reference and records
+            "steps_done": self.steps_done,
+            "scores": {
+                "unit": {k: v.detach().cpu().clone() for k, v in self.scores.unit.items()},
+                "conn": {k: v.detach().cpu().clone() for k, v in self.scores.conn.items()},
+                "batches": self.scores.batches,
+            },
+            "guard": None if self.guard is None else copy.deepcopy(self.guard.state_dict()),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -715,3 +1059,11 @@ class Pruner:
         self.removed = dict(state["removed"])
         self.masks.apply(self.model, self.optimizer)
         self._bind()
+        self.steps_done = int(state.get("steps_done", 0))
+        saved = state.get("scores")
+        if saved is not None:
+            self.scores.unit = {k: v.clone() for k, v in saved["unit"].items()}
+            self.scores.conn = {k: v.clone() for k, v in saved["conn"].items()}
+            self.scores.batches = int(saved["batches"])
+        if self.guard is not None and state.get("guard") is not None:
+            self.guard.load_state_dict(copy.deepcopy(state["guard"]))

@@ -1,4 +1,13 @@
-"""When to prune and how much: warm-up, pruning epochs, frozen fine-tuning, optional cubic budget."""
+"""When to prune and how much: warm-up, pruning points, frozen fine-tuning, optional cubic budget.
+
+Pruning happens at *points* of the run. With epochs alone, a point is the end of each epoch from
+warmup+1 to floor(prune_until * epochs) (the study's schedule). When the run's steps are known
+(`steps_per_epoch`), the points can lie within epochs: every `prune_every` optimizer steps, or,
+when no epoch end falls in the pruning window (a run of one or two epochs), AUTO_POINTS points
+spread evenly over it, so that a short fine-tune prunes too. Either way the budget follows the
+same cubic ramp over the points, and the window is the same: from the end of the warm-up to
+prune_until of the run.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,8 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from edgeprune.errors import UserError
+
+AUTO_POINTS = 10  # pruning points spread over a window no epoch end falls in (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -23,6 +34,8 @@ class PruneSchedule:
     prune_connections: bool = True
     progressive: bool = True  # compact after every pruning step (else masks until the end)
     finetune_lr: str = "constant"  # or "cosine": decay the learning rate over the fine-tuning epochs
+    steps_per_epoch: Optional[int] = None  # optimizer steps per epoch, when known (pruning within epochs)
+    prune_every: Optional[int] = None  # prune every N optimizer steps (needs steps_per_epoch)
 
     def __post_init__(self):
         if self.warmup_epochs < 0:
@@ -46,6 +59,13 @@ class PruneSchedule:
             raise UserError(f"--min-width must be at least 1, got {self.min_width}.")
         if self.finetune_lr not in ("constant", "cosine"):
             raise UserError(f"--finetune-lr must be constant or cosine, got {self.finetune_lr!r}.")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise UserError(f"steps_per_epoch must be at least 1, got {self.steps_per_epoch}.")
+        if self.prune_every is not None:
+            if self.prune_every < 1:
+                raise UserError(
+                    f"--prune-every must be a number of optimizer steps, 1 or more, got {self.prune_every}."
+                )
 
     @property
     def target(self) -> Optional[float]:
@@ -63,13 +83,49 @@ class PruneSchedule:
         return "params" if self.target_params is not None else None
 
     @property
+    def _epoch_points(self) -> int:
+        return max(0, int(math.floor(self.prune_until * self.epochs + 1e-9)) - self.warmup_epochs)
+
+    @property
+    def in_steps(self) -> bool:
+        """True: pruning happens at optimizer steps within epochs (`Pruner.step()`); False: at epoch
+        ends (`Pruner.end_epoch()`)."""
+        return self.steps_per_epoch is not None and (self.prune_every is not None or self._epoch_points == 0)
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.warmup_epochs * (self.steps_per_epoch or 0)
+
+    @property
+    def total_steps(self) -> Optional[int]:
+        return None if self.steps_per_epoch is None else self.epochs * self.steps_per_epoch
+
+    @property
+    def points(self) -> tuple[int, ...]:
+        """The optimizer steps (counted from 1) after which pruning happens, in step mode (else ())."""
+        if not self.in_steps:
+            return ()
+        first, last = self.warmup_steps, int(math.floor(self.prune_until * self.total_steps + 1e-9))
+        if last <= first:
+            return ()
+        if self.prune_every is not None:
+            return tuple(range(first + self.prune_every, last + 1, self.prune_every))
+        k = min(AUTO_POINTS, last - first)
+        return tuple(first + math.ceil(i * (last - first) / k) for i in range(1, k + 1))
+
+    @property
     def last_prune_epoch(self) -> int:
-        """Epochs are numbered from 1; pruning happens at the end of epochs warmup+1 .. this."""
+        """Epochs are numbered from 1; pruning happens at the end of epochs warmup+1 .. this (in
+        step mode: within them, the last point falling in this epoch)."""
+        if self.in_steps:
+            points = self.points
+            return math.ceil(points[-1] / self.steps_per_epoch) if points else self.warmup_epochs
         return int(math.floor(self.prune_until * self.epochs + 1e-9))
 
     @property
     def prune_steps(self) -> int:
-        return max(0, self.last_prune_epoch - self.warmup_epochs)
+        """How many pruning points the schedule has (epoch ends, or steps in step mode)."""
+        return len(self.points) if self.in_steps else self._epoch_points
 
     def phase(self, epoch: int) -> str:
         if epoch <= self.warmup_epochs:
@@ -85,7 +141,11 @@ class PruneSchedule:
         """The cubic ramp toward the fraction `final` at the end of `epoch` (None outside pruning)."""
         if self.phase(epoch) != "prune":
             return None
-        t = (epoch - self.warmup_epochs) / self.prune_steps
+        return self.ramp_at(epoch - self.warmup_epochs, final)
+
+    def ramp_at(self, k: int, final: float) -> float:
+        """The cubic ramp toward `final` at the k-th pruning point (1 .. prune_steps)."""
+        t = k / self.prune_steps
         return final + (1 - final) * (1 - t) ** 3
 
     def lr_scale(self, epoch: int, floor: float = 0.01) -> float:
@@ -100,8 +160,12 @@ class PruneSchedule:
         return asdict(self)
 
 
-def default_warmup(epochs: int) -> int:
-    """Warm-up epochs when none are given: a tenth of the run, at least one (none for a 1-epoch run)."""
+def default_warmup(epochs: int, from_weights: bool = False) -> int:
+    """Warm-up epochs when none are given: none when training starts from trained weights (the
+    model is already what the warm-up would make it); else a tenth of the run, at least one (none
+    for a 1-epoch run)."""
+    if from_weights:
+        return 0
     return max(1, epochs // 10) if epochs > 1 else 0
 
 

@@ -1,0 +1,143 @@
+"""The accuracy guard: pruning goes on only while validation stays within `max_drop` points of the
+dense model.
+
+The reference is the dense model's validation metric at the end of the warm-up (at the start
+when there is none, which is the default when training starts from trained weights). At every
+pruning point the pruner masks the units and connections it chose, asks the caller's
+`evaluate(model)` for the metric, and keeps the step only when the drop is at most `max_drop`
+points; a step that falls further is rolled back exactly (weights, optimizer state, masks) and
+retried with half of each layer's removal, at most MAX_HALVINGS times. When no smaller step
+fits, pruning stops for good and the rest of the run fine-tunes. Each try costs one validation
+pass (plus one for the reference); the guard counts them and their seconds.
+
+This module holds the rule, the records and the sentences; the pruner (prune/pruner.py) does
+the masking and the rollback. Plain data in and out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from edgeprune.errors import UserError
+
+DEFAULT_MAX_DROP = 1.0  # points: `edgeprune train` with a budget is guarded by this much by default
+MAX_HALVINGS = 4  # a rolled-back step is retried at 1/2, 1/4, 1/8 and 1/16 of its removal, then pruning stops
+NOISE_SE = 2.0  # a tolerance under two standard errors of the validation metric is within its noise
+METRICS = ("accuracy", "f1")
+TIE = 1e-9  # a drop equal to max_drop (up to float error) is within it
+
+
+def parse_max_drop(value) -> float | None:
+    """--max-accuracy-drop / max_drop= as points (None: the guard is off, from "none")."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("none", "off"):
+        return None
+    try:
+        points = float(value)
+    except (TypeError, ValueError):
+        points = math.nan
+    if not math.isfinite(points) or points < 0:
+        raise UserError(
+            f"--max-accuracy-drop must be a number of points of validation accuracy, 0 or more (e.g. 1.0), "
+            f"or none to turn the guard off; got {value!r}."
+        )
+    return points
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise UserError(f"--guard-metric must be accuracy or f1 (macro-F1), got {metric!r}.")
+    return metric
+
+
+def noise_points(p: float, n: int) -> float:
+    """NOISE_SE binomial standard errors of a metric near `p` measured on `n` examples, in points."""
+    return NOISE_SE * 100 * math.sqrt(max(p * (1 - p), 0.0) / max(n, 1))
+
+
+@dataclass
+class Guard:
+    """What the guard knows and did; `events` is every reference, kept and rolled-back step."""
+
+    max_drop: float  # points
+    metric: str = "accuracy"
+    n: int | None = None  # validation examples, when the caller says
+    reference: float | None = None
+    stopped: dict | None = None  # {"at", "value", "drop"}: the failed step that ended pruning
+    events: list[dict] = field(default_factory=list)
+    validations: int = 0
+    seconds: float = 0.0
+    by_default: bool = False  # on because it is the default (said by whoever set it), not asked for
+
+    def check_value(self, value) -> float:
+        """The caller's metric as a float in [0, 1], or one sentence naming the fix."""
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = math.nan
+        if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+            raise UserError(
+                f"evaluate(model) returned {value!r}; the accuracy guard needs the validation {self.metric} "
+                "as a fraction in [0, 1] (0.91 for 91%)."
+            )
+        return v
+
+    def drop(self, value: float) -> float:
+        """Points under the reference (negative: above it)."""
+        return 100.0 * (self.reference - value)
+
+    def within(self, value: float) -> bool:
+        return self.drop(value) <= self.max_drop + TIE
+
+    def noise(self) -> float | None:
+        """The validation metric's noise in points (NOISE_SE standard errors), when n is known."""
+        if self.n is None or self.reference is None:
+            return None
+        return noise_points(self.reference, self.n)
+
+    def noise_warning(self) -> str | None:
+        """A sentence when max_drop is below the validation set's noise (steps kept or rolled back by chance)."""
+        noise = self.noise()
+        if noise is None or self.max_drop >= noise:
+            return None
+        return (
+            f"--max-accuracy-drop {self.max_drop:g} is below the noise of the validation set "
+            f"(n={self.n}: {NOISE_SE:g} standard errors are {noise:.1f} points at {self.metric} "
+            f"{self.reference:.3f}), so steps may be kept or rolled back by chance; raise it, or hold out "
+            "more validation examples (--val-fraction)."
+        )
+
+    def stop_reason(self) -> str:
+        """Why a budget was missed when the guard ended pruning (see prune/budget.py)."""
+        s = self.stopped
+        return (
+            f"the accuracy guard stopped pruning at {s['at']}: the smallest step tried left validation "
+            f"{self.metric} {s['value']:.4f}, {s['drop']:.2f} points under the dense model's {self.reference:.4f} "
+            f"(--max-accuracy-drop {self.max_drop:g}; none turns the guard off)"
+        )
+
+    def shrunk_reason(self) -> str:
+        """Why a budget was missed when the guard kept only smaller steps and the schedule ran out."""
+        return (
+            f"the accuracy guard rolled back {self.counts()['rolled_back']} step(s) that cost more than "
+            f"{self.max_drop:g} point(s) of validation {self.metric} and kept smaller ones, so the last pruning "
+            "point passed above the budget (--max-accuracy-drop none turns the guard off)"
+        )
+
+    def counts(self) -> dict:
+        kept = sum(e["action"] == "kept" for e in self.events)
+        rolled = sum(e["action"] == "rolled back" for e in self.events)
+        return {"kept": kept, "rolled_back": rolled}
+
+    def to_dict(self) -> dict:
+        """The guard's outcome as plain data (metrics.json's `guard`, Summary.guard)."""
+        return {**asdict(self), **self.counts(), "noise_points": self.noise()}
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)

@@ -1,0 +1,443 @@
+"""Pruning in short fine-tunes: schedules in steps (a one-epoch run prunes), and the accuracy guard
+that rolls a pruning step back exactly, retries it smaller and stops pruning when nothing fits."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_cli_errors import EDGEPRUNE, run_cli
+from test_crash import assert_same_run
+from torch import nn
+
+from edgeprune.config import resolve_train_config
+from edgeprune.errors import GuardWarning, UserError
+from edgeprune.prune import guard as guards
+from edgeprune.prune.pruner import Pruner
+from edgeprune.prune.schedule import PruneSchedule, default_warmup
+from edgeprune.train import train_run
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# --- schedules in steps ------------------------------------------------------------------------
+
+
+def test_a_run_too_short_for_a_pruning_epoch_prunes_at_steps_spread_over_its_window():
+    s = PruneSchedule(epochs=2, warmup_epochs=1, prune_until=0.7, steps_per_epoch=100, target_params=0.5)
+    # by epochs alone it would never prune (floor(0.7 * 2) = 1 = the warm-up)
+    assert PruneSchedule(epochs=2, warmup_epochs=1, prune_until=0.7).prune_steps == 0
+    # the window is steps 100 (end of warm-up) to floor(0.7 * 200) = 140: ten points, 4 steps apart
+    assert s.in_steps and s.points == tuple(range(104, 141, 4))
+    assert s.prune_steps == 10 and s.last_prune_epoch == 2
+    assert [s.phase(e) for e in (1, 2)] == ["warmup", "prune"]
+    assert s.ramp_at(10, 0.5) == pytest.approx(0.5) and s.ramp_at(1, 0.5) == pytest.approx(0.5 + 0.5 * 0.9**3)
+    every = PruneSchedule(epochs=3, warmup_epochs=0, prune_until=0.5, steps_per_epoch=10, prune_every=4)
+    assert every.points == (4, 8, 12) and every.last_prune_epoch == 2  # step 12 falls in epoch 2
+    # a schedule with pruning epochs keeps them (the study's schedule), steps known or not
+    study = PruneSchedule(epochs=10, warmup_epochs=2, prune_until=0.6, steps_per_epoch=50)
+    assert not study.in_steps and study.points == () and study.prune_steps == 4
+    assert default_warmup(50) == 5 and default_warmup(50, from_weights=True) == 0
+
+
+class Net(nn.Module):
+    """A small CNN with BatchNorm for 1x8x8 inputs."""
+
+    def __init__(self, width=32, classes=4):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width)
+        self.c2, self.b2 = nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width)
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, x):
+        x = F.relu(self.b1(self.c1(x)))
+        return self.fc(F.relu(self.b2(self.c2(x))).mean((2, 3)))
+
+
+def toy_data(n, seed):
+    """Four classes: which quadrant of an 8x8 image is brightest, under noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = torch.randn(n, 1, 8, 8, generator=g) * 0.8
+    for i, c in enumerate(y.tolist()):
+        r, col = divmod(c, 2)
+        x[i, 0, r * 4 : r * 4 + 4, col * 4 : col * 4 + 4] += 1.0
+    return x, y
+
+
+X, Y = toy_data(512, 0)
+XV, YV = toy_data(400, 1)
+
+
+@torch.no_grad()
+def accuracy(model) -> float:
+    was = model.training
+    model.eval()
+    out = float((model(XV).argmax(1) == YV).float().mean())
+    model.train(was)
+    return out
+
+
+def batches(epoch, size=32):
+    order = torch.randperm(len(X), generator=torch.Generator().manual_seed(epoch))
+    return [order[i : i + size] for i in range(0, len(X), size)]
+
+
+def train_step(model, opt, idx, pruner=None):
+    loss = F.cross_entropy(model(X[idx]), Y[idx])
+    opt.zero_grad()
+    loss.backward()
+    if pruner is not None:
+        pruner.after_backward()
+    opt.step()
+    return pruner.step() if pruner is not None else None
+
+
+def pretrained(epochs=3):
+    """The user's trained model and its optimizer (Adam, with state): what a fine-tune starts from."""
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for e in range(epochs):
+        for idx in batches(100 + e):
+            train_step(model, opt, idx)
+    return model, opt
+
+
+def test_a_one_epoch_fine_tune_prunes_in_a_users_loop():
+    model, opt = pretrained()
+    steps = len(batches(0))
+    pruner = Pruner(model, X[:2], opt, total_steps=steps, from_weights=True, target_params=0.3, round_to=1)
+    assert pruner.schedule.warmup_epochs == 0 and pruner.schedule.in_steps
+    reports = [r for idx in batches(0) if (r := train_step(model, opt, idx, pruner)) is not None]
+    pruner.end_epoch()
+    assert [r.at for r in reports] == [f"step {p}" for p in pruner.schedule.points]
+    s = pruner.summary()
+    assert s.params_after <= 0.3 * s.params_before and s.budget["met"] and s.ended_by == "budget"
+
+
+def test_a_loop_that_forgets_step_is_told_so():
+    model, opt = pretrained(epochs=0)
+    pruner = Pruner(model, X[:2], opt, epochs=1, steps_per_epoch=16, target_params=0.5)
+    for idx in batches(0):
+        loss = F.cross_entropy(model(X[idx]), Y[idx])
+        opt.zero_grad()
+        loss.backward()
+        pruner.after_backward()
+        opt.step()
+    with pytest.raises(UserError, match=r"call pruner.step\(\) after every optimizer.step\(\)"):
+        pruner.end_epoch()
+
+
+# --- the accuracy guard ------------------------------------------------------------------------
+
+
+def state_of(model, opt):
+    """Deep copies of the weights and buffers and of the optimizer's state."""
+    return copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+
+
+def assert_same_state(a, b):
+    (ma, oa), (mb, ob) = a, b
+    assert ma.keys() == mb.keys()
+    for k in ma:
+        assert ma[k].shape == mb[k].shape and torch.equal(ma[k], mb[k]), k
+    assert oa["param_groups"] == ob["param_groups"] and oa["state"].keys() == ob["state"].keys()
+    for i in oa["state"]:
+        for k, v in oa["state"][i].items():
+            assert torch.equal(v, ob["state"][i][k]), (i, k)
+
+
+def test_a_step_the_guard_refuses_is_rolled_back_exactly_and_retried_smaller_then_pruning_stops():
+    model, opt = pretrained()
+    params = list(model.parameters())
+    tries = []  # (masked weights, accuracy) the guard saw at each try
+
+    def evaluate(m):
+        if not tries:  # the first call, as the pruner is built
+            tries.append((0, 1.0))
+            return 1.0  # the dense reference, scripted so that every pruned try falls under it
+        masked = sum(int((p == 0).sum()) for p in m.parameters())
+        tries.append((masked, accuracy(m)))
+        return tries[-1][1]
+
+    steps = len(batches(0))
+    pruner = Pruner(
+        model, X[:2], opt, total_steps=steps, prune_every=8, from_weights=True, target_params=0.2, round_to=1,
+        min_width=1, max_drop=0.01, evaluate=evaluate, val_size=len(YV),
+    )  # fmt: skip
+    widths = pruner.widths()
+    for i, idx in enumerate(batches(0)):
+        if i + 1 == pruner.schedule.points[0]:
+            loss = F.cross_entropy(model(X[idx]), Y[idx])
+            opt.zero_grad()
+            loss.backward()
+            pruner.after_backward()
+            opt.step()
+            before, accuracy_before = state_of(model, opt), accuracy(model)
+            report = pruner.step()
+            after, accuracy_after = state_of(model, opt), accuracy(model)
+        else:
+            train_step(model, opt, idx, pruner)
+    pruner.end_epoch()
+
+    actions = [e["action"] for e in report.guard]
+    assert actions == ["rolled back"] * (len(actions) - 1) + ["stopped"]
+    assert 2 <= len(actions) - 1 <= guards.MAX_HALVINGS + 1
+    removed = [sum(e["removed_units"].values()) for e in report.guard[:-1]]
+    assert removed[0] > 0 and all(b <= a // 2 for a, b in zip(removed, removed[1:]))
+    # each try was a real, masked model: more zeros than the dense one had
+    assert len(tries) == len(actions) and all(masked > 0 for masked, _ in tries[1:])
+    # ... and each was rolled back exactly: weights, buffers and Adam's moments as before the step,
+    # the same parameter objects, and the model computes what it computed before
+    assert_same_state(after, before)
+    assert accuracy_after == accuracy_before
+    assert all(p is q for p, q in zip(model.parameters(), params)) and len(list(model.parameters())) == len(params)
+    # pruning stopped for good: no more scores, no more points, the widths untouched
+    assert pruner.guard.stopped and pruner.ended_by == "guard" and pruner.widths() == widths
+    assert pruner.scores.batches == 0
+    status = pruner.budget_status()
+    assert status["met"] is False and status["reasons"][0].startswith("the accuracy guard stopped pruning at step 8")
+    assert "--max-accuracy-drop 0.01" in status["reasons"][0]
+    assert pruner.guard.validations == len(tries)
+
+
+def test_max_drop_in_a_users_own_loop_with_its_evaluation():
+    model, opt = pretrained()
+    dense_accuracy = accuracy(model)
+    seen = []
+
+    def evaluate(m):  # the user's own validation: accuracy on their held-out set, a fraction in [0, 1]
+        seen.append(accuracy(m))
+        return seen[-1]
+
+    epochs, steps = 2, len(batches(0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pruner = Pruner(
+            model, X[:2], opt, epochs=epochs, steps_per_epoch=steps, prune_every=4, from_weights=True,
+            target_params=0.05, round_to=1, min_width=1, max_drop=1.0, evaluate=evaluate, val_size=len(YV),
+        )  # fmt: skip
+        for epoch in range(epochs):
+            for idx in batches(epoch):
+                report = train_step(model, opt, idx, pruner)
+                for e in report.guard if report is not None else ():
+                    if e["action"] == "kept":  # the compacted model computes what the masked try did
+                        assert accuracy(model) == pytest.approx(e["value"], abs=1e-12)
+            pruner.end_epoch()
+    pruner.finalize()
+    g = pruner.guard
+    # the reference is the dense model at the start (from weights: no warm-up), measured by the guard
+    assert g.reference == dense_accuracy and g.events[0]["action"] == "reference" and g.events[0]["at"] == "the start"
+    kept = [e for e in g.events if e["action"] == "kept"]
+    rolled = [e for e in g.events if e["action"] == "rolled back"]
+    assert kept and rolled  # this budget is beyond what 1 point allows: the guard both keeps and refuses
+    assert all(100 * (dense_accuracy - e["value"]) <= 1.0 + 1e-9 for e in kept)
+    assert all(100 * (dense_accuracy - e["value"]) > 1.0 for e in rolled)
+    assert g.validations == len(seen) == 1 + len(kept) + len(rolled)
+    s = pruner.summary()
+    assert s.params_after < s.params_before  # it pruned, and stopped short of the 0.05 budget
+    assert s.ended_by == "guard" and s.budget["met"] is False
+    assert s.guard["kept"] == len(kept) and s.guard["n"] == len(YV)
+    assert "pruning ended by the guard" in str(s) and "accuracy guard: max drop 1 points" in str(s)
+    # n=400 at ~0.9: two standard errors are ~3 points, above the 1-point tolerance: said
+    noise = 2 * 100 * math.sqrt(dense_accuracy * (1 - dense_accuracy) / len(YV))
+    assert g.noise() == pytest.approx(noise)
+    assert [str(w.message) for w in caught if w.category is GuardWarning] == [g.noise_warning()]
+
+
+def test_a_guarded_pruner_resumes_at_any_step_exactly():
+    """State saved in the middle of an epoch (between pruning points), loaded into fresh objects,
+    continues as if never interrupted: the step count, the scores so far and the guard travel along."""
+
+    def run(cut: int | None):
+        model, opt = pretrained()
+        kw = dict(
+            epochs=2, steps_per_epoch=len(batches(0)), prune_every=5, from_weights=True, target_params=0.1,
+            round_to=1, min_width=1, max_drop=1.0, evaluate=accuracy, val_size=len(YV),
+        )  # fmt: skip
+        pruner = Pruner(model, X[:2], opt, **kw)
+        step = 0
+        for epoch in range(2):
+            for idx in batches(epoch):
+                step += 1
+                train_step(model, opt, idx, pruner)
+                if step == cut:  # save, and go on with new objects built from what was saved
+                    buf = io.BytesIO()
+                    torch.save(
+                        {"model": model.state_dict(), "opt": opt.state_dict(), "pruner": pruner.state_dict()}, buf
+                    )
+                    buf.seek(0)
+                    saved = torch.load(buf, weights_only=True)
+                    model = copy.deepcopy(model)  # the architecture at its current widths
+                    model.load_state_dict(saved["model"])
+                    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+                    opt.load_state_dict(saved["opt"])
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        pruner = Pruner(model, X[:2], opt, **kw)
+                    pruner.load_state_dict(saved["pruner"])
+            pruner.end_epoch()
+        pruner.finalize()
+        return model, pruner
+
+    whole, p1 = run(None)
+    cut_points = [p for p in p1.schedule.points if p > 5]
+    resumed, p2 = run(cut_points[0] + 2)  # between two pruning points, scores half gathered
+    assert p1.guard.events and p2.guard.to_dict() | {"seconds": 0} == p1.guard.to_dict() | {"seconds": 0}
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_guard_arguments_are_one_sentence():
+    model, opt = pretrained(epochs=0)
+    with pytest.raises(UserError, match="max_drop= needs evaluate="):
+        Pruner(model, X[:2], opt, epochs=2, max_drop=1.0)
+    with pytest.raises(UserError, match="give max_drop= "):
+        Pruner(model, X[:2], opt, epochs=2, evaluate=accuracy)
+    for bad in (-1, "nan", "abc", float("inf")):
+        with pytest.raises(UserError, match="--max-accuracy-drop must be a number of points"):
+            Pruner(model, X[:2], opt, epochs=2, max_drop=bad, evaluate=accuracy)
+    with pytest.raises(UserError, match="prune_every counts optimizer steps"):
+        Pruner(model, X[:2], opt, epochs=2, prune_every=3)
+    with pytest.raises(UserError, match=r"returned 91.2; .* fraction in \[0, 1\]"):
+        Pruner(model, X[:2], opt, total_steps=8, max_drop=1.0, evaluate=lambda m: 91.2)
+
+
+# --- edgeprune train ---------------------------------------------------------------------------
+
+
+def cfg(data_root, tmp_path, name="run", **kw):
+    base = dict(dataset="mnist", data_dir=data_root, out=tmp_path / name, batch_size=32, threads=1, device="cpu")
+    c = resolve_train_config(**{**base, **kw})
+    c.model_config = {"channels": [8, 16], "hidden": [32]}
+    return c
+
+
+def history(run):
+    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+
+
+def test_train_with_a_budget_is_guarded_by_default_and_says_so(data_root, tmp_path):
+    c = cfg(data_root, tmp_path, epochs=1)
+    assert c.max_accuracy_drop == guards.DEFAULT_MAX_DROP and c.guard_by_default and c.target_params == 0.1
+    # one flag away: the study's setting (no budget, no guard) and a budget without the guard
+    assert cfg(data_root, tmp_path, epochs=1, preset="study").max_accuracy_drop is None
+    off = cfg(data_root, tmp_path, epochs=1, max_accuracy_drop="none")
+    assert off.max_accuracy_drop is None and not off.guard_by_default and off.target_params == 0.1
+    assert cfg(data_root, tmp_path, epochs=1, prune=False).max_accuracy_drop is None
+    assert cfg(data_root, tmp_path, epochs=1, max_accuracy_drop="0.5").guard_by_default is False
+
+
+def test_a_one_epoch_train_run_prunes(data_root, tmp_path, capsys):
+    m = train_run(cfg(data_root, tmp_path, epochs=1, target_params=0.3), resume=False, quiet=False)
+    out = capsys.readouterr().out
+    assert m["params"] < 0.9 * m["baseline_params"]  # it pruned (a one-epoch run pruned nothing before)
+    (h,) = history(tmp_path / "run")
+    assert h["pruning_points"][0].startswith("step ") and len(h["pruning_points"]) >= 2
+    # guarded by default, and said: in the output, in metrics.json, in history.jsonl
+    assert "on by default with a budget; --max-accuracy-drop none turns it off" in out
+    assert m["guard"]["by_default"] is True and m["guard"]["max_drop"] == 1.0 and m["guard"]["n"] == 60
+    assert m["guard"]["validations"] == len(h["guard"]) - sum(e["action"] == "stopped" for e in h["guard"])
+    assert h["guard"][0]["action"] == "reference" and m["pruning_ended_by"] in ("budget", "guard", "schedule")
+    assert f"pruning ended by the {m['pruning_ended_by']}" in out and "validation pass(es)" in out
+    if m["pruning_ended_by"] == "guard":  # a stop short of the budget is said as a missed budget is
+        assert m["budget_met"] is False and "accuracy guard stopped pruning" in m["budget_reasons"][0]
+
+
+def test_a_guard_that_stops_short_of_the_budget_says_so_as_a_missed_budget(data_root, tmp_path, capsys, monkeypatch):
+    import edgeprune.train as t
+
+    real, calls = t.evaluate, []
+
+    def evaluate(model, data, split):  # the first validation (the guard's dense reference) says 1.0
+        out = real(model, data, split)
+        if split is data.val:
+            calls.append(out["accuracy"])
+            out = {**out, "accuracy": 1.0} if len(calls) == 1 else out
+        return out
+
+    monkeypatch.setattr(t, "evaluate", evaluate)
+    m = train_run(cfg(data_root, tmp_path, epochs=2, target_params=0.2, round_to=1, min_width=1), quiet=False)
+    out = capsys.readouterr().out
+    h = history(tmp_path / "run")
+    events = [e for r in h for e in r.get("guard", [])]
+    assert events[0] == {**events[0], "action": "reference", "value": 1.0, "at": "step 17"}  # the end of the warm-up
+    assert {e["action"] for e in events[1:-1]} == {"rolled back"} and events[-1]["action"] == "stopped"
+    assert all(e["at"] == "step 18" for e in events[1:])  # the first pruning point, then nothing
+    assert m["pruning_ended_by"] == "guard" and m["budget_met"] is False and m["params"] == m["baseline_params"]
+    reason = m["budget_reasons"][0]
+    assert reason.startswith("the accuracy guard stopped pruning at step 18") and "--max-accuracy-drop 1" in reason
+    assert f"budget not met: parameters 0.20 asked, 1.00 reached — {reason}" in m["warnings"]
+    assert "done, budget not met" in out and "pruning ended by the guard" in out
+    assert m["guard"]["by_default"] is True and m["guard"]["rolled_back"] == len(events) - 2
+    assert m["guard"]["validations"] == len(events) - 1  # the reference and each try: one pass each
+    # the report draws the guard's steps as a table, and its runs table says what ended pruning
+    from edgeprune.report import _markdown, build_report
+
+    result, _ = build_report([tmp_path / "run"])
+    (run,) = result["runs"]
+    assert run["pruning"].endswith("not met: 1.00 reached, ended by the guard")
+    assert [row[:2] for row in run["guard"]] == [[e["at"], e["action"]] for e in events]
+    text = _markdown(result)
+    assert "accuracy guard, max drop 1 points of validation accuracy (n=60) (the default):" in text
+    assert "| step 17 | reference | 1.0000 | - | 26,698 |" in text
+
+
+def test_resume_in_the_middle_of_a_guarded_run_ends_as_an_uninterrupted_run(data_root, tmp_path, monkeypatch):
+    kw = dict(epochs=4, warmup_epochs=1, target_params=0.2, round_to=1, min_width=2, prune_every=3)
+    kw["max_accuracy_drop"] = "0.5"  # tight enough on 60 validation examples that some steps are refused
+    full = train_run(cfg(data_root, tmp_path, "full", **kw), quiet=True)
+
+    import edgeprune.train as t
+
+    calls = {"n": 0}
+    real = t._print_epoch
+
+    def interrupt(record, c, quiet):
+        real(record, c, quiet)
+        calls["n"] += 1
+        if calls["n"] == 2:  # after epoch 2, in the middle of the pruning window (steps 20 to 47)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(t, "_print_epoch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg(data_root, tmp_path, "cut", **kw), quiet=True)
+    monkeypatch.setattr(t, "_print_epoch", real)
+    assert len(history(tmp_path / "cut")) == 2
+    resumed = train_run(cfg(data_root, tmp_path, "cut", **kw), resume=True, quiet=True)
+
+    events = [e for r in history(tmp_path / "full") for e in r.get("guard", [])]
+    assert {"reference", "kept"} <= {e["action"] for e in events}  # the guard was at work
+    assert any(e["epoch"] >= 3 and e["action"] != "reference" for e in events)  # also after the cut
+    assert_same_run(tmp_path / "full", tmp_path / "cut")
+    assert full["guard"] == resumed["guard"] and full["test_accuracy"] == resumed["test_accuracy"]
+
+
+@pytest.mark.parametrize(
+    "flags,says",
+    [
+        (["--max-accuracy-drop", "-1"], "--max-accuracy-drop must be a number of points"),
+        (["--max-accuracy-drop", "nan"], "--max-accuracy-drop must be a number of points"),
+        (["--max-accuracy-drop", "abc"], "or none to turn the guard off; got 'abc'"),
+        (["--guard-metric", "top5"], "--guard-metric must be accuracy or f1"),
+        (["--max-accuracy-drop", "1", "--no-prune"], "a --no-prune run prunes nothing; leave it out"),
+        (["--max-accuracy-drop", "1", "--val-fraction", "0"], "set --val-fraction above 0"),
+        (["--prune-every", "0"], "--prune-every must be a number of optimizer steps"),
+    ],
+)
+def test_bad_guard_flags_are_one_line_and_exit_2(data_root, tmp_path, flags, says):
+    assert EDGEPRUNE.is_file(), f"{EDGEPRUNE} is missing: pip install -e '.[dev]' into this environment"
+    r = run_cli(["train", "--dataset", "mnist", "--data-dir", str(data_root), "--out", str(tmp_path / "x"), *flags],
+                cwd=tmp_path)  # fmt: skip
+    assert "Traceback" not in r.stdout + r.stderr
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], r.stderr
+    assert not (tmp_path / "x").exists()  # refused before anything was written
