@@ -35,8 +35,7 @@ def versions() -> dict:
     return out
 
 
-def source_commit() -> str | None:
-    """The commit of the code that ran ("+dirty" when it had uncommitted changes), or None."""
+def _commit_now() -> str | None:
     repo = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
@@ -50,6 +49,16 @@ def source_commit() -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+# Taken when the script starts: a long benchmark runs the code it imported then, whatever is
+# committed while it runs.
+_STARTED_AT = _commit_now()
+
+
+def source_commit() -> str | None:
+    """The commit of the code that ran ("+dirty" when it had uncommitted changes), or None."""
+    return _STARTED_AT
 
 
 def record(name: str, payload: dict) -> Path:
