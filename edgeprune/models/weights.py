@@ -18,7 +18,6 @@ Anything else that differs is a UserError naming the first key that does not mat
 
 from __future__ import annotations
 
-import hashlib
 import re
 import warnings
 from pathlib import Path
@@ -27,19 +26,11 @@ import torch
 from torch import nn
 
 from edgeprune.errors import UserError
+from edgeprune.manifest import sha256_file
 
 SUFFIXES = (".pt", ".pth", ".safetensors")
 # torch fills a BatchNorm's step counter in when a file predates it; its value does not matter
 OPTIONAL_KEYS = ("num_batches_tracked",)
-
-
-def sha256_of(path: Path) -> str:
-    """The hex SHA-256 of a file, read in blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -203,7 +194,7 @@ def load_weights(model: nn.Module, path: Path, describe: str | None = None) -> d
         key = sorted(head_keys & set(own) - set(head_replaced))[0]
         raise mismatch(f"'{key}' fits the model but '{head_replaced[0]}' does not")
     model.load_state_dict(load, strict=False)
-    record = {"path": str(path), "sha256": sha256_of(path), "head_replaced": head_replaced, "input_adapted": adapted}
+    record = {"path": str(path), "sha256": sha256_file(path), "head_replaced": head_replaced, "input_adapted": adapted}
     if head_replaced or adapted:
         warnings.warn(describe_load(record), stacklevel=2)
     return record
