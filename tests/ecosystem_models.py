@@ -142,19 +142,22 @@ class GhostLike(nn.Module):
 
 class TinyBert(nn.Module):
     """A Hugging Face BertForSequenceClassification (random init, tiny config), logits out: its
-    decorated forward and slicing by sequence length are what torch.fx cannot trace."""
+    decorated forward and slicing by sequence length are what torch.fx cannot trace. Weights drawn
+    wider than BERT's 0.02 so that a wrongly kept channel shows in the logits."""
 
-    def __init__(self):
+    def __init__(self, attention: str = "sdpa", heads: int = 2):
         super().__init__()
         from transformers import BertConfig, BertForSequenceClassification
 
         cfg = BertConfig(
             vocab_size=40,
-            hidden_size=16,
+            hidden_size=8 * heads,
             num_hidden_layers=2,
-            num_attention_heads=2,
+            num_attention_heads=heads,
             intermediate_size=24,
             num_labels=3,
+            initializer_range=0.3,
+            attn_implementation=attention,
         )
         self.bert = BertForSequenceClassification(cfg)
 

@@ -268,6 +268,7 @@ MODELS = {
     "fx-untraceable": (ShapeBranch, image(3, 10)),
     "ghost-slice": (GhostLike, image(3, 8)),
     "hf-bert": (TinyBert, tokens),
+    "hf-bert-eager": (lambda: TinyBert("eager"), tokens),
 }
 
 
@@ -700,16 +701,60 @@ def test_ecosystem_layers_are_understood(name, method):
     assert layers <= in_groups, layers - in_groups
 
 
-def test_hugging_face_bert_is_traced_by_running_it():
-    """torch.fx cannot trace a Hugging Face BERT; running it traces it: its FFN neurons prune, its
-    hidden width (LayerNorm over it) and attention (reshaped into heads) are frozen with reasons."""
-    model, traced = built("hf-bert")
+@pytest.mark.parametrize("name", ["hf-bert", "hf-bert-eager"])
+def test_hugging_face_bert_is_traced_by_running_it(name):
+    """torch.fx cannot trace a Hugging Face BERT; running it traces it. Its attention heads are units
+    (a head: D rows of query, key and value, D columns of the output projection), as are its FFN
+    neurons; its hidden width (a LayerNorm over it) is frozen with the reason."""
+    model, traced = built(name)
     assert traced.method == "concrete"
-    names = {g.name for g in traced.groups}
-    assert {f"bert.bert.encoder.layer.{i}.intermediate.dense" for i in (0, 1)} <= names
+    groups = {g.name: g for g in traced.groups}
+    for i in (0, 1):
+        layer = f"bert.bert.encoder.layer.{i}"
+        assert f"{layer}.intermediate.dense" in groups
+        heads = groups[f"{layer}.attention.self.query"]
+        assert heads.width == 2  # heads, each 8 channels
+        slices = {(s.name, s.dim): s for s in heads.slices}
+        for proj in ("query", "key", "value"):
+            assert slices[(f"{layer}.attention.self.{proj}.weight", 0)].block == 8
+        assert slices[(f"{layer}.attention.output.dense.weight", 1)].block == 8
     reasons = {f.space: f.reason for f in traced.frozen}
     assert "LayerNorm normalizes over the channels" in reasons["bert.bert.embeddings.word_embeddings"]
-    assert "reshapes the channel axis" in reasons["bert.bert.encoder.layer.0.attention.self.query"]
+
+
+def test_layers_with_different_head_counts_export_and_match(tmp_path):
+    """One head gone from the first layer only (3 of 4 there, 4 in the second): the compacted model
+    equals the masked one and its ONNX export (dynamic batch and sequence) matches it."""
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = TinyBert(heads=4).eval()
+    traced = trace_groups(model, tokens(1))
+    first = "bert.bert.encoder.layer.0.attention.self.query"
+    removed = {g.name: torch.tensor([2] if g.name == first else [], dtype=torch.long) for g in traced.groups}
+    ref, _ = masked(model, traced.groups, removed)
+    compact_(model, traced.groups, removed)
+    assert model.bert.bert.encoder.layer[0].attention.self.query.out_features == 24
+    assert model.bert.bert.encoder.layer[1].attention.self.query.out_features == 32
+    path = tmp_path / "bert.onnx"
+    torch.onnx.export(
+        model,
+        (tokens(2),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["ids"],
+        output_names=["logits"],
+        dynamic_axes={"ids": {0: "batch", 1: "seq"}, "logits": {0: "batch"}},
+    )
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch, seq in ((1, 5), (7, 11)):
+        ids = torch.randint(1, 30, (batch, seq), generator=torch.Generator().manual_seed(seq))
+        with torch.no_grad():
+            want, got = ref(ids), model(ids)
+        assert float(want.abs().max()) > 1e-2
+        assert max_diff(want, got) <= ATOL
+        (onnx_out,) = sess.run(None, {"ids": ids.numpy()})
+        assert np.abs(onnx_out - got.numpy()).max() <= ONNX_ATOL
 
 
 def test_autograd_function_that_mixes_channels_is_frozen():

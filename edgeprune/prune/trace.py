@@ -392,6 +392,7 @@ _BINARY_METHODS = {
 }
 _INT_OPS = {operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv, operator.mod}
 _CAT = {torch.cat, torch.concat, torch.concatenate}
+_SOFTMAX = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax}
 
 
 def _stochastic_depth(target) -> bool:
@@ -695,8 +696,14 @@ class _Coupling:
             return self.cat(list(_arg(args, kwargs, 0, "tensors", ())), _arg(args, kwargs, 1, "dim", 0), shape, where)
         if fn in _REDUCE_FUNCS:
             return self.reduce(args, kwargs, shape, where)
+        if fn is F.scaled_dot_product_attention:
+            return self.attention(args, kwargs, shape, where)
+        if fn in (torch.matmul, operator.matmul):
+            return self.matmul(args[0], args[1], shape, where)
+        if fn in _SOFTMAX:
+            return self.softmax(args[0], _arg(args, kwargs, 1, "dim", None), shape, where)
         if fn is torch.reshape:
-            return self.reshape(args[0], args[1:], shape, where)
+            return self.reshape(args[0], args[1:], shape, where, node)
         if fn is torch.permute:
             return self.permute(args[0], args[1], shape)
         if fn is torch.transpose:
@@ -721,7 +728,7 @@ class _Coupling:
         if name == "numel":
             return _Int(derived=(x.segs,)) if isinstance(x, TensorVal) and x.cdim is not None else _Int()
         if name in ("view", "reshape"):
-            return self.reshape(x, args[1:], shape, where)
+            return self.reshape(x, args[1:], shape, where, node)
         if name == "expand":
             return self.expand(x, args[1:], shape, where)
         self.guard_ints(args, kwargs, where)
@@ -735,6 +742,10 @@ class _Coupling:
             )
         if name in _REDUCE_METHODS:
             return self.reduce(args, kwargs, shape, where)
+        if name == "matmul":
+            return self.matmul(x, args[1], shape, where)
+        if name in ("softmax", "log_softmax"):
+            return self.softmax(x, _arg(args, kwargs, 1, "dim", None), shape, where)
         if name == "permute":
             dims = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
             return self.permute(x, dims, shape)
@@ -913,7 +924,7 @@ class _Coupling:
             return [self.size_of(sizes.t, i) for i in range(len(sizes.t.shape))]
         return list(sizes)
 
-    def reshape(self, x, sizes, shape, where):
+    def reshape(self, x, sizes, shape, where, node=None):
         if not isinstance(x, TensorVal) or x.cdim is None:
             self.guard_ints(sizes, {}, where)
             return fixed_like(shape)
@@ -926,8 +937,48 @@ class _Coupling:
             for k in range(c + 1, len(src) + 1):
                 if shape[d] == _prod(src[c:k]):
                     return self.reshaped(x, sizes, shape, d, _prod(src[c + 1 : k]), where)
+        heads = self.split_heads(x, sizes, shape, node)
+        if heads is not None:
+            return heads
         self.freeze(x, where, "reshapes the channel axis into several dims")
         return TensorVal(shape)
+
+    def split_heads(self, x, sizes, shape, node):
+        """The channel axis reshaped into (-1, D), as attention splits a projection into heads of D
+        channels: each D consecutive channels become one unit (a head), whose count the -1 lets follow
+        pruning while D stays. Only for a fresh layer's output read by this reshape alone."""
+        c, src = x.cdim, x.shape
+        d = next((i for i in range(len(shape) - 1) if _prod(shape[:i]) == _prod(src[:c])), None)
+        if d is None or shape[d] * shape[d + 1] != src[c] or tuple(shape[d + 2 :]) != tuple(src[c + 1 :]):
+            return None
+        size = sizes[d + 1] if len(sizes) == len(shape) else None
+        if not (isinstance(sizes[d], int) and sizes[d] == -1) or not isinstance(size, int) or isinstance(size, bool):
+            return None
+        if any(isinstance(s, _Int) and (s.chan or s.derived) for s in sizes):
+            return None
+        source = node.args[0] if node is not None and node.args else None
+        if not isinstance(source, fx.Node) or len(source.users) != 1:
+            return None
+        segs = self.regroup(x.segs, size)
+        return None if segs is None else TensorVal(shape, d, segs)
+
+    def regroup(self, segs, size: int):
+        """One space's units taken `size` at a time as new units (every record of the space follows);
+        None unless `segs` is a single whole space of `size`-blocks that no other space has joined."""
+        if len(segs) != 1 or segs[0][1] != 1:
+            return None
+        r = self.sp.find(segs[0][0])
+        sp = self.sp.s[r]
+        if r != segs[0][0] or sp.cut is not None or sp.frozen or sp.hidden or sp.width % size:
+            return None
+        if any(self.sp.find(i) == r for i in range(len(self.sp.s)) if i != r):
+            return None
+        self.recs = [
+            _Rec(rec.space, rec.name, rec.dim, rec.offset, rec.block * size, rec.scored) if rec.space == r else rec
+            for rec in self.recs
+        ]
+        sp.width //= size
+        return ((r, 1),)
 
     def reshaped(self, x, sizes, shape, d, block, where):
         ok = len(sizes) == len(shape)
@@ -1063,6 +1114,50 @@ class _Coupling:
         src = f" (by {other.origin})" if other.origin else ""
         self.freeze(x, where, f"combined with a tensor whose channels are fixed{src}")
         return TensorVal(shape, origin=other.origin)
+
+    def attention(self, args, kwargs, shape, where):
+        """scaled_dot_product_attention with the heads on a batch dim of query, key and value: head h of
+        the output reads head h of each, so the three join one space (a mask may only broadcast over it)."""
+        q, k, v = (_arg(args, kwargs, i, n, None) for i, n in enumerate(("query", "key", "value")))
+        mask = _arg(args, kwargs, 3, "attn_mask", None)
+        if not all(isinstance(t, TensorVal) for t in (q, k, v)) or kwargs.get("enable_gqa"):
+            return self.unknown(args, kwargs, shape, where, "attention with inputs the tracer cannot follow")
+        if all(t.cdim is None for t in (q, k, v)):
+            self.freeze(mask, where, "an attention mask with channels")
+            return TensorVal(shape)
+        c = q.cdim
+        same = all(t.cdim == c and len(t.shape) == len(q.shape) for t in (k, v))
+        if c is None or not same or c >= len(q.shape) - 2 or len(shape) != len(q.shape):
+            return self.unknown(args, kwargs, shape, where, "attention over its channels (not over heads)")
+        if isinstance(mask, TensorVal):
+            md = _bdim(c, mask, len(shape))
+            if mask.cdim is not None or (md is not None and mask.shape[md] != 1):
+                return self.unknown(args, kwargs, shape, where, "an attention mask per head")
+        if not (self.align(q.segs, k.segs) and self.align(q.segs, v.segs)):
+            return self.unknown(args, kwargs, shape, where, "attention over heads laid out differently")
+        return TensorVal(shape, c, q.segs)
+
+    def matmul(self, a, b, shape, where):
+        """A batched matrix product with the channels on the same batch dim of both (heads): per channel."""
+        if not (isinstance(a, TensorVal) and isinstance(b, TensorVal)):
+            return self.unknown((a, b), {}, shape, where, "matmul with something that is not a tensor")
+        if a.cdim is None and b.cdim is None:
+            return TensorVal(shape, origin=a.origin or b.origin)
+        n = len(shape)
+        batch = [
+            t.cdim + n - len(t.shape) if t.cdim is not None and t.cdim < len(t.shape) - 2 else None for t in (a, b)
+        ]
+        if None not in batch and batch[0] == batch[1] and self.align(a.segs, b.segs):
+            return TensorVal(shape, batch[0], a.segs)
+        return self.unknown((a, b), {}, shape, where, "multiplies matrices over the channels")
+
+    def softmax(self, x, dim, shape, where):
+        if not isinstance(x, TensorVal) or x.cdim is None:
+            return fixed_like(shape, origin_of(x))
+        if not isinstance(dim, int) or _norm_dim(dim, len(x.shape)) == x.cdim:
+            self.freeze(x, where, "normalizes over the channels (softmax)")
+            return TensorVal(shape)
+        return TensorVal(shape, x.cdim, x.segs)
 
     def cat(self, tensors, dim, shape, where):
         if not all(isinstance(t, TensorVal) for t in tensors):
