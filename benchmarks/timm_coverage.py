@@ -1,7 +1,8 @@
 """Which timm models edgeprune prunes (and Torch-Pruning, on the same models and versions).
 
 The models: the smallest member (fewest parameters, counted on the meta device) of every timm
-family, a family being the name's stem (`mobilenetv3_small_050` -> mobilenetv3, `tf_efficientnet_lite0`
+family whose smallest member has at most --max-params (30M: larger is no edge model; the left-out
+families are listed in the JSON), a family being the name's stem (`mobilenetv3_small_050` -> mobilenetv3, `tf_efficientnet_lite0`
 -> tf_efficientnet), plus every name given with --also. timm's own `test_*` models are left out.
 Each is built with random weights (pretrained=False, 1000 classes), its norms given non-trivial
 statistics, at 96x96 (a model that only runs at its own size gets that size).
@@ -104,6 +105,11 @@ def families() -> dict[str, str]:
     return chosen
 
 
+def param_count(name: str) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in timm.create_model(name).parameters())
+
+
 def build(name: str) -> tuple[torch.nn.Module, int]:
     """The model in eval mode with randomized norms, and the input size it runs at (96, or its own)."""
     torch.manual_seed(0)
@@ -201,16 +207,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", help="timm names (default: every family's smallest member)")
     ap.add_argument("--also", nargs="*", default=[], help="more timm names beside the families'")
+    ap.add_argument(
+        "--max-params",
+        type=float,
+        default=30e6,
+        help="leave out families whose smallest member has more parameters (default 30M: not an edge model)",
+    )
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--no-torch-pruning", action="store_true")
     ap.add_argument("--name", default="timm_coverage", help="results/<name>.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    left_out: dict[str, int] = {}
     if args.models:
         chosen = {family(n): n for n in args.models}
     else:
         chosen = families()
-        print(f"{len(chosen)} families", flush=True)
+        sizes = {f: param_count(n) for f, n in chosen.items()}
+        left_out = {chosen[f]: sizes[f] for f in chosen if sizes[f] > args.max_params}
+        chosen = {f: n for f, n in chosen.items() if sizes[f] <= args.max_params}
+        print(f"{len(chosen)} families; {len(left_out)} left out (over {args.max_params:.0f} parameters)", flush=True)
     for n in args.also:
         chosen.setdefault(n, n)
     rows = []
@@ -230,13 +246,13 @@ def main() -> None:
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         print(_line(row), flush=True)
-        record(args.name, _payload(rows))
-    payload = _payload(rows)
+        record(args.name, _payload(rows, left_out, args.max_params))
+    payload = _payload(rows, left_out, args.max_params)
     record(args.name, payload)
     print(payload["summary"])
 
 
-def _payload(rows: list[dict]) -> dict:
+def _payload(rows: list[dict], left_out: dict, max_params: float) -> dict:
     built = [r for r in rows if "edgeprune" in r]
     kinds = ("edgeprune", "budget", "torch_pruning")
     count = {k: dict(Counter(r[k]["status"] for r in built if k in r)) for k in kinds}
@@ -256,7 +272,15 @@ def _payload(rows: list[dict]) -> dict:
             if f in fams
         },
     }
-    return {"size": SIZE, "target_macs": TARGET_MACS, "fraction": 0.3, "summary": summary, "rows": rows}
+    return {
+        "size": SIZE,
+        "target_macs": TARGET_MACS,
+        "fraction": 0.3,
+        "max_params": max_params,
+        "left_out": left_out,
+        "summary": summary,
+        "rows": rows,
+    }
 
 
 def _line(row: dict) -> str:
