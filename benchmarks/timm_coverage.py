@@ -3,7 +3,8 @@
 The models: the smallest member (fewest parameters, counted on the meta device) of every timm
 family whose smallest member has at most --max-params (30M: larger is no edge model; the left-out
 families are listed in the JSON), a family being the name's stem (`mobilenetv3_small_050` ->
-mobilenetv3, `tf_efficientnet_lite0` -> tf_efficientnet), plus every name given with --also. timm's own `test_*` models are left out.
+mobilenetv3, `tf_efficientnet_lite0` -> tf_efficientnet), plus every name given with --also.
+timm's own `test_*` models are left out.
 Each is built with random weights (pretrained=False, 1000 classes), its norms given non-trivial
 statistics, at 96x96 (a model that only runs at its own size gets that size).
 
