@@ -475,8 +475,17 @@ def bench(
         help="Seconds a worker may take to load its model, time one round or evaluate; then it is stopped "
         "and its row fails.",
     ),
+    runtime: Optional[str] = typer.Option(
+        None,
+        "--runtime",
+        help="Runtimes to time, comma-separated: onnxruntime, openvino, ncnn, or all (default: what each "
+        "bundle lists; onnxruntime for .onnx files). One not installed is a skipped row.",
+    ),
+    max_acc_drop: float = typer.Option(
+        1.0, "--max-acc-drop", help="Accuracy points a variant may lose and still be marked the one to ship."
+    ),
 ):
-    """Measure latency, memory, accuracy and size of ONNX models with onnxruntime (no torch needed).
+    """Measure latency, memory, accuracy and size of ONNX models on onnxruntime, OpenVINO or ncnn (no torch).
 
     With --latency-probes DIR: measure a latency table for pruning to a latency budget instead."""
     from edgeprune.bench import make_settings, run
@@ -504,6 +513,8 @@ def bench(
             label=label,
             seq_len=seq_len,
             timeout=timeout,
+            runtime=runtime,
+            max_acc_drop=max_acc_drop,
         )
     for w in caught:
         err.print(f"[bold yellow]warning[/]: {escape(str(w.message))}", highlight=False, soft_wrap=True)
@@ -615,6 +626,12 @@ def export(
     eval_n: Optional[int] = typer.Option(None, "--eval-n", hidden=True),  # the former name of --eval-limit
     tar: bool = typer.Option(False, "--tar", help="Also write RUN/bundle.tar.gz."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local dataset copies (default: the run's)."),
+    runtimes: str = typer.Option(
+        "onnxruntime",
+        "--runtimes",
+        help="Also make variants for openvino and/or ncnn (comma-separated, or all), each checked for parity; "
+        "the bundle records the fastest within --max-acc-drop, measured here.",
+    ),
 ):
     """Export a run to ONNX, simplify, quantize to INT8, check each step, and write the device bundle."""
     from edgeprune.export.pipeline import export_run
@@ -634,6 +651,7 @@ def export(
             eval_limit=eval_limit if eval_limit is not None else eval_n,
             tar=tar,
             data_dir=str(data_dir) if data_dir else None,
+            runtimes=runtimes,
         )
     console = Console()
     Console(width=max(console.width, 110)).print(render(summary))  # the table needs ~110 columns
