@@ -27,6 +27,7 @@ class Model:
     problem: str | None = None  # known before measuring: the row fails with this reason
     runtime: str = DEFAULT_RUNTIME  # edgeprune.bench.runtimes name
     source: Path | None = None  # the ONNX file a converted model (ncnn, OpenVINO IR) was made from
+    skip: str | None = None  # nothing to measure on this runtime: the row is skipped with this reason
 
     @property
     def key(self) -> str:
@@ -92,6 +93,18 @@ def _bundle(root: Path, runtimes: tuple[str, ...] | None = None) -> list[Model]:
                 source=source,
             )
         )
+    for runtime in runtimes or ():  # asked for, but nothing in this bundle runs on it: a row that says so
+        if not any(m.runtime == runtime for m in out):
+            out.append(
+                Model(
+                    name=f"{prefix}@{runtime}",
+                    variant="-",
+                    path=root / "meta.json",
+                    meta=meta,
+                    runtime=runtime,
+                    skip=f"the bundle has no {runtime} model: re-export with `edgeprune export --runtimes {runtime}`",
+                )
+            )
     return out
 
 

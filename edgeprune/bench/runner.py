@@ -82,6 +82,9 @@ def _ask(worker: WorkerProcess, row: dict, req: dict, timeout: float) -> dict | 
 
 def _load(model: Model, row: dict, settings: Settings) -> WorkerProcess | None:
     """A worker with `model` loaded and warmed up, or None with the row failed."""
+    if model.skip:
+        _fail(row, model.skip, "skipped")
+        return None
     if model.problem:
         _fail(row, model.problem)
         row["params"], row["params_source"] = _params(model, None)
