@@ -570,6 +570,7 @@ def latency(
     fingerprint: Optional[str] = typer.Option(None, "--fingerprint", help="Check the table's model fingerprint."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Check it was measured with this many threads."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Check it was measured at this batch size."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="Check it was measured on this runtime."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table with this fit to this file."),
 ):
     """Fit a latency table (numpy only), show its held-out error, check it fits a model and settings."""
@@ -579,14 +580,21 @@ def latency(
     data = read_table(table)
     if probes_dir is not None:
         fingerprint = fingerprint or read_probes(probes_dir).get("fingerprint")
-    check_table(data, fingerprint, threads, batch, name=str(table))
+    if runtime is not None:
+        from edgeprune.bench.runtimes import parse as parse_runtimes
+
+        names = parse_runtimes(runtime)
+        if len(names) != 1:
+            raise UserError(f"give one --runtime to check the table against, not {','.join(names)}.")
+        runtime = names[0]
+    check_table(data, fingerprint, threads, batch, name=str(table), runtime=runtime)
     data["fit"] = LatencyModel.fit(data, name=str(table)).report
     console = Console()
     where = data.get("machine") or {}
     console.print(
         f"{table}: {data.get('arch')} (fingerprint {data['fingerprint'][:12]}) on {where.get('label')} "
-        f"({where.get('cpu_model')}), {data['threads']} threads, batch {data['batch']}"
-        + (" [bold red]EMULATED[/]: not device timings" if data.get("emulated") else ""),
+        f"({where.get('cpu_model')}), {data.get('runtime') or 'onnxruntime'}, {data['threads']} threads, "
+        f"batch {data['batch']}" + (" [bold red]EMULATED[/]: not device timings" if data.get("emulated") else ""),
         highlight=False,
         soft_wrap=True,
     )

@@ -227,3 +227,40 @@ def test_export_makes_and_checks_every_installed_runtime(tmp_path):
     for e in entries:
         assert e["runtime"] in ("openvino", "ncnn")
         assert e["file"] == "model.onnx" or e["source"] == "model.onnx"
+
+
+def test_export_runtimes_end_to_end_records_the_runtime_to_ship(data_root, tmp_path):
+    """A trained CNN exported with --runtimes all: the bundle lists each runtime's kept variants, meta.json
+    names the runtime and variant to ship (measured here), and bench times them all with the ship mark."""
+    pytest.importorskip("torch")
+    from edgeprune.config import resolve_train_config
+    from edgeprune.export import export_run
+    from edgeprune.train import train_run
+
+    c = resolve_train_config(
+        dataset="mnist", data_dir=data_root, out=tmp_path / "run", epochs=1, batch_size=32, prune=False, threads=1
+    )
+    c.model_config = {"channels": [4, 8], "hidden": [16]}
+    train_run(c, quiet=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = export_run(tmp_path / "run", eval_n=64, calib=32, runtimes="all")
+    meta = json.loads((tmp_path / "run" / "bundle" / "meta.json").read_text())
+    listed = {(m.get("runtime") or "onnxruntime", m["name"]) for m in meta["models"]}
+    kept = {(r["runtime"], r["variant"]) for r in summary["runtimes"] if r["status"] == "ok"}
+    assert kept <= listed and ("onnxruntime", "float") in listed
+    for r in summary["runtimes"]:  # every variant not kept says why, as a warning too
+        if r["status"] != "ok":
+            assert r["reason"] and any(r["reason"] in str(w.message) for w in caught)
+    choice = meta["runtime"]
+    assert choice == summary["runtime"] and (choice["name"], choice["model"]) in listed
+    if kept:
+        assert choice["chosen_by"].startswith("measured here")
+        measured = [m for m in choice["measured"] if m["status"] == "ok"]
+        float_ort = next(m for m in measured if (m["runtime"], m["model"]) == ("onnxruntime", "float"))
+        within = [m for m in measured if (float_ort["accuracy"] - m["accuracy"]) * 100 <= 1.0 + 1e-9]
+        assert choice["p50_ms"] == min(m["p50_ms"] for m in within)  # the fastest within the tolerance
+    report = bench([tmp_path / "run" / "bundle"], make_settings(**FAST))
+    assert {(r["runtime"], r["variant"]) for r in report["results"]} == listed
+    assert all(r["status"] == "ok" for r in report["results"]), [r["error"] for r in report["results"]]
+    assert sum(r["ship"] for r in report["results"]) == 1

@@ -199,8 +199,8 @@ class Ncnn(Runtime):
     name, module, extra = "ncnn", "ncnn", "ncnn"
     suffixes = (".ncnn.param",)  # + .ncnn.bin beside it; converted from the ONNX file by pnnx at export
     int8 = (
-        "none here: ncnn's INT8 needs its ncnn2table and ncnn2int8 tools, which the ncnn and pnnx wheels do not "
-        "ship; build them from the ncnn sources to make one"
+        "ncnn's INT8 needs its ncnn2table and ncnn2int8 tools, which the ncnn and pnnx wheels do not ship; "
+        "build them from the ncnn sources to make one"
     )
 
     @staticmethod

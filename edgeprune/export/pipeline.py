@@ -414,12 +414,19 @@ def _latency_budget(run_metrics: dict, model_path: Path, opts) -> dict | None:
     }
     try:
         table = read_json(Path(lm["table"]))
+        out["runtime"] = table.get("runtime") or "onnxruntime"  # the budget is on the table's runtime
         here = machine_info()
         same = all(table["machine"].get(k) == here.get(k) for k in ("hostname", "cpu_model", "machine"))
     except Exception:  # noqa: BLE001 - the table moved or is unreadable: nothing to compare here
         same = False
+    out.setdefault("runtime", "onnxruntime")
     if not same or not opts.measure_latency:
         out["note"] = "the latency table is from another machine: compare with `edgeprune bench` there"
+        return out
+    from edgeprune.bench.runtimes import RUNTIMES
+
+    if not RUNTIMES[out["runtime"]].reads(Path(model_path)) or RUNTIMES[out["runtime"]].missing():
+        out["note"] = f"{out['runtime']} cannot run {Path(model_path).name} here: compare with `edgeprune bench`"
         return out
     from edgeprune.bench.discover import Model
     from edgeprune.bench.runner import measure
@@ -427,7 +434,7 @@ def _latency_budget(run_metrics: dict, model_path: Path, opts) -> dict | None:
 
     batch = int(lm.get("batch") or 1)
     settings = make_settings(threads=lm.get("threads"), batch=str(batch), warmup=10, runs=100, rounds=5, label="export")
-    (row,) = measure([Model(name="float", variant="float", path=Path(model_path))], settings)
+    (row,) = measure([Model(name="float", variant="float", path=Path(model_path), runtime=out["runtime"])], settings)
     if row["status"] == "ok" and str(batch) in row["latency"]:
         measured = row["latency"][str(batch)]["p50_ms"]
         out["measured_p50_ms"] = measured
