@@ -264,3 +264,40 @@ def test_export_runtimes_end_to_end_records_the_runtime_to_ship(data_root, tmp_p
     assert {(r["runtime"], r["variant"]) for r in report["results"]} == listed
     assert all(r["status"] == "ok" for r in report["results"]), [r["error"] for r in report["results"]]
     assert sum(r["ship"] for r in report["results"]) == 1
+
+
+def test_predict_runs_the_bundles_runtimes_and_names_the_one_to_ship(tmp_path):
+    """deploy/predict.py: every listed runtime's model through the seam where edgeprune is there, the
+    bundle's choice first in the summary; without edgeprune those models are skipped with the reason."""
+    _needs("openvino")
+    bundle = make_cnn_bundle(tmp_path / "b")
+    meta = json.loads((bundle / "meta.json").read_text())
+    meta["models"].append({"name": "float", "file": "model.onnx", "runtime": "openvino"})
+    meta["runtime"] = {"name": "openvino", "model": "float", "file": "model.onnx"}
+    (bundle / "meta.json").write_text(json.dumps(meta))
+    _write_manifest(bundle)
+
+    def predict(pythonpath: str, out: Path) -> dict:
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "deploy" / "predict.py"), "run", str(bundle), str(out), "--timing-runs", "1"],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=pythonpath),
+            cwd=tmp_path,  # not the repository: edgeprune is importable only through PYTHONPATH
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    got = predict(str(REPO), tmp_path / "a.npz")
+    assert got["ship"] == "float@openvino"
+    assert got["models"]["float@openvino"]["accuracy"] == got["models"]["float"]["accuracy"] == 1.0
+    with np.load(tmp_path / "a.npz") as z:
+        ref = reference_cnn_logits(np.load(bundle / "eval.npz")["x"])
+        assert np.abs(z["float@openvino"] - ref).max() <= RTOL * max(1.0, np.abs(ref).max())
+    alone = predict("", tmp_path / "b.npz")
+    assert alone["models"]["float@openvino"]["skipped"] == (
+        "openvino models run through edgeprune, which is not installed here"
+    )
+    assert alone["models"]["float"]["accuracy"] == 1.0
