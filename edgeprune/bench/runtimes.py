@@ -58,14 +58,15 @@ class Runtime:
             return f"{self.name} is not installed: pip install 'edgeprune[{self.extra}]'"
         return None
 
-    def _import(self):
+    def load_module(self):
+        """The runtime's package, imported; RuntimeMissing (naming the extra) when it is not installed."""
         why = self.missing()
         if why:
             raise RuntimeMissing(why)
         return importlib.import_module(self.module)
 
     def version(self) -> str | None:
-        return None if self.missing() else self._version(self._import())
+        return None if self.missing() else self._version(self.load_module())
 
     def reads(self, path: Path) -> bool:
         return any(str(path).endswith(s) for s in self.suffixes)
@@ -75,11 +76,11 @@ class Runtime:
         converted from (its inputs and edgeprune metadata, for files that do not carry them)."""
         if not self.reads(Path(path)):
             raise ValueError(f"{self.name} reads {' or '.join(self.suffixes)} files, not {Path(path).name}")
-        return self._open(self._import(), Path(path), threads, Path(source) if source else None, options)
+        return self._open(self.load_module(), Path(path), threads, Path(source) if source else None, options)
 
     def floor(self, inputs: list[feeds.InputSpec], threads: int) -> Session:
         """The per-call floor on this runtime: an Identity over `inputs`."""
-        return self._floor(self._import(), inputs, threads)
+        return self._floor(self.load_module(), inputs, threads)
 
     def _open(self, mod, path: Path, threads: int, source: Path | None, options: dict) -> Session:
         raise NotImplementedError
@@ -211,7 +212,7 @@ class Ncnn(Runtime):
         return net
 
     @staticmethod
-    def _runner(ncnn, net, in_names, out_names, keep):
+    def _runner(ncnn, net, in_names, out_names):
         # ncnn's Mat holds no batch axis: a batch of B is B extractions, each of one example.
         def run(feed):
             arrays = [np.asarray(feed[name]) for name in in_names]
@@ -253,7 +254,7 @@ class Ncnn(Runtime):
             "use_bf16_storage": net.opt.use_bf16_storage,
             "one_example_per_call": True,
         }
-        run = self._runner(ncnn, net, names, net.output_names(), None)
+        run = self._runner(ncnn, net, names, net.output_names())
         return Session(specs, _onnx_metadata(source), opts, run, keep=[net])
 
     def _floor(self, ncnn, inputs, threads):
@@ -262,7 +263,7 @@ class Ncnn(Runtime):
         net = self._net(ncnn, threads)
         net.load_param_mem("7767517\n" + f"{len(lines)} {len(lines)}\n" + "\n".join(lines) + "\n")
         names = [s.name for s in inputs]
-        run = self._runner(ncnn, net, names, [f"in{i}" for i in range(len(inputs))], None)
+        run = self._runner(ncnn, net, names, [f"in{i}" for i in range(len(inputs))])
         return Session(list(inputs), None, {"num_threads": threads, "one_example_per_call": True}, run, keep=[net])
 
 

@@ -69,7 +69,7 @@ class Worker:
             # for accuracy after the memory figures are taken.
             with np.load(self.eval_path) as z:
                 eval_x = np.array(z["x"][: max(req["batches"])])
-        runtime._import()  # a missing package is the row's reason, before any memory figure
+        runtime.load_module()  # a missing package is the row's reason, before any memory figure
         gc.collect()
         # Measured after imports: what the session itself adds.
         before = rss_mb()

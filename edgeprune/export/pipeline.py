@@ -455,7 +455,7 @@ def _choose_runtime(models: list[dict], files: dict, accuracy: dict, chosen: str
     default_file = next(m["file"] for m in models if m["name"] == chosen and not m.get("runtime"))
     choice = {"name": "onnxruntime", "model": chosen, "file": default_file, "p50_ms": None}
     if all(not m.get("runtime") or m["runtime"] == "onnxruntime" for m in models):
-        return dict(choice, chosen_by="only onnxruntime was exported (--runtimes)")
+        return dict(choice, chosen_by="only onnxruntime models are in the bundle (see --runtimes)")
     why = None
     if not opts.measure_latency:
         why = "latency measurement was switched off"
