@@ -21,7 +21,7 @@ Progress = Callable[[str], None]
 
 
 def _row(model: Model) -> dict:
-    data = model.path.read_bytes() if model.path.is_file() else None
+    data = model.path.read_bytes() if model.path.is_file() and not model.skip else None
     weights = model.path.with_name(companion(model.path.name))
     if data is not None and weights != model.path and weights.is_file():
         data += weights.read_bytes()  # an ncnn or IR model is its graph file and its weights
