@@ -27,6 +27,10 @@ def versions() -> dict:
         "onnxslim",
         "numpy",
         "torch-pruning",
+        "openvino",
+        "nncf",
+        "ncnn",
+        "pnnx",
     ):
         try:
             out[pkg] = metadata.version(pkg)

@@ -475,8 +475,17 @@ def bench(
         help="Seconds a worker may take to load its model, time one round or evaluate; then it is stopped "
         "and its row fails.",
     ),
+    runtime: Optional[str] = typer.Option(
+        None,
+        "--runtime",
+        help="Runtimes to time, comma-separated: onnxruntime, openvino, ncnn, or all (default: what each "
+        "bundle lists; onnxruntime for .onnx files). One not installed is a skipped row.",
+    ),
+    max_acc_drop: float = typer.Option(
+        1.0, "--max-acc-drop", help="Accuracy points a variant may lose and still be marked the one to ship."
+    ),
 ):
-    """Measure latency, memory, accuracy and size of ONNX models with onnxruntime (no torch needed).
+    """Measure latency, memory, accuracy and size of ONNX models on onnxruntime, OpenVINO or ncnn (no torch).
 
     With --latency-probes DIR: measure a latency table for pruning to a latency budget instead."""
     from edgeprune.bench import make_settings, run
@@ -504,6 +513,8 @@ def bench(
             label=label,
             seq_len=seq_len,
             timeout=timeout,
+            runtime=runtime,
+            max_acc_drop=max_acc_drop,
         )
     for w in caught:
         err.print(f"[bold yellow]warning[/]: {escape(str(w.message))}", highlight=False, soft_wrap=True)
@@ -559,6 +570,7 @@ def latency(
     fingerprint: Optional[str] = typer.Option(None, "--fingerprint", help="Check the table's model fingerprint."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Check it was measured with this many threads."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Check it was measured at this batch size."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="Check it was measured on this runtime."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table with this fit to this file."),
 ):
     """Fit a latency table (numpy only), show its held-out error, check it fits a model and settings."""
@@ -568,14 +580,21 @@ def latency(
     data = read_table(table)
     if probes_dir is not None:
         fingerprint = fingerprint or read_probes(probes_dir).get("fingerprint")
-    check_table(data, fingerprint, threads, batch, name=str(table))
+    if runtime is not None:
+        from edgeprune.bench.runtimes import parse as parse_runtimes
+
+        names = parse_runtimes(runtime)
+        if len(names) != 1:
+            raise UserError(f"give one --runtime to check the table against, not {','.join(names)}.")
+        runtime = names[0]
+    check_table(data, fingerprint, threads, batch, name=str(table), runtime=runtime)
     data["fit"] = LatencyModel.fit(data, name=str(table)).report
     console = Console()
     where = data.get("machine") or {}
     console.print(
         f"{table}: {data.get('arch')} (fingerprint {data['fingerprint'][:12]}) on {where.get('label')} "
-        f"({where.get('cpu_model')}), {data['threads']} threads, batch {data['batch']}"
-        + (" [bold red]EMULATED[/]: not device timings" if data.get("emulated") else ""),
+        f"({where.get('cpu_model')}), {data.get('runtime') or 'onnxruntime'}, {data['threads']} threads, "
+        f"batch {data['batch']}" + (" [bold red]EMULATED[/]: not device timings" if data.get("emulated") else ""),
         highlight=False,
         soft_wrap=True,
     )
@@ -615,6 +634,12 @@ def export(
     eval_n: Optional[int] = typer.Option(None, "--eval-n", hidden=True),  # the former name of --eval-limit
     tar: bool = typer.Option(False, "--tar", help="Also write RUN/bundle.tar.gz."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local dataset copies (default: the run's)."),
+    runtimes: str = typer.Option(
+        "onnxruntime",
+        "--runtimes",
+        help="Also make variants for openvino and/or ncnn (comma-separated, or all), each checked for parity; "
+        "the bundle records the fastest within --max-acc-drop, measured here.",
+    ),
 ):
     """Export a run to ONNX, simplify, quantize to INT8, check each step, and write the device bundle."""
     from edgeprune.export.pipeline import export_run
@@ -634,6 +659,7 @@ def export(
             eval_limit=eval_limit if eval_limit is not None else eval_n,
             tar=tar,
             data_dir=str(data_dir) if data_dir else None,
+            runtimes=runtimes,
         )
     console = Console()
     Console(width=max(console.width, 110)).print(render(summary))  # the table needs ~110 columns

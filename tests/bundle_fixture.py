@@ -110,6 +110,57 @@ def _text_model(seed: int, flip: bool):
     return model
 
 
+CNN_CHANNELS = 4
+
+
+def _cnn_weights(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed + 200)
+    return {
+        "cw": (rng.standard_normal((CNN_CHANNELS, 1, 3, 3)) / 3.0).astype(np.float32),
+        "cb": (rng.standard_normal(CNN_CHANNELS) * 0.1).astype(np.float32),
+        "fw": rng.standard_normal((CNN_CHANNELS, NUM_CLASSES)).astype(np.float32),
+        "fb": (rng.standard_normal(NUM_CLASSES) * 0.1).astype(np.float32),
+    }
+
+
+def reference_cnn_logits(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """What the CNN computes, in numpy (float64): 3x3 conv (pad 1) -> ReLU -> global mean -> linear."""
+    w = _cnn_weights(seed)
+    xp = np.pad(x.astype(np.float64)[:, 0], ((0, 0), (1, 1), (1, 1)))
+    h, wd = x.shape[2], x.shape[3]
+    conv = np.zeros((len(x), CNN_CHANNELS, h, wd))
+    for di in range(3):
+        for dj in range(3):
+            conv += w["cw"][None, :, 0, di, dj, None, None] * xp[:, None, di : di + h, dj : dj + wd]
+    pooled = np.maximum(conv + w["cb"][None, :, None, None], 0.0).mean(axis=(2, 3))
+    return pooled @ w["fw"] + w["fb"]
+
+
+def _cnn_model(seed: int):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = _cnn_weights(seed)
+    nodes = [
+        helper.make_node("Conv", [INPUT_NAME, "cw", "cb"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "fw", "fb"], [OUTPUT_NAME]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_cnn",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", NUM_CLASSES])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in w.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="edgeprune-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 def _write_manifest(root: Path) -> None:
     lines = []
     for p in sorted(root.iterdir()):
@@ -149,6 +200,35 @@ def make_tiny_bundle(out_dir: Path | str, *, int8: bool = False, seed: int = 0) 
         "input_shape": ["batch", 1, 28, 28],
         "output_name": OUTPUT_NAME,
         "models": models,
+        "eval": "eval.npz",
+    }
+    (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    _write_manifest(root)
+    return root
+
+
+def make_cnn_bundle(out_dir: Path | str, *, seed: int = 0) -> Path:
+    """Write a bundle of a tiny convolutional classifier (eval labels: its own float predictions)."""
+    import onnx
+
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    onnx.save(_cnn_model(seed), str(root / "model.onnx"))
+    rng = np.random.default_rng(seed + 1)
+    x = rng.standard_normal((EVAL_SIZE, 1, 28, 28)).astype(np.float32)
+    y = reference_cnn_logits(x, seed).argmax(axis=1).astype(np.int64)
+    np.savez(root / "eval.npz", x=x, y=y)
+    meta = {
+        "format": 1,
+        "task": "image-classification",
+        "dataset": "synthetic",
+        "labels": [f"class{i}" for i in range(NUM_CLASSES)],
+        "num_classes": NUM_CLASSES,
+        "input_name": INPUT_NAME,
+        "input_dtype": "float32",
+        "input_shape": ["batch", 1, 28, 28],
+        "output_name": OUTPUT_NAME,
+        "models": [{"name": "float", "file": "model.onnx"}],
         "eval": "eval.npz",
     }
     (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -437,9 +437,14 @@ def test_bench_imports_neither_torch_nor_onnx(tmp_path):
         sys.modules["onnx"] = None
         from typer.testing import CliRunner
         import edgeprune.bench, edgeprune.bench.worker, edgeprune.targets
+        import edgeprune.bench.runtimes, edgeprune.bench.choose, edgeprune.bench.latency_table
         from edgeprune.cli import app
         r = CliRunner().invoke(app, ["bench", {str(path)!r}, "--runs", "2", "--rounds", "1",
                                      "--warmup", "0"])
+        assert r.exit_code == 0, r.output
+        # on OpenVINO too (a skipped row where it is not installed), still without torch or onnx
+        r = CliRunner().invoke(app, ["bench", {str(path)!r}, "--runtime", "onnxruntime,openvino",
+                                     "--runs", "2", "--rounds", "1", "--warmup", "0"])
         assert r.exit_code == 0, r.output
         loaded = [m for m in sys.modules if m.split(".")[0] in ("torch", "onnx")
                   and sys.modules[m] is not None]

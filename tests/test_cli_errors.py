@@ -311,6 +311,13 @@ CASES = {
     "bench-damaged-bundle": _p("bench", "{w}/damaged", says=("no longer match MANIFEST.sha256", "copy the bundle")),
     "bench-bad-meta": _p("bench", "{w}/bad_meta", says=("is not valid JSON", "re-run `edgeprune export`")),
     "bench-json-is-a-dir": _p("bench", "{w}/bundle", "--json", "{w}/empty", says="give a file path"),
+    "bench-unknown-runtime": _p(
+        "bench", "{w}/bundle", "--runtime", "tvm", says=("unknown --runtime tvm", "choose from onnxruntime, openvino")
+    ),
+    "bench-ncnn-on-an-onnx-file": _p(
+        "bench", "{w}/bundle/model.onnx", "--runtime", "ncnn", says=("reads model.onnx", "--runtimes ncnn")
+    ),
+    "export-unknown-runtime": _p("export", "{run}", "--runtimes", "tflite", says="unknown --runtime tflite"),
     # report
     "report-not-a-run": _p("report", "{w}/empty", says="pass directories written by edgeprune train"),
     "report-out-is-a-file": _p("report", "{run}", "--out", "{w}/notes.txt", says="is a file; pass a directory"),

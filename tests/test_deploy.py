@@ -40,7 +40,14 @@ def test_dockerfile_is_runtime_only_and_non_root():
     text = DOCKERFILE.read_text()
     assert "ARG BASE_IMAGE=python:3.11-slim-bookworm" in text
     installs = re.findall(r"pip install[^\n&]*", text)
-    assert installs and all("[" not in line and "torch" not in line for line in installs)
+    # the only extras are runtime ones (OpenVINO, ncnn: no torch, wheels for amd64 and arm64)
+    assert installs and all("torch" not in line for line in installs)
+    assert all("[" not in line or "[$RUNTIME_EXTRAS]" in line for line in installs)
+    extras = re.search(r"^ARG RUNTIME_EXTRAS=(.*)$", text, re.MULTILINE).group(1).split(",")
+    assert set(extras) <= {"openvino", "ncnn"}
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    optional = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert all("torch" not in dep and "nncf" not in dep and "pnnx" not in dep for e in extras for dep in optional[e])
     assert re.search(r"^USER \$\{APP_UID\}$", text, re.MULTILINE) and "ARG APP_UID=10001" in text
     assert 'ENTRYPOINT ["/usr/local/bin/edgeprune-entrypoint"]' in text
     # The onnxruntime pin lives in pyproject (the image installs "."); 1.21.0 crashes on a Pi 4.

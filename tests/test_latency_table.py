@@ -342,6 +342,37 @@ def test_check_table_names_what_differs():
         check_table(t, "f" * 64, threads=2, batch=8)
 
 
+def test_a_table_names_its_runtime_and_a_budget_on_another_is_refused(probes, tables, tmp_path):
+    """The same probes on OpenVINO: a table of its own that says so; checking it for onnxruntime fails."""
+    from typer.testing import CliRunner
+
+    from edgeprune.bench.runtimes import get
+    from edgeprune.cli import app
+
+    assert json.loads(tables["resnet"].read_text())["runtime"] == "onnxruntime"
+    t = synthetic_table()
+    check_table(t, "f" * 64, threads=2, batch=1, runtime="onnxruntime")  # an older table: onnxruntime
+    with pytest.raises(UserError, match="measured on onnxruntime, the budget is for openvino; measure the probes on"):
+        check_table(t, "f" * 64, threads=2, batch=1, runtime="openvino")
+    r = run_cli(["bench", "--latency-probes", str(probes["resnet"]), "--runtime", "ncnn", "--json", "t.json"], tmp_path)
+    assert "latency probes are ONNX files, which ncnn does not read" in _one_error_line(r)
+    if get("openvino").missing():
+        pytest.skip(get("openvino").missing())
+    out = tmp_path / "ov.json"
+    r = CliRunner().invoke(
+        app, ["bench", "--latency-probes", str(probes["resnet"]), "--runtime", "openvino", "--json", str(out), *FAST]
+    )
+    assert r.exit_code == 0, r.output
+    table = json.loads(out.read_text())
+    assert table["runtime"] == "openvino" and table["runtime_version"]
+    ort_table = json.loads(tables["resnet"].read_text())
+    assert [s["id"] for s in table["samples"]] == [s["id"] for s in ort_table["samples"]]
+    assert all(s["p50_ms"] > 0 for s in table["samples"])
+    check_table(table, table["fingerprint"], runtime="openvino")
+    with pytest.raises(UserError, match="measured on openvino, the budget is for onnxruntime"):
+        check_table(table, table["fingerprint"], runtime="onnxruntime")
+
+
 # --- refused through the real entry point ------------------------------------------------------------
 
 

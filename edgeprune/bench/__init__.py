@@ -1,4 +1,5 @@
-"""Runtime-only benchmark: onnxruntime, numpy, psutil. Never imports torch or onnx.
+"""Runtime-only benchmark: onnxruntime (and OpenVINO, ncnn when installed), numpy, psutil. Never
+imports torch or onnx.
 
 `bench(paths, settings)` measures every model and returns the report dict; the CLI adds the
 table and the files. See docs/bench.md for the method and the JSON schema.
@@ -15,6 +16,7 @@ __all__ = ["Settings", "bench", "make_settings", "parse_batches", "run"]
 
 
 def _measure(models, settings: Settings, command: list[str] | None, progress) -> dict:
+    from edgeprune.bench.choose import choose
     from edgeprune.bench.conditions import Conditions
     from edgeprune.bench.env import machine_info
     from edgeprune.bench.runner import measure, report
@@ -22,18 +24,21 @@ def _measure(models, settings: Settings, command: list[str] | None, progress) ->
     with Conditions() as conditions:
         rows = measure(models, settings, progress)
     command = command if command is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
-    return report(rows, settings, machine_info(settings.label), command, conditions.result)
+    out = report(rows, settings, machine_info(settings.label), command, conditions.result)
+    out["ship"] = choose(rows, settings.batches[0], settings.max_acc_drop)
+    return out
 
 
 def bench(paths: list[Path], settings: Settings, command: list[str] | None = None, progress=lambda s: None) -> dict:
     """Discover and measure every model under `paths`: the report dict (format 1)."""
     from edgeprune.bench.discover import discover
 
-    return _measure(discover(paths), settings, command, progress)
+    return _measure(discover(paths, settings.runtimes), settings, command, progress)
 
 
 def run(paths: list[Path], settings: Settings, json_path: Path | None = None, console=None) -> int:
-    """The `edgeprune bench` command: measure, print the table, write JSON; 0 if all succeeded."""
+    """The `edgeprune bench` command: measure, print the table, write JSON; 0 if every row succeeded or
+    was skipped (a runtime not installed: the row says which extra to install)."""
     from rich.console import Console
 
     from edgeprune.bench.discover import discover
@@ -42,7 +47,7 @@ def run(paths: list[Path], settings: Settings, json_path: Path | None = None, co
     from edgeprune.errors import UserError
     from edgeprune.run import atomic_write_json
 
-    models = discover(paths)  # bad input fails here, before any process starts
+    models = discover(paths, settings.runtimes)  # bad input fails here, before any process starts
     if json_path is not None and Path(json_path).is_dir():
         raise UserError(f"--json {json_path} is a directory; give a file path, e.g. {Path(json_path) / 'bench.json'}.")
     console = console or Console()
@@ -59,4 +64,4 @@ def run(paths: list[Path], settings: Settings, json_path: Path | None = None, co
         written.append(path)
     for path in written:
         status.print(f"wrote {path}", highlight=False)
-    return 0 if all(r["status"] == "ok" for r in report["results"]) else 1
+    return 0 if all(r["status"] in ("ok", "skipped") for r in report["results"]) else 1

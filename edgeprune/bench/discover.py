@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.bench.onnxfile import check_model, input_shapes
+from edgeprune.bench.runtimes import DEFAULT as DEFAULT_RUNTIME
+from edgeprune.bench.runtimes import RUNTIMES
 from edgeprune.errors import UserError
 from edgeprune.manifest import MANIFEST, changed_files
 
@@ -23,9 +25,17 @@ class Model:
     meta: dict | None = None  # the bundle's meta.json
     run_dir: Path | None = None  # set when the bundle sits in a run directory
     problem: str | None = None  # known before measuring: the row fails with this reason
+    runtime: str = DEFAULT_RUNTIME  # edgeprune.bench.runtimes name
+    source: Path | None = None  # the ONNX file a converted model (ncnn, OpenVINO IR) was made from
+    skip: str | None = None  # nothing to measure on this runtime: the row is skipped with this reason
+
+    @property
+    def key(self) -> str:
+        """The variant and, off the default runtime, the runtime: unique within a bundle."""
+        return self.variant if self.runtime == DEFAULT_RUNTIME else f"{self.variant}@{self.runtime}"
 
 
-def _bundle(root: Path) -> list[Model]:
+def _bundle(root: Path, runtimes: tuple[str, ...] | None = None) -> list[Model]:
     meta_path = root / "meta.json"
     if not meta_path.is_file():
         raise UserError(
@@ -42,7 +52,7 @@ def _bundle(root: Path) -> list[Model]:
     # Inside a run directory the bundle is always called "bundle"; the run's name says more.
     prefix = run_dir.name if run_dir is not None and root.name == "bundle" else root.name
     changed = set(changed_files(root) or ())
-    model_files = {str(m["file"]) for m in models}
+    model_files = {str(m["file"]) for m in models} | {companion(str(m["file"])) for m in models}
     if changed - model_files:
         raise UserError(
             f"{', '.join(sorted(changed - model_files))} in {root} no longer match {MANIFEST} (changed or damaged "
@@ -53,27 +63,79 @@ def _bundle(root: Path) -> list[Model]:
         eval_path = None  # benchmarked without accuracy; the row's eval_n stays null
     eval_x = _eval_header(eval_path) if eval_path is not None else None
     out = []
-    for m in models:
+    for m, runtime in _entries(models, runtimes):
         path = root / m["file"]
+        source = root / m["source"] if m.get("source") else None
         problem = None if path.is_file() else f"{m['file']} is listed in meta.json but missing"
-        if problem is None:
+        if runtime not in RUNTIMES:
+            problem = f"{m['file']} is for the runtime {runtime!r}, which this edgeprune does not know"
+        onnx = path.suffix == ".onnx"
+        if problem is None and onnx:
             bad = check_model(path)
             problem = f"{m['file']} is not a valid ONNX model: {bad}" if bad else None
+        if problem is None and not onnx and not (root / companion(m["file"])).is_file():
+            problem = f"{companion(m['file'])} (the weights of {m['file']}) is missing"
         if problem is None and m["file"] in changed:
             problem = f"{m['file']} does not match {MANIFEST} (changed or damaged since export)"
-        if problem is None and eval_x is not None:
+        if problem is None and eval_x is not None and onnx:
             _check_fits(path, eval_path, eval_x)
+        name = f"{prefix}/{m['name']}" + ("" if runtime == DEFAULT_RUNTIME else f"@{runtime}")
         out.append(
             Model(
-                name=f"{prefix}/{m['name']}",
+                name=name,
                 variant=str(m["name"]),
                 path=path,
                 eval=eval_path,
                 meta=meta,
                 run_dir=run_dir,
                 problem=problem,
+                runtime=runtime,
+                source=source,
             )
         )
+    for runtime in runtimes or ():  # asked for, but nothing in this bundle runs on it: a row that says so
+        if not any(m.runtime == runtime for m in out):
+            out.append(
+                Model(
+                    name=f"{prefix}@{runtime}",
+                    variant="-",
+                    path=root / "meta.json",
+                    meta=meta,
+                    runtime=runtime,
+                    skip=f"the bundle has no {runtime} model: re-export with `edgeprune export --runtimes {runtime}`",
+                )
+            )
+    return out
+
+
+def companion(file: str) -> str:
+    """The weights file beside a converted model (.ncnn.param -> .ncnn.bin, .xml -> .bin); itself for ONNX."""
+    if file.endswith(".param"):
+        return file.removesuffix(".param") + ".bin"
+    if file.endswith(".xml"):
+        return file.removesuffix(".xml") + ".bin"
+    return file
+
+
+def _entries(models: list[dict], runtimes: tuple[str, ...] | None) -> list[tuple[dict, str]]:
+    """(meta.json entry, runtime) pairs to measure: every listed entry on its runtime (onnxruntime when
+    it names none); with `runtimes`, only those, and each ONNX file also on every chosen runtime that
+    reads ONNX and is not listed for it."""
+    listed = [(m, str(m.get("runtime") or DEFAULT_RUNTIME)) for m in models]
+    if runtimes is None:
+        return listed
+    out = [(m, r) for m, r in listed if r in runtimes]
+    have = {(m["file"], r) for m, r in listed}
+    for m, r in listed:
+        if r == DEFAULT_RUNTIME and str(m["file"]).endswith(".onnx"):
+            for other in runtimes:
+                if (
+                    other != DEFAULT_RUNTIME
+                    and (m["file"], other) not in have
+                    and RUNTIMES[other].reads(Path(m["file"]))
+                ):
+                    out.append((m, other))
+                    have.add((m["file"], other))
     return out
 
 
@@ -129,22 +191,33 @@ def _check_fits(model: Path, eval_path: Path, eval_x: tuple[tuple, str]) -> None
         )
 
 
-def _file(path: Path) -> Model:
+def _file(path: Path, runtimes: tuple[str, ...] | None = None) -> list[Model]:
     bad = check_model(path)
     if bad:
         raise UserError(f"{path} is not a valid ONNX model: {bad}; re-export it.")
-    return Model(name=path.stem, variant=path.stem, path=path)
+    out = []
+    for runtime in runtimes or (DEFAULT_RUNTIME,):
+        if RUNTIMES[runtime].reads(path):
+            name = path.stem if runtime == DEFAULT_RUNTIME else f"{path.stem}@{runtime}"
+            out.append(Model(name=name, variant=path.stem, path=path, runtime=runtime))
+    if not out:
+        raise UserError(
+            f"none of --runtime {','.join(runtimes or ())} reads {path.name}; ncnn runs the files `edgeprune export "
+            "--runtimes ncnn` puts in a bundle: pass the bundle, or add onnxruntime or openvino."
+        )
+    return out
 
 
-def discover(paths: list[Path]) -> list[Model]:
-    """Every model named by `paths`, in order; a UserError for input that cannot be benchmarked."""
+def discover(paths: list[Path], runtimes: tuple[str, ...] | None = None) -> list[Model]:
+    """Every model named by `paths`, in order, on each runtime (`runtimes`: the chosen ones; None: what
+    each bundle lists, onnxruntime for .onnx files); a UserError for input that cannot be benchmarked."""
     if not paths:
         raise UserError("give at least one .onnx file or bundle directory to benchmark.")
     models: list[Model] = []
     for p in map(Path, paths):
         if not p.exists():
             raise UserError(f"{p} does not exist; pass an .onnx file or a bundle directory.")
-        models.extend(_bundle(p) if p.is_dir() else [_file(p)])
+        models.extend(_bundle(p, runtimes) if p.is_dir() else _file(p, runtimes))
     seen: dict[str, int] = {}
     unique = []
     for m in models:  # two files called model.onnx must still be told apart

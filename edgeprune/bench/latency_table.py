@@ -62,7 +62,24 @@ def read_probes(probe_dir: Path) -> dict:
     return manifest
 
 
-def _models(probe_dir: Path, manifest: dict) -> list[Model]:
+def table_runtime(settings: Settings) -> str:
+    """The one runtime a latency table is measured on (--runtime; onnxruntime by default): probes are
+    ONNX files, so a runtime that does not read ONNX gets a UserError naming the ones that do."""
+    from edgeprune.bench.runtimes import DEFAULT, RUNTIMES
+
+    chosen = settings.runtimes or (DEFAULT,)
+    if len(chosen) != 1:
+        raise UserError(f"a latency table is measured on one runtime; give one --runtime, not {','.join(chosen)}.")
+    onnx_readers = [n for n, r in RUNTIMES.items() if r.reads(Path("probe.onnx"))]
+    if chosen[0] not in onnx_readers:
+        raise UserError(
+            f"latency probes are ONNX files, which {chosen[0]} does not read; measure the table on "
+            f"{' or '.join(onnx_readers)}."
+        )
+    return chosen[0]
+
+
+def _models(probe_dir: Path, manifest: dict, runtime: str = "onnxruntime") -> list[Model]:
     changed = set(changed_files(probe_dir) or ())
     out = []
     for p in manifest["probes"]:
@@ -72,7 +89,7 @@ def _models(probe_dir: Path, manifest: dict) -> list[Model]:
         if problem is None and p["file"] in changed:
             problem = f"{p['file']} does not match {MANIFEST} (changed or damaged since it was made)"
         name = str(p.get("id") or path.stem)
-        out.append(Model(name=name, variant=name, path=path, problem=problem))
+        out.append(Model(name=name, variant=name, path=path, problem=problem, runtime=runtime))
     return out
 
 
@@ -107,7 +124,8 @@ def measure_probes(
     command: list[str] | None = None,
     progress=lambda s: None,
 ) -> dict:
-    """Time every probe of `probe_dir` at `batch` with `threads` onnxruntime threads (default: all
+    """Time every probe of `probe_dir` at `batch` with `threads` threads on the runtime of `settings` (default
+    onnxruntime, threads: all
     usable cores); the latency table, with its fit. `settings` (from make_settings) overrides the
     other options."""
     from edgeprune.bench.conditions import Conditions
@@ -124,7 +142,8 @@ def measure_probes(
             f"give one --batch, not {','.join(map(str, settings.batches))}."
         )
     (batch,) = settings.batches
-    models = _models(probe_dir, manifest)
+    runtime = table_runtime(settings)
+    models = _models(probe_dir, manifest, runtime)
     rows: list[dict] = []
     with Conditions() as conditions:
         for start in range(0, len(models), PROBES_AT_ONCE):
@@ -145,6 +164,8 @@ def measure_probes(
         "seq_len": settings.seq_len,
         "machine": machine,
         "onnxruntime": machine["onnxruntime"],
+        "runtime": runtime,  # a budget from this table is a budget on this runtime
+        "runtime_version": next((r.get("runtime_version") for r in rows if r.get("runtime_version")), None),
         "emulated": machine["emulated"],
         "settings": settings.as_dict(),
         "conditions": conditions.result,

@@ -120,3 +120,47 @@ def input_shapes(path: Path) -> dict[str, tuple] | None:
         return out
     except (OSError, ProtoError, UnicodeDecodeError):
         return None
+
+
+MODEL_METADATA = 14  # ModelProto.metadata_props (StringStringEntryProto: key 1, value 2)
+# TensorProto.DataType -> the type string onnxruntime reports; the other runtimes are told the same.
+ORT_TYPES = {
+    1: "tensor(float)",
+    2: "tensor(uint8)",
+    3: "tensor(int8)",
+    5: "tensor(int16)",
+    6: "tensor(int32)",
+    7: "tensor(int64)",
+    9: "tensor(bool)",
+    10: "tensor(float16)",
+    11: "tensor(double)",
+}
+
+
+def input_types(path: Path) -> dict[str, str] | None:
+    """The graph inputs' element types as onnxruntime names them ("tensor(float)"); None when unreadable."""
+    try:
+        out: dict[str, str] = {}
+        for num, wire, value_info in fields(_graph(Path(path).read_bytes())):
+            if num != GRAPH_INPUT or wire != LEN:
+                continue
+            name = (_one(value_info, 1) or b"").decode()
+            tensor_type = _one(_one(value_info, 2) or b"", 1)
+            elem = _one(tensor_type, 1, wire=0) if tensor_type is not None else None
+            if isinstance(elem, int):
+                out[name] = ORT_TYPES.get(elem, f"tensor(type {elem})")
+        return out
+    except (OSError, ProtoError, UnicodeDecodeError):
+        return None
+
+
+def metadata_props(path: Path) -> dict[str, str]:
+    """The model's metadata_props as a dict ({} when there are none or the file cannot be read)."""
+    try:
+        out = {}
+        for num, wire, entry in fields(Path(path).read_bytes()):
+            if num == MODEL_METADATA and wire == LEN:
+                out[(_one(entry, 1) or b"").decode()] = (_one(entry, 2) or b"").decode()
+        return out
+    except (OSError, ProtoError, UnicodeDecodeError):
+        return {}

@@ -11,7 +11,7 @@ import gzip
 from collections.abc import Callable
 from pathlib import Path
 
-from edgeprune.bench.discover import Model
+from edgeprune.bench.discover import Model, companion
 from edgeprune.bench.metrics import latency_stats
 from edgeprune.bench.onnxfile import count_initializer_elements
 from edgeprune.bench.process import WorkerError, WorkerProcess, signals_stop
@@ -21,10 +21,15 @@ Progress = Callable[[str], None]
 
 
 def _row(model: Model) -> dict:
-    data = model.path.read_bytes() if model.path.is_file() else None
+    data = model.path.read_bytes() if model.path.is_file() and not model.skip else None
+    weights = model.path.with_name(companion(model.path.name))
+    if data is not None and weights != model.path and weights.is_file():
+        data += weights.read_bytes()  # an ncnn or IR model is its graph file and its weights
     return {
         "name": model.name,
         "variant": model.variant,
+        "runtime": model.runtime,
+        "runtime_version": None,
         "path": str(model.path),
         "status": "ok",
         "error": None,
@@ -44,16 +49,16 @@ def _row(model: Model) -> dict:
     }
 
 
-def _fail(row: dict, reason: str) -> None:
+def _fail(row: dict, reason: str, status: str = "failed") -> None:
     if row["status"] == "ok":
-        row["status"], row["error"] = "failed", reason
+        row["status"], row["error"] = status, reason
 
 
 def _params(model: Model, model_meta: dict | None) -> tuple[int | None, str | None]:
     for source, meta in (("model metadata", model_meta), ("bundle meta.json", model.meta)):
         if meta and isinstance(meta.get("params"), int):
             return meta["params"], source
-    n = count_initializer_elements(model.path)
+    n = count_initializer_elements(model.source or model.path)
     return (n, "initializer elements") if n is not None else (None, None)
 
 
@@ -65,13 +70,21 @@ def _ask(worker: WorkerProcess, row: dict, req: dict, timeout: float) -> dict | 
         _fail(row, str(e))
         return None
     if not reply.get("ok"):
-        _fail(row, reply.get("error") or "the worker failed without a reason")
+        # a runtime that is not installed is not the model's failure: the row is skipped and says why
+        _fail(
+            row,
+            reply.get("error") or "the worker failed without a reason",
+            "skipped" if reply.get("missing") else "failed",
+        )
         return None
     return reply
 
 
 def _load(model: Model, row: dict, settings: Settings) -> WorkerProcess | None:
     """A worker with `model` loaded and warmed up, or None with the row failed."""
+    if model.skip:
+        _fail(row, model.skip, "skipped")
+        return None
     if model.problem:
         _fail(row, model.problem)
         row["params"], row["params_source"] = _params(model, None)
@@ -79,6 +92,8 @@ def _load(model: Model, row: dict, settings: Settings) -> WorkerProcess | None:
     request = {
         "cmd": "load",
         "path": str(model.path),
+        "runtime": model.runtime,
+        "source": str(model.source) if model.source else None,
         "threads": settings.threads,
         "arena": settings.arena,
         "mem_pattern": settings.mem_pattern,
@@ -95,6 +110,7 @@ def _load(model: Model, row: dict, settings: Settings) -> WorkerProcess | None:
         worker.kill()
         return None
     row["inputs"], row["session_options"] = reply["inputs"], reply["session_options"]
+    row["runtime_version"] = reply.get("runtime_version")
     row["task"] = row["task"] or (reply["metadata"] or {}).get("task")
     return worker
 
@@ -191,6 +207,6 @@ def run_dir_files(models: list[Model], report_: dict) -> dict[Path, dict]:
         label += "-emulated"  # never mistaken for the device's own numbers by a report
     for model, row in zip(models, report_["results"]):
         if model.run_dir is not None:
-            path = model.run_dir / "bench" / f"{label}-{safe_label(model.variant)}.json"
+            path = model.run_dir / "bench" / f"{label}-{safe_label(model.key)}.json"
             out[path] = dict(report_, results=[row])
     return out

@@ -29,10 +29,13 @@ class Settings:
     seq_len: int | None = None  # text models: tokens per timed example (None: as the eval rows are)
     timeout: float = 600.0  # seconds a worker may take to answer one request (load, a round, finish)
     threads_requested: int | None = None  # --threads as given, when it was capped to the usable cores
+    runtimes: tuple[str, ...] | None = None  # --runtime: None = what each bundle lists, onnxruntime for files
+    max_acc_drop: float = 1.0  # accuracy points a variant may lose and still be the one to ship
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["batches"] = list(self.batches)
+        d["runtimes"] = list(self.runtimes) if self.runtimes is not None else None
         return d
 
 
@@ -62,11 +65,19 @@ def make_settings(
     label: str | None = None,
     seq_len: int | None = None,
     timeout: float = 600.0,
+    runtime: str | None = None,
+    max_acc_drop: float = 1.0,
 ) -> Settings:
     """Checked settings; a UserError naming the flag for a bad value. More --threads than usable cores
     are capped to the cores (a warning, and `threads_source` says so in the table and the JSON)."""
     check_finite("--seconds", seconds)  # the CLI checks its flags; this is the same rule for API callers
     check_finite("--timeout", timeout)
+    check_finite("--max-acc-drop", max_acc_drop)
+    if not max_acc_drop >= 0:
+        raise UserError(f"--max-acc-drop must be zero or more accuracy points; got {max_acc_drop}.")
+    from edgeprune.bench.runtimes import parse as parse_runtimes
+
+    runtimes = parse_runtimes(runtime)
     if not timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds; got {timeout}.")
     if runs is not None and seconds is not None:
@@ -115,4 +126,6 @@ def make_settings(
         seq_len=seq_len,
         timeout=float(timeout),
         threads_requested=requested,
+        runtimes=runtimes,
+        max_acc_drop=float(max_acc_drop),
     )

@@ -63,7 +63,10 @@ def models_table(report: dict) -> Table:
         else None
     )
     table = Table(title="models", box=box.SIMPLE_HEAD, caption=caption, caption_justify="left")
-    for col in ("model", "status", "acc", "macro-F1", "RSS MiB\nbefore/load/peak", "KiB\n(gz)", "params"):
+    # The runtime column only when there is more than onnxruntime: the default table keeps its 80 columns.
+    several = any((r.get("runtime") or "onnxruntime") != "onnxruntime" for r in report["results"])
+    cols = ("model", "runtime", "status", "acc", "macro-F1", "RSS MiB\nbefore/load/peak", "KiB\n(gz)", "params")
+    for col in cols if several else tuple(c for c in cols if c != "runtime"):
         if col in ("model", "status"):
             table.add_column(col, overflow="fold", min_width=12 if col == "model" else None)
         else:
@@ -71,11 +74,15 @@ def models_table(report: dict) -> Table:
     for row in report["results"]:
         mem = row["memory"]
         rss = f"{mem['rss_before_mb']:.0f}/{mem['rss_after_load_mb']:.0f}/{mem['rss_peak_mb']:.0f}" if mem else "-"
-        status = (
-            Text("ok", style="green") if row["status"] == "ok" else Text(f"FAILED: {row['error']}", style="bold red")
-        )
+        if row["status"] == "ok":
+            status = Text("ok", style="green")
+        elif row["status"] == "skipped":
+            status = Text(f"SKIPPED: {row['error']}", style="bold yellow")
+        else:
+            status = Text(f"FAILED: {row['error']}", style="bold red")
         table.add_row(
             row["name"],
+            *((row.get("runtime") or "onnxruntime",) if several else ()),
             status,
             _num(row["accuracy"], "{:.4f}"),
             _num(row["f1"], "{:.4f}"),
@@ -103,12 +110,26 @@ def latency_table(report: dict) -> Table:
             table.add_column(col, justify="right", no_wrap=True)
     keys = ("p50_ms", "p99_ms", "round_median_ms", "round_min_ms", "floor_p50_ms")
     for row in report["results"]:
+        name = row["name"] + (" *" if row.get("ship") else "")
         for j, (batch, lat) in enumerate(row["latency"].items()):
-            table.add_row(
-                row["name"] if j == 0 else "", batch, *(_ms(lat[k]) for k in keys), _rate(lat["throughput_sps"])
-            )
+            table.add_row(name if j == 0 else "", batch, *(_ms(lat[k]) for k in keys), _rate(lat["throughput_sps"]))
     return table
 
 
+def ship_lines(report: dict) -> list[Text]:
+    """One line per model: the variant to ship (* in the latency table) and why."""
+    lines = []
+    for c in report.get("ship") or []:
+        if c.get("name") is None:
+            lines.append(Text(f"ship {c['group']}: nothing ({c['reason']})", style="yellow"))
+            continue
+        speedup = c.get("speedup_vs_onnxruntime_float")
+        vs = f", {speedup:.2f}x onnxruntime float" if speedup is not None else ""
+        lines.append(
+            Text(f"* ship {c['name']} ({c['runtime']}, {c['variant']}): p50 {_ms(c['p50_ms'])} ms{vs}; {c['reason']}")
+        )
+    return lines
+
+
 def render(report: dict) -> Group:
-    return Group(models_table(report), latency_table(report))
+    return Group(models_table(report), latency_table(report), *ship_lines(report))

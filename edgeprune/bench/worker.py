@@ -1,13 +1,15 @@
 """One model in one fresh process, driven by the parent over JSON lines on stdin/stdout.
 
 Requests, one per line, each answered by one line {"ok": true, ...} or {"ok": false, "error"}:
-  {"cmd": "load", "path", "threads", "arena", "mem_pattern", "batches", "warmup", "eval"}
+  {"cmd": "load", "path", "runtime", "source", "threads", "arena", "mem_pattern", "batches", "warmup", "eval"}
+                      the model opened on that runtime (edgeprune.bench.runtimes); a missing package
+                      answers {"ok": false, "missing": true, "error": how to install it}
   {"cmd": "round", "batch", "runs"} or {"cmd": "round", "batch", "seconds"}
   {"cmd": "finish"}   memory figures, eval accuracy and the heavy packages this process had
                       imported (`worker_modules`, none on the runtime-only path); the worker exits.
 
 A process of its own per model keeps the memory figures the model's own and lets a crash in
-onnxruntime become a failed row instead of ending the benchmark.
+a runtime become a failed row instead of ending the benchmark.
 """
 
 from __future__ import annotations
@@ -22,10 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from edgeprune.bench import feeds, metrics
-from edgeprune.bench.identity import identity_model
+from edgeprune.bench import feeds, metrics, runtimes
 from edgeprune.bench.memory import PeakSampler, rss_mb, ru_maxrss_mb
 from edgeprune.bench.onnxfile import eval_chunk
 from edgeprune.bench.process import PARENT_ENV
@@ -34,30 +34,6 @@ MAX_RUNS_PER_ROUND = 100_000  # bounds --seconds on a model that takes microseco
 MAX_FLOOR_RUNS_PER_ROUND = 100
 # The training side's packages: a device has none of them, so the measuring process must not need them.
 HEAVY_MODULES = ("torch", "torchvision", "onnx", "onnxscript", "onnxsim", "onnxslim")
-
-
-def session_options(threads: int, arena: bool, mem_pattern: bool) -> ort.SessionOptions:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.enable_cpu_mem_arena = arena
-    so.enable_mem_pattern = mem_pattern
-    so.log_severity_level = 3  # warnings would interleave with the parent's table
-    return so
-
-
-def describe_options(so: ort.SessionOptions, providers: list[str]) -> dict:
-    return {
-        "intra_op_num_threads": so.intra_op_num_threads,
-        "inter_op_num_threads": so.inter_op_num_threads,
-        "execution_mode": str(so.execution_mode).split(".")[-1],
-        "graph_optimization_level": str(so.graph_optimization_level).split(".")[-1],
-        "enable_cpu_mem_arena": so.enable_cpu_mem_arena,
-        "enable_mem_pattern": so.enable_mem_pattern,
-        "providers": providers,
-    }
 
 
 def heavy_modules() -> list[str]:
@@ -83,8 +59,8 @@ class Worker:
         self.sampler: PeakSampler | None = None
 
     def load(self, req: dict) -> dict:
-        providers = ["CPUExecutionProvider"]
-        so = session_options(req["threads"], req["arena"], req["mem_pattern"])
+        runtime = runtimes.get(req.get("runtime") or runtimes.DEFAULT)
+        threads = req["threads"]
         self.eval_path = req.get("eval")
         self.model_path = req["path"]
         eval_x = None
@@ -93,32 +69,31 @@ class Worker:
             # for accuracy after the memory figures are taken.
             with np.load(self.eval_path) as z:
                 eval_x = np.array(z["x"][: max(req["batches"])])
+        runtime.load_module()  # a missing package is the row's reason, before any memory figure
         gc.collect()
         # Measured after imports: what the session itself adds.
         before = rss_mb()
         with PeakSampler() as sampler:
-            self.session = ort.InferenceSession(req["path"], so, providers=providers)
+            options = {"arena": req["arena"], "mem_pattern": req["mem_pattern"]}
+            self.session = runtime.open(Path(req["path"]), threads, req.get("source"), **options)
             after = rss_mb()
             sampler.note(after)
-            specs = [feeds.InputSpec(i.name, i.type, tuple(i.shape)) for i in self.session.get_inputs()]
-            self.meta = feeds.read_metadata(self.session.get_modelmeta().custom_metadata_map)
+            specs = self.session.inputs
+            self.meta = self.session.metadata
             seq_len = req.get("seq_len")
             self.feeds = {b: feeds.make_feed(specs, b, self.meta, eval_x, seq_len) for b in req["batches"]}
-            self.floor = ort.InferenceSession(
-                identity_model([(s.name, s.ort_type, len(s.shape)) for s in specs]),
-                session_options(req["threads"], req["arena"], req["mem_pattern"]),
-                providers=providers,
-            )
+            self.floor = runtime.floor(specs, threads)
             for b in req["batches"]:
                 # At least one call per batch size, so the peak covers inference at every shape.
                 for _ in range(max(1, req["warmup"])):
-                    self.session.run(None, self.feeds[b])
-                    self.floor.run(None, self.feeds[b])
+                    self.session.run(self.feeds[b])
+                    self.floor.run(self.feeds[b])
         # Timed rounds run without the sampler thread so it cannot disturb them.
         self.sampler = sampler
         self.memory = {"rss_before_mb": before, "rss_after_load_mb": after}
         return {
             "metadata": self.meta,
+            "runtime_version": runtime.version(),
             "inputs": [
                 {
                     "name": s.name,
@@ -128,13 +103,13 @@ class Worker:
                 }
                 for s in specs
             ],
-            "session_options": describe_options(so, self.session.get_providers()),
+            "session_options": self.session.options,
         }
 
     def round(self, req: dict) -> dict:
         feed = self.feeds[req["batch"]]
         run, floor_run = self.session.run, self.floor.run
-        run(None, feed)  # untimed: caches were just used by another worker
+        run(feed)  # untimed: caches were just used by another worker
         times: list[float] = []
         clock = time.perf_counter_ns
         deadline = clock() + int(req["seconds"] * 1e9) if req.get("seconds") else None
@@ -143,7 +118,7 @@ class Worker:
         try:
             while len(times) < n:
                 t0 = clock()
-                run(None, feed)
+                run(feed)
                 t1 = clock()
                 times.append((t1 - t0) / 1e6)
                 if deadline is not None and t1 >= deadline:
@@ -151,7 +126,7 @@ class Worker:
             floor_times = []
             for _ in range(min(len(times), MAX_FLOOR_RUNS_PER_ROUND)):
                 t0 = clock()
-                floor_run(None, feed)
+                floor_run(feed)
                 floor_times.append((clock() - t0) / 1e6)
         finally:
             gc.enable()
@@ -172,18 +147,19 @@ class Worker:
         return result
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:
-        name = self.session.get_inputs()[0].name
-        dtype = feeds.NUMPY_TYPES.get(self.session.get_inputs()[0].type, x.dtype)
-        preds = []
-        step = eval_chunk(Path(self.model_path))  # 1 for dynamic INT8: its outputs depend on the batch
+        spec = self.session.inputs[0]
+        preds, width = [], 0
+        # 1 for dynamic INT8 (its outputs depend on the batch); an IR or ncnn file is not ONNX
+        step = eval_chunk(Path(self.model_path)) if self.model_path.endswith(".onnx") else 256
         for i in range(0, len(x), step):
-            chunk = np.ascontiguousarray(x[i : i + step], dtype=dtype)
-            preds.append(metrics.predictions(self.session.run(None, {name: chunk})[0]))
+            chunk = np.ascontiguousarray(x[i : i + step], dtype=spec.dtype)
+            logits = self.session.run({spec.name: chunk})[0]
+            width = logits.shape[-1] if logits.ndim > 1 else 1
+            preds.append(metrics.predictions(logits))
         pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
         y = np.asarray(y, dtype=np.int64).reshape(-1)
         labels = (self.meta or {}).get("labels") or []
-        width = self.session.get_outputs()[0].shape[-1]
-        num_classes = max(len(labels), width if isinstance(width, int) else 0, int(y.max()) + 1 if y.size else 0, 2)
+        num_classes = max(len(labels), width, int(y.max()) + 1 if y.size else 0, 2)
         return {"accuracy": metrics.accuracy(y, pred), "f1": metrics.f1(y, pred, num_classes), "eval_n": len(y)}
 
 
@@ -196,6 +172,8 @@ def serve(inp, out) -> None:
         req = json.loads(line)
         try:
             reply = {"ok": True, **handlers[req["cmd"]](req)}
+        except runtimes.RuntimeMissing as e:  # not a failure of the model: the row says what to install
+            reply = {"ok": False, "error": str(e), "missing": True}
         except Exception as e:  # noqa: BLE001 - every failure is reported to the parent as a failed row
             reply = {"ok": False, "error": one_line(e)}
         out.write(json.dumps(reply) + "\n")

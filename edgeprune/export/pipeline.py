@@ -40,6 +40,7 @@ class ExportOptions:
     data_dir: str | None = None
     measure_latency: bool = True  # auto: time float vs int8 with edgeprune.bench
     exporter: str = "torchscript"
+    runtimes: str = "onnxruntime"  # comma-separated, or "all": also OpenVINO / ncnn variants (export/runtimes.py)
 
     @classmethod
     def of(cls, **options) -> "ExportOptions":
@@ -74,6 +75,9 @@ class ExportOptions:
             raise UserError(f"--calib must be at least 1 sample, got {self.calib}.")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise UserError(f"--eval-limit must be at least 1 example, got {self.eval_limit}.")
+        from edgeprune.bench.runtimes import parse as parse_runtimes
+
+        parse_runtimes(self.runtimes)  # a UserError naming the known runtimes
         if self.exporter not in ("torchscript", "dynamo"):
             raise UserError(f"unknown exporter {self.exporter!r}; choose torchscript or dynamo.")
         return get_target(self.target) if self.target else None
@@ -300,11 +304,29 @@ def _export(
     if kept:
         models.append({"name": "int8", "file": "model.int8.onnx", "recipe": kept})
         files["model.int8.onnx"] = out / "model.int8.onnx"
+    # 5a. the other runtimes' variants, from the same checked ONNX file, each checked for parity.
+    from edgeprune.bench.runtimes import parse as parse_runtimes
+    from edgeprune.export.runtimes import export_runtimes
+
+    runtime_rows: list[dict] = []
+    if set(parse_runtimes(opts.runtimes)) - {"onnxruntime"}:
+        runtime_rows, entries, extra = export_runtimes(
+            parse_runtimes(opts.runtimes), simplified, out, work, eval_x, eval_y, calib_x, opts.max_acc_drop
+        )
+        models.extend(entries)
+        files.update(extra)
+    accuracy = {("onnxruntime", "float"): simp_row["accuracy"]}
+    if kept:
+        accuracy[("onnxruntime", "int8")] = next(r["accuracy"] for r in qrows if r["name"] == kept)
+    accuracy.update({(r["runtime"], r["variant"]): r["accuracy"] for r in runtime_rows if r["status"] == "ok"})
+    runtime_choice = _choose_runtime(models, files, accuracy, chosen, opts, target)
+
     by_name = {r["name"]: r for r in rows}
     bundle_meta = {
         **onnx_export.metadata(meta, record, int(torch_fixed.shape[-1])),
         "models": models,
         "default": chosen,
+        "runtime": runtime_choice,
         "eval": "eval.npz",
         **({"vocab": "vocab.json"} if vocab is not None else {}),
         "metrics": {
@@ -342,6 +364,8 @@ def _export(
         "latency_budget": latency_budget,
         "chosen": chosen,
         "int8_kept": kept,
+        "runtimes": runtime_rows,
+        "runtime": runtime_choice,
         "reason": why,
         "bundle_files": written,
         "seconds": round(time.perf_counter() - t0, 2),
@@ -390,12 +414,19 @@ def _latency_budget(run_metrics: dict, model_path: Path, opts) -> dict | None:
     }
     try:
         table = read_json(Path(lm["table"]))
+        out["runtime"] = table.get("runtime") or "onnxruntime"  # the budget is on the table's runtime
         here = machine_info()
         same = all(table["machine"].get(k) == here.get(k) for k in ("hostname", "cpu_model", "machine"))
     except Exception:  # noqa: BLE001 - the table moved or is unreadable: nothing to compare here
         same = False
+    out.setdefault("runtime", "onnxruntime")
     if not same or not opts.measure_latency:
         out["note"] = "the latency table is from another machine: compare with `edgeprune bench` there"
+        return out
+    from edgeprune.bench.runtimes import RUNTIMES
+
+    if not RUNTIMES[out["runtime"]].reads(Path(model_path)) or RUNTIMES[out["runtime"]].missing():
+        out["note"] = f"{out['runtime']} cannot run {Path(model_path).name} here: compare with `edgeprune bench`"
         return out
     from edgeprune.bench.discover import Model
     from edgeprune.bench.runner import measure
@@ -403,7 +434,7 @@ def _latency_budget(run_metrics: dict, model_path: Path, opts) -> dict | None:
 
     batch = int(lm.get("batch") or 1)
     settings = make_settings(threads=lm.get("threads"), batch=str(batch), warmup=10, runs=100, rounds=5, label="export")
-    (row,) = measure([Model(name="float", variant="float", path=Path(model_path))], settings)
+    (row,) = measure([Model(name="float", variant="float", path=Path(model_path), runtime=out["runtime"])], settings)
     if row["status"] == "ok" and str(batch) in row["latency"]:
         measured = row["latency"][str(batch)]["p50_ms"]
         out["measured_p50_ms"] = measured
@@ -415,6 +446,63 @@ def _latency_budget(run_metrics: dict, model_path: Path, opts) -> dict | None:
                 f"{AGREE:.0%}: re-measure the latency table on a quiet machine or with more probes"
             )
     return out
+
+
+def _choose_runtime(models: list[dict], files: dict, accuracy: dict, chosen: str, opts: ExportOptions, target) -> dict:
+    """The runtime and variant the bundle ships: with other runtimes' variants, the fastest within
+    --max-acc-drop of onnxruntime float, measured here with edgeprune.bench when this machine is the
+    target's kind; otherwise onnxruntime's default variant, and the record says why."""
+    default_file = next(m["file"] for m in models if m["name"] == chosen and not m.get("runtime"))
+    choice = {"name": "onnxruntime", "model": chosen, "file": default_file, "p50_ms": None}
+    if all(not m.get("runtime") or m["runtime"] == "onnxruntime" for m in models):
+        return dict(choice, chosen_by="only onnxruntime models are in the bundle (see --runtimes)")
+    why = None
+    if not opts.measure_latency:
+        why = "latency measurement was switched off"
+    elif target is not None and not _native(target.name):
+        why = f"latency measured on this {platform.machine()} machine does not predict a {target.name}"
+    if why:
+        return dict(choice, chosen_by=f"not measured ({why}): run `edgeprune bench` on the device to choose")
+    from edgeprune.bench.choose import choose
+    from edgeprune.bench.discover import Model
+    from edgeprune.bench.runner import measure
+    from edgeprune.bench.settings import make_settings
+
+    settings = make_settings(batch="1", warmup=10, runs=50, rounds=5, target=opts.target, label="export")
+    bench_models = []
+    for m in models:
+        runtime = m.get("runtime") or "onnxruntime"
+        path, source = Path(files[m["file"]]), Path(files[m["source"]]) if m.get("source") else None
+        name = "bundle/" + m["name"] + ("" if runtime == "onnxruntime" else f"@{runtime}")
+        bench_models.append(Model(name=name, variant=m["name"], path=path, runtime=runtime, source=source))
+    rows = measure(bench_models, settings)
+    for row in rows:
+        row["accuracy"] = accuracy.get((row["runtime"], row["variant"]))
+    (pick,) = choose(rows, 1, opts.max_acc_drop)
+    if pick.get("name") is None:
+        return dict(choice, chosen_by=f"not measured ({pick['reason']})")
+    entry = next(
+        m for m in models if m["name"] == pick["variant"] and (m.get("runtime") or "onnxruntime") == pick["runtime"]
+    )
+    return {
+        "name": pick["runtime"],
+        "model": pick["variant"],
+        "file": entry["file"],
+        "p50_ms": pick["p50_ms"],
+        "speedup_vs_onnxruntime_float": pick["speedup_vs_onnxruntime_float"],
+        "chosen_by": f"measured here ({platform.machine()}): {pick['reason']}",
+        "measured": [
+            {
+                "runtime": r["runtime"],
+                "model": r["variant"],
+                "status": r["status"],
+                "error": r["error"],
+                "p50_ms": (r["latency"].get("1") or {}).get("p50_ms"),
+                "accuracy": r["accuracy"],
+            }
+            for r in rows
+        ],
+    }
 
 
 def _native(target_name: str) -> bool:

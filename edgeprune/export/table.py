@@ -53,12 +53,24 @@ def render(summary: dict) -> Group:
         + (" (the whole test split)" if whole else " (--eval-limit)")
         + "; * = the bundle's default"
     )
+    for r in summary.get("runtimes") or []:
+        if r["status"] == "ok":
+            lines.append(
+                f"{r['runtime']} {r['variant']}: ok, {r['file']} (max|diff| vs onnxruntime {r['max_abs_diff']:.0e}, "
+                f"top-1 agreement {r['top1_agreement']:.1%}, acc {r['accuracy']:.4f})"
+            )
+        else:
+            lines.append(f"{r['runtime']} {r['variant']}: {r['status']}: {r['reason']}")
+    choice = summary.get("runtime")
+    if choice and summary.get("runtimes"):
+        lines.append(f"ships on {choice['name']} ({choice['model']}, {choice['file']}): {choice['chosen_by']}")
     lb = summary.get("latency_budget")
     if lb:
         measured = lb.get("measured_p50_ms")
         where = f"measured {measured:.4f} ms here" if measured is not None else lb.get("note", "not measured here")
         lines.append(
-            f"latency budget {lb['target_ms']:g} ms ({lb['threads'] or 'all'} thread(s), batch {lb['batch']}): "
+            f"latency budget {lb['target_ms']:g} ms on {lb.get('runtime') or 'onnxruntime'} "
+            f"({lb['threads'] or 'all'} thread(s), batch {lb['batch']}): "
             f"predicted {lb['predicted_ms']:.4f} ms, {where}"
         )
         if lb.get("warning"):

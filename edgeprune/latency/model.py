@@ -155,6 +155,11 @@ def validate_table(table, name: str = "the latency table") -> dict:
     return table
 
 
+def table_runtime(table: dict) -> str:
+    """The runtime a table was measured on (tables from before runtimes were recorded: onnxruntime)."""
+    return str(table.get("runtime") or "onnxruntime")
+
+
 def read_table(path: Path) -> dict:
     """The latency table at `path`, checked for shape; a UserError (one sentence) if unreadable."""
     path = Path(path)
@@ -177,10 +182,17 @@ def check_table(
     threads: int | None = None,
     batch: int | None = None,
     name: str = "the latency table",
+    runtime: str | None = None,
 ) -> None:
     """A UserError unless `table` was measured for this model (`fingerprint`), with these `threads`
-    and this `batch` size (a None argument is not checked)."""
+    and this `batch` size, on this `runtime` (a None argument is not checked)."""
     validate_table(table, name)
+    measured_on = table_runtime(table)
+    if runtime is not None and measured_on != runtime:
+        raise UserError(
+            f"{name} was measured on {measured_on}, the budget is for {runtime}; measure the probes on {runtime} "
+            f"with edgeprune bench --latency-probes PROBES --runtime {runtime} --json TABLE."
+        )
     again = f"edgeprune bench --latency-probes PROBES --threads {threads or table['threads']} "
     again += f"--batch {batch or table['batch']} --json TABLE"
     if fingerprint is not None and table["fingerprint"] != fingerprint:
