@@ -1,7 +1,7 @@
 """Which timm models edgeprune prunes (and Torch-Pruning, on the same models and versions).
 
 The models: the smallest member (fewest parameters, counted on the meta device) of every timm
-family whose smallest member has at most --max-params (30M: larger is no edge model; the left-out
+family whose smallest member has at most --max-params (10M, an edge model's size; the left-out
 families are listed in the JSON), a family being the name's stem (`mobilenetv3_small_050` ->
 mobilenetv3, `tf_efficientnet_lite0` -> tf_efficientnet), plus every name given with --also.
 timm's own `test_*` models are left out.
@@ -51,7 +51,7 @@ from edgeprune.run import atomic_write_json
 
 SIZE = 96
 TARGET_MACS = 0.7
-SECONDS = 300  # a model that takes longer than this is a row marked 'timeout'
+SECONDS = 90  # a check that takes longer than this is a row marked 'timeout' (--seconds)
 # the families the issue named: every one must prune
 MOBILE = [
     "mobilenetv3",
@@ -93,17 +93,18 @@ def smallest_per_family(names: list[str]) -> dict[str, str]:
     return {f: name for f, (_, name) in sorted(best.items())}
 
 
-def families() -> dict[str, str]:
-    """smallest_per_family over every timm model, kept in results/timm_families.json for this timm
-    version (the scan builds ~1,400 models on the meta device: minutes on 2 cores)."""
+def families() -> tuple[dict[str, str], dict[str, int]]:
+    """smallest_per_family over every timm model and each one's parameter count, kept in
+    results/timm_families.json for this timm version (the scan builds ~1,400 models on the meta
+    device: minutes on 2 cores)."""
     path = RESULTS / "timm_families.json"
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("timm") == timm.__version__:
-            return saved["families"]
-    chosen = smallest_per_family(timm.list_models())
-    atomic_write_json(path, {"timm": timm.__version__, "families": chosen})
-    return chosen
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    if saved.get("timm") != timm.__version__:
+        saved = {"timm": timm.__version__, "families": smallest_per_family(timm.list_models())}
+    if "params" not in saved:
+        saved["params"] = {n: param_count(n) for n in saved["families"].values()}
+        atomic_write_json(path, saved)
+    return saved["families"], saved["params"]
 
 
 def param_count(name: str) -> int:
@@ -176,12 +177,12 @@ def edgeprune_budget(model, x) -> dict:
     }
 
 
-def guarded(fn, *args) -> dict:
+def guarded(fn, *args, seconds: int = SECONDS) -> dict:
     def timeout(*_):
-        raise TimeoutError(f"over {SECONDS} s")
+        raise TimeoutError(f"over {seconds} s")
 
     signal.signal(signal.SIGALRM, timeout)
-    signal.alarm(SECONDS)
+    signal.alarm(seconds)
     try:
         return fn(*args)
     except TimeoutError as e:
@@ -211,9 +212,10 @@ def main() -> None:
     ap.add_argument(
         "--max-params",
         type=float,
-        default=30e6,
-        help="leave out families whose smallest member has more parameters (default 30M: not an edge model)",
+        default=10e6,
+        help="leave out families whose smallest member has more parameters (default 10M: an edge model's size)",
     )
+    ap.add_argument("--seconds", type=int, default=SECONDS, help="time limit of each check of each model")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--no-torch-pruning", action="store_true")
     ap.add_argument("--name", default="timm_coverage", help="results/<name>.json")
@@ -223,10 +225,9 @@ def main() -> None:
     if args.models:
         chosen = {family(n): n for n in args.models}
     else:
-        chosen = families()
-        sizes = {f: param_count(n) for f, n in chosen.items()}
-        left_out = {chosen[f]: sizes[f] for f in chosen if sizes[f] > args.max_params}
-        chosen = {f: n for f, n in chosen.items() if sizes[f] <= args.max_params}
+        chosen, params = families()
+        left_out = {n: params[n] for n in chosen.values() if params[n] > args.max_params}
+        chosen = {f: n for f, n in chosen.items() if params[n] <= args.max_params}
         print(f"{len(chosen)} families; {len(left_out)} left out (over {args.max_params:.0f} parameters)", flush=True)
     for n in args.also:
         chosen.setdefault(n, n)
@@ -240,10 +241,10 @@ def main() -> None:
             continue
         x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
         row = {"family": fam, "model": name, "input": [2, 3, size, size]}
-        row["edgeprune"] = guarded(edgeprune_exact, copy.deepcopy(model), x)
-        row["budget"] = guarded(edgeprune_budget, copy.deepcopy(model), x)
+        row["edgeprune"] = guarded(edgeprune_exact, copy.deepcopy(model), x, seconds=args.seconds)
+        row["budget"] = guarded(edgeprune_budget, copy.deepcopy(model), x, seconds=args.seconds)
         if not args.no_torch_pruning:
-            row["torch_pruning"] = guarded(tp_row, copy.deepcopy(model), x)
+            row["torch_pruning"] = guarded(tp_row, copy.deepcopy(model), x, seconds=args.seconds)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         print(_line(row), flush=True)
