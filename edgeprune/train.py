@@ -240,6 +240,7 @@ class _Training:
         self.best: Optional[dict] = None
         self.embeddings_init: Optional[dict] = None  # what --embeddings wrote (a new run only)
         self.weights_init: Optional[dict] = None  # what --weights loaded: {path, sha256, head_replaced, ...}
+        self.bn_batches = 0  # batches of BatchNorm re-estimation in the epoch under way (its history line)
         self.run_config: Optional[dict] = None  # config.json's contents (rank 0), also kept in each checkpoint
 
     # --- opening ---------------------------------------------------------------------------------
@@ -470,10 +471,13 @@ class _Training:
         }
 
     def _recalibrate_bn(self) -> int:
-        """Re-estimate BatchNorm statistics on the first batches of this epoch's order (the same on every rank)."""
+        """Re-estimate BatchNorm statistics on the first batches of this epoch's order (the same on every rank);
+        the batches used are counted for the epoch's history (the guard's trials recalibrate through here too)."""
         calib = self.perm[: BN_BATCHES * self.local_batch].split(self.local_batch)
         batches = (distributed.to_device(self.data.prepare(self.data.train.x[i]), self.device) for i in calib)
-        return recalibrate_batchnorm(self.model, batches)
+        used = recalibrate_batchnorm(self.model, batches)
+        self.bn_batches += used
+        return used
 
     # --- one epoch -----------------------------------------------------------------------------
     def train_epoch(self, epoch: int, progress: Progress) -> dict:
@@ -490,14 +494,14 @@ class _Training:
         self.perm = perm
         mine = distributed.shard(perm, self.ctx)
         sums = [0.0, 0, 0]  # loss x examples, correct, examples
-        reports, recalibrated = [], 0
+        reports, self.bn_batches = [], 0
         for step in range(self.steps):
             self._step(mine[step * self.local_batch : (step + 1) * self.local_batch], sums)
             if pruner:
                 report = pruner.step()  # a pruning point of a schedule in steps (None between points)
                 if report is not None:
                     reports.append(report)
-                    recalibrated += self._after_pruning(report)
+                    self._after_pruning(report)
             faults.crash("step", (epoch - 1) * self.steps + step + 1)
             if step % 25 == 0 or step == self.steps - 1:
                 stats = f"loss {sums[0] / sums[2]:.4f} acc {sums[1] / sums[2]:.4f}"
@@ -507,7 +511,7 @@ class _Training:
             report = pruner.end_epoch(epoch)
             if report.at is not None:
                 reports.append(report)
-                recalibrated += self._after_pruning(report)
+                self._after_pruning(report)
         distributed.check_in_sync(self.model, self.ctx)
         seconds = time.perf_counter() - t0
         self.train_seconds += seconds
@@ -532,19 +536,18 @@ class _Training:
         if pruner is not None and pruner.guard is not None and len(pruner.guard.events) > written:
             # the guard's records since the last epoch's: the reference, steps kept and rolled back
             record["guard"] = pruner.guard.events[written:]
-        if recalibrated:
-            record["bn_recalibrated_batches"] = recalibrated
+        if self.bn_batches:
+            record["bn_recalibrated_batches"] = self.bn_batches
         return record
 
-    def _after_pruning(self, report) -> int:
-        """After a pruning point: a fresh DDP wrapper, and BatchNorm statistics for the new widths;
-        returns the batches used (a guarded step recalibrated before its validation already)."""
+    def _after_pruning(self, report) -> None:
+        """After a pruning point: a fresh DDP wrapper, and BatchNorm statistics for the new widths
+        (a guarded step recalibrated before its validation already)."""
         # the pruner resized the model's tensors or moved it through the CPU (either detaches
         # DDP's gradient hooks): wrap it afresh; the old wrapper is freed
         self.net = distributed.wrap(self.model, self.device, self.ctx)
-        if not report.removed_units or report.guard:
-            return 0
-        return self._recalibrate_bn()
+        if report.removed_units and not report.guard:
+            self._recalibrate_bn()
 
     def _step(self, idx: torch.Tensor, sums: list) -> None:
         cfg, data, device, optimizer, scaler = self.cfg, self.data, self.device, self.optimizer, self.scaler

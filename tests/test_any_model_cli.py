@@ -64,7 +64,9 @@ def test_any_model_prunes_while_training_and_exports_in_a_fresh_process(name, da
         model = str(tmp_path / "mine.py") + ":make"
     run = tmp_path / "run"
     args = ["train", "--dataset", "cifar10", "--data-dir", str(data_root), "--model", model, *CASES[name]]
+    # unguarded, so that each epoch that cuts re-estimates BatchNorm once (a guarded step also does it per trial)
     args += ["--epochs", "3", "--limit", "64", "--threads", "1", "--out", str(run), "--target-macs", "0.6"]
+    args += ["--max-accuracy-drop", "none"]
     r = run_cli(args, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     metrics = json.loads((run / "metrics.json").read_text())

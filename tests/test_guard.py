@@ -351,6 +351,15 @@ def test_a_one_epoch_train_run_prunes(data_root, tmp_path, capsys):
         assert m["budget_met"] is False and "accuracy guard stopped pruning" in m["budget_reasons"][0]
 
 
+def test_each_guarded_trial_re_estimates_batchnorm_and_history_counts_it(data_root, tmp_path):
+    c = cfg(data_root, tmp_path, epochs=1, target_params=0.3)
+    c.model_config = {"channels": [8, 16], "hidden": [32], "batchnorm": True}
+    train_run(c, resume=False, quiet=True)
+    (h,) = history(tmp_path / "run")
+    trials = sum(e["action"] in ("kept", "rolled back") for e in h["guard"])
+    assert trials >= 1 and h["bn_recalibrated_batches"] >= trials
+
+
 def test_a_guard_that_stops_short_of_the_budget_says_so_as_a_missed_budget(data_root, tmp_path, capsys, monkeypatch):
     import edgeprune.train as t
 
