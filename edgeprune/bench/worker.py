@@ -87,12 +87,14 @@ class Worker:
         so = session_options(req["threads"], req["arena"], req["mem_pattern"])
         self.eval_path = req.get("eval")
         self.model_path = req["path"]
-        eval_x = None
+        eval_x = eval_mask = None
         if self.eval_path:
             # Only the rows the timed batches use stay in memory; the full set is read again
             # for accuracy after the memory figures are taken.
             with np.load(self.eval_path) as z:
                 eval_x = np.array(z["x"][: max(req["batches"])])
+                if feeds.MASK_INPUT in z.files:  # a pretrained text model's attention mask
+                    eval_mask = np.array(z[feeds.MASK_INPUT][: max(req["batches"])])
         gc.collect()
         # Measured after imports: what the session itself adds.
         before = rss_mb()
@@ -103,7 +105,7 @@ class Worker:
             specs = [feeds.InputSpec(i.name, i.type, tuple(i.shape)) for i in self.session.get_inputs()]
             self.meta = feeds.read_metadata(self.session.get_modelmeta().custom_metadata_map)
             seq_len = req.get("seq_len")
-            self.feeds = {b: feeds.make_feed(specs, b, self.meta, eval_x, seq_len) for b in req["batches"]}
+            self.feeds = {b: feeds.make_feed(specs, b, self.meta, eval_x, seq_len, eval_mask) for b in req["batches"]}
             self.floor = ort.InferenceSession(
                 identity_model([(s.name, s.ort_type, len(s.shape)) for s in specs]),
                 session_options(req["threads"], req["arena"], req["mem_pattern"]),
@@ -165,20 +167,24 @@ class Worker:
         if self.eval_path:
             try:
                 with np.load(self.eval_path) as z:
-                    result.update(self.evaluate(z["x"], z["y"]))
+                    mask = z[feeds.MASK_INPUT] if feeds.MASK_INPUT in z.files else None
+                    result.update(self.evaluate(z["x"], z["y"], mask))
             except Exception as e:  # noqa: BLE001 - keep the timings; the row still fails with this reason
                 result["eval_error"] = one_line(e)
         result["worker_modules"] = heavy_modules()  # last: after everything this process ran
         return result
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:
-        name = self.session.get_inputs()[0].name
-        dtype = feeds.NUMPY_TYPES.get(self.session.get_inputs()[0].type, x.dtype)
+    def evaluate(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> dict:
+        inputs = self.session.get_inputs()
+        name = inputs[0].name
+        dtype = feeds.NUMPY_TYPES.get(inputs[0].type, x.dtype)
         preds = []
         step = eval_chunk(Path(self.model_path))  # 1 for dynamic INT8: its outputs depend on the batch
         for i in range(0, len(x), step):
-            chunk = np.ascontiguousarray(x[i : i + step], dtype=dtype)
-            preds.append(metrics.predictions(self.session.run(None, {name: chunk})[0]))
+            feed = {name: np.ascontiguousarray(x[i : i + step], dtype=dtype)}
+            if mask is not None and len(inputs) == 2:  # the attention mask, the second input
+                feed[inputs[1].name] = np.ascontiguousarray(mask[i : i + step], dtype=feeds.NUMPY_TYPES[inputs[1].type])
+            preds.append(metrics.predictions(self.session.run(None, feed)[0]))
         pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
         y = np.asarray(y, dtype=np.int64).reshape(-1)
         labels = (self.meta or {}).get("labels") or []

@@ -96,9 +96,17 @@ def preprocess(src: Path, dst: Path) -> str | None:
         except Exception as e2:  # noqa: BLE001
             if machine_refusal(e2) is not None:
                 raise machine_refusal(e2) from None
-            raise UserError(
-                f"onnxruntime's quant_pre_process failed on this model ({_one_line(e2)}); use --quantize none."
-            ) from None
+            # onnxruntime's symbolic shape inference gives up on some graphs (a transformer's
+            # Min(max_len, seq) against seq); ONNX's own shape inference is enough for MatMul INT8
+            note = f"quant_pre_process failed ({_one_line(e2)}); used ONNX shape inference only"
+            try:
+                quant_pre_process(str(src), str(dst), skip_optimization=True, skip_symbolic_shape=True)
+            except Exception as e3:  # noqa: BLE001
+                if machine_refusal(e3) is not None:
+                    raise machine_refusal(e3) from None
+                raise UserError(
+                    f"onnxruntime's quant_pre_process failed on this model ({_one_line(e3)}); use --quantize none."
+                ) from None
     finalize(dst, props)
     return note
 
