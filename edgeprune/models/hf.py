@@ -31,6 +31,8 @@ from edgeprune.errors import UserError
 
 PREFIX = "hf:"
 FORM = "hf:PATH_OR_ID"
+# what a saved tokenizer leaves in its directory (one is enough for AutoTokenizer to rebuild it)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model")
 TASK_CLASSES = {"text": "AutoModelForSequenceClassification", "image": "AutoModelForImageClassification"}
 # --model-kwargs that would load or fetch weights some other way than the one path this module reads
 REFUSED_KWARGS = ("pretrained_model_name_or_path", "hf_config", "trust_remote_code")
@@ -276,6 +278,12 @@ def tokenizer_json(name: str, max_len: int) -> tuple[str, str | None]:
     its pad token."""
     t = _transformers()
     ref = ref_of(name)
+    # without its files transformers 5 still builds a tokenizer, with an empty vocabulary: refuse
+    if Path(ref).is_dir() and not any((Path(ref) / f).is_file() for f in TOKENIZER_FILES):
+        raise UserError(
+            f"--model {name}: {ref} has no tokenizer files; a text model needs its tokenizer (tokenizer.json and "
+            "tokenizer_config.json, as the tokenizer's save_pretrained writes them) beside config.json."
+        )
     try:
         with _quiet():
             tok = t.AutoTokenizer.from_pretrained(ref)
