@@ -210,13 +210,49 @@ def test_a_users_own_loop_prunes_heads_with_the_same_calls(dirs):
         assert model(input_ids=ids, attention_mask=mask).logits.shape == (4, 2)
 
 
+def test_trainer_callback_prunes_while_transformers_trainer_fine_tunes(dirs, tmp_path):
+    """transformers' own Trainer with EdgepruneCallback(pruner): its optimizer (made after the
+    pruner) is the one compaction slices; heads and FFN neurons go while it trains."""
+    pytest.importorskip("accelerate")  # the Trainer needs it
+    from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+
+    from edgeprune import Pruner
+    from edgeprune.hf import EdgepruneCallback
+
+    model = AutoModelForSequenceClassification.from_pretrained(dirs["bert"], num_labels=2)
+    x = text_batch([12, 7, 9, 12] * 4, 12, seed=3)
+    data = [{"input_ids": x[i, 0], "attention_mask": x[i, 1], "labels": torch.tensor(i % 2)} for i in range(16)]
+    pruner = Pruner(
+        model, (x[:2, 0], x[:2, 1]), epochs=2, steps_per_epoch=4, warmup_epochs=0, target_macs=0.4, round_to=1,
+        min_width=1,
+    )  # fmt: skip
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=2, learning_rate=1e-3,
+        report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[EdgepruneCallback(pruner)])
+    trainer.train()
+    q = [layer.attention.self.query.weight.shape[0] for layer in model.bert.encoder.layer]
+    ffn = [layer.intermediate.dense.weight.shape[0] for layer in model.bert.encoder.layer]
+    assert sum(q) < 2 * HEADS * HEAD and sum(ffn) < 64, (q, ffn)
+    assert all(w % HEAD == 0 for w in q)
+    opt = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in model.parameters()}
+    assert all(opt.state[p]["exp_avg"].shape == p.shape for p in model.parameters() if p in opt.state)
+
+
 # --- the command line, end to end -----------------------------------------------------------------
 
 
-def edgeprune(*args, env=None, check=True) -> subprocess.CompletedProcess:
+def edgeprune(*args, cwd: Path, env=None, check=True) -> subprocess.CompletedProcess:
     full = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "HF_HUB_OFFLINE": "1", **(env or {})}
     r = subprocess.run(
-        [sys.executable, "-m", "edgeprune", *map(str, args)], env=full, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "edgeprune", *map(str, args)],
+        env=full,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if check:
         assert r.returncode == 0, r.stdout + r.stderr
@@ -230,11 +266,17 @@ PRUNE = ["--target-macs", "0.35", "--round-to", "1", "--min-width", "1", "--max-
 @pytest.fixture(scope="module")
 def trained(dirs, data_root, tmp_path_factory) -> Path:
     """A run of `edgeprune train --model hf:DIR` on sst2-like text, exported."""
-    run = tmp_path_factory.mktemp("hf_run") / "run"
-    r = edgeprune("train", *TRAIN, *PRUNE, "--data-dir", data_root, "--model", f"hf:{dirs['bert']}", "--out", run)
+    here = tmp_path_factory.mktemp("hf_run")
+    run = here / "run"
+    r = edgeprune(
+        "train", *TRAIN, *PRUNE, "--data-dir", data_root, "--model", f"hf:{dirs['bert']}", "--out", run, cwd=here
+    )
     assert "started from the pretrained weights" in r.stdout and "no warm-up" in r.stdout, r.stdout
     assert "reads at most 64 tokens, so --max-len 256 is lowered to 64" in r.stdout, r.stdout
-    edgeprune("export", run, "--quantize", "dynamic", "--max-acc-drop", "100")  # a random tiny model: keep INT8
+    edgeprune(
+        "export", run, "--quantize", "dynamic", "--max-acc-drop", "100", cwd=here
+    )  # a random tiny model: keep INT8
+    assert [p.name for p in here.iterdir()] == ["run"]  # onnxruntime's temporary files stayed out of the cwd
     return run
 
 
@@ -343,8 +385,9 @@ def test_predict_classifies_raw_text_and_bench_times_with_seq_len(trained, tmp_p
         assert abs(row["scores"][labels[1]] - float(p[1])) <= 1e-4
     out = tmp_path / "bench.json"
     edgeprune(
-        "bench", trained / "bundle", "--seq-len", "32", "--runs", "3", "--rounds", "1", "--warmup", "1", "--json", out
-    )
+        "bench", trained / "bundle", "--seq-len", "32", "--runs", "3", "--rounds", "1", "--warmup", "1", "--json", out,
+        cwd=tmp_path,
+    )  # fmt: skip
     results = {row["variant"]: row for row in json.loads(out.read_text())["results"]}
     parity = {r["name"]: r for r in json.loads((trained / "export" / "parity.json").read_text())["variants"]}
     assert {k: r["status"] for k, r in results.items()} == {"float": "ok", "int8": "ok"}, results
@@ -358,10 +401,11 @@ def test_an_interrupted_run_resumes_exactly(dirs, data_root, tmp_path):
     equal an uninterrupted run's."""
     args = [*TRAIN[:2], "--epochs", "2", "--limit", "120", "--threads", "1", "--lr", "1e-3", *PRUNE]
     args += ["--data-dir", data_root, "--model", f"hf:{dirs['bert']}"]
-    edgeprune("train", *args, "--out", tmp_path / "whole")
-    r = edgeprune("train", *args, "--out", tmp_path / "cut", env={"EDGEPRUNE_FAULT": "after-checkpoint:1"}, check=False)
+    edgeprune("train", *args, "--out", tmp_path / "whole", cwd=tmp_path)
+    crash = {"EDGEPRUNE_FAULT": "after-checkpoint:1"}
+    r = edgeprune("train", *args, "--out", tmp_path / "cut", cwd=tmp_path, env=crash, check=False)
     assert r.returncode != 0 and not (tmp_path / "cut" / "model.pt").exists()
-    edgeprune("train", *args, "--out", tmp_path / "cut", "--resume")
+    edgeprune("train", *args, "--out", tmp_path / "cut", "--resume", cwd=tmp_path)
     a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys()
@@ -376,10 +420,10 @@ def test_vit_trains_on_images_and_exports(dirs, data_root, tmp_path):
     run = tmp_path / "run"
     r = edgeprune(
         "train", "--dataset", "mnist", "--data-dir", data_root, "--model", f"hf:{three}", "--epochs", "1",
-        "--limit", "120", "--threads", "1", *PRUNE, "--out", run,
+        "--limit", "120", "--threads", "1", *PRUNE, "--out", run, cwd=tmp_path,
     )  # fmt: skip
     assert "its classifier (classifier.bias, classifier.weight) is for another number of classes" in r.stdout
-    edgeprune("export", run, "--quantize", "none")
+    edgeprune("export", run, "--quantize", "none", cwd=tmp_path)
     parity = {r["name"]: r for r in json.loads((run / "export" / "parity.json").read_text())["variants"]}
     assert parity["simplified"]["max_abs_diff"] <= ONNX_ATOL
 
