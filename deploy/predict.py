@@ -1,13 +1,17 @@
-"""Run every model of a bundle on its eval.npz and save the outputs, or compare two such runs.
+"""Run every model of a bundle on its eval.npz and save the outputs, compare two such runs, or
+classify raw text with a text bundle.
 
     python predict.py run BUNDLE OUT.npz [--timing-runs N]   -> JSON summary on stdout
     python predict.py compare A.npz B.npz [--atol 1e-4]     -> JSON agreement report on stdout
+    python predict.py text BUNDLE "some text" ...           -> one JSON line per text: label, scores
 
 Used by arm64_verify.sh on the host and inside the emulated arm64 root, so it needs only numpy
 and onnxruntime (no edgeprune import: it must also run where edgeprune is not installed). A bundle's
 models for other runtimes (meta.json "runtime": openvino, ncnn) run through edgeprune's runtime seam
 where edgeprune and that runtime are installed (the device image); elsewhere they are listed as
-skipped with the reason. The bundle's chosen runtime and variant ("ship") lead the summary.
+skipped with the reason. The bundle's chosen runtime and variant ("ship") lead the summary. A
+bundle of a pretrained Hugging Face model tokenizes with its tokenizer.json and the `tokenizers`
+package (pip install tokenizers), never torch or transformers.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -53,22 +58,29 @@ def _models(bundle: Path) -> list[tuple[str, Path, str, Path | None]]:
 
 
 def _runner(path: Path, runtime: str, source: Path | None):
-    """(run: x -> logits) on `runtime`; onnxruntime directly, the others through edgeprune's seam."""
+    """(run: x, attention mask or None -> logits) on `runtime`; onnxruntime directly, the others through
+    edgeprune's seam."""
     if runtime == "onnxruntime":
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        inp = sess.get_inputs()[0].name
-        return lambda x: sess.run(None, {inp: x})[0]
+        return lambda x, mask: sess.run(None, _feed(sess, x, mask))[0]
     try:
         from edgeprune.bench import runtimes
     except ImportError:
         raise RuntimeError(f"{runtime} models run through edgeprune, which is not installed here") from None
     session = runtimes.get(runtime).open(path, 1, source)  # RuntimeMissing says which extra to install
-    spec = session.inputs[0]
-    return lambda x: session.run({spec.name: np.ascontiguousarray(x, dtype=spec.dtype)})[0]
+    specs = session.inputs
+
+    def infer(x, mask):
+        feed = {specs[0].name: np.ascontiguousarray(x, dtype=specs[0].dtype)}
+        if len(specs) > 1:  # the attention mask
+            feed[specs[1].name] = np.ascontiguousarray(mask if mask is not None else np.ones_like(x), specs[1].dtype)
+        return session.run(feed)[0]
+
+    return infer
 
 
 def run(bundle: Path, out: Path, timing_runs: int) -> dict:
@@ -78,6 +90,7 @@ def run(bundle: Path, out: Path, timing_runs: int) -> dict:
     data = np.load(bundle / meta.get("eval", "eval.npz"))
     x, y = data["x"], data["y"]
     outputs, summary = {}, {}
+    mask = data["attention_mask"] if "attention_mask" in data.files else None
     for name, path, runtime, source in _models(bundle):
         try:
             infer = _runner(path, runtime, source)
@@ -86,12 +99,12 @@ def run(bundle: Path, out: Path, timing_runs: int) -> dict:
                 raise
             summary[name] = {"runtime": runtime, "skipped": " ".join(str(e).split())[:300]}
             continue
-        logits = infer(x)
+        logits = infer(x, mask)
         outputs[name] = logits
         times = []
         for _ in range(timing_runs):
             t0 = time.perf_counter()
-            infer(x[:1])
+            infer(x[:1], None if mask is None else mask[:1])
             times.append((time.perf_counter() - t0) * 1e3)
         summary[name] = {
             "runtime": runtime,
@@ -113,6 +126,68 @@ def run(bundle: Path, out: Path, timing_runs: int) -> dict:
         "eval_size": len(x),
         "models": summary,
     }
+
+
+def _feed(sess, x: np.ndarray, mask: np.ndarray | None) -> dict:
+    """The session's inputs: the examples, and the attention mask when the model takes one."""
+    names = [i.name for i in sess.get_inputs()]
+    feed = {names[0]: x}
+    if len(names) > 1:
+        feed[names[1]] = mask if mask is not None else np.ones_like(x)
+    return feed
+
+
+def encode(bundle: Path, meta: dict, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids and attention mask [N, T] for raw `texts`, as training encoded them: the model's own
+    tokenizer.json (tokenizers package), or edgeprune's vocabulary (vocab.json: lowercase, its token
+    pattern, id 0 pads, 1 is unknown)."""
+    if meta.get("tokenizer"):
+        from tokenizers import Tokenizer  # the file truncates to the model's length and pads to the longest
+
+        encs = Tokenizer.from_file(str(bundle / meta["tokenizer"])).encode_batch(texts)
+        return (
+            np.array([e.ids for e in encs], dtype=np.int64).reshape(len(texts), -1),
+            np.array([e.attention_mask for e in encs], dtype=np.int64).reshape(len(texts), -1),
+        )
+    vocab = json.loads((bundle / meta.get("vocab", "vocab.json")).read_text())
+    index = {t: i for i, t in enumerate(vocab["tokens"])}
+    pattern = re.compile(vocab["token_pattern"])
+    rows = []
+    for text in texts:
+        text = text.lower() if vocab.get("lowercase", True) else text
+        words = pattern.findall(text.replace("<br />", " "))[: vocab["max_len"]]
+        rows.append([index.get(w, vocab["unk"]) for w in words] or [vocab["pad"]])
+    ids = np.full((len(rows), max(len(r) for r in rows)), vocab["pad"], dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+    return ids, (ids != vocab["pad"]).astype(np.int64)
+
+
+def classify(bundle: Path, texts: list[str], model: str | None = None) -> list[dict]:
+    """Each text's predicted label and class scores from the bundle's default model (or `model`)."""
+    import onnxruntime as ort
+
+    meta = json.loads((bundle / "meta.json").read_text())
+    if meta.get("task") != "text":
+        raise SystemExit(f"{bundle} holds a {meta.get('task')} model; predict.py text takes a text bundle.")
+    name = model or meta.get("default", "float")
+    files = {key: path for key, path, runtime, _ in _models(bundle) if runtime == "onnxruntime"}
+    if name not in files:
+        raise SystemExit(f"{bundle} has no model {name!r}; choose one of {', '.join(files)}.")
+    sess = ort.InferenceSession(str(files[name]), providers=["CPUExecutionProvider"])
+    ids, mask = encode(bundle, meta, texts)
+    logits = np.concatenate([sess.run(None, _feed(sess, ids[i : i + 1], mask[i : i + 1]))[0] for i in range(len(ids))])
+    labels = meta["labels"]
+    out = []
+    for text, row in zip(texts, logits):
+        if row.shape[-1] == 1:  # one sigmoid logit
+            p1 = float(1 / (1 + np.exp(-row[0])))
+            scores = [1 - p1, p1]
+        else:
+            e = np.exp(row - row.max())
+            scores = (e / e.sum()).tolist()
+        out.append({"text": text, "label": labels[int(np.argmax(scores))], "scores": dict(zip(labels, scores))})
+    return out
 
 
 def compare(a_path: Path, b_path: Path, atol: float | None) -> dict:
@@ -145,7 +220,15 @@ def main() -> int:
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
     c.add_argument("--atol", type=float, default=None)
+    t = sub.add_parser("text")
+    t.add_argument("bundle", type=Path)
+    t.add_argument("texts", nargs="+")
+    t.add_argument("--model", default=None, help="float or int8 (default: the bundle's default)")
     args = ap.parse_args()
+    if args.cmd == "text":
+        for row in classify(args.bundle, args.texts, args.model):
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
     if args.cmd == "run":
         print(json.dumps(run(args.bundle, args.out, args.timing_runs)))
         return 0

@@ -154,8 +154,8 @@ MODEL = typer.Option(
     None,
     "--model",
     "-m",
-    help="cnn, bilstm, resnet20, resnet56, torchvision:NAME, timm:NAME or path/to/file.py:factory "
-    "(default: the dataset's).",
+    help="cnn, bilstm, resnet20, resnet56, torchvision:NAME, timm:NAME, hf:DIR_OR_ID (a pretrained Hugging Face "
+    "classifier) or path/to/file.py:factory (default: the dataset's).",
 )
 WEIGHTS = typer.Option(
     None,
@@ -282,9 +282,9 @@ def train(
     model: Optional[str] = MODEL,
     model_kwargs: Optional[str] = MODEL_KWARGS,
     weights: Optional[Path] = WEIGHTS,
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: CNN 50, BiLSTM 25."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: CNN 64, BiLSTM 32."),
-    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: CNN 50, BiLSTM 25, hf: 3."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: CNN 64, BiLSTM 32, hf: 32."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 1e-3; 5e-5 for hf:)."),
     seed: int = typer.Option(0, "--seed"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Train on the first N training examples."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local copies (else $EDGEPRUNE_DATA)."),

@@ -13,9 +13,14 @@ from edgeprune.errors import UserError, check_finite, unknown_choice
 from edgeprune.models.external import canonical_name, slug
 from edgeprune.models.registry import check_fits
 
+HF_PREFIX = "hf:"
+HF_DEFAULTS = {"epochs": 3, "batch_size": 32}  # a fine-tune of a pretrained transformer
+HF_LR = 5e-5
+
 # The study's defaults, per model.
 MODEL_DEFAULTS = {"cnn": {"epochs": 50, "batch_size": 64}, "bilstm": {"epochs": 25, "batch_size": 32}}
-# Any other model (resnet20, torchvision:NAME, file.py:factory) starts from its task's study model's.
+# Any other model (resnet20, torchvision:NAME, file.py:factory) starts from its task's study model's;
+# a pretrained hf: model from a fine-tune's (HF_DEFAULTS).
 TASK_DEFAULTS = {"image": MODEL_DEFAULTS["cnn"], "text": MODEL_DEFAULTS["bilstm"]}
 
 # Documented pruning presets (README, "Pruning"). `experiment` uses "compact".
@@ -108,14 +113,20 @@ def resolve_train_config(
     spec = get_spec(dataset, data_options)
     model = canonical_name(model or spec.default_model)  # a factory file's path made absolute
     check_fits(model, spec.task, spec.name)
-    defaults = MODEL_DEFAULTS.get(model, TASK_DEFAULTS[spec.task])
+    pretrained = model.startswith(HF_PREFIX)  # a Hugging Face model: fine-tuned from its weights
+    defaults = HF_DEFAULTS if pretrained else MODEL_DEFAULTS.get(model, TASK_DEFAULTS[spec.task])
     epochs = defaults["epochs"] if epochs is None else epochs
     batch_size = defaults["batch_size"] if batch_size is None else batch_size
     if epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {epochs}.")
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}.")
-    if kw.get("lr", 1e-3) <= 0:
+    notes = []
+    if kw.get("lr") is None:  # the CLI passes None when --lr is not given
+        kw["lr"] = HF_LR if pretrained else 1e-3
+        if pretrained:
+            notes.append(f"a pretrained hf: model is fine-tuned, so --lr defaults to {HF_LR:g} (--lr sets it)")
+    if kw["lr"] <= 0:
         raise UserError(f"--lr must be positive, got {kw['lr']}.")
     if kw.get("limit") is not None and kw["limit"] < 1:
         raise UserError(f"--limit must be at least 1, got {kw['limit']}.")
@@ -151,7 +162,10 @@ def resolve_train_config(
             if kw.get(k) is None:
                 kw[k] = v
     kw["max_accuracy_drop"], kw["guard_by_default"] = _guard(guard_flag, prune, kw)
-    notes = []
+    if pretrained and kw.get("weights") is not None:
+        raise UserError("--weights sets a model's tensors, and an hf: model loads its own; pass one of them.")
+    if pretrained and spec.task == "text":
+        _hf_max_len(model, kw, notes)
     if kw.get("weights") is not None:
         if kw.get("embeddings") is not None:
             raise UserError(
@@ -164,10 +178,11 @@ def resolve_train_config(
         from edgeprune.prune.schedule import default_warmup
 
         warmup_epochs = default_warmup(epochs)
-        if kw.get("weights") is not None and warmup_epochs > 0:
+        if (kw.get("weights") is not None or pretrained) and warmup_epochs > 0:
             # pretrained weights are the warm-up: pruning scores them from the first epoch on
+            start = "pretrained hf: weights" if pretrained else "--weights"
             notes.append(
-                f"starting from --weights, the run has no warm-up (the default would be {warmup_epochs} "
+                f"starting from {start}, the run has no warm-up (the default would be {warmup_epochs} "
                 f"epoch{'s' if warmup_epochs > 1 else ''}); pass --warmup-epochs N to warm up"
             )
             warmup_epochs = 0
@@ -195,6 +210,17 @@ def resolve_train_config(
     schedule_of(cfg)  # validates the schedule's flags (a baseline uses its timing too)
     _check_latency(cfg)
     return cfg
+
+
+def _hf_max_len(model: str, kw: dict, notes: list) -> None:
+    """The model's own tokenizer truncates: --max-len above what the model reads is lowered, and said."""
+    from edgeprune.data.tokenizer import TokenizerFile
+    from edgeprune.models.hf import tokenizer_json
+
+    text, note = tokenizer_json(model, kw.get("max_len") or TrainConfig.max_len)
+    if note:
+        kw["max_len"] = TokenizerFile(text).max_len
+        notes.append(note)
 
 
 def _guard(flag, prune: bool, kw: dict) -> tuple[Optional[float], bool]:

@@ -158,6 +158,11 @@ class RunDir:
         return self.root / "vocab.train.json"
 
     @property
+    def tokenizer(self) -> Path:
+        """A pretrained text model's own tokenizer (edgeprune.data.tokenizer), replacing vocab.json."""
+        return self.root / "tokenizer.json"
+
+    @property
     def export(self) -> Path:
         return self.root / "export"
 

@@ -22,6 +22,7 @@ from edgeprune import __version__, distributed, faults
 from edgeprune.bench.metrics import majority_warning
 from edgeprune.config import TrainConfig, default_threads, schedule_of
 from edgeprune.data.loader import Data, Split, load_data
+from edgeprune.data.registry import get_spec
 from edgeprune.data.text import Vocab
 from edgeprune.errors import BudgetWarning, UserError
 from edgeprune.metrics import f1_score, loss_fn, majority_share, predict, training_loss
@@ -33,6 +34,7 @@ from edgeprune.run import (
     RUN_FORMAT,
     RunDir,
     append_jsonl,
+    atomic_write_bytes,
     atomic_write_json,
     load_model,
     load_torch,
@@ -252,6 +254,9 @@ class _Training:
         self._load_data(has_ckpt)
         self.spec = {"name": cfg.model, "config": {**default_config(cfg.model, self.meta), **cfg.model_config}}
         model = fresh = build_model(self.spec)
+        if getattr(model, "load_info", None) is not None and ctx.is_main:
+            # a pretrained hf: model: what it started from, as --weights records it (kept on resume)
+            self.weights_init = model.load_info if not has_ckpt else read_json(run.config).get("weights_init")
         check_model_fits(model, self.meta)  # channels and classes: one sentence, before anything is written
         self.baseline_params = count_params(model)
         ckpt = distributed.on_main(ctx, lambda: _load_checkpoint(run)) if has_ckpt else None
@@ -287,6 +292,7 @@ class _Training:
     def _load_data(self, has_ckpt: bool) -> None:
         cfg, ctx = self.cfg, self.ctx
         saved_vocab = distributed.on_main(ctx, lambda: _training_vocab(self.run) if has_ckpt else None)
+        tokenizer = _model_tokenizer(cfg, self.run, has_ckpt)
         self.data = load_data(
             cfg.dataset,
             Path(cfg.data_dir) if cfg.data_dir else None,
@@ -297,6 +303,7 @@ class _Training:
             max_len=cfg.max_len,
             vocab=Vocab.from_json(saved_vocab) if saved_vocab else None,
             options=cfg.data_options,
+            tokenizer=tokenizer,
         )
         self.meta = self.data.input_meta()
         if cfg.keep_best and not len(self.data.val):
@@ -332,6 +339,8 @@ class _Training:
             (run.root / "bundle.tar.gz").unlink(missing_ok=True)
         if data.vocab is not None:
             atomic_write_json(run.vocab, data.vocab.to_json())
+        if data.tokenizer is not None:
+            atomic_write_bytes(run.tokenizer, data.tokenizer.text.encode())
         self.run_config = {
             "run_format": RUN_FORMAT,
             "edgeprune_version": __version__,
@@ -350,7 +359,10 @@ class _Training:
             return
         lines = [f"{note}." for note in self.cfg.notes]
         if self.weights_init is not None:
-            from edgeprune.models.weights import describe_load
+            if self.cfg.weights:
+                from edgeprune.models.weights import describe_load
+            else:
+                from edgeprune.models.hf import describe_load
 
             lines.insert(0, describe_load(self.weights_init))
         for line in lines:
@@ -453,7 +465,7 @@ class _Training:
             self.guard_note = f"the accuracy guard is off: {why} examples"
             return {}
 
-        if cfg.warmup_epochs == 0 and not getattr(cfg, "weights", None):
+        if cfg.warmup_epochs == 0 and not getattr(cfg, "weights", None) and self.weights_init is None:
             self.guard_note = (
                 "the accuracy guard's reference is the model at the start (no warm-up), which is untrained, so "
                 "it guards little; use --warmup-epochs 1 or more, or start from trained weights"
@@ -796,6 +808,22 @@ def _check_same_data(run: RunDir, meta: dict) -> None:
 def _score(v) -> str:
     """A score for a printed line; "-" when there is none (no validation split, e.g. a tiny --limit)."""
     return "-" if v is None else f"{v:.4f}"
+
+
+def _model_tokenizer(cfg: TrainConfig, run: RunDir, has_ckpt: bool):
+    """A pretrained hf: text model's own tokenizer: the run's tokenizer.json when resuming (the ids
+    the checkpoint learned), else made from the model's files; None for every other model."""
+    from edgeprune.models.external import kind_of
+
+    if kind_of(cfg.model) != "hf" or get_spec(cfg.dataset, cfg.data_options).task != "text":
+        return None
+    from edgeprune.data.tokenizer import TokenizerFile
+
+    if has_ckpt and run.tokenizer.exists():
+        return TokenizerFile.read(run.tokenizer)
+    from edgeprune.models.hf import tokenizer_json
+
+    return TokenizerFile(tokenizer_json(cfg.model, cfg.max_len)[0])
 
 
 def _training_vocab(run: RunDir) -> dict | None:

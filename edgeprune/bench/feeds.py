@@ -9,6 +9,7 @@ import numpy as np
 
 DEFAULT_SEQ = 128  # token sequence length when neither metadata nor eval data gives one
 DEFAULT_VOCAB = 100  # token ids drawn from [0, DEFAULT_VOCAB) without metadata
+MASK_INPUT = "attention_mask"  # a pretrained text model's second input: 1 on tokens, 0 on padding
 
 NUMPY_TYPES = {
     "tensor(float)": np.float32,
@@ -67,6 +68,8 @@ def synthetic(spec: InputSpec, batch: int, meta: dict | None, seed: int = 0, seq
     rng = np.random.default_rng(seed)
     shape = concrete_shape(spec, batch, meta, seq_len)
     dtype = spec.dtype
+    if spec.name == MASK_INPUT:  # every token attended: the cost of a full-length input
+        return np.ones(shape, dtype=dtype)
     if dtype == np.bool_:
         return rng.integers(0, 2, shape).astype(np.bool_)
     if np.issubdtype(dtype, np.integer):
@@ -87,11 +90,24 @@ def from_eval(x: np.ndarray, batch: int, spec: InputSpec, seq_len: int | None = 
 
 
 def make_feed(
-    specs: list[InputSpec], batch: int, meta: dict | None, eval_x: np.ndarray | None, seq_len: int | None = None
+    specs: list[InputSpec],
+    batch: int,
+    meta: dict | None,
+    eval_x: np.ndarray | None,
+    seq_len: int | None = None,
+    eval_mask: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Timed inputs: real eval rows when there are some (one input), else synthetic ones."""
+    """Timed inputs: real eval rows when there are some (one input, or token ids with their
+    `eval_mask` for a model whose second input is the attention mask), else synthetic ones. With
+    `seq_len`, masks are cut or padded like the ids; padding a mask with 1s times the full length."""
     if seq_len is not None and not all(len(s.shape) == 2 and not isinstance(s.shape[1], int) for s in specs):
         raise ValueError(f"--seq-len {seq_len} needs a model whose inputs are token sequences of any length")
     if eval_x is not None and len(specs) == 1 and len(eval_x):
         return {specs[0].name: from_eval(eval_x, batch, specs[0], seq_len)}
+    if eval_x is not None and eval_mask is not None and len(eval_x) and [s.name for s in specs[1:]] == [MASK_INPUT]:
+        ids = from_eval(eval_x, batch, specs[0], seq_len)
+        mask = from_eval(eval_mask, batch, specs[1], seq_len)
+        if seq_len is not None and seq_len > eval_mask.shape[1]:
+            mask[:, eval_mask.shape[1] :] = 1  # the tokens asked for are attended, as in a text that long
+        return {specs[0].name: ids, specs[1].name: mask}
     return {s.name: synthetic(s, batch, meta, seed=i, seq_len=seq_len) for i, s in enumerate(specs)}

@@ -63,12 +63,14 @@ class Worker:
         threads = req["threads"]
         self.eval_path = req.get("eval")
         self.model_path = req["path"]
-        eval_x = None
+        eval_x = eval_mask = None
         if self.eval_path:
             # Only the rows the timed batches use stay in memory; the full set is read again
             # for accuracy after the memory figures are taken.
             with np.load(self.eval_path) as z:
                 eval_x = np.array(z["x"][: max(req["batches"])])
+                if feeds.MASK_INPUT in z.files:  # a pretrained text model's attention mask
+                    eval_mask = np.array(z[feeds.MASK_INPUT][: max(req["batches"])])
         runtime.load_module()  # a missing package is the row's reason, before any memory figure
         gc.collect()
         # Measured after imports: what the session itself adds.
@@ -81,7 +83,7 @@ class Worker:
             specs = self.session.inputs
             self.meta = self.session.metadata
             seq_len = req.get("seq_len")
-            self.feeds = {b: feeds.make_feed(specs, b, self.meta, eval_x, seq_len) for b in req["batches"]}
+            self.feeds = {b: feeds.make_feed(specs, b, self.meta, eval_x, seq_len, eval_mask) for b in req["batches"]}
             self.floor = runtime.floor(specs, threads)
             for b in req["batches"]:
                 # At least one call per batch size, so the peak covers inference at every shape.
@@ -140,20 +142,23 @@ class Worker:
         if self.eval_path:
             try:
                 with np.load(self.eval_path) as z:
-                    result.update(self.evaluate(z["x"], z["y"]))
+                    mask = z[feeds.MASK_INPUT] if feeds.MASK_INPUT in z.files else None
+                    result.update(self.evaluate(z["x"], z["y"], mask))
             except Exception as e:  # noqa: BLE001 - keep the timings; the row still fails with this reason
                 result["eval_error"] = one_line(e)
         result["worker_modules"] = heavy_modules()  # last: after everything this process ran
         return result
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:
-        spec = self.session.inputs[0]
+    def evaluate(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> dict:
+        specs = self.session.inputs
         preds, width = [], 0
         # 1 for dynamic INT8 (its outputs depend on the batch); an IR or ncnn file is not ONNX
         step = eval_chunk(Path(self.model_path)) if self.model_path.endswith(".onnx") else 256
         for i in range(0, len(x), step):
-            chunk = np.ascontiguousarray(x[i : i + step], dtype=spec.dtype)
-            logits = self.session.run({spec.name: chunk})[0]
+            feed = {specs[0].name: np.ascontiguousarray(x[i : i + step], dtype=specs[0].dtype)}
+            if mask is not None and len(specs) == 2:  # the attention mask, the second input
+                feed[specs[1].name] = np.ascontiguousarray(mask[i : i + step], dtype=specs[1].dtype)
+            logits = self.session.run(feed)[0]
             width = logits.shape[-1] if logits.ndim > 1 else 1
             preds.append(metrics.predictions(logits))
         pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)

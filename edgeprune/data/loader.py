@@ -13,12 +13,16 @@ from edgeprune.data import memory, own, sources
 from edgeprune.data.images import channel_stats
 from edgeprune.data.registry import DatasetSpec, candidate_dirs, find_local, registry_spec
 from edgeprune.data.text import PAD, Vocab
+from edgeprune.data.tokenizer import FILE as TOKENIZER_FILE
+from edgeprune.data.tokenizer import INPUT_NAMES, MASK, TokenizerFile
 from edgeprune.errors import UserError
 
 
 @dataclass
 class Split:
-    x: torch.Tensor  # uint8 [N, C, H, W] for images, int64 [N, T] for text
+    # uint8 [N, C, H, W] for images, int64 [N, T] for text; with a model's own tokenizer, int64
+    # [N, 2, T]: token ids and attention mask (edgeprune.data.tokenizer)
+    x: torch.Tensor
     y: torch.Tensor  # int64 [N]
 
     def __len__(self) -> int:
@@ -33,12 +37,15 @@ class Data:
     test: Split
     source: str
     vocab: Optional[Vocab] = None
+    tokenizer: Optional[TokenizerFile] = None  # a pretrained model's own tokenizer (replaces `vocab`)
     mean: torch.Tensor = field(default_factory=lambda: torch.zeros(1))
     std: torch.Tensor = field(default_factory=lambda: torch.ones(1))
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Model-ready input for one batch: images scaled and normalized; text cut to the batch's
         longest row (--max-len stays the cap), so a short batch costs few LSTM steps."""
+        if self.tokenizer is not None:
+            return trim_masked(x)
         if self.spec.task == "text":
             return trim_padding(x)
         return (x.float().div_(255.0) - self.mean) / self.std
@@ -52,6 +59,20 @@ class Data:
                 layout="NCHW",
                 input_shape=["batch", *self.spec.image_shape],
                 normalization={"scale": 1 / 255, "mean": list(self.spec.mean), "std": list(self.spec.std)},
+            )
+        elif self.tokenizer is not None:
+            tok = self.tokenizer
+            meta.update(
+                input_dtype="int64",
+                layout="NT",
+                input_shape=["batch", "seq"],
+                normalization=None,
+                inputs=list(INPUT_NAMES),  # token ids, then the attention mask
+                vocab_size=tok.vocab_size,
+                max_len=tok.max_len,
+                pad_id=tok.pad_id,
+                tokenizer=TOKENIZER_FILE,
+                tokenizer_sha256=tok.sha256(),
             )
         else:
             meta.update(
@@ -75,6 +96,12 @@ def trim_padding(x: torch.Tensor) -> torch.Tensor:
     return x[:, : int(used.max()) + 1 if len(used) else 1]
 
 
+def trim_masked(x: torch.Tensor) -> torch.Tensor:
+    """Packed ids and masks [N, 2, T] without the trailing columns that no row attends to (one stays)."""
+    used = x[:, MASK].any(0).nonzero()
+    return x[..., : int(used.max()) + 1 if len(used) else 1]
+
+
 def load_data(
     name: str,
     data_dir: Optional[Path] = None,
@@ -85,9 +112,11 @@ def load_data(
     max_len: int = 256,
     vocab: Optional[Vocab] = None,
     options=None,
+    tokenizer: Optional[TokenizerFile] = None,
 ) -> Data:
     """Load a dataset (a registry name from a local copy or the hub, or your own data at a path or
-    hf:owner/name, read with the DataOptions `options`) and split it. `vocab` reuses a saved one."""
+    hf:owner/name, read with the DataOptions `options`) and split it. `vocab` reuses a saved one;
+    `tokenizer` (text) tokenizes with a pretrained model's own tokenizer instead of a vocabulary."""
     spec = registry_spec(name, options)
     if spec is None:
         index = own.resolve(name, options)
@@ -109,13 +138,21 @@ def load_data(
     _check_labels(spec, train_y, raw.test.y)
 
     if spec.task == "text":
-        n_texts, t = n + len(raw.test.y), (vocab.max_len if vocab else max_len)
+        n_texts = n + len(raw.test.y)
+        t = tokenizer.max_len if tokenizer else (vocab.max_len if vocab else max_len)
+        per = 16 if tokenizer else 8  # ids and attention mask, or ids alone
         memory.check_fits(
-            n_texts * t * 8,
-            f"the token ids of {n_texts:,} texts at --max-len {t} (N*T*8 bytes as int64)",
+            n_texts * t * per,
+            f"the token ids of {n_texts:,} texts at --max-len {t} (N*T*{per} bytes as int64)",
             "lower --max-len, or train on a subset with --limit N",
         )
         tr_text = [train_x[i] for i in tr_idx]
+        if tokenizer is not None:
+            enc = tokenizer.encode
+            train = Split(torch.from_numpy(enc(tr_text)), torch.from_numpy(train_y[tr_idx]))
+            val = Split(torch.from_numpy(enc([train_x[i] for i in va_idx])), torch.from_numpy(train_y[va_idx]))
+            test = Split(torch.from_numpy(enc(list(raw.test.x))), torch.from_numpy(raw.test.y))
+            return Data(spec, train, val, test, raw.source, tokenizer=tokenizer)
         vocab = vocab or Vocab.build(tr_text, vocab_size, max_len)
         enc = vocab.encode
         train = Split(torch.from_numpy(enc(tr_text)), torch.from_numpy(train_y[tr_idx]))

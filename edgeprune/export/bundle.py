@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeprune.data.tokenizer import FILE as TOKENIZER_FILE
+from edgeprune.data.tokenizer import IDS, MASK
 from edgeprune.manifest import write_manifest
 from edgeprune.run import atomic_write_bytes
 
@@ -67,16 +69,28 @@ def swap_into_place(staged: Path, final: Path) -> None:
 
 
 def write_bundle(
-    root: Path, meta: dict, models: dict[str, Path], eval_x: np.ndarray, eval_y: np.ndarray, vocab: dict | None
+    root: Path,
+    meta: dict,
+    models: dict[str, Path],
+    eval_x: np.ndarray,
+    eval_y: np.ndarray,
+    vocab: dict | None,
+    tokenizer: str | None = None,
 ) -> list[str]:
     """Fill the (empty, staged) bundle directory `root`; returns the file names written.
 
-    `models` maps a bundle file name (model.onnx, model.int8.onnx) to the file to copy.
+    `models` maps a bundle file name (model.onnx, model.int8.onnx) to the file to copy. `tokenizer`
+    is a pretrained text model's tokenizer.json; its examples `eval_x` come packed [N, 2, T]
+    (edgeprune.data.tokenizer) and are written as the two inputs: x (token ids) and attention_mask.
     """
     for name, src in models.items():
         shutil.copyfile(src, root / name)
+    arrays = {"x": eval_x}
+    if tokenizer is not None:
+        arrays = {"x": eval_x[:, IDS], "attention_mask": eval_x[:, MASK]}
+        (root / TOKENIZER_FILE).write_text(tokenizer)
     buf = io.BytesIO()
-    np.savez_compressed(buf, x=eval_x, y=np.asarray(eval_y, dtype=np.int64))
+    np.savez_compressed(buf, **arrays, y=np.asarray(eval_y, dtype=np.int64))
     (root / "eval.npz").write_bytes(buf.getvalue())
     # Plain writes: the whole directory is staged and renamed into place at once.
     if vocab is not None:

@@ -75,6 +75,11 @@ def dynamic_axes_for(meta: dict) -> dict[int, str]:
     return {0: "batch", 1: "seq"} if meta["task"] == "text" else {0: "batch"}
 
 
+def input_names(meta: dict) -> list[str]:
+    """The graph's inputs: `input`, and for a pretrained text model also `attention_mask`."""
+    return list(meta.get("inputs") or [INPUT_NAME])
+
+
 def example_input(meta: dict, batch: int = 2, seq: int = 16) -> torch.Tensor:
     """A tracing input; its sizes must not be 1 (an exporter may specialize a size-1 axis)."""
     if meta["task"] == "text":
@@ -82,12 +87,24 @@ def example_input(meta: dict, batch: int = 2, seq: int = 16) -> torch.Tensor:
     return torch.randn(batch, *meta["input_shape"][1:], dtype=torch.float32)
 
 
+def example_inputs(meta: dict, batch: int = 2, seq: int = 16) -> tuple[torch.Tensor, ...]:
+    """One tracing input per graph input; an attention mask with padding in one row, so the
+    exporter cannot take the mask for all ones."""
+    x = example_input(meta, batch, seq)
+    if len(input_names(meta)) == 1:
+        return (x,)
+    mask = torch.ones_like(x)
+    mask[-1, seq // 2 :] = 0
+    return (x, mask)
+
+
 def export_onnx(
     model: torch.nn.Module, meta: dict, path: Path, opset: int = DEFAULT_OPSET, exporter: str = "torchscript"
 ) -> None:
     """Write `model` to `path` as ONNX with input `input`, output `logits` and symbolic axes."""
     axes = dynamic_axes_for(meta)
-    x = example_input(meta)
+    names = input_names(meta)
+    args = example_inputs(meta)
     path = Path(path)
     sink = io.StringIO()
     try:
@@ -96,23 +113,23 @@ def export_onnx(
             if exporter == "torchscript":
                 torch.onnx.export(
                     model,
-                    (x,),
+                    args,
                     str(path),
                     dynamo=False,
-                    input_names=[INPUT_NAME],
+                    input_names=names,
                     output_names=[OUTPUT_NAME],
                     opset_version=opset,
-                    dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: {0: "batch"}},
+                    dynamic_axes={**{n: axes for n in names}, OUTPUT_NAME: {0: "batch"}},
                     do_constant_folding=True,
                 )
             elif exporter == "dynamo":
-                shapes = ({i: torch.export.Dim.DYNAMIC for i in axes},)
+                shapes = tuple({i: torch.export.Dim.DYNAMIC for i in axes} for _ in names)
                 torch.onnx.export(
                     model,
-                    (x,),
+                    args,
                     str(path),
                     dynamo=True,
-                    input_names=[INPUT_NAME],
+                    input_names=names,
                     output_names=[OUTPUT_NAME],
                     opset_version=max(opset, 18),
                     dynamic_shapes=shapes,
@@ -167,7 +184,10 @@ def symbolic_problems(model: onnx.ModelProto, meta: dict) -> list[str]:
     if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
         return [f"the graph's input/output are not named {INPUT_NAME!r}/{OUTPUT_NAME!r}"]
     problems = []
-    checks = [(INPUT_NAME, inputs[INPUT_NAME], i, n) for i, n in dynamic_axes_for(meta).items()]
+    missing = [n for n in input_names(meta) if n not in inputs]
+    if missing:
+        return [f"the graph has no input {', '.join(map(repr, missing))}"]
+    checks = [(name, inputs[name], i, n) for name in input_names(meta) for i, n in dynamic_axes_for(meta).items()]
     checks.append((OUTPUT_NAME, outputs[OUTPUT_NAME], 0, "batch"))
     for tensor, vi, axis, what in checks:
         dims = vi.type.tensor_type.shape.dim
@@ -196,6 +216,7 @@ def metadata(meta: dict, record: dict, logits_width: int) -> dict:
         "dataset": meta.get("dataset"),
         "labels": list(meta["labels"]),
         "input_name": INPUT_NAME,
+        "inputs": input_names(meta),
         "output_name": OUTPUT_NAME,
         "input_dtype": meta["input_dtype"],
         "input_shape": list(meta["input_shape"]),
@@ -204,6 +225,8 @@ def metadata(meta: dict, record: dict, logits_width: int) -> dict:
         "vocab_size": meta.get("vocab_size"),
         "max_len": meta.get("max_len"),
         "vocab_sha256": meta.get("vocab_sha256"),
+        # a pretrained text model: its tokenizer.json and the id that pads (edgeprune.data.tokenizer)
+        **{k: meta[k] for k in ("tokenizer", "tokenizer_sha256", "pad_id") if k in meta},
         "binary_sigmoid": logits_width == 1,
         "params": int(record["params"]) if record.get("params") is not None else None,
         "edgeprune_version": __version__,

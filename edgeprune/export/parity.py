@@ -9,6 +9,7 @@ import numpy as np
 
 from edgeprune.bench import metrics
 from edgeprune.bench.onnxfile import EVAL_CHUNK, eval_chunk
+from edgeprune.data.tokenizer import IDS, MASK
 from edgeprune.errors import UserError
 
 ONNX_TOLERANCE = 1e-4  # max abs logit difference: ONNX vs PyTorch, simplified vs ONNX
@@ -24,9 +25,17 @@ def session(path: Path, threads: int | None = None):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+def feed(sess, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The session's inputs for model-ready `x`: the one input; or, for a pretrained text model,
+    packed ids and masks [N, 2, T] (edgeprune.data.tokenizer) split into its two inputs."""
+    names = [i.name for i in sess.get_inputs()]
+    if len(names) == 2 and x.ndim == 3:
+        return {names[0]: x[:, IDS], names[1]: x[:, MASK]}
+    return {names[0]: x}
+
+
 def logits(sess, x: np.ndarray, chunk: int = EVAL_CHUNK) -> np.ndarray:
-    name = sess.get_inputs()[0].name
-    out = [sess.run(None, {name: x[i : i + chunk]})[0] for i in range(0, len(x), chunk)]
+    out = [sess.run(None, feed(sess, x[i : i + chunk]))[0] for i in range(0, len(x), chunk)]
     return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
 

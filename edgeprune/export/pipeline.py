@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edgeprune.data.tokenizer import FILE as TOKENIZER_FILE
 from edgeprune.errors import UserError, check_finite, writing_into
 from edgeprune.export import bundle as bundle_mod
 from edgeprune.export import onnx_export, parity, quantize, simplify
@@ -139,8 +140,14 @@ def _load_eval_data(run: RunDir, record: dict, opts: ExportOptions):
         )
     _check_data_still_there(run, cfg["dataset"])
     meta = record.get("input") or config.get("input")
-    vocab = None
-    if meta["task"] == "text":
+    vocab = tokenizer = None
+    if meta.get("tokenizer"):  # a pretrained model's own tokenizer, saved by training
+        from edgeprune.data.tokenizer import TokenizerFile
+
+        tokenizer = TokenizerFile.read(run.tokenizer)
+        if tokenizer.sha256() != meta.get("tokenizer_sha256"):
+            raise UserError(f"{run.tokenizer} is not the tokenizer the model was trained with; restore it or re-train.")
+    elif meta["task"] == "text":
         vocab = Vocab.from_json(read_json(run.vocab))
         if meta.get("vocab_sha256") and vocab.sha256() != meta["vocab_sha256"]:
             raise UserError(f"{run.vocab} is not the vocabulary the model was trained with; restore it or re-train.")
@@ -155,6 +162,7 @@ def _load_eval_data(run: RunDir, record: dict, opts: ExportOptions):
         max_len=cfg.get("max_len", 256),
         vocab=vocab,
         options=cfg.get("data_options"),
+        tokenizer=tokenizer,
     )
     now = data.input_meta()
     for key in ("labels", "input_shape", "normalization"):
@@ -176,7 +184,7 @@ def _load_eval_data(run: RunDir, record: dict, opts: ExportOptions):
     n_cal = min(opts.calib, len(data.train))
     idx = np.unique(np.linspace(0, len(data.train) - 1, n_cal).astype(np.int64))
     calib_x = ready(data.train.x[torch.from_numpy(idx)])
-    return meta, data, eval_x, eval_y, calib_x, vocab
+    return meta, data, eval_x, eval_y, calib_x, vocab, tokenizer
 
 
 def _check_data_still_there(run: RunDir, dataset: str) -> None:
@@ -197,7 +205,7 @@ def _export(
     import torch
 
     t0 = time.perf_counter()
-    meta, _, eval_x, eval_y, calib_x, vocab = _load_eval_data(run, record, opts)
+    meta, _, eval_x, eval_y, calib_x, vocab, tokenizer = _load_eval_data(run, record, opts)
     num_classes = max(len(meta["labels"]), 2)
     fixed_x = eval_x[:PARITY_BATCH]
     with torch.no_grad():
@@ -329,6 +337,7 @@ def _export(
         "runtime": runtime_choice,
         "eval": "eval.npz",
         **({"vocab": "vocab.json"} if vocab is not None else {}),
+        **({"tokenizer": TOKENIZER_FILE} if tokenizer is not None else {}),
         "metrics": {
             "train": {
                 k: run_metrics.get(k)
@@ -341,7 +350,13 @@ def _export(
         **({"latency_budget": latency_budget} if latency_budget else {}),
     }
     written = bundle_mod.write_bundle(
-        bundle_dir, bundle_meta, files, eval_x, eval_y, vocab.to_json() if vocab is not None else None
+        bundle_dir,
+        bundle_meta,
+        files,
+        eval_x,
+        eval_y,
+        vocab.to_json() if vocab is not None else None,
+        tokenizer=tokenizer.text if tokenizer is not None else None,
     )
 
     summary = {

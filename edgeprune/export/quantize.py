@@ -4,7 +4,9 @@ training samples, dynamic quantization, the recipes per model kind, and the `aut
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -84,6 +86,27 @@ def preprocess(src: Path, dst: Path) -> str | None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     props = get_metadata(onnx.load(str(src), load_external_data=False))
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    # its shape inference prints "unsupported broadcast ..." for what it then handles: not the user's concern
+    with _in_dir(dst.parent), _quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):
+        note = _preprocess(quant_pre_process, src, dst)
+    finalize(dst, props)
+    return note
+
+
+@contextlib.contextmanager
+def _in_dir(directory: Path):
+    """Run in `directory`: onnxruntime's shape inference leaves temporary files (sym_shape_infer_temp.onnx,
+    <uuid>.data) in the current directory, which is the user's."""
+    here = os.getcwd()
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
+def _preprocess(quant_pre_process, src: Path, dst: Path) -> str | None:
     note = None
     try:
         quant_pre_process(str(src), str(dst))
@@ -96,10 +119,17 @@ def preprocess(src: Path, dst: Path) -> str | None:
         except Exception as e2:  # noqa: BLE001
             if machine_refusal(e2) is not None:
                 raise machine_refusal(e2) from None
-            raise UserError(
-                f"onnxruntime's quant_pre_process failed on this model ({_one_line(e2)}); use --quantize none."
-            ) from None
-    finalize(dst, props)
+            # onnxruntime's symbolic shape inference gives up on some graphs (a transformer's
+            # Min(max_len, seq) against seq); ONNX's own shape inference is enough for MatMul INT8
+            note = f"quant_pre_process failed ({_one_line(e2)}); used ONNX shape inference only"
+            try:
+                quant_pre_process(str(src), str(dst), skip_optimization=True, skip_symbolic_shape=True)
+            except Exception as e3:  # noqa: BLE001
+                if machine_refusal(e3) is not None:
+                    raise machine_refusal(e3) from None
+                raise UserError(
+                    f"onnxruntime's quant_pre_process failed on this model ({_one_line(e3)}); use --quantize none."
+                ) from None
     return note
 
 

@@ -29,13 +29,16 @@ from edgeprune.errors import UserError
 
 TORCHVISION = "torchvision:"
 TIMM = "timm:"
-FORMS = "torchvision:NAME, timm:NAME or path/to/file.py:factory"
+HF = "hf:"
+FORMS = "torchvision:NAME, timm:NAME, hf:PATH_OR_ID or path/to/file.py:factory"
 LIST_MODELS = "torchvision.models.list_models(module=torchvision.models)"
 PREFIXES = {"torchvision": TORCHVISION, "timm": TIMM}  # the library-named forms: kind -> prefix
 
 
 def kind_of(name: str) -> str:
-    """'torchvision', 'timm', 'file' or 'registry' (a registered name such as cnn)."""
+    """'torchvision', 'timm', 'hf', 'file' or 'registry' (a registered name such as cnn)."""
+    if name.startswith(HF):  # before the file form: a directory may end in .py
+        return "hf"
     for kind, prefix in PREFIXES.items():
         if name.startswith(prefix):
             return kind
@@ -46,7 +49,11 @@ def kind_of(name: str) -> str:
 
 
 def canonical_name(name: str) -> str:
-    """The name with a factory file's path made absolute, so the run rebuilds it from anywhere."""
+    """The name with a factory file's path (an hf: directory) made absolute, so the run rebuilds it from anywhere."""
+    if kind_of(name) == "hf":
+        from edgeprune.models import hf
+
+        return hf.canonical(name)
     if kind_of(name) != "file":
         return name
     path, factory = split_file_name(name)
@@ -56,6 +63,10 @@ def canonical_name(name: str) -> str:
 def slug(name: str) -> str:
     """A short, path-safe name for a run directory: resnet18, mymodel-make."""
     kind = kind_of(name)
+    if kind == "hf":
+        from edgeprune.models import hf
+
+        return hf.slug(name)
     if kind in PREFIXES:
         return name[len(PREFIXES[kind]) :]
     if kind == "file":

@@ -1,8 +1,8 @@
 """Models register here by decorator; tests are parametrized over everything registered.
 
-Besides registered names, a model name may be `torchvision:NAME`, `timm:NAME` or
-`path/to/file.py:factory` (edgeprune.models.external); check_fits, default_config and build_model
-take every form.
+Besides registered names, a model name may be `torchvision:NAME`, `timm:NAME`,
+`path/to/file.py:factory` (edgeprune.models.external) or `hf:PATH_OR_ID` (edgeprune.models.hf);
+check_fits, default_config and build_model take every form.
 """
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ def check_fits(name: str, task: str, dataset: str) -> None:
     """A UserError unless model `name` exists and is made for `task` data. (A factory file's model
     may be for either task: only running it on the data tells, see check_model_fits.)"""
     kind = external.kind_of(name)
+    if kind == "hf":  # a pretrained classifier: its config says text or image
+        from edgeprune.models import hf
+
+        hf.check_fits(name, task, dataset)
+        return
     if kind in external.PREFIXES:  # torchvision:NAME, timm:NAME: image classifiers
         if kind == "torchvision":
             external.torchvision_builder(name[len(external.TORCHVISION) :])
@@ -65,6 +70,10 @@ def default_config(name: str, dataset_meta: dict) -> dict:
     """The model's configuration for this data (the user's --model-kwargs go on top)."""
     check_fits(name, dataset_meta["task"], dataset_meta["dataset"])
     kind = external.kind_of(name)
+    if kind == "hf":
+        from edgeprune.models import hf
+
+        return hf.defaults(name, dataset_meta)
     if kind == "torchvision":
         return external.torchvision_defaults(name[len(external.TORCHVISION) :], dataset_meta)
     if kind == "timm":
@@ -79,6 +88,10 @@ def build_model(arch: dict):
     also be torchvision:NAME, timm:NAME or path/to/file.py:factory."""
     name, config = arch.get("name"), arch.get("config", {})
     kind = external.kind_of(name) if isinstance(name, str) and isinstance(config, dict) else "registry"
+    if kind == "hf":
+        from edgeprune.models import hf
+
+        return hf.build(name, config)
     if kind == "torchvision":
         return external.build_torchvision(name[len(external.TORCHVISION) :], config)
     if kind == "timm":

@@ -357,6 +357,12 @@ class Pruner:
             self.groups, connection_params(self.model) if self.schedule.prune_connections else []
         )
 
+    def use_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """The optimizer compaction slices and re-points, for a loop that makes it after the pruner
+        (transformers' Trainer does: edgeprune.hf.EdgepruneCallback calls this)."""
+        check_optimizer(optimizer)
+        self.optimizer = optimizer
+
     # --- hooks called by the training loop -------------------------------------------------
     def after_backward(self) -> None:
         """Call after every backward, before optimizer.step(): adds this batch's contributions."""
