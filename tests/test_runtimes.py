@@ -298,7 +298,12 @@ def test_predict_runs_the_bundles_runtimes_and_names_the_one_to_ship(tmp_path):
     with np.load(tmp_path / "a.npz") as z:
         ref = reference_cnn_logits(np.load(bundle / "eval.npz")["x"])
         assert np.abs(z["float@openvino"] - ref).max() <= RTOL * max(1.0, np.abs(ref).max())
-    alone = predict("", tmp_path / "b.npz")
+    # a device without edgeprune: a package that fails to import stands first on the path (the test's
+    # venv has edgeprune installed, so an empty PYTHONPATH would not hide it)
+    shim = tmp_path / "no_edgeprune"
+    (shim / "edgeprune").mkdir(parents=True)
+    (shim / "edgeprune" / "__init__.py").write_text("raise ImportError('edgeprune is hidden by the test')\n")
+    alone = predict(str(shim), tmp_path / "b.npz")
     assert alone["models"]["float@openvino"]["skipped"] == (
         "openvino models run through edgeprune, which is not installed here"
     )
