@@ -31,11 +31,28 @@ from prune_vs_baseline import train_pair
 from edgeprune.bench import bench, make_settings
 from edgeprune.export import export_run
 
-RECIPE = ("--finetune-lr", "cosine", "--distill", "0.5")
+RECIPE = "--finetune-lr cosine --distill 0.5"
 HERE = Path(__file__).resolve().parent
 
 
-def main() -> None:
+def default_targets(result: dict, importances: list[str]) -> dict:
+    """The any-model issue's targets (see the module docstring)."""
+    return {
+        "macs_2x_fewer": result["macs_reduction"] >= 2,
+        "accuracy_drop<=0.3pt": result["accuracy_drop_points"] <= 0.3,
+        f"accuracy>=torch_pruning_{'_and_'.join(importances)}": all(
+            result["pruned"]["test_accuracy"] >= t["test_accuracy"] for t in result["torch_pruning"].values()
+        ),
+        "torch_pruning_macs_within_3pct": all(
+            abs(t["macs_ratio_over_edgeprune"] - 1) <= 0.03 for t in result["torch_pruning"].values()
+        ),
+        "pruned_wall_time<=baseline": result["wall_time_ratio_pruned_over_baseline"] <= 1,
+    }
+
+
+def main(argv: list[str] | None = None, payload: dict | None = None, targets=default_targets) -> dict:
+    """Run the comparison (argv: this script's flags) and record it; `payload` joins the record and
+    `targets(result, importances)` judges it. Returns the record's payload."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--dataset", default="fashion-mnist")
@@ -44,13 +61,19 @@ def main() -> None:
     ap.add_argument("--target-macs", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-args", default="", help="more `edgeprune train` flags for every run")
+    ap.add_argument(
+        "--baseline-args",
+        default=RECIPE,
+        help=f"`edgeprune train` flags of the dense baseline's recipe (default {RECIPE!r}, the compact preset's)",
+    )
+    ap.add_argument("--tp-args", default="", help="more torch_pruning_compare.py flags, e.g. '--grad-batches 2'")
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/bench-any"))
     ap.add_argument("--bench-runs", type=int, default=200)
     ap.add_argument("--name", help="results file name (default any_model_<model>_<dataset>_<epochs>ep)")
     ap.add_argument(
         "--importances", nargs="+", choices=["taylor", "l1"], default=["taylor", "l1"], help="Torch-Pruning runs"
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     model_tag = args.model.replace(":", "-").replace("/", "-")
     name = args.name or f"any_model_{model_tag}_{Path(args.dataset).name}_{args.epochs}ep"
     extra = ("--model", args.model, *shlex.split(args.train_args))
@@ -62,7 +85,7 @@ def main() -> None:
         args.limit,
         args.seed,
         extra,
-        baseline_extra=RECIPE,
+        baseline_extra=tuple(shlex.split(args.baseline_args)),
         pruned_extra=("--target-macs", str(args.target_macs)),
     )
     tp_dir = args.runs_dir / name / "torch-pruning"
@@ -85,6 +108,7 @@ def main() -> None:
             str(tp_dir / f"torch-pruning-{importance}.onnx"),
             "--name",
             f"{name}_torch_pruning_{importance}",
+            *shlex.split(args.tp_args),
         ]
         tp_dir.mkdir(parents=True, exist_ok=True)
         log = open(tp_dir / f"{importance}.log", "w")
@@ -116,6 +140,9 @@ def main() -> None:
         "limit": args.limit,
         "seed": args.seed,
         "target_macs": args.target_macs,
+        "train_args": args.train_args,
+        "baseline_args": args.baseline_args,
+        "tp_args": args.tp_args,
         "baseline": {
             **{k: mb[k] for k in ("test_accuracy", "test_f1", "test_n", "params", "train_seconds")},
             "macs": mp["baseline_macs"],  # the dense model's, counted by the pruned run
@@ -137,21 +164,19 @@ def main() -> None:
         "bench_rows": sorted(rows),
         "runs": {"baseline": str(base_dir), "pruned": str(pruned_dir), "torch_pruning": str(tp_dir)},
     }
+    # what a run said about itself: a missed budget, the weights it started from, changed defaults
+    for key, m in (("baseline", mb), ("pruned", mp)):
+        result[key].update({k: m[k] for k in ("budget_met", "weights_init", "warnings", "notes") if k in m})
+    p50_base = result["baseline"]["p50_ms_batch1_threads1"]
+    for r in (result["pruned"], *result["torch_pruning"].values()):
+        faster = p50_base and r["p50_ms_batch1_threads1"] and p50_base / r["p50_ms_batch1_threads1"]
+        r["p50_speedup_over_baseline"] = faster or None
     drop = 100 * (mb["test_accuracy"] - mp["test_accuracy"])
     result["macs_reduction"] = mp["baseline_macs"] / mp["macs"]
     result["accuracy_drop_points"] = drop
     result["wall_time_ratio_pruned_over_baseline"] = mp["train_seconds"] / mb["train_seconds"]
-    result["targets"] = {
-        "macs_2x_fewer": result["macs_reduction"] >= 2,
-        "accuracy_drop<=0.3pt": drop <= 0.3,
-        f"accuracy>=torch_pruning_{'_and_'.join(args.importances)}": all(
-            mp["test_accuracy"] >= t["test_accuracy"] for t in result["torch_pruning"].values()
-        ),
-        "torch_pruning_macs_within_3pct": all(
-            abs(t["macs_ratio_over_edgeprune"] - 1) <= 0.03 for t in result["torch_pruning"].values()
-        ),
-        "pruned_wall_time<=baseline": result["wall_time_ratio_pruned_over_baseline"] <= 1,
-    }
+    result.update(payload or {})
+    result["targets"] = targets(result, args.importances)
     result["notes"] = [
         "test accuracy in torch on the whole test split (test_n); p50 with onnxruntime, float, batch 1, one "
         "thread, the four models interleaved in one bench",
@@ -159,6 +184,7 @@ def main() -> None:
     ]
     print(json.dumps({k: result[k] for k in ("macs_reduction", "accuracy_drop_points", "targets")}, indent=2))
     print("wrote", record(name, result))
+    return result
 
 
 if __name__ == "__main__":

@@ -4,14 +4,14 @@ Any model edgeprune trains (the run's --model: the study's CNN, resnet20, torchv
 Torch-Pruning (pip install torch-pruning) with its Taylor importance (GroupTaylorImportance) or
 L1 (GroupMagnitudeImportance, p=1: --importance l1), global pruning across layers, the classifier
 ignored, widths rounded to the run's --round-to like edgeprune, iterative pruning with
-fine-tuning: the same data, optimizer (Adam 1e-3), batch size, epochs, warm-up and pruning
-epochs as edgeprune's schedule (including its fine-tuning learning rate and, when the matched
-run distills, the same self-distillation from the end-of-warm-up model), and the same cubic
-ramp toward the same final size: parameters, or MACs when the matched run has a --target-macs
-budget (the dense count of the edgeprune run given with --match, or its budget while that run is
-still training beside this one; Torch-Pruning counts MACs with its own counter). After each
-pruning step the optimizer is rebuilt (Torch-Pruning replaces the parameter tensors), as its
-examples do.
+fine-tuning: the same data, starting weights (the run's --weights, loaded by edgeprune's loader),
+optimizer (Adam 1e-3), batch size, epochs, warm-up and pruning epochs as edgeprune's schedule
+(including its fine-tuning learning rate and, when the matched run distills, the same
+self-distillation from the end-of-warm-up model), and the same cubic ramp toward the same final
+size: parameters, or MACs when the matched run has a --target-macs budget (the dense count of the
+edgeprune run given with --match, or its budget while that run is still training beside this one;
+Torch-Pruning counts MACs with its own counter). After each pruning step the optimizer is rebuilt
+(Torch-Pruning replaces the parameter tensors), as its examples do.
 
 Torch-Pruning steps in its interactive mode, group by group, and stops as soon as the model fits
 the epoch's budget. A group whose removal would take the model under 99% of the final target is
@@ -119,6 +119,11 @@ def main() -> None:
     )
     meta = data.input_meta()
     model = build_model({"name": cfg.model, "config": {**default_config(cfg.model, meta), **cfg.model_config}})
+    weights_init = None
+    if cfg.weights:  # the matched run started from pretrained weights: so does Torch-Pruning, loaded alike
+        from edgeprune.models.weights import load_weights
+
+        weights_init = load_weights(model, Path(cfg.weights), describe=cfg.model)
     example = data.prepare(data.train.x[:2])
     by_macs = cfg.target_macs is not None
     size = (lambda m: macs_of(m, example)) if by_macs else count_params
@@ -218,6 +223,7 @@ def main() -> None:
             "importance": args.importance,
             "distill": cfg.distill,
             "distill_temperature": cfg.distill_temperature,
+            "weights_init": weights_init,
             "grad_batches": args.grad_batches,
             "tp_steps_taken": steps_taken,
             "tp_steps_with_every_group_put_back": skipped_steps,
