@@ -757,6 +757,29 @@ def test_layers_with_different_head_counts_export_and_match(tmp_path):
         assert np.abs(onnx_out - got.numpy()).max() <= ONNX_ATOL
 
 
+class CachesInForward(nn.Module):
+    """Stores what it computes on itself in eval mode, as timm's EfficientViT caches attention biases."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 3)
+        self.cache = {}
+
+    def forward(self, x):
+        h = self.conv1(x)
+        self.cache["last"] = h
+        self.last_shape = h.shape
+        return self.conv2(h)
+
+
+def test_what_a_forward_stores_on_the_model_is_put_back_after_tracing():
+    model = CachesInForward().eval()
+    traced = trace_groups(model, torch.randn(1, 3, 8, 8))
+    assert "conv1" in {g.name for g in traced.groups}
+    assert model.cache == {} and not hasattr(model, "last_shape")  # no proxy left behind
+    copy.deepcopy(model)(torch.randn(1, 3, 8, 8))
+
+
 def test_autograd_function_that_mixes_channels_is_frozen():
     """torch.fx records a custom autograd Function by its forward: a swish passes, a roll over the
     channels freezes them (SameSwishNet shows the swish alone prunes)."""

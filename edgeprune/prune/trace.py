@@ -41,6 +41,8 @@ layer's channels with the reader named.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import operator
 import traceback
 from collections import defaultdict, deque
@@ -1358,10 +1360,11 @@ def trace_groups(model: nn.Module, example_inputs, allow_norm_pruning: bool = Fa
     if all(torch.is_tensor(x) and x.dim() and x.shape[0] == 1 for x in example_inputs):
         # at batch 1 the batch dim looks like any size-1 dim (a reshape could merge it into the channels)
         example_inputs = tuple(torch.cat([x, x]) for x in example_inputs)
-    try:
-        graph, constants, method = fx.symbolic_trace(model).graph, {}, "fx"
-    except Exception as fx_error:  # noqa: BLE001 - fx cannot follow this model's Python: run it for real
-        graph, constants, method = _concrete(model, example_inputs, fx_error), None, "concrete"
+    with _attributes_kept(model):
+        try:
+            graph, constants, method = fx.symbolic_trace(model).graph, {}, "fx"
+        except Exception as fx_error:  # noqa: BLE001 - fx cannot follow this model's Python: run it for real
+            graph, constants, method = _concrete(model, example_inputs, fx_error), None, "concrete"
     if method == "fx":
         buffers = {k: v.clone() for k, v in model.named_buffers()}
         try:
@@ -1384,6 +1387,30 @@ def trace_groups(model: nn.Module, example_inputs, allow_norm_pruning: bool = Fa
     result.method = method
     result.unused = _unused(model, graph)
     return result
+
+
+@contextlib.contextmanager
+def _attributes_kept(model: nn.Module):
+    """A forward may store what it computes on the model (timm's attention-bias caches); traced, that
+    is a proxy, which would break the model (a deepcopy, the next forward). Every module's plain
+    attributes and the dicts, lists and sets among them are put back as they were."""
+    saved = []
+    for m in model.modules():
+        attrs = {k: v for k, v in vars(m).items() if not k.startswith("_")}
+        copies = {k: copy.copy(v) for k, v in attrs.items() if type(v) in (dict, list, set)}
+        saved.append((m, attrs, copies))
+    try:
+        yield
+    finally:
+        for m, attrs, copies in saved:
+            d = vars(m)
+            for k in [k for k in d if not k.startswith("_") and k not in attrs]:
+                del d[k]
+            for k, v in attrs.items():
+                if k in copies:
+                    v.clear()
+                    (v.update if isinstance(v, (dict, set)) else v.extend)(copies[k])
+                d[k] = v
 
 
 def _concrete(model: nn.Module, example_inputs: tuple, fx_error: Exception):
