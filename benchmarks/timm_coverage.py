@@ -288,7 +288,7 @@ def _payload(rows: list[dict], left_out: dict, max_params: float) -> dict:
 def _line(row: dict) -> str:
     e, b = row["edgeprune"], row["budget"]
     t = row.get("torch_pruning", {})
-    cell = lambda r: f"{r['status']}{' ' + str(r.get('macs_kept')) if 'macs_kept' in r else ''}"  # noqa: E731
+    cell = lambda r: f"{r.get('status', '-')}{' ' + str(r.get('macs_kept')) if 'macs_kept' in r else ''}"  # noqa: E731
     return f"{row['model']:36s} edgeprune {cell(e):18s} budget {cell(b):16s} tp {cell(t):18s} ({row['seconds']} s)"
 
 
