@@ -8,6 +8,13 @@ from pathlib import Path
 MARKERS = {"float": "o"}  # INT8 recipes and anything else: the cycle below
 OTHER_MARKERS = ("s", "D", "^", "v", "P", "X")
 
+# key -> (file written beside report.md, title): the figures every output format lists, in this order.
+FIGURES = {
+    "pareto": ("report-pareto.png", "Accuracy vs batch-1 latency (Pareto front highlighted)"),
+    "widths": ("report-widths.png", "Width of each layer, baseline vs pruned"),
+    "training": ("report-training.png", "Training curves: validation accuracy and live parameters"),
+}
+
 
 def _pyplot():
     import matplotlib
