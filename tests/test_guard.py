@@ -388,13 +388,13 @@ def test_a_guard_that_stops_short_of_the_budget_says_so_as_a_missed_budget(data_
     assert m["guard"]["by_default"] is True and m["guard"]["rolled_back"] == len(events) - 2
     assert m["guard"]["validations"] == len(events) - 1  # the reference and each try: one pass each
     # the report draws the guard's steps as a table, and its runs table says what ended pruning
-    from edgeprune.report import _markdown, build_report
+    from edgeprune.report import build_report, to_markdown
 
     result, _ = build_report([tmp_path / "run"])
     (run,) = result["runs"]
     assert run["pruning"].endswith("not met: 1.00 reached, ended by the guard")
     assert [row[:2] for row in run["guard"]] == [[e["at"], e["action"]] for e in events]
-    text = _markdown(result)
+    text = to_markdown(result)
     assert "accuracy guard, max drop 1 points of validation accuracy (n=60) (the default):" in text
     assert "| step 17 | reference | 1.0000 | - | 26,698 |" in text
 

@@ -31,7 +31,6 @@ from edgeprune.report.text import (
     to_markdown,
 )
 
-_markdown = to_markdown  # the name report.md's writer had before the split (tests/test_guard.py uses it)
 
 __all__ = [
     "COLUMNS",
