@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   creates .venv, installs edgeprune[train], gets Fashion-MNIST, runs the experiment
 #   make test   creates .venv, installs edgeprune[train,dev], runs the test suite
+#   make docs   builds the docs site into build/site with --strict (mkdocs.yml)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_ARGS ?= --epochs 6 --out runs/demo
 
-.PHONY: demo test lint data clean
+.PHONY: demo test lint docs data clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,10 @@ demo: $(VENV)/.installed data
 
 test: $(VENV)/.installed data
 	$(PY) -m pytest -q
+
+# --strict: a broken link, a page left out of the nav or a documented object without a docstring fails
+docs: $(VENV)/.installed
+	$(VENV)/bin/mkdocs build --strict
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check edgeprune tests benchmarks deploy

@@ -35,19 +35,24 @@ class EdgepruneCallback(TrainerCallback):
         self.pruner = pruner
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        """Checks the Trainer trains the pruner's model and hands the pruner the Trainer's optimizer."""
         if model is not None and model is not self.pruner.model:
             raise UserError("The Trainer trains another model than the Pruner's; build the Pruner on trainer.model.")
         if optimizer is not None:
             self.pruner.use_optimizer(getattr(optimizer, "optimizer", optimizer))  # accelerate wraps it
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        """Accumulates scores from the gradients of the whole (accumulated) step."""
         self.pruner.after_backward()
 
     def on_step_end(self, args, state, control, **kwargs):
+        """Counts the optimizer step; prunes here when the schedule is in steps."""
         self.pruner.step()
 
     def on_epoch_end(self, args, state, control, **kwargs):
+        """Ends the epoch: prunes and compacts there on a pruning epoch (`Pruner.end_epoch`)."""
         self.pruner.end_epoch()
 
     def on_train_end(self, args, state, control, **kwargs):
+        """Removes the units that are still only masked (`Pruner.finalize`)."""
         self.pruner.finalize()

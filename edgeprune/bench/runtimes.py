@@ -66,9 +66,11 @@ class Runtime:
         return importlib.import_module(self.module)
 
     def version(self) -> str | None:
+        """The installed package's version, None when it is not installed."""
         return None if self.missing() else self._version(self.load_module())
 
     def reads(self, path: Path) -> bool:
+        """Whether this runtime opens a file with `path`'s suffix."""
         return any(str(path).endswith(s) for s in self.suffixes)
 
     def open(self, path: Path, threads: int, source: Path | None = None, **options) -> Session:

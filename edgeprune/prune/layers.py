@@ -29,6 +29,10 @@ from edgeprune.prune.tracevals import TensorVal, fixed_like, origin_of
 
 @dataclass(frozen=True)
 class LayerRule:
+    """What edgeprune knows about one kind of layer with parameters (`types`): how its channels
+    couple, what that needs from the layer, the functional ops that compute it, how it is resized
+    after compaction and how often each weight is used per call (see the module docstring)."""
+
     name: str
     types: tuple
     couple: Callable  # couple(c, t, x, shape, where, **numbers) -> the output's value

@@ -78,6 +78,9 @@ def count_params(model: nn.Module) -> int:
 
 @dataclass
 class StepReport:
+    """What one pruning point did: units removed per layer, connections masked, the budget fraction
+    allowed there, whether the model was compacted, where it was, and the accuracy guard's tries."""
+
     removed_units: dict[str, int] = field(default_factory=dict)
     removed_connections: int = 0
     budget: float | None = None
@@ -106,6 +109,7 @@ class Summary:
     guard: dict | None = None  # the accuracy guard's outcome (prune/guard.py Guard.to_dict); None: off
 
     def to_dict(self) -> dict:
+        """The summary as a plain dict (for JSON)."""
         return dict(self.__dict__)
 
     def __str__(self) -> str:
@@ -992,6 +996,7 @@ class Pruner:
 
     # --- bookkeeping ----------------------------------------------------------------------
     def live_params(self) -> int:
+        """Parameters of the model as it is now, masked connections not counted."""
         return count_params(self.model) - self.masks.zeros()
 
     def latency_ms(self) -> float | None:
@@ -1003,6 +1008,7 @@ class Pruner:
         return self.cost.macs(self._shapes({}))
 
     def connection_sparsity(self) -> float:
+        """The share of connection weights (conv, Linear and RNN weights) masked at zero."""
         params = dict(self.model.named_parameters())
         total = sum(params[n].numel() for n in connection_params(self.model))
         return (self.masks.zeros() / total) if total else 0.0
@@ -1015,6 +1021,8 @@ class Pruner:
         }
 
     def summary(self) -> Summary:
+        """What pruning did so far: widths, parameters, MACs and latency before and after, the budget
+        and what ended pruning (printable; `.to_dict()` for JSON)."""
         return Summary(
             widths_before=dict(self.widths_before),
             widths_after=self.widths(),
@@ -1032,6 +1040,8 @@ class Pruner:
         )
 
     def state_dict(self) -> dict:
+        """Everything needed to resume exactly at this step (save it beside the model and optimizer;
+        `load_state_dict` restores it)."""
         return {
             "baseline_params": self.baseline_params,
             "baseline_macs": self.baseline_macs,

@@ -22,6 +22,10 @@ AUTO_POINTS = 10  # pruning points spread over a window no epoch end falls in (s
 
 @dataclass(frozen=True)
 class PruneSchedule:
+    """When to prune and how far: warm-up, pruning window and fine-tuning (in epochs, or in optimizer
+    steps within them), the threshold, at most one budget, and the width rounding. Bad values raise a
+    UserError of one sentence."""
+
     epochs: int
     warmup_epochs: int
     prune_until: float  # fraction of the epochs after which the structure is frozen
@@ -94,10 +98,12 @@ class PruneSchedule:
 
     @property
     def warmup_steps(self) -> int:
+        """Optimizer steps of the warm-up (0 when steps per epoch are not known)."""
         return self.warmup_epochs * (self.steps_per_epoch or 0)
 
     @property
     def total_steps(self) -> Optional[int]:
+        """Optimizer steps of the whole run (None when steps per epoch are not known)."""
         return None if self.steps_per_epoch is None else self.epochs * self.steps_per_epoch
 
     @property
@@ -128,6 +134,7 @@ class PruneSchedule:
         return len(self.points) if self.in_steps else self._epoch_points
 
     def phase(self, epoch: int) -> str:
+        """"warmup", "prune" or "finetune": what epoch `epoch` (numbered from 1) is for."""
         if epoch <= self.warmup_epochs:
             return "warmup"
         return "prune" if epoch <= self.last_prune_epoch else "finetune"
@@ -157,6 +164,7 @@ class PruneSchedule:
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
     def to_dict(self) -> dict:
+        """The schedule as a plain dict (for config.json)."""
         return asdict(self)
 
 
