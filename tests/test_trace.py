@@ -17,7 +17,9 @@ import torch.nn.functional as F
 import torchvision
 from ecosystem_models import (
     GhostLike,
+    LevitMlp,
     MixedByAutograd,
+    MixNetLike,
     RepBlockNet,
     SameSwishNet,
     ShapeBranch,
@@ -266,6 +268,9 @@ MODELS = {
     "same-pad-autograd": (SameSwishNet, image(3, 15)),
     "rep-blocks": (RepBlockNet, image(3, 16)),
     "fx-untraceable": (ShapeBranch, image(3, 10)),
+    "timm-mixconv": (MixNetLike, image(3, 16)),
+    "timm-mixconv-same": (lambda: MixNetLike(same=True), image(3, 15)),
+    "timm-levit-mlp": (LevitMlp, image(3, 12)),
     "ghost-slice": (GhostLike, image(3, 8)),
     "hf-bert": (TinyBert, tokens),
     "hf-bert-eager": (lambda: TinyBert("eager"), tokens),
@@ -594,6 +599,32 @@ class Split(nn.Module):
         return self.a(u) + self.b(v)
 
 
+class SplitLiteral(nn.Module):
+    """Splits at a list written in forward: nothing compaction could rewrite."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 2, 1), nn.Conv2d(5, 2, 1)
+
+    def forward(self, x):
+        u, v = torch.split(self.conv(x), [3, 5], 1)
+        return self.a(u) + self.b(v)
+
+
+class SplitTwice(nn.Module):
+    """Two tensors split at one list attribute: which channels it counts is ambiguous."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.head = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1), nn.Conv2d(8, 2, 1)
+        self.splits = [3, 5]
+
+    def forward(self, x):
+        u1, v1 = torch.split(self.c1(x), self.splits, 1)
+        u2, v2 = torch.split(self.c2(x), self.splits, 1)
+        return self.head(torch.cat([u1 + u2, v1 * v2], 1))
+
+
 class Grouped(nn.Module):
     def __init__(self):
         super().__init__()
@@ -614,6 +645,9 @@ def narrow_ghost():
     "model, x, space, reason",
     [
         (Split(), torch.randn(1, 3, 4, 4), "conv", "splits the channels at sizes fixed in the code"),
+        (SplitLiteral(), torch.randn(1, 3, 4, 4), "conv", "splits the channels at sizes fixed in the code"),
+        (SplitTwice(), torch.randn(1, 3, 4, 4), "c1[0]", "at splits, which another split reads too"),
+        (SplitTwice(), torch.randn(1, 3, 4, 4), "c2[1]", "at splits, which another split reads too"),
         (Grouped(), torch.randn(1, 3, 4, 4), "conv", "GroupNorm over channel groups normalizes over the channels"),
         (Shared(), torch.randn(1, 3, 8, 8), "conv0", "called 2 times"),
         (Normed(), torch.randn(1, 6), "fc1", "LayerNorm normalizes over the channels"),
@@ -686,6 +720,9 @@ class Untraceable(nn.Module):
         ("rep-blocks", "fx"),
         ("fx-untraceable", "concrete"),
         ("ghost-slice", "fx"),
+        ("timm-mixconv", "fx"),
+        ("timm-mixconv-same", "concrete"),
+        ("timm-levit-mlp", "fx"),
     ],
 )
 def test_ecosystem_layers_are_understood(name, method):

@@ -52,6 +52,9 @@ class Group:
     index_map: str | None = None  # buffer whose values are this group's unit indices
     fallback: int | None = None  # the unit that takes the index_map entries of removed units
     protected: tuple[int, ...] = ()  # units never removed
+    # entries of a module's list of channel counts that count this group's units: (module path,
+    # attribute, index, per unit); a traced split at sizes read from that list (timm's MixedConv2d)
+    sizes: tuple[tuple[str, str, int, int], ...] = ()
 
     def own(self) -> list[Slice]:
         return [s for s in self.slices if s.scored]

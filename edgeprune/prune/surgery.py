@@ -53,12 +53,28 @@ def compact_(
     if optimizer is not None:
         slice_optimizer_state(optimizer, keeps, model)  # checks everything before it changes anything
     replaced = resize_(model, keeps)
+    resize_counts(model, groups, removed)
     if optimizer is not None:
         repoint_optimizer(optimizer, replaced)
     with torch.no_grad():
         for name, new in maps.items():
             model.get_buffer(name).copy_(new)
     return keeps
+
+
+def resize_counts(model: nn.Module, groups: list[Group], removed: dict[str, torch.Tensor]) -> None:
+    """Lower the entries of a module's list of channel counts (`Group.sizes`: the split sizes of
+    timm's MixedConv2d) by the units `removed` from the groups they count, so the forward splits
+    the compacted channels where the masked model split them."""
+    gone: dict[tuple[str, str], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for g in groups:
+        n = len(removed.get(g.name, ()))
+        for path, attr, i, per in g.sizes if n else ():
+            gone[(path, attr)][i] += n * per
+    for (path, attr), minus in gone.items():
+        m = model.get_submodule(path)
+        old = getattr(m, attr)
+        setattr(m, attr, type(old)(v - minus.get(i, 0) for i, v in enumerate(old)))
 
 
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
