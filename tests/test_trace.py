@@ -30,6 +30,7 @@ from torch import nn
 
 from edgeprune.errors import UserError
 from edgeprune.models import build_model
+from edgeprune.prune.cost import CostModel
 from edgeprune.prune.groups import OffsetSlice, bilstm_groups, cnn_groups, expand, keep_indices, param_masks_for_units
 from edgeprune.prune.masks import MaskSet
 from edgeprune.prune.surgery import SUPPORTED_OPTIMIZERS, compact_, slice_optimizer_state
@@ -364,6 +365,18 @@ def test_compacted_equals_masked(name):
     widths = {g.name: g.width for g in trace_groups(model, MODELS[name][1](1)).groups}
     for g in traced.groups:
         assert widths[g.name] == g.width - len(removed[g.name])
+
+
+@pytest.mark.parametrize("name", ["resnet-projection", "gru-text", "timm-mixconv"])
+def test_cost_model_reads_the_shapes_of_the_compacted_model(name):
+    """The budget search reads parameter shapes from the CostModel made before compaction (no walk
+    of the module tree per question): they must be the compacted model's."""
+    model, traced = fresh(name)
+    cost = CostModel(model)
+    before = cost.param_shapes()
+    compact_(model, traced.groups, some_units(traced.groups))
+    now = {k: tuple(p.shape) for k, p in model.named_parameters()}
+    assert cost.param_shapes() == now != before
 
 
 @pytest.mark.parametrize("name", [n for n in MODELS if n not in HEAVY])

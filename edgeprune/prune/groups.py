@@ -272,12 +272,12 @@ def sizes_after(
 ) -> dict[str, tuple[int, ...]]:
     """The shape of every tensor once each group keeps `keep[group]` of its units (any units:
     a unit owns the same number of indices of each tensor whichever it is)."""
-    out = {k: list(v) for k, v in shapes.items()}
+    changed: dict[str, list[int]] = {}  # only the shapes that change are copied (called thousands of times)
     for g in groups:
         gone = g.width - keep.get(g.name, g.width)
         if gone <= 0:
             continue
         for s in g.slices:
-            if s.name in out:
-                out[s.name][s.dim] -= gone * indices_per_unit(s)
-    return {k: tuple(v) for k, v in out.items()}
+            if s.name in shapes:
+                changed.setdefault(s.name, list(shapes[s.name]))[s.dim] -= gone * indices_per_unit(s)
+    return {k: tuple(changed[k]) if k in changed else tuple(v) for k, v in shapes.items()}
