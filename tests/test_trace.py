@@ -613,29 +613,40 @@ class Split(nn.Module):
 
 
 class SplitLiteral(nn.Module):
-    """Splits at a list written in forward: nothing compaction could rewrite."""
+    """Splits at a list written in forward, or at a list attribute that does not list the module's
+    convs' input channels (3, 3, 5), so a model rebuilt from pruned weights could not recover it."""
 
-    def __init__(self):
+    def __init__(self, literal: bool):
         super().__init__()
         self.conv, self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 2, 1), nn.Conv2d(5, 2, 1)
+        self.literal, self.sizes = literal, [3, 5]
 
     def forward(self, x):
-        u, v = torch.split(self.conv(x), [3, 5], 1)
+        u, v = torch.split(self.conv(x), [3, 5] if self.literal else self.sizes, 1)
         return self.a(u) + self.b(v)
 
 
-class SplitTwice(nn.Module):
-    """Two tensors split at one list attribute: which channels it counts is ambiguous."""
+class _MixedTwice(nn.Module):
+    """Two tensors split at one list of its convs' input channels: which does the list count?"""
 
     def __init__(self):
         super().__init__()
-        self.c1, self.c2, self.head = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1), nn.Conv2d(8, 2, 1)
+        self.a, self.b = nn.Conv2d(3, 2, 1), nn.Conv2d(5, 2, 1)
         self.splits = [3, 5]
 
+    def forward(self, x, y):
+        u1, v1 = torch.split(x, self.splits, 1)
+        u2, v2 = torch.split(y, self.splits, 1)
+        return self.a(u1 * u2) + self.b(v1 + v2)
+
+
+class SplitTwice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.mixed = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1), _MixedTwice()
+
     def forward(self, x):
-        u1, v1 = torch.split(self.c1(x), self.splits, 1)
-        u2, v2 = torch.split(self.c2(x), self.splits, 1)
-        return self.head(torch.cat([u1 + u2, v1 * v2], 1))
+        return self.mixed(self.c1(x), self.c2(x))
 
 
 class Grouped(nn.Module):
@@ -658,7 +669,8 @@ def narrow_ghost():
     "model, x, space, reason",
     [
         (Split(), torch.randn(1, 3, 4, 4), "conv", "splits the channels at sizes fixed in the code"),
-        (SplitLiteral(), torch.randn(1, 3, 4, 4), "conv", "splits the channels at sizes fixed in the code"),
+        (SplitLiteral(True), torch.randn(1, 3, 4, 4), "conv", "splits the channels at sizes fixed in the code"),
+        (SplitLiteral(False), torch.randn(1, 3, 4, 4), "conv", "splits the channels at sizes fixed in the code"),
         (SplitTwice(), torch.randn(1, 3, 4, 4), "c1[0]", "at splits, which another split reads too"),
         (SplitTwice(), torch.randn(1, 3, 4, 4), "c2[1]", "at splits, which another split reads too"),
         (Grouped(), torch.randn(1, 3, 4, 4), "conv", "GroupNorm over channel groups normalizes over the channels"),

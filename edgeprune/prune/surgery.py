@@ -77,6 +77,32 @@ def resize_counts(model: nn.Module, groups: list[Group], removed: dict[str, torc
         setattr(m, attr, type(old)(v - minus.get(i, 0) for i, v in enumerate(old)))
 
 
+def split_lists(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(module, attribute) of every list of channel counts that lists its module's conv children's
+    input channels in order (timm's MixedConv2d.splits, where each piece of a split goes to its
+    own conv). Compaction lowers such a list itself (resize_counts); a model rebuilt from pruned
+    tensors (models.fit.load_resized) finds the lists here before resizing and `refit_split_lists`
+    after, since the state dict does not hold them."""
+    return [(m, k) for m in model.modules() for k in split_list_names(m)]
+
+
+def split_list_names(m: nn.Module) -> list[str]:
+    """The attributes of module `m` that `split_lists` finds (the tracer prunes the pieces of a
+    split only at such a list: one a rebuilt model can recover)."""
+    convs = [c for c in m.children() if isinstance(c, nn.modules.conv._ConvNd)]
+    if len(convs) < 2 or len(convs) != len(m._modules):
+        return []
+    widths = [c.in_channels for c in convs]
+    return [k for k, v in vars(m).items() if not k.startswith("_") and type(v) in (list, tuple) and list(v) == widths]
+
+
+def refit_split_lists(lists: list[tuple[nn.Module, str]]) -> None:
+    """Set each list `split_lists` found to its conv children's input channels now."""
+    for m, attr in lists:
+        widths = [c.in_channels for c in m.children()]
+        setattr(m, attr, type(getattr(m, attr))(widths))
+
+
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {**dict(model.named_parameters()), **dict(model.named_buffers())}
 

@@ -57,6 +57,7 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from edgeprune.errors import UserError
 from edgeprune.prune.groups import Group, OffsetSlice, Slice
 from edgeprune.prune.layers import FUNCTIONAL, rule_for
+from edgeprune.prune.surgery import split_list_names
 from edgeprune.prune.tracevals import TensorVal, fixed_like, origin_of
 
 
@@ -1238,9 +1239,10 @@ class _Coupling:
 
     def sizes_attribute(self, node, sizes) -> tuple[str, str] | None:
         """(module path, attribute name) of the one list or tuple attribute of the module whose
-        forward made `node` that equals `sizes`; None if there is not exactly one. Should the code
-        split at other sizes that happen to be equal, the compacted model's split no longer adds
-        up and its forward fails: loud, never wrong."""
+        forward made `node` that equals `sizes` and lists the input channels of the module's conv
+        children (surgery.split_list_names: timm's MixedConv2d.splits); None if there is not
+        exactly one. Should the code split at other sizes that happen to be equal, the compacted
+        model's split no longer adds up and its forward fails: loud, never wrong."""
         if not isinstance(sizes, (list, tuple)) or not sizes:
             return None
         if not all(type(v) is int and v > 0 for v in sizes):  # an _Int (computed from channels) or a bool
@@ -1251,8 +1253,9 @@ class _Coupling:
             m = self.model.get_submodule(path)
         except AttributeError:
             return None
-        found = [k for k, v in vars(m).items() if type(v) in (list, tuple) and list(v) == list(sizes)]
-        return (path, found[0]) if len(found) == 1 and not found[0].startswith("_") else None
+        # only a list a model rebuilt from its pruned weights recovers too (models.fit.load_resized)
+        found = [k for k in split_list_names(m) if list(getattr(m, k)) == list(sizes)]
+        return (path, found[0]) if len(found) == 1 else None
 
     def split_layout(self, segs, sizes):
         """The layout cut into consecutive pieces of `sizes` positions (cutting spaces at the piece
