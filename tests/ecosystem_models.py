@@ -108,6 +108,50 @@ class ShapeBranch(nn.Module):
         return self.fc(h.mean((2, 3)))
 
 
+class MixNetLike(nn.Module):
+    """timm's MixedConv2d (MixNet): the channels split at the sizes in its `splits` list, each piece
+    to a conv of its own (1x1 pieces; depthwise 3x3, 5x5, 7x7), the outputs concatenated. A residual
+    joins a block's input to its output; the last split (20 into 8, 6, 6) cuts across the first's
+    pieces (10, 10). With `same`, that conv is 'same'-padded at stride 2 (Conv2dSame: torch.fx cannot
+    trace it, so the model is traced by running it)."""
+
+    def __init__(self, same: bool = False):
+        super().__init__()
+        from timm.layers import BatchNormAct2d, MixedConv2d
+
+        self.stem = nn.Conv2d(3, 12, 3, padding=1, bias=False)
+        self.bn0 = BatchNormAct2d(12)
+        self.pw = MixedConv2d(12, 20, [1, 1])
+        self.bn1 = BatchNormAct2d(20)
+        self.dw = MixedConv2d(20, 20, [3, 5], depthwise=True)
+        self.bn2 = BatchNormAct2d(20, apply_act=False)
+        self.down = MixedConv2d(20, 20, [3, 5, 7], stride=2, padding="same" if same else "", depthwise=True)
+        self.head = nn.Linear(20, 10)
+
+    def forward(self, x):
+        x = self.bn1(self.pw(self.bn0(self.stem(x))))
+        x = x + self.bn2(self.dw(x))
+        return self.head(F.relu(self.down(x)).mean((2, 3)))
+
+
+class LevitMlp(nn.Module):
+    """timm LeViT's LinearNorm (a Linear, then a BatchNorm1d over the tokens flattened into the batch
+    and `reshape_as` back to tokens) in a residual MLP over a conv stem's tokens."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.models.levit import LinearNorm
+
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.ln1, self.act, self.ln2 = LinearNorm(16, 32), nn.Hardswish(), LinearNorm(32, 16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.ln2(self.act(self.ln1(x)))
+        return self.head(x.mean(1))
+
+
 def timm_mobile():
     import timm
 

@@ -12,7 +12,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from ecosystem_models import RepBlockNet, SameSwishNet, ShapeBranch, timm_mobile
+from ecosystem_models import LevitMlp, MixNetLike, RepBlockNet, SameSwishNet, ShapeBranch, timm_mobile
 
 from edgeprune import BudgetWarning, Pruner
 
@@ -24,6 +24,9 @@ CASES = {
     "same-pad-autograd": (SameSwishNet, 15),
     "rep-blocks": (RepBlockNet, 16),
     "fx-untraceable": (ShapeBranch, 10),
+    "timm-mixconv": (MixNetLike, 16),
+    "timm-mixconv-same": (lambda: MixNetLike(same=True), 15),
+    "timm-levit-mlp": (LevitMlp, 12),
 }
 
 

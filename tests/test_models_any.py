@@ -261,7 +261,7 @@ def test_fit_check_changes_nothing():
 # --- load_resized ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["torchvision:resnet18", "torchvision:mobilenet_v2", "resnet20"])
+@pytest.mark.parametrize("name", ["torchvision:resnet18", "torchvision:mobilenet_v2", "resnet20", "timm:mixnet_s"])
 def test_a_compacted_state_dict_loads_into_the_model_built_from_its_config(name):
     arch = {"name": name, "config": {"num_classes": 10}}
     torch.manual_seed(0)

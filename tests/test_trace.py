@@ -17,7 +17,9 @@ import torch.nn.functional as F
 import torchvision
 from ecosystem_models import (
     GhostLike,
+    LevitMlp,
     MixedByAutograd,
+    MixNetLike,
     RepBlockNet,
     SameSwishNet,
     ShapeBranch,
@@ -28,6 +30,7 @@ from torch import nn
 
 from edgeprune.errors import UserError
 from edgeprune.models import build_model
+from edgeprune.prune.cost import CostModel
 from edgeprune.prune.groups import OffsetSlice, bilstm_groups, cnn_groups, expand, keep_indices, param_masks_for_units
 from edgeprune.prune.masks import MaskSet
 from edgeprune.prune.surgery import SUPPORTED_OPTIMIZERS, compact_, slice_optimizer_state
@@ -266,6 +269,9 @@ MODELS = {
     "same-pad-autograd": (SameSwishNet, image(3, 15)),
     "rep-blocks": (RepBlockNet, image(3, 16)),
     "fx-untraceable": (ShapeBranch, image(3, 10)),
+    "timm-mixconv": (MixNetLike, image(3, 16)),
+    "timm-mixconv-same": (lambda: MixNetLike(same=True), image(3, 15)),
+    "timm-levit-mlp": (LevitMlp, image(3, 12)),
     "ghost-slice": (GhostLike, image(3, 8)),
     "hf-bert": (TinyBert, tokens),
     "hf-bert-eager": (lambda: TinyBert("eager"), tokens),
@@ -359,6 +365,18 @@ def test_compacted_equals_masked(name):
     widths = {g.name: g.width for g in trace_groups(model, MODELS[name][1](1)).groups}
     for g in traced.groups:
         assert widths[g.name] == g.width - len(removed[g.name])
+
+
+@pytest.mark.parametrize("name", ["resnet-projection", "gru-text", "timm-mixconv"])
+def test_cost_model_reads_the_shapes_of_the_compacted_model(name):
+    """The budget search reads parameter shapes from the CostModel made before compaction (no walk
+    of the module tree per question): they must be the compacted model's."""
+    model, traced = fresh(name)
+    cost = CostModel(model)
+    before = cost.param_shapes()
+    compact_(model, traced.groups, some_units(traced.groups))
+    now = {k: tuple(p.shape) for k, p in model.named_parameters()}
+    assert cost.param_shapes() == now != before
 
 
 @pytest.mark.parametrize("name", [n for n in MODELS if n not in HEAVY])
@@ -594,6 +612,43 @@ class Split(nn.Module):
         return self.a(u) + self.b(v)
 
 
+class SplitLiteral(nn.Module):
+    """Splits at a list written in forward, or at a list attribute that does not list the module's
+    convs' input channels (3, 3, 5), so a model rebuilt from pruned weights could not recover it."""
+
+    def __init__(self, literal: bool):
+        super().__init__()
+        self.conv, self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 2, 1), nn.Conv2d(5, 2, 1)
+        self.literal, self.sizes = literal, [3, 5]
+
+    def forward(self, x):
+        u, v = torch.split(self.conv(x), [3, 5] if self.literal else self.sizes, 1)
+        return self.a(u) + self.b(v)
+
+
+class _MixedTwice(nn.Module):
+    """Two tensors split at one list of its convs' input channels: which does the list count?"""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 2, 1), nn.Conv2d(5, 2, 1)
+        self.splits = [3, 5]
+
+    def forward(self, x, y):
+        u1, v1 = torch.split(x, self.splits, 1)
+        u2, v2 = torch.split(y, self.splits, 1)
+        return self.a(u1 * u2) + self.b(v1 + v2)
+
+
+class SplitTwice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.mixed = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1), _MixedTwice()
+
+    def forward(self, x):
+        return self.mixed(self.c1(x), self.c2(x))
+
+
 class Grouped(nn.Module):
     def __init__(self):
         super().__init__()
@@ -614,6 +669,10 @@ def narrow_ghost():
     "model, x, space, reason",
     [
         (Split(), torch.randn(1, 3, 4, 4), "conv", "splits the channels at sizes fixed in the code"),
+        (SplitLiteral(True), torch.randn(1, 3, 4, 4), "conv", "splits the channels at sizes fixed in the code"),
+        (SplitLiteral(False), torch.randn(1, 3, 4, 4), "conv", "splits the channels at sizes fixed in the code"),
+        (SplitTwice(), torch.randn(1, 3, 4, 4), "c1[0]", "at splits, which another split reads too"),
+        (SplitTwice(), torch.randn(1, 3, 4, 4), "c2[1]", "at splits, which another split reads too"),
         (Grouped(), torch.randn(1, 3, 4, 4), "conv", "GroupNorm over channel groups normalizes over the channels"),
         (Shared(), torch.randn(1, 3, 8, 8), "conv0", "called 2 times"),
         (Normed(), torch.randn(1, 6), "fc1", "LayerNorm normalizes over the channels"),
@@ -686,6 +745,9 @@ class Untraceable(nn.Module):
         ("rep-blocks", "fx"),
         ("fx-untraceable", "concrete"),
         ("ghost-slice", "fx"),
+        ("timm-mixconv", "fx"),
+        ("timm-mixconv-same", "concrete"),
+        ("timm-levit-mlp", "fx"),
     ],
 )
 def test_ecosystem_layers_are_understood(name, method):

@@ -117,7 +117,7 @@ def load_resized(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Mo
 
     A UserError, before anything changes, when a key is missing or extra or a tensor differs in a
     way pruning never causes (another rank, a larger size, a kernel size)."""
-    from edgeprune.prune.surgery import update_shapes
+    from edgeprune.prune.surgery import refit_split_lists, split_lists, update_shapes
 
     tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     own = model.state_dict()
@@ -148,12 +148,14 @@ def load_resized(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Mo
         ):
             raise mismatch(f"{key} is {list(saved.shape)} in the file, {list(have)} in the model")
         resized[key] = saved.shape
+    lists = split_lists(model)
     for key, shape in resized.items():
         t = tensors[key]
         t.data = torch.empty(shape, dtype=t.dtype, device=t.device)
         if t.grad is not None:
             t.grad = None
     update_shapes(model, resized)
+    refit_split_lists(lists)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:

@@ -225,4 +225,9 @@ def concrete_trace(model: nn.Module, example_inputs: tuple) -> tuple[fx.Graph, d
     for node in graph.nodes:  # name layers and parameters as the user's model does
         if node.op in ("call_module", "get_attr") and node.target.startswith("model."):
             node.target = node.target[len("model.") :]
+        stack = node.meta.get("nn_module_stack")
+        if stack:  # the modules whose forward made the node, by path (`model` is the user's model itself)
+            node.meta["nn_module_stack"] = {
+                k: ("" if path == "model" else path[len("model.") :], *rest) for k, (path, *rest) in stack.items()
+            }
     return graph, tracer.constants

@@ -23,6 +23,12 @@ class CostModel:
     """Parameters and MACs per example of a model, for any shapes of its parameters."""
 
     def __init__(self, model: nn.Module, example_inputs=None):
+        # where each parameter lives, so that its shape now is read without walking the module
+        # tree: a budget search asks for every shape thousands of times (timm's maxvit_pico_rw_256:
+        # 16,000 walks of 740 modules took 85% of its budget run)
+        self._owners = [
+            (k, model.get_submodule(k.rpartition(".")[0]), k.rpartition(".")[2]) for k, _ in model.named_parameters()
+        ]
         self.macs_factors: dict[str, float] | None = None
         if example_inputs is not None:
             self.macs_factors = self._measure(model, example_inputs)
@@ -57,6 +63,11 @@ class CostModel:
             for k, v in model.named_buffers():
                 v.copy_(buffers[k])
         return dict(factors)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of every parameter of the model as it is now (compaction puts the resized
+        parameters in the same modules)."""
+        return {k: tuple(m._parameters[attr].shape) for k, m, attr in self._owners}
 
     def macs(self, shapes: dict[str, tuple[int, ...]]) -> int | None:
         """MACs per example with parameters of these shapes (None without example inputs)."""

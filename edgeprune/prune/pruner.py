@@ -786,7 +786,7 @@ class Pruner:
 
     def _shapes(self, keep: dict[str, int]) -> dict[str, tuple[int, ...]]:
         """Every parameter's shape once each group keeps `keep[group]` of its units."""
-        shapes = {k: tuple(p.shape) for k, p in self.model.named_parameters()}
+        shapes = self.cost.param_shapes()
         return sizes_after(shapes, self.groups, keep)
 
     def _cost_for(self, keep: dict[str, int]) -> float:

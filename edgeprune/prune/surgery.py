@@ -53,12 +53,54 @@ def compact_(
     if optimizer is not None:
         slice_optimizer_state(optimizer, keeps, model)  # checks everything before it changes anything
     replaced = resize_(model, keeps)
+    resize_counts(model, groups, removed)
     if optimizer is not None:
         repoint_optimizer(optimizer, replaced)
     with torch.no_grad():
         for name, new in maps.items():
             model.get_buffer(name).copy_(new)
     return keeps
+
+
+def resize_counts(model: nn.Module, groups: list[Group], removed: dict[str, torch.Tensor]) -> None:
+    """Lower the entries of a module's list of channel counts (`Group.sizes`: the split sizes of
+    timm's MixedConv2d) by the units `removed` from the groups they count, so the forward splits
+    the compacted channels where the masked model split them."""
+    gone: dict[tuple[str, str], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for g in groups:
+        n = len(removed.get(g.name, ()))
+        for path, attr, i, per in g.sizes if n else ():
+            gone[(path, attr)][i] += n * per
+    for (path, attr), minus in gone.items():
+        m = model.get_submodule(path)
+        old = getattr(m, attr)
+        setattr(m, attr, type(old)(v - minus.get(i, 0) for i, v in enumerate(old)))
+
+
+def split_lists(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(module, attribute) of every list of channel counts that lists its module's conv children's
+    input channels in order (timm's MixedConv2d.splits, where each piece of a split goes to its
+    own conv). Compaction lowers such a list itself (resize_counts); a model rebuilt from pruned
+    tensors (models.fit.load_resized) finds the lists here before resizing and `refit_split_lists`
+    after, since the state dict does not hold them."""
+    return [(m, k) for m in model.modules() for k in split_list_names(m)]
+
+
+def split_list_names(m: nn.Module) -> list[str]:
+    """The attributes of module `m` that `split_lists` finds (the tracer prunes the pieces of a
+    split only at such a list: one a rebuilt model can recover)."""
+    convs = [c for c in m.children() if isinstance(c, nn.modules.conv._ConvNd)]
+    if len(convs) < 2 or len(convs) != len(m._modules):
+        return []
+    widths = [c.in_channels for c in convs]
+    return [k for k, v in vars(m).items() if not k.startswith("_") and type(v) in (list, tuple) and list(v) == widths]
+
+
+def refit_split_lists(lists: list[tuple[nn.Module, str]]) -> None:
+    """Set each list `split_lists` found to its conv children's input channels now."""
+    for m, attr in lists:
+        widths = [c.in_channels for c in m.children()]
+        setattr(m, attr, type(getattr(m, attr))(widths))
 
 
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -57,6 +57,7 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from edgeprune.errors import UserError
 from edgeprune.prune.groups import Group, OffsetSlice, Slice
 from edgeprune.prune.layers import FUNCTIONAL, rule_for
+from edgeprune.prune.surgery import split_list_names
 from edgeprune.prune.tracevals import TensorVal, fixed_like, origin_of
 
 
@@ -410,6 +411,7 @@ class _Coupling:
         self.allow_norm = allow_norm_pruning
         self.sp = _Spaces()
         self.recs: list[_Rec] = []
+        self.counts: list[tuple] = []  # (space, module path, attribute, index, per unit): see split()
         self._pieces = None
         self.state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         self.calls, self.attr_reads = defaultdict(int), defaultdict(int)
@@ -713,7 +715,8 @@ class _Coupling:
         if fn is torch.chunk:
             return self.chunk(args[0], args[1], _arg(args, kwargs, 2, "dim", 0), shape, where)
         if fn is torch.split:
-            return self.split(args[0], _arg(args, kwargs, 2, "dim", 0), shape, where)
+            sizes = _arg(args, kwargs, 1, "split_size_or_sections", None)
+            return self.split(node, args[0], sizes, _arg(args, kwargs, 2, "dim", 0), shape, where)
         if fn is torch.flip:
             return self.flip(args[0], _arg(args, kwargs, 1, "dims", ()), shape, where)
         if fn is torch.squeeze or fn is torch.unsqueeze:
@@ -731,6 +734,9 @@ class _Coupling:
             return _Int(derived=(x.segs,)) if isinstance(x, TensorVal) and x.cdim is not None else _Int()
         if name in ("view", "reshape"):
             return self.reshape(x, args[1:], shape, where, node)
+        if name in ("view_as", "reshape_as") and isinstance(_arg(args, kwargs, 1, "other", None), TensorVal):
+            # to another tensor's shape: its sizes, as `x.reshape(other.shape)` reads them
+            return self.reshape(x, (_Size(_arg(args, kwargs, 1, "other", None)),), shape, where, node)
         if name == "expand":
             return self.expand(x, args[1:], shape, where)
         self.guard_ints(args, kwargs, where)
@@ -756,7 +762,8 @@ class _Coupling:
         if name == "chunk":
             return self.chunk(x, args[1], _arg(args, kwargs, 2, "dim", 0), shape, where)
         if name == "split":
-            return self.split(x, _arg(args, kwargs, 2, "dim", 0), shape, where)
+            sizes = _arg(args, kwargs, 1, "split_size", None)
+            return self.split(node, x, sizes, _arg(args, kwargs, 2, "dim", 0), shape, where)
         if name == "flip":
             dims = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
             return self.flip(x, kwargs.get("dims", dims), shape, where)
@@ -979,6 +986,7 @@ class _Coupling:
             _Rec(rec.space, rec.name, rec.dim, rec.offset, rec.block * size, rec.scored) if rec.space == r else rec
             for rec in self.recs
         ]
+        self.counts = [(s, *rest, per * size) if s == r else (s, *rest, per) for s, *rest, per in self.counts]
         sp.width //= size
         return ((r, 1),)
 
@@ -1201,13 +1209,76 @@ class _Coupling:
             return fixed_like(shape)
         return tuple(TensorVal(s, x.cdim, piece) for s in shape)
 
-    def split(self, x, dim, shape, where):
+    def split(self, node, x, sizes, dim, shape, where):
+        """A split of the channels at sizes read from a list attribute of the module that splits
+        (timm's MixedConv2d: `torch.split(x, self.splits, 1)`): each piece is channels of its own,
+        and compaction lowers the list's entries by the units removed from each piece
+        (`Group.sizes`), so the pieces stay where the masked model had them. Sizes fixed anywhere
+        else freeze the channels."""
         if not isinstance(x, TensorVal) or x.cdim is None:
             return fixed_like(shape, origin_of(x))
         if _norm_dim(dim, len(x.shape)) != x.cdim:
             return tuple(TensorVal(s, x.cdim, x.segs) for s in shape)
-        self.freeze(x, where, "splits the channels at sizes fixed in the code")
-        return fixed_like(shape)
+        attr = self.sizes_attribute(node, sizes)
+        pieces = self.split_layout(x.segs, sizes) if attr is not None else None
+        if pieces is None or len(pieces) != len(shape):
+            self.freeze(x, where, "splits the channels at sizes fixed in the code")
+            return fixed_like(shape)
+        if any(c[1:3] == attr for c in self.counts):  # a second split at the same list: which does it count?
+            self.freeze(x, where, f"splits the channels at {attr[1]}, which another split reads too")
+            self.freeze_counted(attr, where)
+            return fixed_like(shape)
+        for i, piece in enumerate(pieces):
+            self.counts += [(sp, *attr, i, blk) for sp, blk in piece]
+        return tuple(TensorVal(s, x.cdim, piece) for s, piece in zip(shape, pieces))
+
+    def freeze_counted(self, attr, where) -> None:
+        for c in [c for c in self.counts if c[1:3] == attr]:
+            self.sp.freeze(c[0], where, f"splits the channels at {attr[1]}, which another split reads too")
+        self.counts = [c for c in self.counts if c[1:3] != attr]
+
+    def sizes_attribute(self, node, sizes) -> tuple[str, str] | None:
+        """(module path, attribute name) of the one list or tuple attribute of the module whose
+        forward made `node` that equals `sizes` and lists the input channels of the module's conv
+        children (surgery.split_list_names: timm's MixedConv2d.splits); None if there is not
+        exactly one. Should the code split at other sizes that happen to be equal, the compacted
+        model's split no longer adds up and its forward fails: loud, never wrong."""
+        if not isinstance(sizes, (list, tuple)) or not sizes:
+            return None
+        if not all(type(v) is int and v > 0 for v in sizes):  # an _Int (computed from channels) or a bool
+            return None
+        stack = node.meta.get("nn_module_stack") or {}
+        path = list(stack.values())[-1][0] if stack else ""
+        try:
+            m = self.model.get_submodule(path)
+        except AttributeError:
+            return None
+        # only a list a model rebuilt from its pruned weights recovers too (models.fit.load_resized)
+        found = [k for k in split_list_names(m) if list(getattr(m, k)) == list(sizes)]
+        return (path, found[0]) if len(found) == 1 else None
+
+    def split_layout(self, segs, sizes):
+        """The layout cut into consecutive pieces of `sizes` positions (cutting spaces at the piece
+        boundaries); None if a boundary falls inside a block."""
+        q = self._leaf_queue(segs)
+        pieces = []
+        for size in sizes:
+            cur, pos = [], 0
+            while pos < size:
+                if not q:
+                    return None
+                leaf, blk = self._pop(q)
+                w = self.sp.s[leaf].width * blk
+                if w > size - pos:
+                    if (size - pos) % blk:
+                        return None
+                    leaf, hi = self.sp.cut(leaf, (size - pos) // blk)
+                    q.appendleft((hi, blk))
+                    w = size - pos
+                cur.append((leaf, blk))
+                pos += w
+            pieces.append(tuple(cur))
+        return None if q else pieces
 
     # --- results ---------------------------------------------------------------------------------
     def result(self) -> TraceResult:
@@ -1220,13 +1291,18 @@ class _Coupling:
                     )
                     if s not in by_leaf[leaf]:
                         by_leaf[leaf].append(s)
+        counts: dict[int, list] = defaultdict(list)
+        for sp, path, attr, i, per in self.counts:
+            for leaf, _ in self.sp.leaves(sp):
+                counts[leaf].append((path, attr, i, per))
         groups = []
         for leaf in sorted(by_leaf):
             sp = self.sp.s[leaf]
             if not any(s.scored for s in by_leaf[leaf]):
                 sp.frozen = ("-", "no parameters of its own to score")
                 continue
-            groups.append(Group(self.name_of(leaf), sp.width, self.simplify(by_leaf[leaf], sp.width)))
+            sizes = tuple(counts[leaf])  # one entry per occurrence of the unit in a piece
+            groups.append(Group(self.name_of(leaf), sp.width, self.simplify(by_leaf[leaf], sp.width), sizes=sizes))
         _check_disjoint(groups, self.state)
         frozen = []
         for i, sp in enumerate(self.sp.s):
