@@ -52,6 +52,9 @@ class Group:
     index_map: str | None = None  # buffer whose values are this group's unit indices
     fallback: int | None = None  # the unit that takes the index_map entries of removed units
     protected: tuple[int, ...] = ()  # units never removed
+    # every unit may go: the sublayer's rule (prune/sublayers.py) was checked to compute what the
+    # masked model computes with all of them masked (prune/compact.py: whole_sublayers)
+    whole: bool = False
 
     def own(self) -> list[Slice]:
         return [s for s in self.slices if s.scored]
