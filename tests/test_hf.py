@@ -611,3 +611,27 @@ def test_the_pruner_removes_whole_sublayers_to_meet_a_budget(dirs):
         assert k.endswith((*QUERY, *FFN, "pooler.dense")), k
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=ids, attention_mask=mask).logits).all()
+
+
+def test_a_run_that_empties_sublayers_reloads_and_exports(dirs, data_root, tmp_path):
+    """`edgeprune train` with a budget below one head and eight neurons per layer: sublayers go
+    whole, the run's metrics say 0 for them, model.pt is rebuilt from the run directory alone with
+    those sizes (0 included), and every export step matches PyTorch within tolerance."""
+    from edgeprune.export.onnx_export import load_run_model
+
+    run = tmp_path / "run"
+    prune = ["--target-macs", "0.1", "--round-to", "8", "--min-width", "8", "--max-accuracy-drop", "none"]
+    edgeprune(
+        "train", *TRAIN, *prune, "--data-dir", data_root, "--model", f"hf:{dirs['bert']}", "--out", run, cwd=tmp_path
+    )
+    widths = json.loads((run / "metrics.json").read_text())["widths"]
+    assert 0 in widths.values(), widths
+    model, _ = load_run_model(run / "model.pt")
+    sizes = [qkv(layer)[0].out_features for layer in layers(model)]
+    sizes += [layer.intermediate.dense.out_features for layer in layers(model)]
+    assert 0 in sizes, sizes
+    for name, w in widths.items():  # the run's record and the rebuilt model agree, 0 included
+        assert model.get_submodule(name).out_features == w, name
+    edgeprune("export", run, "--quantize", "none", cwd=tmp_path)
+    parity = {r["name"]: r for r in json.loads((run / "export" / "parity.json").read_text())["variants"]}
+    assert parity["onnx"]["max_abs_diff"] <= ONNX_ATOL and parity["simplified"]["max_abs_diff"] <= ONNX_ATOL
