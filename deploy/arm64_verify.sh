@@ -119,7 +119,7 @@ log "aarch64 wheels -> $WHEELS"
     --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 \
     --platform manylinux_2_17_aarch64 --python-version 3.11 --implementation cp \
     -d "$WHEELS" "onnxruntime>=1.17,!=1.21.0" "numpy>=1.24" "psutil>=5.9" "typer>=0.12" \
-    "rich>=13" "setuptools>=64" 2>"$WORK/download.log" ||
+    "rich>=13" "tokenizers>=0.20" "setuptools>=64" 2>"$WORK/download.log" ||
     { tail -n 5 "$WORK/download.log" >&2; die "could not download aarch64 wheels"; }
 
 CPUINFO=$WORK/cpuinfo

@@ -349,7 +349,9 @@ def train(
         help="compact (the default: a budget of 10%% of the parameters, distillation, cosine fine-tuning) "
         "or study (the study's exact setting: the threshold alone).",
     ),
-    vocab_size: int = typer.Option(20000, "--vocab-size", help="Text: vocabulary size."),
+    vocab_size: Optional[int] = typer.Option(
+        None, "--vocab-size", help="Text: vocabulary size [default: 20000; an hf: model brings its own]."
+    ),
     max_len: int = typer.Option(256, "--max-len", help="Text: tokens kept per example."),
     embeddings: Optional[Path] = EMBEDDINGS,
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of train held out for validation."),

@@ -162,6 +162,10 @@ def resolve_train_config(
             if kw.get(k) is None:
                 kw[k] = v
     kw["max_accuracy_drop"], kw["guard_by_default"] = _guard(guard_flag, prune, kw)
+    if pretrained and kw.get("vocab_size") is not None:
+        raise UserError(
+            "--vocab-size sizes edgeprune's own vocabulary, and an hf: model tokenizes with its own; drop --vocab-size."
+        )
     if pretrained and kw.get("weights") is not None:
         raise UserError("--weights sets a model's tensors, and an hf: model loads its own; pass one of them.")
     if pretrained and spec.task == "text":

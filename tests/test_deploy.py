@@ -54,8 +54,10 @@ def test_dockerfile_is_runtime_only_and_non_root():
     assert '"onnxruntime>=1.17,!=1.21.0"' in (REPO / "pyproject.toml").read_text()
     # Everything the Dockerfile copies must survive the .dockerignore allow-list.
     allowed = (REPO / ".dockerignore").read_text()
-    for src in ("pyproject.toml", "README.md", "edgeprune/", "docker/entrypoint.sh"):
+    for src in ("pyproject.toml", "README.md", "edgeprune/", "docker/entrypoint.sh", "deploy/predict.py"):
         assert f"!{src}" in allowed
+    # an hf: text bundle classifies raw text on the device: its tokenizer.json needs `tokenizers`
+    assert re.search(r'pip install [^\n]*"tokenizers>=[0-9.]+"', text) and "COPY deploy/predict.py" in text
 
 
 def _build_context(dst: Path) -> Path:

@@ -456,6 +456,7 @@ CASES = {
     "no-tokenizer": (["hf:{no_tok}"], ["tokenizer", "beside config.json"], None),
     "image-data": (["hf:{bert}", "--dataset", "mnist"], ["is a text classifier but mnist is image data"], None),
     "no-transformers": (["hf:{bert}"], ["needs transformers", "pip install 'edgeprune[hf]'"], "shim"),
+    "vocab-size": (["hf:{bert}", "--vocab-size", "500"], ["--vocab-size", "its own; drop --vocab-size"], None),
 }
 
 
@@ -473,3 +474,164 @@ def test_bad_input_is_one_sentence_and_exit_2(bad, data_root, tmp_path, case):
     for phrase in says:
         assert phrase in lines[0], lines[0]
     assert not (tmp_path / "x" / "config.json").exists()
+
+
+# --- whole sublayers: an attention with no head, an FFN with no neuron --------------------------------
+
+
+FFN = ("intermediate.dense", "mlp.fc1")  # the group of a layer's FFN neurons, by its producer
+
+
+def emptied(dirs, kind: str):
+    """(compacted model, masked reference, example, traced groups): every head of layer 0 and every
+    FFN neuron of layer 1 removed, and one unit of every other group."""
+    model, example = built(dirs, kind)
+    traced = trace_groups(model, (example,))
+    by = {g.name: g for g in traced.groups}
+    att0 = next(n for n in by if ".0." in n and n.endswith(QUERY))
+    ffn1 = next(n for n in by if ".1." in n and n.endswith(FFN))
+    assert by[att0].whole and by[ffn1].whole, traced.describe()
+    removed = {n: torch.arange(g.width) if n in (att0, ffn1) else torch.tensor([1]) for n, g in by.items()}
+    ref = masked(model, traced.groups, removed)
+    compact_(model, traced.groups, removed)
+    return model, ref, example
+
+
+@pytest.mark.parametrize("kind", ["bert", "vit"])
+def test_a_whole_attention_and_a_whole_ffn_go_exactly(dirs, kind):
+    """Layer 0 left with no head and layer 1 with no FFN neuron: their query, key, value and FFN
+    rows are gone (no product left) and the model equals the masked one within 1e-5 in eval mode;
+    in BERT the attention block is then LayerNorm(output.dense.bias + input), computed here by hand."""
+    from edgeprune.prune.sublayers import EmptyLinear
+
+    model, ref, example = emptied(dirs, kind)
+    first, second = layers(model)
+    assert all(p.out_features == 0 and isinstance(p, EmptyLinear) for p in qkv(first))
+    ffn = second.intermediate.dense if kind == "bert" else second.mlp.fc1
+    assert ffn.out_features == 0 and isinstance(ffn, EmptyLinear)
+    assert all(p.out_features == HEAD * ((HEADS if kind == "bert" else 2) - 1) for p in qkv(second))
+    checks = [example] + ([text_batch([3, 12, 7], 12, seed=2)] if kind == "bert" else [torch.randn(3, 1, 28, 28)])
+    for x in checks:
+        with torch.no_grad():
+            want, got = ref(x), model(x)
+        assert float(want.abs().max()) > 1e-2
+        assert float((want - got).abs().max()) <= ATOL
+    if kind == "bert":
+        seen = {}
+        first.attention.register_forward_hook(lambda m, a, out: seen.update(x=a[0], y=out[0]))
+        with torch.no_grad():
+            model(checks[1])
+            out = first.attention.output
+            by_hand = out.LayerNorm(out.dense.bias + seen["x"])
+        assert float((seen["y"] - by_hand).abs().max()) <= ATOL
+
+
+@pytest.mark.parametrize("kind", ["bert", "vit"])
+def test_whole_sublayers_reload_and_export(dirs, kind, tmp_path):
+    """The emptied model saved as a state dict is rebuilt from its config alone (the sizes, 0
+    included, are the tensors' shapes) and equals it; its ONNX export matches at batch 1 and 7."""
+    ort = pytest.importorskip("onnxruntime")
+    from edgeprune.export.onnx_export import check_symbolic, export_onnx
+    from edgeprune.models.fit import load_resized
+
+    model, _, _ = emptied(dirs, kind)
+    state = model.state_dict()
+    assert (
+        state[
+            [k for k in state if k.endswith(("0.attention.self.query.weight", "0.attention.q_proj.weight"))][0]
+        ].shape[0]
+        == 0
+    )
+    again = load_resized(build_model(model.arch()).eval(), state)
+    meta = onnx_meta(model, kind)
+    path = tmp_path / "model.onnx"
+    export_onnx(again, meta, path)
+    check_symbolic(path, meta)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch, seq in ((1, 6), (7, 19)):
+        if kind == "bert":
+            x = text_batch(
+                [seq] + [int(n) for n in np.random.default_rng(seq).integers(3, seq + 1, batch - 1)], seq, seq
+            )
+            feed = {"input": x[:, 0].numpy(), "attention_mask": x[:, 1].numpy()}
+        else:
+            x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(seq))
+            feed = {"input": x.numpy()}
+        with torch.no_grad():
+            want, rebuilt = model(x), again(x)
+        assert float((want - rebuilt).abs().max()) <= ATOL
+        (got,) = sess.run(None, feed)
+        assert np.abs(got - want.numpy()).max() <= ONNX_ATOL
+
+
+def test_removing_every_unit_of_an_unchecked_group_is_refused(dirs):
+    """A group the rule was not checked for (here: its mark taken away) keeps its units: compaction
+    refuses, before anything changes, with the reason."""
+    from edgeprune.errors import UserError
+
+    model, example = built(dirs, "bert")
+    traced = trace_groups(model, (example,))
+    g = next(g for g in traced.groups if g.name.endswith(QUERY))
+    g.whole = False
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UserError, match="cannot remove every unit of"):
+        compact_(model, traced.groups, {g.name: torch.arange(g.width)})
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_the_pruner_removes_whole_sublayers_to_meet_a_budget(dirs):
+    """A tight MACs budget with the floor at one head and eight neurons: the budget's steps take
+    whole attention or FFN sublayers below it, the widths say 0, and the model still runs."""
+    from transformers import AutoModelForSequenceClassification
+
+    from edgeprune import Pruner
+
+    model = AutoModelForSequenceClassification.from_pretrained(dirs["bert"], num_labels=2)
+    x = text_batch([12, 7, 9, 12], 12, seed=3)
+    ids, mask, y = x[:, 0], x[:, 1], torch.tensor([0, 1, 1, 0])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    pruner = Pruner(model, (ids, mask), opt, epochs=2, warmup_epochs=0, target_macs=0.05, round_to=8, min_width=8)
+    for epoch in (1, 2):
+        for _ in range(2):
+            loss = torch.nn.functional.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, y)
+            opt.zero_grad()
+            loss.backward()
+            pruner.after_backward()
+            opt.step()
+            pruner.step()
+        pruner.end_epoch(epoch)
+    pruner.finalize()
+    widths = pruner.summary().widths_after
+    gone = [k for k, w in widths.items() if w == 0]
+    assert gone, widths
+    q = [layer.attention.self.query.out_features for layer in model.bert.encoder.layer]
+    f = [layer.intermediate.dense.out_features for layer in model.bert.encoder.layer]
+    assert 0 in q + f, (q, f)
+    for k in gone:
+        assert k.endswith((*QUERY, *FFN, "pooler.dense")), k
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=ids, attention_mask=mask).logits).all()
+
+
+def test_a_run_that_empties_sublayers_reloads_and_exports(dirs, data_root, tmp_path):
+    """`edgeprune train` with a budget below one head and eight neurons per layer: sublayers go
+    whole, the run's metrics say 0 for them, model.pt is rebuilt from the run directory alone with
+    those sizes (0 included), and every export step matches PyTorch within tolerance."""
+    from edgeprune.export.onnx_export import load_run_model
+
+    run = tmp_path / "run"
+    prune = ["--target-macs", "0.1", "--round-to", "8", "--min-width", "8", "--max-accuracy-drop", "none"]
+    edgeprune(
+        "train", *TRAIN, *prune, "--data-dir", data_root, "--model", f"hf:{dirs['bert']}", "--out", run, cwd=tmp_path
+    )
+    widths = json.loads((run / "metrics.json").read_text())["widths"]
+    assert 0 in widths.values(), widths
+    model, _ = load_run_model(run / "model.pt")
+    sizes = [qkv(layer)[0].out_features for layer in layers(model)]
+    sizes += [layer.intermediate.dense.out_features for layer in layers(model)]
+    assert 0 in sizes, sizes
+    for name, w in widths.items():  # the run's record and the rebuilt model agree, 0 included
+        assert model.get_submodule(name).out_features == w, name
+    edgeprune("export", run, "--quantize", "none", cwd=tmp_path)
+    parity = {r["name"]: r for r in json.loads((run / "export" / "parity.json").read_text())["variants"]}
+    assert parity["onnx"]["max_abs_diff"] <= ONNX_ATOL and parity["simplified"]["max_abs_diff"] <= ONNX_ATOL

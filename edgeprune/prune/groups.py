@@ -55,6 +55,9 @@ class Group:
     # entries of a module's list of channel counts that count this group's units: (module path,
     # attribute, index, per unit); a traced split at sizes read from that list (timm's MixedConv2d)
     sizes: tuple[tuple[str, str, int, int], ...] = ()
+    # every unit may go: the sublayer's rule (prune/sublayers.py) was checked to compute what the
+    # masked model computes with all of them masked (prune/compact.py: whole_sublayers)
+    whole: bool = False
 
     def own(self) -> list[Slice]:
         return [s for s in self.slices if s.scored]

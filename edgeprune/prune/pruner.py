@@ -736,7 +736,9 @@ class Pruner:
                 notch = max(rt, math.ceil(keep[g.name] / NOTCH_SHARE))
                 # (keep - notch) rounded up to a multiple of round_to: at most `notch` units go
                 lower = ((keep[g.name] - notch + rt - 1) // rt) * rt
-                if lower < min(mw, n_live) or lower < max(1, len(g.protected)):
+                if g.whole and keep[g.name] > 0 and lower < min(mw, n_live) and not g.protected:
+                    lower = 0  # below the floor a whole sublayer goes (prune/sublayers.py)
+                elif lower < min(mw, n_live) or lower < max(1, len(g.protected)):
                     continue
                 leaving = ascending[g.name][n_live - keep[g.name] : n_live - lower]
                 if per_cost:
@@ -838,9 +840,9 @@ class Pruner:
 
     def _floor_keep(self, units=None) -> dict[str, int]:
         """Survivors of every group at its floor: `units(g)` (default --min-width), never below its
-        protected units nor above its width."""
+        protected units nor above its width; a whole sublayer (Group.whole) can go entirely."""
         units = units or (lambda g: self._in_units(g)[1])
-        return {g.name: max(min(g.width, units(g)), len(g.protected)) for g in self.groups}
+        return {g.name: 0 if g.whole else max(min(g.width, units(g)), len(g.protected)) for g in self.groups}
 
     def _floors(self) -> budgets.Floors:
         """The budget's measure at the lowest widths pruning can reach, as fractions of the dense
@@ -1016,9 +1018,11 @@ class Pruner:
     def widths(self, live: bool = True) -> dict[str, int]:
         """Channels (units, hidden units, rows) of every prunable layer (group) now: the live ones,
         or with live=False all the model holds (masked units included, until compacted)."""
-        return {
+        now = {
             g.name: (int(self._live_units(g).sum()) if live else g.width) * self._per_unit[g.name] for g in self.groups
         }
+        gone = {k: 0 for k in getattr(self, "widths_before", {}) if k not in now}  # a group gone whole: none left
+        return {**gone, **now}
 
     def summary(self) -> Summary:
         """What pruning did so far: widths, parameters, MACs and latency before and after, the budget

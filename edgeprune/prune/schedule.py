@@ -134,7 +134,7 @@ class PruneSchedule:
         return len(self.points) if self.in_steps else self._epoch_points
 
     def phase(self, epoch: int) -> str:
-        """"warmup", "prune" or "finetune": what epoch `epoch` (numbered from 1) is for."""
+        """ "warmup", "prune" or "finetune": what epoch `epoch` (numbered from 1) is for."""
         if epoch <= self.warmup_epochs:
             return "warmup"
         return "prune" if epoch <= self.last_prune_epoch else "finetune"

@@ -17,6 +17,7 @@ from torch import nn
 from edgeprune.errors import UserError
 from edgeprune.prune.groups import Group, keep_indices, remapped_index
 from edgeprune.prune.layers import resize_layer
+from edgeprune.prune.sublayers import empty_sublayers
 
 Keeps = dict[tuple[str, int], torch.Tensor]
 
@@ -41,9 +42,18 @@ def compact_(
 ) -> Keeps:
     """Remove `removed` units of `groups` from `model` (and `optimizer`'s state) in place; returns the keeps.
 
+    Every unit of a group goes only where the group is `whole` (a sublayer whose rule was checked:
+    prune/sublayers.py); elsewhere that is a UserError, before anything changes.
+
     A group read through an index map (vocabulary rows: groups.Group.index_map) has its map
     renumbered: survivors in order, the entries of removed units sent to the fallback unit."""
     state = model.state_dict()
+    refused = [g.name for g in groups if not g.whole and g.width and _removes_all(removed.get(g.name), g.width)]
+    if refused:  # before anything changes
+        raise UserError(
+            f"edgeprune cannot remove every unit of {', '.join(refused)}: what is left of that layer was not shown to "
+            "compute what the masked model computes (prune/sublayers.py); keep at least one unit."
+        )
     keeps = keep_indices(state, groups, removed)
     maps = {
         g.index_map: remapped_index(state[g.index_map], g, removed[g.name])
@@ -103,6 +113,10 @@ def refit_split_lists(lists: list[tuple[nn.Module, str]]) -> None:
         setattr(m, attr, type(getattr(m, attr))(widths))
 
 
+def _removes_all(units: torch.Tensor | None, width: int) -> bool:
+    return units is not None and len(units) > 0 and len(torch.unique(units)) >= width
+
+
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
@@ -147,9 +161,11 @@ def resize_(model: nn.Module, keeps: Keeps) -> dict[nn.Parameter, nn.Parameter]:
 
 def update_shapes(model: nn.Module, tensor_names) -> None:
     """Bring the shape attributes of the layers owning these tensors in line with their tensors
-    (each layer type's rule: prune/layers.py)."""
+    (each layer type's rule: prune/layers.py); a sublayer left with no unit computes what is left
+    of it (prune/sublayers.py)."""
     for path in sorted({name.rpartition(".")[0] for name in tensor_names}):
         resize_layer(model.get_submodule(path))
+    empty_sublayers(model)
 
 
 def repoint_optimizer(optimizer: torch.optim.Optimizer, replaced: dict[nn.Parameter, nn.Parameter]) -> None:

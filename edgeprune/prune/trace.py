@@ -55,8 +55,10 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from edgeprune.errors import UserError
+from edgeprune.prune.compact import whole_sublayers
 from edgeprune.prune.groups import Group, OffsetSlice, Slice
 from edgeprune.prune.layers import FUNCTIONAL, rule_for
+from edgeprune.prune.sublayers import EmptyLinear
 from edgeprune.prune.surgery import split_list_names
 from edgeprune.prune.tracevals import TensorVal, fixed_like, origin_of
 
@@ -77,6 +79,7 @@ class TraceResult:
     frozen: list[Frozen] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)  # layers with parameters the traced forward never runs
     method: str = "fx"  # "fx": torch.fx symbolic trace; "concrete": run on the example input (prune/concrete.py)
+    whole_note: str | None = None  # why no group of Linear layers may lose every unit (prune/compact.py)
 
     def describe(self) -> str:
         lines = [f"{len(self.groups)} prunable channel spaces, {len(self.frozen)} frozen"]
@@ -85,6 +88,11 @@ class TraceResult:
             lines.append(f"  {g.name}: {g.width} units, producers {', '.join(owners)}")
         for f in self.frozen:
             lines.append(f"  frozen {f.space} ({f.width}): {f.reason} [{f.node}]")
+        whole = [g.name for g in self.groups if g.whole]
+        if whole:
+            lines.append(f"  may lose every unit (the whole sublayer goes): {', '.join(whole)}")
+        if self.whole_note:
+            lines.append(f"  every group keeps a unit: {self.whole_note}")
         if self.unused:
             lines.append(
                 "  not in the traced forward (never resized; trace in the mode you train in): " + ", ".join(self.unused)
@@ -939,6 +947,11 @@ class _Coupling:
             return fixed_like(shape)
         sizes = self.size_list(sizes)
         c, src = x.cdim, x.shape
+        if len(shape) > len(src):
+            # (-1, D) first: with one head left, (..., 1, D) also reads as D channels fixed in the code
+            heads = self.split_heads(x, sizes, shape, node)
+            if heads is not None:
+                return heads
         pre = _prod(src[:c])
         for d in range(len(shape)):
             if _prod(shape[:d]) != pre:
@@ -1462,6 +1475,7 @@ def trace_groups(model: nn.Module, example_inputs, allow_norm_pruning: bool = Fa
     result = c.result()
     result.method = method
     result.unused = _unused(model, graph)
+    result.whole_note = whole_sublayers(model, result.groups, example_inputs)
     return result
 
 
@@ -1525,4 +1539,8 @@ def _unused(model: nn.Module, graph: fx.Graph) -> list[str]:
             used.update(f"{n.target}.{k}" for k, _ in model.get_submodule(n.target).named_parameters())
         elif n.op == "get_attr":
             used.add(n.target)
-    return sorted({k.rsplit(".", 1)[0] for k, _ in model.named_parameters() if k not in used})
+    # a Linear left with no input or output (prune/sublayers.py) is traced into, and reads nothing
+    empty = {
+        f"{n}.{k}" for n, m in model.named_modules() if isinstance(m, EmptyLinear) for k, _ in m.named_parameters()
+    }
+    return sorted({k.rsplit(".", 1)[0] for k, _ in model.named_parameters() if k not in used and k not in empty})

@@ -31,7 +31,6 @@ from edgeprune.report.text import (
     to_markdown,
 )
 
-
 __all__ = [
     "COLUMNS",
     "DASH",
