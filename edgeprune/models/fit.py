@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgeprune.errors import UserError
+from edgeprune.errors import UserError, first_line
 
 # What pruning can shrink: the first two dims of a tensor (output and input channels / features,
 # hidden units, vocabulary rows and embedding columns); kernel sizes and the like never change.
@@ -35,11 +35,6 @@ def _describe_input(meta: dict, x: torch.Tensor) -> str:
     if meta["task"] == "text":
         return f"int64 token ids of shape {list(x.shape)} (ids 1..{int(meta.get('vocab_size') or 2) - 1})"
     return f"float images of shape {list(x.shape)}"
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
-    return f"{type(e).__name__}: {lines[0].rstrip('.')}" if lines else type(e).__name__
 
 
 @torch.no_grad()
@@ -70,7 +65,7 @@ def check_model_fits(model: nn.Module, meta: dict) -> None:
                 "(--model-kwargs) or convert the data with --channels / --image-size"
             )
         raise UserError(
-            f"{name} does not run on {meta['dataset']}'s input, {_describe_input(meta, x)} ({_first_line(e)}); {fix}."
+            f"{name} does not run on {meta['dataset']}'s input, {_describe_input(meta, x)} ({first_line(e)}); {fix}."
         ) from None
     finally:
         for m, training in modes.items():
@@ -157,5 +152,5 @@ def load_resized(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Mo
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
-        raise mismatch(_first_line(e)) from None
+        raise mismatch(first_line(e)) from None
     return model

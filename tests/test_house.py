@@ -1,0 +1,268 @@
+"""The house stays tidy: read from the code's own imports (every `import`, including those inside
+functions, which run later but are dependencies all the same), edgeprune's modules form no circle,
+take no private name from one another, and every arrow between its parts points down the layer
+table below. And the runtime side (bench/, the latency table, the run directory's files) imports
+without torch, as on a device whose image has none."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "edgeprune"
+
+# The layers, lowest first. A part is a subpackage or a top-level module of edgeprune; a part may
+# import from its own modules and from parts of LOWER layers only, never from a part of its own
+# layer or one above. The runtime side (errors .. bench) imports no torch: it is what the device runs.
+LAYERS: list[tuple[str, ...]] = [
+    ("errors",),
+    ("version", "manifest", "targets", "faults"),
+    ("run",),  # paths of a run directory and atomic writes (torch-free: bench writes its timings there)
+    ("bench",),  # onnxruntime and numpy only
+    ("latency",),  # the latency model and table (torch-free), probes and the host's table (torch)
+    ("data", "metrics", "distributed"),
+    ("models",),
+    ("prune",),
+    ("config",),
+    ("rundir",),  # a run's format, checkpoints, resume and data, shared by train and export
+    ("export",),
+    ("train", "hf"),
+    ("report_plots",),
+    ("report",),
+    ("experiment",),
+    ("cli",),
+    ("__main__", ""),  # "" is the package itself: `import edgeprune` re-exports the public API
+]
+# the parts the device image runs: they (and all they import) never import torch or onnx
+RUNTIME_MODULES = ("edgeprune.bench", "edgeprune.latency.model", "edgeprune.latency.table")
+TORCH = ("torch", "onnx", "torchvision", "timm", "transformers")
+
+
+def module_files() -> dict[str, Path]:
+    """Every module of edgeprune by dotted name (a package by its own name)."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = module_files()
+
+
+@dataclass(frozen=True)
+class Import:
+    source: str  # the importing module
+    target: str  # the imported edgeprune module
+    name: str | None  # the name taken from it (`from target import name`), None for `import target`
+    line: int
+
+
+def defined_in(module: str) -> set[str]:
+    """Names a module binds itself (functions, classes, assignments), as opposed to names it imports."""
+    names = set()
+    for node in ast.parse(MODULES[module].read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names |= {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def imports_of(module: str) -> tuple[list[Import], set[str]]:
+    """The edgeprune imports of `module` and the other top-level packages it imports."""
+    path = MODULES[module]
+    here = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found, external = [], set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "edgeprune":
+                    found.append(Import(module, alias.name, None, node.lineno))
+                else:
+                    external.add(alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here.split(".")[: len(here.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            if target.split(".")[0] != "edgeprune":
+                external.add(target.split(".")[0])
+                continue
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                found.append(
+                    Import(module, sub, None, node.lineno)
+                    if sub in MODULES
+                    else Import(module, target, alias.name, node.lineno)
+                )
+    return found, external
+
+
+IMPORTS = {m: imports_of(m) for m in MODULES}
+
+
+def graph() -> dict[str, set[str]]:
+    """module -> the edgeprune modules it imports. A package's __init__ counts as a module like any
+    other: `from edgeprune.models import build_model` depends on edgeprune/models/__init__.py, and so on
+    all that file imports to re-export."""
+    return {m: {i.target for i in IMPORTS[m][0] if i.target != m} for m in MODULES}
+
+
+def part(module: str) -> str:
+    return module.split(".")[1] if "." in module else ""
+
+
+def rank(p: str) -> int:
+    return next(i for i, layer in enumerate(LAYERS) if p in layer)
+
+
+def cycles(g: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each as a sorted list."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in g.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(g):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_every_part_has_a_layer():
+    parts = {part(m) for m in MODULES}
+    assert parts <= {p for layer in LAYERS for p in layer}, sorted(parts - {p for layer in LAYERS for p in layer})
+
+
+def test_no_import_cycle():
+    assert cycles(graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    # the check above could pass by never finding anything
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_every_arrow_points_down_the_layers():
+    wrong = [
+        f"{i.source} (line {i.line}) imports {i.target}: {part(i.source) or 'edgeprune'} is not above "
+        f"{part(i.target) or 'edgeprune'}"
+        for m in MODULES
+        for i in IMPORTS[m][0]
+        if part(i.source) != part(i.target) and rank(part(i.source)) <= rank(part(i.target))
+    ]
+    assert wrong == []
+
+
+def test_no_private_name_across_modules():
+    aliases_by_module = {}
+    wrong = []
+    for m in MODULES:
+        found = IMPORTS[m][0]
+        for i in found:
+            if i.name and i.name.startswith("_") and not i.name.startswith("__") and i.target != m:
+                wrong.append(f"{m} (line {i.line}) imports {i.name} from {i.target}")
+        # `import edgeprune.x as y`, `from edgeprune import x`: names that stand for another module here
+        tree = ast.parse(MODULES[m].read_text())
+        aliases = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name in MODULES:
+                        aliases[a.asname or a.name] = a.name
+            elif isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("edgeprune"):
+                for a in node.names:
+                    if f"{node.module}.{a.name}" in MODULES:
+                        aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+        aliases_by_module[m] = aliases
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute) or not node.attr.startswith("_") or node.attr.startswith("__"):
+                continue
+            dotted = ast.unparse(node.value)
+            target = aliases.get(dotted) or (dotted if dotted in MODULES else None)
+            if target is not None and target != m:
+                wrong.append(f"{m} (line {node.lineno}) uses {target}.{node.attr}")
+    assert wrong == []
+
+
+def reachable(start: str, g: dict[str, set[str]]) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += g.get(m, ())
+            if m in MODULES and MODULES[m].name == "__init__.py":
+                todo += [s for s in MODULES if s.rpartition(".")[0] == m]  # a package brings its modules
+    return seen
+
+
+def test_the_runtime_side_imports_no_torch_anywhere():
+    """Read from the code: not even an import inside a function, which a device would one day call."""
+    g = graph()
+    wrong = {
+        m: sorted(IMPORTS[m][1] & set(TORCH))
+        for start in RUNTIME_MODULES
+        for m in reachable(start, g)
+        if IMPORTS[m][1] & set(TORCH)
+    }
+    assert wrong == {}
+
+
+def test_the_layer_check_sees_an_arrow_up():
+    # a made-up module of bench that imports prune is seen by the same rule the test above applies
+    assert rank(part("edgeprune.bench.x")) <= rank(part("edgeprune.prune.pruner"))
+    assert part("edgeprune") == "" and rank("") == len(LAYERS) - 1
+
+
+@pytest.mark.parametrize("start", RUNTIME_MODULES)
+def test_the_runtime_side_imports_with_torch_blocked(start):
+    """Every module of the runtime side, and all they import, loaded in a fresh interpreter where
+    `import torch` (and onnx) fails, as in the device image."""
+    g = graph()
+    names = sorted(m for m in reachable(start, g) if m in MODULES)
+    code = textwrap.dedent(f"""
+        import importlib, sys
+        for blocked in {TORCH!r}:
+            sys.modules[blocked] = None  # any import of it now raises ImportError
+        for name in {names!r}:
+            importlib.import_module(name)
+        loaded = [m for m in sys.modules if m.split(".")[0] in {TORCH!r} and sys.modules[m] is not None]
+        assert not loaded, loaded
+        print("clean", len({names!r}))
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ), timeout=120
+    )
+    assert proc.returncode == 0 and f"clean {len(names)}" in proc.stdout, proc.stdout + proc.stderr
