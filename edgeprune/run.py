@@ -220,6 +220,7 @@ def load_torch(path: Path, what: str, fix: str = "re-create it with edgeprune tr
 def load_model(arch: dict, state_dict: dict):
     """The model of `arch` holding `state_dict`, at the (pruned) widths the tensors have: built from
     its description, then each layer resized to the saved shapes before the weights load."""
-    from edgeprune.models import build_model, load_resized
+    from edgeprune.models import build_model
+    from edgeprune.prune.surgery import load_resized
 
     return load_resized(build_model(arch), state_dict)

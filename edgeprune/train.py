@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from edgeprune import __version__, distributed, faults
+from edgeprune import distributed, faults
 from edgeprune.bench.metrics import majority_warning
 from edgeprune.config import TrainConfig, default_threads, schedule_of
 from edgeprune.data.loader import Data, Split, load_data
@@ -43,6 +43,7 @@ from edgeprune.run import (
     save_torch,
     write_jsonl,
 )
+from edgeprune.version import __version__
 
 console = Console()
 # what an epoch's record says about pruning: what went, the budget, where it pruned, the guard's steps

@@ -12,8 +12,8 @@ from pathlib import Path
 import onnx
 import torch
 
-from edgeprune import __version__
 from edgeprune.errors import UserError, machine_refusal
+from edgeprune.version import __version__
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeprune import __version__
 from edgeprune.errors import UserError
 from edgeprune.latency.model import PROBES_FORMAT, PROBES_MANIFEST, PROBES_VERSION, fingerprint
 from edgeprune.prune.cost import CostModel
 from edgeprune.prune.groups import GROUP_BUILDERS, Group, model_groups
 from edgeprune.prune.schedule import round_keep
 from edgeprune.prune.surgery import compact_
+from edgeprune.version import __version__
 
 DEFAULT_N = 32
 HELD_OUT = 0.25

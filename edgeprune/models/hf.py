@@ -11,7 +11,7 @@ classes (a head for another number is replaced). `transformers` is the optional 
 
 A run records the model's config in its architecture (`HFClassifier.arch`), so resume, export and
 bench rebuild it without the directory or the hub; the pruned head counts and FFN sizes are the
-shapes of the saved tensors (edgeprune.models.fit.load_resized), which the attention code follows
+shapes of the saved tensors (edgeprune.prune.surgery.load_resized), which the attention code follows
 (it reshapes to (-1, head size)).
 """
 
