@@ -574,8 +574,8 @@ def latency(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table with this fit to this file."),
 ):
     """Fit a latency table (numpy only), show its held-out error, check it fits a model and settings."""
-    from edgeprune.latency.table import fit_summary, read_probes
     from edgeprune.latency.model import LatencyModel, check_table, read_table
+    from edgeprune.latency.table import fit_summary, read_probes
 
     data = read_table(table)
     if probes_dir is not None:
