@@ -157,6 +157,7 @@ def symbolic_problems(model: onnx.ModelProto, meta: dict) -> list[str]:
 
 
 def check_symbolic(path: Path, meta: dict) -> None:
+    """A UserError when the saved graph at `path` froze an axis that must stay symbolic."""
     problems = symbolic_problems(onnx.load(str(path), load_external_data=False), meta)
     if problems:
         raise UserError(
@@ -173,6 +174,7 @@ def set_metadata(model: onnx.ModelProto, props: dict[str, str]) -> None:
 
 
 def get_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    """The model's metadata_props as a dict."""
     return {p.key: p.value for p in model.metadata_props}
 
 
@@ -191,6 +193,7 @@ def finalize(path: Path, props: dict[str, str], ir_version: int | None = IR_VERS
 
 
 def full_check(path: Path) -> None:
+    """The ONNX checker in full on the file at `path`; its complaint as one UserError sentence."""
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:  # noqa: BLE001
@@ -201,4 +204,5 @@ def full_check(path: Path) -> None:
 
 
 def metadata_props(meta_dict: dict) -> dict[str, str]:
+    """The metadata_props entry that holds edgeprune's self-description (under META_KEY, as JSON)."""
     return {META_KEY: json.dumps(meta_dict, sort_keys=True)}
