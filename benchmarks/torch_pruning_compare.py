@@ -39,7 +39,7 @@ from edgeprune.metrics import loss_fn, training_loss
 from edgeprune.models import build_model, default_config
 from edgeprune.prune.cost import CostModel
 from edgeprune.prune.pruner import count_params
-from edgeprune.run import load_model
+from edgeprune.rundir import load_model
 from edgeprune.train import evaluate, logits_of
 
 

@@ -1,8 +1,7 @@
 """edgeprune: prune while training, rebuild smaller, export to ONNX/INT8, measure on edge CPUs."""
 
 from edgeprune.errors import BudgetWarning, GuardWarning
-
-__version__ = "0.1.0"
+from edgeprune.version import __version__
 
 __all__ = ["BudgetWarning", "GuardWarning", "Pruner", "__version__"]
 

@@ -521,7 +521,7 @@ def bench(
     for w in caught:
         err.print(f"[bold yellow]warning[/]: {escape(str(w.message))}", highlight=False, soft_wrap=True)
     if latency_probes is not None:
-        from edgeprune.bench.latency_table import run as run_probes
+        from edgeprune.latency.table import run as run_probes
 
         code = run_probes(latency_probes, settings, json_out)
     else:
@@ -576,8 +576,8 @@ def latency(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table with this fit to this file."),
 ):
     """Fit a latency table (numpy only), show its held-out error, check it fits a model and settings."""
-    from edgeprune.bench.latency_table import fit_summary, read_probes
     from edgeprune.latency.model import LatencyModel, check_table, read_table
+    from edgeprune.latency.table import fit_summary, read_probes
 
     data = read_table(table)
     if probes_dir is not None:

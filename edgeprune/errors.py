@@ -24,6 +24,33 @@ def unknown_choice(kind: str, name: str, choices) -> UserError:
     return UserError(f"Unknown {kind} '{name}'; choose one of {', '.join(choices)}.{hint}")
 
 
+def first_line(e: BaseException, limit: int | None = None) -> str:
+    """An exception as one clause for a sentence: its type and the first line of its message (a
+    SyntaxError's own message, without the file and line its text repeats), cut to `limit` characters."""
+    if isinstance(e, SyntaxError) and e.msg:
+        return f"{type(e).__name__}: {e.msg}"
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    return f"{type(e).__name__}: {lines[0].rstrip('.')[:limit]}" if lines else type(e).__name__
+
+
+def import_extra(module: str, needed_by: str, extra: str, why=first_line):
+    """The optional package `module`, imported; else one sentence saying that `needed_by` needs it and
+    which extra installs it (`why` describes the error of an install that is there but broken)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(
+            f"{needed_by} needs {module}, which is not installed; pip install 'edgeprune[{extra}]'."
+        ) from None
+    except Exception as e:  # noqa: BLE001 - a broken install (a version too old or too new for this torch)
+        raise UserError(
+            f"{needed_by} needs {module}, which fails to import ({why(e)}); "
+            f"reinstall it with pip install -U 'edgeprune[{extra}]'."
+        ) from None
+
+
 class BudgetWarning(UserWarning):
     """Pruning cannot reach (or did not reach) what was asked: a budget below the model's floor
     (frozen layers, --min-width), or a schedule with no pruning epoch. Warned by `Pruner` when it

@@ -1,4 +1,5 @@
-"""The run directory: paths, atomic writes, loading artifacts. Torch-free."""
+"""The run directory: its paths, atomic writes, JSON files. Torch-free, so bench/ writes its timings
+into a run without torch; what the files hold, checkpoints and models are edgeprune.rundir."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from edgeprune.errors import UserError, os_error, writing_into
+from edgeprune.errors import UserError, writing_into
 
 RUN_FORMAT = 1  # bumped when the layout of a run directory changes incompatibly
 PARTIAL_SUFFIX = ".partial"  # temporary files of atomic writes; a crash can leave one behind
@@ -183,43 +184,3 @@ class RunDir:
 
     def bench_files(self) -> Iterable[Path]:
         return sorted(self.bench.glob("*.json")) if self.bench.exists() else []
-
-
-# --- torch files of a run (torch is imported only here: bench/ reads runs without it) -------------
-
-
-def save_torch(path: Path, obj, midway: Optional[Callable[[], None]] = None) -> None:
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue(), midway)
-
-
-def load_torch(path: Path, what: str, fix: str = "re-create it with edgeprune train") -> dict:
-    """A checkpoint or model file, read without unpickling code (weights_only); `fix` ends the
-    sentence of a file that cannot be read."""
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist; train the run first (edgeprune train --out {path.parent}).") from None
-    except OSError as e:
-        if os_error(e) is not None:
-            raise  # the machine refused (permission...): the CLI's one sentence for OS errors says so
-        raise UserError(f"{path} cannot be read ({e.strerror or e}); {fix}.") from None
-    except Exception as e:
-        raise UserError(
-            f"{path} is not a readable {what} ({type(e).__name__}); it is corrupt or from another tool: {fix}."
-        ) from None
-
-
-def load_model(arch: dict, state_dict: dict):
-    """The model of `arch` holding `state_dict`, at the (pruned) widths the tensors have: built from
-    its description, then each layer resized to the saved shapes before the weights load."""
-    from edgeprune.models import build_model, load_resized
-
-    return load_resized(build_model(arch), state_dict)

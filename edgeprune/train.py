@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -18,10 +17,10 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from edgeprune import __version__, distributed, faults
+from edgeprune import distributed, faults
 from edgeprune.bench.metrics import majority_warning
 from edgeprune.config import TrainConfig, default_threads, schedule_of
-from edgeprune.data.loader import Data, Split, load_data
+from edgeprune.data.loader import Data, Split
 from edgeprune.data.registry import get_spec
 from edgeprune.data.text import Vocab
 from edgeprune.errors import BudgetWarning, UserError
@@ -30,18 +29,22 @@ from edgeprune.models import build_model, check_model_fits, default_config, laye
 from edgeprune.prune import budget as budgets
 from edgeprune.prune.bn import recalibrate_batchnorm
 from edgeprune.prune.pruner import Pruner, count_params, guard_line
-from edgeprune.run import (
-    RUN_FORMAT,
-    RunDir,
-    append_jsonl,
-    atomic_write_bytes,
-    atomic_write_json,
+from edgeprune.run import RunDir, append_jsonl, atomic_write_bytes, atomic_write_json, read_json
+from edgeprune.rundir import (
+    check_run_dir,
+    check_same_data,
+    checkpoint_record,
+    clear_for_new_run,
+    load_checkpoint,
     load_model,
-    load_torch,
-    read_json,
-    read_jsonl,
+    load_run_data,
+    model_record,
+    new_run_config,
+    readable_run_config,  # noqa: F401  (edgeprune.experiment imports it from here)
+    restore_history,
     save_torch,
-    write_jsonl,
+    ship_vocab,
+    training_vocab,
 )
 
 console = Console()
@@ -75,101 +78,6 @@ def evaluate(model: torch.nn.Module, data: Data, split: Split) -> dict:
         "f1": f1_score(pred, split.y, data.spec.num_classes),
         "n": len(split),
     }
-
-
-RESTART = "pass --restart to discard it and start over"
-
-
-def _check_run_dir(run: RunDir, cfg: TrainConfig, resume: bool, restart: bool = False) -> bool:
-    """Validate an existing run directory; returns True when there is a checkpoint to resume.
-
-    Nothing already saved is overwritten unless `restart` says so: a checkpoint whose config.json is
-    missing or corrupt is resumed with config.json rebuilt from the copy the checkpoint holds, or
-    refused, never silently replaced by a new run."""
-    if restart:
-        if resume:
-            raise UserError("--resume continues a run and --restart discards it; pass one of them.")
-        return False
-    if resume and not run.root.is_dir():
-        raise UserError(
-            f"--resume: {run.root} does not exist, so there is no run to continue; fix the --out path, "
-            "or drop --resume to start a new run there."
-        )
-    saved = readable_run_config(run)
-    if saved is None:
-        saved = _config_from_checkpoint(run, resume)
-    if saved is None:
-        if resume:
-            raise UserError(
-                f"--resume: {run.root} holds no run to continue (no config.json, no checkpoint.pt); fix the --out "
-                "path, or drop --resume to start a new run there."
-            )
-        return False
-    if saved.get("run_format") != RUN_FORMAT:
-        raise UserError(
-            f"{run.root} was written by another edgeprune version (run format "
-            f"{saved.get('run_format')}, this is {RUN_FORMAT}); train into a new --out."
-        )
-    saved_id = TrainConfig(**saved["config"]).identity()
-    diff = sorted(k for k in set(saved_id) | set(cfg.identity()) if saved_id.get(k) != cfg.identity().get(k))
-    if diff:
-        raise UserError(
-            f"{run.root} holds a run with a different configuration ({', '.join(diff)} differ); "
-            f"choose another --out, or {RESTART}."
-        )
-    if not resume:
-        state = "a finished run" if run.metrics.exists() else "an unfinished run"
-        raise UserError(
-            f"{run.root} already holds {state} with this configuration; pass --resume to "
-            f"continue it, choose another --out, or {RESTART}."
-        )
-    return run.checkpoint.exists()
-
-
-def readable_run_config(run: RunDir) -> Optional[dict]:
-    """A run's config.json, or None when it is missing, or unreadable while a checkpoint can stand in."""
-    if not run.config.exists():
-        return None
-    try:
-        saved = read_json(run.config)
-    except UserError:
-        if not run.checkpoint.exists():
-            raise
-        return None
-    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
-        if not run.checkpoint.exists():
-            raise UserError(f"{run.config} holds no training configuration; {RESTART} (or choose another --out).")
-        return None
-    return saved
-
-
-def _config_from_checkpoint(run: RunDir, resume: bool) -> Optional[dict]:
-    """With config.json missing or corrupt: None when nothing of a run is there; else, on --resume,
-    config.json rebuilt from the checkpoint's copy; else a UserError whose advice loses nothing."""
-    saved_files = [p.name for p in (run.checkpoint, run.model, run.metrics) if p.exists()]
-    if not saved_files:
-        return None
-    state = "is missing" if not run.config.exists() else "is corrupt"
-    if not run.checkpoint.exists():
-        raise UserError(
-            f"{run.config} {state} but {run.root} holds {', '.join(saved_files)} of a run and no checkpoint to "
-            f"rebuild it from; restore config.json from a backup, choose another --out, or {RESTART}."
-        )
-    if not resume:
-        raise UserError(
-            f"{run.config} {state} but {run.checkpoint} holds a run; pass --resume to rebuild config.json from "
-            f"the checkpoint and continue, or {RESTART}."
-        )
-    ckpt = load_torch(run.checkpoint, "checkpoint", fix=f"restore it from a backup, or {RESTART}")
-    saved = ckpt.get("run_config") if isinstance(ckpt, dict) else None
-    if not isinstance(saved, dict):
-        raise UserError(
-            f"{run.config} {state} and {run.checkpoint} (from an older edgeprune) holds no copy of it; restore "
-            f"config.json from a backup to continue, or {RESTART}."
-        )
-    atomic_write_json(run.config, saved)
-    console.print(f"{run.config} {state}; rebuilt it from {run.checkpoint}", highlight=False, soft_wrap=True)
-    return saved
 
 
 def train_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, restart: bool = False) -> dict:
@@ -248,7 +156,7 @@ class _Training:
     # --- opening ---------------------------------------------------------------------------------
     def open(self, resume: bool, restart: bool = False) -> None:
         cfg, ctx, run = self.cfg, self.ctx, self.run
-        has_ckpt = distributed.on_main(ctx, lambda: _check_run_dir(run, cfg, resume, restart))
+        has_ckpt = distributed.on_main(ctx, lambda: check_run_dir(run, cfg, resume, restart, console))
         torch.set_num_threads(cfg.threads or max(1, default_threads() // ctx.local_world))
         torch.manual_seed(cfg.seed)
         self._load_data(has_ckpt)
@@ -259,7 +167,7 @@ class _Training:
             self.weights_init = model.load_info if not has_ckpt else read_json(run.config).get("weights_init")
         check_model_fits(model, self.meta)  # channels and classes: one sentence, before anything is written
         self.baseline_params = count_params(model)
-        ckpt = distributed.on_main(ctx, lambda: _load_checkpoint(run)) if has_ckpt else None
+        ckpt = distributed.on_main(ctx, lambda: load_checkpoint(run)) if has_ckpt else None
         if cfg.embeddings and ckpt is None:  # a resumed run's embedding is in its checkpoint
             from edgeprune.models.embeddings import init_embedding
 
@@ -291,19 +199,10 @@ class _Training:
 
     def _load_data(self, has_ckpt: bool) -> None:
         cfg, ctx = self.cfg, self.ctx
-        saved_vocab = distributed.on_main(ctx, lambda: _training_vocab(self.run) if has_ckpt else None)
+        saved_vocab = distributed.on_main(ctx, lambda: training_vocab(self.run) if has_ckpt else None)
         tokenizer = _model_tokenizer(cfg, self.run, has_ckpt)
-        self.data = load_data(
-            cfg.dataset,
-            Path(cfg.data_dir) if cfg.data_dir else None,
-            seed=cfg.seed,
-            limit=cfg.limit,
-            val_fraction=cfg.val_fraction,
-            vocab_size=cfg.vocab_size,
-            max_len=cfg.max_len,
-            vocab=Vocab.from_json(saved_vocab) if saved_vocab else None,
-            options=cfg.data_options,
-            tokenizer=tokenizer,
+        self.data = load_run_data(
+            cfg.to_dict(), vocab=Vocab.from_json(saved_vocab) if saved_vocab else None, tokenizer=tokenizer
         )
         self.meta = self.data.input_meta()
         if cfg.keep_best and not len(self.data.val):
@@ -312,7 +211,7 @@ class _Training:
                 f"{len(self.data.train)} training examples leaves none for validation; raise --val-fraction or --limit."
             )
         if has_ckpt and ctx.is_main:
-            _check_same_data(self.run, self.meta)
+            check_same_data(self.run, self.meta)
 
     def _resume(self, ckpt: dict) -> None:
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -325,32 +224,19 @@ class _Training:
             torch.set_rng_state(ckpt["rng"])
         if self.ctx.is_main:
             self.run_config = read_json(self.run.config)  # _check_run_dir read it (or rebuilt it) just now
-            self.history = _restore_history(self.run, ckpt)
+            self.history = restore_history(self.run, ckpt, console)
             console.print(f"resuming {self.run.root} at epoch {self.start}/{self.cfg.epochs}")
 
     def _start_run_dir(self, restart: bool = False) -> None:
         run, data = self.run, self.data
-        run.root.mkdir(parents=True, exist_ok=True)
-        for p in (run.history, run.metrics, run.checkpoint, run.model, run.train_vocab, *run.partial_writes()):
-            p.unlink(missing_ok=True)
-        if restart:  # the old run's export, bundle and timings would pass for the new run's
-            for d in (run.export, run.bundle, run.bench):
-                shutil.rmtree(d, ignore_errors=True)
-            (run.root / "bundle.tar.gz").unlink(missing_ok=True)
+        clear_for_new_run(run, restart)
         if data.vocab is not None:
             atomic_write_json(run.vocab, data.vocab.to_json())
         if data.tokenizer is not None:
             atomic_write_bytes(run.tokenizer, data.tokenizer.text.encode())
-        self.run_config = {
-            "run_format": RUN_FORMAT,
-            "edgeprune_version": __version__,
-            "config": self.cfg.to_dict(),
-            "input": self.meta,
-            "data_source": data.source,
-            "baseline_params": self.baseline_params,
-            "embeddings_init": self.embeddings_init,
-            "weights_init": self.weights_init,
-        }
+        self.run_config = new_run_config(
+            self.cfg, self.meta, data.source, self.baseline_params, self.embeddings_init, self.weights_init
+        )
         atomic_write_json(run.config, self.run_config)
 
     def _say_start(self) -> None:
@@ -605,25 +491,20 @@ class _Training:
             }
             self.history.append(record)
             self._remember_best(epoch, val["accuracy"], val["loss"])
-            ckpt = {
-                "format": RUN_FORMAT,
-                "edgeprune_version": __version__,
-                "epoch": epoch,
-                "train_seconds": self.train_seconds,
-                "arch": _arch(self.model, self.spec),
-                "model": _cpu(self.model.state_dict()),
-                "optimizer": _cpu(self.optimizer.state_dict()),
-                "pruner": self.pruner.state_dict() if self.pruner else None,
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                "teacher_logits": self.teacher,
-                "best": self.best,
-                "rng": torch.get_rng_state(),  # the generator dropout and word dropout draw from
-                # The history is part of the atomic checkpoint, so the two cannot disagree:
-                # history.jsonl is a copy for readers, rewritten from here on resume.
-                "history": self.history,
-                # config.json's contents: if that file is lost or damaged, --resume rebuilds it from here
-                "run_config": self.run_config,
-            }
+            ckpt = checkpoint_record(
+                epoch=epoch,
+                train_seconds=self.train_seconds,
+                arch=_arch(self.model, self.spec),
+                model=_cpu(self.model.state_dict()),
+                optimizer=_cpu(self.optimizer.state_dict()),
+                pruner=self.pruner.state_dict() if self.pruner else None,
+                scaler=self.scaler.state_dict() if self.scaler is not None else None,
+                teacher_logits=self.teacher,
+                best=self.best,
+                rng=torch.get_rng_state(),
+                history=self.history,
+                run_config=self.run_config,
+            )
             faults.crash("before-checkpoint", epoch)
             save_torch(self.run.checkpoint, ckpt, midway=faults.crasher("mid-checkpoint", epoch))
             faults.crash("after-checkpoint", epoch)
@@ -719,19 +600,10 @@ class _Training:
             "world_size": ctx.world,
         }
         faults.crash("before-model", cfg.epochs)
-        shipped, shipped_meta = _ship_vocab(run, model, self.data.vocab, self.meta)
+        shipped, shipped_meta = ship_vocab(run, model, self.data.vocab, self.meta)
         save_torch(
             run.model,
-            {
-                "format": "edgeprune.model",
-                "version": 1,
-                "edgeprune_version": __version__,
-                "arch": _arch(shipped, self.spec),
-                "state_dict": _cpu(shipped.state_dict()),
-                "input": shipped_meta,
-                "params": live,
-                "source_run": str(run.root),
-            },
+            model_record(run, _arch(shipped, self.spec), _cpu(shipped.state_dict()), shipped_meta, live),
         )
         atomic_write_json(run.metrics, metrics)
         if not self.quiet:
@@ -754,10 +626,6 @@ class _Training:
         return metrics
 
 
-def _load_checkpoint(run: RunDir) -> dict:
-    return load_torch(run.checkpoint, "checkpoint", fix=f"restore it from a backup, or {RESTART}")
-
-
 def guard_announcement(guard) -> str:
     """The line that says the accuracy guard is on, and how to turn it off when that is the default."""
     what = (
@@ -767,42 +635,6 @@ def guard_announcement(guard) -> str:
     if guard.by_default:
         return f"{what} (on by default with a budget; --max-accuracy-drop none turns it off)"
     return what
-
-
-def _restore_history(run: RunDir, ckpt: dict) -> list[dict]:
-    """The checkpoint's history, written back to history.jsonl (which a crash may have left one
-    line short, or with a torn last line); older checkpoints without one keep the file's lines."""
-    for p in run.partial_writes():
-        p.unlink()
-    saved = ckpt.get("history")
-    if saved is None:
-        history = [h for h in read_jsonl(run.history) if h["epoch"] <= ckpt["epoch"]]
-    else:
-        try:
-            on_disk = read_jsonl(run.history)
-        except UserError:
-            on_disk = None  # corrupt in the middle: the checkpoint's copy replaces it
-        if on_disk != saved:
-            console.print(
-                f"{run.history} did not match the checkpoint (an interrupted write); rewrote its "
-                f"{len(saved)} epoch(s) from the checkpoint",
-                highlight=False,
-                soft_wrap=True,
-            )
-        history = list(saved)
-    write_jsonl(run.history, history)
-    return history
-
-
-def _check_same_data(run: RunDir, meta: dict) -> None:
-    """Resuming on data whose classes or input changed would train a model that cannot fit it."""
-    saved = read_json(run.config).get("input") or {}
-    for key in ("labels", "input_shape"):
-        if key in saved and saved[key] != meta.get(key):
-            raise UserError(
-                f"the data of {run.root} changed since the run started ({key} {saved[key]} then, "
-                f"{meta.get(key)} now); restore it or train into a new --out."
-            )
 
 
 def _score(v) -> str:
@@ -826,31 +658,6 @@ def _model_tokenizer(cfg: TrainConfig, run: RunDir, has_ckpt: bool):
     return TokenizerFile(tokenizer_json(cfg.model, cfg.max_len)[0])
 
 
-def _training_vocab(run: RunDir) -> dict | None:
-    """The vocabulary the checkpoint's model reads: vocab.json until pruning shrinks it at the end."""
-    for path in (run.train_vocab, run.vocab):
-        if path.exists():
-            return read_json(path)
-    return None
-
-
-def _ship_vocab(run: RunDir, model, vocab: Optional[Vocab], meta: dict):
-    """The model to save as model.pt and its input description. A BiLSTM's token map is folded into
-    its embedding; when vocabulary rows were pruned, vocab.json becomes the shrunk vocabulary (in the
-    new row order) and the training one is kept as vocab.train.json, which --resume reads."""
-    fold = getattr(model, "without_token_map", None)
-    if fold is None or vocab is None:
-        return model, meta
-    shipped, ids = fold()
-    if ids == list(range(len(vocab))):
-        return shipped, meta
-    small = vocab.select(ids)
-    if not run.train_vocab.exists():
-        atomic_write_json(run.train_vocab, vocab.to_json())
-    atomic_write_json(run.vocab, small.to_json())
-    return shipped, {**meta, "vocab_size": len(small), "vocab_sha256": small.sha256()}
-
-
 def _cpu(obj):
     """A (nested) state dict with every tensor on the CPU, loadable anywhere: not a copy where a
     tensor is on the CPU already, so save it before training changes it (or clone it, as --keep-best does)."""
@@ -871,7 +678,7 @@ def _finite_grads(model: torch.nn.Module) -> bool:
 def _arch(model, spec: dict) -> dict:
     """What rebuilds the model: the study's models describe themselves at their current widths;
     any other model is its builder and arguments, and its (compacted) tensors give the widths
-    (run.load_model)."""
+    (rundir.load_model)."""
     return model.arch() if hasattr(model, "arch") else spec
 
 

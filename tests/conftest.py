@@ -25,7 +25,7 @@ def one_torch_thread():
 @pytest.fixture(autouse=True)
 def _offline_hub(monkeypatch):
     """Tests never wait on the network: the hub counts as unreachable unless a test says otherwise."""
-    monkeypatch.setattr("edgeprune.data.sources._hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr("edgeprune.data.sources.hub_reachable", lambda timeout=3.0: False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("EDGEPRUNE_DATA", raising=False)
 

@@ -226,7 +226,7 @@ MUTATIONS = [
     ),
     Mutation(
         "resume-ignores-checkpoint-history",
-        "edgeprune/train.py",
+        "edgeprune/rundir.py",
         'saved = ckpt.get("history")',
         "saved = None",
         ("tests/test_crash.py",),

@@ -437,7 +437,7 @@ def test_bench_imports_neither_torch_nor_onnx(tmp_path):
         sys.modules["onnx"] = None
         from typer.testing import CliRunner
         import edgeprune.bench, edgeprune.bench.worker, edgeprune.targets
-        import edgeprune.bench.runtimes, edgeprune.bench.choose, edgeprune.bench.latency_table
+        import edgeprune.bench.runtimes, edgeprune.bench.choose, edgeprune.latency.table
         from edgeprune.cli import app
         r = CliRunner().invoke(app, ["bench", {str(path)!r}, "--runs", "2", "--rounds", "1",
                                      "--warmup", "0"])

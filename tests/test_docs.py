@@ -24,8 +24,14 @@ def _hooks():
 
 def test_reference_page_documents_the_public_api():
     paths = _hooks().documented_paths()
-    for name in ("edgeprune", "edgeprune.prune.pruner.Pruner", "edgeprune.hf.EdgepruneCallback",
-                 "edgeprune.prune.layers.LayerRule", "edgeprune.errors.BudgetWarning", "edgeprune.errors.GuardWarning"):
+    for name in (
+        "edgeprune",
+        "edgeprune.prune.pruner.Pruner",
+        "edgeprune.hf.EdgepruneCallback",
+        "edgeprune.prune.layers.LayerRule",
+        "edgeprune.errors.BudgetWarning",
+        "edgeprune.errors.GuardWarning",
+    ):
         assert name in paths, f"docs/reference.md does not document {name}"
 
 

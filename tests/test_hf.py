@@ -532,7 +532,7 @@ def test_whole_sublayers_reload_and_export(dirs, kind, tmp_path):
     included, are the tensors' shapes) and equals it; its ONNX export matches at batch 1 and 7."""
     ort = pytest.importorskip("onnxruntime")
     from edgeprune.export.onnx_export import check_symbolic, export_onnx
-    from edgeprune.models.fit import load_resized
+    from edgeprune.prune.surgery import load_resized
 
     model, _, _ = emptied(dirs, kind)
     state = model.state_dict()

@@ -13,8 +13,8 @@ from torch import nn
 
 from edgeprune.config import resolve_train_config
 from edgeprune.errors import UserError
-from edgeprune.models import build_model, check_model_fits, default_config, load_resized, parse_model_kwargs
-from edgeprune.prune.surgery import compact_
+from edgeprune.models import build_model, check_model_fits, default_config, parse_model_kwargs
+from edgeprune.prune.surgery import compact_, load_resized
 from edgeprune.prune.trace import trace_groups
 
 REPO = Path(__file__).resolve().parents[1]

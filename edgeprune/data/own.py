@@ -19,8 +19,8 @@ import numpy as np
 
 from edgeprune.data import images, memory, tables
 from edgeprune.data.options import DataOptions, coerce
-from edgeprune.data.registry import DatasetSpec
 from edgeprune.data.sources import RawData, RawSplit
+from edgeprune.data.spec import DatasetSpec
 from edgeprune.errors import DataNotFound, UserError
 
 HUB_PREFIX = "hf:"
@@ -319,7 +319,7 @@ def parse_hub(ref: str) -> tuple[str, Optional[str]]:
 
 def load_hub(ref: str, opts: DataOptions) -> dict:
     """The splits of a hub dataset ({name: datasets.Dataset}); offline and not cached: DataNotFound."""
-    from edgeprune.data.sources import _hub_reachable
+    from edgeprune.data.sources import hub_reachable
 
     hf_id, config = parse_hub(ref)
     missing = (
@@ -333,7 +333,7 @@ def load_hub(ref: str, opts: DataOptions) -> dict:
     import logging
 
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-    offline = not _hub_reachable()
+    offline = not hub_reachable()
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"  # fail at once (or use the local HF cache) instead of retrying
         hf.config.HF_HUB_OFFLINE = True

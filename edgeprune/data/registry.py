@@ -8,50 +8,15 @@ specs written by hand; a path or hf:owner/name resolves to a spec built from the
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
+from edgeprune.data.spec import DatasetSpec
 from edgeprune.errors import UserError, unknown_choice
-
-if TYPE_CHECKING:
-    from edgeprune.data.options import DataOptions
 
 DATA_ENV = "EDGEPRUNE_DATA"
 DEFAULT_DATA_DIR = Path("data")  # relative to where edgeprune runs
 SYSTEM_DIRS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    task: str  # "image" or "text"
-    labels: tuple[str, ...]
-    hf_id: str = ""
-    test_split: str = "test"  # the hub split used as the test set
-    image_shape: Optional[tuple[int, int, int]] = None  # C, H, W
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
-    local_format: str = ""
-    hf_text_column: str = "text"
-    notes: str = ""
-    default_model: str = field(default="")
-    # Your own data (kind folder, table or hub); a registry entry leaves these empty.
-    kind: str = "registry"
-    ref: str = ""  # the absolute path or hf:owner/name[:config] that --dataset resolves again
-    label_order: str = ""  # where the order of `labels` comes from
-    columns: tuple[str, ...] = ()  # tables: (text or image column, label column)
-    test_from: str = ""  # the test split's folder, file or hub split; "" when carved from train
-    options: Optional["DataOptions"] = None  # the flags the data was read with
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.labels)
-
-    @property
-    def id(self) -> str:
-        """What --dataset names to find this spec again: the registry name, a path or hf:owner/name."""
-        return self.ref or self.name
 
 
 DATASETS: dict[str, DatasetSpec] = {}

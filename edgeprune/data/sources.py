@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgeprune.data.registry import DatasetSpec
+from edgeprune.data.spec import DatasetSpec
 from edgeprune.errors import DataNotFound, UserError
 
 IDX_FILES = {
@@ -200,7 +200,7 @@ def read_hub(spec: DatasetSpec, looked_in: list[Path]) -> RawData:
     import os
 
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-    if not _hub_reachable():
+    if not hub_reachable():
         os.environ["HF_HUB_OFFLINE"] = "1"  # fail at once (or use the local HF cache) instead of retrying
         hf.config.HF_HUB_OFFLINE = True
     try:
@@ -210,7 +210,8 @@ def read_hub(spec: DatasetSpec, looked_in: list[Path]) -> RawData:
     return RawData(_hub_split(spec, ds["train"]), _hub_split(spec, ds[spec.test_split]), f"hub:{spec.hf_id}")
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers within `timeout` seconds (at once False when HF_HUB_OFFLINE says so)."""
     import os
     import socket
     from urllib.parse import urlparse

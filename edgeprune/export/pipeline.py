@@ -19,7 +19,8 @@ from edgeprune.data.tokenizer import FILE as TOKENIZER_FILE
 from edgeprune.errors import UserError, check_finite, writing_into
 from edgeprune.export import bundle as bundle_mod
 from edgeprune.export import onnx_export, parity, quantize, simplify
-from edgeprune.run import RUN_FORMAT, RunDir, read_json
+from edgeprune.run import RunDir, read_json
+from edgeprune.rundir import check_data_still_there, load_run_data, load_run_model, model_tokens, read_run_config
 
 FORMATS = ("onnx",)
 PARITY_BATCH = 16  # examples in the fixed batch the logits are compared on
@@ -91,7 +92,7 @@ def export_run(run_dir, **options) -> dict:
     run = RunDir(Path(run_dir))
     if not run.root.is_dir():
         raise UserError(f"{run.root} is not a directory; pass a run directory written by edgeprune train.")
-    model, record = onnx_export.load_run_model(run.model)
+    model, record = load_run_model(run.model)
     with writing_into(run.root):  # a full disk names no file: the sentence names the run
         return _export_staged(run, model, record, opts, target)
 
@@ -126,44 +127,11 @@ def _load_eval_data(run: RunDir, record: dict, opts: ExportOptions):
     """The run's data, loaded as training loaded it (same seed, limit, vocabulary)."""
     import torch
 
-    from edgeprune.data.loader import load_data
-    from edgeprune.data.text import Vocab
-
-    config = read_json(run.config)
-    cfg = config.get("config") if isinstance(config, dict) else None
-    if not isinstance(cfg, dict) or "dataset" not in cfg:
-        raise UserError(f"{run.config} has no training configuration; re-create the run with edgeprune train.")
-    if config.get("run_format") != RUN_FORMAT:  # its data and vocabulary may be laid out otherwise
-        raise UserError(
-            f"{run.root} was written by another edgeprune version (run format {config.get('run_format')}, "
-            f"this is {RUN_FORMAT}); re-train it with this version."
-        )
-    _check_data_still_there(run, cfg["dataset"])
+    config, cfg = read_run_config(run)
+    check_data_still_there(run, cfg["dataset"])
     meta = record.get("input") or config.get("input")
-    vocab = tokenizer = None
-    if meta.get("tokenizer"):  # a pretrained model's own tokenizer, saved by training
-        from edgeprune.data.tokenizer import TokenizerFile
-
-        tokenizer = TokenizerFile.read(run.tokenizer)
-        if tokenizer.sha256() != meta.get("tokenizer_sha256"):
-            raise UserError(f"{run.tokenizer} is not the tokenizer the model was trained with; restore it or re-train.")
-    elif meta["task"] == "text":
-        vocab = Vocab.from_json(read_json(run.vocab))
-        if meta.get("vocab_sha256") and vocab.sha256() != meta["vocab_sha256"]:
-            raise UserError(f"{run.vocab} is not the vocabulary the model was trained with; restore it or re-train.")
-    data_dir = opts.data_dir or cfg.get("data_dir")
-    data = load_data(
-        cfg["dataset"],
-        Path(data_dir) if data_dir else None,
-        seed=cfg.get("seed", 0),
-        limit=cfg.get("limit"),
-        val_fraction=cfg.get("val_fraction", 0.1),
-        vocab_size=cfg.get("vocab_size", 20000),
-        max_len=cfg.get("max_len", 256),
-        vocab=vocab,
-        options=cfg.get("data_options"),
-        tokenizer=tokenizer,
-    )
+    vocab, tokenizer = model_tokens(run, meta)
+    data = load_run_data(cfg, opts.data_dir, vocab=vocab, tokenizer=tokenizer)
     now = data.input_meta()
     for key in ("labels", "input_shape", "normalization"):
         if key in meta and meta[key] != now.get(key):
@@ -185,18 +153,6 @@ def _load_eval_data(run: RunDir, record: dict, opts: ExportOptions):
     idx = np.unique(np.linspace(0, len(data.train) - 1, n_cal).astype(np.int64))
     calib_x = ready(data.train.x[torch.from_numpy(idx)])
     return meta, data, eval_x, eval_y, calib_x, vocab, tokenizer
-
-
-def _check_data_still_there(run: RunDir, dataset: str) -> None:
-    """Your own data is found again at the path training recorded; when it has moved, the advice is
-    what export itself can follow: the path back, or config.json's "dataset" field pointed at it."""
-    from edgeprune.data.own import HUB_PREFIX, is_own
-
-    if is_own(dataset) and not dataset.startswith(HUB_PREFIX) and not Path(dataset).expanduser().exists():
-        raise UserError(
-            f"the data {run.root} was trained on, {dataset}, is no longer there; put it back at that path, "
-            f'or set "dataset" under "config" in {run.config} to where it is now, and export again.'
-        )
 
 
 def _export(

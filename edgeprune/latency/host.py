@@ -31,8 +31,8 @@ def host_latency_model(
     """(fitted latency model, its table's path): probes of `model` at sampled widths written to
     OUT_DIR/probes and timed here into OUT_DIR/table.json. A table already there for this model,
     threads and batch (a resumed run) is reused, not measured again."""
-    from edgeprune.bench.latency_table import measure_probes
     from edgeprune.latency.probes import make_probes, model_fingerprint
+    from edgeprune.latency.table import measure_probes
     from edgeprune.run import atomic_write_json
 
     out_dir = Path(out_dir)

@@ -35,7 +35,7 @@ from edgeprune.errors import UserError
 
 TABLE_FORMAT = "edgeprune.latency-table"
 TABLE_VERSION = 1
-# what edgeprune.latency.probes writes (torch) and edgeprune.bench.latency_table reads (runtime only)
+# what edgeprune.latency.probes writes (torch) and edgeprune.latency.table reads (runtime only)
 PROBES_FORMAT = "edgeprune.latency-probes"
 PROBES_VERSION = 1
 PROBES_MANIFEST = "probes.json"

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeprune import __version__
 from edgeprune.errors import UserError
 from edgeprune.latency.model import PROBES_FORMAT, PROBES_MANIFEST, PROBES_VERSION, fingerprint
 from edgeprune.prune.cost import CostModel
 from edgeprune.prune.groups import GROUP_BUILDERS, Group, model_groups
 from edgeprune.prune.schedule import round_keep
 from edgeprune.prune.surgery import compact_
+from edgeprune.version import __version__
 
 DEFAULT_N = 32
 HELD_OUT = 0.25
@@ -178,8 +178,8 @@ def make_probes(
     """Write up to `n` probes of `model` (at sampled widths) as ONNX files and `probes.json` into
     `out_dir`; returns the manifest. `groups` defaults to the pruner's (declared or traced);
     `meta` is the run's input description (inferred for one float input)."""
-    from edgeprune.export.onnx_export import export_onnx, finalize, metadata_props
     from edgeprune.manifest import write_manifest
+    from edgeprune.models.to_onnx import export_onnx, finalize, metadata_props
     from edgeprune.run import atomic_write_json
 
     if n < 4:
@@ -239,8 +239,8 @@ def run_probes(run_dir: Path, out_dir: Path | None = None, **kw) -> tuple[dict, 
     train` builds it (so it needs no weights: a run just started, or a baseline of the same
     dataset and model, gives the fingerprint of its pruned runs); written to RUN/latency/probes
     unless `out_dir` is given. Returns (manifest, the probes directory)."""
-    from edgeprune.export.onnx_export import example_input
     from edgeprune.models import build_model, default_config
+    from edgeprune.models.to_onnx import example_input
     from edgeprune.run import read_json
 
     run_dir = Path(run_dir)

@@ -6,7 +6,7 @@ path/to/file.py:factory; see registry.py and external.py. weights.py loads pretr
 
 from edgeprune.models import bilstm, cnn, resnet  # noqa: F401  (importing registers the models)
 from edgeprune.models.external import canonical_name, parse_model_kwargs
-from edgeprune.models.fit import check_model_fits, layer_widths, load_resized
+from edgeprune.models.fit import check_model_fits, layer_widths
 from edgeprune.models.registry import MODELS, build_model, check_fits, default_config, register_model
 from edgeprune.models.weights import load_weights
 
@@ -18,7 +18,6 @@ __all__ = [
     "check_model_fits",
     "default_config",
     "layer_widths",
-    "load_resized",
     "load_weights",
     "parse_model_kwargs",
     "register_model",

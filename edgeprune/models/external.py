@@ -25,7 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from edgeprune.errors import UserError
+from edgeprune.errors import UserError, first_line, import_extra
 
 TORCHVISION = "torchvision:"
 TIMM = "timm:"
@@ -93,13 +93,6 @@ def parse_model_kwargs(text: str | None) -> dict | None:
     return value
 
 
-def _first_line(e: BaseException) -> str:
-    if isinstance(e, SyntaxError) and e.msg:
-        return f"{type(e).__name__}: {e.msg}"
-    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
-    return f"{type(e).__name__}: {lines[0].rstrip('.')}" if lines else type(e).__name__
-
-
 def _a(obj) -> str:
     """'a list', 'an int': the article and type name of `obj`."""
     name = type(obj).__name__
@@ -164,7 +157,7 @@ def build_torchvision(name: str, config: dict):
         return _torchvision_models().get_model(name, weights=None, **config)
     except Exception as e:  # noqa: BLE001 - torchvision raises TypeError, ValueError or AssertionError
         raise UserError(
-            f"torchvision's {name} cannot be built with {json.dumps(config)} ({_first_line(e)}); fix --model-kwargs."
+            f"torchvision's {name} cannot be built with {json.dumps(config)} ({first_line(e)}); fix --model-kwargs."
         ) from None
 
 
@@ -176,18 +169,7 @@ PRETRAINED_OPTIONS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", 
 
 
 def _timm():
-    try:
-        import timm
-    except ImportError:
-        raise UserError(
-            "--model timm:NAME needs timm, which is not installed; pip install 'edgeprune[timm]'."
-        ) from None
-    except Exception as e:  # noqa: BLE001 - a broken install (a timm too old or too new for this torch)
-        raise UserError(
-            f"--model timm:NAME needs timm, which fails to import ({_first_line(e)}); "
-            "reinstall it with pip install -U 'edgeprune[timm]'."
-        ) from None
-    return timm
+    return import_extra("timm", "--model timm:NAME", "timm")
 
 
 def check_timm(name: str) -> None:
@@ -222,7 +204,7 @@ def build_timm(name: str, config: dict):
         return timm.create_model(name, pretrained=False, **config)
     except Exception as e:  # noqa: BLE001 - timm raises TypeError, ValueError, AssertionError ...
         raise UserError(
-            f"timm's {name} cannot be built with {json.dumps(config)} ({_first_line(e)}); fix --model-kwargs."
+            f"timm's {name} cannot be built with {json.dumps(config)} ({first_line(e)}); fix --model-kwargs."
         ) from None
 
 
@@ -287,7 +269,7 @@ def _import(file: Path) -> ModuleType:
     except (Exception, SystemExit) as e:  # noqa: BLE001 - whatever the user's file raises
         sys.modules.pop(module_name, None)
         raise UserError(
-            f"Importing the model file {file} raises {_first_line(e)} at {_where(e, file)}; "
+            f"Importing the model file {file} raises {first_line(e)} at {_where(e, file)}; "
             "fix the file or point --model at another one."
         ) from None
     finally:
@@ -353,7 +335,7 @@ def build_from_file(name: str, config: dict):
         model = fn(**config)
     except Exception as e:  # noqa: BLE001 - whatever the user's factory raises
         raise UserError(
-            f"{_call(factory, config)} in {file} raises {_first_line(e)} at {_where(e, file)}; "
+            f"{_call(factory, config)} in {file} raises {first_line(e)} at {_where(e, file)}; "
             "fix the factory or --model-kwargs."
         ) from None
     finally:

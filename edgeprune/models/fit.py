@@ -1,8 +1,7 @@
-"""Any model against the data and against saved weights.
+"""Any model against the data.
 
 `check_model_fits` runs a model once on inputs shaped like the data's, so that a model built for
 other images, other token ids or another number of classes fails with one sentence before training.
-`load_resized` loads a pruned (smaller) state dict into a model built from its original config.
 """
 
 from __future__ import annotations
@@ -10,11 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgeprune.errors import UserError
-
-# What pruning can shrink: the first two dims of a tensor (output and input channels / features,
-# hidden units, vocabulary rows and embedding columns); kernel sizes and the like never change.
-PRUNABLE_DIMS = 2
+from edgeprune.errors import UserError, first_line
 
 
 def example_batch(meta: dict, batch: int = 2) -> torch.Tensor:
@@ -35,11 +30,6 @@ def _describe_input(meta: dict, x: torch.Tensor) -> str:
     if meta["task"] == "text":
         return f"int64 token ids of shape {list(x.shape)} (ids 1..{int(meta.get('vocab_size') or 2) - 1})"
     return f"float images of shape {list(x.shape)}"
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
-    return f"{type(e).__name__}: {lines[0].rstrip('.')}" if lines else type(e).__name__
 
 
 @torch.no_grad()
@@ -70,7 +60,7 @@ def check_model_fits(model: nn.Module, meta: dict) -> None:
                 "(--model-kwargs) or convert the data with --channels / --image-size"
             )
         raise UserError(
-            f"{name} does not run on {meta['dataset']}'s input, {_describe_input(meta, x)} ({_first_line(e)}); {fix}."
+            f"{name} does not run on {meta['dataset']}'s input, {_describe_input(meta, x)} ({first_line(e)}); {fix}."
         ) from None
     finally:
         for m, training in modes.items():
@@ -107,57 +97,3 @@ def layer_widths(model: nn.Module) -> dict[str, int]:
         elif isinstance(m, nn.RNNBase):
             widths[name] = m.hidden_size
     return widths
-
-
-@torch.no_grad()
-def load_resized(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    """Load `state_dict` into `model` (built from its original, unpruned config) although pruning
-    made some of its tensors smaller: each such tensor of `model` takes the saved shape, then the
-    shape attributes of its layer follow (channels, features, groups, hidden size ...). Returns `model`.
-
-    A UserError, before anything changes, when a key is missing or extra or a tensor differs in a
-    way pruning never causes (another rank, a larger size, a kernel size)."""
-    from edgeprune.prune.surgery import refit_split_lists, split_lists, update_shapes
-
-    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    own = model.state_dict()
-    name = type(model).__name__
-
-    def mismatch(why: str) -> UserError:
-        return UserError(
-            f"The saved state dict does not match the model {name} ({why}); was it trained with another --model?"
-        )
-
-    missing, extra = sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own))
-    if missing or extra:
-        what = [f"missing {', '.join(missing[:3])}"] if missing else []
-        what += [f"unexpected {', '.join(extra[:3])}"] if extra else []
-        raise mismatch(", ".join(what))
-    resized = {}
-    for key, saved in state_dict.items():
-        if not torch.is_tensor(saved):
-            raise mismatch(f"{key} is a {type(saved).__name__}, not a tensor")
-        have = own[key].shape
-        if saved.shape == have:
-            continue
-        if (
-            saved.dim() != len(have)
-            or any(s != h for s, h in zip(saved.shape[PRUNABLE_DIMS:], have[PRUNABLE_DIMS:]))
-            or any(s > h for s, h in zip(saved.shape, have))
-            or key not in tensors
-        ):
-            raise mismatch(f"{key} is {list(saved.shape)} in the file, {list(have)} in the model")
-        resized[key] = saved.shape
-    lists = split_lists(model)
-    for key, shape in resized.items():
-        t = tensors[key]
-        t.data = torch.empty(shape, dtype=t.dtype, device=t.device)
-        if t.grad is not None:
-            t.grad = None
-    update_shapes(model, resized)
-    refit_split_lists(lists)
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as e:
-        raise mismatch(_first_line(e)) from None
-    return model

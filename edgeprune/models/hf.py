@@ -11,7 +11,7 @@ classes (a head for another number is replaced). `transformers` is the optional 
 
 A run records the model's config in its architecture (`HFClassifier.arch`), so resume, export and
 bench rebuild it without the directory or the hub; the pruned head counts and FFN sizes are the
-shapes of the saved tensors (edgeprune.models.fit.load_resized), which the attention code follows
+shapes of the saved tensors (edgeprune.prune.surgery.load_resized), which the attention code follows
 (it reshapes to (-1, head size)).
 """
 
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from edgeprune.data.tokenizer import IDS, MASK
-from edgeprune.errors import UserError
+from edgeprune.errors import UserError, first_line, import_extra
 
 PREFIX = "hf:"
 FORM = "hf:PATH_OR_ID"
@@ -39,18 +39,8 @@ REFUSED_KWARGS = ("pretrained_model_name_or_path", "hf_config", "trust_remote_co
 
 
 def _transformers():
-    try:
-        import transformers
-    except ImportError:
-        raise UserError(
-            "--model hf:... needs transformers, which is not installed; pip install 'edgeprune[hf]'."
-        ) from None
-    except Exception as e:  # noqa: BLE001 - a broken install (a transformers too old or too new for this torch)
-        raise UserError(
-            f"--model hf:... needs transformers, which fails to import ({type(e).__name__}); "
-            "reinstall it with pip install -U 'edgeprune[hf]'."
-        ) from None
-    return transformers
+    # a broken install is named by its error's type alone: transformers' import errors run to pages
+    return import_extra("transformers", "--model hf:...", "hf", why=lambda e: type(e).__name__)
 
 
 @contextlib.contextmanager
@@ -111,11 +101,6 @@ def _offline_fix(ref: str) -> str:
     )
 
 
-def _first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
-    return f"{type(e).__name__}: {lines[0].rstrip('.')[:200]}" if lines else type(e).__name__
-
-
 def load_config(name: str):
     """The model's transformers config (config.json), without its weights."""
     t = _transformers()
@@ -128,10 +113,10 @@ def load_config(name: str):
     except (OSError, ValueError) as e:
         if Path(ref).is_dir():
             raise UserError(
-                f"--model {name}: {ref}/config.json cannot be read ({_first_line(e)}); fix or replace it."
+                f"--model {name}: {ref}/config.json cannot be read ({first_line(e, 200)}); fix or replace it."
             ) from None
         raise UserError(
-            f"--model {name}: transformers cannot get '{ref}' from its cache or the hub ({_first_line(e)}); "
+            f"--model {name}: transformers cannot get '{ref}' from its cache or the hub ({first_line(e, 200)}); "
             f"{_offline_fix(ref)}."
         ) from None
 
@@ -222,15 +207,15 @@ def build(name: str, config: dict) -> HFClassifier:
     except OSError as e:
         if Path(ref).is_dir():
             raise UserError(
-                f"--model {name}: {ref} holds no weights transformers can read ({_first_line(e)}); "
+                f"--model {name}: {ref} holds no weights transformers can read ({first_line(e, 200)}); "
                 "pass a directory written by save_pretrained (model.safetensors)."
             ) from None
         raise UserError(
-            f"--model {name}: transformers cannot get its weights ({_first_line(e)}); {_offline_fix(ref)}."
+            f"--model {name}: transformers cannot get its weights ({first_line(e, 200)}); {_offline_fix(ref)}."
         ) from None
     except (TypeError, ValueError, RuntimeError) as e:
         raise UserError(
-            f"--model {name} cannot be built with {json.dumps(config)} ({_first_line(e)}); fix --model-kwargs."
+            f"--model {name} cannot be built with {json.dumps(config)} ({first_line(e, 200)}); fix --model-kwargs."
         ) from None
     wrapped = HFClassifier(model, name, task)
     wrapped.load_info = {
@@ -253,7 +238,7 @@ def _from_saved(t, name: str, saved: dict, extra: dict) -> HFClassifier:
         raise
     except Exception as e:  # noqa: BLE001 - another transformers version may not know the config
         raise UserError(
-            f"the saved {name} ({kind}) cannot be rebuilt by transformers {t.__version__} ({_first_line(e)}); "
+            f"the saved {name} ({kind}) cannot be rebuilt by transformers {t.__version__} ({first_line(e, 200)}); "
             "use the transformers version it was trained with."
         ) from None
     return HFClassifier(model, name, task)
@@ -297,7 +282,7 @@ def tokenizer_json(name: str, max_len: int) -> tuple[str, str | None]:
             f"{ref} has no tokenizer transformers can read" if Path(ref).is_dir() else "its tokenizer cannot be read"
         )
         raise UserError(
-            f"--model {name}: {where} ({_first_line(e)}); a text model needs its tokenizer files "
+            f"--model {name}: {where} ({first_line(e, 200)}); a text model needs its tokenizer files "
             "(tokenizer.json and tokenizer_config.json, as save_pretrained writes them) beside config.json."
         ) from None
     backend = getattr(tok, "backend_tokenizer", None)

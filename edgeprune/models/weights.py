@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgeprune.errors import UserError
+from edgeprune.errors import UserError, first_line
 from edgeprune.manifest import sha256_file
 
 SUFFIXES = (".pt", ".pth", ".safetensors")
@@ -75,7 +75,7 @@ def _read_safetensors(path: Path) -> dict:
         return load_file(str(path), device="cpu")
     except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError, OSError ...
         raise UserError(
-            f"--weights {path} is not a readable .safetensors file ({_first_line(e)}); it is corrupt or cut "
+            f"--weights {path} is not a readable .safetensors file ({first_line(e)}); it is corrupt or cut "
             "short: fetch it again."
         ) from None
 
@@ -105,11 +105,6 @@ def _strip_module(state: dict) -> dict:
     if all(k.startswith(prefix) for k in state):
         return {k[len(prefix) :]: v for k, v in state.items()}
     return state
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
-    return f"{type(e).__name__}: {lines[0].rstrip('.')}" if lines else type(e).__name__
 
 
 def classifier_name(model: nn.Module) -> str | None:

@@ -5,6 +5,9 @@ its gradient's), put in the user's own modules, whose shape attributes follow (i
 features, groups, normalized_shape, hidden_size ...); the optimizer's per-weight state is sliced
 with the same indices and its param groups re-pointed, so the user's `model`, `optimizer` and
 LR scheduler all keep working. (Other references to the old parameter objects do not follow.)
+
+`load_resized` does the same to a model built from its original config, so that a pruned (smaller)
+state dict loads into it.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from edgeprune.errors import UserError
+from edgeprune.errors import UserError, first_line
 from edgeprune.prune.groups import Group, keep_indices, remapped_index
 from edgeprune.prune.layers import resize_layer
 from edgeprune.prune.sublayers import empty_sublayers
 
 Keeps = dict[tuple[str, int], torch.Tensor]
+# What pruning can shrink: the first two dims of a tensor (output and input channels / features,
+# hidden units, vocabulary rows and embedding columns); kernel sizes and the like never change.
+PRUNABLE_DIMS = 2
 
 # Optimizers whose per-parameter state is tensors shaped like the parameter plus scalars (steps).
 SUPPORTED_OPTIMIZERS = (
@@ -166,6 +172,58 @@ def update_shapes(model: nn.Module, tensor_names) -> None:
     for path in sorted({name.rpartition(".")[0] for name in tensor_names}):
         resize_layer(model.get_submodule(path))
     empty_sublayers(model)
+
+
+@torch.no_grad()
+def load_resized(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Load `state_dict` into `model` (built from its original, unpruned config) although pruning
+    made some of its tensors smaller: each such tensor of `model` takes the saved shape, then the
+    shape attributes of its layer follow (channels, features, groups, hidden size ...). Returns `model`.
+
+    A UserError, before anything changes, when a key is missing or extra or a tensor differs in a
+    way pruning never causes (another rank, a larger size, a kernel size)."""
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    own = model.state_dict()
+    name = type(model).__name__
+
+    def mismatch(why: str) -> UserError:
+        return UserError(
+            f"The saved state dict does not match the model {name} ({why}); was it trained with another --model?"
+        )
+
+    missing, extra = sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own))
+    if missing or extra:
+        what = [f"missing {', '.join(missing[:3])}"] if missing else []
+        what += [f"unexpected {', '.join(extra[:3])}"] if extra else []
+        raise mismatch(", ".join(what))
+    resized = {}
+    for key, saved in state_dict.items():
+        if not torch.is_tensor(saved):
+            raise mismatch(f"{key} is a {type(saved).__name__}, not a tensor")
+        have = own[key].shape
+        if saved.shape == have:
+            continue
+        if (
+            saved.dim() != len(have)
+            or any(s != h for s, h in zip(saved.shape[PRUNABLE_DIMS:], have[PRUNABLE_DIMS:]))
+            or any(s > h for s, h in zip(saved.shape, have))
+            or key not in tensors
+        ):
+            raise mismatch(f"{key} is {list(saved.shape)} in the file, {list(have)} in the model")
+        resized[key] = saved.shape
+    lists = split_lists(model)
+    for key, shape in resized.items():
+        t = tensors[key]
+        t.data = torch.empty(shape, dtype=t.dtype, device=t.device)
+        if t.grad is not None:
+            t.grad = None
+    update_shapes(model, resized)
+    refit_split_lists(lists)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        raise mismatch(first_line(e)) from None
+    return model
 
 
 def repoint_optimizer(optimizer: torch.optim.Optimizer, replaced: dict[nn.Parameter, nn.Parameter]) -> None:
