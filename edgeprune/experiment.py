@@ -177,14 +177,12 @@ def _table_threads(path: Path | None) -> int | None:
 
 
 def budget_text(cfg, preset: str) -> str:
-    """The pruned run's budget in words: what the stage title shows."""
-    if cfg.target_latency_ms is not None:
-        return f"latency budget {cfg.target_latency_ms:g} ms at {cfg.latency_threads or 1} thread(s)"
-    if cfg.target_macs is not None:
-        return f"MACs budget {cfg.target_macs:g}"
-    if cfg.target_params is not None:
-        return f"parameter budget {cfg.target_params:g}" + (f", preset {preset}" if preset else "")
-    return f"preset {preset}"
+    """The pruned run's budget in words: what the stage title shows (a parameter budget is the
+    presets' kind, so the preset is named with it)."""
+    budget = budgets.Budget.from_config(cfg)
+    if budget is None:
+        return f"preset {preset}"
+    return budget.text() + (f", preset {preset}" if preset and budget.unit == "params" else "")
 
 
 def _result(stage: str, status: str, t0: float, detail: str) -> dict:

@@ -293,19 +293,20 @@ class Pruner:
         self._points = {p: k for k, p in enumerate(schedule.points, start=1)}  # step -> its ramp index
         self.frozen: list[str] = []
         self._frozen_spaces: list = []  # the tracer's Frozen records behind `frozen`
+        # how far pruning goes, in what unit (prune/budget.py; None: the threshold alone decides)
+        self.budget: budgets.Budget | None = schedule.cost_budget
         self._bind()
-        if schedule.measure is not None and not self.groups:
-            target = schedule.target_latency_ms if schedule.measure == "latency" else schedule.target
-            raise UserError(
-                budgets.nothing_prunable_sentence(type(model).__name__, schedule.measure, target, self._frozen_pairs())
-            )
+        budget = self.budget
+        if budget is not None and not self.groups:
+            frozen = self._frozen_pairs()
+            raise UserError(budgets.nothing_prunable_sentence(type(model).__name__, budget.unit, budget.target, frozen))
         self.cost = CostModel(model, self.example_inputs)
-        if schedule.target_macs is not None and self.cost.macs_factors is None:
+        if budget is not None and budget.unit == "macs" and self.cost.macs_factors is None:
             raise UserError("target_macs needs example_inputs to count the model's MACs.")
         # predicts ms per call from the layers' shapes (edgeprune.latency.LatencyModel, fitted to a
         # latency table measured with onnxruntime on the machine that will run the model)
         self.latency_model = latency_model
-        if schedule.target_latency_ms is not None and latency_model is None:
+        if budget is not None and budget.unit == "latency" and latency_model is None:
             raise UserError(
                 "target_latency_ms needs latency_model= (edgeprune.latency.host_latency_model(...) measures "
                 "one here, or load_latency_model(TABLE) reads a table made on the device)."
@@ -314,8 +315,8 @@ class Pruner:
         self.baseline_macs = self.cost.macs(self._shapes({}))
         self.baseline_latency_ms = self.latency_ms()
         self.widths_before = self.widths()
-        if schedule.target_latency_ms is not None:
-            self._check_reachable(schedule.target_latency_ms)
+        if budget is not None and budget.unit == "latency":
+            self._check_reachable(budget.target)
         # the first moment a miss is known: say it now, not after the run
         self.warn_budget()
         if self.guard is not None and schedule.warmup_epochs == 0:
@@ -476,7 +477,7 @@ class Pruner:
                 redirect_removed(model, self.groups, removed)
         self.masks.apply(model, self.optimizer)
         report.removed_connections = self.masks.zeros() - zeros_before
-        if budget is not None and budgets.meets(self._cost_now(), self._final, self._baseline_cost()):
+        if budget is not None and self.budget.reached(self._cost_now(), self._baseline_cost()):
             self.budget_reached = True
         if report.compacted:
             self._bind()
@@ -554,7 +555,7 @@ class Pruner:
                 if self.schedule.progressive and any(len(v) for v in removed.values()):
                     self._on_cpu(self._finalize)  # the masked step, now removed for real (exact: tests)
                     report.compacted = True
-                if budget is not None and budgets.meets(self._cost_live(), self._final, self._baseline_cost()):
+                if budget is not None and self.budget.reached(self._cost_live(), self._baseline_cost()):
                     self.budget_reached = True
                 break
             report.guard.append({**event, "action": "rolled back"})
@@ -714,10 +715,9 @@ class Pruner:
         is `round_to` units, or 1/NOTCH_SHARE of the layer's survivors when that is more, so that a
         20,000-row vocabulary takes tens of notches, not thousands.
         """
-        s = self.schedule
         target = budget * self._baseline_cost()
         final = self._final * self._baseline_cost()
-        per_cost = s.measure in ("latency", "macs")  # what goes first: the least loss per MAC or ms saved
+        per_cost = self.budget.per_cost  # what goes first: the least loss per MAC or ms saved
         # live units, lowest-scored first (dead ones, at inf, last); norm and live do not change here
         ascending = {
             g.name: torch.argsort(torch.where(live[g.name], norm[g.name], torch.tensor(float("inf"))), stable=True)
@@ -785,36 +785,29 @@ class Pruner:
         shapes = {k: tuple(p.shape) for k, p in self.model.named_parameters()}
         return sizes_after(shapes, self.groups, keep)
 
+    def _measure(self, shapes: dict[str, tuple[int, ...]], params: float | None = None) -> float:
+        """The budget's measure of a model with these shapes (see Budget.measure)."""
+        latency = None if self.latency_model is None else self.latency_model.predict_shapes
+        return self.budget.measure(shapes, self.cost.macs, latency, params)
+
     def _cost_for(self, keep: dict[str, int]) -> float:
         """The budget's measure (dense parameters, MACs per example or predicted ms) with these
         survivor counts."""
-        shapes = self._shapes(keep)
-        measure = self.schedule.measure
-        if measure == "latency":
-            return self.latency_model.predict_shapes(shapes)
-        if measure == "macs":
-            return self.cost.macs(shapes)
-        return float(sum(math.prod(s) for s in shapes.values()))
+        return self._measure(self._shapes(keep))
 
     def _cost_now(self) -> float:
         """The budget's measure of the model as it is (parameters: the live ones)."""
-        measure = self.schedule.measure
-        if measure == "latency":
-            return self.latency_ms()
-        return float(self.macs() if measure == "macs" else self.live_params())
+        return self._measure(self._shapes({}), params=self.live_params())
 
     def _baseline_cost(self) -> float:
-        measure = self.schedule.measure
-        if measure == "latency":
-            return float(self.baseline_latency_ms)
-        return float(self.baseline_macs if measure == "macs" else self.baseline_params)
+        """The budget's measure of the dense model (kept from construction, and across a resume)."""
+        dense = {"latency": self.baseline_latency_ms, "macs": self.baseline_macs, "params": self.baseline_params}
+        return float(dense[self.budget.unit])
 
     @property
     def _final(self) -> float | None:
         """The budget's final fraction of the dense model's cost (None: no budget)."""
-        if self.schedule.target_latency_ms is not None:
-            return min(1.0, self.schedule.target_latency_ms / self.baseline_latency_ms)
-        return self.schedule.target
+        return None if self.budget is None else self.budget.fraction(self._baseline_cost())
 
     def _check_reachable(self, target_ms: float) -> None:
         """A latency budget below the floor is refused outright (the table says it cannot be met)."""
@@ -842,7 +835,7 @@ class Pruner:
         """The budget's measure at the lowest widths pruning can reach, as fractions of the dense
         model's (frozen channel spaces and the model's inputs and outputs stay whole)."""
         base = self._baseline_cost()
-        fixed_measure = "params" if self.schedule.measure == "params" or self.cost.macs_factors is None else "macs"
+        fixed_measure = "params" if self.budget.unit == "params" or self.cost.macs_factors is None else "macs"
         nothing = self._shapes({g.name: 0 for g in self.groups})  # what is left when every group is gone
         # of the dense model (after compaction and on resume too: the baselines are the dense model's)
         if fixed_measure == "macs":
@@ -861,7 +854,7 @@ class Pruner:
             return []
         floors = floors or self._floors()
         return budgets.unreachable_reasons(
-            floors, self._final, self._frozen_pairs(), self.schedule.min_width, self.schedule.measure
+            floors, self._final, self._frozen_pairs(), self.schedule.min_width, self.budget.unit
         )
 
     def _schedule_reason(self) -> str | None:
@@ -884,7 +877,7 @@ class Pruner:
             floors = self._floors()
             reasons = self._unreachable_reasons(floors)
             if reasons:
-                out.append(budgets.unreachable_sentence(self.schedule.measure, self._final, floors, reasons))
+                out.append(budgets.unreachable_sentence(self.budget.unit, self._final, floors, reasons))
         schedule = self._schedule_reason()
         if schedule is not None:
             out.append(budgets.no_pruning_sentence(schedule))
@@ -917,8 +910,7 @@ class Pruner:
                 reasons.append(self.guard.stop_reason())
             if not reasons:
                 reasons.append(self._stopped_reason())
-        measure = self.schedule.measure
-        return {"measure": measure, "target": final, "reached": cost / base, "met": met, "reasons": reasons}
+        return {"measure": self.budget.unit, "target": final, "reached": cost / base, "met": met, "reasons": reasons}
 
     def _stopped_reason(self) -> str:
         """Why a budget whose floor is below the target was still missed."""
@@ -942,12 +934,8 @@ class Pruner:
 
     def _cost_live(self) -> float:
         """The budget's measure of the model with its live units only (masked units counted as gone)."""
-        if self.schedule.measure == "params":
-            return float(self.live_params())
         shapes = self._shapes({g.name: int(self._live_units(g).sum()) for g in self.groups})
-        if self.schedule.measure == "latency":
-            return self.latency_model.predict_shapes(shapes)
-        return float(self.cost.macs(shapes))
+        return self._measure(shapes, params=self.live_params())
 
     def _nothing_pruned(self) -> str | None:
         """Why no unit and no connection was removed (None: something was)."""

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from edgeprune.errors import UserError
+from edgeprune.prune.budget import Budget
 
 AUTO_POINTS = 10  # pruning points spread over a window no epoch end falls in (see the module docstring)
 
@@ -68,19 +69,22 @@ class PruneSchedule:
                 )
 
     @property
+    def cost_budget(self) -> Optional[Budget]:
+        """The budget: how far pruning goes, in what unit (None: the threshold alone decides)."""
+        return Budget.from_targets(self.target_params, self.target_macs, self.target_latency_ms)
+
+    @property
     def target(self) -> Optional[float]:
         """The budget's final fraction, of parameters or of MACs (None: no such budget; a latency
         budget's fraction is the pruner's: target_latency_ms over the dense model's prediction)."""
-        return self.target_params if self.target_macs is None else self.target_macs
+        b = self.cost_budget
+        return None if b is None or b.unit == "latency" else b.target
 
     @property
     def measure(self) -> Optional[str]:
         """What the budget counts: "params", "macs", "latency" or None (the threshold alone)."""
-        if self.target_latency_ms is not None:
-            return "latency"
-        if self.target_macs is not None:
-            return "macs"
-        return "params" if self.target_params is not None else None
+        b = self.cost_budget
+        return None if b is None else b.unit
 
     @property
     def _epoch_points(self) -> int:
