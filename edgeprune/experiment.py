@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edgeprune.errors import UserError
 from edgeprune.prune import budget as budgets
+from edgeprune.prune.guard import DEFAULT_METRIC
 from edgeprune.run import RunDir, atomic_write_json, read_json
 
 RAN, RESUMED, SKIPPED = "ran", "resumed", "skipped"
@@ -41,7 +42,7 @@ class ExperimentOptions:
     target_latency_ms: float | None = None
     latency_table: Path | None = None  # a table measured on the device (default: measured here)
     max_accuracy_drop: str | float | None = None  # the pruned run's accuracy guard (default: train's)
-    guard_metric: str = "accuracy"
+    guard_metric: str = DEFAULT_METRIC
     epochs: int | None = None
     limit: int | None = None
     out: Path | None = None
