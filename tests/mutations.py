@@ -179,8 +179,8 @@ MUTATIONS = [
     Mutation(
         "taylor-score-ignores-gradient",
         "edgeprune/prune/importance.py",
-        "products[name] = None if p is None or p.grad is None else p.detach() * p.grad",
-        "products[name] = None if p is None or p.grad is None else p.detach().abs()",
+        "return None if p.grad is None else p.detach() * p.grad",
+        "return None if p.grad is None else p.detach().abs()",
         ("tests/test_prune.py", "tests/test_pruning_accuracy.py"),
         "scores become weight magnitudes: the loss contribution is ignored",
     ),

@@ -49,7 +49,7 @@ from edgeprune.prune.groups import (
     redirect_removed,
     sizes_after,
 )
-from edgeprune.prune.importance import TaylorScores, normalize
+from edgeprune.prune.importance import Importance, TaylorScores, normalize
 from edgeprune.prune.masks import MaskSet
 from edgeprune.prune.schedule import PruneSchedule, default_warmup, round_keep
 from edgeprune.prune.surgery import check_optimizer, compact_
@@ -200,6 +200,9 @@ class Pruner:
     of examples) lets the guard warn when `max_drop` is below the set's noise; `recalibrate(model)`
     runs after a step's masks and before its evaluation (e.g. BatchNorm statistics). The
     reference is the dense model at the end of the warm-up.
+
+    `importance` (an edgeprune.prune.importance.Importance instance; default TaylorScores(), the
+    first-order contribution to the loss) says what each unit and connection is worth.
     """
 
     def __init__(
@@ -214,13 +217,13 @@ class Pruner:
         target_macs: float | None = None,
         target_latency_ms: float | None = None,
         latency_model=None,
-        threshold: float = 0.01,
+        threshold: float = PruneSchedule.threshold,
         warmup_epochs: int | None = None,
-        prune_until: float = 0.7,
-        round_to: int = 8,
-        min_width: int = 8,
-        prune_connections: bool = True,
-        progressive: bool = True,
+        prune_until: float = PruneSchedule.prune_until,
+        round_to: int = PruneSchedule.round_to,
+        min_width: int = PruneSchedule.min_width,
+        prune_connections: bool = PruneSchedule.prune_connections,
+        progressive: bool = PruneSchedule.progressive,
         reduce_scores="auto",
         baseline_params: int | None = None,
         steps_per_epoch: int | None = None,
@@ -230,8 +233,9 @@ class Pruner:
         max_drop: float | None = None,
         evaluate=None,
         val_size: int | None = None,
-        guard_metric: str = "accuracy",
+        guard_metric: str = guards.DEFAULT_METRIC,
         recalibrate=None,
+        importance: Importance | None = None,
     ):
         if isinstance(model, nn.parallel.DistributedDataParallel):
             raise UserError("Pass the model inside DistributedDataParallel (ddp.module) to Pruner, not the wrapper.")
@@ -293,6 +297,13 @@ class Pruner:
         self._points = {p: k for k, p in enumerate(schedule.points, start=1)}  # step -> its ramp index
         self.frozen: list[str] = []
         self._frozen_spaces: list = []  # the tracer's Frozen records behind `frozen`
+        if importance is not None and not isinstance(importance, Importance):
+            raise UserError(
+                "importance= must be an instance of edgeprune.prune.importance.Importance "
+                f"(e.g. MagnitudeScores()), got {importance!r}."
+            )
+        # what each unit and connection is worth (prune/importance.py): re-bound after every compaction
+        self.scores: Importance = TaylorScores() if importance is None else importance
         # how far pruning goes, in what unit (prune/budget.py; None: the threshold alone decides)
         self.budget: budgets.Budget | None = schedule.cost_budget
         self._bind()
@@ -354,9 +365,7 @@ class Pruner:
             self._frozen_spaces = [f for f in traced.frozen if f.node != "output"]
             self.frozen = [f"{f.space}: {f.reason} at {f.node}" for f in self._frozen_spaces]
         self._per_unit = {g.name: g.channels_per_unit() for g in self.groups}
-        self.scores = TaylorScores(
-            self.groups, connection_params(self.model) if self.schedule.prune_connections else []
-        )
+        self.scores.bind(self.groups, connection_params(self.model) if self.schedule.prune_connections else [])
 
     def use_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """The optimizer compaction slices and re-points, for a loop that makes it after the pruner
@@ -1032,11 +1041,7 @@ class Pruner:
             # resume at any step: the step count, the scores gathered since the last pruning point
             # and the guard's reference and records
             "steps_done": self.steps_done,
-            "scores": {
-                "unit": {k: v.detach().cpu().clone() for k, v in self.scores.unit.items()},
-                "conn": {k: v.detach().cpu().clone() for k, v in self.scores.conn.items()},
-                "batches": self.scores.batches,
-            },
+            "scores": self.scores.state_dict(),
             "guard": None if self.guard is None else copy.deepcopy(self.guard.state_dict()),
         }
 
@@ -1056,8 +1061,6 @@ class Pruner:
         self.steps_done = int(state.get("steps_done", 0))
         saved = state.get("scores")
         if saved is not None:
-            self.scores.unit = {k: v.clone() for k, v in saved["unit"].items()}
-            self.scores.conn = {k: v.clone() for k, v in saved["conn"].items()}
-            self.scores.batches = int(saved["batches"])
+            self.scores.load_state_dict(saved)
         if self.guard is not None and state.get("guard") is not None:
             self.guard.load_state_dict(copy.deepcopy(state["guard"]))
