@@ -358,7 +358,7 @@ def test_cosine_finetune_learning_rate():
     assert scales[:6] == [1.0] * 6  # warm-up and pruning epochs keep the rate
     assert scales[6] == 1.0 and scales[6:] == sorted(scales[6:], reverse=True) and 0.01 < scales[-1] < 0.2
     assert PruneSchedule(epochs=10, warmup_epochs=2, prune_until=0.6).lr_scale(9) == 1.0
-    with pytest.raises(UserError, match="--finetune-lr"):
+    with pytest.raises(UserError, match="finetune_lr= must be constant or cosine"):
         PruneSchedule(epochs=10, warmup_epochs=2, prune_until=0.6, finetune_lr="step")
 
 

@@ -304,8 +304,6 @@ class Pruner:
             )
         # what each unit and connection is worth (prune/importance.py): re-bound after every compaction
         self.scores: Importance = TaylorScores() if importance is None else importance
-        # how far pruning goes, in what unit (prune/budget.py; None: the threshold alone decides)
-        self.budget: budgets.Budget | None = schedule.cost_budget
         self._bind()
         budget = self.budget
         if budget is not None and not self.groups:
@@ -366,6 +364,11 @@ class Pruner:
             self.frozen = [f"{f.space}: {f.reason} at {f.node}" for f in self._frozen_spaces]
         self._per_unit = {g.name: g.channels_per_unit() for g in self.groups}
         self.scores.bind(self.groups, connection_params(self.model) if self.schedule.prune_connections else [])
+
+    @property
+    def budget(self) -> budgets.Budget | None:
+        """How far pruning goes, in what unit (prune/budget.py; None: the threshold alone decides)."""
+        return self.schedule.cost_budget
 
     def use_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """The optimizer compaction slices and re-points, for a loop that makes it after the pruner
