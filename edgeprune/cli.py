@@ -18,6 +18,8 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from edgeprune.errors import BudgetWarning, GuardWarning, UserError, check_finite, os_error
+from edgeprune.prune.guard import DEFAULT_MAX_DROP, DEFAULT_METRIC
+from edgeprune.prune.schedule import PruneSchedule
 
 # click's exception bases, wherever this typer takes click from (its own copy since typer 0.22)
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -141,9 +143,9 @@ MAX_ACCURACY_DROP = typer.Option(
     None,
     "--max-accuracy-drop",
     help="Roll back a pruning step that costs more than P points of validation accuracy against the dense "
-    "model (default with a budget: 1.0; none turns the guard off).",
+    f"model (default with a budget: {DEFAULT_MAX_DROP}; none turns the guard off).",
 )
-GUARD_METRIC = typer.Option("accuracy", "--guard-metric", help="What the guard compares: accuracy or f1 (macro).")
+GUARD_METRIC = typer.Option(DEFAULT_METRIC, "--guard-metric", help="What the guard compares: accuracy or f1 (macro).")
 
 DATASET_HELP = (
     "mnist, fashion-mnist, cifar10, imdb or sst2; or your own: an image folder (one sub-folder per class), "
@@ -294,12 +296,14 @@ def train(
     restart: bool = typer.Option(
         False, "--restart", help="Discard the run already in --out (checkpoint, model, history) and start over."
     ),
-    threshold: float = typer.Option(0.01, "--threshold", help="Normalized-score threshold for pruning."),
+    threshold: float = typer.Option(
+        PruneSchedule.threshold, "--threshold", help="Normalized-score threshold for pruning."
+    ),
     warmup_epochs: Optional[int] = typer.Option(
         None, "--warmup-epochs", help="Epochs before the first pruning (default: a tenth; none with --weights)."
     ),
     prune_until: float = typer.Option(
-        0.7, "--prune-until", help="Fraction of epochs after which the structure is frozen."
+        PruneSchedule.prune_until, "--prune-until", help="Fraction of epochs after which the structure is frozen."
     ),
     target_params: Optional[float] = TARGET_PARAMS,
     target_macs: Optional[float] = TARGET_MACS,
@@ -312,13 +316,17 @@ def train(
     target: Optional[str] = typer.Option(
         None, "--target", help="Device preset rpi4, rpi5 or x86: the latency budget's threads."
     ),
-    round_to: int = typer.Option(8, "--round-to", help="Keep widths at multiples of this (1 = off)."),
-    min_width: int = typer.Option(8, "--min-width", help="No layer is pruned below this width."),
+    round_to: int = typer.Option(
+        PruneSchedule.round_to, "--round-to", help="Keep widths at multiples of this (1 = off)."
+    ),
+    min_width: int = typer.Option(PruneSchedule.min_width, "--min-width", help="No layer is pruned below this width."),
     prune_connections: bool = typer.Option(
-        True, "--prune-connections/--no-prune-connections", help="Also mask single weights under the threshold."
+        PruneSchedule.prune_connections,
+        "--prune-connections/--no-prune-connections",
+        help="Also mask single weights under the threshold.",
     ),
     progressive: bool = typer.Option(
-        True,
+        PruneSchedule.progressive,
         "--progressive/--masks-until-end",
         help="Compact after every pruning step (else hold masks and compact once at the end).",
     ),
@@ -539,8 +547,12 @@ def probes(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Probe directory (default RUN/latency/probes)."),
     n: int = typer.Option(32, "--n", help="Number of probes (a quarter held out to measure the fit's error)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampled widths."),
-    min_width: int = typer.Option(8, "--min-width", help="No layer below this width (as train's --min-width)."),
-    round_to: int = typer.Option(8, "--round-to", help="Widths at multiples of this (as train's --round-to)."),
+    min_width: int = typer.Option(
+        PruneSchedule.min_width, "--min-width", help="No layer below this width (as train's --min-width)."
+    ),
+    round_to: int = typer.Option(
+        PruneSchedule.round_to, "--round-to", help="Widths at multiples of this (as train's --round-to)."
+    ),
 ):
     """Write latency probes of a run's model: ONNX files of its architecture at sampled widths.
 

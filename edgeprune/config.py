@@ -9,13 +9,16 @@ from typing import Optional
 
 from edgeprune.data.options import coerce
 from edgeprune.data.registry import check_data_dir, get_spec
-from edgeprune.errors import UserError, check_finite, unknown_choice
+from edgeprune.errors import ArgumentError, UserError, check_finite, unknown_choice
 from edgeprune.models.external import canonical_name, slug
 from edgeprune.models.registry import check_fits
+from edgeprune.prune.guard import DEFAULT_MAX_DROP, DEFAULT_METRIC, check_metric, parse_max_drop
+from edgeprune.prune.schedule import PruneSchedule, default_warmup
 
 HF_PREFIX = "hf:"
 HF_DEFAULTS = {"epochs": 3, "batch_size": 32}  # a fine-tune of a pretrained transformer
 HF_LR = 5e-5
+GUARD_FLAGS = {"max_drop": "--max-accuracy-drop"}  # the guard's arguments whose flag is not --name
 
 # The study's defaults, per model.
 MODEL_DEFAULTS = {"cnn": {"epochs": 50, "batch_size": 64}, "bilstm": {"epochs": 25, "batch_size": 32}}
@@ -45,9 +48,10 @@ class TrainConfig:
     data_dir: Optional[str] = None
     out: str = "runs/run"
     prune: bool = True
-    threshold: float = 0.01
+    # the pruning schedule's defaults are PruneSchedule's (one place for each)
+    threshold: float = PruneSchedule.threshold
     warmup_epochs: int = 1
-    prune_until: float = 0.7
+    prune_until: float = PruneSchedule.prune_until
     target_params: Optional[float] = None
     target_macs: Optional[float] = None
     target_latency_ms: Optional[float] = None
@@ -55,16 +59,16 @@ class TrainConfig:
     latency_threads: Optional[int] = None  # onnxruntime threads of the latency model (default 1)
     latency_batch: int = 1
     target: Optional[str] = None  # device preset (edgeprune.targets): the latency model's threads
-    round_to: int = 8
-    min_width: int = 8
-    prune_connections: bool = True
-    progressive: bool = True
-    finetune_lr: str = "constant"
+    round_to: int = PruneSchedule.round_to
+    min_width: int = PruneSchedule.min_width
+    prune_connections: bool = PruneSchedule.prune_connections
+    progressive: bool = PruneSchedule.progressive
+    finetune_lr: str = PruneSchedule.finetune_lr
     prune_every: Optional[int] = None  # prune every N optimizer steps (default: epoch ends, or steps in short runs)
     # The accuracy guard (edgeprune.prune.guard): points of validation `guard_metric` a pruning step may
     # cost against the dense model; None: off. On by default (DEFAULT_MAX_DROP) for a run with a budget.
     max_accuracy_drop: Optional[float] = None
-    guard_metric: str = "accuracy"
+    guard_metric: str = DEFAULT_METRIC
     guard_by_default: bool = False  # the guard is on because it is the default: said in the output and JSON
     distill: float = 0.0  # weight of the self-distillation loss (0 = off); see edgeprune.train
     distill_temperature: float = 4.0
@@ -123,16 +127,16 @@ def resolve_train_config(
         raise UserError(f"--batch-size must be at least 1, got {batch_size}.")
     notes = []
     if kw.get("lr") is None:  # the CLI passes None when --lr is not given
-        kw["lr"] = HF_LR if pretrained else 1e-3
+        kw["lr"] = HF_LR if pretrained else TrainConfig.lr
         if pretrained:
             notes.append(f"a pretrained hf: model is fine-tuned, so --lr defaults to {HF_LR:g} (--lr sets it)")
     if kw["lr"] <= 0:
         raise UserError(f"--lr must be positive, got {kw['lr']}.")
     if kw.get("limit") is not None and kw["limit"] < 1:
         raise UserError(f"--limit must be at least 1, got {kw['limit']}.")
-    if not 0 <= kw.get("val_fraction", 0.1) < 1:
+    if not 0 <= kw.get("val_fraction", TrainConfig.val_fraction) < 1:
         raise UserError(f"--val-fraction must lie in [0, 1), got {kw['val_fraction']}.")
-    if kw.get("keep_best") and kw.get("val_fraction", 0.1) == 0:
+    if kw.get("keep_best") and kw.get("val_fraction", TrainConfig.val_fraction) == 0:
         raise UserError("--keep-best chooses an epoch by validation accuracy; set --val-fraction above 0.")
     if kw.get("embeddings") is not None:
         if spec.task != "text":
@@ -179,8 +183,6 @@ def resolve_train_config(
         # the file is read when a new run starts (a resumed run has the weights in its checkpoint)
         kw["weights"] = str(Path(kw["weights"]).expanduser().resolve())
     if warmup_epochs is None:
-        from edgeprune.prune.schedule import default_warmup
-
         warmup_epochs = default_warmup(epochs)
         if (kw.get("weights") is not None or pretrained) and warmup_epochs > 0:
             # pretrained weights are the warm-up: pruning scores them from the first epoch on
@@ -231,11 +233,12 @@ def _guard(flag, prune: bool, kw: dict) -> tuple[Optional[float], bool]:
     """(--max-accuracy-drop in points or None, whether it is the default): a run that prunes to a
     budget is guarded by default; `none` turns the guard off; the study's threshold-only setting
     (--preset study) has no budget and no default guard."""
-    from edgeprune.prune.guard import DEFAULT_MAX_DROP, check_metric, parse_max_drop
-
-    points = parse_max_drop(flag)
-    check_metric(kw.get("guard_metric") or "accuracy")
-    has_validation = kw.get("val_fraction", 0.1) > 0
+    try:
+        points = parse_max_drop(flag)
+        check_metric(kw.get("guard_metric") or DEFAULT_METRIC)
+    except ArgumentError as e:
+        raise e.in_flags(GUARD_FLAGS) from None
+    has_validation = kw.get("val_fraction", TrainConfig.val_fraction) > 0
     if flag is None:
         budget = any(kw.get(k) is not None for k in ("target_params", "target_macs", "target_latency_ms"))
         on = prune and budget and has_validation
@@ -289,9 +292,15 @@ def _check_distill(kw: dict, warmup_epochs: int, explicit: bool) -> None:
     kw["distill"] = 0.0
 
 
-def schedule_of(cfg: TrainConfig):
-    from edgeprune.prune.schedule import PruneSchedule
+def schedule_of(cfg: TrainConfig) -> PruneSchedule:
+    """The run's pruning schedule; a bad value is reported with its flag (--threshold, not threshold=)."""
+    try:
+        return _schedule_of(cfg)
+    except ArgumentError as e:
+        raise e.in_flags() from None
 
+
+def _schedule_of(cfg: TrainConfig) -> PruneSchedule:
     return PruneSchedule(
         epochs=cfg.epochs,
         warmup_epochs=cfg.warmup_epochs,

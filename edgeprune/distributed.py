@@ -189,29 +189,27 @@ def sum_over_ranks(values: list[float], device: torch.device, ctx: Dist) -> list
 
 
 def all_reduce_scores(scores) -> None:
-    """Sum TaylorScores (unit and connection sums, batch counts) over all ranks, in place.
+    """Sum an importance's sums (edgeprune.prune.importance.Importance.tensors(): for Taylor scores
+    the unit and connection sums and the batch count) over all ranks, in place.
 
     With DDP the gradients the scores come from are already averaged, so every rank holds the same
     scores and the sum is world x each; summing anyway keeps the pruning decision identical on
     every rank even if a rank's scores ever differ (per-rank hooks, non-deterministic kernels)."""
     if not (dist.is_available() and dist.is_initialized()):
         return
-    # one collective per kind, on the device the backend works on (nccl: this rank's GPU)
+    # one collective per dtype, on the device the backend works on (nccl: this rank's GPU)
     comm = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    units, conns = sorted(scores.unit), sorted(scores.conn)  # same order on every rank
-    flat = torch.cat(
-        [scores.unit[k].to(comm, torch.float64).reshape(-1) for k in units]
-        + [torch.tensor([float(scores.batches)], dtype=torch.float64, device=comm)]
-    )
-    dist.all_reduce(flat)
-    for k, part in zip(units, flat[:-1].split([scores.unit[k].numel() for k in units])):
-        scores.unit[k] = part.to(scores.unit[k].device, scores.unit[k].dtype).view_as(scores.unit[k])
-    scores.batches = round(float(flat[-1]))
-    if conns:
-        cflat = torch.cat([scores.conn[k].to(comm).reshape(-1) for k in conns])
-        dist.all_reduce(cflat)
-        for k, part in zip(conns, cflat.split([scores.conn[k].numel() for k in conns])):
-            scores.conn[k] = part.to(scores.conn[k].device).view_as(scores.conn[k])
+    named = scores.tensors()  # the same names in the same order on every rank
+    by_dtype: dict[torch.dtype, list[str]] = {}
+    for name, t in named.items():
+        by_dtype.setdefault(t.dtype, []).append(name)
+    summed = {}
+    for names in by_dtype.values():
+        flat = torch.cat([named[k].to(comm).reshape(-1) for k in names])
+        dist.all_reduce(flat)
+        for k, part in zip(names, flat.split([named[k].numel() for k in names])):
+            summed[k] = part.view_as(named[k])
+    scores.load_tensors(summed)
 
 
 def fingerprint(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,23 @@ class UserError(Exception):
     exit_code = 2
 
 
+class ArgumentError(UserError):
+    """A bad value of a library argument, named as a Python caller writes it (`threshold=`). A command
+    that takes the value from a flag reports `in_flags()`: the same sentence naming its flags."""
+
+    def __init__(self, message: str, *arguments: str):
+        super().__init__(message)
+        self.arguments = arguments  # the argument names the message writes as `name=`
+
+    def in_flags(self, flags: dict[str, str] | None = None) -> UserError:
+        """The sentence with each `name=` written as its flag: `flags[name]`, else --name-with-dashes."""
+        flags = flags or {}
+        message = str(self)
+        for name in sorted(self.arguments, key=len, reverse=True):  # target_macs= before macs=
+            message = message.replace(f"{name}=", flags.get(name, "--" + name.replace("_", "-")))
+        return UserError(message)
+
+
 def unknown_choice(kind: str, name: str, choices) -> UserError:
     """The error for a name that is not one of `choices`, suggesting the closest one."""
     import difflib

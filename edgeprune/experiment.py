@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edgeprune.errors import UserError
 from edgeprune.prune import budget as budgets
+from edgeprune.prune.guard import DEFAULT_METRIC
 from edgeprune.run import RunDir, atomic_write_json, read_json
 
 RAN, RESUMED, SKIPPED = "ran", "resumed", "skipped"
@@ -41,7 +42,7 @@ class ExperimentOptions:
     target_latency_ms: float | None = None
     latency_table: Path | None = None  # a table measured on the device (default: measured here)
     max_accuracy_drop: str | float | None = None  # the pruned run's accuracy guard (default: train's)
-    guard_metric: str = "accuracy"
+    guard_metric: str = DEFAULT_METRIC
     epochs: int | None = None
     limit: int | None = None
     out: Path | None = None
@@ -177,14 +178,12 @@ def _table_threads(path: Path | None) -> int | None:
 
 
 def budget_text(cfg, preset: str) -> str:
-    """The pruned run's budget in words: what the stage title shows."""
-    if cfg.target_latency_ms is not None:
-        return f"latency budget {cfg.target_latency_ms:g} ms at {cfg.latency_threads or 1} thread(s)"
-    if cfg.target_macs is not None:
-        return f"MACs budget {cfg.target_macs:g}"
-    if cfg.target_params is not None:
-        return f"parameter budget {cfg.target_params:g}" + (f", preset {preset}" if preset else "")
-    return f"preset {preset}"
+    """The pruned run's budget in words: what the stage title shows (a parameter budget is the
+    presets' kind, so the preset is named with it)."""
+    budget = budgets.Budget.from_config(cfg)
+    if budget is None:
+        return f"preset {preset}"
+    return budget.text() + (f", preset {preset}" if preset and budget.unit == "params" else "")
 
 
 def _result(stage: str, status: str, t0: float, detail: str) -> dict:

@@ -90,8 +90,8 @@ MUTATIONS = [
     Mutation(
         "macs-budget-ranked-by-score-alone",
         "edgeprune/prune/pruner.py",
-        'per_cost = s.measure in ("latency", "macs")',
-        'per_cost = s.measure == "latency"',
+        "per_cost = self.budget.per_cost",
+        'per_cost = self.budget.unit == "latency"',
         ("tests/test_latency_budget.py",),
         "a MACs budget ranks notches by mean score, not score per MAC saved (the ResNet-20 run that lost 0.37 points)",
     ),
@@ -179,8 +179,8 @@ MUTATIONS = [
     Mutation(
         "taylor-score-ignores-gradient",
         "edgeprune/prune/importance.py",
-        "products[name] = None if p is None or p.grad is None else p.detach() * p.grad",
-        "products[name] = None if p is None or p.grad is None else p.detach().abs()",
+        "return None if p.grad is None else p.detach() * p.grad",
+        "return None if p.grad is None else p.detach().abs()",
         ("tests/test_prune.py", "tests/test_pruning_accuracy.py"),
         "scores become weight magnitudes: the loss contribution is ignored",
     ),

@@ -163,7 +163,7 @@ def test_bad_use_is_one_clear_error():
         edgeprune.Pruner(model, None, epochs=3)
     with pytest.raises(UserError, match="one budget"):
         edgeprune.Pruner(model, x[:2], epochs=3, target_params=0.5, target_macs=0.5)
-    with pytest.raises(UserError, match="target-macs must be a fraction"):
+    with pytest.raises(UserError, match="target_macs= must be a fraction"):
         edgeprune.Pruner(model, x[:2], epochs=3, target_macs=2.0)
     ddp = nn.parallel.DistributedDataParallel.__new__(nn.parallel.DistributedDataParallel)
     with pytest.raises(UserError, match="ddp.module"):

@@ -336,3 +336,33 @@ def test_experiments_training_stage_says_the_budget_was_missed(data_root, tmp_pa
     with pytest.warns(BudgetWarning):
         stage = train_stage(c, quiet=True)
     assert stage["detail"].endswith(f"params; budget not met: MACs 0.50 asked, {FLOOR:.2f} reached"), stage
+
+
+def test_one_budget_object_says_how_far_and_in_what_unit():
+    """The precedence (latency, else MACs, else parameters) and the words, as the report and
+    `experiment` print them; the rule "met" and the latency fraction, computed by hand."""
+    from edgeprune.config import TrainConfig
+    from edgeprune.prune.budget import Budget
+
+    assert Budget.from_targets() is None
+    assert Budget.from_targets(target_params=0.1, target_macs=0.5) == Budget("macs", 0.5)
+    assert Budget.from_targets(0.1, 0.5, 2, threads=4) == Budget("latency", 2.0, 4)
+    assert Budget.from_config({"target_params": 0.25}) == Budget("params", 0.25)
+    cfg = TrainConfig(dataset="mnist", model="cnn", epochs=2, batch_size=8, target_latency_ms=0.5, latency_threads=3)
+    assert Budget.from_config(cfg) == Budget.from_config(cfg.to_dict()) == Budget("latency", 0.5, 3)
+    words = {
+        Budget("latency", 2.0): ("latency budget 2 ms at 1 thread(s)", "<= 2 ms"),
+        Budget("macs", 0.5): ("MACs budget 0.5", "MACs x0.5"),
+        Budget("params", 0.1): ("parameter budget 0.1", "params x0.1"),
+    }
+    for budget, (text, short) in words.items():
+        assert (budget.text(), budget.short()) == (text, short)
+    latency = Budget("latency", 2.0)
+    assert latency.fraction(8.0) == 0.25 and latency.fraction(1.0) == 1.0  # a target above the dense model: 1
+    assert latency.reached(2.0, 8.0) and not latency.reached(2.0 + 1e-9, 8.0)
+    assert Budget("macs", 0.5).reached(50, 100) and not Budget("macs", 0.5).reached(51, 100)
+    shapes = {"w": (4, 3), "b": (4,)}
+    assert Budget("params", 0.5).measure(shapes, macs=None, latency=None) == 16.0
+    assert Budget("params", 0.5).measure(shapes, macs=None, latency=None, params=9) == 9.0  # the live count
+    assert Budget("macs", 0.5).measure(shapes, macs=lambda s: 7 * len(s), latency=None) == 14.0
+    assert Budget("latency", 1.0).measure(shapes, macs=None, latency=lambda s: 0.125) == 0.125

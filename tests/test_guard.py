@@ -302,8 +302,10 @@ def test_bad_guard_arguments_are_one_sentence():
     with pytest.raises(UserError, match="give max_drop= "):
         Pruner(model, X[:2], opt, epochs=2, evaluate=accuracy)
     for bad in (-1, "nan", "abc", float("inf")):
-        with pytest.raises(UserError, match="--max-accuracy-drop must be a number of points"):
+        with pytest.raises(UserError, match="max_drop= must be a number of points"):
             Pruner(model, X[:2], opt, epochs=2, max_drop=bad, evaluate=accuracy)
+    with pytest.raises(UserError, match="guard_metric= must be accuracy or f1"):
+        Pruner(model, X[:2], opt, epochs=2, max_drop=1.0, evaluate=accuracy, guard_metric="top5")
     with pytest.raises(UserError, match="prune_every counts optimizer steps"):
         Pruner(model, X[:2], opt, epochs=2, prune_every=3)
     with pytest.raises(UserError, match=r"returned 91.2; .* fraction in \[0, 1\]"):

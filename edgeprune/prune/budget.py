@@ -1,19 +1,113 @@
-"""Whether a budget can be met, and the sentences that say so: never a silent miss.
+"""What a budget is, whether it can be met, and the sentences that say so: never a silent miss.
 
-The pruner computes the numbers (the cost of its model with every prunable group at its minimum
-width, at one unit, and at none; see `Pruner._floors`); this module holds the one rule that
-decides "met" and the words that every place showing a budget (the API's warnings and
-`summary()`, `train`'s output and metrics.json, the report, `experiment`) prints. Plain data in
-and out, no torch: the report reads these words from a run's metrics.json.
+`Budget` answers "how far, in what unit" (a predicted latency in ms, else a fraction of the dense
+model's MACs, else of its parameters) for the pruner, the report and `experiment`: the precedence
+of the three targets is written here once. The pruner computes the numbers (the cost of its model
+with every prunable group at its minimum width, at one unit, and at none; see `Pruner._floors`);
+this module holds the one rule that decides "met" and the words that every place showing a
+budget (the API's warnings and `summary()`, `train`'s output and metrics.json, the report,
+`experiment`) prints. Plain data in and out, no torch: the report reads these words from a run's
+metrics.json.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 LABELS = {"params": "parameters", "macs": "MACs", "latency": "predicted latency"}
 FLAGS = {"params": "--target-params", "macs": "--target-macs", "latency": "--target-latency-ms"}
 NAMED = 3  # frozen channel spaces named in a sentence; the rest are counted
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How far pruning goes, in what unit: `unit` is "latency" (`target` in ms per call, predicted at
+    `threads` onnxruntime threads), "macs" or "params" (`target` the kept fraction of the dense
+    model's MACs per example or parameters)."""
+
+    unit: str
+    target: float
+    threads: int | None = None  # a latency budget's runtime threads, when known (None: the default, 1)
+
+    @classmethod
+    def from_targets(
+        cls,
+        target_params: float | None = None,
+        target_macs: float | None = None,
+        target_latency_ms: float | None = None,
+        threads: int | None = None,
+    ) -> Budget | None:
+        """The budget these targets ask for (None: none, the threshold alone decides). The one
+        precedence rule: a latency target wins over a MACs target, which wins over a parameter
+        target (a run's configuration holds one; the schedule refuses two)."""
+        if target_latency_ms is not None:
+            return cls("latency", float(target_latency_ms), threads)
+        if target_macs is not None:
+            return cls("macs", float(target_macs))
+        if target_params is not None:
+            return cls("params", float(target_params))
+        return None
+
+    @classmethod
+    def from_config(cls, config) -> Budget | None:
+        """The budget of a run's configuration: a dict (config.json, the report) or an object with the
+        same fields (a TrainConfig); a latency budget takes its `latency_threads`."""
+        get = config.get if isinstance(config, Mapping) else (lambda k: getattr(config, k, None))
+        return cls.from_targets(
+            get("target_params"), get("target_macs"), get("target_latency_ms"), threads=get("latency_threads")
+        )
+
+    @property
+    def label(self) -> str:
+        """What the budget counts, in words ("parameters", "MACs", "predicted latency")."""
+        return LABELS[self.unit]
+
+    @property
+    def per_cost(self) -> bool:
+        """Whether notches are ranked by score per unit of cost saved (MACs, ms) rather than by score
+        alone (parameters: a unit's cost is its parameters, so score alone ranks the same way)."""
+        return self.unit in ("latency", "macs")
+
+    def fraction(self, dense_cost: float) -> float:
+        """The final fraction of the dense model's cost this budget allows (a latency budget's is
+        target ms over the dense model's predicted ms, at most 1)."""
+        if self.unit == "latency":
+            return min(1.0, self.target / dense_cost)
+        return self.target
+
+    def measure(
+        self,
+        shapes: dict[str, tuple[int, ...]],
+        macs: Callable[[dict], float],
+        latency: Callable[[dict], float] | None,
+        params: float | None = None,
+    ) -> float:
+        """This budget's cost of a model whose parameters have these shapes: `latency(shapes)` ms,
+        `macs(shapes)` MACs per example, or its parameters (`params` when given, e.g. the live count
+        with masked connections gone; else the shapes' sizes)."""
+        if self.unit == "latency":
+            return float(latency(shapes))
+        if self.unit == "macs":
+            return float(macs(shapes))
+        return float(params if params is not None else sum(math.prod(s) for s in shapes.values()))
+
+    def reached(self, cost: float, dense_cost: float) -> bool:
+        """Whether a model costing `cost` meets this budget (the dense model's cost `dense_cost`)."""
+        return meets(cost, self.fraction(dense_cost), dense_cost)
+
+    def text(self) -> str:
+        """The budget in words, e.g. "MACs budget 0.5", "latency budget 2 ms at 1 thread(s)"."""
+        if self.unit == "latency":
+            return f"latency budget {self.target:g} ms at {self.threads or 1} thread(s)"
+        return f"{'MACs' if self.unit == 'macs' else 'parameter'} budget {self.target:g}"
+
+    def short(self) -> str:
+        """The budget in a few characters, for a table's column: "<= 2 ms", "MACs x0.5", "params x0.1"."""
+        if self.unit == "latency":
+            return f"<= {self.target:g} ms"
+        return f"{'MACs' if self.unit == 'macs' else 'params'} x{self.target:g}"
 
 
 @dataclass(frozen=True)

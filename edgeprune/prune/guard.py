@@ -19,17 +19,18 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from edgeprune.errors import UserError
+from edgeprune.errors import ArgumentError, UserError
 
 DEFAULT_MAX_DROP = 1.0  # points: `edgeprune train` with a budget is guarded by this much by default
 MAX_HALVINGS = 4  # a rolled-back step is retried at 1/2, 1/4, 1/8 and 1/16 of its removal, then pruning stops
 NOISE_SE = 2.0  # a tolerance under two standard errors of the validation metric is within its noise
 METRICS = ("accuracy", "f1")
+DEFAULT_METRIC = "accuracy"  # what the guard compares unless told (Pruner, TrainConfig, the flags)
 TIE = 1e-9  # a drop equal to max_drop (up to float error) is within it
 
 
 def parse_max_drop(value) -> float | None:
-    """--max-accuracy-drop / max_drop= as points (None: the guard is off, from "none")."""
+    """max_drop= (--max-accuracy-drop) as points (None: the guard is off, from "none")."""
     if value is None:
         return None
     if isinstance(value, str) and value.strip().lower() in ("none", "off"):
@@ -39,16 +40,17 @@ def parse_max_drop(value) -> float | None:
     except (TypeError, ValueError):
         points = math.nan
     if not math.isfinite(points) or points < 0:
-        raise UserError(
-            f"--max-accuracy-drop must be a number of points of validation accuracy, 0 or more (e.g. 1.0), "
-            f"or none to turn the guard off; got {value!r}."
+        raise ArgumentError(
+            f"max_drop= must be a number of points of validation accuracy, 0 or more (e.g. 1.0), "
+            f"or none to turn the guard off; got {value!r}.",
+            "max_drop",
         )
     return points
 
 
 def check_metric(metric: str) -> str:
     if metric not in METRICS:
-        raise UserError(f"--guard-metric must be accuracy or f1 (macro-F1), got {metric!r}.")
+        raise ArgumentError(f"guard_metric= must be accuracy or f1 (macro-F1), got {metric!r}.", "guard_metric")
     return metric
 
 
@@ -62,7 +64,7 @@ class Guard:
     """What the guard knows and did; `events` is every reference, kept and rolled-back step."""
 
     max_drop: float  # points
-    metric: str = "accuracy"
+    metric: str = DEFAULT_METRIC
     n: int | None = None  # validation examples, when the caller says
     reference: float | None = None
     stopped: dict | None = None  # {"at", "value", "drop"}: the failed step that ended pruning

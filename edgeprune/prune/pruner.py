@@ -49,7 +49,7 @@ from edgeprune.prune.groups import (
     redirect_removed,
     sizes_after,
 )
-from edgeprune.prune.importance import TaylorScores, normalize
+from edgeprune.prune.importance import Importance, TaylorScores, normalize
 from edgeprune.prune.masks import MaskSet
 from edgeprune.prune.schedule import PruneSchedule, default_warmup, round_keep
 from edgeprune.prune.surgery import check_optimizer, compact_
@@ -204,6 +204,9 @@ class Pruner:
     of examples) lets the guard warn when `max_drop` is below the set's noise; `recalibrate(model)`
     runs after a step's masks and before its evaluation (e.g. BatchNorm statistics). The
     reference is the dense model at the end of the warm-up.
+
+    `importance` (an edgeprune.prune.importance.Importance instance; default TaylorScores(), the
+    first-order contribution to the loss) says what each unit and connection is worth.
     """
 
     def __init__(
@@ -218,13 +221,13 @@ class Pruner:
         target_macs: float | None = None,
         target_latency_ms: float | None = None,
         latency_model=None,
-        threshold: float = 0.01,
+        threshold: float = PruneSchedule.threshold,
         warmup_epochs: int | None = None,
-        prune_until: float = 0.7,
-        round_to: int = 8,
-        min_width: int = 8,
-        prune_connections: bool = True,
-        progressive: bool = True,
+        prune_until: float = PruneSchedule.prune_until,
+        round_to: int = PruneSchedule.round_to,
+        min_width: int = PruneSchedule.min_width,
+        prune_connections: bool = PruneSchedule.prune_connections,
+        progressive: bool = PruneSchedule.progressive,
         reduce_scores="auto",
         baseline_params: int | None = None,
         steps_per_epoch: int | None = None,
@@ -234,8 +237,9 @@ class Pruner:
         max_drop: float | None = None,
         evaluate=None,
         val_size: int | None = None,
-        guard_metric: str = "accuracy",
+        guard_metric: str = guards.DEFAULT_METRIC,
         recalibrate=None,
+        importance: Importance | None = None,
     ):
         if isinstance(model, nn.parallel.DistributedDataParallel):
             raise UserError("Pass the model inside DistributedDataParallel (ddp.module) to Pruner, not the wrapper.")
@@ -297,19 +301,25 @@ class Pruner:
         self._points = {p: k for k, p in enumerate(schedule.points, start=1)}  # step -> its ramp index
         self.frozen: list[str] = []
         self._frozen_spaces: list = []  # the tracer's Frozen records behind `frozen`
-        self._bind()
-        if schedule.measure is not None and not self.groups:
-            target = schedule.target_latency_ms if schedule.measure == "latency" else schedule.target
+        if importance is not None and not isinstance(importance, Importance):
             raise UserError(
-                budgets.nothing_prunable_sentence(type(model).__name__, schedule.measure, target, self._frozen_pairs())
+                "importance= must be an instance of edgeprune.prune.importance.Importance "
+                f"(e.g. MagnitudeScores()), got {importance!r}."
             )
+        # what each unit and connection is worth (prune/importance.py): re-bound after every compaction
+        self.scores: Importance = TaylorScores() if importance is None else importance
+        self._bind()
+        budget = self.budget
+        if budget is not None and not self.groups:
+            frozen = self._frozen_pairs()
+            raise UserError(budgets.nothing_prunable_sentence(type(model).__name__, budget.unit, budget.target, frozen))
         self.cost = CostModel(model, self.example_inputs)
-        if schedule.target_macs is not None and self.cost.macs_factors is None:
+        if budget is not None and budget.unit == "macs" and self.cost.macs_factors is None:
             raise UserError("target_macs needs example_inputs to count the model's MACs.")
         # predicts ms per call from the layers' shapes (edgeprune.latency.LatencyModel, fitted to a
         # latency table measured with onnxruntime on the machine that will run the model)
         self.latency_model = latency_model
-        if schedule.target_latency_ms is not None and latency_model is None:
+        if budget is not None and budget.unit == "latency" and latency_model is None:
             raise UserError(
                 "target_latency_ms needs latency_model= (edgeprune.latency.host_latency_model(...) measures "
                 "one here, or load_latency_model(TABLE) reads a table made on the device)."
@@ -318,8 +328,8 @@ class Pruner:
         self.baseline_macs = self.cost.macs(self._shapes({}))
         self.baseline_latency_ms = self.latency_ms()
         self.widths_before = self.widths()
-        if schedule.target_latency_ms is not None:
-            self._check_reachable(schedule.target_latency_ms)
+        if budget is not None and budget.unit == "latency":
+            self._check_reachable(budget.target)
         # the first moment a miss is known: say it now, not after the run
         self.warn_budget()
         if self.guard is not None and schedule.warmup_epochs == 0:
@@ -357,9 +367,12 @@ class Pruner:
             self._frozen_spaces = [f for f in traced.frozen if f.node != "output"]
             self.frozen = [f"{f.space}: {f.reason} at {f.node}" for f in self._frozen_spaces]
         self._per_unit = {g.name: g.channels_per_unit() for g in self.groups}
-        self.scores = TaylorScores(
-            self.groups, connection_params(self.model) if self.schedule.prune_connections else []
-        )
+        self.scores.bind(self.groups, connection_params(self.model) if self.schedule.prune_connections else [])
+
+    @property
+    def budget(self) -> budgets.Budget | None:
+        """How far pruning goes, in what unit (prune/budget.py; None: the threshold alone decides)."""
+        return self.schedule.cost_budget
 
     def use_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """The optimizer compaction slices and re-points, for a loop that makes it after the pruner
@@ -480,7 +493,7 @@ class Pruner:
                 redirect_removed(model, self.groups, removed)
         self.masks.apply(model, self.optimizer)
         report.removed_connections = self.masks.zeros() - zeros_before
-        if budget is not None and budgets.meets(self._cost_now(), self._final, self._baseline_cost()):
+        if budget is not None and self.budget.reached(self._cost_now(), self._baseline_cost()):
             self.budget_reached = True
         if report.compacted:
             self._bind()
@@ -558,7 +571,7 @@ class Pruner:
                 if self.schedule.progressive and any(len(v) for v in removed.values()):
                     self._on_cpu(self._finalize)  # the masked step, now removed for real (exact: tests)
                     report.compacted = True
-                if budget is not None and budgets.meets(self._cost_live(), self._final, self._baseline_cost()):
+                if budget is not None and self.budget.reached(self._cost_live(), self._baseline_cost()):
                     self.budget_reached = True
                 break
             report.guard.append({**event, "action": "rolled back"})
@@ -718,10 +731,9 @@ class Pruner:
         is `round_to` units, or 1/NOTCH_SHARE of the layer's survivors when that is more, so that a
         20,000-row vocabulary takes tens of notches, not thousands.
         """
-        s = self.schedule
         target = budget * self._baseline_cost()
         final = self._final * self._baseline_cost()
-        per_cost = s.measure in ("latency", "macs")  # what goes first: the least loss per MAC or ms saved
+        per_cost = self.budget.per_cost  # what goes first: the least loss per MAC or ms saved
         # live units, lowest-scored first (dead ones, at inf, last); norm and live do not change here
         ascending = {
             g.name: torch.argsort(torch.where(live[g.name], norm[g.name], torch.tensor(float("inf"))), stable=True)
@@ -791,36 +803,29 @@ class Pruner:
         shapes = self.cost.param_shapes()
         return sizes_after(shapes, self.groups, keep)
 
+    def _measure(self, shapes: dict[str, tuple[int, ...]], params: float | None = None) -> float:
+        """The budget's measure of a model with these shapes (see Budget.measure)."""
+        latency = None if self.latency_model is None else self.latency_model.predict_shapes
+        return self.budget.measure(shapes, self.cost.macs, latency, params)
+
     def _cost_for(self, keep: dict[str, int]) -> float:
         """The budget's measure (dense parameters, MACs per example or predicted ms) with these
         survivor counts."""
-        shapes = self._shapes(keep)
-        measure = self.schedule.measure
-        if measure == "latency":
-            return self.latency_model.predict_shapes(shapes)
-        if measure == "macs":
-            return self.cost.macs(shapes)
-        return float(sum(math.prod(s) for s in shapes.values()))
+        return self._measure(self._shapes(keep))
 
     def _cost_now(self) -> float:
         """The budget's measure of the model as it is (parameters: the live ones)."""
-        measure = self.schedule.measure
-        if measure == "latency":
-            return self.latency_ms()
-        return float(self.macs() if measure == "macs" else self.live_params())
+        return self._measure(self._shapes({}), params=self.live_params())
 
     def _baseline_cost(self) -> float:
-        measure = self.schedule.measure
-        if measure == "latency":
-            return float(self.baseline_latency_ms)
-        return float(self.baseline_macs if measure == "macs" else self.baseline_params)
+        """The budget's measure of the dense model (kept from construction, and across a resume)."""
+        dense = {"latency": self.baseline_latency_ms, "macs": self.baseline_macs, "params": self.baseline_params}
+        return float(dense[self.budget.unit])
 
     @property
     def _final(self) -> float | None:
         """The budget's final fraction of the dense model's cost (None: no budget)."""
-        if self.schedule.target_latency_ms is not None:
-            return min(1.0, self.schedule.target_latency_ms / self.baseline_latency_ms)
-        return self.schedule.target
+        return None if self.budget is None else self.budget.fraction(self._baseline_cost())
 
     def _check_reachable(self, target_ms: float) -> None:
         """A latency budget below the floor is refused outright (the table says it cannot be met)."""
@@ -848,7 +853,7 @@ class Pruner:
         """The budget's measure at the lowest widths pruning can reach, as fractions of the dense
         model's (frozen channel spaces and the model's inputs and outputs stay whole)."""
         base = self._baseline_cost()
-        fixed_measure = "params" if self.schedule.measure == "params" or self.cost.macs_factors is None else "macs"
+        fixed_measure = "params" if self.budget.unit == "params" or self.cost.macs_factors is None else "macs"
         nothing = self._shapes({g.name: 0 for g in self.groups})  # what is left when every group is gone
         # of the dense model (after compaction and on resume too: the baselines are the dense model's)
         if fixed_measure == "macs":
@@ -867,7 +872,7 @@ class Pruner:
             return []
         floors = floors or self._floors()
         return budgets.unreachable_reasons(
-            floors, self._final, self._frozen_pairs(), self.schedule.min_width, self.schedule.measure
+            floors, self._final, self._frozen_pairs(), self.schedule.min_width, self.budget.unit
         )
 
     def _schedule_reason(self) -> str | None:
@@ -890,7 +895,7 @@ class Pruner:
             floors = self._floors()
             reasons = self._unreachable_reasons(floors)
             if reasons:
-                out.append(budgets.unreachable_sentence(self.schedule.measure, self._final, floors, reasons))
+                out.append(budgets.unreachable_sentence(self.budget.unit, self._final, floors, reasons))
         schedule = self._schedule_reason()
         if schedule is not None:
             out.append(budgets.no_pruning_sentence(schedule))
@@ -923,8 +928,7 @@ class Pruner:
                 reasons.append(self.guard.stop_reason())
             if not reasons:
                 reasons.append(self._stopped_reason())
-        measure = self.schedule.measure
-        return {"measure": measure, "target": final, "reached": cost / base, "met": met, "reasons": reasons}
+        return {"measure": self.budget.unit, "target": final, "reached": cost / base, "met": met, "reasons": reasons}
 
     def _stopped_reason(self) -> str:
         """Why a budget whose floor is below the target was still missed."""
@@ -948,12 +952,8 @@ class Pruner:
 
     def _cost_live(self) -> float:
         """The budget's measure of the model with its live units only (masked units counted as gone)."""
-        if self.schedule.measure == "params":
-            return float(self.live_params())
         shapes = self._shapes({g.name: int(self._live_units(g).sum()) for g in self.groups})
-        if self.schedule.measure == "latency":
-            return self.latency_model.predict_shapes(shapes)
-        return float(self.cost.macs(shapes))
+        return self._measure(shapes, params=self.live_params())
 
     def _nothing_pruned(self) -> str | None:
         """Why no unit and no connection was removed (None: something was)."""
@@ -1058,11 +1058,7 @@ class Pruner:
             # resume at any step: the step count, the scores gathered since the last pruning point
             # and the guard's reference and records
             "steps_done": self.steps_done,
-            "scores": {
-                "unit": {k: v.detach().cpu().clone() for k, v in self.scores.unit.items()},
-                "conn": {k: v.detach().cpu().clone() for k, v in self.scores.conn.items()},
-                "batches": self.scores.batches,
-            },
+            "scores": self.scores.state_dict(),
             "guard": None if self.guard is None else copy.deepcopy(self.guard.state_dict()),
         }
 
@@ -1082,8 +1078,6 @@ class Pruner:
         self.steps_done = int(state.get("steps_done", 0))
         saved = state.get("scores")
         if saved is not None:
-            self.scores.unit = {k: v.clone() for k, v in saved["unit"].items()}
-            self.scores.conn = {k: v.clone() for k, v in saved["conn"].items()}
-            self.scores.batches = int(saved["batches"])
+            self.scores.load_state_dict(saved)
         if self.guard is not None and state.get("guard") is not None:
             self.guard.load_state_dict(copy.deepcopy(state["guard"]))

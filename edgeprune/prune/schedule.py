@@ -15,7 +15,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-from edgeprune.errors import UserError
+from edgeprune.errors import ArgumentError, UserError
+from edgeprune.prune.budget import Budget
 
 AUTO_POINTS = 10  # pruning points spread over a window no epoch end falls in (see the module docstring)
 
@@ -28,7 +29,9 @@ class PruneSchedule:
 
     epochs: int
     warmup_epochs: int
-    prune_until: float  # fraction of the epochs after which the structure is frozen
+    # The defaults below are the library's and the command line's (Pruner, TrainConfig and the
+    # flags refer to them): each is written here only.
+    prune_until: float = 0.7  # fraction of the epochs after which the structure is frozen
     threshold: float = 0.01
     target_params: Optional[float] = None  # keep at most this fraction of the baseline's parameters
     target_macs: Optional[float] = None  # or at most this fraction of its MACs per example
@@ -42,49 +45,64 @@ class PruneSchedule:
     prune_every: Optional[int] = None  # prune every N optimizer steps (needs steps_per_epoch)
 
     def __post_init__(self):
+        # errors name the arguments (threshold=); a command line reports them with its flags
+        # (ArgumentError.in_flags, see config.schedule_of)
         if self.warmup_epochs < 0:
-            raise UserError(f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}.")
+            raise ArgumentError(f"warmup_epochs= must be 0 or more, got {self.warmup_epochs}.", "warmup_epochs")
         if not 0 < self.prune_until <= 1:
-            raise UserError(f"--prune-until must be a fraction in (0, 1], got {self.prune_until}.")
+            raise ArgumentError(f"prune_until= must be a fraction in (0, 1], got {self.prune_until}.", "prune_until")
         if not 0 <= self.threshold < 1:
-            raise UserError(f"--threshold must lie in [0, 1), got {self.threshold}.")
+            raise ArgumentError(f"threshold= must lie in [0, 1), got {self.threshold}.", "threshold")
         if self.target_params is not None and not 0 < self.target_params < 1:
-            raise UserError(f"--target-params must be a fraction in (0, 1), e.g. 0.1, got {self.target_params}.")
+            raise ArgumentError(
+                f"target_params= must be a fraction in (0, 1), e.g. 0.1, got {self.target_params}.", "target_params"
+            )
         if self.target_macs is not None and not 0 < self.target_macs < 1:
-            raise UserError(f"--target-macs must be a fraction in (0, 1), e.g. 0.5, got {self.target_macs}.")
+            raise ArgumentError(
+                f"target_macs= must be a fraction in (0, 1), e.g. 0.5, got {self.target_macs}.", "target_macs"
+            )
         if self.target_latency_ms is not None and not self.target_latency_ms > 0:
-            raise UserError(f"--target-latency-ms must be a positive time in ms, got {self.target_latency_ms}.")
+            raise ArgumentError(
+                f"target_latency_ms= must be a positive time in ms, got {self.target_latency_ms}.", "target_latency_ms"
+            )
         given = [t for t in (self.target_params, self.target_macs, self.target_latency_ms) if t is not None]
         if len(given) > 1:
-            raise UserError("Give one budget: --target-params, --target-macs or --target-latency-ms, not two.")
+            raise ArgumentError(
+                "Give one budget: target_params=, target_macs= or target_latency_ms=, not two.",
+                "target_params",
+                "target_macs",
+                "target_latency_ms",
+            )
         if self.round_to < 1:
-            raise UserError(f"--round-to must be 1 (off) or more, got {self.round_to}.")
+            raise ArgumentError(f"round_to= must be 1 (off) or more, got {self.round_to}.", "round_to")
         if self.min_width < 1:
-            raise UserError(f"--min-width must be at least 1, got {self.min_width}.")
+            raise ArgumentError(f"min_width= must be at least 1, got {self.min_width}.", "min_width")
         if self.finetune_lr not in ("constant", "cosine"):
-            raise UserError(f"--finetune-lr must be constant or cosine, got {self.finetune_lr!r}.")
+            raise ArgumentError(f"finetune_lr= must be constant or cosine, got {self.finetune_lr!r}.", "finetune_lr")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise UserError(f"steps_per_epoch must be at least 1, got {self.steps_per_epoch}.")
-        if self.prune_every is not None:
-            if self.prune_every < 1:
-                raise UserError(
-                    f"--prune-every must be a number of optimizer steps, 1 or more, got {self.prune_every}."
-                )
+        if self.prune_every is not None and self.prune_every < 1:
+            raise ArgumentError(
+                f"prune_every= must be a number of optimizer steps, 1 or more, got {self.prune_every}.", "prune_every"
+            )
+
+    @property
+    def cost_budget(self) -> Optional[Budget]:
+        """The budget: how far pruning goes, in what unit (None: the threshold alone decides)."""
+        return Budget.from_targets(self.target_params, self.target_macs, self.target_latency_ms)
 
     @property
     def target(self) -> Optional[float]:
         """The budget's final fraction, of parameters or of MACs (None: no such budget; a latency
         budget's fraction is the pruner's: target_latency_ms over the dense model's prediction)."""
-        return self.target_params if self.target_macs is None else self.target_macs
+        b = self.cost_budget
+        return None if b is None or b.unit == "latency" else b.target
 
     @property
     def measure(self) -> Optional[str]:
         """What the budget counts: "params", "macs", "latency" or None (the threshold alone)."""
-        if self.target_latency_ms is not None:
-            return "latency"
-        if self.target_macs is not None:
-            return "macs"
-        return "params" if self.target_params is not None else None
+        b = self.cost_budget
+        return None if b is None else b.unit
 
     @property
     def _epoch_points(self) -> int:
