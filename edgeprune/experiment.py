@@ -200,7 +200,7 @@ def _newer(outputs: list[Path], inputs: list[Path]) -> bool:
 
 def _check_same_config(run: RunDir, cfg) -> None:
     from edgeprune.config import TrainConfig
-    from edgeprune.train import readable_run_config
+    from edgeprune.rundir import readable_run_config
 
     saved = readable_run_config(run)
     if saved is None:

@@ -40,7 +40,6 @@ from edgeprune.rundir import (
     load_run_data,
     model_record,
     new_run_config,
-    readable_run_config,  # noqa: F401  (edgeprune.experiment imports it from here)
     restore_history,
     save_torch,
     ship_vocab,

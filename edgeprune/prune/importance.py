@@ -53,6 +53,7 @@ class Importance(ABC):
 
     @abstractmethod
     def accumulate(self, model: nn.Module) -> None:
+        """Add this batch's |sum of contributions| per unit and |contribution| per connection."""
         """Add this batch's evidence (called after the backward, before the optimizer step)."""
 
     @abstractmethod
@@ -96,11 +97,13 @@ class TaylorScores(Importance):
         self.bind(groups or [], connection_params or [])
 
     def bind(self, groups: list[Group], connection_params: list[str]) -> None:
+        """Score these groups' units and these parameters' connections, from zero."""
         self.groups = groups
         self.connection_params = connection_params
         self.reset()
 
     def reset(self) -> None:
+        """Zero the sums and the batch count (after a pruning point)."""
         self.unit = {g.name: torch.zeros(g.width, dtype=torch.float64) for g in self.groups}
         self.conn: dict[str, torch.Tensor] = {}
         self.batches = 0
@@ -120,6 +123,7 @@ class TaylorScores(Importance):
 
     @torch.no_grad()
     def accumulate(self, model: nn.Module) -> None:
+        """Add this batch's |sum of contributions| per unit and |contribution| per connection."""
         params = dict(model.named_parameters())
         products: dict[str, torch.Tensor] = {}
         device = next(iter(params.values())).device
@@ -152,14 +156,17 @@ class TaylorScores(Importance):
         self.batches += 1
 
     def unit_scores(self) -> dict[str, torch.Tensor]:
+        """Each group's unit scores, averaged over the batches since the last reset."""
         n = max(self.batches, 1)
         return {k: v / n for k, v in self.unit.items()}
 
     def connection_scores(self) -> dict[str, torch.Tensor]:
+        """Each parameter's connection scores, averaged over the batches since the last reset."""
         n = max(self.batches, 1)
         return {k: v / n for k, v in self.conn.items()}
 
     def state_dict(self) -> dict:
+        """The sums and the batch count, on the CPU (the checkpoint's copy)."""
         return {
             "unit": {k: v.detach().cpu().clone() for k, v in self.unit.items()},
             "conn": {k: v.detach().cpu().clone() for k, v in self.conn.items()},
@@ -167,11 +174,13 @@ class TaylorScores(Importance):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Take the sums and the batch count back from `state_dict()`'s output."""
         self.unit = {k: v.clone() for k, v in state["unit"].items()}
         self.conn = {k: v.clone() for k, v in state["conn"].items()}
         self.batches = int(state["batches"])
 
     def tensors(self) -> dict[str, torch.Tensor]:
+        """The sums and the batch count by name, for the distributed reduction to add up."""
         # unit sums and the batch count in float64 (one collective), connection sums in their own dtype
         units, conns = sorted(self.unit), sorted(self.conn)
         out = {f"unit/{k}": self.unit[k].to(torch.float64) for k in units}
@@ -180,6 +189,7 @@ class TaylorScores(Importance):
         return out
 
     def load_tensors(self, summed: dict[str, torch.Tensor]) -> None:
+        """Take the reduction's sums back, in each tensor's own device and dtype."""
         for k, v in self.unit.items():
             self.unit[k] = summed[f"unit/{k}"].to(v.device, v.dtype).view_as(v)
         self.batches = round(float(summed["batches"]))
@@ -193,6 +203,7 @@ class MagnitudeScores(TaylorScores):
     Needs no gradient: the scores say what is large, not what the loss depends on."""
 
     def contribution(self, p: nn.Parameter) -> torch.Tensor:
+        """|w|: each weight's magnitude, with or without a gradient."""
         return p.detach().abs()
 
 

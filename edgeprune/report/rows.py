@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgeprune.bench.metrics import majority_warning
 from edgeprune.prune import budget as budgets
+from edgeprune.prune.schedule import PruneSchedule
 from edgeprune.report.load import Run
 
 FLOAT = "float"
@@ -246,14 +247,11 @@ def build_rows(runs: list[Run]) -> tuple[list[dict], list[str], dict]:
 
 def budget_of(config: dict, pruned: bool) -> str:
     """The run's budget in a few words: what the front compares across runs."""
-    # The report's one reading of a run's budget (latency, else MACs, else parameters, else the
-    # threshold): every row and run summary takes its words from here.
+    # The report's one reading of a run's budget: the precedence (latency, else MACs, else
+    # parameters) is prune.budget.Budget's; without a budget, the threshold.
     if not pruned:
         return "dense"
-    if config.get("target_latency_ms") is not None:
-        return f"<= {config['target_latency_ms']:g} ms"
-    if config.get("target_macs") is not None:
-        return f"MACs x{config['target_macs']:g}"
-    if config.get("target_params") is not None:
-        return f"params x{config['target_params']:g}"
-    return f"threshold {config.get('threshold', 0.01):g}"
+    budget = budgets.Budget.from_config(config)
+    if budget is not None:
+        return budget.short()
+    return f"threshold {config.get('threshold', PruneSchedule.threshold):g}"
