@@ -20,7 +20,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from common import record
@@ -58,7 +57,7 @@ def stable(value):
 def run(name: str, flags: list[str], data: Path, root: Path) -> dict:
     out = root / name
     cmd = [sys.executable, "-m", "edgeprune", "train", *(f.format(data=data) for f in flags), "--out", str(out)]
-    cmd += ["--threads", "1"]
+    cmd += ["--threads", "1", "--restart"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -89,12 +88,17 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("data"), help="where benchmarks/fetch_data.py wrote its sets")
     ap.add_argument("--name", default="same_runs")
     ap.add_argument("--against", type=Path, help="a record of an earlier commit to compare with")
+    ap.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("/tmp/edgeprune-same-runs"),
+        help="where the runs are made, each time anew (model.pt records its run's path: keep it the same)",
+    )
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = {}
-        for name, flags in RUNS.items():
-            print(f"{name} ...", flush=True)
-            runs[name] = run(name, flags, args.data.resolve(), Path(tmp))
+    runs = {}
+    for name, flags in RUNS.items():
+        print(f"{name} ...", flush=True)
+        runs[name] = run(name, flags, args.data.resolve(), args.runs_dir.resolve())
     result = {"runs": runs}
     said = None
     if args.against:
