@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeprune.latency.model import LatencyModel, check_table, read_table
+from edgeprune.prune.schedule import PruneSchedule
 
 TABLE = "table.json"
 
@@ -23,8 +24,8 @@ def host_latency_model(
     threads: int | None = 1,
     batch: int = 1,
     n: int = 32,
-    round_to: int = 8,
-    min_width: int = 8,
+    round_to: int = PruneSchedule.round_to,
+    min_width: int = PruneSchedule.min_width,
     meta: dict | None = None,
     progress=lambda s: None,
 ) -> tuple[LatencyModel, Path]:

@@ -27,7 +27,7 @@ from edgeprune.errors import UserError
 from edgeprune.latency.model import PROBES_FORMAT, PROBES_MANIFEST, PROBES_VERSION, fingerprint
 from edgeprune.prune.cost import CostModel
 from edgeprune.prune.groups import GROUP_BUILDERS, Group, model_groups
-from edgeprune.prune.schedule import round_keep
+from edgeprune.prune.schedule import PruneSchedule, round_keep
 from edgeprune.prune.surgery import compact_
 from edgeprune.version import __version__
 
@@ -94,7 +94,12 @@ def min_widths(groups: list[Group], min_width: int, round_to: int) -> dict[str, 
 
 
 def sample_widths(
-    groups: list[Group], n: int, seed: int = 0, min_width: int = 8, round_to: int = 8, held_out: float = HELD_OUT
+    groups: list[Group],
+    n: int,
+    seed: int = 0,
+    min_width: int = PruneSchedule.min_width,
+    round_to: int = PruneSchedule.round_to,
+    held_out: float = HELD_OUT,
 ) -> list[tuple[str, dict[str, int], bool]]:
     """(kind, widths, held_out) of up to `n` distinct width settings: the full model, the
     all-minimum model, then random ones (fewer when fewer distinct settings exist)."""
@@ -168,8 +173,8 @@ def make_probes(
     out_dir: Path,
     n: int = DEFAULT_N,
     seed: int = 0,
-    min_width: int = 8,
-    round_to: int = 8,
+    min_width: int = PruneSchedule.min_width,
+    round_to: int = PruneSchedule.round_to,
     meta: dict | None = None,
     held_out: float = HELD_OUT,
     opset: int = 17,
