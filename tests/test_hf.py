@@ -175,6 +175,20 @@ def test_a_layer_with_fewer_heads_exports_and_matches(dirs, kind, tmp_path):
             assert np.abs(got_padded - got).max() <= ONNX_ATOL
 
 
+def fit_in_users_loop(model, pruner, opt, batch, steps_per_epoch: int, epochs: int = 2) -> None:
+    """A user's own fine-tuning loop of an HF classifier with the Pruner's per-step and per-epoch calls."""
+    ids, mask, y = batch
+    for epoch in range(1, epochs + 1):
+        for _ in range(steps_per_epoch):
+            loss = torch.nn.functional.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, y)
+            opt.zero_grad()
+            loss.backward()
+            pruner.after_backward()
+            opt.step()
+            pruner.step()
+        pruner.end_epoch(epoch)
+
+
 def test_a_users_own_loop_prunes_heads_with_the_same_calls(dirs):
     """The Python API on a plain transformers model (a ModelOutput out, ids and mask in): the same
     Pruner calls prune it in place, AdamW's param group and state follow it, and it still runs."""
@@ -189,15 +203,7 @@ def test_a_users_own_loop_prunes_heads_with_the_same_calls(dirs):
     params = list(model.parameters())
     assert len(opt.param_groups) == 1
     pruner = Pruner(model, (ids, mask), opt, epochs=2, warmup_epochs=0, target_macs=0.4, round_to=1, min_width=1)
-    for epoch in (1, 2):
-        for _ in range(3):
-            loss = torch.nn.functional.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, y)
-            opt.zero_grad()
-            loss.backward()
-            pruner.after_backward()
-            opt.step()
-            pruner.step()
-        pruner.end_epoch(epoch)
+    fit_in_users_loop(model, pruner, opt, (ids, mask, y), steps_per_epoch=3)
     now = list(model.parameters())  # resized tensors are new Parameters; the optimizer points at them
     assert len(now) == len(params) and all(a is b for a, b in zip(opt.param_groups[0]["params"], now))
     q = [layer.attention.self.query for layer in model.bert.encoder.layer]
@@ -591,15 +597,7 @@ def test_the_pruner_removes_whole_sublayers_to_meet_a_budget(dirs):
     ids, mask, y = x[:, 0], x[:, 1], torch.tensor([0, 1, 1, 0])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     pruner = Pruner(model, (ids, mask), opt, epochs=2, warmup_epochs=0, target_macs=0.05, round_to=8, min_width=8)
-    for epoch in (1, 2):
-        for _ in range(2):
-            loss = torch.nn.functional.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, y)
-            opt.zero_grad()
-            loss.backward()
-            pruner.after_backward()
-            opt.step()
-            pruner.step()
-        pruner.end_epoch(epoch)
+    fit_in_users_loop(model, pruner, opt, (ids, mask, y), steps_per_epoch=2)
     pruner.finalize()
     widths = pruner.summary().widths_after
     gone = [k for k, w in widths.items() if w == 0]
