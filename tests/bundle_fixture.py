@@ -184,9 +184,14 @@ def make_tiny_bundle(out_dir: Path | str, *, int8: bool = False, seed: int = 0) 
         quantize_dynamic(str(root / "model.onnx"), str(root / "model.int8.onnx"), weight_type=QuantType.QInt8)
         models.append({"name": "int8", "file": "model.int8.onnx"})
 
+    return _finish_image_bundle(root, models, reference_logits, seed)
+
+
+def _finish_image_bundle(root: Path, models: list[dict], logits, seed: int) -> Path:
+    """Eval set (labels: `logits`' own predictions), meta.json and manifest of a 28x28 image bundle."""
     rng = np.random.default_rng(seed + 1)
     x = rng.standard_normal((EVAL_SIZE, 1, 28, 28)).astype(np.float32)
-    y = reference_logits(x, seed).argmax(axis=1).astype(np.int64)
+    y = logits(x, seed).argmax(axis=1).astype(np.int64)
     np.savez(root / "eval.npz", x=x, y=y)
 
     meta = {
@@ -214,26 +219,7 @@ def make_cnn_bundle(out_dir: Path | str, *, seed: int = 0) -> Path:
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     onnx.save(_cnn_model(seed), str(root / "model.onnx"))
-    rng = np.random.default_rng(seed + 1)
-    x = rng.standard_normal((EVAL_SIZE, 1, 28, 28)).astype(np.float32)
-    y = reference_cnn_logits(x, seed).argmax(axis=1).astype(np.int64)
-    np.savez(root / "eval.npz", x=x, y=y)
-    meta = {
-        "format": 1,
-        "task": "image-classification",
-        "dataset": "synthetic",
-        "labels": [f"class{i}" for i in range(NUM_CLASSES)],
-        "num_classes": NUM_CLASSES,
-        "input_name": INPUT_NAME,
-        "input_dtype": "float32",
-        "input_shape": ["batch", 1, 28, 28],
-        "output_name": OUTPUT_NAME,
-        "models": [{"name": "float", "file": "model.onnx"}],
-        "eval": "eval.npz",
-    }
-    (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    _write_manifest(root)
-    return root
+    return _finish_image_bundle(root, [{"name": "float", "file": "model.onnx"}], reference_cnn_logits, seed)
 
 
 def make_text_bundle(out_dir: Path | str, *, seed: int = 0, flip: bool = False) -> Path:
