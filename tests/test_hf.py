@@ -98,6 +98,16 @@ def qkv(layer):
 QUERY = ("attention.self.query", "attention.q_proj")  # the group of a layer's heads, by its first member
 
 
+def assert_computes_like(ref, model, kind: str, example) -> None:
+    """`model` (compacted) gives `ref`'s (masked) outputs within ATOL on the example and one more batch."""
+    checks = [example] + ([text_batch([3, 12, 7], 12, seed=2)] if kind == "bert" else [torch.randn(3, 1, 28, 28)])
+    for x in checks:
+        with torch.no_grad():
+            want, got = ref(x), model(x)
+        assert float(want.abs().max()) > 1e-2
+        assert float((want - got).abs().max()) <= ATOL
+
+
 @pytest.mark.parametrize("kind", ["bert", "vit"])
 def test_heads_and_ffn_units_are_removed_exactly(dirs, kind):
     """A third of every group's units (heads and FFN neurons of both layers) removed: the compacted
@@ -117,12 +127,7 @@ def test_heads_and_ffn_units_are_removed_exactly(dirs, kind):
     for layer, before, h in zip(layers(model), widths, heads):
         for proj in qkv(layer):
             assert proj.out_features == before - HEAD * len(removed[h])
-    checks = [example] + ([text_batch([3, 12, 7], 12, seed=2)] if kind == "bert" else [torch.randn(3, 1, 28, 28)])
-    for x in checks:
-        with torch.no_grad():
-            want, got = ref(x), model(x)
-        assert float(want.abs().max()) > 1e-2
-        assert float((want - got).abs().max()) <= ATOL
+    assert_computes_like(ref, model, kind, example)
 
 
 def onnx_meta(model, kind: str) -> dict:
@@ -516,17 +521,12 @@ def test_a_whole_attention_and_a_whole_ffn_go_exactly(dirs, kind):
     ffn = second.intermediate.dense if kind == "bert" else second.mlp.fc1
     assert ffn.out_features == 0 and isinstance(ffn, EmptyLinear)
     assert all(p.out_features == HEAD * ((HEADS if kind == "bert" else 2) - 1) for p in qkv(second))
-    checks = [example] + ([text_batch([3, 12, 7], 12, seed=2)] if kind == "bert" else [torch.randn(3, 1, 28, 28)])
-    for x in checks:
-        with torch.no_grad():
-            want, got = ref(x), model(x)
-        assert float(want.abs().max()) > 1e-2
-        assert float((want - got).abs().max()) <= ATOL
+    assert_computes_like(ref, model, kind, example)
     if kind == "bert":
         seen = {}
         first.attention.register_forward_hook(lambda m, a, out: seen.update(x=a[0], y=out[0]))
         with torch.no_grad():
-            model(checks[1])
+            model(text_batch([3, 12, 7], 12, seed=2))  # the second batch assert_computes_like checked
             out = first.attention.output
             by_hand = out.LayerNorm(out.dense.bias + seen["x"])
         assert float((seen["y"] - by_hand).abs().max()) <= ATOL
