@@ -629,7 +629,8 @@ def guard_announcement(guard) -> str:
     """The line that says the accuracy guard is on, and how to turn it off when that is the default."""
     what = (
         f"accuracy guard: a pruning step that costs more than {guard.max_drop:g} point(s) of validation "
-        f"{guard.metric} (n={guard.n}) against the dense model is rolled back and retried smaller"
+        f"{guard.metric} (n={guard.n}) against the dense model, or against the model just before it when that "
+        "is higher, is rolled back and retried smaller"
     )
     if guard.by_default:
         return f"{what} (on by default with a budget; --max-accuracy-drop none turns it off)"
@@ -723,7 +724,11 @@ def _guard_summary(r: dict) -> str:
         elif action == "stopped":
             said.append("pruning stopped")
         else:
-            said.append(f"{len(mine)} {action} (worst drop {max(e['drop'] for e in mine):.2f} pts)")
+            worst = f"worst drop {max(e['drop'] for e in mine):.2f} pts"
+            steps = [e["step_drop"] for e in mine if e.get("step_drop") is not None]
+            if steps:  # each step is also held to the model just before it
+                worst += f", {max(steps):.2f} under the model before it"
+            said.append(f"{len(mine)} {action} ({worst})")
     return "  guard: " + ", ".join(said)
 
 
