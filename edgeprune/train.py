@@ -2,7 +2,8 @@
 the gradients just computed), after each optimizer step (a pruning point of a schedule in steps)
 and at the end of each epoch (prune, then compact). With the accuracy guard on (the default of a
 run with a budget), each pruning step is validated on the validation split and rolled back when
-it costs more than --max-accuracy-drop points."""
+it costs more than --max-accuracy-drop points against the dense model, or against the model just
+before it when that is higher."""
 
 from __future__ import annotations
 
@@ -727,7 +728,7 @@ def _guard_summary(r: dict) -> str:
             worst = f"worst drop {max(e['drop'] for e in mine):.2f} pts"
             steps = [e["step_drop"] for e in mine if e.get("step_drop") is not None]
             if steps:  # each step is also held to the model just before it
-                worst += f", {max(steps):.2f} under the model before it"
+                worst += f" from the reference, {max(steps):.2f} from the model before it"
             said.append(f"{len(mine)} {action} ({worst})")
     return "  guard: " + ", ".join(said)
 

@@ -17,8 +17,9 @@ budget, and compacts the model in place (progressively, or once at the end), so 
 
 `steps_per_epoch` (or `total_steps`) lets pruning happen within epochs, so a one-epoch fine-tune
 prunes (prune/schedule.py says where); `max_drop` with `evaluate` is the accuracy guard
-(prune/guard.py): a step that costs more than `max_drop` points of validation is rolled back
-and retried smaller, and pruning stops when no smaller step fits.
+(prune/guard.py): a step that costs more than `max_drop` points of validation (against the dense
+model, or the model just before the step when higher) is rolled back and retried smaller, and
+pruning stops when no smaller step fits.
 
 Coupling comes from the model: the study's two models declare theirs (prune/groups.py), any
 other model is traced with torch.fx (prune/trace.py); what the tracer cannot follow is frozen
