@@ -2,7 +2,8 @@
 the gradients just computed), after each optimizer step (a pruning point of a schedule in steps)
 and at the end of each epoch (prune, then compact). With the accuracy guard on (the default of a
 run with a budget), each pruning step is validated on the validation split and rolled back when
-it costs more than --max-accuracy-drop points."""
+it costs more than --max-accuracy-drop points against the dense model, or against the model just
+before it when that is higher."""
 
 from __future__ import annotations
 
@@ -629,7 +630,8 @@ def guard_announcement(guard) -> str:
     """The line that says the accuracy guard is on, and how to turn it off when that is the default."""
     what = (
         f"accuracy guard: a pruning step that costs more than {guard.max_drop:g} point(s) of validation "
-        f"{guard.metric} (n={guard.n}) against the dense model is rolled back and retried smaller"
+        f"{guard.metric} (n={guard.n}) against the dense model, or against the model just before it when that "
+        "is higher, is rolled back and retried smaller"
     )
     if guard.by_default:
         return f"{what} (on by default with a budget; --max-accuracy-drop none turns it off)"
@@ -723,7 +725,11 @@ def _guard_summary(r: dict) -> str:
         elif action == "stopped":
             said.append("pruning stopped")
         else:
-            said.append(f"{len(mine)} {action} (worst drop {max(e['drop'] for e in mine):.2f} pts)")
+            worst = f"worst drop {max(e['drop'] for e in mine):.2f} pts"
+            steps = [e["step_drop"] for e in mine if e.get("step_drop") is not None]
+            if steps:  # each step is also held to the model just before it
+                worst += f" from the reference, {max(steps):.2f} from the model before it"
+            said.append(f"{len(mine)} {action} ({worst})")
     return "  guard: " + ", ".join(said)
 
 

@@ -192,8 +192,10 @@ def test_a_step_the_guard_refuses_is_rolled_back_exactly_and_retried_smaller_the
     assert 2 <= len(actions) - 1 <= guards.MAX_HALVINGS + 1
     removed = [sum(e["removed_units"].values()) for e in report.guard[:-1]]
     assert removed[0] > 0 and all(b <= a // 2 for a, b in zip(removed, removed[1:]))
-    # each try was a real, masked model: more zeros than the dense one had
-    assert len(tries) == len(actions) and all(masked > 0 for masked, _ in tries[1:])
+    # one pass of the model just before the step (dense: no zeros), then each try, a real masked
+    # model with more zeros than the dense one had
+    assert len(tries) == 2 + len(actions) - 1 and tries[1][0] == 0 and all(masked > 0 for masked, _ in tries[2:])
+    assert all(e["before"] == tries[1][1] for e in report.guard) and pruner.guard.before_passes == 1
     # ... and each was rolled back exactly: weights, buffers and Adam's moments as before the step,
     # the same parameter objects, and the model computes what it computed before
     assert_same_state(after, before)
@@ -206,6 +208,94 @@ def test_a_step_the_guard_refuses_is_rolled_back_exactly_and_retried_smaller_the
     assert status["met"] is False and status["reasons"][0].startswith("the accuracy guard stopped pruning at step 8")
     assert "--max-accuracy-drop 0.01" in status["reasons"][0]
     assert pruner.guard.validations == len(tries)
+
+
+def scripted(values):
+    """An evaluation that answers `values` in order (the test supplies the accuracies) and records
+    the number of zero weights of each model it was asked about (0: the unmasked model)."""
+    seen = []
+
+    def evaluate(m):
+        seen.append(sum(int((p == 0).sum()) for p in m.parameters()))
+        return values[len(seen) - 1]
+
+    return evaluate, seen
+
+
+def first_point(evaluate, **kw):
+    """A fine-tune from weights in a user's loop up to its first guarded pruning point (step 8)."""
+    model, opt = pretrained()
+    pruner = Pruner(
+        model, X[:2], opt, total_steps=len(batches(0)), prune_every=8, from_weights=True, target_params=0.2,
+        round_to=1, min_width=1, max_drop=1.0, evaluate=evaluate, **kw,
+    )  # fmt: skip
+    assert pruner.schedule.points[0] == 8
+    for idx in batches(0)[:8]:
+        report = train_step(model, opt, idx, pruner)
+    return pruner, report
+
+
+@pytest.mark.parametrize("tries", [[0.86, 0.895], [0.86] * (guards.MAX_HALVINGS + 1)])
+def test_a_step_within_the_dense_reference_but_costing_more_against_the_model_before_it_is_rolled_back(tries):
+    # the dense reference 0.80; the model has learned to 0.90 by the pruning point; a try at 0.86 is
+    # 6 points above the reference (a stale reference would keep it) but 4 under the model before it
+    evaluate, seen = scripted([0.80, 0.90, *tries])
+    pruner, report = first_point(evaluate)
+    g = pruner.guard
+    assert g.reference == 0.80 and seen[0] == 0 and seen[1] == 0  # the reference, then the model before the step
+    assert all(z > 0 for z in seen[2:])  # each try: a masked model
+    first = report.guard[0]
+    assert first["action"] == "rolled back" and first["value"] == 0.86 and first["before"] == 0.90
+    assert first["drop"] == pytest.approx(-6.0) and first["step_drop"] == pytest.approx(4.0)  # within the reference
+    assert g.within(0.86) and not g.within(0.86, 0.90)  # the rule, asked both ways
+    if tries[-1] == 0.895:  # the half step costs 0.5 point against the model before it: kept
+        assert [e["action"] for e in report.guard] == ["rolled back", "kept"]
+        kept = report.guard[1]
+        assert kept["step_drop"] == pytest.approx(0.5) and kept["before"] == 0.90
+        assert 0 < sum(kept["removed_units"].values()) <= sum(first["removed_units"].values()) // 2
+        assert report.removed_units == kept["removed_units"] and not g.stopped
+    else:  # every smaller step costs 4 points against the model before it: pruning stops, and says why
+        assert [e["action"] for e in report.guard] == ["rolled back"] * len(tries) + ["stopped"]
+        assert g.stopped["before"] == 0.90 and pruner.ended_by == "guard"
+        reason = pruner.budget_status()["reasons"][0]
+        assert "0.8600, 4.00 points under the model before the step (0.9000; the dense model's was 0.8000)" in reason
+    # the cost counts the extra pass: the reference, the model before the step, each try
+    assert g.validations == len(seen) == 2 + len(tries) and g.before_passes == 1
+    line = str(pruner.summary())
+    assert f"{g.validations} validation pass(es) (1 of the model before a step)" in line
+    assert "dense reference 0.8000 (each step held to it or to the model just before the step" in line
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_when_the_model_before_the_step_is_the_reference_the_guard_decides_as_against_the_reference(fresh):
+    """The pre-step figure equal to the reference: decisions are the dense reference's alone. Measured
+    (a pass of its own), or fresh: the reference taken at this very point is reused, at no extra pass."""
+    tries = [0.885, 0.895]  # 1.5 points under: rolled back; 0.5 under: kept
+    if fresh:  # the guard added after the warm-up (a state without one): the reference is taken at the point
+        evaluate, seen = scripted([0.90, *tries])
+        model, opt = pretrained()
+        kw = dict(epochs=2, steps_per_epoch=16, warmup_epochs=1, prune_every=4, target_params=0.2, round_to=1,
+                  min_width=1)  # fmt: skip
+        unguarded = Pruner(model, X[:2], opt, **kw)
+        for idx in batches(0):  # the warm-up: steps 1 to 16
+            train_step(model, opt, idx, unguarded)
+        pruner = Pruner(model, X[:2], opt, **kw, max_drop=1.0, evaluate=evaluate)
+        pruner.load_state_dict(unguarded.state_dict())
+        assert pruner.guard.reference is None and pruner.schedule.points == (20,)
+        for idx in batches(1)[:4]:
+            report = train_step(model, opt, idx, pruner)
+        assert pruner.guard.events[0]["at"] == "step 20" and pruner.guard.before_passes == 0
+    else:
+        evaluate, seen = scripted([0.90, 0.90, *tries])
+        pruner, report = first_point(evaluate)
+        assert pruner.guard.before_passes == 1
+    g = pruner.guard
+    assert [e["action"] for e in report.guard] == ["rolled back", "kept"]
+    for e in report.guard:  # a second way: the dense reference's rule alone
+        assert e["before"] == g.reference == 0.90
+        assert (e["action"] == "kept") == (100 * (0.90 - e["value"]) <= 1.0)
+        assert e["step_drop"] == pytest.approx(e["drop"])
+    assert g.validations == len(seen) == 1 + (not fresh) + len(tries)
 
 
 def test_max_drop_in_a_users_own_loop_with_its_evaluation():
@@ -238,9 +328,12 @@ def test_max_drop_in_a_users_own_loop_with_its_evaluation():
     kept = [e for e in g.events if e["action"] == "kept"]
     rolled = [e for e in g.events if e["action"] == "rolled back"]
     assert kept and rolled  # this budget is beyond what 1 point allows: the guard both keeps and refuses
-    assert all(100 * (dense_accuracy - e["value"]) <= 1.0 + 1e-9 for e in kept)
-    assert all(100 * (dense_accuracy - e["value"]) > 1.0 for e in rolled)
-    assert g.validations == len(seen) == 1 + len(kept) + len(rolled)
+    # each step is held to the dense model or the model just before it, whichever is higher
+    assert all(100 * (max(dense_accuracy, e["before"]) - e["value"]) <= 1.0 + 1e-9 for e in kept)
+    assert all(100 * (max(dense_accuracy, e["before"]) - e["value"]) > 1.0 for e in rolled)
+    # one pass for the reference, one for the model before each pruning point that tried a step, one per try
+    points = {e["at"] for e in kept + rolled}
+    assert g.before_passes == len(points) and g.validations == len(seen) == 1 + len(points) + len(kept) + len(rolled)
     s = pruner.summary()
     assert s.params_after < s.params_before  # it pruned, and stopped short of the 0.05 budget
     assert s.ended_by == "guard" and s.budget["met"] is False
@@ -346,7 +439,9 @@ def test_a_one_epoch_train_run_prunes(data_root, tmp_path, capsys):
     # guarded by default, and said: in the output, in metrics.json, in history.jsonl
     assert "on by default with a budget; --max-accuracy-drop none turns it off" in out
     assert m["guard"]["by_default"] is True and m["guard"]["max_drop"] == 1.0 and m["guard"]["n"] == 60
-    assert m["guard"]["validations"] == len(h["guard"]) - sum(e["action"] == "stopped" for e in h["guard"])
+    tried = {e["at"] for e in h["guard"] if e["action"] in ("kept", "rolled back")}  # one pass before each
+    assert m["guard"]["before_passes"] == len(tried) and "before" in h["guard"][-1]
+    assert m["guard"]["validations"] == len(h["guard"]) - sum(e["action"] == "stopped" for e in h["guard"]) + len(tried)
     assert h["guard"][0]["action"] == "reference" and m["pruning_ended_by"] in ("budget", "guard", "schedule")
     assert f"pruning ended by the {m['pruning_ended_by']}" in out and "validation pass(es)" in out
     if m["pruning_ended_by"] == "guard":  # a stop short of the budget is said as a missed budget is
@@ -388,7 +483,8 @@ def test_a_guard_that_stops_short_of_the_budget_says_so_as_a_missed_budget(data_
     assert f"budget not met: parameters 0.20 asked, 1.00 reached — {reason}" in m["warnings"]
     assert "done, budget not met" in out and "pruning ended by the guard" in out
     assert m["guard"]["by_default"] is True and m["guard"]["rolled_back"] == len(events) - 2
-    assert m["guard"]["validations"] == len(events) - 1  # the reference and each try: one pass each
+    # the reference, the model just before the step (trained one step since), and each try: one pass each
+    assert m["guard"]["validations"] == len(events) - 1 + 1 and m["guard"]["before_passes"] == 1
     # the report draws the guard's steps as a table, and its runs table says what ended pruning
     from edgeprune.report import build_report, to_markdown
 
@@ -398,7 +494,9 @@ def test_a_guard_that_stops_short_of_the_budget_says_so_as_a_missed_budget(data_
     assert [row[:2] for row in run["guard"]] == [[e["at"], e["action"]] for e in events]
     text = to_markdown(result)
     assert "accuracy guard, max drop 1 points of validation accuracy (n=60) (the default):" in text
-    assert "| step 17 | reference | 1.0000 | - | 26,698 |" in text
+    assert "| step 17 | reference | 1.0000 | — | - | 26,698 |" in text  # the reference has no step before it
+    before = f"{events[1]['before']:.4f}"
+    assert f"| step 18 | rolled back | {events[1]['value']:.4f} | {before} | {events[1]['drop']:+.2f} |" in text
 
 
 def test_resume_in_the_middle_of_a_guarded_run_ends_as_an_uninterrupted_run(data_root, tmp_path, monkeypatch):

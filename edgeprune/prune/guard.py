@@ -1,14 +1,20 @@
 """The accuracy guard: pruning goes on only while validation stays within `max_drop` points of the
-dense model.
+dense model, and no step costs more than `max_drop` points against the model just before it.
 
 The reference is the dense model's validation metric at the end of the warm-up (at the start
-when there is none, which is the default when training starts from trained weights). At every
-pruning point the pruner masks the units and connections it chose, asks the caller's
-`evaluate(model)` for the metric, and keeps the step only when the drop is at most `max_drop`
-points; a step that falls further is rolled back exactly (weights, optimizer state, masks) and
-retried with half of each layer's removal, at most MAX_HALVINGS times. When no smaller step
-fits, pruning stops for good and the rest of the run fine-tunes. Each try costs one validation
-pass (plus one for the reference); the guard counts them and their seconds.
+when there is none, which is the default when training starts from trained weights); it is the
+figure the guard records and says. The model keeps learning after it, so a later step could cost
+several points against the model it was applied to and still pass under a stale reference: each
+step is therefore held to max(reference, the model's validation right before the step). At every
+pruning point the pruner measures that pre-step figure (one validation pass, skipped when the
+same weights were measured with no training since: the reference taken at this point, or the
+previous step's own pass), masks the units and connections it chose, asks the caller's
+`evaluate(model)` for the metric, and keeps the step only when it is at most `max_drop` points
+under that bound; a step that falls further is rolled back exactly (weights, optimizer state,
+masks) and retried with half of each layer's removal, at most MAX_HALVINGS times. When no smaller
+step fits, pruning stops for good and the rest of the run fine-tunes. Each try costs one
+validation pass, each pruning point one more for the model before it (unless fresh), plus one
+for the reference; the guard counts them and their seconds.
 
 This module holds the rule, the records and the sentences; the pruner (prune/pruner.py) does
 the masking and the rollback. Plain data in and out.
@@ -69,8 +75,9 @@ class Guard:
     reference: float | None = None
     stopped: dict | None = None  # {"at", "value", "drop"}: the failed step that ended pruning
     events: list[dict] = field(default_factory=list)
-    validations: int = 0
+    validations: int = 0  # every pass: the reference, the models before steps and each try
     seconds: float = 0.0
+    before_passes: int = 0  # of `validations`: the model just before a step, when no fresh figure existed
     by_default: bool = False  # on because it is the default (said by whoever set it), not asked for
 
     def check_value(self, value) -> float:
@@ -87,11 +94,17 @@ class Guard:
         return v
 
     def drop(self, value: float) -> float:
-        """Points under the reference (negative: above it)."""
+        """Points under the dense reference (negative: above it): what the guard records and says."""
         return 100.0 * (self.reference - value)
 
-    def within(self, value: float) -> bool:
-        return self.drop(value) <= self.max_drop + TIE
+    def bound(self, before: float | None = None) -> float:
+        """What a step is held to: the dense reference, or the model just before the step when that is
+        higher (it has learned since the reference)."""
+        return self.reference if before is None else max(self.reference, before)
+
+    def within(self, value: float, before: float | None = None) -> bool:
+        """Whether a step that left validation at `value` (from `before` just before it) is kept."""
+        return 100.0 * (self.bound(before) - value) <= self.max_drop + TIE
 
     def noise(self) -> float | None:
         """The validation metric's noise in points (NOISE_SE standard errors), when n is known."""
@@ -114,17 +127,25 @@ class Guard:
     def stop_reason(self) -> str:
         """Why a budget was missed when the guard ended pruning (see prune/budget.py)."""
         s = self.stopped
+        before = s.get("before")
+        if before is not None and before > self.reference:  # it failed against the model before the step
+            under = (
+                f"{100 * (before - s['value']):.2f} points under the model before the step ({before:.4f}; "
+                f"the dense model's was {self.reference:.4f})"
+            )
+        else:
+            under = f"{s['drop']:.2f} points under the dense model's {self.reference:.4f}"
         return (
             f"the accuracy guard stopped pruning at {s['at']}: the smallest step tried left validation "
-            f"{self.metric} {s['value']:.4f}, {s['drop']:.2f} points under the dense model's {self.reference:.4f} "
-            f"(--max-accuracy-drop {self.max_drop:g}; none turns the guard off)"
+            f"{self.metric} {s['value']:.4f}, {under} (--max-accuracy-drop {self.max_drop:g}; none turns the guard off)"
         )
 
     def shrunk_reason(self) -> str:
         """Why a budget was missed when the guard kept only smaller steps and the schedule ran out."""
         return (
             f"the accuracy guard rolled back {self.counts()['rolled_back']} step(s) that cost more than "
-            f"{self.max_drop:g} point(s) of validation {self.metric} and kept smaller ones, so the last pruning "
+            f"{self.max_drop:g} point(s) of validation {self.metric} (against the dense model, or the model before "
+            "the step when higher) and kept smaller ones, so the last pruning "
             "point passed above the budget (--max-accuracy-drop none turns the guard off)"
         )
 

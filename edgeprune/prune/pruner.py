@@ -17,8 +17,9 @@ budget, and compacts the model in place (progressively, or once at the end), so 
 
 `steps_per_epoch` (or `total_steps`) lets pruning happen within epochs, so a one-epoch fine-tune
 prunes (prune/schedule.py says where); `max_drop` with `evaluate` is the accuracy guard
-(prune/guard.py): a step that costs more than `max_drop` points of validation is rolled back
-and retried smaller, and pruning stops when no smaller step fits.
+(prune/guard.py): a step that costs more than `max_drop` points of validation (against the dense
+model, or the model just before the step when higher) is rolled back and retried smaller, and
+pruning stops when no smaller step fits.
 
 Coupling comes from the model: the study's two models declare theirs (prune/groups.py), any
 other model is traced with torch.fx (prune/trace.py); what the tracer cannot follow is frozen
@@ -156,11 +157,13 @@ def guard_line(g: dict) -> str:
     """One line for the accuracy guard's outcome (a Guard.to_dict())."""
     ref = "not measured yet" if g["reference"] is None else f"{g['reference']:.4f}"
     n = f" (n={g['n']})" if g.get("n") else ""
+    before = g.get("before_passes", 0)
     return (
-        f"accuracy guard: max drop {g['max_drop']:g} points of validation {g['metric']}{n}, dense reference {ref}; "
+        f"accuracy guard: max drop {g['max_drop']:g} points of validation {g['metric']}{n}, dense reference {ref} "
+        f"(each step held to it or to the model just before the step, whichever is higher); "
         f"{g['kept']} step(s) kept, {g['rolled_back']} rolled back"
         + (", pruning stopped" if g.get("stopped") else "")
-        + f"; {g['validations']} validation pass(es), {g['seconds']:.1f}s"
+        + f"; {g['validations']} validation pass(es) ({before} of the model before a step), {g['seconds']:.1f}s"
     )
 
 
@@ -203,7 +206,10 @@ class Pruner:
     (it may switch the model to eval mode; the pruner restores the mode). `val_size` (its number
     of examples) lets the guard warn when `max_drop` is below the set's noise; `recalibrate(model)`
     runs after a step's masks and before its evaluation (e.g. BatchNorm statistics). The
-    reference is the dense model at the end of the warm-up.
+    reference is the dense model at the end of the warm-up; each step is also held to the model just
+    before it (validated at the pruning point unless the same weights were measured with no training
+    since), so a step is rolled back when it costs more than `max_drop` points against the higher of
+    the two.
 
     `importance` (an edgeprune.prune.importance.Importance instance; default TaylorScores(), the
     first-order contribution to the loss) says what each unit and connection is worth.
@@ -285,6 +291,9 @@ class Pruner:
         if optimizer is not None:
             check_optimizer(optimizer)
         self.guard = self._make_guard(max_drop, evaluate, val_size, guard_metric)
+        # the guard's last validation of the weights as they are now (None: trained since, or never measured):
+        # the pre-step figure of a pruning point that needs no pass of its own
+        self._fresh: float | None = None
         self.evaluate, self.recalibrate = evaluate, recalibrate
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         if torch.is_tensor(example_inputs):
@@ -383,6 +392,7 @@ class Pruner:
     # --- hooks called by the training loop -------------------------------------------------
     def after_backward(self) -> None:
         """Call after every backward, before optimizer.step(): adds this batch's contributions."""
+        self._fresh = None  # training: the guard's last figure no longer describes the weights
         if self._collecting():
             self.scores.accumulate(self.model)
 
@@ -391,6 +401,7 @@ class Pruner:
         and this step is one of its points, prunes (and compacts) in place. Returns the pruning
         point's report, None between points."""
         self.steps_done += 1
+        self._fresh = None  # an optimizer step changed the weights
         if self.schedule.in_steps and self.steps_done == self.schedule.warmup_steps and self._needs_reference():
             self._measure_reference(f"step {self.steps_done}")  # the end of the warm-up
         k = self._points.get(self.steps_done) if self.schedule.in_steps else None
@@ -526,27 +537,40 @@ class Pruner:
     def _measure_reference(self, at: str) -> None:
         """The dense model's validation metric: what every pruning step is compared with."""
         g = self.guard
-        g.reference = self._validate()
+        g.reference = self._fresh = self._validate()
         event = {"at": at, "epoch": self.epoch, "action": "reference", "value": g.reference, "drop": 0.0}
         g.events.append({**event, "params_alive": self.live_params()})
         noisy = g.noise_warning()
         if noisy is not None:
             warnings.warn(noisy, GuardWarning, stacklevel=3)
 
+    def _before_step(self) -> float:
+        """The validation figure of the model just before a step: the fresh one when the same weights
+        were measured with no training since, else one more pass (counted as such)."""
+        if self._fresh is None:
+            self._fresh = self._validate()
+            self.guard.before_passes += 1
+        return self._fresh
+
     def _guarded(self, budget: float | None, at: str) -> StepReport:
-        """A pruning point under the accuracy guard: mask the chosen units and connections, validate,
-        and keep the step (then compact it, in progressive mode) or roll it back exactly and retry
-        half of it; when no smaller step fits, pruning stops for good."""
+        """A pruning point under the accuracy guard: validate the model before the step (unless fresh),
+        mask the chosen units and connections, validate, and keep the step (then compact it, in
+        progressive mode) or roll it back exactly and retry half of it; when no smaller step fits,
+        pruning stops for good. A step is held to max(dense reference, the model before it)."""
         g = self.guard
         report = StepReport(budget=budget, at=at)
-        before = self._snapshot()
         removed, conn = self._on_cpu(self._choose, budget)
+        if not self._step_size(removed, conn):  # nothing to remove here: no pass spent
+            self.scores.reset()
+            return report
+        before_value = self._before_step()  # before the snapshot: the state it measured is the one restored
+        snap = self._snapshot()
         tries = 0
         while True:
             if not self._step_size(removed, conn):
                 if tries:  # every smaller step was rolled back too: stop here
                     last = report.guard[-1]
-                    g.stopped = {"at": at, "value": last["value"], "drop": last["drop"]}
+                    g.stopped = {"at": at, "value": last["value"], "drop": last["drop"], "before": before_value}
                     report.guard.append({**last, "action": "stopped"})
                 break
             zeros_before, unit_zeros = self.masks.zeros(), self._on_cpu(self._mask, removed, conn)
@@ -559,12 +583,14 @@ class Pruner:
                 "epoch": self.epoch,
                 "try": tries,
                 "value": value,
-                "drop": g.drop(value),
+                "drop": g.drop(value),  # under the dense reference
+                "before": before_value,  # the model just before the step
+                "step_drop": 100.0 * (before_value - value),  # under it, in points
                 "budget": budget,
                 "removed_units": {k: int(len(v)) for k, v in removed.items() if len(v)},
                 "params_alive": self.live_params(),
             }
-            if g.within(value):
+            if g.within(value, before_value):
                 report.guard.append({**event, "action": "kept"})
                 report.removed_units = event["removed_units"]
                 report.removed_connections = self.masks.zeros() - zeros_before - unit_zeros
@@ -573,11 +599,13 @@ class Pruner:
                     report.compacted = True
                 if budget is not None and self.budget.reached(self._cost_live(), self._baseline_cost()):
                     self.budget_reached = True
+                self._fresh = value  # the kept model is what was just measured (compaction is exact)
                 break
             report.guard.append({**event, "action": "rolled back"})
-            self._restore(before)
+            self._restore(snap)  # exact: the pre-step figure describes the model again
+            self._fresh = before_value
             if tries > guards.MAX_HALVINGS:
-                g.stopped = {"at": at, "value": value, "drop": event["drop"]}
+                g.stopped = {"at": at, "value": value, "drop": event["drop"], "before": before_value}
                 report.guard.append({**event, "action": "stopped"})
                 break
             removed, conn = self._on_cpu(self._halve, removed, conn)
@@ -1060,6 +1088,7 @@ class Pruner:
             "steps_done": self.steps_done,
             "scores": self.scores.state_dict(),
             "guard": None if self.guard is None else copy.deepcopy(self.guard.state_dict()),
+            "guard_fresh": self._fresh,  # the guard's figure of these weights, when no training came since
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -1081,3 +1110,4 @@ class Pruner:
             self.scores.load_state_dict(saved)
         if self.guard is not None and state.get("guard") is not None:
             self.guard.load_state_dict(copy.deepcopy(state["guard"]))
+        self._fresh = state.get("guard_fresh")  # not a figure measured as this pruner was built

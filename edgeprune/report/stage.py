@@ -49,7 +49,8 @@ def _run_summary(run: Run) -> dict:
 
 def guard_rows(run: Run) -> list[list[str]]:
     """The accuracy guard's record from history.jsonl, one row per reference, kept, rolled-back
-    and stopping step: where, what, the validation figure, the drop in points, live parameters."""
+    and stopping step: where, what, the validation figure, the model's just before the step (what
+    the step was also held to), the drop under the dense reference in points, live parameters."""
     rows = []
     for record in run.history:
         for e in record.get("guard") or ():
@@ -58,6 +59,7 @@ def guard_rows(run: Run) -> list[list[str]]:
                     str(e.get("at")),
                     str(e.get("action")),
                     fmt(e.get("value"), "score"),
+                    fmt(e.get("before"), "score"),
                     "-" if e.get("action") == "reference" else f"{e.get('drop', 0):+.2f}",
                     fmt(e.get("params_alive"), "int"),
                 ]

@@ -92,7 +92,7 @@ def batch_table(result: dict) -> list[list[str]]:
     return out
 
 
-GUARD_HEAD = ("at", "step", "validation", "drop (points)", "live params")
+GUARD_HEAD = ("at", "step", "validation", "before the step", "drop (points)", "live params")
 
 
 def guard_caption(r: dict) -> str:
@@ -173,7 +173,8 @@ def to_markdown(result: dict) -> str:
             )
     for r in result["runs"]:
         if r.get("guard"):
-            lines += ["", f"{guard_caption(r)}:", "", "| " + " | ".join(GUARD_HEAD) + " |", "|---|---|---:|---:|---:|"]
+            head = ["| " + " | ".join(GUARD_HEAD) + " |", "|---|---|" + "---:|" * (len(GUARD_HEAD) - 2)]
+            lines += ["", f"{guard_caption(r)}:", "", *head]
             lines += ["| " + " | ".join(row) + " |" for row in r["guard"]]
     lines += [
         "",
