@@ -18,7 +18,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from edgeprune.errors import BudgetWarning, GuardWarning, UserError, check_finite, os_error
-from edgeprune.prune.guard import DEFAULT_MAX_DROP, DEFAULT_METRIC
+from edgeprune.prune.guard import DEFAULT_MAX_DROP, DEFAULT_METRIC, DEFAULT_RECOVERY
 from edgeprune.prune.schedule import PruneSchedule
 
 # click's exception bases, wherever this typer takes click from (its own copy since typer 0.22)
@@ -146,6 +146,12 @@ MAX_ACCURACY_DROP = typer.Option(
     f"model (default with a budget: {DEFAULT_MAX_DROP}; none turns the guard off).",
 )
 GUARD_METRIC = typer.Option(DEFAULT_METRIC, "--guard-metric", help="What the guard compares: accuracy or f1 (macro).")
+GUARD_RECOVERY = typer.Option(
+    DEFAULT_RECOVERY,
+    "--guard-recovery",
+    help="Optimizer steps of training before the guard judges a pruning step (a rolled-back step discards them); "
+    "auto: a quarter of the steps between pruning points; 0 judges at once.",
+)
 
 DATASET_HELP = (
     "mnist, fashion-mnist, cifar10, imdb or sst2; or your own: an image folder (one sub-folder per class), "
@@ -338,6 +344,7 @@ def train(
     ),
     max_accuracy_drop: Optional[str] = MAX_ACCURACY_DROP,
     guard_metric: str = GUARD_METRIC,
+    guard_recovery: str = GUARD_RECOVERY,
     finetune_lr: Optional[str] = typer.Option(
         None,
         "--finetune-lr",
@@ -421,6 +428,7 @@ def train(
         prune_every=prune_every,
         max_accuracy_drop=max_accuracy_drop,
         guard_metric=guard_metric,
+        guard_recovery=guard_recovery,
         finetune_lr=finetune_lr,
         distill=distill,
         distill_temperature=distill_temperature,
@@ -713,6 +721,7 @@ def experiment(
     latency_table: Optional[Path] = LATENCY_TABLE,
     max_accuracy_drop: Optional[str] = MAX_ACCURACY_DROP,
     guard_metric: str = GUARD_METRIC,
+    guard_recovery: str = GUARD_RECOVERY,
     embeddings: Optional[Path] = EMBEDDINGS,
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of each training run (default: the model's)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Train on the first N training examples."),
@@ -754,6 +763,7 @@ def experiment(
             latency_table=latency_table,
             max_accuracy_drop=max_accuracy_drop,
             guard_metric=guard_metric,
+            guard_recovery=guard_recovery,
             embeddings=embeddings,
             epochs=epochs,
             limit=limit,

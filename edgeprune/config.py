@@ -12,7 +12,7 @@ from edgeprune.data.registry import check_data_dir, get_spec
 from edgeprune.errors import ArgumentError, UserError, check_finite, unknown_choice
 from edgeprune.models.external import canonical_name, slug
 from edgeprune.models.registry import check_fits
-from edgeprune.prune.guard import DEFAULT_MAX_DROP, DEFAULT_METRIC, check_metric, parse_max_drop
+from edgeprune.prune.guard import DEFAULT_MAX_DROP, DEFAULT_METRIC, check_metric, parse_max_drop, parse_recovery
 from edgeprune.prune.schedule import PruneSchedule, default_warmup
 
 HF_PREFIX = "hf:"
@@ -69,6 +69,7 @@ class TrainConfig:
     # cost against the dense model; None: off. On by default (DEFAULT_MAX_DROP) for a run with a budget.
     max_accuracy_drop: Optional[float] = None
     guard_metric: str = DEFAULT_METRIC
+    guard_recovery: Optional[int] = None  # optimizer steps of training before a step is judged; None: auto
     guard_by_default: bool = False  # the guard is on because it is the default: said in the output and JSON
     distill: float = 0.0  # weight of the self-distillation loss (0 = off); see edgeprune.train
     distill_temperature: float = 4.0
@@ -166,6 +167,7 @@ def resolve_train_config(
             if kw.get(k) is None:
                 kw[k] = v
     kw["max_accuracy_drop"], kw["guard_by_default"] = _guard(guard_flag, prune, kw)
+    kw["guard_recovery"] = _recovery(kw.get("guard_recovery"), kw["max_accuracy_drop"])
     if pretrained and kw.get("vocab_size") is not None:
         raise UserError(
             "--vocab-size sizes edgeprune's own vocabulary, and an hf: model tokenizes with its own; drop --vocab-size."
@@ -251,6 +253,20 @@ def _guard(flag, prune: bool, kw: dict) -> tuple[Optional[float], bool]:
             "(or pass --max-accuracy-drop none)."
         )
     return points, False
+
+
+def _recovery(flag, max_drop: Optional[float]) -> Optional[int]:
+    """--guard-recovery as optimizer steps (None: auto, the Pruner's rule); refused when the guard is off."""
+    try:
+        steps = parse_recovery(flag)
+    except ArgumentError as e:
+        raise e.in_flags(GUARD_FLAGS) from None
+    if steps is not None and max_drop is None:
+        raise UserError(
+            "--guard-recovery says when the accuracy guard judges a pruning step, and this run has no guard "
+            "(--max-accuracy-drop none, --no-prune or no budget); leave it out."
+        )
+    return steps
 
 
 def _check_latency(cfg: TrainConfig) -> None:

@@ -43,6 +43,7 @@ class ExperimentOptions:
     latency_table: Path | None = None  # a table measured on the device (default: measured here)
     max_accuracy_drop: str | float | None = None  # the pruned run's accuracy guard (default: train's)
     guard_metric: str = DEFAULT_METRIC
+    guard_recovery: str | int | None = None  # steps before the guard judges a step (default: train's, auto)
     epochs: int | None = None
     limit: int | None = None
     out: Path | None = None
@@ -114,6 +115,7 @@ def make_plan(opts: ExperimentOptions) -> Plan:
         "latency_table": str(opts.latency_table) if opts.latency_table else None,
         "max_accuracy_drop": opts.max_accuracy_drop,
         "guard_metric": opts.guard_metric,
+        "guard_recovery": opts.guard_recovery,
         # a latency budget is for the threads its table was measured with, or else for the ones the
         # bench stage will time the models with
         "latency_threads": _table_threads(opts.latency_table) or settings.threads

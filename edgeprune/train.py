@@ -1,9 +1,9 @@
 """The training loop. The pruner plugs in through three hooks: after each backward pass (scores from
 the gradients just computed), after each optimizer step (a pruning point of a schedule in steps)
 and at the end of each epoch (prune, then compact). With the accuracy guard on (the default of a
-run with a budget), each pruning step is validated on the validation split and rolled back when
-it costs more than --max-accuracy-drop points against the dense model, or against the model just
-before it when that is higher."""
+run with a budget), each pruning step is validated on the validation split after --guard-recovery
+optimizer steps of training, and rolled back when it then costs more than --max-accuracy-drop points
+against the dense model, or against the model just before it when that is higher."""
 
 from __future__ import annotations
 
@@ -365,6 +365,7 @@ class _Training:
             "evaluate": validation,
             "val_size": len(self.data.val),
             "guard_metric": cfg.guard_metric,
+            "guard_recovery": cfg.guard_recovery,
             "recalibrate": lambda model: self._recalibrate_bn(),
         }
 
@@ -428,8 +429,9 @@ class _Training:
                     units[k] = units.get(k, 0) + v
             record["removed"] = {"units": units, "connections": sum(r.removed_connections for r in reports)}
             record["budget"] = next((r.budget for r in reversed(reports) if r.budget is not None), None)
-            if len(reports) > 1 or (reports and self.schedule.in_steps):
-                record["pruning_points"] = [r.at for r in reports]
+            points = [r.at for r in reports if r.at is not None]  # (a report may only judge an earlier step)
+            if len(points) > 1 or (points and self.schedule.in_steps):
+                record["pruning_points"] = points
         written = sum(len(r.get("guard") or ()) for r in self.history)  # (rank 0's; the others write nothing)
         if pruner is not None and pruner.guard is not None and len(pruner.guard.events) > written:
             # the guard's records since the last epoch's: the reference, steps kept and rolled back
@@ -519,8 +521,8 @@ class _Training:
         accuracies (common on a small validation split) go to the lower validation loss."""
         if not self.cfg.keep_best or val_accuracy is None:
             return
-        if self.pruner is not None and epoch < self.schedule.last_prune_epoch:
-            return
+        if self.pruner is not None and (epoch < self.schedule.last_prune_epoch or self.pruner.trial is not None):
+            return  # the structure is not final yet (a step under the guard's trial may be rolled back)
         key = (val_accuracy, -val_loss)
         if self.best is None or key > (self.best["val_accuracy"], -self.best["val_loss"]):
             weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
@@ -628,10 +630,11 @@ class _Training:
 
 def guard_announcement(guard) -> str:
     """The line that says the accuracy guard is on, and how to turn it off when that is the default."""
+    when = f"after {guard.recovery_steps} step(s) of training" if guard.recovery_steps else "at once"
     what = (
         f"accuracy guard: a pruning step that costs more than {guard.max_drop:g} point(s) of validation "
         f"{guard.metric} (n={guard.n}) against the dense model, or against the model just before it when that "
-        "is higher, is rolled back and retried smaller"
+        f"is higher, judged {when} (--guard-recovery), is rolled back and retried smaller"
     )
     if guard.by_default:
         return f"{what} (on by default with a budget; --max-accuracy-drop none turns it off)"

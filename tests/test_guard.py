@@ -154,7 +154,11 @@ def assert_same_state(a, b):
             assert torch.equal(v, ob["state"][i][k]), (i, k)
 
 
-def test_a_step_the_guard_refuses_is_rolled_back_exactly_and_retried_smaller_then_pruning_stops():
+@pytest.mark.parametrize("recovery", [0, 3])
+def test_a_step_the_guard_refuses_is_rolled_back_exactly_and_retried_smaller_then_pruning_stops(recovery):
+    """Judged at once (0) or after 3 optimizer steps of training with its masks held: every try is
+    refused, and the model and optimizer end exactly as they were just before the step, the training
+    done during the tries discarded."""
     model, opt = pretrained()
     params = list(model.parameters())
     tries = []  # (masked weights, accuracy) the guard saw at each try
@@ -170,40 +174,50 @@ def test_a_step_the_guard_refuses_is_rolled_back_exactly_and_retried_smaller_the
     steps = len(batches(0))
     pruner = Pruner(
         model, X[:2], opt, total_steps=steps, prune_every=8, from_weights=True, target_params=0.2, round_to=1,
-        min_width=1, max_drop=0.01, evaluate=evaluate, val_size=len(YV),
+        min_width=1, max_drop=0.01, evaluate=evaluate, val_size=len(YV), guard_recovery=recovery,
     )  # fmt: skip
-    widths = pruner.widths()
+    assert pruner.schedule.points == (8,) and pruner.guard.recovery_steps == recovery
+    widths, reports, after = pruner.widths(), [], None
     for i, idx in enumerate(batches(0)):
+        loss = F.cross_entropy(model(X[idx]), Y[idx])
+        opt.zero_grad()
+        loss.backward()
+        pruner.after_backward()
+        opt.step()
         if i + 1 == pruner.schedule.points[0]:
-            loss = F.cross_entropy(model(X[idx]), Y[idx])
-            opt.zero_grad()
-            loss.backward()
-            pruner.after_backward()
-            opt.step()
             before, accuracy_before = state_of(model, opt), accuracy(model)
-            report = pruner.step()
-            after, accuracy_after = state_of(model, opt), accuracy(model)
-        else:
-            train_step(model, opt, idx, pruner)
+        report = pruner.step()
+        reports += [report] if report is not None else []
+        if pruner.guard.stopped and after is None:  # the last try rolled back: nothing is under trial now
+            after, accuracy_after, stopped_at = state_of(model, opt), accuracy(model), pruner.steps_done
     pruner.end_epoch()
 
-    actions = [e["action"] for e in report.guard]
-    assert actions == ["rolled back"] * (len(actions) - 1) + ["stopped"]
+    events = [e for r in reports for e in r.guard]
+    actions = [e["action"] for e in events]
+    assert actions == ["rolled back"] * (len(actions) - 1) + ["stopped"] and events == pruner.guard.events[1:]
     assert 2 <= len(actions) - 1 <= guards.MAX_HALVINGS + 1
-    removed = [sum(e["removed_units"].values()) for e in report.guard[:-1]]
+    removed = [sum(e["removed_units"].values()) for e in events[:-1]]
     assert removed[0] > 0 and all(b <= a // 2 for a, b in zip(removed, removed[1:]))
+    # each try trained `recovery` steps with its masks before it was judged (the run ends at step 16:
+    # a try masked later is judged then), and those steps were thrown away
+    for e in events[:-1]:
+        assert e["recovery_steps"] == min(recovery, steps - (e["judged_at"] - e["recovery_steps"]))
+    assert pruner.guard.discarded_steps == sum(e["recovery_steps"] for e in events[:-1])
+    assert stopped_at == events[-1]["judged_at"] and (stopped_at > 8) == (recovery > 0)
+    if recovery:
+        assert pruner.guard.discarded_steps >= 2 * recovery
     # one pass of the model just before the step (dense: no zeros), then each try, a real masked
     # model with more zeros than the dense one had
     assert len(tries) == 2 + len(actions) - 1 and tries[1][0] == 0 and all(masked > 0 for masked, _ in tries[2:])
-    assert all(e["before"] == tries[1][1] for e in report.guard) and pruner.guard.before_passes == 1
-    # ... and each was rolled back exactly: weights, buffers and Adam's moments as before the step,
-    # the same parameter objects, and the model computes what it computed before
+    assert all(e["before"] == tries[1][1] for e in events) and pruner.guard.before_passes == 1
+    # ... and each was rolled back exactly: weights, buffers and Adam's moments (and step counts) as
+    # before the step, the same parameter objects, and the model computes what it computed before
     assert_same_state(after, before)
     assert accuracy_after == accuracy_before
     assert all(p is q for p, q in zip(model.parameters(), params)) and len(list(model.parameters())) == len(params)
     # pruning stopped for good: no more scores, no more points, the widths untouched
     assert pruner.guard.stopped and pruner.ended_by == "guard" and pruner.widths() == widths
-    assert pruner.scores.batches == 0
+    assert pruner.scores.batches == 0 and pruner.trial is None
     status = pruner.budget_status()
     assert status["met"] is False and status["reasons"][0].startswith("the accuracy guard stopped pruning at step 8")
     assert "--max-accuracy-drop 0.01" in status["reasons"][0]
@@ -227,7 +241,7 @@ def first_point(evaluate, **kw):
     model, opt = pretrained()
     pruner = Pruner(
         model, X[:2], opt, total_steps=len(batches(0)), prune_every=8, from_weights=True, target_params=0.2,
-        round_to=1, min_width=1, max_drop=1.0, evaluate=evaluate, **kw,
+        round_to=1, min_width=1, max_drop=1.0, evaluate=evaluate, **{"guard_recovery": 0, **kw},
     )  # fmt: skip
     assert pruner.schedule.points[0] == 8
     for idx in batches(0)[:8]:
@@ -263,7 +277,7 @@ def test_a_step_within_the_dense_reference_but_costing_more_against_the_model_be
     assert g.validations == len(seen) == 2 + len(tries) and g.before_passes == 1
     line = str(pruner.summary())
     assert f"{g.validations} validation pass(es) (1 of the model before a step)" in line
-    assert "dense reference 0.8000 (each step held to it or to the model just before the step" in line
+    assert "dense reference 0.8000 (each step judged at once, held to it or to the model just before the step" in line
 
 
 @pytest.mark.parametrize("fresh", [False, True])
@@ -279,7 +293,7 @@ def test_when_the_model_before_the_step_is_the_reference_the_guard_decides_as_ag
         unguarded = Pruner(model, X[:2], opt, **kw)
         for idx in batches(0):  # the warm-up: steps 1 to 16
             train_step(model, opt, idx, unguarded)
-        pruner = Pruner(model, X[:2], opt, **kw, max_drop=1.0, evaluate=evaluate)
+        pruner = Pruner(model, X[:2], opt, **kw, max_drop=1.0, evaluate=evaluate, guard_recovery=0)
         pruner.load_state_dict(unguarded.state_dict())
         assert pruner.guard.reference is None and pruner.schedule.points == (20,)
         for idx in batches(1)[:4]:
@@ -298,7 +312,7 @@ def test_when_the_model_before_the_step_is_the_reference_the_guard_decides_as_ag
     assert g.validations == len(seen) == 1 + (not fresh) + len(tries)
 
 
-def test_max_drop_in_a_users_own_loop_with_its_evaluation():
+def test_max_drop_in_a_users_own_loop_with_its_evaluation_judged_at_once():
     model, opt = pretrained()
     dense_accuracy = accuracy(model)
     seen = []
@@ -313,6 +327,7 @@ def test_max_drop_in_a_users_own_loop_with_its_evaluation():
         pruner = Pruner(
             model, X[:2], opt, epochs=epochs, steps_per_epoch=steps, prune_every=4, from_weights=True,
             target_params=0.05, round_to=1, min_width=1, max_drop=1.0, evaluate=evaluate, val_size=len(YV),
+            guard_recovery=0,
         )  # fmt: skip
         for epoch in range(epochs):
             for idx in batches(epoch):
@@ -439,9 +454,14 @@ def test_a_one_epoch_train_run_prunes(data_root, tmp_path, capsys):
     # guarded by default, and said: in the output, in metrics.json, in history.jsonl
     assert "on by default with a budget; --max-accuracy-drop none turns it off" in out
     assert m["guard"]["by_default"] is True and m["guard"]["max_drop"] == 1.0 and m["guard"]["n"] == 60
-    tried = {e["at"] for e in h["guard"] if e["action"] in ("kept", "rolled back")}  # one pass before each
-    assert m["guard"]["before_passes"] == len(tried) and "before" in h["guard"][-1]
-    assert m["guard"]["validations"] == len(h["guard"]) - sum(e["action"] == "stopped" for e in h["guard"]) + len(tried)
+    # at most one pass before each point that tried a step (none when a step judged at that very step
+    # left a fresh figure), one per try, one for the reference
+    tried = {e["at"] for e in h["guard"] if e["action"] in ("kept", "rolled back")}
+    before = m["guard"]["before_passes"]
+    assert 1 <= before <= len(tried) and "before" in h["guard"][-1]
+    assert m["guard"]["validations"] == len(h["guard"]) - sum(e["action"] == "stopped" for e in h["guard"]) + before
+    # judged after a quarter of the 2 steps between points, at least 1
+    assert m["guard"]["recovery_steps"] == 1 and all(e["recovery_steps"] <= 1 for e in h["guard"][1:])
     assert h["guard"][0]["action"] == "reference" and m["pruning_ended_by"] in ("budget", "guard", "schedule")
     assert f"pruning ended by the {m['pruning_ended_by']}" in out and "validation pass(es)" in out
     if m["pruning_ended_by"] == "guard":  # a stop short of the budget is said as a missed budget is
@@ -493,7 +513,14 @@ def test_a_guard_that_stops_short_of_the_budget_says_so_as_a_missed_budget(data_
     assert run["pruning"].endswith("not met: 1.00 reached, ended by the guard")
     assert [row[:2] for row in run["guard"]] == [[e["at"], e["action"]] for e in events]
     text = to_markdown(result)
-    assert "accuracy guard, max drop 1 points of validation accuracy (n=60) (the default):" in text
+    # each step judged after a quarter of the step between points (at least 1); the rollbacks' steps counted
+    rolled = [e for e in events if e["action"] == "rolled back"]
+    assert m["guard"]["recovery_steps"] == 1 and m["guard"]["discarded_steps"] == sum(e["recovery_steps"] for e in rolled)
+    assert m["guard"]["discarded_steps"] >= 1
+    assert (
+        "accuracy guard, max drop 1 points of validation accuracy (n=60) (the default), each step judged after "
+        f"1 step(s) of training ({m['guard']['discarded_steps']} discarded by rollbacks):" in text
+    )
     assert "| step 17 | reference | 1.0000 | — | - | 26,698 |" in text  # the reference has no step before it
     before = f"{events[1]['before']:.4f}"
     assert f"| step 18 | rolled back | {events[1]['value']:.4f} | {before} | {events[1]['drop']:+.2f} |" in text

@@ -5,19 +5,30 @@ The reference is the dense model's validation metric at the end of the warm-up (
 when there is none, which is the default when training starts from trained weights); it is the
 figure the guard records and says. The model keeps learning after it, so a later step could cost
 several points against the model it was applied to and still pass under a stale reference: each
-step is therefore held to max(reference, the model's validation right before the step). At every
-pruning point the pruner measures that pre-step figure (one validation pass, skipped when the
-same weights were measured with no training since: the reference taken at this point, or the
-previous step's own pass), masks the units and connections it chose, asks the caller's
-`evaluate(model)` for the metric, and keeps the step only when it is at most `max_drop` points
-under that bound; a step that falls further is rolled back exactly (weights, optimizer state,
-masks) and retried with half of each layer's removal, at most MAX_HALVINGS times. When no smaller
-step fits, pruning stops for good and the rest of the run fine-tunes. Each try costs one
-validation pass, each pruning point one more for the model before it (unless fresh), plus one
-for the reference; the guard counts them and their seconds.
+step is therefore held to max(reference, the model's validation right before the step).
+
+The rule: a masked step is judged after `recovery_steps` (R) optimizer steps of training with its
+masks held, and kept when validation then is at most `max_drop` points under that bound. Right
+after a step validation dips and recovers within a fraction of an epoch, so a step judged at once
+is often refused for a dip training would have mended; R = 0 judges it at once. By default
+(`auto_recovery`) R is a quarter of the optimizer steps between consecutive pruning points, at
+least 1 (0 when the pruner does not know the run's steps: a loop that never calls pruner.step()).
+
+At every pruning point the pruner measures the pre-step figure (one validation pass, skipped
+when the same weights were measured with no training since: the reference taken at this point,
+or the previous step's own pass), snapshots the model, its optimizer and its own state, masks the
+units and connections it chose and trains on. R steps later it asks the caller's `evaluate(model)`
+for the metric: a step within the bound is kept (compacted, in progressive mode); one that falls
+further is rolled back exactly to the snapshot (weights, optimizer state, masks: the R steps of
+training since are discarded) and retried with half of each layer's removal, at most MAX_HALVINGS
+times. When no smaller step fits, pruning stops for good and the rest of the run fine-tunes.
+
+What it costs: one validation pass per try, one per pruning point for the model before it (unless
+fresh), one for the reference; and R optimizer steps thrown away per rolled-back try. The guard
+counts both (`validations`, `seconds`, `discarded_steps`).
 
 This module holds the rule, the records and the sentences; the pruner (prune/pruner.py) does
-the masking and the rollback. Plain data in and out.
+the masking, the waiting and the rollback. Plain data in and out.
 """
 
 from __future__ import annotations
@@ -33,6 +44,8 @@ NOISE_SE = 2.0  # a tolerance under two standard errors of the validation metric
 METRICS = ("accuracy", "f1")
 DEFAULT_METRIC = "accuracy"  # what the guard compares unless told (Pruner, TrainConfig, the flags)
 TIE = 1e-9  # a drop equal to max_drop (up to float error) is within it
+DEFAULT_RECOVERY = "auto"  # optimizer steps of training before a step is judged (auto_recovery says how many)
+RECOVERY_SHARE = 4  # auto: a quarter of the optimizer steps between consecutive pruning points
 
 
 def parse_max_drop(value) -> float | None:
@@ -52,6 +65,33 @@ def parse_max_drop(value) -> float | None:
             "max_drop",
         )
     return points
+
+
+def parse_recovery(value) -> int | None:
+    """guard_recovery= (--guard-recovery) as optimizer steps, 0 or more (None: auto, from "auto")."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    steps = None
+    if not isinstance(value, bool):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if math.isfinite(number) and number >= 0 and number == int(number):
+            steps = int(number)
+    if steps is None:
+        raise ArgumentError(
+            "guard_recovery= must be a whole number of optimizer steps of training before a pruning step is "
+            f"judged, 0 or more (0 judges it at once), or auto; got {value!r}.",
+            "guard_recovery",
+        )
+    return steps
+
+
+def auto_recovery(gap: int | None) -> int:
+    """R when none is given: a quarter of the `gap` optimizer steps between consecutive pruning points, at
+    least 1; 0 (judge at once) when the steps are not known (the loop may never call pruner.step())."""
+    return 0 if gap is None else max(1, gap // RECOVERY_SHARE)
 
 
 def check_metric(metric: str) -> str:
@@ -79,6 +119,8 @@ class Guard:
     seconds: float = 0.0
     before_passes: int = 0  # of `validations`: the model just before a step, when no fresh figure existed
     by_default: bool = False  # on because it is the default (said by whoever set it), not asked for
+    recovery_steps: int = 0  # R: optimizer steps of training between masking a step and judging it
+    discarded_steps: int = 0  # optimizer steps of training thrown away by rollbacks (the guard's cost in training)
 
     def check_value(self, value) -> float:
         """The caller's metric as a float in [0, 1], or one sentence naming the fix."""
@@ -103,7 +145,8 @@ class Guard:
         return self.reference if before is None else max(self.reference, before)
 
     def within(self, value: float, before: float | None = None) -> bool:
-        """Whether a step that left validation at `value` (from `before` just before it) is kept."""
+        """Whether a step is kept: `value` is validation after its recovery steps (`recovery_steps` of
+        training with its masks held), `before` the model's validation just before it."""
         return 100.0 * (self.bound(before) - value) <= self.max_drop + TIE
 
     def noise(self) -> float | None:
@@ -135,9 +178,11 @@ class Guard:
             )
         else:
             under = f"{s['drop']:.2f} points under the dense model's {self.reference:.4f}"
+        after = f" after {self.recovery_steps} step(s) of training" if self.recovery_steps else ""
         return (
             f"the accuracy guard stopped pruning at {s['at']}: the smallest step tried left validation "
-            f"{self.metric} {s['value']:.4f}, {under} (--max-accuracy-drop {self.max_drop:g}; none turns the guard off)"
+            f"{self.metric} {s['value']:.4f}{after}, {under} (--max-accuracy-drop {self.max_drop:g}; "
+            "none turns the guard off)"
         )
 
     def shrunk_reason(self) -> str:

@@ -17,7 +17,8 @@ budget, and compacts the model in place (progressively, or once at the end), so 
 
 `steps_per_epoch` (or `total_steps`) lets pruning happen within epochs, so a one-epoch fine-tune
 prunes (prune/schedule.py says where); `max_drop` with `evaluate` is the accuracy guard
-(prune/guard.py): a step that costs more than `max_drop` points of validation (against the dense
+(prune/guard.py): a step is judged after `guard_recovery` optimizer steps of training with its
+masks held, and one that then costs more than `max_drop` points of validation (against the dense
 model, or the model just before the step when higher) is rolled back and retried smaller, and
 pruning stops when no smaller step fits.
 
@@ -87,7 +88,10 @@ class StepReport:
     budget: float | None = None
     compacted: bool = False
     at: str | None = None  # where the pruning point was ("epoch 3", "step 120"); None: no pruning point
-    guard: list[dict] = field(default_factory=list)  # the accuracy guard's tries at this point
+    # the accuracy guard's decisions made by this call: a step tried here, or at an earlier point whose
+    # recovery steps ended now (each event's "at" says which); units and connections above are the kept step's
+    guard: list[dict] = field(default_factory=list)
+    pending: bool = False  # a step is masked and under trial: the guard judges it after its recovery steps
 
 
 @dataclass
@@ -158,12 +162,15 @@ def guard_line(g: dict) -> str:
     ref = "not measured yet" if g["reference"] is None else f"{g['reference']:.4f}"
     n = f" (n={g['n']})" if g.get("n") else ""
     before = g.get("before_passes", 0)
+    recovery = g.get("recovery_steps", 0)
+    when = f"judged after {recovery} step(s) of training" if recovery else "judged at once"
     return (
         f"accuracy guard: max drop {g['max_drop']:g} points of validation {g['metric']}{n}, dense reference {ref} "
-        f"(each step held to it or to the model just before the step, whichever is higher); "
+        f"(each step {when}, held to it or to the model just before the step, whichever is higher); "
         f"{g['kept']} step(s) kept, {g['rolled_back']} rolled back"
         + (", pruning stopped" if g.get("stopped") else "")
         + f"; {g['validations']} validation pass(es) ({before} of the model before a step), {g['seconds']:.1f}s"
+        + (f"; {g.get('discarded_steps', 0)} training step(s) discarded by rollbacks" if recovery else "")
     )
 
 
@@ -209,7 +216,13 @@ class Pruner:
     reference is the dense model at the end of the warm-up; each step is also held to the model just
     before it (validated at the pruning point unless the same weights were measured with no training
     since), so a step is rolled back when it costs more than `max_drop` points against the higher of
-    the two.
+    the two. `guard_recovery` says when: a step is judged after that many optimizer steps of training
+    with its masks held (validation dips right after a step and recovers within a fraction of an epoch),
+    and a rolled-back step throws those steps of training away. None (auto) is a quarter of the steps
+    between consecutive pruning points (steps_per_epoch // 4 in an epoch schedule), at least 1; 0 judges
+    a step at once, which is also what auto does when the pruner does not know the run's steps (a loop
+    that gives no steps_per_epoch and may never call `step()`). A step still under trial when the next
+    pruning point comes, or at `finalize()`, is judged then.
 
     `importance` (an edgeprune.prune.importance.Importance instance; default TaylorScores(), the
     first-order contribution to the loss) says what each unit and connection is worth.
@@ -244,6 +257,7 @@ class Pruner:
         evaluate=None,
         val_size: int | None = None,
         guard_metric: str = guards.DEFAULT_METRIC,
+        guard_recovery: int | None = None,
         recalibrate=None,
         importance: Importance | None = None,
     ):
@@ -290,7 +304,10 @@ class Pruner:
             )
         if optimizer is not None:
             check_optimizer(optimizer)
-        self.guard = self._make_guard(max_drop, evaluate, val_size, guard_metric)
+        self.guard = self._make_guard(max_drop, evaluate, val_size, guard_metric, guard_recovery, schedule)
+        # the step under the guard's trial (masked, training on; plain data, saved by state_dict): its
+        # snapshot, the units and connections it removes, when it is judged; None: no step under trial
+        self._trial: dict | None = None
         # the guard's last validation of the weights as they are now (None: trained since, or never measured):
         # the pre-step figure of a pruning point that needs no pass of its own
         self._fresh: float | None = None
@@ -345,17 +362,30 @@ class Pruner:
             self._measure_reference("the start")  # no warm-up: the model as given is the dense reference
 
     @staticmethod
-    def _make_guard(max_drop, evaluate, val_size, metric) -> guards.Guard | None:
+    def _make_guard(max_drop, evaluate, val_size, metric, recovery, schedule) -> guards.Guard | None:
         points = guards.parse_max_drop(max_drop)
+        asked = guards.parse_recovery(recovery)
         if points is None:
             if evaluate is not None:
                 raise UserError("evaluate= is the accuracy guard's validation; give max_drop= (points) with it.")
+            if asked is not None:
+                raise UserError("guard_recovery= says when the accuracy guard judges a step; give max_drop= with it.")
             return None
         if not callable(evaluate):
             raise UserError("max_drop= needs evaluate=, a function evaluate(model) -> validation accuracy in [0, 1].")
         if val_size is not None and val_size < 1:
             raise UserError(f"val_size must be the validation set's number of examples, got {val_size}.")
-        return guards.Guard(max_drop=points, metric=guards.check_metric(metric), n=val_size)
+        gap = schedule.point_gap
+        steps = guards.auto_recovery(gap) if asked is None else asked
+        if asked is not None and gap is not None and steps >= gap > 0:
+            warnings.warn(
+                f"guard_recovery={steps} is not shorter than the {gap} optimizer steps between pruning points: each "
+                "step is judged at the next point at the latest, after fewer steps of training, and that point "
+                f"may prune nothing; give guard_recovery below {gap}.",
+                GuardWarning,
+                stacklevel=4,
+            )
+        return guards.Guard(max_drop=points, metric=guards.check_metric(metric), n=val_size, recovery_steps=steps)
 
     def _bind(self) -> None:
         """(Re)derive the coupling groups of the model as it is now, and start fresh score sums."""
@@ -404,10 +434,14 @@ class Pruner:
         self._fresh = None  # an optimizer step changed the weights
         if self.schedule.in_steps and self.steps_done == self.schedule.warmup_steps and self._needs_reference():
             self._measure_reference(f"step {self.steps_done}")  # the end of the warm-up
+        report = None
+        if self._trial is not None and self.steps_done >= self._trial["judge_at"]:
+            report = StepReport()  # a step under trial has had its recovery steps: judged now
+            self._judge(report)
         k = self._points.get(self.steps_done) if self.schedule.in_steps else None
         if k is None:
-            return None
-        return self._prune_point(k, f"step {self.steps_done}")
+            return report
+        return self._prune_point(k, f"step {self.steps_done}", report)
 
     def end_epoch(self, epoch: int | None = None) -> StepReport:
         """Call once at the end of every epoch (`epoch` numbered from 1, default: the next one).
@@ -423,6 +457,12 @@ class Pruner:
                     "optimizer.step()."
                 )
             return StepReport()
+        if self._trial is not None and self.steps_done == self._trial["masked_at"]:
+            raise UserError(
+                f"The accuracy guard judges a pruning step after guard_recovery={self.guard.recovery_steps} optimizer "
+                f"steps counted by pruner.step(), and none was counted during epoch {epoch}: call pruner.step() after "
+                "every optimizer.step(), or give guard_recovery=0."
+            )
         if epoch == self.schedule.warmup_epochs and self._needs_reference():
             self._measure_reference(f"epoch {epoch}")  # the end of the warm-up
         if self.schedule.phase(epoch) != "prune":
@@ -440,27 +480,41 @@ class Pruner:
             return bool(s.points) and s.warmup_steps <= self.steps_done < s.points[-1]
         return s.phase(self.epoch) == "prune"
 
-    def _prune_point(self, k: int, at: str) -> StepReport:
-        """The k-th pruning point of the schedule (1-based), called `at` in records."""
+    def _prune_point(self, k: int, at: str, report: StepReport | None = None) -> StepReport:
+        """The k-th pruning point of the schedule (1-based), called `at` in records; `report` holds what
+        this call decided before it (a trial judged at this step)."""
+        report = StepReport() if report is None else report
+        report.at = at
+        if self._trial is not None and self._trial["masked_at"] < self.steps_done:
+            self._judge(report)  # a point that comes while a step is under trial judges it first
+        if self._trial is not None:
+            # a step rolled back (here, or by step() just before) has its smaller retry under trial now:
+            # this point passes (its scores were gathered on the discarded weights); the ramp's later
+            # points take up its share
+            report.pending = True
+            return report
         if self.budget_reached or (self.guard is not None and self.guard.stopped):
             self.scores.reset()
-            return StepReport(at=at)
+            return report
         if self.reduce_scores is not None:
             self.reduce_scores(self.scores)
         if self.scores.batches == 0:
             self.scores.reset()
-            return StepReport(at=at)
+            return report
         if self._needs_reference():  # a loop that skipped the end of the warm-up: the model before this step
             self._measure_reference(at)
         budget = self.schedule.ramp_at(k, self._final) if self._final is not None else None
         if self.guard is not None:
-            return self._guarded(budget, at)
+            return self._guarded(budget, report)
         report = self._on_cpu(self._prune, budget)
         report.at = at
         return report
 
     def finalize(self) -> None:
-        """Physically remove units that are still only masked (masks-until-the-end mode)."""
+        """Judge a step still under the guard's trial (its retries at once: no training is left to recover
+        with), then physically remove units that are still only masked (masks-until-the-end mode)."""
+        while self._trial is not None:
+            self._judge(StepReport())
         if any(len(v) for v in self.removed.values()):
             self._on_cpu(self._finalize)
 
@@ -552,66 +606,125 @@ class Pruner:
             self.guard.before_passes += 1
         return self._fresh
 
-    def _guarded(self, budget: float | None, at: str) -> StepReport:
+    def _guarded(self, budget: float | None, report: StepReport) -> StepReport:
         """A pruning point under the accuracy guard: validate the model before the step (unless fresh),
-        mask the chosen units and connections, validate, and keep the step (then compact it, in
-        progressive mode) or roll it back exactly and retry half of it; when no smaller step fits,
-        pruning stops for good. A step is held to max(dense reference, the model before it)."""
-        g = self.guard
-        report = StepReport(budget=budget, at=at)
+        snapshot everything the step and the training after it change, mask the chosen units and
+        connections, and put the step under trial: `_judge` decides after the guard's recovery steps
+        (at once when they are 0). A step is held to max(dense reference, the model before it)."""
+        report.budget = budget
         removed, conn = self._on_cpu(self._choose, budget)
         if not self._step_size(removed, conn):  # nothing to remove here: no pass spent
             self.scores.reset()
             return report
         before_value = self._before_step()  # before the snapshot: the state it measured is the one restored
-        snap = self._snapshot()
-        tries = 0
-        while True:
-            if not self._step_size(removed, conn):
-                if tries:  # every smaller step was rolled back too: stop here
-                    last = report.guard[-1]
-                    g.stopped = {"at": at, "value": last["value"], "drop": last["drop"], "before": before_value}
-                    report.guard.append({**last, "action": "stopped"})
-                break
-            zeros_before, unit_zeros = self.masks.zeros(), self._on_cpu(self._mask, removed, conn)
-            if self.recalibrate is not None:
-                self.recalibrate(self.model)
-            value = self._validate()
-            tries += 1
-            event = {
-                "at": at,
-                "epoch": self.epoch,
-                "try": tries,
-                "value": value,
-                "drop": g.drop(value),  # under the dense reference
-                "before": before_value,  # the model just before the step
-                "step_drop": 100.0 * (before_value - value),  # under it, in points
-                "budget": budget,
-                "removed_units": {k: int(len(v)) for k, v in removed.items() if len(v)},
-                "params_alive": self.live_params(),
-            }
-            if g.within(value, before_value):
-                report.guard.append({**event, "action": "kept"})
-                report.removed_units = event["removed_units"]
-                report.removed_connections = self.masks.zeros() - zeros_before - unit_zeros
-                if self.schedule.progressive and any(len(v) for v in removed.values()):
-                    self._on_cpu(self._finalize)  # the masked step, now removed for real (exact: tests)
-                    report.compacted = True
-                if budget is not None and self.budget.reached(self._cost_live(), self._baseline_cost()):
-                    self.budget_reached = True
-                self._fresh = value  # the kept model is what was just measured (compaction is exact)
-                break
-            report.guard.append({**event, "action": "rolled back"})
-            self._restore(snap)  # exact: the pre-step figure describes the model again
-            self._fresh = before_value
-            if tries > guards.MAX_HALVINGS:
-                g.stopped = {"at": at, "value": value, "drop": event["drop"], "before": before_value}
-                report.guard.append({**event, "action": "stopped"})
-                break
-            removed, conn = self._on_cpu(self._halve, removed, conn)
-        g.events.extend(report.guard)
-        self.scores.reset()
+        self._trial = {
+            "at": report.at,
+            "epoch": self.epoch,
+            "budget": budget,
+            "before": before_value,
+            "tries": 0,
+            "snapshot": self._snapshot(),
+            "removed": removed,
+            "conn": conn,
+            # the ranking at this point, which a retry halves by: scores gathered from here on come from
+            # the masked model, where the units under trial score nothing
+            "unit_scores": {k: v.detach().cpu().clone() for k, v in self.scores.unit_scores().items()},
+            "conn_scores": {k: v.detach().cpu().clone() for k, v in self.scores.connection_scores().items()},
+        }
+        self.scores.reset()  # the next point's scores are gathered from here on
+        self._try(report)
         return report
+
+    def _try(self, report: StepReport) -> None:
+        """Mask the trial's step and train on; it is judged at `judge_at` (now, when the guard's recovery
+        steps are 0 or the run ends here). A step with nothing left to remove ends the trial: when it
+        is a retry, every smaller step was rolled back too, and pruning stops."""
+        t = self._trial
+        if not self._step_size(t["removed"], t["conn"]):
+            if t["tries"]:
+                self._stop(report, t["last"])
+            self._trial = None
+            return
+        t["zeros_before"] = self.masks.zeros()
+        t["unit_zeros"] = self._on_cpu(self._mask, t["removed"], t["conn"])
+        if self.recalibrate is not None:
+            self.recalibrate(self.model)
+        t["masked_at"] = self.steps_done
+        t["judge_at"] = self.steps_done + self.guard.recovery_steps
+        total = self.schedule.total_steps
+        if total is not None:  # judged within the run: a step masked near its end recovers as long as it can
+            t["judge_at"] = min(t["judge_at"], max(total, self.steps_done))
+        report.pending = True
+        if t["judge_at"] <= self.steps_done:
+            self._judge(report)
+
+    def _judge(self, report: StepReport) -> None:
+        """Decide the step under trial: validate the model as its recovery steps left it, and keep the
+        step (then compact it, in progressive mode) or roll everything back to the snapshot (the
+        training since is discarded) and put half of the step under trial; after MAX_HALVINGS retries
+        pruning stops for good."""
+        g, t = self.guard, self._trial
+        report.pending = False
+        value = self._validate()
+        t["tries"] += 1
+        recovery = self.steps_done - t["masked_at"]
+        event = {
+            "at": t["at"],
+            "epoch": t["epoch"],
+            "try": t["tries"],
+            "value": value,
+            "drop": g.drop(value),  # under the dense reference
+            "before": t["before"],  # the model just before the step
+            "step_drop": 100.0 * (t["before"] - value),  # under it, in points
+            "recovery_steps": recovery,  # optimizer steps trained with the step's masks before this figure
+            "judged_at": self.steps_done,
+            "budget": t["budget"],
+            "removed_units": {k: int(len(v)) for k, v in t["removed"].items() if len(v)},
+            "params_alive": self.live_params(),
+        }
+        if g.within(value, t["before"]):
+            self._record(report, {**event, "action": "kept"})
+            report.removed_units = event["removed_units"]
+            report.removed_connections = self.masks.zeros() - t["zeros_before"] - t["unit_zeros"]
+            self._trial = None
+            if self.schedule.progressive and any(len(v) for v in t["removed"].values()):
+                # the masked step, now removed for real (exact: tests). The scores gathered during the
+                # recovery start over: their tensors index the units before compaction, and remapping every
+                # Importance's state is not worth it (the next point has the steps after this one)
+                self._on_cpu(self._finalize)
+                report.compacted = True
+            if t["budget"] is not None and self.budget.reached(self._cost_live(), self._baseline_cost()):
+                self.budget_reached = True
+            self._fresh = value  # the kept model is what was just measured (compaction is exact)
+            return
+        self._record(report, {**event, "action": "rolled back"})
+        self._restore(t["snapshot"])  # exact: the pre-step figure describes the model again
+        self._fresh = t["before"]
+        g.discarded_steps += recovery
+        self.scores.reset()  # gathered on the weights just discarded
+        if t["tries"] > guards.MAX_HALVINGS:
+            self._stop(report, event)
+            self._trial = None
+            return
+        t["last"] = event
+        t["removed"], t["conn"] = self._on_cpu(self._halve, t["removed"], t["conn"], t["unit_scores"], t["conn_scores"])
+        self._try(report)
+
+    def _record(self, report: StepReport, event: dict) -> None:
+        report.guard.append(event)
+        self.guard.events.append(event)
+
+    def _stop(self, report: StepReport, last: dict) -> None:
+        """Pruning stops for good: the smallest step tried (`last`) was rolled back too."""
+        self.guard.stopped = {"at": last["at"], "value": last["value"], "drop": last["drop"], "before": last["before"]}
+        self._record(report, {**last, "action": "stopped"})
+
+    @property
+    def trial(self) -> dict | None:
+        """The step under the guard's trial: {at, tries, masked_at, judge_at} (steps counted by step());
+        None when none is (its masks count as removed until it is judged)."""
+        t = self._trial
+        return None if t is None else {k: t[k] for k in ("at", "tries", "masked_at", "judge_at")}
 
     def _choose(self, budget: float | None):
         """The step the schedule asks for: (units per group, connection keep-masks)."""
@@ -646,11 +759,11 @@ class Pruner:
         self.masks.apply(self.model, self.optimizer)
         return unit_zeros
 
-    def _halve(self, removed, conn):
+    def _halve(self, removed, conn, unit_scores, conn_scores):
         """Half of a step: of each group's removed units the lowest-scored half (survivors still a
         multiple of round_to, so a one-notch removal halves to none), of the new connection zeros
-        the lowest-scored half."""
-        norm, live = self._unit_norms()
+        the lowest-scored half; by the scores the step was chosen with."""
+        norm, live = self._unit_norms(unit_scores)
         half = {}
         for g in self.groups:
             gone = removed.get(g.name)
@@ -663,7 +776,7 @@ class Pruner:
             order = torch.argsort(norm[g.name][gone], stable=True)
             half[g.name] = torch.sort(gone[order[: n_live - keep]]).values
         smaller = {}
-        scores = self.scores.connection_scores()
+        scores = conn_scores
         for k, zeros in self._new_zeros(conn).items():
             idx = zeros.view(-1).nonzero().view(-1)
             ranked = idx[torch.argsort(scores[k].reshape(-1)[idx], stable=True)]
@@ -690,7 +803,12 @@ class Pruner:
         self.masks.detach()
         self.model.load_state_dict(snap["model"])
         if self.optimizer is not None:
+            # the run's clock is not turned back: hyperparameters set since (the learning rate of a new
+            # epoch, an LR scheduler's) stay; the state (moments, step counts) is the snapshot's
+            hyper = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
             self.optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))
+            for group, h in zip(self.optimizer.param_groups, hyper):
+                group.update(h)
         self.masks = MaskSet({k: v.clone() for k, v in snap["masks"].items()})
         self.removed = {k: v.clone() for k, v in snap["removed"].items()}
         self.budget_reached = snap["budget_reached"]
@@ -700,6 +818,8 @@ class Pruner:
     def ended_by(self) -> str | None:
         """What ended pruning: "budget" (met), "guard" (it stopped pruning), "schedule" (its last
         pruning point passed); None while pruning goes on."""
+        if self._trial is not None:  # a step under trial may yet be rolled back, or stop pruning
+            return None
         if self.budget_reached:
             return "budget"
         if self.guard is not None and self.guard.stopped:
@@ -719,9 +839,10 @@ class Pruner:
             live[self.removed[g.name]] = False
         return live
 
-    def _unit_norms(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """(normalized unit scores, live units) of every group; protected units rank first."""
-        raw = self.scores.unit_scores()
+    def _unit_norms(self, raw=None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(normalized unit scores, live units) of every group, by `raw` unit scores (default: the
+        scores gathered so far); protected units rank first."""
+        raw = self.scores.unit_scores() if raw is None else raw
         norm, live = {}, {}
         for g in self.groups:
             live[g.name] = self._live_units(g)
@@ -961,6 +1082,9 @@ class Pruner:
     def _stopped_reason(self) -> str:
         """Why a budget whose floor is below the target was still missed."""
         s = self.schedule
+        if self._trial is not None:
+            t = self._trial
+            return f"a pruning step from {t['at']} is under the accuracy guard's trial until step {t['judge_at']}"
         if not self._pruning_over():
             if s.in_steps:
                 return f"pruning is not over (it ends at step {s.points[-1]}; {self.steps_done} done)"
@@ -1089,6 +1213,9 @@ class Pruner:
             "scores": self.scores.state_dict(),
             "guard": None if self.guard is None else copy.deepcopy(self.guard.state_dict()),
             "guard_fresh": self._fresh,  # the guard's figure of these weights, when no training came since
+            # the step under the guard's trial: its snapshot (weights, optimizer state, masks), the step and
+            # when it is judged, so a checkpoint taken during its recovery steps resumes it exactly
+            "guard_trial": copy.deepcopy(self._trial),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -1111,3 +1238,4 @@ class Pruner:
         if self.guard is not None and state.get("guard") is not None:
             self.guard.load_state_dict(copy.deepcopy(state["guard"]))
         self._fresh = state.get("guard_fresh")  # not a figure measured as this pruner was built
+        self._trial = copy.deepcopy(state.get("guard_trial"))

@@ -138,6 +138,17 @@ class PruneSchedule:
         return tuple(first + math.ceil(i * (last - first) / k) for i in range(1, k + 1))
 
     @property
+    def point_gap(self) -> Optional[int]:
+        """Optimizer steps between consecutive pruning points (the shortest such gap, the first point
+        counted from the end of the warm-up); None when the run's steps are not known."""
+        if self.steps_per_epoch is None:
+            return None
+        if not self.in_steps:
+            return self.steps_per_epoch  # one epoch between epoch ends
+        edges = (self.warmup_steps, *self.points)
+        return min((b - a for a, b in zip(edges, edges[1:])), default=None)
+
+    @property
     def last_prune_epoch(self) -> int:
         """Epochs are numbered from 1; pruning happens at the end of epochs warmup+1 .. this (in
         step mode: within them, the last point falling in this epoch)."""

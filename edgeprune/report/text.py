@@ -100,7 +100,14 @@ def guard_caption(r: dict) -> str:
     g = (r["metrics"] or {}).get("guard") or {}
     return (
         f"{r['name']}: accuracy guard, max drop {g.get('max_drop', 0):g} points of validation "
-        f"{g.get('metric', 'accuracy')} (n={g.get('n')})" + (" (the default)" if g.get("by_default") else "")
+        f"{g.get('metric', 'accuracy')} (n={g.get('n')})"
+        + (" (the default)" if g.get("by_default") else "")
+        + (
+            f", each step judged after {g['recovery_steps']} step(s) of training "
+            f"({g.get('discarded_steps', 0)} discarded by rollbacks)"
+            if g.get("recovery_steps")
+            else ""
+        )
     )
 
 
