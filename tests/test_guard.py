@@ -515,8 +515,8 @@ def test_a_guard_that_stops_short_of_the_budget_says_so_as_a_missed_budget(data_
     text = to_markdown(result)
     # each step judged after a quarter of the step between points (at least 1); the rollbacks' steps counted
     rolled = [e for e in events if e["action"] == "rolled back"]
-    assert m["guard"]["recovery_steps"] == 1 and m["guard"]["discarded_steps"] == sum(e["recovery_steps"] for e in rolled)
-    assert m["guard"]["discarded_steps"] >= 1
+    assert m["guard"]["recovery_steps"] == 1 and m["guard"]["discarded_steps"] >= 1
+    assert m["guard"]["discarded_steps"] == sum(e["recovery_steps"] for e in rolled)
     assert (
         "accuracy guard, max drop 1 points of validation accuracy (n=60) (the default), each step judged after "
         f"1 step(s) of training ({m['guard']['discarded_steps']} discarded by rollbacks):" in text
