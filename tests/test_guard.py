@@ -312,6 +312,139 @@ def test_when_the_model_before_the_step_is_the_reference_the_guard_decides_as_ag
     assert g.validations == len(seen) == 1 + (not fresh) + len(tries)
 
 
+# --- judged after a recovery interval ----------------------------------------------------------
+
+
+def dip_then_recover(pruner_of, before=0.90, dip=0.85, recovered=0.895):
+    """An evaluation scripted as validation behaves after a pruning step: the model before a step
+    measures `before`; a masked step measures `dip` right after masking and `recovered` once it has
+    trained at least one step with its masks. It also records the outputs of each model it judged."""
+    outputs = []
+
+    def evaluate(m):
+        trial = pruner_of[0].trial if pruner_of else None
+        if trial is None:
+            return before  # the dense reference, or the model just before a step
+        with torch.no_grad():
+            was = m.training
+            m.eval()
+            outputs.append(m(XV).clone())
+            m.train(was)
+        return dip if pruner_of[0].steps_done == trial["masked_at"] else recovered
+
+    return evaluate, outputs
+
+
+@pytest.mark.parametrize("recovery", [0, 3])
+def test_a_step_that_dips_then_recovers_is_refused_at_once_and_kept_after_its_recovery_steps(recovery):
+    holder = []
+    evaluate, outputs = dip_then_recover(holder)
+    model, opt = pretrained()
+    pruner = Pruner(
+        model, X[:2], opt, total_steps=len(batches(0)), prune_every=8, from_weights=True, target_params=0.2,
+        round_to=1, min_width=1, max_drop=1.0, evaluate=evaluate, guard_recovery=recovery,
+    )  # fmt: skip
+    holder.append(pruner)
+    widths, reports, compacted = pruner.widths(), {}, None
+    for i, idx in enumerate(batches(0)):
+        report = train_step(model, opt, idx, pruner)
+        if report is not None:
+            reports[i + 1] = report
+            if report.compacted:  # what the compacted model computes, right after the decision
+                model.eval()
+                with torch.no_grad():
+                    compacted = model(XV)
+                model.train()
+    g = pruner.guard
+    events = g.events[1:]
+    if recovery == 0:  # the dip is all the guard sees: every try refused, pruning stops at once
+        assert [e["action"] for e in events] == ["rolled back"] * (len(events) - 1) + ["stopped"]
+        assert all(e["value"] == 0.85 and e["recovery_steps"] == 0 for e in events)
+        assert list(reports) == [8] and reports[8].guard == events and g.stopped
+        assert pruner.widths() == widths and g.discarded_steps == 0
+        return
+    # masked at step 8, trained 3 steps with its masks, judged at step 11 and kept
+    assert list(reports) == [8, 11] and reports[8].pending and reports[8].guard == [] and reports[8].at == "step 8"
+    assert pruner.trial is None and not reports[11].pending and reports[11].at is None  # only a judgement
+    (kept,) = reports[11].guard
+    assert kept == {**kept, "action": "kept", "at": "step 8", "value": 0.895, "recovery_steps": 3, "judged_at": 11}
+    assert kept["before"] == 0.90 and kept["step_drop"] == pytest.approx(0.5) and g.discarded_steps == 0
+    assert reports[11].removed_units == kept["removed_units"] and reports[11].compacted
+    assert sum(pruner.widths().values()) == sum(widths.values()) - sum(kept["removed_units"].values())
+    # the compacted model computes what the masked one the guard judged did (within 1e-5)
+    assert (compacted - outputs[-1]).abs().max() <= 1e-5
+    assert g.validations == 3 and g.to_dict()["recovery_steps"] == 3  # the reference, the model before, the try
+
+
+def test_auto_recovery_is_a_quarter_of_the_steps_between_pruning_points():
+    model, opt = pretrained(epochs=0)
+    kw = dict(max_drop=1.0, evaluate=accuracy)
+    assert Pruner(model, X[:2], opt, total_steps=16, prune_every=8, **kw).guard.recovery_steps == 2
+    assert Pruner(model, X[:2], opt, total_steps=16, prune_every=2, **kw).guard.recovery_steps == 1  # at least 1
+    # an epoch schedule: a quarter of an epoch when the steps are known, else judged at once
+    assert Pruner(model, X[:2], opt, epochs=10, steps_per_epoch=40, **kw).guard.recovery_steps == 10
+    assert Pruner(model, X[:2], opt, epochs=10, **kw).guard.recovery_steps == 0
+    assert guards.auto_recovery(None) == 0 and guards.auto_recovery(3) == 1 and guards.auto_recovery(400) == 100
+    with pytest.warns(GuardWarning, match="guard_recovery=8 is not shorter than the 8 optimizer steps between"):
+        Pruner(model, X[:2], opt, total_steps=16, prune_every=8, guard_recovery=8, **kw)
+
+
+def test_an_epoch_loop_that_never_counts_steps_is_told_so():
+    model, opt = pretrained()
+    pruner = Pruner(
+        model, X[:2], opt, epochs=4, warmup_epochs=0, prune_until=0.5, target_params=0.3, round_to=1,
+        max_drop=1.0, evaluate=accuracy, guard_recovery=5,
+    )  # fmt: skip
+    for epoch in range(2):
+        for idx in batches(epoch):
+            train_step(model, opt, idx)  # the user's step, without pruner.step()
+            pruner.after_backward()
+        if epoch == 0:
+            assert pruner.end_epoch().pending  # masked at the end of epoch 1, to be judged 5 steps later
+    with pytest.raises(UserError, match=r"none was counted during epoch 2: call pruner.step\(\) after every"):
+        pruner.end_epoch()
+
+
+def test_max_drop_and_guard_recovery_in_a_users_own_loop():
+    model, opt = pretrained()
+    dense_accuracy = accuracy(model)
+    seen = []
+
+    def evaluate(m):  # the user's own validation, a fraction in [0, 1]
+        seen.append(accuracy(m))
+        return seen[-1]
+
+    epochs, steps = 2, len(batches(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GuardWarning)  # the noise of 400 examples (tested above)
+        pruner = Pruner(
+            model, X[:2], opt, epochs=epochs, steps_per_epoch=steps, prune_every=4, from_weights=True,
+            target_params=0.05, round_to=1, min_width=1, max_drop=1.0, evaluate=evaluate, val_size=len(YV),
+            guard_recovery=2,
+        )  # fmt: skip
+    for epoch in range(epochs):
+        for idx in batches(epoch):
+            report = train_step(model, opt, idx, pruner)
+            for e in report.guard if report is not None else ():
+                if e["action"] == "kept":  # judged after its 2 steps, then compacted: the same model
+                    assert accuracy(model) == pytest.approx(e["value"], abs=1e-12)
+        pruner.end_epoch()
+    pruner.finalize()
+    g = pruner.guard
+    kept = [e for e in g.events if e["action"] == "kept"]
+    rolled = [e for e in g.events if e["action"] == "rolled back"]
+    assert kept and all(e["recovery_steps"] == 2 for e in kept + rolled)
+    # the rule: validation after the recovery steps within 1 point of max(dense reference, the model before)
+    assert all(100 * (max(dense_accuracy, e["before"]) - e["value"]) <= 1.0 + 1e-9 for e in kept)
+    assert all(100 * (max(dense_accuracy, e["before"]) - e["value"]) > 1.0 for e in rolled)
+    assert g.discarded_steps == 2 * len(rolled)
+    assert g.validations == len(seen) == 1 + g.before_passes + len(kept + rolled)
+    s = pruner.summary()
+    assert s.params_after < s.params_before and s.ended_by in ("guard", "schedule") and pruner.trial is None
+    assert s.guard["recovery_steps"] == 2 and s.guard["discarded_steps"] == g.discarded_steps
+    assert "each step judged after 2 step(s) of training" in str(s)
+
+
 def test_max_drop_in_a_users_own_loop_with_its_evaluation_judged_at_once():
     model, opt = pretrained()
     dense_accuracy = accuracy(model)
@@ -364,43 +497,68 @@ def test_a_guarded_pruner_resumes_at_any_step_exactly():
     """State saved in the middle of an epoch (between pruning points), loaded into fresh objects,
     continues as if never interrupted: the step count, the scores so far and the guard travel along."""
 
-    def run(cut: int | None):
-        model, opt = pretrained()
-        kw = dict(
-            epochs=2, steps_per_epoch=len(batches(0)), prune_every=5, from_weights=True, target_params=0.1,
-            round_to=1, min_width=1, max_drop=1.0, evaluate=accuracy, val_size=len(YV),
-        )  # fmt: skip
-        pruner = Pruner(model, X[:2], opt, **kw)
-        step = 0
-        for epoch in range(2):
-            for idx in batches(epoch):
-                step += 1
-                train_step(model, opt, idx, pruner)
-                if step == cut:  # save, and go on with new objects built from what was saved
-                    buf = io.BytesIO()
-                    torch.save(
-                        {"model": model.state_dict(), "opt": opt.state_dict(), "pruner": pruner.state_dict()}, buf
-                    )
-                    buf.seek(0)
-                    saved = torch.load(buf, weights_only=True)
-                    model = copy.deepcopy(model)  # the architecture at its current widths
-                    model.load_state_dict(saved["model"])
-                    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-                    opt.load_state_dict(saved["opt"])
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        pruner = Pruner(model, X[:2], opt, **kw)
-                    pruner.load_state_dict(saved["pruner"])
-            pruner.end_epoch()
-        pruner.finalize()
-        return model, pruner
-
-    whole, p1 = run(None)
+    whole, p1 = resumable_run(None)
     cut_points = [p for p in p1.schedule.points if p > 5]
-    resumed, p2 = run(cut_points[0] + 2)  # between two pruning points, scores half gathered
+    resumed, p2 = resumable_run(cut_points[0] + 2)  # between two pruning points, scores half gathered
     assert p1.guard.events and p2.guard.to_dict() | {"seconds": 0} == p1.guard.to_dict() | {"seconds": 0}
     a, b = whole.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("max_drop", [0.5, 0.0])
+def test_a_pruner_saved_while_a_step_is_under_trial_resumes_exactly(max_drop):
+    """Saved during a step's recovery steps (masked, not judged yet): the trial (its snapshot, the step,
+    when it is judged) travels in state_dict, and the resumed run keeps or rolls it back as the
+    uninterrupted one does, ending with the same weights."""
+    kw = dict(guard_recovery=4, max_drop=max_drop)
+    whole, p1 = resumable_run(None, **kw)
+    first = p1.schedule.points[0]
+    resumed, p2 = resumable_run(first + 2, **kw)  # 2 of the 4 recovery steps done
+    assert p2.saved_trial is not None and p2.saved_trial["judge_at"] == first + 4
+    judged = [e for e in p1.guard.events[1:] if e["action"] != "stopped"]
+    assert judged[0]["at"] == f"step {first}" and judged[0]["judged_at"] == first + 4  # decided after the cut
+    if max_drop == 0.0:  # nothing may cost anything: rolled back after the cut, so the snapshot was restored
+        assert judged[0]["action"] == "rolled back" and p1.guard.discarded_steps >= 4
+    assert p2.guard.to_dict() | {"seconds": 0} == p1.guard.to_dict() | {"seconds": 0}
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def resumable_run(cut: int | None, **guard):
+    """A guarded two-epoch fine-tune in a user's loop; at step `cut` everything is saved and the run goes
+    on with new objects built from what was saved. Returns the model and the pruner (the resumed one's
+    `saved_trial` is the trial its checkpoint held)."""
+    model, opt = pretrained()
+    kw = dict(
+        epochs=2, steps_per_epoch=len(batches(0)), prune_every=5, from_weights=True, target_params=0.1,
+        round_to=1, min_width=1, max_drop=1.0, evaluate=accuracy, val_size=len(YV),
+    )  # fmt: skip
+    kw.update(guard)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruner = Pruner(model, X[:2], opt, **kw)
+    step = 0
+    for epoch in range(2):
+        for idx in batches(epoch):
+            step += 1
+            train_step(model, opt, idx, pruner)
+            if step == cut:  # save, and go on with new objects built from what was saved
+                buf = io.BytesIO()
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "pruner": pruner.state_dict()}, buf)
+                buf.seek(0)
+                saved = torch.load(buf, weights_only=True)
+                model = copy.deepcopy(model)  # the architecture at its current widths
+                model.load_state_dict(saved["model"])
+                opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+                opt.load_state_dict(saved["opt"])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pruner = Pruner(model, X[:2], opt, **kw)
+                pruner.load_state_dict(saved["pruner"])
+                pruner.saved_trial = pruner.trial
+        pruner.end_epoch()
+    pruner.finalize()
+    return model, pruner
 
 
 def test_bad_guard_arguments_are_one_sentence():
@@ -414,6 +572,11 @@ def test_bad_guard_arguments_are_one_sentence():
             Pruner(model, X[:2], opt, epochs=2, max_drop=bad, evaluate=accuracy)
     with pytest.raises(UserError, match="guard_metric= must be accuracy or f1"):
         Pruner(model, X[:2], opt, epochs=2, max_drop=1.0, evaluate=accuracy, guard_metric="top5")
+    for bad in (-1, "x", float("nan"), 1.5, True):
+        with pytest.raises(UserError, match="guard_recovery= must be a whole number of optimizer steps"):
+            Pruner(model, X[:2], opt, epochs=2, max_drop=1.0, evaluate=accuracy, guard_recovery=bad)
+    with pytest.raises(UserError, match="guard_recovery= says when the accuracy guard judges a step; give max_drop="):
+        Pruner(model, X[:2], opt, epochs=2, guard_recovery=3)
     with pytest.raises(UserError, match="prune_every counts optimizer steps"):
         Pruner(model, X[:2], opt, epochs=2, prune_every=3)
     with pytest.raises(UserError, match=r"returned 91.2; .* fraction in \[0, 1\]"):
@@ -566,6 +729,11 @@ def test_resume_in_the_middle_of_a_guarded_run_ends_as_an_uninterrupted_run(data
         (["--max-accuracy-drop", "1", "--no-prune"], "a --no-prune run prunes nothing; leave it out"),
         (["--max-accuracy-drop", "1", "--val-fraction", "0"], "set --val-fraction above 0"),
         (["--prune-every", "0"], "--prune-every must be a number of optimizer steps"),
+        (["--guard-recovery", "-1"], "--guard-recovery must be a whole number of optimizer steps"),
+        (["--guard-recovery", "nan"], "--guard-recovery must be a whole number of optimizer steps"),
+        (["--guard-recovery", "x"], "0 judges it at once), or auto; got 'x'"),
+        (["--guard-recovery", "2.5"], "--guard-recovery must be a whole number of optimizer steps"),
+        (["--guard-recovery", "4", "--max-accuracy-drop", "none"], "this run has no guard"),
     ],
 )
 def test_bad_guard_flags_are_one_line_and_exit_2(data_root, tmp_path, flags, says):
