@@ -690,8 +690,10 @@ def test_a_guard_that_stops_short_of_the_budget_says_so_as_a_missed_budget(data_
 
 
 def test_resume_in_the_middle_of_a_guarded_run_ends_as_an_uninterrupted_run(data_root, tmp_path, monkeypatch):
-    kw = dict(epochs=4, warmup_epochs=1, target_params=0.2, round_to=1, min_width=2, prune_every=3)
+    # points at steps 21, 25, 29, 33, ...: the step masked at 33 is judged at 36, after the cut at 34
+    kw = dict(epochs=4, warmup_epochs=1, target_params=0.2, round_to=1, min_width=2, prune_every=4)
     kw["max_accuracy_drop"] = "0.5"  # tight enough on 60 validation examples that some steps are refused
+    kw["guard_recovery"] = "3"
     full = train_run(cfg(data_root, tmp_path, "full", **kw), quiet=True)
 
     import edgeprune.train as t
@@ -710,11 +712,17 @@ def test_resume_in_the_middle_of_a_guarded_run_ends_as_an_uninterrupted_run(data
         train_run(cfg(data_root, tmp_path, "cut", **kw), quiet=True)
     monkeypatch.setattr(t, "_print_epoch", real)
     assert len(history(tmp_path / "cut")) == 2
+    from edgeprune.rundir import RunDir, load_checkpoint
+
+    trial = load_checkpoint(RunDir(tmp_path / "cut"))["pruner"]["guard_trial"]
+    assert trial is not None and trial["masked_at"] == 33 and trial["judge_at"] == 36  # saved under trial
     resumed = train_run(cfg(data_root, tmp_path, "cut", **kw), resume=True, quiet=True)
 
     events = [e for r in history(tmp_path / "full") for e in r.get("guard", [])]
     assert {"reference", "kept"} <= {e["action"] for e in events}  # the guard was at work
     assert any(e["epoch"] >= 3 and e["action"] != "reference" for e in events)  # also after the cut
+    assert any(e["at"] == "step 33" and e["judged_at"] == 36 for e in events)  # the trial the checkpoint held
+    assert full["guard"]["recovery_steps"] == 3
     assert_same_run(tmp_path / "full", tmp_path / "cut")
     assert full["guard"] == resumed["guard"] and full["test_accuracy"] == resumed["test_accuracy"]
 
