@@ -2,8 +2,8 @@
 the gradients just computed), after each optimizer step (a pruning point of a schedule in steps)
 and at the end of each epoch (prune, then compact). With the accuracy guard on (the default of a
 run with a budget), each pruning step is validated on the validation split after --guard-recovery
-optimizer steps of training, and rolled back when it then costs more than --max-accuracy-drop points
-against the dense model, or against the model just before it when that is higher."""
+optimizer steps of training, and rolled back when it would then put the model more than
+--max-accuracy-drop points under the dense one (the kept steps' costs added up: prune/guard.py)."""
 
 from __future__ import annotations
 
@@ -632,9 +632,10 @@ def guard_announcement(guard) -> str:
     """The line that says the accuracy guard is on, and how to turn it off when that is the default."""
     when = f"after {guard.recovery_steps} step(s) of training" if guard.recovery_steps else "at once"
     what = (
-        f"accuracy guard: a pruning step that costs more than {guard.max_drop:g} point(s) of validation "
-        f"{guard.metric} (n={guard.n}) against the dense model, or against the model just before it when that "
-        f"is higher, judged {when} (--guard-recovery), is rolled back and retried smaller"
+        f"accuracy guard: a pruning step that would put the model more than {guard.max_drop:g} point(s) of "
+        f"validation {guard.metric} (n={guard.n}) under the dense one (each step's cost against the model just "
+        f"before it, judged {when} (--guard-recovery), added to the kept steps' costs) is rolled back and retried "
+        "smaller"
     )
     if guard.by_default:
         return f"{what} (on by default with a budget; --max-accuracy-drop none turns it off)"
@@ -730,8 +731,11 @@ def _guard_summary(r: dict) -> str:
         else:
             worst = f"worst drop {max(e['drop'] for e in mine):.2f} pts"
             steps = [e["step_drop"] for e in mine if e.get("step_drop") is not None]
-            if steps:  # each step is also held to the model just before it
-                worst += f" from the reference, {max(steps):.2f} from the model before it"
+            if steps:  # a step's cost against the model just before it, and the sum it would make
+                worst = f"worst step cost {max(steps):.2f} pts"
+                estimates = [e["estimate"] for e in mine if e.get("estimate") is not None]
+                if estimates:
+                    worst += f", estimated drop under the dense model {max(estimates):.2f}"
             said.append(f"{len(mine)} {action} ({worst})")
     return "  guard: " + ", ".join(said)
 

@@ -18,9 +18,9 @@ budget, and compacts the model in place (progressively, or once at the end), so 
 `steps_per_epoch` (or `total_steps`) lets pruning happen within epochs, so a one-epoch fine-tune
 prunes (prune/schedule.py says where); `max_drop` with `evaluate` is the accuracy guard
 (prune/guard.py): a step is judged after `guard_recovery` optimizer steps of training with its
-masks held, and one that then costs more than `max_drop` points of validation (against the dense
-model, or the model just before the step when higher) is rolled back and retried smaller, and
-pruning stops when no smaller step fits.
+masks held, and one that would then put the model more than `max_drop` points of validation under
+the dense one (the kept steps' costs, each against the model just before it, added up) is rolled
+back and retried smaller, and pruning stops when no smaller step fits.
 
 Coupling comes from the model: the study's two models declare theirs (prune/groups.py), any
 other model is traced with torch.fx (prune/trace.py); what the tracer cannot follow is frozen
@@ -166,7 +166,8 @@ def guard_line(g: dict) -> str:
     when = f"judged after {recovery} step(s) of training" if recovery else "judged at once"
     return (
         f"accuracy guard: max drop {g['max_drop']:g} points of validation {g['metric']}{n}, dense reference {ref} "
-        f"(each step {when}, held to it or to the model just before the step, whichever is higher); "
+        f"(each step {when}; the kept steps cost {g.get('spent', 0.0):.2f} points in all, each against the model "
+        "just before it); "
         f"{g['kept']} step(s) kept, {g['rolled_back']} rolled back"
         + (", pruning stopped" if g.get("stopped") else "")
         + f"; {g['validations']} validation pass(es) ({before} of the model before a step), {g['seconds']:.1f}s"
@@ -675,7 +676,8 @@ class Pruner:
             "value": value,
             "drop": g.drop(value),  # under the dense reference
             "before": t["before"],  # the model just before the step
-            "step_drop": 100.0 * (t["before"] - value),  # under it, in points
+            "step_drop": g.cost(value, t["before"]),  # under it, in points: the step's cost
+            "estimate": g.estimate(value, t["before"]),  # the drop against the dense model if kept
             "recovery_steps": recovery,  # optimizer steps trained with the step's masks before this figure
             "judged_at": self.steps_done,
             "budget": t["budget"],
@@ -683,6 +685,7 @@ class Pruner:
             "params_alive": self.live_params(),
         }
         if g.within(value, t["before"]):
+            g.keep(value, t["before"])
             self._record(report, {**event, "action": "kept"})
             report.removed_units = event["removed_units"]
             report.removed_connections = self.masks.zeros() - t["zeros_before"] - t["unit_zeros"]
@@ -716,7 +719,7 @@ class Pruner:
 
     def _stop(self, report: StepReport, last: dict) -> None:
         """Pruning stops for good: the smallest step tried (`last`) was rolled back too."""
-        self.guard.stopped = {"at": last["at"], "value": last["value"], "drop": last["drop"], "before": last["before"]}
+        self.guard.stopped = {k: last.get(k) for k in ("at", "value", "drop", "before", "estimate")}
         self._record(report, {**last, "action": "stopped"})
 
     @property

@@ -49,8 +49,9 @@ def _run_summary(run: Run) -> dict:
 
 def guard_rows(run: Run) -> list[list[str]]:
     """The accuracy guard's record from history.jsonl, one row per reference, kept, rolled-back
-    and stopping step: where, what, the validation figure, the model's just before the step (what
-    the step was also held to), the drop under the dense reference in points, live parameters."""
+    and stopping step: where, what, the validation figure, the model's just before the step, the
+    estimated drop under the dense model in points (the kept steps' costs added up with this one's;
+    the drop under the reference for records that have no estimate), live parameters."""
     rows = []
     for record in run.history:
         for e in record.get("guard") or ():
@@ -60,7 +61,7 @@ def guard_rows(run: Run) -> list[list[str]]:
                     str(e.get("action")),
                     fmt(e.get("value"), "score"),
                     fmt(e.get("before"), "score"),
-                    "-" if e.get("action") == "reference" else f"{e.get('drop', 0):+.2f}",
+                    "-" if e.get("action") == "reference" else f"{e.get('estimate', e.get('drop', 0)):+.2f}",
                     fmt(e.get("params_alive"), "int"),
                 ]
             )

@@ -92,7 +92,7 @@ def batch_table(result: dict) -> list[list[str]]:
     return out
 
 
-GUARD_HEAD = ("at", "step", "validation", "before the step", "drop (points)", "live params")
+GUARD_HEAD = ("at", "step", "validation", "before the step", "est. drop (points)", "live params")
 
 
 def guard_caption(r: dict) -> str:
