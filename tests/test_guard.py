@@ -272,12 +272,48 @@ def test_a_step_within_the_dense_reference_but_costing_more_against_the_model_be
         assert [e["action"] for e in report.guard] == ["rolled back"] * len(tries) + ["stopped"]
         assert g.stopped["before"] == 0.90 and pruner.ended_by == "guard"
         reason = pruner.budget_status()["reasons"][0]
-        assert "0.8600, 4.00 points under the model before the step (0.9000; the dense model's was 0.8000)" in reason
+        assert "0.8600, which would put the pruned model an estimated 4.00 points under the dense one" in reason
+        assert "(the steps kept so far cost 0.00;" in reason
     # the cost counts the extra pass: the reference, the model before the step, each try
     assert g.validations == len(seen) == 2 + len(tries) and g.before_passes == 1
     line = str(pruner.summary())
     assert f"{g.validations} validation pass(es) (1 of the model before a step)" in line
-    assert "dense reference 0.8000 (each step judged at once, held to it or to the model just before the step" in line
+    assert "dense reference 0.8000 (each step judged at once; the kept steps cost " in line
+
+
+@pytest.mark.parametrize("first_cost", [0.6, -0.5])
+def test_the_kept_steps_costs_add_up_against_max_drop(first_cost):
+    """Each step alone within max_drop is not enough: the kept steps' costs (each against the model just
+    before it) add up to the estimated drop under the dense model, and a step that would take that sum
+    over max_drop is rolled back. A first step that came back above its pre-step figure (a negative
+    cost) gives that slack back."""
+    ref, before1 = 0.88, 0.90  # the start (from weights), then the model before the first step
+    first = before1 - first_cost / 100
+    before2 = 0.92  # the model has learned by the second pruning point
+    tries2 = [before2 - 0.006, before2 - 0.003]  # 0.6 and 0.3 points under the model before the step
+    evaluate, seen = scripted([ref, before1, first, before2, *tries2])
+    model, opt = pretrained()
+    pruner = Pruner(
+        model, X[:2], opt, total_steps=len(batches(0)), prune_every=4, prune_until=0.6, from_weights=True,
+        target_params=0.2, round_to=1, min_width=1, max_drop=1.0, evaluate=evaluate, guard_recovery=0,
+    )  # fmt: skip
+    assert pruner.schedule.points[:2] == (4, 8)
+    events = []
+    for idx in batches(0)[:8]:
+        report = train_step(model, opt, idx, pruner)
+        if report is not None:
+            events += report.guard
+    g = pruner.guard
+    assert [e["action"] for e in events][:1] == ["kept"] and events[0]["step_drop"] == pytest.approx(first_cost)
+    second = [e for e in events if e["at"] == "step 8"]
+    if first_cost > 0:  # 0.6 + 0.6 = 1.2 > 1: rolled back, though 0.6 alone is within; the half: 0.6 + 0.3 kept
+        assert [e["action"] for e in second] == ["rolled back", "kept"]
+        assert second[0]["estimate"] == pytest.approx(1.2) and second[1]["estimate"] == pytest.approx(0.9)
+    else:  # -0.5 + 0.6 = 0.1: kept at once
+        assert [e["action"] for e in second] == ["kept"] and second[0]["estimate"] == pytest.approx(0.1)
+    assert g.spent == pytest.approx(second[-1]["estimate"])  # the sum the next step is held to
+    assert g.within(tries2[0], before2) == (first_cost < 0)  # the rule asked directly, with the sum as it was
+    assert all(e["drop"] < 0 for e in second)  # above the stale dense reference all along: it alone kept them
 
 
 @pytest.mark.parametrize("fresh", [False, True])
