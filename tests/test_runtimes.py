@@ -386,3 +386,25 @@ def test_a_model_with_ids_and_attention_mask_runs_and_exports_on_every_runtime(t
     if not rt.get("ncnn").missing() and export_rt._pnnx() is not None:
         row = by[("ncnn", "float")]
         assert row["status"] == "ok" or (row["status"] == "refused" and row["reason"].startswith("ncnn cannot run it"))
+
+
+def test_two_runs_with_the_same_name_stay_two_models(tmp_path):
+    """runs/demo/baseline and runs/other/baseline (the runtime benchmark's inputs) are two models: their
+    rows are named after as many parent directories as tell them apart, and each gets its own ship mark
+    (they were one group 'baseline', so one model's variant was chosen for both)."""
+    from edgeprune.bench.choose import group_of
+    from edgeprune.bench.discover import discover
+
+    roots = []
+    for parent, seed in (("demo", 0), ("other", 1)):
+        run = tmp_path / parent / "baseline"
+        make_cnn_bundle(run / "bundle", seed=seed)
+        (run / "config.json").write_text("{}")
+        roots.append(run / "bundle")
+    lone = make_cnn_bundle(tmp_path / "demo" / "pruned" / "bundle")  # not in a run: named after itself
+    names = [m.name for m in discover([*roots, roots[0], lone])]
+    assert names == ["demo/baseline/float", "other/baseline/float", "demo/baseline/float#2", "bundle/float"]
+    report = bench(roots, make_settings(**FAST))
+    assert sorted(group_of(r) for r in report["results"]) == ["demo/baseline", "other/baseline"]
+    assert sorted(c["group"] for c in report["ship"]) == ["demo/baseline", "other/baseline"]
+    assert sum(r["ship"] for r in report["results"]) == 2
