@@ -10,7 +10,7 @@ labelled eval set. This script makes, under --runs-dir, one after the other:
   the same wheels and images). BatchNorm momentum 0.1 by default (--bn-momentum): with the package's
   0.01 a one-epoch fine-tune would keep most of ImageNet's running statistics.
 - **The test split is a subset**: --test-per-class images of each class of Fashion-MNIST's test
-  split, drawn with --seed, linked into `<cache>/fashion-mnist-png-test<K>/test` beside a link to the
+  split, drawn with --seed, linked into `<cache>/fashion-mnist-png-test<K>-seed<S>/test` beside a link to the
   whole training folder. Training's test accuracy, the export's eval set (eval.npz, every runtime's
   parity and accuracy) and bench's accuracy are then all on those 10*K images: affordable at 224 px
   for the five variants, and one n everywhere (`edgeprune train` has no test-subset flag; `edgeprune
@@ -59,10 +59,10 @@ def quote(argv: list[str]) -> str:
 
 
 def subset_test_folder(src: Path, per_class: int, seed: int) -> Path:
-    """`src` (train/<class>/, test/<class>/) with a smaller test split: <src>-test<K>/ holds a link to
+    """`src` (train/<class>/, test/<class>/) with a smaller test split: <src>-test<K>-seed<S>/ holds a link to
     the whole train folder and test/<class>/ links to `per_class` test images of each class, drawn with
     `seed` (written beside, then renamed into place, so an interrupted write is never read)."""
-    dst = src.parent / f"{src.name}-test{per_class}"
+    dst = src.parent / f"{src.name}-test{per_class}-seed{seed}"
     if (dst / "test").is_dir():
         return dst
     tmp = Path(tempfile.mkdtemp(prefix=dst.name + ".", dir=dst.parent))
