@@ -72,8 +72,11 @@ def summarize(report: dict, max_acc_drop: float, speedup_model: str | None, min_
             ),
             "variants": [
                 {
+                    "name": r["name"],
                     "runtime": r["runtime"],
                     "variant": r["variant"],
+                    # the variant's file: "int8" on OpenVINO is its own IR, or onnxruntime's INT8 ONNX run there
+                    "file": Path(r["path"]).name,
                     "status": r["status"],
                     "error": r["error"],
                     "p50_ms": r["latency"].get("1", {}).get("p50_ms"),
@@ -142,7 +145,8 @@ def main() -> None:
         )
         for v in m["variants"]:
             print(
-                f"    {v['runtime']:<12} {v['variant']:<6} {v['status']:<8} p50 {v['p50_ms']} ms  acc {v['accuracy']}"
+                f"    {v['runtime']:<12} {v['variant']:<6} {v['file']:<28} {v['status']:<8} p50 {v['p50_ms']} ms  "
+                f"acc {v['accuracy']}"
             )
     path = record(
         args.name,

@@ -124,7 +124,8 @@ def _bundle(root: Path, runtimes: tuple[str, ...] | None = None, prefix: str | N
                     path=root / "meta.json",
                     meta=meta,
                     runtime=runtime,
-                    skip=f"the bundle has no {runtime} model: re-export with `edgeprune export --runtimes {runtime}`",
+                    skip=f"the bundle has no {runtime} model: re-export with `edgeprune export --runtimes {runtime}` "
+                    "(an export that made one and refused it says why in the run's export/parity.json)",
                 )
             )
     return out
