@@ -26,7 +26,9 @@ from edgeprune.bench import bench, make_settings
 from edgeprune.bench.choose import group_of
 
 
-def _bundle(path: Path, export: bool, calib: int, max_acc_drop: float) -> tuple[Path, dict | None]:
+def _bundle(
+    path: Path, export: bool, calib: int, max_acc_drop: float, eval_limit: int | None
+) -> tuple[Path, dict | None]:
     """The bundle of `path` (exported with every runtime first when it is a run and `export`), and the
     export's per-runtime rows (parity.json), or None for a bundle given as is."""
     if (path / "meta.json").is_file():
@@ -38,7 +40,7 @@ def _bundle(path: Path, export: bool, calib: int, max_acc_drop: float) -> tuple[
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            export_run(path, runtimes="all", calib=calib, max_acc_drop=max_acc_drop)
+            export_run(path, runtimes="all", calib=calib, max_acc_drop=max_acc_drop, eval_limit=eval_limit)
         for w in caught:
             print(f"warning: {path.name}: {w.message}")
     parity = json.loads((path / "export" / "parity.json").read_text())
@@ -70,8 +72,11 @@ def summarize(report: dict, max_acc_drop: float, speedup_model: str | None, min_
             ),
             "variants": [
                 {
+                    "name": r["name"],
                     "runtime": r["runtime"],
                     "variant": r["variant"],
+                    # the variant's file: "int8" on OpenVINO is its own IR, or onnxruntime's INT8 ONNX run there
+                    "file": Path(r["path"]).name,
                     "status": r["status"],
                     "error": r["error"],
                     "p50_ms": r["latency"].get("1", {}).get("p50_ms"),
@@ -103,6 +108,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--calib", type=int, default=256, help="calibration rows for the INT8 variants")
+    ap.add_argument(
+        "--eval-limit",
+        type=int,
+        help="export: at most N test examples (seed-shuffled) in each bundle's eval set, for every runtime's "
+        "parity and accuracy (default: the whole test split)",
+    )
     ap.add_argument("--max-acc-drop", type=float, default=0.3, help="accuracy points the chosen variant may lose")
     ap.add_argument("--speedup-model", default=None, help="the model (bundle or run name) held to --min-speedup")
     ap.add_argument("--min-speedup", type=float, default=1.8)
@@ -111,10 +122,10 @@ def main() -> None:
 
     bundles, exports = [], {}
     for path in args.paths:
-        bundle, rows = _bundle(path, not args.no_export, args.calib, args.max_acc_drop)
+        bundle, rows = _bundle(path, not args.no_export, args.calib, args.max_acc_drop, args.eval_limit)
         bundles.append(bundle)
         if rows is not None:
-            exports[path.name] = rows
+            exports[str(path)] = rows  # the path: two runs may share a name (the demo's baseline and another)
     settings = make_settings(
         threads=args.threads,
         runs=args.runs,
@@ -134,7 +145,8 @@ def main() -> None:
         )
         for v in m["variants"]:
             print(
-                f"    {v['runtime']:<12} {v['variant']:<6} {v['status']:<8} p50 {v['p50_ms']} ms  acc {v['accuracy']}"
+                f"    {v['runtime']:<12} {v['variant']:<6} {v['file']:<28} {v['status']:<8} p50 {v['p50_ms']} ms  "
+                f"acc {v['accuracy']}"
             )
     path = record(
         args.name,

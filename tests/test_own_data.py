@@ -356,3 +356,34 @@ def test_experiment_plans_both_runs_on_your_own_data(tmp_path):
     for cfg in (plan.baseline, plan.pruned):
         assert cfg.dataset == str((tmp_path / "pets").resolve()) and cfg.data_options == {"channels": 1}
         assert cfg.model == "cnn"
+
+
+def test_reading_images_closes_every_file_it_opened(tmp_path):
+    """The header probe and the decode close the files they open (the probe left each PNG open until
+    garbage collection: one ResourceWarning per image in any caller that shows warnings); an image
+    passed in as a PIL image is the caller's and stays open."""
+    import gc
+    import warnings
+
+    from edgeprune.data import images
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (6, 4), dtype=np.uint8), "L").save(paths[-1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        probes = [images.probe(p, str(p)) for p in paths]
+        arrays = [images.decode(p, str(p), (3, 8, 8)) for p in paths]
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert [p.size for p in probes] == [(6, 4)] * 5 and all(p.gray for p in probes)
+    with Image.open(paths[0]) as im:  # the pixels, a second way: PIL's own RGB resize
+        expected = np.asarray(im.convert("RGB").resize((8, 8), Image.Resampling.BILINEAR)).transpose(2, 0, 1)
+    assert np.array_equal(arrays[0], expected)
+    mine = Image.open(paths[1])
+    images.probe(mine, "mine")
+    images.decode(mine, "mine", (1, 6, 4))
+    assert mine.size == (4, 6) and np.asarray(mine).shape == (6, 4)  # still usable: not closed
+    mine.close()

@@ -308,3 +308,103 @@ def test_predict_runs_the_bundles_runtimes_and_names_the_one_to_ship(tmp_path):
         "openvino models run through edgeprune, which is not installed here"
     )
     assert alone["models"]["float"]["accuracy"] == 1.0
+
+
+def _masked_text_model(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
+    """A pretrained text model's interface: token ids and an attention mask in, two logits out (the
+    mean of the attended tokens' embeddings, then a linear layer). Its weights, for the reference."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = {
+        "emb": rng.standard_normal((50, 8)).astype(np.float32),
+        "w": rng.standard_normal((8, 2)).astype(np.float32),
+        "b": (rng.standard_normal(2) * 0.1).astype(np.float32),
+    }
+    consts = {"axis1": np.array([1], np.int64), "axis2": np.array([2], np.int64)}
+    nodes = [
+        helper.make_node("Gather", ["emb", "input"], ["e"], axis=0),
+        helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["m", "axis2"], ["m3"]),
+        helper.make_node("Mul", ["e", "m3"], ["em"]),
+        helper.make_node("ReduceSum", ["em", "axis1"], ["total"], keepdims=0),
+        helper.make_node("ReduceSum", ["m", "axis1"], ["count"], keepdims=1),
+        helper.make_node("Div", ["total", "count"], ["pooled"]),
+        helper.make_node("Gemm", ["pooled", "w", "b"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "masked_text",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in ("input", "attention_mask")],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in {**w, **consts}.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="edgeprune-tests")
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return w
+
+
+def _packed_tweets(n: int = 40, seq: int = 12) -> np.ndarray:
+    """[N, 2, T] int64: ids, then a mask of 1s over each row's first 2..T tokens (0 ids after them)."""
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(2, seq + 1, n)
+    mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = rng.integers(1, 50, (n, seq)) * mask
+    return np.stack([ids, mask], axis=1)
+
+
+def test_a_model_with_ids_and_attention_mask_runs_and_exports_on_every_runtime(tmp_path):
+    """A pretrained text model takes two inputs: run_all splits the packed eval rows into them (the
+    crash this replaces: 'Required inputs (['attention_mask']) are missing'), and export_runtimes
+    checks every runtime on it, a runtime that cannot run it being a refused row with a sentence."""
+    source = tmp_path / "model.onnx"
+    w = _masked_text_model(source)
+    x = _packed_tweets()
+    ids, mask = x[:, 0], x[:, 1].astype(np.float64)
+    # the reference, a second way: numpy's masked mean of the embeddings, then the linear layer
+    ref = ((w["emb"].astype(np.float64)[ids] * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)) @ w["w"] + w["b"]
+    out = rt.run_all(rt.get("onnxruntime").open(source, 1), x, chunk=3)
+    assert out.shape == (40, 2) and np.abs(out - ref).max() <= 1e-4
+    y = ref.argmax(1)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows, entries, files = export_rt.export_runtimes(
+            tuple(rt.RUNTIMES), source, out_dir, tmp_path, x, y, x[:16], 100.0
+        )
+    by = {(r["runtime"], r["variant"]): r for r in rows}
+    if not rt.get("openvino").missing():
+        assert by[("openvino", "float")]["status"] == "ok", by[("openvino", "float")]["reason"]
+        assert by[("openvino", "float")]["max_abs_diff"] <= RTOL * max(1.0, np.abs(ref).max())
+        assert by[("openvino", "float")]["accuracy"] == 1.0
+        int8 = by[("openvino", "int8")]
+        if int8["status"] != "unavailable":  # NNCF calibrated on both inputs, and the IR measured on them
+            assert int8["accuracy"] is not None and int8["eval_n"] == 40, int8["reason"]
+    if not rt.get("ncnn").missing() and export_rt._pnnx() is not None:
+        row = by[("ncnn", "float")]
+        assert row["status"] == "ok" or (row["status"] == "refused" and row["reason"].startswith("ncnn cannot run it"))
+
+
+def test_two_runs_with_the_same_name_stay_two_models(tmp_path):
+    """runs/demo/baseline and runs/other/baseline (the runtime benchmark's inputs) are two models: their
+    rows are named after as many parent directories as tell them apart, and each gets its own ship mark
+    (they were one group 'baseline', so one model's variant was chosen for both)."""
+    from edgeprune.bench.choose import group_of
+    from edgeprune.bench.discover import discover
+
+    roots = []
+    for parent, seed in (("demo", 0), ("other", 1)):
+        run = tmp_path / parent / "baseline"
+        make_cnn_bundle(run / "bundle", seed=seed)
+        (run / "config.json").write_text("{}")
+        roots.append(run / "bundle")
+    lone = make_cnn_bundle(tmp_path / "demo" / "pruned" / "bundle")  # not in a run: named after itself
+    names = [m.name for m in discover([*roots, roots[0], lone])]
+    assert names == ["demo/baseline/float", "other/baseline/float", "demo/baseline/float#2", "bundle/float"]
+    report = bench(roots, make_settings(**FAST))
+    assert sorted(group_of(r) for r in report["results"]) == ["demo/baseline", "other/baseline"]
+    assert sorted(c["group"] for c in report["ship"]) == ["demo/baseline", "other/baseline"]
+    assert sum(r["ship"] for r in report["results"]) == 2

@@ -35,7 +35,30 @@ class Model:
         return self.variant if self.runtime == DEFAULT_RUNTIME else f"{self.variant}@{self.runtime}"
 
 
-def _bundle(root: Path, runtimes: tuple[str, ...] | None = None) -> list[Model]:
+def _named_dir(root: Path) -> Path:
+    """The directory a bundle's rows are named after: the run's, for a bundle inside a run directory
+    (always called "bundle"; the run's name says more), else the bundle's own."""
+    in_run = root.name == "bundle" and (root.parent / "config.json").is_file()
+    return root.parent if in_run else root
+
+
+def _prefixes(roots: list[Path]) -> list[str]:
+    """Each bundle's row-name prefix: its named directory's name, or, where bundles share it (the demo's
+    baseline and another experiment's baseline), as many parent directories as tell them apart, so each
+    model stays its own group when the fastest variant is chosen. The same bundle twice keeps one name."""
+    parts = [_named_dir(r).absolute().parts for r in roots]
+    depth = [1] * len(roots)
+    while True:
+        names = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+        clash = {i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(parts[i])}
+        clash = {i for i in clash if any(parts[j] != parts[i] for j, n in enumerate(names) if n == names[i])}
+        if not clash:
+            return names
+        for i in clash:
+            depth[i] += 1
+
+
+def _bundle(root: Path, runtimes: tuple[str, ...] | None = None, prefix: str | None = None) -> list[Model]:
     meta_path = root / "meta.json"
     if not meta_path.is_file():
         raise UserError(
@@ -49,8 +72,7 @@ def _bundle(root: Path, runtimes: tuple[str, ...] | None = None) -> list[Model]:
     if not models or not all(isinstance(m, dict) and m.get("name") and m.get("file") for m in models):
         raise UserError(f"{meta_path} lists no models (each needs a name and a file); re-run `edgeprune export`.")
     run_dir = root.parent if (root.parent / "config.json").is_file() else None
-    # Inside a run directory the bundle is always called "bundle"; the run's name says more.
-    prefix = run_dir.name if run_dir is not None and root.name == "bundle" else root.name
+    prefix = prefix or _named_dir(root).name
     changed = set(changed_files(root) or ())
     model_files = {str(m["file"]) for m in models} | {companion(str(m["file"])) for m in models}
     if changed - model_files:
@@ -102,7 +124,8 @@ def _bundle(root: Path, runtimes: tuple[str, ...] | None = None) -> list[Model]:
                     path=root / "meta.json",
                     meta=meta,
                     runtime=runtime,
-                    skip=f"the bundle has no {runtime} model: re-export with `edgeprune export --runtimes {runtime}`",
+                    skip=f"the bundle has no {runtime} model: re-export with `edgeprune export --runtimes {runtime}` "
+                    "(an export that made one and refused it says why in the run's export/parity.json)",
                 )
             )
     return out
@@ -213,11 +236,14 @@ def discover(paths: list[Path], runtimes: tuple[str, ...] | None = None) -> list
     each bundle lists, onnxruntime for .onnx files); a UserError for input that cannot be benchmarked."""
     if not paths:
         raise UserError("give at least one .onnx file or bundle directory to benchmark.")
-    models: list[Model] = []
     for p in map(Path, paths):
         if not p.exists():
             raise UserError(f"{p} does not exist; pass an .onnx file or a bundle directory.")
-        models.extend(_bundle(p, runtimes) if p.is_dir() else _file(p, runtimes))
+    roots = [Path(p) for p in paths if Path(p).is_dir()]
+    prefix = dict(zip(map(str, roots), _prefixes(roots)))
+    models: list[Model] = []
+    for p in map(Path, paths):
+        models.extend(_bundle(p, runtimes, prefix[str(p)]) if p.is_dir() else _file(p, runtimes))
     seen: dict[str, int] = {}
     unique = []
     for m in models:  # two files called model.onnx must still be told apart

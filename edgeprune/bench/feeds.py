@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeprune.data.tokenizer import IDS, MASK
+
 DEFAULT_SEQ = 128  # token sequence length when neither metadata nor eval data gives one
 DEFAULT_VOCAB = 100  # token ids drawn from [0, DEFAULT_VOCAB) without metadata
 MASK_INPUT = "attention_mask"  # a pretrained text model's second input: 1 on tokens, 0 on padding
@@ -62,6 +64,15 @@ def concrete_shape(spec: InputSpec, batch: int, meta: dict | None, seq_len: int 
         else:
             dims.append(int(seq))
     return tuple(dims)
+
+
+def model_feed(names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
+    """A model's inputs (named `names`) for model-ready examples `x`: the one input; or, for a
+    pretrained text model (token ids, then the attention mask), packed ids and masks [N, 2, T]
+    (edgeprune.data.tokenizer) split into its two inputs."""
+    if len(names) == 2 and x.ndim == 3:
+        return {names[0]: x[:, IDS], names[1]: x[:, MASK]}
+    return {names[0]: x}
 
 
 def synthetic(spec: InputSpec, batch: int, meta: dict | None, seed: int = 0, seq_len: int | None = None) -> np.ndarray:

@@ -299,11 +299,15 @@ def parse(text: str | None) -> tuple[str, ...] | None:
 
 
 def run_all(session: Session, x: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """The first output of `session` on every row of `x` (one input), in chunks."""
-    name, dtype = session.inputs[0].name, session.inputs[0].dtype
-    outs = [
-        session.run({name: np.ascontiguousarray(x[i : i + chunk], dtype=dtype)})[0] for i in range(0, len(x), chunk)
-    ]
+    """The first output of `session` on every row of model-ready `x` (one input, or a pretrained text
+    model's packed ids and masks, split as feeds.model_feed splits them), in chunks."""
+    dtypes = {s.name: s.dtype for s in session.inputs}
+
+    def feed(rows: np.ndarray) -> dict[str, np.ndarray]:
+        split = feeds.model_feed(list(dtypes), rows)
+        return {k: np.ascontiguousarray(v, dtype=dtypes[k]) for k, v in split.items()}
+
+    outs = [session.run(feed(x[i : i + chunk]))[0] for i in range(0, len(x), chunk)]
     return np.concatenate(outs) if outs else np.zeros((0, 1), np.float32)
 
 

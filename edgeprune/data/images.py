@@ -3,6 +3,7 @@ converted (grayscale or RGB) and resized into one uint8 [N, C, H, W] array. Torc
 
 from __future__ import annotations
 
+import contextlib
 import io
 from dataclasses import dataclass
 
@@ -38,6 +39,19 @@ def _open(item):
     return Image.open(item)
 
 
+@contextlib.contextmanager
+def _opened(item):
+    """_open(item), closed afterwards when it was opened here: a header read for the probe leaves
+    Pillow's file open until garbage collection (a ResourceWarning per image); an image the caller
+    passed stays theirs."""
+    im = _open(item)
+    try:
+        yield im
+    finally:
+        if im is not item:
+            im.close()
+
+
 def _unreadable(where: str, e: Exception) -> UserError:
     return UserError(f"{where} could not be read as an image ({type(e).__name__}); delete or replace that file.")
 
@@ -45,9 +59,9 @@ def _unreadable(where: str, e: Exception) -> UserError:
 def probe(item, where: str) -> Probe:
     """Size and colour from the image header (no pixels decoded)."""
     try:
-        im = _open(item)
-        w, h = im.size
-        mode = im.mode
+        with _opened(item) as im:
+            w, h = im.size
+            mode = im.mode
     except Exception as e:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ValueError, ...
         raise _unreadable(where, e) from None
     return Probe(where, (h, w), mode in GRAY_MODES)
@@ -77,13 +91,13 @@ def decode(item, where: str, shape: tuple[int, int, int]) -> np.ndarray:
 
     c, h, w = shape
     try:
-        im = _open(item)
-        if im.mode.startswith("I;16"):  # 16-bit grayscale: keep the top 8 bits instead of clipping
-            im = Image.fromarray((np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8), "L")
-        im = im.convert("L" if c == 1 else "RGB")
-        if im.size != (w, h):
-            im = im.resize((w, h), Image.Resampling.BILINEAR)
-        arr = np.asarray(im, dtype=np.uint8)
+        with _opened(item) as im:
+            if im.mode.startswith("I;16"):  # 16-bit grayscale: keep the top 8 bits instead of clipping
+                im = Image.fromarray((np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8), "L")
+            im = im.convert("L" if c == 1 else "RGB")
+            if im.size != (w, h):
+                im = im.resize((w, h), Image.Resampling.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
     except Exception as e:  # a truncated file passes the header probe and fails here
         raise _unreadable(where, e) from None
     return arr[None] if c == 1 else arr.transpose(2, 0, 1)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.bench import metrics
+from edgeprune.bench.feeds import model_feed
 from edgeprune.bench.onnxfile import EVAL_CHUNK, eval_chunk
-from edgeprune.data.tokenizer import IDS, MASK
 from edgeprune.errors import UserError
 
 ONNX_TOLERANCE = 1e-4  # max abs logit difference: ONNX vs PyTorch, simplified vs ONNX
@@ -28,10 +28,7 @@ def session(path: Path, threads: int | None = None):
 def feed(sess, x: np.ndarray) -> dict[str, np.ndarray]:
     """The session's inputs for model-ready `x`: the one input; or, for a pretrained text model,
     packed ids and masks [N, 2, T] (edgeprune.data.tokenizer) split into its two inputs."""
-    names = [i.name for i in sess.get_inputs()]
-    if len(names) == 2 and x.ndim == 3:
-        return {names[0]: x[:, IDS], names[1]: x[:, MASK]}
-    return {names[0]: x}
+    return model_feed([i.name for i in sess.get_inputs()], x)
 
 
 def logits(sess, x: np.ndarray, chunk: int = EVAL_CHUNK) -> np.ndarray:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.bench import metrics
+from edgeprune.bench import feeds, metrics, onnxfile
 from edgeprune.bench import runtimes as rt
 
 PNNX_TIMEOUT = 600  # seconds: pnnx on a large model takes a while; a hung one must not hang export
@@ -90,9 +90,12 @@ def _openvino_int8(source: Path, out: Path, calib_x: np.ndarray) -> tuple[Path |
     import openvino as ov
 
     model = ov.Core().read_model(str(source))
-    name = model.inputs[0].get_any_name()
-    dtype = calib_x.dtype
-    data = nncf.Dataset(list(range(len(calib_x))), lambda i: {name: np.ascontiguousarray(calib_x[i : i + 1], dtype)})
+    names = [port.get_any_name() for port in model.inputs]
+
+    def example(i: int) -> dict[str, np.ndarray]:  # one calibration row, split into the model's inputs
+        return {k: np.ascontiguousarray(v) for k, v in feeds.model_feed(names, calib_x[i : i + 1]).items()}
+
+    data = nncf.Dataset(list(range(len(calib_x))), example)
     quantized = nncf.quantize(model, data, subset_size=len(calib_x))
     path = out / "model.openvino-int8.xml"
     ov.save_model(quantized, str(path), compress_to_fp16=False)
@@ -114,7 +117,10 @@ def _ncnn_files(source: Path, out: Path, work: Path, example: np.ndarray) -> tup
     onnx_copy = conv / "model.onnx"
     shutil.copyfile(source, onnx_copy)
     kind = "i64" if np.issubdtype(example.dtype, np.integer) else "f32"
-    shape = "[" + ",".join(str(d) for d in (1, *example.shape)) + "]" + kind
+    # one shape per input: a pretrained text model's packed example [2, T] is its ids and its mask
+    two = example.ndim == 2 and len(onnxfile.input_shapes(source) or {}) == 2
+    rows = list(example) if two else [example]
+    shape = ",".join("[" + ",".join(str(d) for d in (1, *r.shape)) + "]" + kind for r in rows)
     try:
         proc = subprocess.run(
             [exe, onnx_copy.name, f"inputshape={shape}"],
