@@ -129,6 +129,12 @@ def seed_result(root: Path, seed: int) -> dict:
             "seconds": g.get("guard_seconds"),
             "share_of_training_time": (g.get("guard_seconds") or 0) / max(g["train_seconds"], 1e-9),
             "noise_points": guard.get("noise_points"),
+            # when a step is judged (optimizer steps of training after it), what rollbacks threw away,
+            # and the kept steps' costs added up: the guard's estimate of the drop under the dense model
+            "recovery_steps": guard.get("recovery_steps"),
+            "discarded_steps": guard.get("discarded_steps"),
+            "before_passes": guard.get("before_passes"),
+            "spent_points": guard.get("spent"),
         },
         "unguarded_test_accuracy": u["test_accuracy"],
         "unguarded_drop_points": drop(u),
