@@ -789,3 +789,52 @@ def test_bad_guard_flags_are_one_line_and_exit_2(data_root, tmp_path, flags, say
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], r.stderr
     assert not (tmp_path / "x").exists()  # refused before anything was written
+
+
+# --- live parameters while units are only masked -------------------------------------------------
+
+
+def count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_masked_units_count_as_the_parameters_compaction_removes_in_masks_until_the_end_mode():
+    """progressive=False: units stay masked until finalize(); the live count while masked is the
+    parameter count after compaction (a BatchNorm channel's running statistics are buffers: no
+    parameter to subtract), so the budget is judged on the model the run ends with."""
+    model, opt = pretrained()
+    pruner = Pruner(
+        model, X[:2], opt, total_steps=len(batches(0)), prune_every=4, from_weights=True, target_params=0.3,
+        round_to=1, progressive=False,
+    )  # fmt: skip
+    lives = []
+    for idx in batches(0):
+        if train_step(model, opt, idx, pruner) is not None:
+            lives.append(pruner.live_params())
+            assert sum(len(v) for v in pruner.removed.values()) > 0  # masked, not compacted
+    pruner.end_epoch()
+    assert len(lives) >= 2 and lives[-1] < count(model)  # the model still holds the masked units
+    status, masked_live = pruner.budget_status(), pruner.live_params()
+    pruner.finalize()
+    # exact: the parameters compaction left, less the connections still masked among them (zeros in
+    # the weights), counted a second way from the model itself
+    zeros = sum(int((p == 0).sum()) for p in model.parameters())
+    assert zeros == pruner.masks.zeros() and count(model) - zeros == masked_live == lives[-1]
+    assert pruner.live_params() == masked_live
+    after = pruner.budget_status()
+    assert status["met"] == after["met"] and status["reached"] == pytest.approx(after["reached"], abs=1e-12)
+    assert pruner.summary().params_after == masked_live
+
+
+def test_a_step_under_the_guards_trial_counts_the_parameters_its_compaction_leaves():
+    evaluate, _ = scripted([0.90, 0.90, 0.90])  # the reference, the model before the step, the try: kept
+    pruner, report = first_point(evaluate, guard_recovery=2)
+    assert pruner.trial is not None and pruner.removed  # masked, training on
+    masked_live = pruner.live_params()
+    model, opt = pruner.model, pruner.optimizer
+    for idx in batches(0)[8:10]:
+        train_step(model, opt, idx, pruner)
+    assert pruner.trial is None and pruner.guard.events[-1]["action"] == "kept" and not pruner.removed
+    zeros = sum(int((p == 0).sum()) for p in model.parameters())  # the connections still masked
+    assert zeros == pruner.masks.zeros() and count(model) - zeros == masked_live == pruner.live_params()
+    assert pruner.guard.events[-1]["params_alive"] == masked_live
