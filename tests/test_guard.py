@@ -838,3 +838,55 @@ def test_a_step_under_the_guards_trial_counts_the_parameters_its_compaction_leav
     zeros = sum(int((p == 0).sum()) for p in model.parameters())  # the connections still masked
     assert zeros == pruner.masks.zeros() and count(model) - zeros == masked_live == pruner.live_params()
     assert pruner.guard.events[-1]["params_alive"] == masked_live
+
+
+def test_the_stop_sentence_says_how_many_steps_the_last_try_really_trained():
+    """R = 3, one pruning point at step 8 of 16: the tries are judged at 11, 14, then 16 (the run's end:
+    2 steps) and at once; the stop sentence says the last try's steps, not R."""
+    calls = []
+
+    def evaluate(m):  # the reference 1.0, then every model scores 0.5: each try is refused
+        calls.append(m)
+        return 1.0 if len(calls) == 1 else 0.5
+
+    model, opt = pretrained()
+    pruner = Pruner(
+        model, X[:2], opt, total_steps=len(batches(0)), prune_every=8, from_weights=True, target_params=0.2,
+        round_to=1, min_width=1, max_drop=1.0, evaluate=evaluate, guard_recovery=3,
+    )  # fmt: skip
+    for idx in batches(0):
+        train_step(model, opt, idx, pruner)
+    pruner.end_epoch()
+    pruner.finalize()
+    g = pruner.guard
+    tries = [e for e in g.events if e["action"] == "rolled back"]
+    assert g.stopped and [e["recovery_steps"] for e in tries][:3] == [3, 3, 2]  # the third clamped at step 16
+    last = tries[-1]["recovery_steps"]
+    assert last < 3 and g.stopped["recovery_steps"] == last
+    reason = pruner.budget_status()["reasons"][0]
+    said = f"after {last} step(s) of training" if last else "at once"
+    assert f"left validation accuracy 0.5000 {said}," in reason and "after 3 step(s)" not in reason
+    assert g.to_dict()["shortened"] == sum(e["recovery_steps"] < 3 for e in tries) >= 2
+    line = str(pruner.summary())
+    assert f"pruning stopped at step 8 (its last try judged after {last} step(s) of training)" in line
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_trials_snapshot_is_held_on_the_cpu_and_restores_exactly_on_the_device():
+    model, opt = pretrained()
+    model.cuda()
+    opt.load_state_dict(opt.state_dict())  # Adam's moments follow the parameters to the device
+    pruner = Pruner(model, X[:2].cuda(), opt, total_steps=16, prune_every=8, max_drop=1.0, evaluate=lambda m: 0.9)
+    before = state_of(model, opt)
+    snap = pruner._snapshot()
+    opt_tensors = [v for s in snap["optimizer"]["state"].values() for v in s.values() if torch.is_tensor(v)]
+    assert opt_tensors and all(t.device.type == "cpu" for t in [*snap["model"].values(), *opt_tensors])
+    for idx in batches(0)[:2]:  # training changes the weights and the moments on the device
+        loss = F.cross_entropy(model(X[idx].cuda()), Y[idx].cuda())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    pruner._restore(snap)
+    assert all(p.device.type == "cuda" for p in model.parameters())
+    assert all(v.device.type == "cuda" for s in opt.state.values() for k, v in s.items() if k != "step")
+    assert_same_state(state_of(model, opt), before)

@@ -120,7 +120,7 @@ class Guard:
     metric: str = DEFAULT_METRIC
     n: int | None = None  # validation examples, when the caller says
     reference: float | None = None
-    stopped: dict | None = None  # {"at", "value", "drop"}: the failed step that ended pruning
+    stopped: dict | None = None  # {"at", "value", "drop", "recovery_steps", ...}: the failed step that ended pruning
     events: list[dict] = field(default_factory=list)
     validations: int = 0  # every pass: the reference, the models before steps and each try
     seconds: float = 0.0
@@ -191,7 +191,10 @@ class Guard:
     def stop_reason(self) -> str:
         """Why a budget was missed when the guard ended pruning (see prune/budget.py)."""
         s = self.stopped
-        after = f" after {self.recovery_steps} step(s) of training" if self.recovery_steps else ""
+        # the steps that try really trained (fewer than R when judged at the run's end, at a pruning point
+        # or by finalize()); records from before they were kept say R
+        steps = s.get("recovery_steps", self.recovery_steps)
+        after = f" after {steps} step(s) of training" if steps else " at once"
         estimate = s.get("estimate", s["drop"])
         return (
             f"the accuracy guard stopped pruning at {s['at']}: the smallest step tried left validation "
@@ -209,6 +212,12 @@ class Guard:
             "(--max-accuracy-drop none turns the guard off)"
         )
 
+    def shortened(self) -> int:
+        """Tries judged after fewer than `recovery_steps` steps of training (the run's end, a pruning
+        point, finalize())."""
+        r = self.recovery_steps
+        return sum(e["action"] in ("kept", "rolled back") and e.get("recovery_steps", r) < r for e in self.events)
+
     def counts(self) -> dict:
         kept = sum(e["action"] == "kept" for e in self.events)
         rolled = sum(e["action"] == "rolled back" for e in self.events)
@@ -216,7 +225,7 @@ class Guard:
 
     def to_dict(self) -> dict:
         """The guard's outcome as plain data (metrics.json's `guard`, Summary.guard)."""
-        return {**asdict(self), **self.counts(), "noise_points": self.noise()}
+        return {**asdict(self), **self.counts(), "shortened": self.shortened(), "noise_points": self.noise()}
 
     def state_dict(self) -> dict:
         return asdict(self)

@@ -74,6 +74,17 @@ def connection_params(model: nn.Module) -> list[str]:
     return out
 
 
+def _cpu_copy(obj):
+    """A deep copy of a state dict (nested dicts, lists, tensors) with every tensor on the CPU."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -164,15 +175,24 @@ def guard_line(g: dict) -> str:
     before = g.get("before_passes", 0)
     recovery = g.get("recovery_steps", 0)
     when = f"judged after {recovery} step(s) of training" if recovery else "judged at once"
+    if g.get("shortened"):  # said, not averaged away: some tries trained less before their figure
+        when += f", {g['shortened']} of them after fewer (at the run's end or a pruning point)"
     return (
         f"accuracy guard: max drop {g['max_drop']:g} points of validation {g['metric']}{n}, dense reference {ref} "
         f"(each step {when}; the kept steps cost {g.get('spent', 0.0):.2f} points in all, each against the model "
         "just before it); "
         f"{g['kept']} step(s) kept, {g['rolled_back']} rolled back"
-        + (", pruning stopped" if g.get("stopped") else "")
+        + (_stopped_words(g["stopped"]) if g.get("stopped") else "")
         + f"; {g['validations']} validation pass(es) ({before} of the model before a step), {g['seconds']:.1f}s"
         + (f"; {g.get('discarded_steps', 0)} training step(s) discarded by rollbacks" if recovery else "")
     )
+
+
+def _stopped_words(stopped: dict) -> str:
+    steps = stopped.get("recovery_steps")
+    if steps is None:
+        return ", pruning stopped"
+    return f", pruning stopped at {stopped['at']} (its last try judged after {steps} step(s) of training)"
 
 
 def _move(model: nn.Module, optimizer: torch.optim.Optimizer | None, device: torch.device | str) -> None:
@@ -719,7 +739,8 @@ class Pruner:
 
     def _stop(self, report: StepReport, last: dict) -> None:
         """Pruning stops for good: the smallest step tried (`last`) was rolled back too."""
-        self.guard.stopped = {k: last.get(k) for k in ("at", "value", "drop", "before", "estimate")}
+        keys = ("at", "value", "drop", "before", "estimate", "recovery_steps")
+        self.guard.stopped = {k: last.get(k) for k in keys}
         self._record(report, {**last, "action": "stopped"})
 
     @property
@@ -792,10 +813,13 @@ class Pruner:
 
     def _snapshot(self) -> dict:
         """Everything a pruning step changes, copied: weights and buffers, the optimizer's state, the
-        masks and the bookkeeping (before the step, so shapes are the pre-step ones)."""
+        masks and the bookkeeping (before the step, so shapes are the pre-step ones). Held on the CPU:
+        a GPU run keeps no second copy of its weights and moments on the device during a trial
+        (load_state_dict copies the weights back into the device's tensors, and the optimizer's casts
+        its state to each parameter's device; both exact)."""
         return {
-            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None,
+            "model": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
+            "optimizer": _cpu_copy(self.optimizer.state_dict()) if self.optimizer is not None else None,
             "masks": self.masks.state_dict(),
             "removed": {k: v.clone() for k, v in self.removed.items()},
             "budget_reached": self.budget_reached,
