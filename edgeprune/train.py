@@ -720,7 +720,7 @@ def _guard_summary(r: dict) -> str:
     if not events:
         return ""
     said = []
-    for action in ("reference", "kept", "rolled back", "stopped"):
+    for action in ("reference", "kept", "rolled back", "stopped", "passed"):
         mine = [e for e in events if e["action"] == action]
         if not mine:
             continue
@@ -728,6 +728,8 @@ def _guard_summary(r: dict) -> str:
             said.append(f"reference {mine[0]['value']:.4f}")
         elif action == "stopped":
             said.append("pruning stopped")
+        elif action == "passed":  # points that tried no step (deferred, taken up, a retry under trial)
+            said.append(f"{len(mine)} point(s) passed ({'; '.join(sorted({e['why'].split(' (')[0] for e in mine}))})")
         else:
             worst = f"worst drop {max(e['drop'] for e in mine):.2f} pts"
             steps = [e["step_drop"] for e in mine if e.get("step_drop") is not None]

@@ -658,9 +658,13 @@ def test_a_one_epoch_train_run_prunes(data_root, tmp_path, capsys):
     tried = {e["at"] for e in h["guard"] if e["action"] in ("kept", "rolled back")}
     before = m["guard"]["before_passes"]
     assert 1 <= before <= len(tried) and "before" in h["guard"][-1]
-    assert m["guard"]["validations"] == len(h["guard"]) - sum(e["action"] == "stopped" for e in h["guard"]) + before
-    # judged after a quarter of the 2 steps between points, at least 1
-    assert m["guard"]["recovery_steps"] == 1 and all(e["recovery_steps"] <= 1 for e in h["guard"][1:])
+    passed = [e for e in h["guard"] if e["action"] == "passed"]  # points that tried no step, each with why
+    assert all(e["why"] for e in passed)
+    said = sum(e["action"] in ("stopped", "passed") for e in h["guard"])  # records without a validation pass
+    assert m["guard"]["validations"] == len(h["guard"]) - said + before
+    # judged after a quarter of the shortest gap between points, at least 1
+    judged = [e for e in h["guard"] if e["action"] in ("kept", "rolled back")]
+    assert m["guard"]["recovery_steps"] == 1 and all(e["recovery_steps"] <= 1 for e in judged)
     assert h["guard"][0]["action"] == "reference" and m["pruning_ended_by"] in ("budget", "guard", "schedule")
     assert f"pruning ended by the {m['pruning_ended_by']}" in out and "validation pass(es)" in out
     if m["pruning_ended_by"] == "guard":  # a stop short of the budget is said as a missed budget is
@@ -692,7 +696,11 @@ def test_a_guard_that_stops_short_of_the_budget_says_so_as_a_missed_budget(data_
     m = train_run(cfg(data_root, tmp_path, epochs=2, target_params=0.2, round_to=1, min_width=1), quiet=False)
     out = capsys.readouterr().out
     h = history(tmp_path / "run")
-    events = [e for r in h for e in r.get("guard", [])]
+    records = [e for r in h for e in r.get("guard", [])]
+    # the points that came while a smaller retry was under trial passed, and say so
+    passed = [e for e in records if e["action"] == "passed"]
+    assert passed and all(e["why"] == "a smaller retry is under trial" and e["at"] != "step 18" for e in passed)
+    events = [e for e in records if e["action"] != "passed"]
     assert events[0] == {**events[0], "action": "reference", "value": 1.0, "at": "step 17"}  # the end of the warm-up
     assert {e["action"] for e in events[1:-1]} == {"rolled back"} and events[-1]["action"] == "stopped"
     assert all(e["at"] == "step 18" for e in events[1:])  # the first pruning point, then nothing
@@ -710,7 +718,8 @@ def test_a_guard_that_stops_short_of_the_budget_says_so_as_a_missed_budget(data_
     result, _ = build_report([tmp_path / "run"])
     (run,) = result["runs"]
     assert run["pruning"].endswith("not met: 1.00 reached, ended by the guard")
-    assert [row[:2] for row in run["guard"]] == [[e["at"], e["action"]] for e in events]
+    said = [[e["at"], e["action"] + (f": {e['why']}" if e["action"] == "passed" else "")] for e in records]
+    assert [row[:2] for row in run["guard"]] == said
     text = to_markdown(result)
     # each step judged after a quarter of the step between points (at least 1); the rollbacks' steps counted
     rolled = [e for e in events if e["action"] == "rolled back"]
@@ -864,8 +873,8 @@ def test_the_stop_sentence_says_how_many_steps_the_last_try_really_trained():
     last = tries[-1]["recovery_steps"]
     assert last < 3 and g.stopped["recovery_steps"] == last
     reason = pruner.budget_status()["reasons"][0]
-    said = f"after {last} step(s) of training" if last else "at once"
-    assert f"left validation accuracy 0.5000 {said}," in reason and "after 3 step(s)" not in reason
+    said = f" after {last} step(s) of training" if last else ""
+    assert f"left validation accuracy 0.5000{said}," in reason and "after 3 step(s)" not in reason
     assert g.to_dict()["shortened"] == sum(e["recovery_steps"] < 3 for e in tries) >= 2
     line = str(pruner.summary())
     assert f"pruning stopped at step 8 (its last try judged after {last} step(s) of training)" in line
@@ -890,3 +899,84 @@ def test_a_trials_snapshot_is_held_on_the_cpu_and_restores_exactly_on_the_device
     assert all(p.device.type == "cuda" for p in model.parameters())
     assert all(v.device.type == "cuda" for s in opt.state.values() for k, v in s.items() if k != "step")
     assert_same_state(state_of(model, opt), before)
+
+
+# --- pruning points that a judgement falls on ----------------------------------------------------
+
+
+def twenty_steps(cut: int | None = None, evaluate=None, **kw):
+    """A guarded 20-step fine-tune in a user's loop (auto R); points 2, 3, 5, 6, 7, 9, 10, 12, 13, 14 (gaps
+    of 1 step put a judgement on the next point). At step `cut` everything is saved and the run goes on
+    with new objects built from it. Returns the model and the pruner."""
+    model, opt = pretrained()
+    kw = dict(
+        total_steps=20, from_weights=True, target_params=0.05, round_to=1, min_width=1, max_drop=100.0,
+        evaluate=evaluate or accuracy, **kw,
+    )  # fmt: skip
+    pruner = Pruner(model, X[:2], opt, **kw)
+    for step, idx in enumerate(batches(0) + batches(1)[:4], start=1):
+        train_step(model, opt, idx, pruner)
+        if step == cut:
+            buf = io.BytesIO()
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "pruner": pruner.state_dict()}, buf)
+            buf.seek(0)
+            saved = torch.load(buf, weights_only=True)
+            model = copy.deepcopy(model)
+            model.load_state_dict(saved["model"])
+            opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+            opt.load_state_dict(saved["opt"])
+            pruner = Pruner(model, X[:2], opt, **kw)
+            pruner.load_state_dict(saved["pruner"])
+            pruner.saved_deferred = pruner._deferred
+    pruner.end_epoch()
+    pruner.finalize()
+    return model, pruner
+
+
+def point_of(event) -> str:
+    """The schedule's point an event belongs to ("step 4 (deferred from step 3)" belongs to step 3's)."""
+    at = event["at"]
+    return at.split("(deferred from ")[1].rstrip(")") if "deferred from" in at else at
+
+
+def test_no_pruning_point_is_lost_to_a_judgement_that_falls_on_it():
+    model, pruner = twenty_steps()
+    s, g = pruner.schedule, pruner.guard
+    assert s.points == (2, 3, 5, 6, 7, 9, 10, 12, 13, 14) and g.recovery_steps == 1
+    events = g.events[1:]
+    # every point of the schedule, up to the one whose step met the budget, tried a step or says why not
+    met_at = int(point_of([e for e in events if e["action"] == "kept"][-1]).split()[1])
+    assert pruner.budget_reached and met_at >= 10
+    assert {point_of(e) for e in events} == {f"step {p}" for p in s.points if p <= met_at}
+    passed = [e for e in events if e["action"] == "passed"]
+    deferred = [e for e in passed if e["why"].startswith("deferred: scores restart after the step judged here")]
+    assert passed and deferred and all(e["why"] for e in passed)
+    # a point a judgement fell on prunes one step later (after max(1, R) steps of scores), unless the next
+    # point comes first and takes it up
+    tried = [e for e in events if e["action"] in ("kept", "rolled back")]
+    later = [e for e in tried if "deferred from" in e["at"]]
+    assert later, [e["at"] for e in events]
+    for e in later:
+        point = int(point_of(e).split()[1])
+        assert e["at"].startswith(f"step {point + 1} ") and point + 1 not in s.points
+    for e in passed:
+        if e["why"].startswith("deferred, then taken up"):
+            assert int(e["why"].split("at step ")[1]) in s.points
+    assert pruner.ended_by is not None and pruner.trial is None and pruner._deferred is None
+    assert g.counts()["kept"] == len([e for e in tried if e["action"] == "kept"])
+
+
+def test_a_run_saved_while_a_point_is_carried_forward_resumes_exactly():
+    whole, p1 = twenty_steps()
+    resumed, p2 = twenty_steps(cut=3)  # point 3: the step from point 2 judged there, point 3 carried forward
+    assert p2.saved_deferred is not None and p2.saved_deferred["at"] == "step 3" and p2.saved_deferred["due"] == 4
+    assert p2.guard.to_dict() | {"seconds": 0} == p1.guard.to_dict() | {"seconds": 0}
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_auto_recovery_judges_a_step_before_the_next_point_whenever_the_gap_allows():
+    for gap in range(2, 50):
+        assert 1 <= guards.auto_recovery(gap) <= gap // 2  # at most half of the shortest gap, so of every gap
+    # epoch-end schedules keep a quarter of an epoch
+    assert guards.auto_recovery(PruneSchedule(epochs=10, warmup_epochs=2, steps_per_epoch=40).point_gap) == 10
