@@ -671,6 +671,26 @@ def test_a_one_epoch_train_run_prunes(data_root, tmp_path, capsys):
         assert m["budget_met"] is False and "accuracy guard stopped pruning" in m["budget_reasons"][0]
 
 
+def test_an_epoch_that_ends_with_a_step_under_trial_says_so_in_history_and_its_line(data_root, tmp_path, capsys):
+    """An epoch-end schedule: the step masked at epoch 2's end is judged R steps into epoch 3, so epoch 2's
+    validation and live parameters are of the masked, not yet judged model: history and the line say so."""
+    m = train_run(cfg(data_root, tmp_path, epochs=3, target_params=0.3), resume=False, quiet=False)
+    out = capsys.readouterr().out
+    h = history(tmp_path / "run")
+    assert [r["phase"] for r in h] == ["warmup", "prune", "finetune"]
+    pending = h[1]["guard_pending"]
+    assert h[0]["guard_pending"] is None and h[2]["guard_pending"] is None and pending["at"] == "epoch 2"
+    (judged,) = [e for e in h[2]["guard"] if e["action"] in ("kept", "rolled back")]  # decided in epoch 3
+    r = m["guard"]["recovery_steps"]
+    assert r >= 1 and judged["at"] == "epoch 2" and judged["judged_at"] == pending["judge_at"]
+    assert judged["recovery_steps"] == r
+    assert h[1]["params_alive"] < h[0]["params_alive"]  # the masked step counts in epoch 2's figures
+    line = next(x for x in out.splitlines() if x.startswith("epoch   2/3"))
+    said = f"guard: step from epoch 2 under trial (masked in these figures), judged at step {pending['judge_at']}"
+    assert said in line
+    assert "under trial" not in next(x for x in out.splitlines() if x.startswith("epoch   3/3"))
+
+
 def test_each_guarded_trial_re_estimates_batchnorm_and_history_counts_it(data_root, tmp_path):
     c = cfg(data_root, tmp_path, epochs=1, target_params=0.3)
     c.model_config = {"channels": [8, 16], "hidden": [32], "batchnorm": True}
