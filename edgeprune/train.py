@@ -491,6 +491,10 @@ class _Training:
                 **_structure(self.model, self.pruner, self.baseline_params),
                 **{k: partial[k] for k in PRUNING_KEYS if k in partial},
             }
+            if self.pruner is not None and self.pruner.guard is not None:
+                # a step masked but not judged yet: the validation and the counts above are of the model with
+                # it masked (it may yet be rolled back); said here and in the epoch line
+                record["guard_pending"] = _pending(self.pruner)
             self.history.append(record)
             self._remember_best(epoch, val["accuracy"], val["loss"])
             ckpt = checkpoint_record(
@@ -714,13 +718,25 @@ def _structure(model, pruner: Optional[Pruner], baseline_params: int) -> dict:
     }
 
 
+def _pending(pruner: Pruner) -> Optional[dict]:
+    """The step under the guard's trial as the epoch ends: {at, judge_at} (None: none is)."""
+    t = pruner.trial
+    return None if t is None else {"at": t["at"], "judge_at": t["judge_at"]}
+
+
 def _guard_summary(r: dict) -> str:
-    """The epoch's accuracy-guard decisions in a few words ("" without any)."""
+    """The epoch's accuracy-guard decisions in a few words, and the step still under trial ("" without any)."""
     events = r.get("guard") or []
+    pending = r.get("guard_pending")
+    trial = (
+        f"step from {pending['at']} under trial (masked in these figures), judged at step {pending['judge_at']}"
+        if pending
+        else ""
+    )
     if not events:
-        return ""
+        return f"  guard: {trial}" if trial else ""
     said = []
-    for action in ("reference", "kept", "rolled back", "stopped"):
+    for action in ("reference", "kept", "rolled back", "stopped", "passed"):
         mine = [e for e in events if e["action"] == action]
         if not mine:
             continue
@@ -728,6 +744,8 @@ def _guard_summary(r: dict) -> str:
             said.append(f"reference {mine[0]['value']:.4f}")
         elif action == "stopped":
             said.append("pruning stopped")
+        elif action == "passed":  # points that tried no step (deferred, taken up, a retry under trial)
+            said.append(f"{len(mine)} point(s) passed ({'; '.join(sorted({e['why'].split(' (')[0] for e in mine}))})")
         else:
             worst = f"worst drop {max(e['drop'] for e in mine):.2f} pts"
             steps = [e["step_drop"] for e in mine if e.get("step_drop") is not None]
@@ -737,7 +755,7 @@ def _guard_summary(r: dict) -> str:
                 if estimates:
                     worst += f", estimated drop under the dense model {max(estimates):.2f}"
             said.append(f"{len(mine)} {action} ({worst})")
-    return "  guard: " + ", ".join(said)
+    return "  guard: " + ", ".join(said + ([trial] if trial else []))
 
 
 def _print_epoch(r: dict, cfg: TrainConfig, quiet: bool) -> None:

@@ -658,13 +658,37 @@ def test_a_one_epoch_train_run_prunes(data_root, tmp_path, capsys):
     tried = {e["at"] for e in h["guard"] if e["action"] in ("kept", "rolled back")}
     before = m["guard"]["before_passes"]
     assert 1 <= before <= len(tried) and "before" in h["guard"][-1]
-    assert m["guard"]["validations"] == len(h["guard"]) - sum(e["action"] == "stopped" for e in h["guard"]) + before
-    # judged after a quarter of the 2 steps between points, at least 1
-    assert m["guard"]["recovery_steps"] == 1 and all(e["recovery_steps"] <= 1 for e in h["guard"][1:])
+    passed = [e for e in h["guard"] if e["action"] == "passed"]  # points that tried no step, each with why
+    assert all(e["why"] for e in passed)
+    said = sum(e["action"] in ("stopped", "passed") for e in h["guard"])  # records without a validation pass
+    assert m["guard"]["validations"] == len(h["guard"]) - said + before
+    # judged after a quarter of the shortest gap between points, at least 1
+    judged = [e for e in h["guard"] if e["action"] in ("kept", "rolled back")]
+    assert m["guard"]["recovery_steps"] == 1 and all(e["recovery_steps"] <= 1 for e in judged)
     assert h["guard"][0]["action"] == "reference" and m["pruning_ended_by"] in ("budget", "guard", "schedule")
     assert f"pruning ended by the {m['pruning_ended_by']}" in out and "validation pass(es)" in out
     if m["pruning_ended_by"] == "guard":  # a stop short of the budget is said as a missed budget is
         assert m["budget_met"] is False and "accuracy guard stopped pruning" in m["budget_reasons"][0]
+
+
+def test_an_epoch_that_ends_with_a_step_under_trial_says_so_in_history_and_its_line(data_root, tmp_path, capsys):
+    """An epoch-end schedule: the step masked at epoch 2's end is judged R steps into epoch 3, so epoch 2's
+    validation and live parameters are of the masked, not yet judged model: history and the line say so."""
+    m = train_run(cfg(data_root, tmp_path, epochs=3, target_params=0.3), resume=False, quiet=False)
+    out = capsys.readouterr().out
+    h = history(tmp_path / "run")
+    assert [r["phase"] for r in h] == ["warmup", "prune", "finetune"]
+    pending = h[1]["guard_pending"]
+    assert h[0]["guard_pending"] is None and h[2]["guard_pending"] is None and pending["at"] == "epoch 2"
+    (judged,) = [e for e in h[2]["guard"] if e["action"] in ("kept", "rolled back")]  # decided in epoch 3
+    r = m["guard"]["recovery_steps"]
+    assert r >= 1 and judged["at"] == "epoch 2" and judged["judged_at"] == pending["judge_at"]
+    assert judged["recovery_steps"] == r
+    assert h[1]["params_alive"] < h[0]["params_alive"]  # the masked step counts in epoch 2's figures
+    line = next(x for x in out.splitlines() if x.startswith("epoch   2/3"))
+    said = f"guard: step from epoch 2 under trial (masked in these figures), judged at step {pending['judge_at']}"
+    assert said in line
+    assert "under trial" not in next(x for x in out.splitlines() if x.startswith("epoch   3/3"))
 
 
 def test_each_guarded_trial_re_estimates_batchnorm_and_history_counts_it(data_root, tmp_path):
@@ -692,7 +716,11 @@ def test_a_guard_that_stops_short_of_the_budget_says_so_as_a_missed_budget(data_
     m = train_run(cfg(data_root, tmp_path, epochs=2, target_params=0.2, round_to=1, min_width=1), quiet=False)
     out = capsys.readouterr().out
     h = history(tmp_path / "run")
-    events = [e for r in h for e in r.get("guard", [])]
+    records = [e for r in h for e in r.get("guard", [])]
+    # the points that came while a smaller retry was under trial passed, and say so
+    passed = [e for e in records if e["action"] == "passed"]
+    assert passed and all(e["why"] == "a smaller retry is under trial" and e["at"] != "step 18" for e in passed)
+    events = [e for e in records if e["action"] != "passed"]
     assert events[0] == {**events[0], "action": "reference", "value": 1.0, "at": "step 17"}  # the end of the warm-up
     assert {e["action"] for e in events[1:-1]} == {"rolled back"} and events[-1]["action"] == "stopped"
     assert all(e["at"] == "step 18" for e in events[1:])  # the first pruning point, then nothing
@@ -710,7 +738,8 @@ def test_a_guard_that_stops_short_of_the_budget_says_so_as_a_missed_budget(data_
     result, _ = build_report([tmp_path / "run"])
     (run,) = result["runs"]
     assert run["pruning"].endswith("not met: 1.00 reached, ended by the guard")
-    assert [row[:2] for row in run["guard"]] == [[e["at"], e["action"]] for e in events]
+    said = [[e["at"], e["action"] + (f": {e['why']}" if e["action"] == "passed" else "")] for e in records]
+    assert [row[:2] for row in run["guard"]] == said
     text = to_markdown(result)
     # each step judged after a quarter of the step between points (at least 1); the rollbacks' steps counted
     rolled = [e for e in events if e["action"] == "rolled back"]
@@ -789,3 +818,185 @@ def test_bad_guard_flags_are_one_line_and_exit_2(data_root, tmp_path, flags, say
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], r.stderr
     assert not (tmp_path / "x").exists()  # refused before anything was written
+
+
+# --- live parameters while units are only masked -------------------------------------------------
+
+
+def count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_masked_units_count_as_the_parameters_compaction_removes_in_masks_until_the_end_mode():
+    """progressive=False: units stay masked until finalize(); the live count while masked is the
+    parameter count after compaction (a BatchNorm channel's running statistics are buffers: no
+    parameter to subtract), so the budget is judged on the model the run ends with."""
+    model, opt = pretrained()
+    pruner = Pruner(
+        model, X[:2], opt, total_steps=len(batches(0)), prune_every=4, from_weights=True, target_params=0.3,
+        round_to=1, progressive=False,
+    )  # fmt: skip
+    lives = []
+    for idx in batches(0):
+        if train_step(model, opt, idx, pruner) is not None:
+            lives.append(pruner.live_params())
+            assert sum(len(v) for v in pruner.removed.values()) > 0  # masked, not compacted
+    pruner.end_epoch()
+    assert len(lives) >= 2 and lives[-1] < count(model)  # the model still holds the masked units
+    status, masked_live = pruner.budget_status(), pruner.live_params()
+    pruner.finalize()
+    # exact: the parameters compaction left, less the connections still masked among them (zeros in
+    # the weights), counted a second way from the model itself
+    zeros = sum(int((p == 0).sum()) for p in model.parameters())
+    assert zeros == pruner.masks.zeros() and count(model) - zeros == masked_live == lives[-1]
+    assert pruner.live_params() == masked_live
+    after = pruner.budget_status()
+    assert status["met"] == after["met"] and status["reached"] == pytest.approx(after["reached"], abs=1e-12)
+    assert pruner.summary().params_after == masked_live
+
+
+def test_a_step_under_the_guards_trial_counts_the_parameters_its_compaction_leaves():
+    evaluate, _ = scripted([0.90, 0.90, 0.90])  # the reference, the model before the step, the try: kept
+    pruner, report = first_point(evaluate, guard_recovery=2)
+    assert pruner.trial is not None and pruner.removed  # masked, training on
+    masked_live = pruner.live_params()
+    model, opt = pruner.model, pruner.optimizer
+    for idx in batches(0)[8:10]:
+        train_step(model, opt, idx, pruner)
+    assert pruner.trial is None and pruner.guard.events[-1]["action"] == "kept" and not pruner.removed
+    zeros = sum(int((p == 0).sum()) for p in model.parameters())  # the connections still masked
+    assert zeros == pruner.masks.zeros() and count(model) - zeros == masked_live == pruner.live_params()
+    assert pruner.guard.events[-1]["params_alive"] == masked_live
+
+
+def test_the_stop_sentence_says_how_many_steps_the_last_try_really_trained():
+    """R = 3, one pruning point at step 8 of 16: the tries are judged at 11, 14, then 16 (the run's end:
+    2 steps) and at once; the stop sentence says the last try's steps, not R."""
+    calls = []
+
+    def evaluate(m):  # the reference 1.0, then every model scores 0.5: each try is refused
+        calls.append(m)
+        return 1.0 if len(calls) == 1 else 0.5
+
+    model, opt = pretrained()
+    pruner = Pruner(
+        model, X[:2], opt, total_steps=len(batches(0)), prune_every=8, from_weights=True, target_params=0.2,
+        round_to=1, min_width=1, max_drop=1.0, evaluate=evaluate, guard_recovery=3,
+    )  # fmt: skip
+    for idx in batches(0):
+        train_step(model, opt, idx, pruner)
+    pruner.end_epoch()
+    pruner.finalize()
+    g = pruner.guard
+    tries = [e for e in g.events if e["action"] == "rolled back"]
+    assert g.stopped and [e["recovery_steps"] for e in tries][:3] == [3, 3, 2]  # the third clamped at step 16
+    last = tries[-1]["recovery_steps"]
+    assert last < 3 and g.stopped["recovery_steps"] == last
+    reason = pruner.budget_status()["reasons"][0]
+    said = f" after {last} step(s) of training" if last else ""
+    assert f"left validation accuracy 0.5000{said}," in reason and "after 3 step(s)" not in reason
+    assert g.to_dict()["shortened"] == sum(e["recovery_steps"] < 3 for e in tries) >= 2
+    line = str(pruner.summary())
+    assert f"pruning stopped at step 8 (its last try judged after {last} step(s) of training)" in line
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_trials_snapshot_is_held_on_the_cpu_and_restores_exactly_on_the_device():
+    model, opt = pretrained()
+    model.cuda()
+    opt.load_state_dict(opt.state_dict())  # Adam's moments follow the parameters to the device
+    pruner = Pruner(model, X[:2].cuda(), opt, total_steps=16, prune_every=8, max_drop=1.0, evaluate=lambda m: 0.9)
+    before = state_of(model, opt)
+    snap = pruner._snapshot()
+    opt_tensors = [v for s in snap["optimizer"]["state"].values() for v in s.values() if torch.is_tensor(v)]
+    assert opt_tensors and all(t.device.type == "cpu" for t in [*snap["model"].values(), *opt_tensors])
+    for idx in batches(0)[:2]:  # training changes the weights and the moments on the device
+        loss = F.cross_entropy(model(X[idx].cuda()), Y[idx].cuda())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    pruner._restore(snap)
+    assert all(p.device.type == "cuda" for p in model.parameters())
+    assert all(v.device.type == "cuda" for s in opt.state.values() for k, v in s.items() if k != "step")
+    assert_same_state(state_of(model, opt), before)
+
+
+# --- pruning points that a judgement falls on ----------------------------------------------------
+
+
+def twenty_steps(cut: int | None = None, evaluate=None, **kw):
+    """A guarded 20-step fine-tune in a user's loop (auto R); points 2, 3, 5, 6, 7, 9, 10, 12, 13, 14 (gaps
+    of 1 step put a judgement on the next point). At step `cut` everything is saved and the run goes on
+    with new objects built from it. Returns the model and the pruner."""
+    model, opt = pretrained()
+    kw = dict(
+        total_steps=20, from_weights=True, target_params=0.05, round_to=1, min_width=1, max_drop=100.0,
+        evaluate=evaluate or accuracy, **kw,
+    )  # fmt: skip
+    pruner = Pruner(model, X[:2], opt, **kw)
+    for step, idx in enumerate(batches(0) + batches(1)[:4], start=1):
+        train_step(model, opt, idx, pruner)
+        if step == cut:
+            buf = io.BytesIO()
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "pruner": pruner.state_dict()}, buf)
+            buf.seek(0)
+            saved = torch.load(buf, weights_only=True)
+            model = copy.deepcopy(model)
+            model.load_state_dict(saved["model"])
+            opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+            opt.load_state_dict(saved["opt"])
+            pruner = Pruner(model, X[:2], opt, **kw)
+            pruner.load_state_dict(saved["pruner"])
+            pruner.saved_deferred = pruner._deferred
+    pruner.end_epoch()
+    pruner.finalize()
+    return model, pruner
+
+
+def point_of(event) -> str:
+    """The schedule's point an event belongs to ("step 4 (deferred from step 3)" belongs to step 3's)."""
+    at = event["at"]
+    return at.split("(deferred from ")[1].rstrip(")") if "deferred from" in at else at
+
+
+def test_no_pruning_point_is_lost_to_a_judgement_that_falls_on_it():
+    model, pruner = twenty_steps()
+    s, g = pruner.schedule, pruner.guard
+    assert s.points == (2, 3, 5, 6, 7, 9, 10, 12, 13, 14) and g.recovery_steps == 1
+    events = g.events[1:]
+    # every point of the schedule, up to the one whose step met the budget, tried a step or says why not
+    met_at = int(point_of([e for e in events if e["action"] == "kept"][-1]).split()[1])
+    assert pruner.budget_reached and met_at >= 10
+    assert {point_of(e) for e in events} == {f"step {p}" for p in s.points if p <= met_at}
+    passed = [e for e in events if e["action"] == "passed"]
+    deferred = [e for e in passed if e["why"].startswith("deferred: scores restart after the step judged here")]
+    assert passed and deferred and all(e["why"] for e in passed)
+    # a point a judgement fell on prunes one step later (after max(1, R) steps of scores), unless the next
+    # point comes first and takes it up
+    tried = [e for e in events if e["action"] in ("kept", "rolled back")]
+    later = [e for e in tried if "deferred from" in e["at"]]
+    assert later, [e["at"] for e in events]
+    for e in later:
+        point = int(point_of(e).split()[1])
+        assert e["at"].startswith(f"step {point + 1} ") and point + 1 not in s.points
+    for e in passed:
+        if e["why"].startswith("deferred, then taken up"):
+            assert int(e["why"].split("at step ")[1]) in s.points
+    assert pruner.ended_by is not None and pruner.trial is None and pruner._deferred is None
+    assert g.counts()["kept"] == len([e for e in tried if e["action"] == "kept"])
+
+
+def test_a_run_saved_while_a_point_is_carried_forward_resumes_exactly():
+    whole, p1 = twenty_steps()
+    resumed, p2 = twenty_steps(cut=3)  # point 3: the step from point 2 judged there, point 3 carried forward
+    assert p2.saved_deferred is not None and p2.saved_deferred["at"] == "step 3" and p2.saved_deferred["due"] == 4
+    assert p2.guard.to_dict() | {"seconds": 0} == p1.guard.to_dict() | {"seconds": 0}
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_auto_recovery_judges_a_step_before_the_next_point_whenever_the_gap_allows():
+    for gap in range(2, 50):
+        assert 1 <= guards.auto_recovery(gap) <= gap // 2  # at most half of the shortest gap, so of every gap
+    # epoch-end schedules keep a quarter of an epoch
+    assert guards.auto_recovery(PruneSchedule(epochs=10, warmup_epochs=2, steps_per_epoch=40).point_gap) == 10

@@ -227,10 +227,18 @@ def _kept(
 def param_masks_for_units(
     model: nn.Module, groups: list[Group], removed: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    """Boolean keep-masks (state-dict key -> mask shaped like the tensor) zeroing removed units."""
+    """Boolean keep-masks (parameter name -> mask shaped like the parameter) zeroing removed units.
+
+    Parameters only: a group's slices also name buffers (BatchNorm's running_mean and running_var),
+    which MaskSet.apply never touches and count_params never counts, so a mask of one would make
+    `Pruner.live_params()` subtract a masked channel's statistics as if they were weights. Compaction
+    slices the buffers with the units (surgery.py); until then a masked unit's statistics are unused."""
     state = model.state_dict()
+    params = {name for name, _ in model.named_parameters()}
     masks: dict[str, torch.Tensor] = {}
     for (name, dim), k in _kept(state, groups, removed).items():
+        if name not in params:
+            continue
         shape = [1] * state[name].dim()
         shape[dim] = -1
         m = masks.setdefault(name, torch.ones_like(state[name], dtype=torch.bool))

@@ -18,8 +18,16 @@ of validation under the dense twin; the sum said 1.75 (benchmarks/README.md, the
 When: right after a step validation dips and recovers within a fraction of an epoch, so a step
 judged at once is often refused for a dip training would have mended; R = 0 judges it at once.
 By default (`auto_recovery`) R is a quarter of the optimizer steps between consecutive pruning
-points, at least 1 (0 when the pruner does not know the run's steps: a loop that never calls
-pruner.step()).
+points (the shortest such gap; an epoch in epoch-end schedules), at least 1 (0 when the pruner does
+not know the run's steps: a loop that never calls pruner.step()). Of the two ways to keep a step's
+judgement before the next point (R from the gap that follows each point, or R at most gap // 2 of
+every gap) this is the second: a quarter of the shortest gap is at most half of any gap of 2 steps
+or more, so a step is judged before the next point comes. Only a gap of one step (short runs whose
+points are spread unevenly, e.g. 20 steps: points 2, 3, 5, 6, ...) puts the judgement on the next
+point itself. The judgement restarts the scores, so that point has nothing to choose by: it is
+carried forward (deferred) and prunes once scores have been gathered for max(1, R) steps, unless a
+later point of the schedule comes first and takes it up. A point that passes without trying a
+step (deferred, taken up, or while a smaller retry is under trial) is recorded as "passed", with why.
 
 At every pruning point the pruner measures the pre-step figure (one validation pass, skipped
 when the same weights were measured with no training since: the reference taken at this point,
@@ -114,13 +122,14 @@ def noise_points(p: float, n: int) -> float:
 
 @dataclass
 class Guard:
-    """What the guard knows and did; `events` is every reference, kept and rolled-back step."""
+    """What the guard knows and did; `events` is every reference, kept, rolled-back and stopping step, and
+    every pruning point that passed without trying one ("passed", with "why")."""
 
     max_drop: float  # points
     metric: str = DEFAULT_METRIC
     n: int | None = None  # validation examples, when the caller says
     reference: float | None = None
-    stopped: dict | None = None  # {"at", "value", "drop"}: the failed step that ended pruning
+    stopped: dict | None = None  # {"at", "value", "drop", "recovery_steps", ...}: the failed step that ended pruning
     events: list[dict] = field(default_factory=list)
     validations: int = 0  # every pass: the reference, the models before steps and each try
     seconds: float = 0.0
@@ -191,7 +200,10 @@ class Guard:
     def stop_reason(self) -> str:
         """Why a budget was missed when the guard ended pruning (see prune/budget.py)."""
         s = self.stopped
-        after = f" after {self.recovery_steps} step(s) of training" if self.recovery_steps else ""
+        # the steps that try really trained (fewer than R when judged at the run's end, at a pruning point
+        # or by finalize()); records from before they were kept say R
+        steps = s.get("recovery_steps", self.recovery_steps)
+        after = f" after {steps} step(s) of training" if steps else ""
         estimate = s.get("estimate", s["drop"])
         return (
             f"the accuracy guard stopped pruning at {s['at']}: the smallest step tried left validation "
@@ -209,6 +221,12 @@ class Guard:
             "(--max-accuracy-drop none turns the guard off)"
         )
 
+    def shortened(self) -> int:
+        """Tries judged after fewer than `recovery_steps` steps of training (the run's end, a pruning
+        point, finalize())."""
+        r = self.recovery_steps
+        return sum(e["action"] in ("kept", "rolled back") and e.get("recovery_steps", r) < r for e in self.events)
+
     def counts(self) -> dict:
         kept = sum(e["action"] == "kept" for e in self.events)
         rolled = sum(e["action"] == "rolled back" for e in self.events)
@@ -216,7 +234,7 @@ class Guard:
 
     def to_dict(self) -> dict:
         """The guard's outcome as plain data (metrics.json's `guard`, Summary.guard)."""
-        return {**asdict(self), **self.counts(), "noise_points": self.noise()}
+        return {**asdict(self), **self.counts(), "shortened": self.shortened(), "noise_points": self.noise()}
 
     def state_dict(self) -> dict:
         return asdict(self)

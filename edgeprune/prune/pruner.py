@@ -74,6 +74,17 @@ def connection_params(model: nn.Module) -> list[str]:
     return out
 
 
+def _cpu_copy(obj):
+    """A deep copy of a state dict (nested dicts, lists, tensors) with every tensor on the CPU."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -164,15 +175,24 @@ def guard_line(g: dict) -> str:
     before = g.get("before_passes", 0)
     recovery = g.get("recovery_steps", 0)
     when = f"judged after {recovery} step(s) of training" if recovery else "judged at once"
+    if g.get("shortened"):  # said, not averaged away: some tries trained less before their figure
+        when += f", {g['shortened']} of them after fewer (at the run's end or a pruning point)"
     return (
         f"accuracy guard: max drop {g['max_drop']:g} points of validation {g['metric']}{n}, dense reference {ref} "
         f"(each step {when}; the kept steps cost {g.get('spent', 0.0):.2f} points in all, each against the model "
         "just before it); "
         f"{g['kept']} step(s) kept, {g['rolled_back']} rolled back"
-        + (", pruning stopped" if g.get("stopped") else "")
+        + (_stopped_words(g["stopped"]) if g.get("stopped") else "")
         + f"; {g['validations']} validation pass(es) ({before} of the model before a step), {g['seconds']:.1f}s"
         + (f"; {g.get('discarded_steps', 0)} training step(s) discarded by rollbacks" if recovery else "")
     )
+
+
+def _stopped_words(stopped: dict) -> str:
+    steps = stopped.get("recovery_steps")
+    if steps is None:
+        return ", pruning stopped"
+    return f", pruning stopped at {stopped['at']} (its last try judged after {steps} step(s) of training)"
 
 
 def _move(model: nn.Module, optimizer: torch.optim.Optimizer | None, device: torch.device | str) -> None:
@@ -312,6 +332,12 @@ class Pruner:
         # the guard's last validation of the weights as they are now (None: trained since, or never measured):
         # the pre-step figure of a pruning point that needs no pass of its own
         self._fresh: float | None = None
+        # a pruning point carried forward (plain data, saved by state_dict): {"k", "at", "epoch", "due"}.
+        # A step judged at a point (kept and compacted, or rolled back) restarts the scores there, so the
+        # point has nothing to choose by; it prunes at step `due`, once scores have been gathered for
+        # max(1, R) steps (a later point of the schedule takes it up when it comes first)
+        self._deferred: dict | None = None
+        self._judged_at: int | None = None  # the step count when a trial was last judged (this call's test)
         self.evaluate, self.recalibrate = evaluate, recalibrate
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         if torch.is_tensor(example_inputs):
@@ -440,9 +466,13 @@ class Pruner:
             report = StepReport()  # a step under trial has had its recovery steps: judged now
             self._judge(report)
         k = self._points.get(self.steps_done) if self.schedule.in_steps else None
-        if k is None:
-            return report
-        return self._prune_point(k, f"step {self.steps_done}", report)
+        if k is not None:
+            return self._prune_point(k, f"step {self.steps_done}", report)
+        d = self._deferred
+        if d is not None and self._trial is None and self.steps_done >= d["due"]:
+            self._deferred = None
+            return self._prune_point(d["k"], f"step {self.steps_done} (deferred from {d['at']})", report)
+        return report
 
     def end_epoch(self, epoch: int | None = None) -> StepReport:
         """Call once at the end of every epoch (`epoch` numbered from 1, default: the next one).
@@ -467,7 +497,8 @@ class Pruner:
         if epoch == self.schedule.warmup_epochs and self._needs_reference():
             self._measure_reference(f"epoch {epoch}")  # the end of the warm-up
         if self.schedule.phase(epoch) != "prune":
-            self.scores.reset()
+            if self._deferred is None:  # (a point carried forward gathers on into the next epoch)
+                self.scores.reset()
             return StepReport()
         return self._prune_point(epoch - self.schedule.warmup_epochs, f"epoch {epoch}")
 
@@ -476,6 +507,8 @@ class Pruner:
         the guard has not stopped pruning."""
         if self.budget_reached or (self.guard is not None and self.guard.stopped):
             return False
+        if self._deferred is not None:  # a point carried forward gathers its scores, past the window too
+            return True
         s = self.schedule
         if s.in_steps:
             return bool(s.points) and s.warmup_steps <= self.steps_done < s.points[-1]
@@ -486,6 +519,9 @@ class Pruner:
         this call decided before it (a trial judged at this step)."""
         report = StepReport() if report is None else report
         report.at = at
+        if self._deferred is not None:  # a point carried forward, taken up by this later one (its ramp is further)
+            d, self._deferred = self._deferred, None
+            self._passed(report, d["at"], d["epoch"], f"deferred, then taken up by the point at {at}")
         if self._trial is not None and self._trial["masked_at"] < self.steps_done:
             self._judge(report)  # a point that comes while a step is under trial judges it first
         if self._trial is not None:
@@ -493,6 +529,7 @@ class Pruner:
             # this point passes (its scores were gathered on the discarded weights); the ramp's later
             # points take up its share
             report.pending = True
+            self._passed(report, at, self.epoch, "a smaller retry is under trial")
             return report
         if self.budget_reached or (self.guard is not None and self.guard.stopped):
             self.scores.reset()
@@ -500,6 +537,10 @@ class Pruner:
         if self.reduce_scores is not None:
             self.reduce_scores(self.scores)
         if self.scores.batches == 0:
+            if self.guard is not None and self._judged_at == self.steps_done:
+                # the step judged here restarted the scores: carry the point forward, not lose it
+                self._defer(k, at, report)
+                return report
             self.scores.reset()
             return report
         if self._needs_reference():  # a loop that skipped the end of the warm-up: the model before this step
@@ -513,9 +554,13 @@ class Pruner:
 
     def finalize(self) -> None:
         """Judge a step still under the guard's trial (its retries at once: no training is left to recover
-        with), then physically remove units that are still only masked (masks-until-the-end mode)."""
+        with), then physically remove units that are still only masked (masks-until-the-end mode). A
+        pruning point still carried forward passes, recorded as such."""
         while self._trial is not None:
             self._judge(StepReport())
+        if self._deferred is not None:
+            d, self._deferred = self._deferred, None
+            self._passed(StepReport(), d["at"], d["epoch"], "deferred, and the run ended before its scores were in")
         if any(len(v) for v in self.removed.values()):
             self._on_cpu(self._finalize)
 
@@ -666,6 +711,9 @@ class Pruner:
         pruning stops for good."""
         g, t = self.guard, self._trial
         report.pending = False
+        self._judged_at = self.steps_done
+        if self._deferred is not None:  # the scores restart here (below): a point carried forward waits again
+            self._deferred["due"] = self.steps_done + self._wait()
         value = self._validate()
         t["tries"] += 1
         recovery = self.steps_done - t["masked_at"]
@@ -717,9 +765,26 @@ class Pruner:
         report.guard.append(event)
         self.guard.events.append(event)
 
+    def _wait(self) -> int:
+        """Optimizer steps of scores a point carried forward waits for: max(1, R)."""
+        return max(1, self.guard.recovery_steps)
+
+    def _defer(self, k: int, at: str, report: StepReport) -> None:
+        """Carry the k-th pruning point forward: it prunes once scores have been gathered for `_wait()`
+        steps (a later point of the schedule takes it up if it comes first); said as a passed point."""
+        self._deferred = {"k": k, "at": at, "epoch": self.epoch, "due": self.steps_done + self._wait()}
+        why = f"deferred: scores restart after the step judged here (it prunes at step {self._deferred['due']})"
+        self._passed(report, at, self.epoch, why)
+
+    def _passed(self, report: StepReport, at: str, epoch: int, why: str) -> None:
+        """A pruning point that passed without trying a step: recorded, with why (never silent)."""
+        event = {"at": at, "epoch": epoch, "action": "passed", "why": why, "judged_at": self.steps_done}
+        self._record(report, {**event, "params_alive": self.live_params()})
+
     def _stop(self, report: StepReport, last: dict) -> None:
         """Pruning stops for good: the smallest step tried (`last`) was rolled back too."""
-        self.guard.stopped = {k: last.get(k) for k in ("at", "value", "drop", "before", "estimate")}
+        keys = ("at", "value", "drop", "before", "estimate", "recovery_steps")
+        self.guard.stopped = {k: last.get(k) for k in keys}
         self._record(report, {**last, "action": "stopped"})
 
     @property
@@ -792,10 +857,13 @@ class Pruner:
 
     def _snapshot(self) -> dict:
         """Everything a pruning step changes, copied: weights and buffers, the optimizer's state, the
-        masks and the bookkeeping (before the step, so shapes are the pre-step ones)."""
+        masks and the bookkeeping (before the step, so shapes are the pre-step ones). Held on the CPU:
+        a GPU run keeps no second copy of its weights and moments on the device during a trial
+        (load_state_dict copies the weights back into the device's tensors, and the optimizer's casts
+        its state to each parameter's device; both exact)."""
         return {
-            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None,
+            "model": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
+            "optimizer": _cpu_copy(self.optimizer.state_dict()) if self.optimizer is not None else None,
             "masks": self.masks.state_dict(),
             "removed": {k: v.clone() for k, v in self.removed.items()},
             "budget_reached": self.budget_reached,
@@ -830,6 +898,8 @@ class Pruner:
         return "schedule" if self._pruning_over() else None
 
     def _pruning_over(self) -> bool:
+        if self._deferred is not None:
+            return False
         s = self.schedule
         if s.in_steps:
             return not s.points or self.steps_done >= s.points[-1]
@@ -1088,6 +1158,9 @@ class Pruner:
         if self._trial is not None:
             t = self._trial
             return f"a pruning step from {t['at']} is under the accuracy guard's trial until step {t['judge_at']}"
+        if self._deferred is not None:
+            d = self._deferred
+            return f"the pruning point at {d['at']} was carried forward to step {d['due']} (scores restarted there)"
         if not self._pruning_over():
             if s.in_steps:
                 return f"pruning is not over (it ends at step {s.points[-1]}; {self.steps_done} done)"
@@ -1219,6 +1292,7 @@ class Pruner:
             # the step under the guard's trial: its snapshot (weights, optimizer state, masks), the step and
             # when it is judged, so a checkpoint taken during its recovery steps resumes it exactly
             "guard_trial": copy.deepcopy(self._trial),
+            "guard_deferred": copy.deepcopy(self._deferred),  # a pruning point carried forward, and when it prunes
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -1242,3 +1316,4 @@ class Pruner:
             self.guard.load_state_dict(copy.deepcopy(state["guard"]))
         self._fresh = state.get("guard_fresh")  # not a figure measured as this pruner was built
         self._trial = copy.deepcopy(state.get("guard_trial"))
+        self._deferred = copy.deepcopy(state.get("guard_deferred"))

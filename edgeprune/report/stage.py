@@ -47,21 +47,25 @@ def _run_summary(run: Run) -> dict:
     }
 
 
+NO_ESTIMATE = ("reference", "passed")  # guard records with no drop estimate of their own
+
+
 def guard_rows(run: Run) -> list[list[str]]:
     """The accuracy guard's record from history.jsonl, one row per reference, kept, rolled-back
-    and stopping step: where, what, the validation figure, the model's just before the step, the
-    estimated drop under the dense model in points (the kept steps' costs added up with this one's;
-    the drop under the reference for records that have no estimate), live parameters."""
+    and stopping step and per pruning point passed (with why): where, what, the validation figure,
+    the model's just before the step, the estimated drop under the dense model in points (the kept
+    steps' costs added up with this one's; the drop under the reference for records that have no
+    estimate), live parameters."""
     rows = []
     for record in run.history:
         for e in record.get("guard") or ():
             rows.append(
                 [
                     str(e.get("at")),
-                    str(e.get("action")),
+                    str(e.get("action")) + (f": {e['why']}" if e.get("why") else ""),
                     fmt(e.get("value"), "score"),
                     fmt(e.get("before"), "score"),
-                    "-" if e.get("action") == "reference" else f"{e.get('estimate', e.get('drop', 0)):+.2f}",
+                    "-" if e.get("action") in NO_ESTIMATE else f"{e.get('estimate', e.get('drop', 0)):+.2f}",
                     fmt(e.get("params_alive"), "int"),
                 ]
             )
