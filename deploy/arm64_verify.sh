@@ -132,9 +132,9 @@ TARBALL=$("$HERE/arm64_rootfs.sh" --cache "$CACHE")
 # (the pin keeps onnxruntime off 1.21.0, which dies with SIGILL on the Pi 4). A runtime without
 # one is recorded in the result and left out of the install, never silently.
 WHEELS=$CACHE/wheels-aarch64
-log "aarch64 wheels of $RUNTIMES -> $WHEELS"
+log "which of $RUNTIMES have cp311 aarch64 wheels; the wheels -> $WHEELS"
 mapfile -t RUNTIME_REQS < <("$HOST_PY" "$HERE/arm64_wheels.py" --runtimes "$RUNTIMES" \
-    --pyproject "$REPO/pyproject.toml" --dest "$WHEELS" --out "$WORK/wheels.json" 2>"$WORK/wheels.log") ||
+    --pyproject "$REPO/pyproject.toml" --dest "$WORK/wheel-probe" --out "$WORK/wheels.json" 2>"$WORK/wheels.log") ||
     { cat "$WORK/wheels.log" >&2; die "could not ask PyPI which runtimes have aarch64 wheels"; }
 [ ! -s "$WORK/wheels.log" ] || sed 's/^/[arm64] /' "$WORK/wheels.log" >&2
 INSTALLED=onnxruntime EXTRAS=""
