@@ -110,6 +110,8 @@ def runtime_rows(work: Path, facts: dict, host_run: dict, arm_run: dict, compare
                 "agreement_with_host_onnxruntime_float": c.get("agreement_with_a_float"),
                 "agreement_with_host_same_model": c.get("argmax_agreement"),
                 "max_abs_diff_vs_host_same_model": c.get("max_abs_diff"),
+                "within_tolerance_of_host": c.get("ok"),  # same top-1 on every row and |diff| <= atol
+                "atol": c.get("atol"),
                 "accuracy_arm64": m.get("accuracy"),
                 "accuracy_host": host.get("accuracy"),
                 "batch1_ms_median_emulated": m.get("batch1_ms_median"),
@@ -219,6 +221,10 @@ def build(work: Path, facts: dict) -> dict:
             "every_installed_runtime_imports": carried,
             "ran_under_emulation": [k for k, r in runtimes.items() if r["ran"]],
             "not_run_under_emulation": {k: r["reason"] for k, r in runtimes.items() if not r["ran"]},
+            # recorded, not failed: the tolerance of another runtime across ISAs is a finding to read
+            "models_outside_host_tolerance": [
+                k for r in runtimes.values() for k, m in r["models"].items() if m["within_tolerance_of_host"] is False
+            ],
             "wheel_check": (_load(work / "wheels.json") or {}).get("platform_sets"),
             "per_runtime": runtimes,
         },

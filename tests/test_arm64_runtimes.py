@@ -147,7 +147,17 @@ def _work(tmp_path: Path) -> tuple[Path, dict]:
     )
     (w / "rt-ncnn.compare.json").write_text(
         json.dumps(
-            {"models": {"float@ncnn": {"argmax_agreement": 1.0, "max_abs_diff": 0.003, "agreement_with_a_float": 0.99}}}
+            {
+                "models": {
+                    "float@ncnn": {
+                        "ok": False,
+                        "argmax_agreement": 1.0,
+                        "max_abs_diff": 0.3,
+                        "atol": 0.1,
+                        "agreement_with_a_float": 0.99,
+                    }
+                }
+            }
         )
     )
     facts = {"runtimes": "onnxruntime,openvino,ncnn,tvm", "installed": "onnxruntime,openvino,ncnn"}
@@ -174,6 +184,7 @@ def test_report_records_each_runtime_and_never_hides_one_that_died(tmp_path):
     nc = rows["ncnn"]["models"]["float@ncnn"]
     assert rows["ncnn"]["ran"] and nc["agreement_with_host_onnxruntime_float"] == 0.99
     assert nc["batch1_ms_median_emulated"] == 3.5 and nc["batch1_ms_median_host_native"] == 0.07
+    assert nc["within_tolerance_of_host"] is False and nc["atol"] == 0.1  # recorded as compare said
     assert not rows["tvm"]["installed"] and rows["tvm"]["reason"].startswith("no cp311 aarch64 wheel: Could not")
 
 
@@ -206,6 +217,7 @@ def test_an_installed_runtime_that_does_not_import_fails_the_check(tmp_path):
         "exit 1: ImportError: libgomp.so.1: cannot open shared object file"
     )
     assert "EMULATED" in result["runtimes"]["label"]
+    assert result["runtimes"]["models_outside_host_tolerance"] == ["float@ncnn"]
 
 
 def test_verify_refuses_an_unknown_runtime_in_one_sentence_before_needing_root():
