@@ -217,8 +217,6 @@ else
     tar -C "$REPO" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' \
         -cf - pyproject.toml README.md edgeprune | tar -C "$ROOT/src" -xf -
     cp "$WHEELS"/*.whl "$ROOT/wheels/"
-    # pip would take the newest of several versions; only the ones asked for are needed, but any
-    # extra file is harmless (PIP_NO_INDEX: nothing else is reachable)
     cp "$REPO/docker/entrypoint.sh" "$ROOT/usr/local/bin/edgeprune-entrypoint"
     chmod 0755 "$ROOT/usr/local/bin/edgeprune-entrypoint"
     cp "$HERE/predict.py" "$ROOT/opt/predict.py"
