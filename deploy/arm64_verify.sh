@@ -4,15 +4,21 @@
 # debootstrap'd Debian bookworm root, runs the image's entrypoint (`edgeprune bench`) on a bundle
 # under qemu-user, and checks the arm64 predictions against the host's (same argmax, outputs
 # within tolerance). Without buildah it does the Dockerfile's install steps in the root itself.
+# Every runtime extra with a cp311 aarch64 wheel (deploy/arm64_wheels.py asks PyPI) is installed,
+# imported and run on the bundle's models for it, each runtime in its own process.
 #
 #   deploy/arm64_verify.sh [--mode auto|image|chroot] [--bundle DIR] [--out FILE] [--cache DIR]
-#                          [--save-image FILE] [--keep-root] [--probes DIR [--latency-out FILE]]
+#                          [--runtimes LIST] [--save-image FILE] [--keep-root]
+#                          [--probes DIR [--latency-out FILE]]
 #
 #   --mode M          image: buildah build + run; chroot: same install steps in a plain root;
 #                     auto (default): image if buildah and runc are installed, else chroot
 #   --bundle DIR      bundle to check (default: a tiny one from tests/bundle_fixture.py)
 #   --out FILE        result JSON (default benchmarks/results/arm64_emulated.json)
 #   --cache DIR       root tarball, aarch64 wheels, buildah storage (default /work/cache)
+#   --runtimes LIST   runtimes to install and run: onnxruntime,openvino,ncnn or all (default all);
+#                     onnxruntime is always in. One without an aarch64 wheel is recorded, not installed.
+#                     Give a bundle exported with `edgeprune export RUN --runtimes all` to run them all
 #   --save-image F    image mode: also write the arm64 image as a docker archive (docker load -i)
 #   --keep-root       chroot mode: leave the extracted root in place (unmounted) for inspection
 #   --probes DIR      also measure a latency table of these probes (`edgeprune probes RUN`) with
@@ -32,7 +38,7 @@ REPO=$(cd "$HERE/.." && pwd)
 
 CACHE=${EDGEPRUNE_CACHE:-/work/cache}
 MODE=auto BUNDLE="" OUT=$REPO/benchmarks/results/arm64_emulated.json KEEP=0 SAVE_IMAGE=""
-PROBES="" LATENCY_OUT=$REPO/benchmarks/results/latency-arm64-emulated.json
+PROBES="" RUNTIMES=all LATENCY_OUT=$REPO/benchmarks/results/latency-arm64-emulated.json
 HOST_PY=${PYTHON:-$REPO/.venv/bin/python}
 export QEMU_CPU=${QEMU_CPU:-cortex-a72}   # the default qemu CPU model is ~15x slower
 BENCH_FLAGS=(--target rpi4 --batch 1 --warmup 1 --runs 3 --rounds 1)
@@ -50,16 +56,27 @@ while [ $# -gt 0 ]; do
         --save-image) SAVE_IMAGE=$2; shift 2 ;;
         --keep-root) KEEP=1; shift ;;
         --probes) PROBES=$2; shift 2 ;;
+        --runtimes) RUNTIMES=$2; shift 2 ;;
         --latency-out) LATENCY_OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1'; see --help" ;;
     esac
 done
 
-[ "$(id -u)" = 0 ] || die "needs root (chroot, mount, buildah); run with sudo"
 [ -x "$HOST_PY" ] || HOST_PY=$(command -v python3)
 "$HOST_PY" -c 'import onnxruntime, numpy' 2>/dev/null ||
     die "$HOST_PY lacks onnxruntime/numpy; set PYTHON to an interpreter with the base install"
+# The names are checked by edgeprune's own registry (bench/ imports no torch); onnxruntime leads.
+RUNTIMES=$(PYTHONPATH=$REPO "$HOST_PY" -c '
+import sys
+from edgeprune.bench.runtimes import parse
+from edgeprune.errors import UserError
+try:
+    names = parse(sys.argv[1])
+except UserError as e:
+    sys.exit(str(e).replace("--runtime ", "--runtimes "))
+print(",".join(dict.fromkeys(("onnxruntime", *names))))' "$RUNTIMES" 2>&1) || die "$RUNTIMES"
+[ "$(id -u)" = 0 ] || die "needs root (chroot, mount, buildah); run with sudo"
 case $MODE in
     auto) if command -v buildah >/dev/null && command -v runc >/dev/null; then MODE=image
           else MODE=chroot; fi ;;
@@ -111,16 +128,32 @@ fi
 
 TARBALL=$("$HERE/arm64_rootfs.sh" --cache "$CACHE")
 
-# aarch64 wheels, fetched on the host (seconds, no emulation); the build reads only these.
-# The pyproject pin keeps onnxruntime off 1.21.0, which dies with SIGILL on the Pi 4.
+# Which runtimes have a cp311 aarch64 wheel, asked of PyPI one by one with pyproject's requirement
+# (the pin keeps onnxruntime off 1.21.0, which dies with SIGILL on the Pi 4). A runtime without
+# one is recorded in the result and left out of the install, never silently.
 WHEELS=$CACHE/wheels-aarch64
-log "aarch64 wheels -> $WHEELS"
+log "which of $RUNTIMES have cp311 aarch64 wheels; the wheels -> $WHEELS"
+mapfile -t RUNTIME_REQS < <("$HOST_PY" "$HERE/arm64_wheels.py" --runtimes "$RUNTIMES" \
+    --pyproject "$REPO/pyproject.toml" --dest "$WORK/wheel-probe" --out "$WORK/wheels.json" 2>"$WORK/wheels.log") ||
+    { cat "$WORK/wheels.log" >&2; die "could not ask PyPI which runtimes have aarch64 wheels"; }
+[ ! -s "$WORK/wheels.log" ] || sed 's/^/[arm64] /' "$WORK/wheels.log" >&2
+INSTALLED=onnxruntime EXTRAS=""
+for rt in ${RUNTIMES//,/ }; do
+    [ "$rt" != onnxruntime ] || continue
+    printf '%s\n' "${RUNTIME_REQS[@]}" | grep -q "^$rt\b" || continue
+    INSTALLED=$INSTALLED,$rt EXTRAS=${EXTRAS:+$EXTRAS,}$rt
+done
+# The wheels themselves with their dependencies, fetched on the host (seconds, no emulation); the
+# build reads only these. Bookworm's glibc (2.36) takes manylinux tags up to 2_36: OpenVINO's
+# aarch64 wheels need 2_35.
+PLATFORMS=(--platform manylinux2014_aarch64)
+for minor in $(seq 36 -1 17); do PLATFORMS+=(--platform "manylinux_2_${minor}_aarch64"); done
 "$HOST_PY" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
-    --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 \
-    --platform manylinux_2_17_aarch64 --python-version 3.11 --implementation cp \
-    -d "$WHEELS" "onnxruntime>=1.17,!=1.21.0" "numpy>=1.24" "psutil>=5.9" "typer>=0.12" \
+    "${PLATFORMS[@]}" --python-version 3.11 --implementation cp \
+    -d "$WHEELS" "${RUNTIME_REQS[@]}" "numpy>=1.24" "psutil>=5.9" "typer>=0.12" \
     "rich>=13" "tokenizers>=0.20" "setuptools>=64" 2>"$WORK/download.log" ||
     { tail -n 5 "$WORK/download.log" >&2; die "could not download aarch64 wheels"; }
+log "installing runtimes: $INSTALLED"
 
 CPUINFO=$WORK/cpuinfo
 write_arm64_cpuinfo "$CPUINFO"
@@ -147,7 +180,7 @@ if [ "$MODE" = image ]; then
     t0=$(date +%s)
     timeout 2400 "${BUILDAH[@]}" bud --arch arm64 --os linux --runtime runc --network none \
         --build-arg BASE_IMAGE="$BASE_TAG" --build-arg PIP_FIND_LINKS=/wheels \
-        --build-arg PIP_NO_INDEX=1 --env QEMU_CPU="$QEMU_CPU" \
+        --build-arg PIP_NO_INDEX=1 --build-arg RUNTIME_EXTRAS="$EXTRAS" --env QEMU_CPU="$QEMU_CPU" \
         -v "$WHEELS:/wheels:ro" -v "$CPUINFO:/proc/cpuinfo:ro" \
         -f "$REPO/docker/Dockerfile" -t "$IMAGE_TAG" "$REPO" >"$WORK/install.log" 2>&1 ||
         { tail -n 30 "$WORK/install.log" >&2; die "buildah could not build docker/Dockerfile for arm64"; }
@@ -192,14 +225,14 @@ else
     mount --bind -o ro "$PROBES" "$ROOT/probes"
     mount --bind "$WORK/results" "$ROOT/results"
 
-    log "installing the base install in the arm64 root (emulated; about a minute)"
+    log "installing /src${EXTRAS:+[$EXTRAS]} in the arm64 root (emulated; minutes)"
     t0=$(date +%s)
-    root_exec "$ROOT" 1800 /bin/sh -c 'python3 -m venv /opt/edgeprune &&
+    root_exec "$ROOT" 2400 /bin/sh -c 'python3 -m venv /opt/edgeprune &&
         PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
-        /opt/edgeprune/bin/pip install --quiet /src' >"$WORK/install.log" 2>&1 ||
-        { tail -n 20 "$WORK/install.log" >&2; die "base install failed in the arm64 root"; }
+        /opt/edgeprune/bin/pip install --quiet "/src$1"' sh "${EXTRAS:+[$EXTRAS]}" >"$WORK/install.log" 2>&1 ||
+        { tail -n 20 "$WORK/install.log" >&2; die "install failed in the arm64 root"; }
     INSTALL_S=$(( $(date +%s) - t0 ))
-    INSTALL_HOW="python3 -m venv /opt/edgeprune && pip install /src (the Dockerfile's build step) from local aarch64 wheels, in a chroot under qemu"
+    INSTALL_HOW="python3 -m venv /opt/edgeprune && pip install /src${EXTRAS:+[$EXTRAS]} (the Dockerfile's build step) from local aarch64 wheels, in a chroot under qemu"
     log "installed in ${INSTALL_S}s"
     arm_exec() {
         local limit=$1
@@ -218,16 +251,46 @@ print(json.dumps({"machine": platform.machine(), "python": platform.python_versi
     { cat "$WORK/versions.log" >&2; die "import onnxruntime failed under emulation"; }
 
 log "predictions: host"
-"$HOST_PY" "$HERE/predict.py" run "$BUNDLE" "$WORK/host.npz" --timing-runs 3 >"$WORK/host_run.json"
-log "predictions: arm64 (emulated)"
+# The host runs every runtime of the bundle it has (edgeprune from this checkout for OpenVINO/ncnn).
+PYTHONPATH=$REPO "$HOST_PY" "$HERE/predict.py" run "$BUNDLE" "$WORK/host.npz" --timing-runs 3 \
+    >"$WORK/host_run.json"
+log "predictions: arm64 (emulated), onnxruntime"
 t0=$(date +%s)
 arm_exec 900 /opt/edgeprune/bin/python /opt/predict.py run /bundle /results/arm64.npz \
-    --timing-runs 3 >"$WORK/arm_run.json" 2>"$WORK/arm_run.log" ||
+    --timing-runs 3 --runtime onnxruntime >"$WORK/arm_run.json" 2>"$WORK/arm_run.log" ||
     { cat "$WORK/arm_run.log" >&2; die "predictions failed under emulation"; }
 PREDICT_S=$(( $(date +%s) - t0 ))
 COMPARE_RC=0
-"$HOST_PY" "$HERE/predict.py" compare "$WORK/host.npz" "$WORK/results/arm64.npz" \
+"$HOST_PY" "$HERE/predict.py" compare "$WORK/host.npz" "$WORK/results/arm64.npz" --only-b \
     >"$WORK/compare.json" || COMPARE_RC=$?
+
+# Every other runtime: imported, then its models run, each in a process of its own so that one
+# the emulator cannot run (an illegal instruction, a CPU plugin refusing the CPU) is a recorded
+# reason, not the end of the check. Files rt-<name>.* are read by arm64_report.py.
+for rt in ${RUNTIMES//,/ }; do
+    [ "$rt" != onnxruntime ] || continue
+    case ",$INSTALLED," in *",$rt,"*) ;; *) continue ;; esac
+    log "runtime $rt: import (emulated)"
+    rc=0
+    arm_exec 600 /opt/edgeprune/bin/python -c '
+import json, sys
+from edgeprune.bench.runtimes import get
+r = get(sys.argv[1])
+print(json.dumps({"missing": r.missing(), "version": r.version()}))' "$rt" \
+        >"$WORK/rt-$rt.import.json" 2>"$WORK/rt-$rt.import.log" || rc=$?
+    echo "$rc" >"$WORK/rt-$rt.import.rc"
+    log "runtime $rt: predictions (emulated)"
+    rc=0 t0=$(date +%s)
+    arm_exec 1200 /opt/edgeprune/bin/python /opt/predict.py run /bundle "/results/arm64-$rt.npz" \
+        --timing-runs 3 --runtime "$rt" >"$WORK/rt-$rt.run.json" 2>"$WORK/rt-$rt.run.log" || rc=$?
+    echo "$rc $(( $(date +%s) - t0 ))" >"$WORK/rt-$rt.run.rc"
+    if [ "$rc" = 0 ]; then
+        "$HOST_PY" "$HERE/predict.py" compare "$WORK/host.npz" "$WORK/results/arm64-$rt.npz" --only-b \
+            >"$WORK/rt-$rt.compare.json" || true
+    else
+        log "runtime $rt did not run under emulation (exit $rc): $(grep -v '^\s*$' "$WORK/rt-$rt.run.log" | tail -n 1)"
+    fi
+done
 
 # The image's entrypoint, as `docker run ... edgeprune-runtime --target rpi4` calls it.
 log "entrypoint: edgeprune bench ${BENCH_FLAGS[*]} (emulated)"
@@ -270,6 +333,7 @@ json.dump({"command": """$CMDLINE""", "mode": "$MODE", "install_how": """$INSTAL
            "latency_table": """$( [ "$LATENCY_RC" = 0 ] && echo "$LATENCY_OUT" )""" or None,
            "qemu": """$(qemu-aarch64-static --version | head -n1)""", "qemu_cpu": "$QEMU_CPU",
            "rootfs": "$(basename "$TARBALL")", "bench_flags": "${BENCH_FLAGS[*]}",
+           "runtimes": "$RUNTIMES", "installed": "$INSTALLED",
            "image": $IMAGE_FACTS}, open(sys.argv[1], "w"))
 PY
 "$HOST_PY" "$HERE/arm64_report.py" "$WORK" "$OUT" "$WORK/facts.json"

@@ -1,8 +1,8 @@
 """Run every model of a bundle on its eval.npz and save the outputs, compare two such runs, or
 classify raw text with a text bundle.
 
-    python predict.py run BUNDLE OUT.npz [--timing-runs N]   -> JSON summary on stdout
-    python predict.py compare A.npz B.npz [--atol 1e-4]     -> JSON agreement report on stdout
+    python predict.py run BUNDLE OUT.npz [--timing-runs N] [--runtime NAME]  -> JSON summary on stdout
+    python predict.py compare A.npz B.npz [--atol 1e-4] [--only-b]          -> JSON agreement report on stdout
     python predict.py text BUNDLE "some text" ...           -> one JSON line per text: label, scores
 
 Used by arm64_verify.sh on the host and inside the emulated arm64 root, so it needs only numpy
@@ -83,7 +83,10 @@ def _runner(path: Path, runtime: str, source: Path | None):
     return infer
 
 
-def run(bundle: Path, out: Path, timing_runs: int) -> dict:
+def run(bundle: Path, out: Path, timing_runs: int, runtime: str | None = None) -> dict:
+    """Every model of the bundle (only those on `runtime` when given) on its eval rows: outputs saved to
+    `out`, accuracy and batch-1 timing returned. One runtime per process lets a caller survive a runtime
+    that crashes the interpreter (e.g. under emulation)."""
     import onnxruntime as ort
 
     meta = json.loads((bundle / "meta.json").read_text()) if (bundle / "meta.json").exists() else {}
@@ -91,13 +94,16 @@ def run(bundle: Path, out: Path, timing_runs: int) -> dict:
     x, y = data["x"], data["y"]
     outputs, summary = {}, {}
     mask = data["attention_mask"] if "attention_mask" in data.files else None
-    for name, path, runtime, source in _models(bundle):
+    models = [m for m in _models(bundle) if runtime is None or m[2] == runtime]
+    if runtime is not None and not models:
+        raise SystemExit(f"{bundle} has no model for runtime {runtime!r}; export it with --runtimes {runtime}.")
+    for name, path, runtime_of, source in models:
         try:
-            infer = _runner(path, runtime, source)
+            infer = _runner(path, runtime_of, source)
         except Exception as e:  # noqa: BLE001 - a runtime this machine lacks is a skipped model, said
-            if runtime == "onnxruntime":
+            if runtime_of == "onnxruntime":
                 raise
-            summary[name] = {"runtime": runtime, "skipped": " ".join(str(e).split())[:300]}
+            summary[name] = {"runtime": runtime_of, "skipped": " ".join(str(e).split())[:300]}
             continue
         logits = infer(x, mask)
         outputs[name] = logits
@@ -107,7 +113,7 @@ def run(bundle: Path, out: Path, timing_runs: int) -> dict:
             infer(x[:1], None if mask is None else mask[:1])
             times.append((time.perf_counter() - t0) * 1e3)
         summary[name] = {
-            "runtime": runtime,
+            "runtime": runtime_of,
             "accuracy": float((predictions(logits) == y).mean()),
             "batch1_ms_median": float(np.median(times)) if times else None,
             "timing_runs": timing_runs,
@@ -190,10 +196,14 @@ def classify(bundle: Path, texts: list[str], model: str | None = None) -> list[d
     return out
 
 
-def compare(a_path: Path, b_path: Path, atol: float | None) -> dict:
+def compare(a_path: Path, b_path: Path, atol: float | None, only_b: bool = False) -> dict:
+    """Per model of A and B: same top-1 and outputs within tolerance. `only_b`: the models B holds
+    (B ran one runtime of the bundle A ran whole). Each model's top-1 agreement with A's "float"
+    (onnxruntime FP32, the export's reference) is reported too."""
     a, b = np.load(a_path), np.load(b_path)
     report, ok = {}, True
-    for name in sorted(set(a.files) | set(b.files)):
+    reference = predictions(a["float"]) if "float" in a.files else None
+    for name in sorted(set(b.files) if only_b else set(a.files) | set(b.files)):
         if name not in a.files or name not in b.files:
             report[name] = {"ok": False, "error": "present on one side only"}
             ok = False
@@ -206,6 +216,8 @@ def compare(a_path: Path, b_path: Path, atol: float | None) -> dict:
         good = agree == 1.0 and diff <= tol
         ok = ok and good
         report[name] = {"ok": good, "argmax_agreement": agree, "max_abs_diff": diff, "atol": tol, "n": len(la)}
+        if reference is not None:
+            report[name]["agreement_with_a_float"] = float((predictions(lb) == reference).mean())
     return {"ok": ok, "models": report}
 
 
@@ -216,10 +228,12 @@ def main() -> int:
     r.add_argument("bundle", type=Path)
     r.add_argument("out", type=Path)
     r.add_argument("--timing-runs", type=int, default=3)
+    r.add_argument("--runtime", default=None, help="only this runtime's models (onnxruntime, openvino, ncnn)")
     c = sub.add_parser("compare")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
     c.add_argument("--atol", type=float, default=None)
+    c.add_argument("--only-b", action="store_true", help="compare only the models B holds")
     t = sub.add_parser("text")
     t.add_argument("bundle", type=Path)
     t.add_argument("texts", nargs="+")
@@ -230,9 +244,9 @@ def main() -> int:
             print(json.dumps(row, ensure_ascii=False))
         return 0
     if args.cmd == "run":
-        print(json.dumps(run(args.bundle, args.out, args.timing_runs)))
+        print(json.dumps(run(args.bundle, args.out, args.timing_runs, args.runtime)))
         return 0
-    result = compare(args.a, args.b, args.atol)
+    result = compare(args.a, args.b, args.atol, args.only_b)
     print(json.dumps(result))
     return 0 if result["ok"] else 1
 

@@ -207,6 +207,35 @@ def test_predict_scores_a_multi_class_model_by_argmax(bundle, tmp_path):
     assert code == 0 and report["models"]["float"]["argmax_agreement"] == 1.0
 
 
+def test_predict_runs_one_runtime_and_compares_only_what_it_ran(bundle, tmp_path):
+    """arm64_verify.sh runs each runtime in its own process (`run --runtime`) and compares that file
+    with the host's whole run (`compare --only-b`), reporting agreement with the host's FP32 too."""
+    _, whole = _predict("run", bundle, tmp_path / "all.npz", "--timing-runs", "0")
+    code, one = _predict("run", bundle, tmp_path / "ort.npz", "--timing-runs", "0", "--runtime", "onnxruntime")
+    assert code == 0 and one["models"] == whole["models"]  # this bundle holds onnxruntime models only
+    with np.load(tmp_path / "all.npz") as a:
+        keep = {"int8": a["int8"]}
+        float_top1 = a["float"].argmax(axis=1)
+    np.savez(tmp_path / "int8.npz", **keep)
+    code, report = _predict("compare", tmp_path / "all.npz", tmp_path / "int8.npz", "--only-b")
+    assert code == 0 and list(report["models"]) == ["int8"]
+    expected = float((keep["int8"].argmax(axis=1) == float_top1).mean())  # a second way: numpy argmax
+    assert report["models"]["int8"]["agreement_with_a_float"] == expected
+    # without --only-b the model B lacks is a failure, as before
+    code, report = _predict("compare", tmp_path / "all.npz", tmp_path / "int8.npz")
+    assert code == 1 and report["models"]["float"] == {"ok": False, "error": "present on one side only"}
+    proc = subprocess.run(
+        [sys.executable, str(PREDICT), "run", str(bundle), str(tmp_path / "x.npz"), "--runtime", "ncnn"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and proc.stderr.strip().endswith(
+        "has no model for runtime 'ncnn'; export it with --runtimes ncnn."
+    )
+
+
 def _ship(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(SHIP), *args], check=False, capture_output=True, text=True, env=env, timeout=300)
 
@@ -386,6 +415,12 @@ def test_arm64_emulated_check(tmp_path):
         assert m["argmax_agreement"] == 1.0 and m["max_abs_diff"] <= m["atol"], name
     assert result["bench"]["machine"]["emulated"] is True
     assert "EMULATED" in result["emulated_latency"]["label"]
+    # every runtime with an aarch64 wheel is installed and imports (the tiny bundle has models for
+    # onnxruntime only, so the others are imported, not run: their reason says so)
+    runtimes = result["runtimes"]
+    assert runtimes["every_installed_runtime_imports"] and "onnxruntime" in runtimes["ran_under_emulation"]
+    for name, row in runtimes["per_runtime"].items():
+        assert row["imported"] or not row["installed"], (name, row["reason"])
 
 
 def test_files_edgeprune_writes_are_readable_by_the_images_user(tmp_path):
