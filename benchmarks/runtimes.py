@@ -103,6 +103,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("paths", nargs="+", type=Path, help="run directories (exported here) and/or bundles")
     ap.add_argument("--no-export", action="store_true", help="use the runs' existing bundles as they are")
+    ap.add_argument(
+        "--export-only",
+        action="store_true",
+        help="export the runs and stop (exports need no quiet machine; then run again with --no-export to time)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=100, help="timed runs per round")
     ap.add_argument("--rounds", type=int, default=5)
@@ -126,6 +131,9 @@ def main() -> None:
         bundles.append(bundle)
         if rows is not None:
             exports[str(path)] = rows  # the path: two runs may share a name (the demo's baseline and another)
+    if args.export_only:
+        print(f"exported {len(exports)} run(s); time them with --no-export on a quiet machine")
+        return
     settings = make_settings(
         threads=args.threads,
         runs=args.runs,
