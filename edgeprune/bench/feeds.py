@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeprune.data.tokenizer import IDS, MASK
-
 DEFAULT_SEQ = 128  # token sequence length when neither metadata nor eval data gives one
 DEFAULT_VOCAB = 100  # token ids drawn from [0, DEFAULT_VOCAB) without metadata
 MASK_INPUT = "attention_mask"  # a pretrained text model's second input: 1 on tokens, 0 on padding
+# a pretrained text model's examples are packed [N, 2, T]: row IDS the token ids, row MASK the attention
+# mask (edgeprune.data.tokenizer writes them; defined here, the lower layer, so the device reads them too)
+IDS, MASK = 0, 1
 
 NUMPY_TYPES = {
     "tensor(float)": np.float32,

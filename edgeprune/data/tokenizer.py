@@ -12,13 +12,14 @@ import hashlib
 
 import numpy as np
 
+from edgeprune.bench.feeds import IDS, MASK  # the packed layout below: bench (the lower layer) reads it too
 from edgeprune.errors import UserError
 
 FILE = "tokenizer.json"
 # A text batch for such a model is one int64 array [N, 2, T]: row 0 the token ids, row 1 the
 # attention mask. The training loop, the guard and DDP then move one tensor as for any other
-# model; the model (edgeprune.models.hf) and the exporter split it into its two inputs.
-IDS, MASK = 0, 1
+# model; the model (edgeprune.models.hf), the exporter and bench (IDS, MASK: defined in
+# edgeprune.bench.feeds, which the device runs) split it into its two inputs.
 INPUT_NAMES = ("input", "attention_mask")
 
 
