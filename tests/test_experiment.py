@@ -209,9 +209,10 @@ def test_experiment_with_your_model_and_a_latency_budget_end_to_end(tmp_path, da
     smallest = lm.predict(next(s for s in samples if s["kind"] == "min")["macs"])
     budget = round(smallest + 0.5 * (full - smallest), 6)  # between the smallest model and the dense one
     second = tmp_path / "e2"
-    r = run_cli(
-        [*common, "--out", str(second), "--target-latency-ms", str(budget), "--latency-table", str(one)], tmp_path
-    )
+    # the budget alone (--max-accuracy-drop none): on 20 validation images the guard's decisions are noise
+    # and may stop short of a budget drawn from measured milliseconds; tests/test_guard.py holds the guard
+    second_flags = ["--target-latency-ms", str(budget), "--latency-table", str(one), "--max-accuracy-drop", "none"]
+    r = run_cli([*common, "--out", str(second), *second_flags], tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"latency budget {budget:g} ms at 1 thread(s)" in r.stdout  # the table's threads, not the bench's
     metrics = json.loads((second / "pruned" / "metrics.json").read_text())

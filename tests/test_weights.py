@@ -158,6 +158,9 @@ def test_timm_model_from_weights_trains_resumes_without_the_file_exports_and_ben
     run = tmp_path / "run"
     args = ["train", "--dataset", "mnist", "--data-dir", str(data_root), "--model", name, "--weights", str(weights)]
     args += ["--epochs", "2", "--limit", "100", "--threads", "1", "--out", str(run), "--target-macs", "0.7"]
+    # the budget alone: what this test follows is the weights, the resume and the export, not the accuracy
+    # guard, whose decisions on 10 validation images are noise (tests/test_guard.py holds the guard)
+    args += ["--max-accuracy-drop", "none"]
 
     monkeypatch.setenv("EDGEPRUNE_FAULT", "after-checkpoint:1")  # killed once epoch 1 is checkpointed
     r = run_cli(args, tmp_path)
