@@ -307,12 +307,20 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_no_bench_worker_survives_the_command_being_killed(sig, tmp_path):
     bundle = make_tiny_bundle(tmp_path / "bundle")
     env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
     cmd = [str(EDGEPRUNE), "bench", str(bundle), "--seconds", "120", "--rounds", "1", "--warmup", "1"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C needs SIGINT's default in the child: a suite started in the background by a shell without job
+    # control inherits SIGINT ignored, and Python then keeps ignoring it (no KeyboardInterrupt at all)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default
+    )
     try:
         deadline, workers = time.monotonic() + 60, []
         while not workers and time.monotonic() < deadline and proc.poll() is None:
