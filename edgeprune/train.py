@@ -363,7 +363,7 @@ class _Training:
         return {
             "max_drop": cfg.max_accuracy_drop,
             "evaluate": validation,
-            "val_size": len(self.data.val),
+            "val_labels": self.data.val.y,  # the guard tries no step while the model is no better than guessing
             "guard_metric": cfg.guard_metric,
             "guard_recovery": cfg.guard_recovery,
             "recalibrate": lambda model: self._recalibrate_bn(),
@@ -641,6 +641,11 @@ def guard_announcement(guard) -> str:
         f"before it, judged {when} (--guard-recovery), added to the kept steps' costs) is rolled back and retried "
         "smaller"
     )
+    if guard.floor is not None:
+        what += (
+            "; no step is tried while validation is within noise of always guessing the most common class "
+            f"({guard.floor:.4f})"
+        )
     if guard.by_default:
         return f"{what} (on by default with a budget; --max-accuracy-drop none turns it off)"
     return what

@@ -18,6 +18,7 @@ from torch import nn
 
 from edgeprune.config import resolve_train_config
 from edgeprune.errors import GuardWarning, UserError
+from edgeprune.metrics import f1_score
 from edgeprune.prune import guard as guards
 from edgeprune.prune.pruner import Pruner
 from edgeprune.prune.schedule import PruneSchedule, default_warmup
@@ -314,6 +315,76 @@ def test_the_kept_steps_costs_add_up_against_max_drop(first_cost):
     assert g.spent == pytest.approx(second[-1]["estimate"])  # the sum the next step is held to
     assert g.within(tries2[0], before2) == (first_cost < 0)  # the rule asked directly, with the sum as it was
     assert all(e["drop"] < 0 for e in second)  # above the stale dense reference all along: it alone kept them
+
+
+# --- a model no better than guessing ------------------------------------------------------------
+
+
+def test_the_floor_is_what_always_guessing_the_most_common_class_scores():
+    y = torch.tensor([2] * 6 + [0] * 3 + [1])
+    guess = torch.full_like(y, 2)
+    assert guards.chance_floor(y, "accuracy") == pytest.approx(float((guess == y).double().mean()))
+    assert guards.chance_floor(y.tolist(), "f1") == pytest.approx(f1_score(guess, y, 3))  # a second way
+    with pytest.raises(UserError, match="val_labels= is empty"):
+        guards.chance_floor([], "accuracy")
+
+
+def guessing_run(values, points=2):
+    """A fine-tune from weights in a user's loop with the validation labels given, up to its `points`-th
+    pruning point (steps 4, 8), the guard answering `values`."""
+    evaluate, seen = scripted(values)
+    model, opt = pretrained()
+    pruner = Pruner(
+        model, X[:2], opt, total_steps=len(batches(0)), prune_every=4, prune_until=0.6, from_weights=True,
+        target_params=0.2, round_to=1, min_width=1, max_drop=1.0, evaluate=evaluate, guard_recovery=0,
+        val_labels=YV,
+    )  # fmt: skip
+    assert pruner.schedule.points == (4, 8)
+    for idx in batches(0)[: 4 * points]:
+        train_step(model, opt, idx, pruner)
+    return pruner, seen
+
+
+def test_no_step_is_tried_while_the_model_is_no_better_than_guessing_and_the_reference_is_retaken_once_it_is():
+    """A new classifier head sits at the majority share: every step would cost nothing measurable and be
+    kept. The guard passes such a point, said, and retakes its chance-level reference once the model learns."""
+    floor = guards.chance_floor(YV)
+    noise = guards.noise_points(floor, len(YV)) / 100
+    assert 0.2 < floor < 0.35 and 0.03 < noise < 0.06  # four classes, 400 labels
+    pruner, seen = guessing_run([floor + noise / 2, floor + noise / 2, 0.90, 0.895])
+    g = pruner.guard
+    assert g.n == len(YV) and g.floor == pytest.approx(floor)
+    assert [e["action"] for e in g.events] == ["reference", "passed", "reference", "kept"]
+    passed, retaken, kept = g.events[1:]
+    assert passed["at"] == "step 4" and passed["untrained"] and passed["value"] == floor + noise / 2
+    assert "no better than always guessing the most common class" in passed["why"]
+    assert seen[:3] == [0, 0, 0]  # the start, the point that passed, the model before step 8: all unmasked
+    assert retaken["at"] == "step 8" and retaken["value"] == 0.90 and g.reference == 0.90
+    assert kept["step_drop"] == pytest.approx(0.5) and kept["drop"] == pytest.approx(0.5)
+    assert g.waited() == 1 and "1 point(s) passed while no better than guessing" in str(pruner.summary())
+    # just above the noise is learned: the point tries its step
+    assert not g.learned(floor + noise) and g.learned(floor + noise + 1e-6)
+
+
+def test_a_model_that_never_beats_guessing_is_not_pruned_and_the_missed_budget_says_why():
+    floor = guards.chance_floor(YV)
+    pruner, seen = guessing_run([floor] * 3)
+    before = count(pruner.model)
+    pruner.finalize()
+    assert count(pruner.model) == before == pruner.baseline_params and max(seen) == 0  # nothing masked, ever
+    status = pruner.budget_status()
+    assert not status["met"] and pruner.guard.waited() == 2
+    assert "the accuracy guard tried no step at 2 pruning point(s)" in status["reasons"][0]
+    assert f"({floor:.4f})" in status["reasons"][0]
+
+
+def test_val_labels_are_checked_against_val_size_and_need_the_guard():
+    model, opt = pretrained(epochs=0)
+    kw = dict(total_steps=16, target_params=0.5)
+    with pytest.raises(UserError, match="val_size=3 but val_labels= has 400 labels"):
+        Pruner(model, X[:2], opt, **kw, max_drop=1.0, evaluate=accuracy, val_size=3, val_labels=YV)
+    with pytest.raises(UserError, match="give max_drop= with them"):
+        Pruner(model, X[:2], opt, **kw, val_labels=YV)
 
 
 @pytest.mark.parametrize("fresh", [False, True])
@@ -654,13 +725,15 @@ def test_a_one_epoch_train_run_prunes(data_root, tmp_path, capsys):
     assert "on by default with a budget; --max-accuracy-drop none turns it off" in out
     assert m["guard"]["by_default"] is True and m["guard"]["max_drop"] == 1.0 and m["guard"]["n"] == 60
     # at most one pass before each point that tried a step (none when a step judged at that very step
-    # left a fresh figure), one per try, one for the reference
+    # left a fresh figure), one per try, one for the reference; a point where the untrained model was no
+    # better than guessing measured the model before it and passed
     tried = {e["at"] for e in h["guard"] if e["action"] in ("kept", "rolled back")}
-    before = m["guard"]["before_passes"]
-    assert 1 <= before <= len(tried) and "before" in h["guard"][-1]
+    before, waited = m["guard"]["before_passes"], m["guard"]["waited"]
+    assert 1 <= before <= len(tried) + waited and "before" in h["guard"][-1]
     passed = [e for e in h["guard"] if e["action"] == "passed"]  # points that tried no step, each with why
-    assert all(e["why"] for e in passed)
-    said = sum(e["action"] in ("stopped", "passed") for e in h["guard"])  # records without a validation pass
+    assert all(e["why"] for e in passed) and sum(e.get("untrained", False) for e in passed) == waited
+    # records without a pass of their own: stops, passed points, a reference retaken from a point's figure
+    said = sum(e["action"] in ("stopped", "passed") or "why" in e for e in h["guard"])
     assert m["guard"]["validations"] == len(h["guard"]) - said + before
     # judged after a quarter of the shortest gap between points, at least 1
     judged = [e for e in h["guard"] if e["action"] in ("kept", "rolled back")]

@@ -214,8 +214,18 @@ def test_torchvision_resnet18_from_imagenet_shaped_weights_prunes_to_its_budget(
     _save(source.state_dict(), weights)
     run = tmp_path / "run"
     args = ["train", "--dataset", "cifar10", "--data-dir", str(data_root), "--model", name, "--weights", str(weights)]
-    args += ["--epochs", "2", "--limit", "64", "--threads", "1", "--out", str(run), "--target-macs", "0.6"]
-    r = run_cli(args, tmp_path)
+    args += ["--epochs", "2", "--limit", "64", "--threads", "1", "--target-macs", "0.6"]
+    # guarded (the default): random weights on 64 images never beat guessing the most common class, so
+    # the guard tries no step, and the missed budget says why
+    r = run_cli([*args, "--out", str(tmp_path / "guarded")], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    metrics = json.loads((tmp_path / "guarded" / "metrics.json").read_text())
+    assert metrics["budget_met"] is False and metrics["guard"]["waited"] >= 1
+    assert metrics["guard"]["floor"] is not None and metrics["macs"] == metrics["baseline_macs"]
+    assert "the accuracy guard tried no step at" in metrics["budget_reasons"][0]
+    assert "the accuracy guard tried no step at" in r.stdout.replace("\n", " ")
+    # unguarded: pruned to the budget from the weights
+    r = run_cli([*args, "--out", str(run), "--max-accuracy-drop", "none"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["weights_init"]["head_replaced"] == ["fc.weight", "fc.bias"]

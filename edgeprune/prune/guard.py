@@ -38,6 +38,18 @@ further is rolled back exactly to the snapshot (weights, optimizer state, masks:
 training since are discarded) and retried with half of each layer's removal, at most MAX_HALVINGS
 times. When no smaller step fits, pruning stops for good and the rest of the run fine-tunes.
 
+A model no better than guessing: when the caller gives the validation labels, the guard knows the
+FLOOR, what always guessing the most common class scores (the majority share for accuracy; for
+macro-F1, that class's F1 over the classes present). A model within the set's noise of the floor
+has learned nothing a step could cost: every step scores a cost of zero there and would be kept.
+That happens from pretrained weights with a new classifier head, whose first epochs sit at the
+majority share (measured: a one-epoch guarded MiniLM fine-tune on the tweets, 73.5% positive,
+kept every step while validation sat at 0.735 and ended at the majority class). So a pruning point
+where the model before the step is within noise of the floor tries no step; it passes, said as
+such, and the next point asks again. The first point above it takes its figure as the dense
+reference when the one taken earlier was at the floor too (a reference at chance level guards
+nothing). A model that never rises above the floor is never pruned, and the missed budget says why.
+
 What it costs: one validation pass per try, one per pruning point for the model before it (unless
 fresh), one for the reference; and R optimizer steps thrown away per rolled-back try. The guard
 counts both (`validations`, `seconds`, `discarded_steps`).
@@ -109,6 +121,20 @@ def auto_recovery(gap: int | None) -> int:
     return 0 if gap is None else max(1, gap // RECOVERY_SHARE)
 
 
+def chance_floor(labels, metric: str = DEFAULT_METRIC) -> float:
+    """What always guessing the most common class scores on `labels` (class ids): its share for
+    accuracy; for macro-F1, its F1 (2p / (1 + p) at share p) averaged over the classes present."""
+    counts: dict[int, int] = {}
+    for y in labels:
+        counts[int(y)] = counts.get(int(y), 0) + 1
+    if not counts:
+        raise UserError("val_labels= is empty; give the validation set's class ids, or leave it out.")
+    share = max(counts.values()) / sum(counts.values())
+    if check_metric(metric) == "accuracy":
+        return share
+    return 2 * share / (1 + share) / len(counts)
+
+
 def check_metric(metric: str) -> str:
     if metric not in METRICS:
         raise ArgumentError(f"guard_metric= must be accuracy or f1 (macro-F1), got {metric!r}.", "guard_metric")
@@ -138,6 +164,7 @@ class Guard:
     by_default: bool = False  # on because it is the default (said by whoever set it), not asked for
     recovery_steps: int = 0  # R: optimizer steps of training between masking a step and judging it
     discarded_steps: int = 0  # optimizer steps of training thrown away by rollbacks (the guard's cost in training)
+    floor: float | None = None  # the metric of always guessing the most common class (None: labels not given)
 
     def check_value(self, value) -> float:
         """The caller's metric as a float in [0, 1], or one sentence naming the fix."""
@@ -178,6 +205,35 @@ class Guard:
         """A kept step's cost joins the sum the next steps are held to."""
         if before is not None:
             self.spent += self.cost(value, before)
+
+    def learned(self, value: float) -> bool:
+        """Whether validation at `value` is above the floor by more than the set's noise (NOISE_SE standard
+        errors when n is known): only then can a step's cost be told. True when the floor is not known."""
+        if self.floor is None:
+            return True
+        margin = noise_points(self.floor, self.n) / 100 if self.n else 0.0
+        return value > self.floor + margin + TIE
+
+    def floor_text(self, value: float) -> str:
+        """Why a point passed at `value`: the model is no better than guessing (see learned())."""
+        noise = f" plus the set's noise, {noise_points(self.floor, self.n):.1f} points" if self.n else ""
+        return (
+            f"validation {self.metric} {value:.4f} is no better than always guessing the most common class "
+            f"({self.floor:.4f}{noise}): the model has not learned yet, so a step's cost cannot be told"
+        )
+
+    def waited(self) -> int:
+        """Pruning points that passed because the model was no better than guessing."""
+        return sum(e["action"] == "passed" and e.get("untrained", False) for e in self.events)
+
+    def untrained_reason(self) -> str:
+        """Why a budget was missed when validation never rose above the floor at a pruning point."""
+        return (
+            f"the accuracy guard tried no step at {self.waited()} pruning point(s): validation {self.metric} stayed "
+            f"within the noise of always guessing the most common class ({self.floor:.4f}), so the model had not "
+            "learned what a step would cost (train longer or warm up with --warmup-epochs; --max-accuracy-drop none "
+            "prunes regardless)"
+        )
 
     def noise(self) -> float | None:
         """The validation metric's noise in points (NOISE_SE standard errors), when n is known."""
@@ -234,7 +290,8 @@ class Guard:
 
     def to_dict(self) -> dict:
         """The guard's outcome as plain data (metrics.json's `guard`, Summary.guard)."""
-        return {**asdict(self), **self.counts(), "shortened": self.shortened(), "noise_points": self.noise()}
+        extra = {"shortened": self.shortened(), "waited": self.waited(), "noise_points": self.noise()}
+        return {**asdict(self), **self.counts(), **extra}
 
     def state_dict(self) -> dict:
         return asdict(self)

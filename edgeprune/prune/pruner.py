@@ -182,6 +182,7 @@ def guard_line(g: dict) -> str:
         f"(each step {when}; the kept steps cost {g.get('spent', 0.0):.2f} points in all, each against the model "
         "just before it); "
         f"{g['kept']} step(s) kept, {g['rolled_back']} rolled back"
+        + (f", {g['waited']} point(s) passed while no better than guessing" if g.get("waited") else "")
         + (_stopped_words(g["stopped"]) if g.get("stopped") else "")
         + f"; {g['validations']} validation pass(es) ({before} of the model before a step), {g['seconds']:.1f}s"
         + (f"; {g.get('discarded_steps', 0)} training step(s) discarded by rollbacks" if recovery else "")
@@ -234,12 +235,16 @@ class Pruner:
     (it may switch the model to eval mode; the pruner restores the mode). `val_size` (its number
     of examples) lets the guard warn when `max_drop` is below the set's noise; `recalibrate(model)`
     runs after a step's masks and before its evaluation (e.g. BatchNorm statistics). The
-    reference is the dense model at the end of the warm-up; each step is also held to the model just
-    before it (validated at the pruning point unless the same weights were measured with no training
-    since), so a step is rolled back when it costs more than `max_drop` points against the higher of
-    the two. `guard_recovery` says when: a step is judged after that many optimizer steps of training
-    with its masks held (validation dips right after a step and recovers within a fraction of an epoch),
-    and a rolled-back step throws those steps of training away. None (auto) is a quarter of the steps
+    reference is the dense model at the end of the warm-up. A step's cost is the model just before it
+    (validated at the pruning point unless the same weights were measured with no training since)
+    minus the model after its recovery steps; a step is rolled back when the kept steps' costs with
+    its own add up to more than `max_drop` points, or it falls more than that under the reference.
+    `val_labels` (the validation set's class ids) tell the guard what always guessing the most common
+    class scores: a pruning point where the model is within noise of that tries no step (a new
+    classifier head that has not learned yet), and they give `val_size`. `guard_recovery` says when:
+    a step is judged after that many optimizer steps of training with its masks held (validation dips
+    right after a step and recovers within a fraction of an epoch), and a rolled-back step throws
+    those steps of training away. None (auto) is a quarter of the steps
     between consecutive pruning points (steps_per_epoch // 4 in an epoch schedule), at least 1; 0 judges
     a step at once, which is also what auto does when the pruner does not know the run's steps (a loop
     that gives no steps_per_epoch and may never call `step()`). A step still under trial when the next
@@ -277,6 +282,7 @@ class Pruner:
         max_drop: float | None = None,
         evaluate=None,
         val_size: int | None = None,
+        val_labels=None,
         guard_metric: str = guards.DEFAULT_METRIC,
         guard_recovery: int | None = None,
         recalibrate=None,
@@ -325,7 +331,7 @@ class Pruner:
             )
         if optimizer is not None:
             check_optimizer(optimizer)
-        self.guard = self._make_guard(max_drop, evaluate, val_size, guard_metric, guard_recovery, schedule)
+        self.guard = self._make_guard(max_drop, evaluate, val_size, guard_metric, guard_recovery, schedule, val_labels)
         # the step under the guard's trial (masked, training on; plain data, saved by state_dict): its
         # snapshot, the units and connections it removes, when it is judged; None: no step under trial
         self._trial: dict | None = None
@@ -389,7 +395,7 @@ class Pruner:
             self._measure_reference("the start")  # no warm-up: the model as given is the dense reference
 
     @staticmethod
-    def _make_guard(max_drop, evaluate, val_size, metric, recovery, schedule) -> guards.Guard | None:
+    def _make_guard(max_drop, evaluate, val_size, metric, recovery, schedule, labels=None) -> guards.Guard | None:
         points = guards.parse_max_drop(max_drop)
         asked = guards.parse_recovery(recovery)
         if points is None:
@@ -397,6 +403,8 @@ class Pruner:
                 raise UserError("evaluate= is the accuracy guard's validation; give max_drop= (points) with it.")
             if asked is not None:
                 raise UserError("guard_recovery= says when the accuracy guard judges a step; give max_drop= with it.")
+            if labels is not None:
+                raise UserError("val_labels= tell the accuracy guard what guessing scores; give max_drop= with them.")
             return None
         if not callable(evaluate):
             raise UserError("max_drop= needs evaluate=, a function evaluate(model) -> validation accuracy in [0, 1].")
@@ -412,7 +420,15 @@ class Pruner:
                 GuardWarning,
                 stacklevel=4,
             )
-        return guards.Guard(max_drop=points, metric=guards.check_metric(metric), n=val_size, recovery_steps=steps)
+        metric = guards.check_metric(metric)
+        floor = None
+        if labels is not None:
+            labels = labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)
+            floor = guards.chance_floor(labels, metric)
+            if val_size is not None and val_size != len(labels):
+                raise UserError(f"val_size={val_size} but val_labels= has {len(labels)} labels; give one of them.")
+            val_size = len(labels)
+        return guards.Guard(max_drop=points, metric=metric, n=val_size, recovery_steps=steps, floor=floor)
 
     def _bind(self) -> None:
         """(Re)derive the coupling groups of the model as it is now, and start fresh score sums."""
@@ -640,9 +656,13 @@ class Pruner:
         g.reference = self._fresh = self._validate()
         event = {"at": at, "epoch": self.epoch, "action": "reference", "value": g.reference, "drop": 0.0}
         g.events.append({**event, "params_alive": self.live_params()})
-        noisy = g.noise_warning()
+        if g.learned(g.reference):  # (one at chance level is retaken later, and warned about then)
+            self._warn_noise()
+
+    def _warn_noise(self) -> None:
+        noisy = self.guard.noise_warning()
         if noisy is not None:
-            warnings.warn(noisy, GuardWarning, stacklevel=3)
+            warnings.warn(noisy, GuardWarning, stacklevel=4)
 
     def _before_step(self) -> float:
         """The validation figure of the model just before a step: the fresh one when the same weights
@@ -663,6 +683,19 @@ class Pruner:
             self.scores.reset()
             return report
         before_value = self._before_step()  # before the snapshot: the state it measured is the one restored
+        g = self.guard
+        if not g.learned(before_value):  # no better than guessing: no step's cost can be told (guard.py)
+            self.scores.reset()
+            event = {"at": report.at, "epoch": self.epoch, "action": "passed", "why": g.floor_text(before_value)}
+            self._record(report, {**event, "untrained": True, "value": before_value, "judged_at": self.steps_done,
+                                  "params_alive": self.live_params()})  # fmt: skip
+            return report
+        if not g.learned(g.reference):  # the reference was taken at chance level: this figure replaces it
+            g.reference = before_value
+            why = "the first pruning point above guessing (the reference before it was no better)"
+            event = {"at": report.at, "epoch": self.epoch, "action": "reference", "value": before_value, "drop": 0.0}
+            g.events.append({**event, "why": why, "params_alive": self.live_params()})
+            self._warn_noise()
         self._trial = {
             "at": report.at,
             "epoch": self.epoch,
@@ -1175,6 +1208,8 @@ class Pruner:
             return f"--round-to {s.round_to}: widths in its multiples stop the budget's steps at {budgets.frac(floor)}"
         if self.guard is not None and self.guard.counts()["rolled_back"]:
             return self.guard.shrunk_reason()
+        if self.guard is not None and self.guard.waited():
+            return self.guard.untrained_reason()
         point = "point" if s.in_steps else "epoch"
         return f"the last pruning {point} ended above it (no layer could give up another notch that saves cost)"
 
