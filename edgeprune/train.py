@@ -745,12 +745,13 @@ def _guard_summary(r: dict) -> str:
         mine = [e for e in events if e["action"] == action]
         if not mine:
             continue
-        if action == "reference":
-            said.append(f"reference {mine[0]['value']:.4f}")
+        if action == "reference":  # the last: one at chance level is retaken once the model learns
+            said.append(f"reference {mine[-1]['value']:.4f}")
         elif action == "stopped":
             said.append("pruning stopped")
-        elif action == "passed":  # points that tried no step (deferred, taken up, a retry under trial)
-            said.append(f"{len(mine)} point(s) passed ({'; '.join(sorted({e['why'].split(' (')[0] for e in mine}))})")
+        elif action == "passed":  # points that tried no step (deferred, taken up, a retry under trial, guessing)
+            whys = {"no better than guessing" if e.get("untrained") else e["why"].split(" (")[0] for e in mine}
+            said.append(f"{len(mine)} point(s) passed ({'; '.join(sorted(whys))})")
         else:
             worst = f"worst drop {max(e['drop'] for e in mine):.2f} pts"
             steps = [e["step_drop"] for e in mine if e.get("step_drop") is not None]

@@ -224,6 +224,7 @@ def test_torchvision_resnet18_from_imagenet_shaped_weights_prunes_to_its_budget(
     assert metrics["guard"]["floor"] is not None and metrics["macs"] == metrics["baseline_macs"]
     assert "the accuracy guard tried no step at" in metrics["budget_reasons"][0]
     assert "the accuracy guard tried no step at" in r.stdout.replace("\n", " ")
+    assert "point(s) passed (no better than guessing)" in r.stdout  # each epoch's line
     # unguarded: pruned to the budget from the weights
     r = run_cli([*args, "--out", str(run), "--max-accuracy-drop", "none"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
