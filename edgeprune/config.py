@@ -264,7 +264,7 @@ def _recovery(flag, max_drop: Optional[float]) -> Optional[int]:
     if steps is not None and max_drop is None:
         raise UserError(
             "--guard-recovery says when the accuracy guard judges a pruning step, and this run has no guard "
-            "(--max-accuracy-drop none, --no-prune or no budget); leave it out."
+            "(--max-accuracy-drop none, --no-prune, no budget or --val-fraction 0); leave it out."
         )
     return steps
 

@@ -29,6 +29,7 @@ from edgeprune.metrics import f1_score, loss_fn, majority_share, predict, traini
 from edgeprune.models import build_model, check_model_fits, default_config, layer_widths
 from edgeprune.prune import budget as budgets
 from edgeprune.prune.bn import recalibrate_batchnorm
+from edgeprune.prune.guard import DEFAULT_METRIC
 from edgeprune.prune.pruner import Pruner, count_params, guard_line
 from edgeprune.run import RunDir, append_jsonl, atomic_write_bytes, atomic_write_json, read_json
 from edgeprune.rundir import (
@@ -349,6 +350,11 @@ class _Training:
             if not cfg.guard_by_default:
                 raise UserError(f"--max-accuracy-drop compares validation accuracy, but {why}; raise --val-fraction.")
             self.guard_note = f"the accuracy guard is off: {why} examples"
+            unused = [f"--guard-recovery {cfg.guard_recovery}"] if cfg.guard_recovery is not None else []
+            if cfg.guard_metric != DEFAULT_METRIC:
+                unused.append(f"--guard-metric {cfg.guard_metric}")
+            if unused:  # said, not dropped in silence
+                self.guard_note += f", so {' and '.join(unused)} go{'es' if len(unused) == 1 else ''} unused"
             return {}
 
         if cfg.warmup_epochs == 0 and not getattr(cfg, "weights", None) and self.weights_init is None:

@@ -744,6 +744,18 @@ def test_a_one_epoch_train_run_prunes(data_root, tmp_path, capsys):
         assert m["budget_met"] is False and "accuracy guard stopped pruning" in m["budget_reasons"][0]
 
 
+def test_a_guard_switched_off_for_want_of_validation_says_which_of_its_flags_go_unused(data_root, tmp_path, capsys):
+    # a fraction above 0 that leaves no row of a small set: known once the data is read
+    guard = {"guard_recovery": "3", "guard_metric": "f1"}
+    c = cfg(data_root, tmp_path, epochs=1, target_params=0.5, val_fraction=0.0005, **guard)
+    assert c.guard_by_default and c.guard_recovery == 3
+    m = train_run(c, resume=False, quiet=False)
+    said = "the accuracy guard is off: --val-fraction 0.0005 of"
+    assert said in capsys.readouterr().out and m["guard"] is None
+    assert m["guard_note"].startswith(said)
+    assert m["guard_note"].endswith("examples, so --guard-recovery 3 and --guard-metric f1 go unused")
+
+
 def test_an_epoch_that_ends_with_a_step_under_trial_says_so_in_history_and_its_line(data_root, tmp_path, capsys):
     """An epoch-end schedule: the step masked at epoch 2's end is judged R steps into epoch 3, so epoch 2's
     validation and live parameters are of the masked, not yet judged model: history and the line say so."""
