@@ -1,4 +1,6 @@
+import importlib
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 import datafiles  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@contextmanager
+def benchmark_module(name: str):
+    """A benchmarks/ script imported as a module, its folder on sys.path while in use (as when it runs:
+    the scripts import each other by name)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
 
 
 @pytest.fixture(scope="module")

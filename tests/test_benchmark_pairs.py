@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+from conftest import BENCHMARKS, benchmark_module
 
 
 @pytest.fixture(scope="module")
 def pairs_mod():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("latency_front_pairs")
-    finally:
-        sys.path.remove(str(BENCH))
+    with benchmark_module("latency_front_pairs") as mod:
+        yield mod
 
 
 def point(name, acc, p50, params):
@@ -50,7 +44,7 @@ def test_a_front_without_twins_is_one_sentence(tmp_path):
     f = tmp_path / "front.json"
     f.write_text(json.dumps({"points": [point("params-0.1", 0.9, 0.02, 100)], "machine": {}, "targets": {}}))
     r = subprocess.run(
-        [sys.executable, str(BENCH / "latency_front_pairs.py"), str(f), "--name", str(tmp_path / "out")],
+        [sys.executable, str(BENCHMARKS / "latency_front_pairs.py"), str(f), "--name", str(tmp_path / "out")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -64,11 +58,8 @@ def test_a_front_without_twins_is_one_sentence(tmp_path):
 def test_front_labels_of_overlapping_runs_are_stacked():
     """latency_front.py's figure: runs at the same accuracy and nearly the same p50 (ResNet-20's
     latency-0.65xdense and latency-at-macs-0.5) get labels on different lines; distant runs do not."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        offsets = importlib.import_module("latency_front").label_offsets
-    finally:
-        sys.path.remove(str(BENCH))
+    with benchmark_module("latency_front") as mod:
+        offsets = mod.label_offsets
     pts = [point("a", 0.9118, 0.2770, 1), point("b", 0.9118, 0.2840, 1), point("c", 0.9118, 0.2845, 1)]
     pts += [point("far-right", 0.9118, 0.3713, 1), point("higher", 0.9159, 0.2800, 1)]
     dy = offsets(pts)

@@ -3,24 +3,18 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import benchmark_module
 from PIL import Image
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def runs_mod():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("runtimes_runs")
-    finally:
-        sys.path.remove(str(BENCH))
+    with benchmark_module("runtimes_runs") as mod:
+        yield mod
 
 
 def _png_folder(root: Path, per_class: int) -> Path:
