@@ -768,6 +768,7 @@ def test_an_epoch_that_ends_with_a_step_under_trial_says_so_in_history_and_its_l
     (judged,) = [e for e in h[2]["guard"] if e["action"] in ("kept", "rolled back")]  # decided in epoch 3
     r = m["guard"]["recovery_steps"]
     assert r >= 1 and judged["at"] == "epoch 2" and judged["judged_at"] == pending["judge_at"]
+    assert judged["epoch"] == 2 and h[0]["guard"][0]["epoch"] == 1  # the epoch a record's point ends, not the next
     assert judged["recovery_steps"] == r
     assert h[1]["params_alive"] < h[0]["params_alive"]  # the masked step counts in epoch 2's figures
     line = next(x for x in out.splitlines() if x.startswith("epoch   2/3"))

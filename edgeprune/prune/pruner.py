@@ -356,6 +356,7 @@ class Pruner:
         self.removed: dict[str, torch.Tensor] = {}  # masked-only mode: units zeroed, not yet compacted
         self.budget_reached = False
         self.epoch = 1  # the epoch in progress (numbered from 1)
+        self._ending: int | None = None  # inside end_epoch(): the epoch whose end it is
         self.steps_done = 0  # optimizer steps counted by step()
         self._points = {p: k for k, p in enumerate(schedule.points, start=1)}  # step -> its ramp index
         self.frozen: list[str] = []
@@ -496,6 +497,14 @@ class Pruner:
         if epoch is not None:
             self.epoch = epoch
         epoch, self.epoch = self.epoch, self.epoch + 1
+        self._ending = epoch
+        try:
+            return self._end_of(epoch)
+        finally:
+            self._ending = None
+
+    def _end_of(self, epoch: int) -> StepReport:
+        """end_epoch()'s work for the epoch that has just ended."""
         if self.schedule.in_steps:
             if self.steps_done == 0 and self.schedule.points:
                 raise UserError(
@@ -517,6 +526,11 @@ class Pruner:
                 self.scores.reset()
             return StepReport()
         return self._prune_point(epoch - self.schedule.warmup_epochs, f"epoch {epoch}")
+
+    @property
+    def _now(self) -> int:
+        """The epoch a guard record made now belongs to: at an epoch's end, that epoch (not the next)."""
+        return self.epoch if self._ending is None else self._ending
 
     def _collecting(self) -> bool:
         """Whether scores count now: within the pruning window, before the budget is met and while
@@ -545,7 +559,7 @@ class Pruner:
             # this point passes (its scores were gathered on the discarded weights); the ramp's later
             # points take up its share
             report.pending = True
-            self._passed(report, at, self.epoch, "a smaller retry is under trial")
+            self._passed(report, at, self._now, "a smaller retry is under trial")
             return report
         if self.budget_reached or (self.guard is not None and self.guard.stopped):
             self.scores.reset()
@@ -654,7 +668,7 @@ class Pruner:
         """The dense model's validation metric: what every pruning step is compared with."""
         g = self.guard
         g.reference = self._fresh = self._validate()
-        event = {"at": at, "epoch": self.epoch, "action": "reference", "value": g.reference, "drop": 0.0}
+        event = {"at": at, "epoch": self._now, "action": "reference", "value": g.reference, "drop": 0.0}
         g.events.append({**event, "params_alive": self.live_params()})
         if g.learned(g.reference):  # (one at chance level is retaken later, and warned about then)
             self._warn_noise()
@@ -686,19 +700,19 @@ class Pruner:
         g = self.guard
         if not g.learned(before_value):  # no better than guessing: no step's cost can be told (guard.py)
             self.scores.reset()
-            event = {"at": report.at, "epoch": self.epoch, "action": "passed", "why": g.floor_text(before_value)}
+            event = {"at": report.at, "epoch": self._now, "action": "passed", "why": g.floor_text(before_value)}
             self._record(report, {**event, "untrained": True, "value": before_value, "judged_at": self.steps_done,
                                   "params_alive": self.live_params()})  # fmt: skip
             return report
         if not g.learned(g.reference):  # the reference was taken at chance level: this figure replaces it
             g.reference = before_value
             why = "the first pruning point above guessing (the reference before it was no better)"
-            event = {"at": report.at, "epoch": self.epoch, "action": "reference", "value": before_value, "drop": 0.0}
+            event = {"at": report.at, "epoch": self._now, "action": "reference", "value": before_value, "drop": 0.0}
             g.events.append({**event, "why": why, "params_alive": self.live_params()})
             self._warn_noise()
         self._trial = {
             "at": report.at,
-            "epoch": self.epoch,
+            "epoch": self._now,
             "budget": budget,
             "before": before_value,
             "tries": 0,
@@ -805,9 +819,9 @@ class Pruner:
     def _defer(self, k: int, at: str, report: StepReport) -> None:
         """Carry the k-th pruning point forward: it prunes once scores have been gathered for `_wait()`
         steps (a later point of the schedule takes it up if it comes first); said as a passed point."""
-        self._deferred = {"k": k, "at": at, "epoch": self.epoch, "due": self.steps_done + self._wait()}
+        self._deferred = {"k": k, "at": at, "epoch": self._now, "due": self.steps_done + self._wait()}
         why = f"deferred: scores restart after the step judged here (it prunes at step {self._deferred['due']})"
-        self._passed(report, at, self.epoch, why)
+        self._passed(report, at, self._now, why)
 
     def _passed(self, report: StepReport, at: str, epoch: int, why: str) -> None:
         """A pruning point that passed without trying a step: recorded, with why (never silent)."""
