@@ -930,6 +930,11 @@ def test_masked_units_count_as_the_parameters_compaction_removes_in_masks_until_
     pruner.end_epoch()
     assert len(lives) >= 2 and lives[-1] < count(model)  # the model still holds the masked units
     status, masked_live = pruner.budget_status(), pruner.live_params()
+    # the share of connection weights at zero, a second way: the conv and Linear weights themselves (a
+    # masked unit's bias and BatchNorm scale are zero too, and are not connections)
+    weights = [model.c1.weight, model.c2.weight, model.fc.weight]
+    share = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert pruner.connection_sparsity() == pytest.approx(share, abs=1e-12) and share > 0
     pruner.finalize()
     # exact: the parameters compaction left, less the connections still masked among them (zeros in
     # the weights), counted a second way from the model itself

@@ -1289,8 +1289,11 @@ class Pruner:
     def connection_sparsity(self) -> float:
         """The share of connection weights (conv, Linear and RNN weights) masked at zero."""
         params = dict(self.model.named_parameters())
-        total = sum(params[n].numel() for n in connection_params(self.model))
-        return (self.masks.zeros() / total) if total else 0.0
+        names = set(connection_params(self.model))
+        total = sum(params[n].numel() for n in names)
+        # zeros of connection weights only (not a masked unit's bias or norm scale)
+        zeros = sum(int((~m).sum()) for k, m in self.masks.masks.items() if k in names)
+        return (zeros / total) if total else 0.0
 
     def widths(self, live: bool = True) -> dict[str, int]:
         """Channels (units, hidden units, rows) of every prunable layer (group) now: the live ones,
