@@ -946,6 +946,26 @@ def test_masked_units_count_as_the_parameters_compaction_removes_in_masks_until_
     assert pruner.summary().params_after == masked_live
 
 
+@pytest.mark.parametrize("mode", ["progressive", "masks until the end", "guarded"])
+def test_a_steps_removed_connections_are_the_zeros_compaction_leaves(mode):
+    """A step that removes units and masks connections: the connections it reports are the zero weights
+    left once its units are gone (one masked inside a removed unit goes with the unit), counted a second
+    way from the compacted model's weights."""
+    model, opt = pretrained()
+    kw = dict(total_steps=len(batches(0)), prune_every=8, prune_until=0.6, from_weights=True, target_params=0.5)
+    kw |= dict(round_to=1, threshold=0.5, progressive=mode != "masks until the end")
+    if mode == "guarded":
+        kw |= dict(max_drop=1.0, evaluate=lambda m: 0.9, guard_recovery=0)
+    pruner = Pruner(model, X[:2], opt, **kw)
+    assert pruner.schedule.points == (8,) and pruner.masks.zeros() == 0
+    reports = [r for idx in batches(0) if (r := train_step(model, opt, idx, pruner)) is not None]
+    (report,) = [r for r in reports if r.removed_units]
+    pruner.finalize()
+    weights = [model.c1.weight, model.c2.weight, model.fc.weight]
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    assert report.removed_connections == zeros == pruner.masks.zeros() > 0
+
+
 def test_a_step_under_the_guards_trial_counts_the_parameters_its_compaction_leaves():
     evaluate, _ = scripted([0.90, 0.90, 0.90])  # the reference, the model before the step, the try: kept
     pruner, report = first_point(evaluate, guard_recovery=2)

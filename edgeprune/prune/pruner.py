@@ -616,6 +616,12 @@ class Pruner:
         conn_masks = self._choose_connections() if self.schedule.prune_connections else {}
         zeros_before = self.masks.zeros()
         old_in_removed = self._zeros_in(removed) if self.schedule.progressive else 0
+        unit_masks = {}
+        if any(len(v) for v in removed.values()) and not self.schedule.progressive:
+            # every entry of the removed units goes with them (connections this step masks there too),
+            # so removed_connections counts only the zeros outside them, as compaction would leave
+            unit_masks = param_masks_for_units(model, self.groups, removed)
+            zeros_before += sum(int(z.sum()) for z in self._new_zeros(unit_masks).values())
         self.masks.merge(conn_masks)
         report.removed_units = {k: int(len(v)) for k, v in removed.items() if len(v)}
         if any(len(v) for v in removed.values()):
@@ -626,10 +632,6 @@ class Pruner:
             else:
                 for k, v in removed.items():
                     self.removed[k] = torch.unique(torch.cat([self.removed.get(k, v.new_empty(0)), v]))
-                unit_masks = param_masks_for_units(model, self.groups, removed)
-                zeros_before += sum(
-                    int((~m & self.masks.masks.get(k, torch.ones_like(m))).sum()) for k, m in unit_masks.items()
-                )
                 self.masks.merge(unit_masks)
                 redirect_removed(model, self.groups, removed)
         self.masks.apply(model, self.optimizer)
@@ -847,7 +849,8 @@ class Pruner:
         return removed, self._choose_connections() if self.schedule.prune_connections else {}
 
     def _new_zeros(self, conn: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The connections each keep-mask of `conn` removes beyond the masks already held."""
+        """The entries each keep-mask of `conn` (connections, or a unit's slices) removes beyond the masks
+        already held."""
         out = {}
         for k, keep in conn.items():
             live = self.masks.masks.get(k)
@@ -860,15 +863,16 @@ class Pruner:
     def _mask(self, removed, conn) -> int:
         """Apply a step as masks (units zeroed and redirected, connections masked); returns the
         masked entries that belong to the units (what is not a removed connection)."""
-        self.masks.merge(conn)
-        unit_zeros = 0
+        unit_masks, unit_zeros = {}, 0
         if any(len(v) for v in removed.values()):
+            # counted before the connections are merged: one this step masks inside a removed unit goes
+            # with the unit, so it is not a removed connection (as compaction, which removes it, counts)
+            unit_masks = param_masks_for_units(self.model, self.groups, removed)
+            unit_zeros = sum(int(z.sum()) for z in self._new_zeros(unit_masks).values())
+        self.masks.merge(conn)
+        if unit_masks:
             for k, v in removed.items():
                 self.removed[k] = torch.unique(torch.cat([self.removed.get(k, v.new_empty(0)), v]))
-            unit_masks = param_masks_for_units(self.model, self.groups, removed)
-            unit_zeros = sum(
-                int((~m & self.masks.masks.get(k, torch.ones_like(m))).sum()) for k, m in unit_masks.items()
-            )
             self.masks.merge(unit_masks)
             redirect_removed(self.model, self.groups, removed)
         self.masks.apply(self.model, self.optimizer)
