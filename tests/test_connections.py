@@ -173,11 +173,14 @@ def test_reported_live_parameters_are_the_nonzero_weights_in_model_pt(data_root,
     c.model_config = {"channels": [8, 16], "hidden": [32]}
     metrics = train_run(c, quiet=True)
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
-    assert sum(h["removed"]["connections"] for h in history if "removed" in h) > 100  # connections did go
     saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["state_dict"]
     nonzero = sum(int(torch.count_nonzero(v)) for v in saved.values())
     total = sum(v.numel() for v in saved.values())
     assert total == metrics["dense_params"] and nonzero < total
+    # connections did go: each zero left in model.pt was counted by the step that masked it (one masked inside
+    # a unit a later step removed went with that unit, so the steps' counts may be more, never fewer)
+    gone = sum(h["removed"]["connections"] for h in history if "removed" in h)
+    assert gone >= total - nonzero > 0
     # Exact: every zero in model.pt is a masked weight (a trained float is never exactly 0 by chance).
     assert metrics["params"] == history[-1]["params_alive"] == saved_params(tmp_path) == nonzero
     if progressive:  # the last checkpoint's masks are shaped like the final model: count them a second way
