@@ -168,6 +168,11 @@ def resolve_train_config(
                 kw[k] = v
     kw["max_accuracy_drop"], kw["guard_by_default"] = _guard(guard_flag, prune, kw)
     kw["guard_recovery"] = _recovery(kw.get("guard_recovery"), kw["max_accuracy_drop"])
+    if kw.get("guard_metric") not in (None, DEFAULT_METRIC) and kw["max_accuracy_drop"] is None:
+        raise UserError(
+            f"--guard-metric {kw['guard_metric']} says what the accuracy guard compares, and this run has no guard "
+            "(--max-accuracy-drop none, --no-prune, no budget or --val-fraction 0); leave it out."
+        )
     if pretrained and kw.get("vocab_size") is not None:
         raise UserError(
             "--vocab-size sizes edgeprune's own vocabulary, and an hf: model tokenizes with its own; drop --vocab-size."

@@ -357,12 +357,6 @@ class _Training:
                 self.guard_note += f", so {' and '.join(unused)} go{'es' if len(unused) == 1 else ''} unused"
             return {}
 
-        if cfg.warmup_epochs == 0 and not getattr(cfg, "weights", None) and self.weights_init is None:
-            self.guard_note = (
-                "the accuracy guard's reference is the model at the start (no warm-up), which is untrained, so "
-                "it guards little; use --warmup-epochs 1 or more, or start from trained weights"
-            )
-
         def validation(model):
             return distributed.on_main(self.ctx, lambda: evaluate(model, self.data, self.data.val)[cfg.guard_metric])
 
@@ -648,10 +642,7 @@ def guard_announcement(guard) -> str:
         "smaller"
     )
     if guard.floor is not None:
-        what += (
-            "; no step is tried while validation is within noise of always guessing the most common class "
-            f"({guard.floor:.4f})"
-        )
+        what += f"; no step is tried while validation is within noise of {guard.guess_text()} ({guard.floor:.4f})"
     if guard.by_default:
         return f"{what} (on by default with a budget; --max-accuracy-drop none turns it off)"
     return what

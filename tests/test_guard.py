@@ -324,7 +324,13 @@ def test_the_floor_is_what_always_guessing_the_most_common_class_scores():
     y = torch.tensor([2] * 6 + [0] * 3 + [1])
     guess = torch.full_like(y, 2)
     assert guards.chance_floor(y, "accuracy") == pytest.approx(float((guess == y).double().mean()))
-    assert guards.chance_floor(y.tolist(), "f1") == pytest.approx(f1_score(guess, y, 3))  # a second way
+    # macro-F1: guessing in the labels' proportions (a shuffle of them) scores 1/K, more than the constant guess
+    y = torch.tensor([2] * 6000 + [0] * 3000 + [1] * 1000)
+    shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]
+    assert guards.chance_floor(y.tolist(), "f1") == 1 / 3
+    assert f1_score(shuffled, y, 3) == pytest.approx(1 / 3, abs=0.01)
+    constant = f1_score(torch.full_like(y, 2), y, 3)  # always the most common class (share 0.6)
+    assert constant == pytest.approx(2 * 0.6 / 1.6 / 3) and constant < 1 / 3
     with pytest.raises(UserError, match="val_labels= is empty"):
         guards.chance_floor([], "accuracy")
 
@@ -362,6 +368,8 @@ def test_no_step_is_tried_while_the_model_is_no_better_than_guessing_and_the_ref
     assert retaken["at"] == "step 8" and retaken["value"] == 0.90 and g.reference == 0.90
     assert kept["step_drop"] == pytest.approx(0.5) and kept["drop"] == pytest.approx(0.5)
     assert g.waited() == 1 and "1 point(s) passed while no better than guessing" in str(pruner.summary())
+    # it learned by the last point: a missed budget is not blamed on the wait
+    assert not g.still_guessing() and not any("tried no step" in r for r in pruner.budget_status()["reasons"])
     # just above the noise is learned: the point tries its step
     assert not g.learned(floor + noise) and g.learned(floor + noise + 1e-6)
 
@@ -893,6 +901,7 @@ def test_resume_in_the_middle_of_a_guarded_run_ends_as_an_uninterrupted_run(data
         (["--guard-recovery", "x"], "0 judges it at once), or auto; got 'x'"),
         (["--guard-recovery", "2.5"], "--guard-recovery must be a whole number of optimizer steps"),
         (["--guard-recovery", "4", "--max-accuracy-drop", "none"], "this run has no guard"),
+        (["--guard-metric", "f1", "--val-fraction", "0"], "--guard-metric f1 says what the accuracy guard compares"),
     ],
 )
 def test_bad_guard_flags_are_one_line_and_exit_2(data_root, tmp_path, flags, says):

@@ -39,9 +39,10 @@ training since are discarded) and retried with half of each layer's removal, at 
 times. When no smaller step fits, pruning stops for good and the rest of the run fine-tunes.
 
 A model no better than guessing: when the caller gives the validation labels, the guard knows the
-FLOOR, what always guessing the most common class scores (the majority share for accuracy; for
-macro-F1, that class's F1 over the classes present). A model within the set's noise of the floor
-has learned nothing a step could cost: every step scores a cost of zero there and would be kept.
+FLOOR, the best a guess that never looks at the input scores (the majority share for accuracy; 1/K
+for macro-F1 over K classes, what guessing in the labels' proportions scores). A model within the
+set's noise of the floor has learned nothing a step could cost: every step scores a cost of zero
+there and would be kept.
 That happens from pretrained weights with a new classifier head, whose first epochs sit at the
 majority share (measured: a one-epoch guarded MiniLM fine-tune on the tweets, 73.5% positive,
 kept every step while validation sat at 0.735 and ended at the majority class). So a pruning point
@@ -122,17 +123,19 @@ def auto_recovery(gap: int | None) -> int:
 
 
 def chance_floor(labels, metric: str = DEFAULT_METRIC) -> float:
-    """What always guessing the most common class scores on `labels` (class ids): its share for
-    accuracy; for macro-F1, its F1 (2p / (1 + p) at share p) averaged over the classes present."""
+    """The best a guess that never looks at the input scores on `labels` (class ids): for accuracy,
+    always the most common class (its share p; guessing in the labels' proportions scores the sum of
+    their squares, less); for macro-F1, 1/K over the K classes present, which guessing in the labels'
+    proportions scores (each class's F1 is at most the mean of its share and its guess rate, so no
+    guess does better; always the most common class scores 2p / (1 + p) / K, less)."""
     counts: dict[int, int] = {}
     for y in labels:
         counts[int(y)] = counts.get(int(y), 0) + 1
     if not counts:
         raise UserError("val_labels= is empty; give the validation set's class ids, or leave it out.")
-    share = max(counts.values()) / sum(counts.values())
     if check_metric(metric) == "accuracy":
-        return share
-    return 2 * share / (1 + share) / len(counts)
+        return max(counts.values()) / sum(counts.values())
+    return 1 / len(counts)
 
 
 def check_metric(metric: str) -> str:
@@ -218,21 +221,37 @@ class Guard:
         """Why a point passed at `value`: the model is no better than guessing (see learned())."""
         noise = f" plus the set's noise, {noise_points(self.floor, self.n):.1f} points" if self.n else ""
         return (
-            f"validation {self.metric} {value:.4f} is no better than always guessing the most common class "
-            f"({self.floor:.4f}{noise}): the model has not learned yet, so a step's cost cannot be told"
+            f"validation {self.metric} {value:.4f} is no better than {self.guess_text()} ({self.floor:.4f}{noise}): "
+            "the model has not learned yet, so a step's cost cannot be told"
+        )
+
+    def guess_text(self) -> str:
+        """The guess the floor stands for, in words."""
+        return (
+            "always guessing the most common class"
+            if self.metric == "accuracy"
+            else "guessing in the classes' proportions"
         )
 
     def waited(self) -> int:
         """Pruning points that passed because the model was no better than guessing."""
         return sum(e["action"] == "passed" and e.get("untrained", False) for e in self.events)
 
+    def still_guessing(self) -> bool:
+        """Whether the last pruning point passed because the model was no better than guessing."""
+        last = [e for e in self.events if e["action"] != "reference"][-1:]
+        return bool(last) and last[0]["action"] == "passed" and last[0].get("untrained", False)
+
     def untrained_reason(self) -> str:
-        """Why a budget was missed when validation never rose above the floor at a pruning point."""
+        """Why a budget was missed when validation stayed at the floor up to the last pruning point."""
+        hint = ""
+        if self.metric == "accuracy" and self.floor > 0.5:  # one class is most of the set
+            hint = "; on a set this unbalanced --guard-metric f1 tells a learning model from a guess sooner"
         return (
-            f"the accuracy guard tried no step at {self.waited()} pruning point(s): validation {self.metric} stayed "
-            f"within the noise of always guessing the most common class ({self.floor:.4f}), so the model had not "
-            "learned what a step would cost (train longer or warm up with --warmup-epochs; --max-accuracy-drop none "
-            "prunes regardless)"
+            f"the accuracy guard tried no step at {self.waited()} pruning point(s), the last among them: validation "
+            f"{self.metric} was within the noise of {self.guess_text()} ({self.floor:.4f}), so a step's cost could "
+            "not be told (train longer or warm up with --warmup-epochs; --max-accuracy-drop none prunes regardless"
+            f"{hint})"
         )
 
     def noise(self) -> float | None:

@@ -1226,7 +1226,7 @@ class Pruner:
             return f"--round-to {s.round_to}: widths in its multiples stop the budget's steps at {budgets.frac(floor)}"
         if self.guard is not None and self.guard.counts()["rolled_back"]:
             return self.guard.shrunk_reason()
-        if self.guard is not None and self.guard.waited():
+        if self.guard is not None and self.guard.still_guessing():
             return self.guard.untrained_reason()
         point = "point" if s.in_steps else "epoch"
         return f"the last pruning {point} ended above it (no layer could give up another notch that saves cost)"
