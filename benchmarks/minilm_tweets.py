@@ -172,6 +172,8 @@ def torch_pruning_run(pruned: Path, out: Path) -> dict:
         h = json.loads(line)
         if h.get("macs") is not None:
             reached[int(h["epoch"])] = h["macs"]
+    # a pruned run that distilled from a teacher (--teacher): the same outputs, from its checkpoint
+    teacher = torch.load(pruned / "checkpoint.pt", weights_only=True)["teacher_logits"] if cfg.teacher else None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     n, bs, t_start, history, failed = len(data.train), cfg.batch_size, time.perf_counter(), [], None
     for epoch in range(1, cfg.epochs + 1):
@@ -197,7 +199,9 @@ def torch_pruning_run(pruned: Path, out: Path) -> dict:
             group["lr"] = cfg.lr * schedule.lr_scale(epoch)
         for s in range(0, n, bs):
             idx = perm[s : s + bs]
-            loss = training_loss(model(data.prepare(data.train.x[idx])), data.train.y[idx], None, 0.0, 1.0)
+            soft = None if teacher is None else teacher[idx]
+            logits = model(data.prepare(data.train.x[idx]))
+            loss = training_loss(logits, data.train.y[idx], soft, cfg.distill, cfg.distill_temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -310,6 +314,13 @@ def main() -> None:
     ap.add_argument("--target-macs", type=float, default=0.4)
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--train-args", default="", help="more `edgeprune train` flags for both edgeprune runs")
+    ap.add_argument(
+        "--teacher-distill",
+        type=float,
+        help="the pruned run (and Torch-Pruning's fine-tuning) distils from the dense run with this weight "
+        "(edgeprune train --teacher); the dense run trains first, then the pruned one",
+    )
+    ap.add_argument("--distill-temperature", type=float, default=2.0, help="with --teacher-distill")
     ap.add_argument("--no-torch-pruning", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the in-process Torch-Pruning run")
     ap.add_argument("--rounds", type=int, default=7)
@@ -325,23 +336,32 @@ def main() -> None:
         sys.exit(f"{args.data}/train.csv is missing; run benchmarks/fetch_data.py first")
     common = ["--model", f"hf:{model_dir}", "--max-len", str(args.max_len), "--finetune-lr", "cosine"]
     common += shlex.split(args.train_args)
+    kd = args.teacher_distill is not None
+    pruned_args = ["--target-macs", str(args.target_macs)]
+    if kd:
+        # --teacher is filled in per seed (its dense run); the weight and temperature are the recipe's
+        pruned_args += ["--distill", str(args.teacher_distill), "--distill-temperature", str(args.distill_temperature)]
+    arm_suffix = f"-kd{args.teacher_distill:g}" if kd else ""
     seeds = []
     for seed in args.seeds:
         root = args.runs_dir / f"{args.epochs}ep{f'-limit{args.limit}' if args.limit else ''}-seed{seed}"
         root.mkdir(parents=True, exist_ok=True)
-        dense, pruned = root / "dense", root / "pruned"
+        dense, pruned = root / "dense", root / f"pruned{arm_suffix}"
         extra = [*common, "--seed", str(seed)]
-        procs = [
-            train(dense, str(args.data), args.epochs, ["--no-prune", *extra], args.limit),
-            train(pruned, str(args.data), args.epochs, ["--target-macs", str(args.target_macs), *extra], args.limit),
-        ]
-        peaks = wait_all(procs)
+        dense_proc = train(dense, str(args.data), args.epochs, ["--no-prune", *extra], args.limit)
+        peaks = wait_all([dense_proc]) if kd else {}  # the teacher finishes before its student starts
+        teacher = ["--teacher", str(dense)] if kd else []
+        pruned_proc = train(pruned, str(args.data), args.epochs, [*pruned_args, *teacher, *extra], args.limit)
+        procs = [None if kd else dense_proc, pruned_proc]
+        peaks |= wait_all(procs)
+        procs[0] = dense_proc
         rss = {k: peaks.get(id(p)) for k, p in zip(("dense", "pruned"), procs) if p is not None}
         rss_file = root / "peak_rss.json"
         old = json.loads(rss_file.read_text()) if rss_file.exists() else {}
         rss = {**old, **{k: v for k, v in rss.items() if v}}
         rss_file.write_text(json.dumps(rss))
-        tp_result = None if args.no_torch_pruning else torch_pruning_run(pruned, root / "torch_pruning")
+        tp_dir = root / f"torch_pruning{arm_suffix}"
+        tp_result = None if args.no_torch_pruning else torch_pruning_run(pruned, tp_dir)
 
         from edgeprune.export.onnx_export import load_run_model
 
@@ -350,10 +370,10 @@ def main() -> None:
         models = {"dense": dense, "pruned": pruned}
         files = {}
         for arm, run in models.items():
-            files[arm] = export_pair(load_run_model(run / "model.pt")[0], meta, root / "onnx" / arm)
+            files[arm] = export_pair(load_run_model(run / "model.pt")[0], meta, root / "onnx" / run.name)
         if tp_result is not None:
-            tp_model = torch.load(root / "torch_pruning" / "model.pt", weights_only=False)
-            files["torch_pruning"] = export_pair(tp_model, meta, root / "onnx" / "torch_pruning")
+            tp_model = torch.load(tp_dir / "model.pt", weights_only=False)
+            files["torch_pruning"] = export_pair(tp_model, meta, root / "onnx" / tp_dir.name)
         sessions = {f"{arm}/{p}": session(path) for arm, pair in files.items() for p, path in pair.items()}
         scores = {k: score(s, data) for k, s in sessions.items()}
         lengths = data.test.x[:, MASK].sum(1).float()
@@ -451,7 +471,14 @@ def main() -> None:
             else "the whole training split",
             "test": "the whole test split",
         },
-        "recipe": {"epochs": args.epochs, "target_macs": args.target_macs, "train_args": common},
+        "recipe": {
+            "epochs": args.epochs,
+            "target_macs": args.target_macs,
+            "train_args": common,
+            "pruned_args": pruned_args + (["--teacher", "<the seed's dense run>"] if kd else []),
+            "torch_pruning_fine_tuning": "the pruned run's loss"
+            + (" (distilled from the same teacher outputs, taken from its checkpoint)" if kd else ""),
+        },
         "latency_lengths": f"the median test tweet's tokens and {long} (128, or --max-len when lower)",
         "latency_method": "onnxruntime, batch 1, one thread, sequential, every model of a seed interleaved per "
         f"round, {args.rounds} rounds x {args.bench_runs} runs, p50 = median of round medians",

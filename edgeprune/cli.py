@@ -353,10 +353,17 @@ def train(
     distill: Optional[float] = typer.Option(
         None,
         "--distill",
-        help="Weight in [0, 1] of self-distillation from the model at the end of the warm-up (default 0 = off).",
+        help="Weight in [0, 1] of distillation: from --teacher, else from the model at the end of the warm-up "
+        "(default 0 = off; 0.5 with --teacher).",
     ),
     distill_temperature: Optional[float] = typer.Option(
-        None, "--distill-temperature", help="Softening temperature of self-distillation (default 4)."
+        None, "--distill-temperature", help="Softening temperature of distillation (default 4)."
+    ),
+    teacher: Optional[Path] = typer.Option(
+        None,
+        "--teacher",
+        help="Distill from a finished run (its directory), e.g. the same model fine-tuned dense with --no-prune; "
+        "weight --distill (default 0.5), no warm-up needed.",
     ),
     preset: Optional[str] = typer.Option(
         None,
@@ -432,6 +439,7 @@ def train(
         finetune_lr=finetune_lr,
         distill=distill,
         distill_temperature=distill_temperature,
+        teacher=str(teacher) if teacher else None,
         preset=preset,
         vocab_size=vocab_size,
         max_len=max_len,

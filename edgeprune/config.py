@@ -73,6 +73,7 @@ class TrainConfig:
     guard_by_default: bool = False  # the guard is on because it is the default: said in the output and JSON
     distill: float = 0.0  # weight of the self-distillation loss (0 = off); see edgeprune.train
     distill_temperature: float = 4.0
+    teacher: Optional[str] = None  # a finished run's model.pt to distill from (edgeprune.teacher)
     preset: Optional[str] = None
     vocab_size: int = 20000
     max_len: int = 256
@@ -94,7 +95,7 @@ class TrainConfig:
     def identity(self) -> dict:
         """What must match for --resume to continue this run (not where files live)."""
         d = self.to_dict()
-        for k in ("out", "data_dir", "threads", "device", "amp", "latency_table", "embeddings", "notes"):
+        for k in ("out", "data_dir", "threads", "device", "amp", "latency_table", "embeddings", "teacher", "notes"):
             d.pop(k)
         return d
 
@@ -201,6 +202,11 @@ def resolve_train_config(
             warmup_epochs = 0
     distill_before = kw.get("distill")
     _check_distill(kw, warmup_epochs, explicit_distill)
+    if kw.get("teacher") is not None:
+        notes.append(
+            f"distilling from the teacher {kw['teacher']} with weight {kw['distill']:g} and temperature "
+            f"{kw.get('distill_temperature') or TrainConfig.distill_temperature:g} (--distill, --distill-temperature)"
+        )
     if distill_before and not kw.get("distill"):
         notes.append(f"with no warm-up there is no model to distill from, so the {preset} preset's distillation is off")
     if out is None:
@@ -222,6 +228,12 @@ def resolve_train_config(
     )
     schedule_of(cfg)  # validates the schedule's flags (a baseline uses its timing too)
     _check_latency(cfg)
+    if cfg.teacher is not None:
+        from edgeprune.teacher import split_note
+
+        note = split_note(Path(cfg.teacher), cfg.to_dict())
+        if note:
+            cfg.notes.append(note)
     return cfg
 
 
@@ -296,20 +308,37 @@ def _check_latency(cfg: TrainConfig) -> None:
             )
 
 
+TEACHER_WEIGHT = 0.5  # the distillation weight of a --teacher run without --distill
+
+
 def _check_distill(kw: dict, warmup_epochs: int, explicit: bool) -> None:
-    """Self-distillation learns from the model as it was at the end of the warm-up, so it needs
-    at least one warm-up epoch: a preset's distillation is dropped without one, an explicit
-    --distill is an error. (A baseline gets distillation only when asked: presets configure
-    pruning; an explicit --distill trains the dense model with the pruned run's recipe.)"""
+    """Distillation learns from a teacher: a finished run (--teacher, weight 0.5 unless --distill sets
+    it), or else the model itself at the end of the warm-up, which needs at least one warm-up epoch: a
+    preset's self-distillation is dropped without one, an explicit --distill is an error. (A baseline
+    gets distillation only when asked: presets configure pruning; an explicit --distill trains the
+    dense model with the pruned run's recipe.)"""
     alpha, temp = kw.get("distill"), kw.get("distill_temperature")
     if alpha is not None and not 0 <= alpha <= 1:
         raise UserError(f"--distill must be a weight in [0, 1] (0 turns it off), got {alpha}.")
     if temp is not None and temp <= 0:
         raise UserError(f"--distill-temperature must be positive, got {temp}.")
+    if kw.get("teacher") is not None:
+        from edgeprune.teacher import teacher_file
+
+        if explicit and alpha == 0:
+            raise UserError(
+                "--teacher is distilled from with the --distill weight, and --distill 0 turns that off; drop one."
+            )
+        kw["teacher"] = str(teacher_file(kw["teacher"]))
+        kw["distill"] = TEACHER_WEIGHT if alpha is None else alpha
+        return
     if not alpha or warmup_epochs > 0:
         return
     if explicit:
-        raise UserError("--distill learns from the model at the end of the warm-up; use --warmup-epochs 1 or more.")
+        raise UserError(
+            "--distill learns from the model at the end of the warm-up; use --warmup-epochs 1 or more, "
+            "or --teacher RUN to learn from a finished run."
+        )
     kw["distill"] = 0.0
 
 

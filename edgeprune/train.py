@@ -191,6 +191,8 @@ class _Training:
         self.schedule = dataclasses.replace(self.schedule, steps_per_epoch=self.steps)
         if ckpt is not None:
             self._resume(ckpt)
+        if cfg.teacher and self.teacher is None:  # before a new run directory: a teacher that cannot serve is refused
+            self.teacher = self._teacher_outputs()
         if cfg.prune:  # before a new run directory is written: a table that cannot apply is refused here
             self._make_pruner(ckpt, fresh)
         if ckpt is None and ctx.is_main:
@@ -213,6 +215,13 @@ class _Training:
             )
         if has_ckpt and ctx.is_main:
             check_same_data(self.run, self.meta)
+
+    def _teacher_outputs(self) -> torch.Tensor:
+        """--teacher: the finished run's outputs on every training example, taken once (edgeprune.teacher)."""
+        from edgeprune.teacher import teacher_outputs
+
+        width = logits_of(self.model, self.data, self.data.train.x[:2]).shape[-1]
+        return teacher_outputs(Path(self.cfg.teacher), self.data, self.meta, width, logits_of)
 
     def _resume(self, ckpt: dict) -> None:
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -386,7 +395,7 @@ class _Training:
             group["lr"] = cfg.lr * self.schedule.lr_scale(epoch)
         task = progress.add_task(f"epoch {epoch}/{cfg.epochs} {phase}", total=self.steps, stats="")
         t0 = time.perf_counter()
-        if cfg.distill and self.teacher is None and self.schedule.phase(epoch) != "warmup":
+        if cfg.distill and not cfg.teacher and self.teacher is None and self.schedule.phase(epoch) != "warmup":
             self.teacher = logits_of(self.model, data, data.train.x)
         self.net.train()
         perm = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
