@@ -357,8 +357,14 @@ def test_no_step_is_tried_while_the_model_is_no_better_than_guessing_and_the_ref
     floor = guards.chance_floor(YV)
     noise = guards.noise_points(floor, len(YV)) / 100
     assert 0.2 < floor < 0.35 and 0.03 < noise < 0.06  # four classes, 400 labels
-    pruner, seen = guessing_run([floor + noise / 2, floor + noise / 2, 0.90, 0.895])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pruner, seen = guessing_run([floor + noise / 2, floor + noise / 2, 0.90, 0.895])
     g = pruner.guard
+    # the noise warning waits for the retaken reference, and names the caller's line (here), not the
+    # pruner's, though it is raised four calls deep inside pruner.step()
+    noisy = [w for w in caught if w.category is GuardWarning]
+    assert [str(w.message) for w in noisy] == [g.noise_warning()] and noisy[0].filename == __file__
     assert g.n == len(YV) and g.floor == pytest.approx(floor)
     assert [e["action"] for e in g.events] == ["reference", "passed", "reference", "kept"]
     passed, retaken, kept = g.events[1:]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -55,6 +56,20 @@ from edgeprune.prune.importance import Importance, TaylorScores, normalize
 from edgeprune.prune.masks import MaskSet
 from edgeprune.prune.schedule import PruneSchedule, default_warmup, round_keep
 from edgeprune.prune.surgery import check_optimizer, compact_
+
+
+def _caller_level() -> int:
+    """`warnings.warn`'s stacklevel for the pruner's caller: the first frame outside edgeprune.prune
+    (and the torch or contextlib wrappers between), however deep inside the warning is raised."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and _inside(frame.f_globals.get("__name__", "")):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _inside(module: str) -> bool:
+    return module.startswith(("edgeprune.prune.", "torch.")) or module in ("contextlib", "functools")
+
 
 NOTCH_SHARE = 32  # a budget notch takes at most this share (1/32) of a big layer's survivors
 PROTECTED = float(torch.finfo(torch.float32).max)  # the normalized score of a protected unit
@@ -419,7 +434,7 @@ class Pruner:
                 "step is judged at the next point at the latest, after fewer steps of training, and that point "
                 f"may prune nothing; give guard_recovery below {gap}.",
                 GuardWarning,
-                stacklevel=4,
+                stacklevel=_caller_level(),
             )
         metric = guards.check_metric(metric)
         floor = None
@@ -614,27 +629,18 @@ class Pruner:
         report.budget = budget
         removed = self._choose_units(budget)
         conn_masks = self._choose_connections() if self.schedule.prune_connections else {}
-        zeros_before = self.masks.zeros()
-        old_in_removed = self._zeros_in(removed) if self.schedule.progressive else 0
-        unit_masks = {}
-        if any(len(v) for v in removed.values()) and not self.schedule.progressive:
-            # every entry of the removed units goes with them (connections this step masks there too),
-            # so removed_connections counts only the zeros outside them, as compaction would leave
-            unit_masks = param_masks_for_units(model, self.groups, removed)
-            zeros_before += sum(int(z.sum()) for z in self._new_zeros(unit_masks).values())
-        self.masks.merge(conn_masks)
         report.removed_units = {k: int(len(v)) for k, v in removed.items() if len(v)}
-        if any(len(v) for v in removed.values()):
-            if self.schedule.progressive:
+        zeros_before = self.masks.zeros()
+        if self.schedule.progressive:
+            old_in_removed = self._zeros_in(removed)
+            self.masks.merge(conn_masks)
+            if report.removed_units:
                 self._compact(removed)
                 report.compacted = True
                 zeros_before -= old_in_removed  # those went with their units
-            else:
-                for k, v in removed.items():
-                    self.removed[k] = torch.unique(torch.cat([self.removed.get(k, v.new_empty(0)), v]))
-                self.masks.merge(unit_masks)
-                redirect_removed(model, self.groups, removed)
-        self.masks.apply(model, self.optimizer)
+            self.masks.apply(model, self.optimizer)
+        else:  # masks until the end: what goes with the removed units is not a removed connection
+            zeros_before += self._mask(removed, conn_masks)
         report.removed_connections = self.masks.zeros() - zeros_before
         if budget is not None and self.budget.reached(self._cost_now(), self._baseline_cost()):
             self.budget_reached = True
@@ -678,7 +684,7 @@ class Pruner:
     def _warn_noise(self) -> None:
         noisy = self.guard.noise_warning()
         if noisy is not None:
-            warnings.warn(noisy, GuardWarning, stacklevel=4)
+            warnings.warn(noisy, GuardWarning, stacklevel=_caller_level())
 
     def _before_step(self) -> float:
         """The validation figure of the model just before a step: the fresh one when the same weights
@@ -1179,7 +1185,7 @@ class Pruner:
         call it again after `load_state_dict`, which restores the dense model's costs)."""
         found = self.budget_warnings()
         for message in found:
-            warnings.warn(message, BudgetWarning, stacklevel=3)
+            warnings.warn(message, BudgetWarning, stacklevel=_caller_level())
         return found
 
     def budget_status(self) -> dict | None:
