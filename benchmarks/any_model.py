@@ -3,7 +3,8 @@
 One script, one machine, one command:
 1. edgeprune trains the dense baseline (`--no-prune` with the pruned run's recipe: cosine
    fine-tuning rate and self-distillation) and the pruned model (`--preset compact` with a MACs
-   budget) side by side, one thread each, so both see the same machine;
+   budget) side by side, one thread each, so both see the same machine (with --teacher-distill A
+   the pruned run distils from the finished baseline, `--teacher`, so the baseline trains first);
 2. Torch-Pruning prunes the same model on the same schedule toward the pruned run's final MACs,
    with Taylor and with L1 group importance (benchmarks/torch_pruning_compare.py), side by side;
 3. the baseline and the pruned run are exported (ONNX, float), Torch-Pruning's models too, and
@@ -50,6 +51,13 @@ def default_targets(result: dict, importances: list[str]) -> dict:
     }
 
 
+def budget_flags(args) -> tuple[str, ...]:
+    """The pruned run's budget: a predicted latency when given, else a MACs fraction."""
+    if args.target_latency_ms is not None:
+        return ("--target-latency-ms", str(args.target_latency_ms))
+    return ("--target-macs", str(args.target_macs))
+
+
 def main(argv: list[str] | None = None, payload: dict | None = None, targets=default_targets) -> dict:
     """Run the comparison (argv: this script's flags) and record it; `payload` joins the record and
     `targets(result, importances)` judges it. Returns the record's payload."""
@@ -59,12 +67,24 @@ def main(argv: list[str] | None = None, payload: dict | None = None, targets=def
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--limit", type=int)
     ap.add_argument("--target-macs", type=float, default=0.5)
+    ap.add_argument(
+        "--target-latency-ms",
+        type=float,
+        help="prune to this predicted onnxruntime latency (batch 1, one thread) instead of --target-macs; "
+        "Torch-Pruning then matches the run's final MACs",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-args", default="", help="more `edgeprune train` flags for every run")
     ap.add_argument(
         "--baseline-args",
         default=RECIPE,
         help=f"`edgeprune train` flags of the dense baseline's recipe (default {RECIPE!r}, the compact preset's)",
+    )
+    ap.add_argument(
+        "--teacher-distill",
+        type=float,
+        help="the pruned run (and Torch-Pruning's fine-tuning) distils from the dense baseline with this weight "
+        "(edgeprune train --teacher); the baseline trains first",
     )
     ap.add_argument("--tp-args", default="", help="more torch_pruning_compare.py flags, e.g. '--grad-batches 2'")
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/bench-any"))
@@ -86,7 +106,9 @@ def main(argv: list[str] | None = None, payload: dict | None = None, targets=def
         args.seed,
         extra,
         baseline_extra=tuple(shlex.split(args.baseline_args)),
-        pruned_extra=("--target-macs", str(args.target_macs)),
+        pruned_extra=budget_flags(args)
+        + (("--distill", str(args.teacher_distill)) if args.teacher_distill is not None else ()),
+        teacher=args.teacher_distill is not None,
     )
     tp_dir = args.runs_dir / name / "torch-pruning"
     procs = {}
@@ -139,10 +161,12 @@ def main(argv: list[str] | None = None, payload: dict | None = None, targets=def
         "epochs": args.epochs,
         "limit": args.limit,
         "seed": args.seed,
-        "target_macs": args.target_macs,
+        "target_macs": None if args.target_latency_ms is not None else args.target_macs,
+        "target_latency_ms": args.target_latency_ms,
         "train_args": args.train_args,
         "baseline_args": args.baseline_args,
         "tp_args": args.tp_args,
+        "teacher_distill": args.teacher_distill,  # the pruned run's --distill weight from the baseline (--teacher)
         "baseline": {
             **{k: mb[k] for k in ("test_accuracy", "test_f1", "test_n", "params", "train_seconds")},
             "macs": mp["baseline_macs"],  # the dense model's, counted by the pruned run

@@ -4,9 +4,11 @@ EfficientNet-Lite0 with its ImageNet weights, fine-tuned on real Fashion-MNIST, 
 same recipe (the same epochs, learning rate, data, batch size and cosine fine-tuning rate):
 
 1. dense (`--no-prune`);
-2. pruned while it fine-tunes by edgeprune to a MACs budget (`--target-macs`);
+2. pruned while it fine-tunes by edgeprune to a MACs budget (`--target-macs`) or a latency one
+   (`--target-latency-ms`: predicted onnxruntime ms, batch 1, one thread), optionally distilling
+   from the dense run (`--teacher-distill A`: edgeprune train --teacher);
 3. Torch-Pruning (Taylor and L1 group importance) toward the edgeprune run's final MACs on the same
-   schedule, from the same weights (benchmarks/torch_pruning_compare.py).
+   schedule, from the same weights and with the same distillation (benchmarks/torch_pruning_compare.py).
 
 All of it is benchmarks/any_model.py's pipeline (train side by side, Torch-Pruning matched, export,
 one interleaved onnxruntime bench: float, batch 1, one thread); this script only prepares its inputs:
@@ -124,6 +126,11 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="a random subset of the 60,000 training images (validation included)")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--target-macs", type=float, default=0.4)
+    ap.add_argument(
+        "--target-latency-ms",
+        type=float,
+        help="a budget in predicted onnxruntime milliseconds (batch 1, one thread) instead of --target-macs",
+    )
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of every run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
@@ -131,6 +138,11 @@ def main() -> None:
         type=float,
         help="PyTorch BatchNorm momentum of every run (the factory's bn_momentum; default the package's 0.01, "
         "slow for a short fine-tune: running statistics keep 0.99^steps of ImageNet's)",
+    )
+    ap.add_argument(
+        "--teacher-distill",
+        type=float,
+        help="the pruned run distils from the dense fine-tune with this weight (edgeprune train --teacher)",
     )
     ap.add_argument("--train-args", default="", help="more `edgeprune train` flags for every run")
     ap.add_argument("--importances", nargs="+", choices=["taylor", "l1"], default=["taylor", "l1"])
@@ -162,10 +174,11 @@ def main() -> None:
         "--dataset", str(data),
         "--epochs", str(args.epochs),
         "--target-macs", str(args.target_macs),
+        *(["--target-latency-ms", str(args.target_latency_ms)] if args.target_latency_ms is not None else []),
         "--seed", str(args.seed),
         "--train-args", train_args,
-        # the pruned run's fine-tuning rate (the compact preset's); no distillation: with --weights
-        # there is no warm-up, so the preset drops it and the pruned run has none either
+        # the pruned run's fine-tuning rate (the compact preset's); no self-distillation: with --weights
+        # there is no warm-up, so the preset drops it; --teacher-distill distils from the dense run instead
         "--baseline-args", "--finetune-lr cosine",
         "--runs-dir", str(args.runs_dir),
         "--bench-runs", str(args.bench_runs),
@@ -173,6 +186,7 @@ def main() -> None:
         "--importances", *args.importances,
         "--tp-args", f"--grad-batches {args.grad_batches}",
         *(["--limit", str(args.limit)] if args.limit else []),
+        *(["--teacher-distill", str(args.teacher_distill)] if args.teacher_distill is not None else []),
     ]  # fmt: skip
     extra = {
         "weights": {

@@ -75,20 +75,27 @@ def train_pair(
     extra: tuple[str, ...] = (),
     baseline_extra: tuple[str, ...] = (),
     pruned_extra: tuple[str, ...] = (),
+    teacher: bool = False,
 ) -> tuple[Path, Path]:
     """Baseline and pruned runs of one seed, trained side by side (skipped when already finished)
-    in RUNS_DIR/<dataset>-<epochs>ep[-seed<n>]/{baseline,pruned}."""
+    in RUNS_DIR/<dataset>-<epochs>ep[-seed<n>]/{baseline,pruned}. With `teacher` the pruned run
+    distils from the baseline (`--teacher`), so the baseline trains first."""
     root = runs_dir / f"{Path(dataset).name}-{epochs}ep{'' if seed == 0 else f'-seed{seed}'}"
     root.mkdir(parents=True, exist_ok=True)
     base_dir, pruned_dir = root / "baseline", root / "pruned"
     extra = (*extra, "--seed", str(seed))
-    procs = [
-        train(base_dir, dataset, epochs, ["--no-prune", *baseline_extra, *extra], limit),
-        train(pruned_dir, dataset, epochs, ["--preset", preset, *pruned_extra, *extra], limit),
-    ]
-    for p in procs:
+
+    def wait(p):
         if p is not None and p.wait() != 0:
             sys.exit(f"training failed; see the logs in {root}")
+
+    base = train(base_dir, dataset, epochs, ["--no-prune", *baseline_extra, *extra], limit)
+    if teacher:
+        wait(base)
+        pruned_extra = (*pruned_extra, "--teacher", str(base_dir))
+    pruned = train(pruned_dir, dataset, epochs, ["--preset", preset, *pruned_extra, *extra], limit)
+    for p in (base, pruned):
+        wait(p)
     return base_dir, pruned_dir
 
 

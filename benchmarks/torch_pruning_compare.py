@@ -7,11 +7,12 @@ ignored, widths rounded to the run's --round-to like edgeprune, iterative prunin
 fine-tuning: the same data, starting weights (the run's --weights, loaded by edgeprune's loader),
 optimizer (Adam 1e-3), batch size, epochs, warm-up and pruning epochs as edgeprune's schedule
 (including its fine-tuning learning rate and, when the matched run distills, the same
-self-distillation from the end-of-warm-up model), and the same cubic ramp toward the same final
-size: parameters, or MACs when the matched run has a --target-macs budget (the dense count of the
-edgeprune run given with --match, or its budget while that run is still training beside this one;
-Torch-Pruning counts MACs with its own counter). After each pruning step the optimizer is rebuilt
-(Torch-Pruning replaces the parameter tensors), as its examples do.
+self-distillation from the end-of-warm-up model, or from the same --teacher run), and the same
+cubic ramp toward the same final size: parameters, or MACs when the matched run has a --target-macs
+or --target-latency-ms budget (the final count of the edgeprune run given with --match, or its
+MACs budget while that run is still training beside this one; edgeprune's counter counts both).
+After each pruning step the optimizer is rebuilt (Torch-Pruning replaces the parameter tensors),
+as its examples do.
 
 Torch-Pruning steps in its interactive mode, group by group, and stops as soon as the model fits
 the epoch's budget. A group whose removal would take the model under 99% of the final target is
@@ -40,6 +41,7 @@ from edgeprune.models import build_model, default_config
 from edgeprune.prune.cost import CostModel
 from edgeprune.prune.pruner import count_params
 from edgeprune.rundir import load_model
+from edgeprune.teacher import teacher_outputs
 from edgeprune.train import evaluate, logits_of
 
 
@@ -125,12 +127,16 @@ def main() -> None:
 
         weights_init = load_weights(model, Path(cfg.weights), describe=cfg.model)
     example = data.prepare(data.train.x[:2])
-    by_macs = cfg.target_macs is not None
+    # a latency budget is matched in MACs: the run's final MACs, reached on a cubic ramp of MACs
+    by_latency = cfg.target_latency_ms is not None
+    by_macs = cfg.target_macs is not None or by_latency
     size = (lambda m: macs_of(m, example)) if by_macs else count_params
     base = size(model)
     if metrics_path.exists():
         done = json.loads(metrics_path.read_text())
         target = done["macs"] if by_macs else done["dense_params"]
+    elif by_latency:
+        raise SystemExit(f"{args.match} has a latency budget: let it finish, then match its final MACs")
     else:
         target = int((cfg.target_macs if by_macs else cfg.target_params) * base)
     importance = (
@@ -153,7 +159,10 @@ def main() -> None:
     history, t_start, steps_taken, teacher, skipped_steps, groups_put_back = [], time.perf_counter(), 0, None, 0, 0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        if cfg.distill and teacher is None and schedule.phase(epoch) != "warmup":
+        if cfg.teacher and teacher is None:  # the matched run's --teacher: its outputs, from the first step
+            width = logits_of(model, data, data.train.x[:2]).shape[-1]
+            teacher = teacher_outputs(Path(cfg.teacher), data, data.input_meta(), width, logits_of)
+        elif cfg.distill and teacher is None and schedule.phase(epoch) != "warmup":
             teacher = logits_of(model, data, data.train.x)  # as edgeprune does: once, before pruning
         model.train()
         for group in opt.param_groups:  # the same fine-tuning learning-rate schedule as the matched run
@@ -168,8 +177,8 @@ def main() -> None:
             loss.backward()
             opt.step()
         if schedule.phase(epoch) == "prune":
-            allowed = (schedule.budget(epoch) or 1.0) * base
-            allowed = max(allowed, target) if schedule.budget(epoch) is not None else allowed
+            fraction = schedule.ramp(epoch, target / base) if by_latency else schedule.budget(epoch)
+            allowed = max(fraction * base, target) if fraction is not None else base
             while size(model) > allowed and steps_taken < 400:
                 if args.importance == "taylor":
                     taylor_grads(model, data, perm, bs, args.grad_batches)
