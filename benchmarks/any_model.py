@@ -95,7 +95,11 @@ def main(argv: list[str] | None = None, payload: dict | None = None, targets=def
     )
     args = ap.parse_args(argv)
     model_tag = args.model.replace(":", "-").replace("/", "-")
-    name = args.name or f"any_model_{model_tag}_{Path(args.dataset).name}_{args.epochs}ep"
+    name = args.name or (
+        f"any_model_{model_tag}_{Path(args.dataset).name}_{args.epochs}ep"
+        + (f"_{args.target_latency_ms:g}ms" if args.target_latency_ms is not None else "")
+        + (f"_kd{args.teacher_distill:g}" if args.teacher_distill is not None else "")
+    )  # finished runs are reused by name: a name per recipe
     extra = ("--model", args.model, *shlex.split(args.train_args))
     base_dir, pruned_dir = train_pair(
         args.runs_dir / name,

@@ -162,7 +162,11 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     pth, factory = fetch_weights(args.cache.resolve())
     data = write_fashion_folder(args.cache.resolve() / "fashion-mnist-png")
-    name = args.name or f"pretrained_cnn_lite0_fashion-mnist_{args.image_size}px_{args.epochs}ep"
+    name = args.name or (
+        f"pretrained_cnn_lite0_fashion-mnist_{args.image_size}px_{args.epochs}ep"
+        + (f"_{args.target_latency_ms:g}ms" if args.target_latency_ms is not None else "")
+        + (f"_kd{args.teacher_distill:g}" if args.teacher_distill is not None else "")
+    )  # finished runs are reused by name: a name per recipe
     train_args = (
         f"--weights {shlex.quote(str(pth))} --image-size {args.image_size} --channels 3 --lr {args.lr} "
         f"{args.train_args}"

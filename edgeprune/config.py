@@ -95,8 +95,10 @@ class TrainConfig:
     def identity(self) -> dict:
         """What must match for --resume to continue this run (not where files live)."""
         d = self.to_dict()
-        for k in ("out", "data_dir", "threads", "device", "amp", "latency_table", "embeddings", "teacher", "notes"):
+        for k in ("out", "data_dir", "threads", "device", "amp", "latency_table", "embeddings", "notes"):
             d.pop(k)
+        # whether it distils from a finished run (not where that run lives: a resume reads the checkpoint's outputs)
+        d["teacher"] = d["teacher"] is not None
         return d
 
 
@@ -329,7 +331,8 @@ def _check_distill(kw: dict, warmup_epochs: int, explicit: bool) -> None:
             raise UserError(
                 "--teacher is distilled from with the --distill weight, and --distill 0 turns that off; drop one."
             )
-        kw["teacher"] = str(teacher_file(kw["teacher"]))
+        # found when the run starts (a resumed run has the teacher's outputs in its checkpoint)
+        kw["teacher"] = str(teacher_file(kw["teacher"], must_exist=False))
         kw["distill"] = TEACHER_WEIGHT if alpha is None else alpha
         return
     if not alpha or warmup_epochs > 0:

@@ -17,17 +17,23 @@ from edgeprune.errors import UserError
 
 MODEL_FILE = "model.pt"
 # what the teacher must read exactly as this run does (its record's "input" against this run's)
-SAME_INPUT = ("task", "labels", "input_shape", "layout", "normalization", "inputs", "vocab_sha256", "tokenizer_sha256")
+# (max_len and pad_id before the tokenizer's hash, which covers them: the sentence names the difference)
+SAME_INPUT = (
+    "task", "labels", "input_shape", "layout", "normalization", "inputs", "vocab_sha256", "max_len", "pad_id",
+    "tokenizer_sha256",
+)  # fmt: skip
 # what decides which examples a run trained on: a teacher that differs may have seen this run's validation set
 SAME_SPLIT = ("dataset", "limit", "val_fraction", "seed", "data_options")
 
 
-def teacher_file(path: str) -> Path:
-    """The teacher's model.pt: `path` itself, or the file in a run directory; UserError when absent."""
+def teacher_file(path: str, must_exist: bool = True) -> Path:
+    """The teacher's model.pt: `path` itself, or the file in a run directory (absolute); UserError
+    when it is not there and `must_exist` (a resumed run has the teacher's outputs in its checkpoint
+    and need not find the teacher again)."""
     p = Path(path).expanduser().resolve()
-    if p.is_dir():
+    if p.is_dir() or (not p.exists() and p.suffix != ".pt"):
         p = p / MODEL_FILE
-    if not p.is_file():
+    if must_exist and not p.is_file():
         raise UserError(
             f"--teacher {path} has no {MODEL_FILE}; pass a finished run's directory "
             "(train it first, e.g. with --no-prune)."
@@ -41,6 +47,8 @@ def split_note(model_path: Path, config: dict) -> Optional[str]:
     from edgeprune.run import read_json
 
     run_config = model_path.parent / "config.json"
+    if not model_path.is_file():  # a resumed run whose teacher has moved: its outputs are in the checkpoint
+        return None
     if not run_config.is_file():
         return (
             f"the teacher {model_path} has no config.json beside it, "
@@ -73,10 +81,13 @@ def load_teacher(model_path: Path, meta: dict):
     return model
 
 
-def teacher_outputs(model_path: Path, data, meta: dict, width: int, logits_of):
+def teacher_outputs(path: Path, data, meta: dict, width: int, logits_of, device=None):
     """The teacher's logits on every training example of `data`, on the CPU (`logits_of` is the training
-    loop's batched eval pass), checked to have the student's `width` outputs per example."""
+    loop's batched eval pass, run on `device`), checked to have the student's `width` outputs per example."""
+    model_path = teacher_file(str(path))
     model = load_teacher(model_path, meta)
+    if device is not None:
+        model = model.to(device)
     probe = logits_of(model, data, data.train.x[:2])
     theirs = probe.shape[-1] if probe.ndim == 2 else tuple(probe.shape[1:])
     if theirs != width:

@@ -2,6 +2,7 @@
 warm-up; its outputs are the teacher's, taken once; a teacher that cannot serve is refused."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from edgeprune.data.loader import load_data
+from edgeprune.errors import UserError
 from edgeprune.rundir import load_run_model
 from edgeprune.train import logits_of, train_run
 from tests.test_train import cfg, history
@@ -45,8 +47,10 @@ def test_a_pruned_run_distils_from_the_teacher_from_its_first_step(data_root, tm
     assert not any("another split" in n for n in taught["notes"])  # the same data, seed and split
 
 
-def test_a_teacher_run_resumes_exactly(data_root, tmp_path, dense, monkeypatch):
-    kw = dict(PRUNE, epochs=3, teacher=str(dense))
+def test_a_teacher_run_resumes_exactly_after_its_teacher_moved(data_root, tmp_path, dense, monkeypatch):
+    teacher = tmp_path / "teacher"
+    shutil.copytree(dense, teacher)
+    kw = dict(PRUNE, epochs=3, teacher=str(teacher))
     train_run(cfg(data_root, tmp_path, "full", **kw), quiet=True)
     import edgeprune.train as t
 
@@ -63,13 +67,31 @@ def test_a_teacher_run_resumes_exactly(data_root, tmp_path, dense, monkeypatch):
         train_run(cfg(data_root, tmp_path, "cut", **kw), quiet=True)
     monkeypatch.setattr(t, "_print_epoch", real)
     # the teacher moves away: the resumed run needs only its checkpoint's copy of the outputs
-    monkeypatch.setattr("edgeprune.teacher.load_teacher", lambda *a: pytest.fail("the teacher was read again"))
+    teacher.rename(tmp_path / "moved")
     train_run(cfg(data_root, tmp_path, "cut", **kw), resume=True, quiet=True)
     a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_a_run_without_a_teacher_does_not_resume_with_one(data_root, tmp_path, dense, monkeypatch):
+    import edgeprune.train as t
+
+    kw = dict(PRUNE, epochs=3)
+    real = t._print_epoch
+
+    def interrupt(record, c, quiet):
+        real(record, c, quiet)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(t, "_print_epoch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg(data_root, tmp_path, "plain", **kw), quiet=True)
+    monkeypatch.setattr(t, "_print_epoch", real)
+    with pytest.raises(UserError, match="teacher"):
+        train_run(cfg(data_root, tmp_path, "plain", teacher=str(dense), **kw), resume=True, quiet=True)
 
 
 def test_a_teacher_on_another_split_is_said(data_root, tmp_path, dense):
