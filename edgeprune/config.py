@@ -231,8 +231,6 @@ def resolve_train_config(
     schedule_of(cfg)  # validates the schedule's flags (a baseline uses its timing too)
     _check_latency(cfg)
     if cfg.teacher is not None:
-        from edgeprune.teacher import split_note
-
         note = split_note(Path(cfg.teacher), cfg.to_dict())
         if note:
             cfg.notes.append(note)
@@ -325,8 +323,6 @@ def _check_distill(kw: dict, warmup_epochs: int, explicit: bool) -> None:
     if temp is not None and temp <= 0:
         raise UserError(f"--distill-temperature must be positive, got {temp}.")
     if kw.get("teacher") is not None:
-        from edgeprune.teacher import teacher_file
-
         if explicit and alpha == 0:
             raise UserError(
                 "--teacher is distilled from with the --distill weight, and --distill 0 turns that off; drop one."
@@ -373,3 +369,48 @@ def _schedule_of(cfg: TrainConfig) -> PruneSchedule:
 
 def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# --- --teacher: which file the flag names, and whether its run drew this run's split -------------
+TEACHER_MODEL_FILE = "model.pt"
+# what decides which examples a run trained on: a teacher that differs may have seen this run's validation set
+SAME_SPLIT = ("dataset", "limit", "val_fraction", "seed", "data_options")
+
+
+def teacher_file(path: str, must_exist: bool = True) -> Path:
+    """The teacher's model.pt: `path` itself, or the file in a run directory (absolute); UserError
+    when it is not there and `must_exist` (a resumed run has the teacher's outputs in its checkpoint
+    and need not find the teacher again)."""
+    p = Path(path).expanduser().resolve()
+    if p.is_dir() or (not p.exists() and p.suffix != ".pt"):
+        p = p / TEACHER_MODEL_FILE
+    if must_exist and not p.is_file():
+        raise UserError(
+            f"--teacher {path} has no {TEACHER_MODEL_FILE}; pass a finished run's directory "
+            "(train it first, e.g. with --no-prune)."
+        )
+    return p
+
+
+def split_note(model_path: Path, config: dict) -> Optional[str]:
+    """A sentence when the teacher's run drew its training examples differently from this run (then
+    it may have trained on this run's validation examples, and the guard's numbers flatter), else None."""
+    from edgeprune.run import read_json
+
+    run_config = model_path.parent / "config.json"
+    if not model_path.is_file():  # a resumed run whose teacher has moved: its outputs are in the checkpoint
+        return None
+    if not run_config.is_file():
+        return (
+            f"the teacher {model_path} has no config.json beside it, "
+            "so whether it saw this run's validation examples is unknown"
+        )
+    theirs = (read_json(run_config) or {}).get("config") or {}
+    differ = [k for k in SAME_SPLIT if theirs.get(k) != config.get(k)]
+    if not differ:
+        return None
+    first = differ[0]
+    return (
+        f"the teacher trained on another split ({first} {theirs.get(first)!r}, this run {config.get(first)!r}), "
+        "so it may have seen this run's validation examples and the validation scores may flatter"
+    )

@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("prune",),
     ("config", "latency"),  # latency: its model and table (torch-free), probes and the host's table (torch)
     ("rundir",),  # a run's format, checkpoints, resume and data, shared by train and export
-    ("export",),
+    ("export", "teacher"),  # teacher: the --teacher run's model, checked and run (config finds its file)
     ("train", "hf"),
     ("report_plots",),
     ("report",),
