@@ -13,7 +13,7 @@ from edgeprune.data.loader import load_data
 from edgeprune.errors import UserError
 from edgeprune.rundir import load_run_model
 from edgeprune.train import logits_of, train_run
-from tests.test_train import cfg, history
+from tests.test_train import cfg, history, train_interrupted
 
 PRUNE = dict(epochs=3, warmup_epochs=0, target_params=0.3, round_to=1, min_width=2, max_accuracy_drop="none")
 
@@ -52,20 +52,7 @@ def test_a_teacher_run_resumes_exactly_after_its_teacher_moved(data_root, tmp_pa
     shutil.copytree(dense, teacher)
     kw = dict(PRUNE, epochs=3, teacher=str(teacher))
     train_run(cfg(data_root, tmp_path, "full", **kw), quiet=True)
-    import edgeprune.train as t
-
-    real, calls = t._print_epoch, {"n": 0}
-
-    def interrupt(record, c, quiet):
-        real(record, c, quiet)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(t, "_print_epoch", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(cfg(data_root, tmp_path, "cut", **kw), quiet=True)
-    monkeypatch.setattr(t, "_print_epoch", real)
+    train_interrupted(monkeypatch, cfg(data_root, tmp_path, "cut", **kw), after_epochs=1)
     # the teacher moves away: the resumed run needs only its checkpoint's copy of the outputs
     teacher.rename(tmp_path / "moved")
     train_run(cfg(data_root, tmp_path, "cut", **kw), resume=True, quiet=True)
@@ -77,19 +64,8 @@ def test_a_teacher_run_resumes_exactly_after_its_teacher_moved(data_root, tmp_pa
 
 
 def test_a_run_without_a_teacher_does_not_resume_with_one(data_root, tmp_path, dense, monkeypatch):
-    import edgeprune.train as t
-
     kw = dict(PRUNE, epochs=3)
-    real = t._print_epoch
-
-    def interrupt(record, c, quiet):
-        real(record, c, quiet)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(t, "_print_epoch", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(cfg(data_root, tmp_path, "plain", **kw), quiet=True)
-    monkeypatch.setattr(t, "_print_epoch", real)
+    train_interrupted(monkeypatch, cfg(data_root, tmp_path, "plain", **kw), after_epochs=1)
     with pytest.raises(UserError, match="teacher"):
         train_run(cfg(data_root, tmp_path, "plain", teacher=str(dense), **kw), resume=True, quiet=True)
 

@@ -31,6 +31,24 @@ def cfg(data_root, tmp_path, name="run", **kw):
     return c
 
 
+def train_interrupted(monkeypatch, c, after_epochs: int) -> None:
+    """`train_run(c)` stopped by a KeyboardInterrupt right after its `after_epochs`-th epoch was written."""
+    import edgeprune.train as t
+
+    real, calls = t._print_epoch, {"n": 0}
+
+    def interrupt(record, c, quiet):
+        real(record, c, quiet)
+        calls["n"] += 1
+        if calls["n"] == after_epochs:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(t, "_print_epoch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(c, quiet=True)
+    monkeypatch.setattr(t, "_print_epoch", real)
+
+
 def history(run):
     return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
 
@@ -56,22 +74,7 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(data_root, tm
     kw = dict(prune=prune, epochs=4, warmup_epochs=1, target_params=0.3 if prune else None, round_to=1, min_width=2)
     kw["distill"] = distill  # the interruption falls after the teacher's outputs were taken
     train_run(cfg(data_root, tmp_path, "full", **kw), quiet=True)
-
-    import edgeprune.train as t
-
-    calls = {"n": 0}
-    real = t._print_epoch
-
-    def interrupt(record, c, quiet):
-        real(record, c, quiet)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(t, "_print_epoch", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(cfg(data_root, tmp_path, "cut", **kw), quiet=True)
-    monkeypatch.setattr(t, "_print_epoch", real)
+    train_interrupted(monkeypatch, cfg(data_root, tmp_path, "cut", **kw), after_epochs=2)
     assert len(history(tmp_path / "cut")) == 2
     train_run(cfg(data_root, tmp_path, "cut", **kw), resume=True, quiet=True)
 
