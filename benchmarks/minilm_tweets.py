@@ -352,10 +352,9 @@ def main() -> None:
         peaks = wait_all([dense_proc]) if kd else {}  # the teacher finishes before its student starts
         teacher = ["--teacher", str(dense)] if kd else []
         pruned_proc = train(pruned, str(args.data), args.epochs, [*pruned_args, *teacher, *extra], args.limit)
-        procs = [None if kd else dense_proc, pruned_proc]
-        peaks |= wait_all(procs)
-        procs[0] = dense_proc
-        rss = {k: peaks.get(id(p)) for k, p in zip(("dense", "pruned"), procs) if p is not None}
+        peaks |= wait_all([pruned_proc] if kd else [dense_proc, pruned_proc])
+        procs = {"dense": dense_proc, "pruned": pruned_proc}
+        rss = {k: peaks.get(id(p)) for k, p in procs.items() if p is not None}
         rss_file = root / "peak_rss.json"
         old = json.loads(rss_file.read_text()) if rss_file.exists() else {}
         rss = {**old, **{k: v for k, v in rss.items() if v}}

@@ -160,8 +160,7 @@ def main() -> None:
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         if cfg.teacher and teacher is None:  # the matched run's --teacher: its outputs, from the first step
-            width = logits_of(model, data, data.train.x[:2]).shape[-1]
-            teacher = teacher_outputs(Path(cfg.teacher), data, data.input_meta(), width, logits_of)
+            teacher = teacher_outputs(Path(cfg.teacher), data, data.input_meta(), model, logits_of)
         elif cfg.distill and teacher is None and schedule.phase(epoch) != "warmup":
             teacher = logits_of(model, data, data.train.x)  # as edgeprune does: once, before pruning
         model.train()

@@ -38,18 +38,18 @@ def load_teacher(model_path: Path, meta: dict):
     return model
 
 
-def teacher_outputs(path: Path, data, meta: dict, width: int, logits_of, device=None):
+def teacher_outputs(path: Path, data, meta: dict, student, logits_of, device=None):
     """The teacher's logits on every training example of `data`, on the CPU (`logits_of` is the training
-    loop's batched eval pass, run on `device`), checked to have the student's `width` outputs per example."""
+    loop's batched eval pass, run on `device`), checked to give as many outputs per example as `student`."""
     model_path = teacher_file(str(path))
     model = load_teacher(model_path, meta)
     if device is not None:
         model = model.to(device)
-    probe = logits_of(model, data, data.train.x[:2])
-    theirs = probe.shape[-1] if probe.ndim == 2 else tuple(probe.shape[1:])
+    probe = data.train.x[:2]
+    width, theirs = (logits_of(m, data, probe).shape[1:] for m in (student, model))
     if theirs != width:
         raise UserError(
-            f"the teacher {model_path} gives {theirs} outputs per example and this run's model {width}; "
-            "distill from a run of the same model family on the same data."
+            f"the teacher {model_path} gives {'x'.join(map(str, theirs))} outputs per example and this run's model "
+            f"{'x'.join(map(str, width))}; distill from a run of the same model family on the same data."
         )
     return logits_of(model, data, data.train.x)

@@ -220,8 +220,7 @@ class _Training:
         """--teacher: the finished run's outputs on every training example, taken once (edgeprune.teacher)."""
         from edgeprune.teacher import teacher_outputs
 
-        width = logits_of(self.model, self.data, self.data.train.x[:2]).shape[-1]
-        return teacher_outputs(Path(self.cfg.teacher), self.data, self.meta, width, logits_of, self.device)
+        return teacher_outputs(Path(self.cfg.teacher), self.data, self.meta, self.model, logits_of, self.device)
 
     def _resume(self, ckpt: dict) -> None:
         self.optimizer.load_state_dict(ckpt["optimizer"])
