@@ -385,10 +385,8 @@ def teacher_file(path: str, must_exist: bool = True) -> Path:
     if p.is_dir() or (not p.exists() and p.suffix != ".pt"):
         p = p / TEACHER_MODEL_FILE
     if must_exist and not p.is_file():
-        raise UserError(
-            f"--teacher {path} has no {TEACHER_MODEL_FILE}; pass a finished run's directory "
-            "(train it first, e.g. with --no-prune)."
-        )
+        where = f"{p.parent} has no {TEACHER_MODEL_FILE}" if p.name == TEACHER_MODEL_FILE else f"{p} does not exist"
+        raise UserError(f"--teacher {where}; pass a finished run's directory (train it first, e.g. with --no-prune).")
     return p
 
 
