@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None, payload: dict | None = None, targets=def
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-args", default="", help="more `edgeprune train` flags for every run")
     ap.add_argument(
+        "--pruned-args",
+        default="",
+        help="more `edgeprune train` flags for the pruned run only, e.g. '--prune-every 20' (a finished baseline "
+        "of the same recipe is reused)",
+    )
+    ap.add_argument(
         "--baseline-args",
         default=RECIPE,
         help=f"`edgeprune train` flags of the dense baseline's recipe (default {RECIPE!r}, the compact preset's)",
@@ -111,6 +117,7 @@ def main(argv: list[str] | None = None, payload: dict | None = None, targets=def
         extra,
         baseline_extra=tuple(shlex.split(args.baseline_args)),
         pruned_extra=budget_flags(args)
+        + tuple(shlex.split(args.pruned_args))
         + (("--distill", str(args.teacher_distill)) if args.teacher_distill is not None else ()),
         teacher=args.teacher_distill is not None,
     )
@@ -169,6 +176,7 @@ def main(argv: list[str] | None = None, payload: dict | None = None, targets=def
         "target_latency_ms": args.target_latency_ms,
         "train_args": args.train_args,
         "baseline_args": args.baseline_args,
+        "pruned_args": args.pruned_args,
         "tp_args": args.tp_args,
         "teacher_distill": args.teacher_distill,  # the pruned run's --distill weight from the baseline (--teacher)
         "baseline": {

@@ -145,6 +145,7 @@ def main() -> None:
         help="the pruned run distils from the dense fine-tune with this weight (edgeprune train --teacher)",
     )
     ap.add_argument("--train-args", default="", help="more `edgeprune train` flags for every run")
+    ap.add_argument("--pruned-args", default="", help="more `edgeprune train` flags for the pruned run only")
     ap.add_argument("--importances", nargs="+", choices=["taylor", "l1"], default=["taylor", "l1"])
     ap.add_argument(
         "--grad-batches",
@@ -184,6 +185,7 @@ def main() -> None:
         # the pruned run's fine-tuning rate (the compact preset's); no self-distillation: with --weights
         # there is no warm-up, so the preset drops it; --teacher-distill distils from the dense run instead
         "--baseline-args", "--finetune-lr cosine",
+        "--pruned-args", args.pruned_args,
         "--runs-dir", str(args.runs_dir),
         "--bench-runs", str(args.bench_runs),
         "--name", name,
