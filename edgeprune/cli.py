@@ -383,6 +383,12 @@ def train(
         help="Finish with the epoch of best validation accuracy among those at the final widths "
         "(after the last pruning step), not the last epoch.",
     ),
+    group_by_length: bool = typer.Option(
+        False,
+        "--group-by-length",
+        help="Text: batch texts of similar length together, so batches carry less padding and train faster "
+        "(the epoch is still shuffled; which texts share a batch changes).",
+    ),
     threads: Optional[int] = typer.Option(
         None, "--threads", help="torch CPU threads (default: all cores, shared by the processes on a machine)."
     ),
@@ -447,6 +453,7 @@ def train(
         weights=str(weights) if weights else None,
         val_fraction=val_fraction,
         keep_best=keep_best,
+        group_by_length=group_by_length,
         threads=threads,
         device=device,
         amp=amp,

@@ -81,6 +81,7 @@ class TrainConfig:
     weights: Optional[str] = None  # a state dict the model starts from (edgeprune.models.weights)
     val_fraction: float = 0.1
     keep_best: bool = False  # finish with the best-validation epoch at the final widths, not the last
+    group_by_length: bool = False  # text: batches of texts of like length (edgeprune.data.order)
     threads: Optional[int] = None
     device: str = "auto"  # auto, cpu, cuda or mps (see edgeprune.distributed)
     amp: bool = False  # automatic mixed precision, CUDA only
@@ -142,6 +143,10 @@ def resolve_train_config(
         raise UserError(f"--val-fraction must lie in [0, 1), got {kw['val_fraction']}.")
     if kw.get("keep_best") and kw.get("val_fraction", TrainConfig.val_fraction) == 0:
         raise UserError("--keep-best chooses an epoch by validation accuracy; set --val-fraction above 0.")
+    if kw.get("group_by_length") and spec.task != "text":
+        raise UserError(
+            f"--group-by-length batches texts of like length, and {spec.name} holds images (all one size); drop it."
+        )
     if kw.get("embeddings") is not None:
         if spec.task != "text":
             raise UserError(f"--embeddings starts a text model's embedding; {spec.name} is not a text dataset.")

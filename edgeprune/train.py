@@ -22,6 +22,7 @@ from edgeprune import distributed, faults
 from edgeprune.bench.metrics import majority_warning
 from edgeprune.config import TrainConfig, default_threads, schedule_of
 from edgeprune.data.loader import Data, Split
+from edgeprune.data.order import by_length, length_grouped
 from edgeprune.data.registry import get_spec
 from edgeprune.data.text import Vocab
 from edgeprune.errors import BudgetWarning, UserError
@@ -56,16 +57,27 @@ BN_BATCHES = 20  # training batches that re-estimate BatchNorm statistics after 
 
 @torch.no_grad()
 def logits_of(model: torch.nn.Module, data: Data, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """The model's outputs for every example of `x`, in eval mode, on the CPU."""
+    """The model's outputs for every example of `x`, in eval mode, on the CPU, in the order of `x`
+    (texts run shortest first, so each batch trims to few columns: edgeprune.data.order)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    lengths = data.lengths(x)
+    order = None if lengths is None else by_length(lengths)
+    rows = x if order is None else x[order]
     out = [
-        model(distributed.to_device(data.prepare(x[i : i + batch_size]), device)).float().cpu()
-        for i in range(0, len(x), batch_size)
+        model(distributed.to_device(data.prepare(rows[i : i + batch_size]), device)).float().cpu()
+        for i in range(0, len(rows), batch_size)
     ]
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    if not out:
+        return torch.empty(0)
+    out = torch.cat(out)
+    if order is None:
+        return out
+    back = torch.empty_like(out)
+    back[order] = out
+    return back
 
 
 def evaluate(model: torch.nn.Module, data: Data, split: Split) -> dict:
@@ -397,7 +409,10 @@ class _Training:
         if cfg.distill and not cfg.teacher and self.teacher is None and self.schedule.phase(epoch) != "warmup":
             self.teacher = logits_of(self.model, data, data.train.x)
         self.net.train()
-        perm = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        shuffle = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        perm = torch.randperm(len(data.train), generator=shuffle)
+        if cfg.group_by_length:  # texts of like length share a batch (edgeprune.data.order)
+            perm = length_grouped(perm, data.lengths(data.train.x), self.local_batch * self.ctx.world, shuffle)
         self.perm = perm
         mine = distributed.shard(perm, self.ctx)
         sums = [0.0, 0, 0]  # loss x examples, correct, examples

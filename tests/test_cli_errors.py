@@ -144,6 +144,9 @@ CASES = {
     "data-dir-is-a-file": _p(
         "train", *MNIST, "--data-dir", "{w}/notes.txt", "--out", "{tmp}/x", says=("is a file", "pass the directory")
     ),
+    "group-by-length-on-images": _p(
+        "train", *NEW_RUN, "--group-by-length", says=("--group-by-length batches texts", "drop it")
+    ),
     "keep-best-without-validation": _p(
         "train", *NEW_RUN, "--keep-best", "--val-fraction", "0", says="set --val-fraction above 0"
     ),

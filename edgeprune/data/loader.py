@@ -50,6 +50,15 @@ class Data:
             return trim_padding(x)
         return (x.float().div_(255.0) - self.mean) / self.std
 
+    def lengths(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """Tokens each text row of `x` uses (padding excluded), int64 [N]; None for images, which
+        all have one size. Batches of rows of similar length trim to few columns (`prepare`)."""
+        if self.tokenizer is not None:
+            return x[:, MASK].sum(-1)
+        if self.spec.task == "text":
+            return (x != PAD).sum(-1)
+        return None
+
     def input_meta(self) -> dict:
         """What a device needs to feed the model (goes into exports and bundles)."""
         meta = {"task": self.spec.task, "labels": list(self.spec.labels), "dataset": self.spec.name}
