@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 import torch
+from interrupted import train_interrupted
 from torch import nn
 
 from edgeprune import BudgetWarning, Pruner
@@ -307,20 +308,9 @@ def test_a_resumed_pruner_judges_the_budget_against_the_dense_model():
 
 
 def test_a_resumed_run_warns_again_once(data_root, tmp_path, factories, monkeypatch):
-    import edgeprune.train as t
-
     c = run_cfg(data_root, tmp_path, factories, "frozen", target_macs=0.5)
-    real = t._print_epoch
-
-    def interrupt(record, cfg, quiet):
-        real(record, cfg, quiet)
-        if record["epoch"] == 2:  # after the pruning epoch: the checkpoint holds the compacted model
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(t, "_print_epoch", interrupt)
-    with pytest.warns(BudgetWarning), pytest.raises(KeyboardInterrupt):
-        train_run(c, quiet=True)
-    monkeypatch.setattr(t, "_print_epoch", real)
+    with pytest.warns(BudgetWarning):  # stopped after the pruning epoch: the checkpoint holds the compacted model
+        train_interrupted(monkeypatch, c, after_epochs=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         m = train_run(c, resume=True, quiet=True)

@@ -12,6 +12,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from interrupted import train_interrupted
 from test_cli_errors import EDGEPRUNE, run_cli
 from test_crash import assert_same_run
 from torch import nn
@@ -861,21 +862,8 @@ def test_resume_in_the_middle_of_a_guarded_run_ends_as_an_uninterrupted_run(data
     kw["guard_recovery"] = "3"
     full = train_run(cfg(data_root, tmp_path, "full", **kw), quiet=True)
 
-    import edgeprune.train as t
-
-    calls = {"n": 0}
-    real = t._print_epoch
-
-    def interrupt(record, c, quiet):
-        real(record, c, quiet)
-        calls["n"] += 1
-        if calls["n"] == 2:  # after epoch 2, in the middle of the pruning window (steps 20 to 47)
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(t, "_print_epoch", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(cfg(data_root, tmp_path, "cut", **kw), quiet=True)
-    monkeypatch.setattr(t, "_print_epoch", real)
+    # stopped after epoch 2, in the middle of the pruning window (steps 20 to 47)
+    train_interrupted(monkeypatch, cfg(data_root, tmp_path, "cut", **kw), after_epochs=2)
     assert len(history(tmp_path / "cut")) == 2
     from edgeprune.rundir import RunDir, load_checkpoint
 

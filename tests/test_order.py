@@ -5,7 +5,7 @@ still seen once per epoch, the same way on resume."""
 import numpy as np
 import pytest
 import torch
-from test_train import train_interrupted
+from interrupted import train_interrupted
 
 from edgeprune.config import resolve_train_config
 from edgeprune.data.loader import load_data

@@ -8,12 +8,13 @@ import sys
 
 import pytest
 import torch
+from interrupted import train_interrupted
 
 from edgeprune.data.loader import load_data
 from edgeprune.errors import UserError
 from edgeprune.rundir import load_run_model
 from edgeprune.train import logits_of, train_run
-from tests.test_train import cfg, history, train_interrupted
+from tests.test_train import cfg, history
 
 PRUNE = dict(epochs=3, warmup_epochs=0, target_params=0.3, round_to=1, min_width=2, max_accuracy_drop="none")
 

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from compaction import compact_model
+from interrupted import train_interrupted
 
 from edgeprune.config import resolve_train_config
 from edgeprune.data.loader import trim_padding
@@ -309,22 +310,8 @@ def test_a_pruned_text_run_ships_its_shrunk_vocabulary_and_one_accuracy(data_roo
 
 
 def test_resume_of_a_text_run_with_pruned_rows_is_exact(data_root, tmp_path, monkeypatch):
-    import edgeprune.train as t
-
     train_run(_text_cfg(data_root, tmp_path / "full"), quiet=True)
-    calls = {"n": 0}
-    real = t._print_epoch
-
-    def interrupt(record, c, quiet):
-        real(record, c, quiet)
-        calls["n"] += 1
-        if calls["n"] == 3:  # after the pruning epoch
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(t, "_print_epoch", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(_text_cfg(data_root, tmp_path / "cut"), quiet=True)
-    monkeypatch.setattr(t, "_print_epoch", real)
+    train_interrupted(monkeypatch, _text_cfg(data_root, tmp_path / "cut"), after_epochs=3)  # after the pruning epoch
     train_run(_text_cfg(data_root, tmp_path / "cut"), resume=True, quiet=True)
     again = train_run(_text_cfg(data_root, tmp_path / "cut"), resume=True, quiet=True)  # a finished run
     a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from interrupted import train_interrupted
 from typer.testing import CliRunner
 
 from edgeprune.cli import app
@@ -29,24 +30,6 @@ def cfg(data_root, tmp_path, name="run", **kw):
     c = resolve_train_config(**base)
     c.model_config = model_config
     return c
-
-
-def train_interrupted(monkeypatch, c, after_epochs: int) -> None:
-    """`train_run(c)` stopped by a KeyboardInterrupt right after its `after_epochs`-th epoch was written."""
-    import edgeprune.train as t
-
-    real, calls = t._print_epoch, {"n": 0}
-
-    def interrupt(record, c, quiet):
-        real(record, c, quiet)
-        calls["n"] += 1
-        if calls["n"] == after_epochs:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(t, "_print_epoch", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(c, quiet=True)
-    monkeypatch.setattr(t, "_print_epoch", real)
 
 
 def history(run):
