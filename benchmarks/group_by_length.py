@@ -19,12 +19,11 @@ import json
 import statistics
 from pathlib import Path
 
-import torch
 from common import record
 from minilm_tweets import fetch_minilm, load_run_data
 from prune_vs_baseline import train
 
-from edgeprune.data.order import length_grouped, padded_share
+from edgeprune.data.order import epoch_order, padded_share
 
 ORDERS = {"random": [], "grouped": ["--group-by-length"]}
 
@@ -34,9 +33,8 @@ def epoch_orders(run: Path) -> dict:
     (the permutation as edgeprune.train draws it)."""
     cfg, data = load_run_data(run)
     lengths = data.lengths(data.train.x)
-    shuffle = torch.Generator().manual_seed(cfg.seed * 100_003 + 1)
-    perm = torch.randperm(len(data.train), generator=shuffle)
-    grouped = length_grouped(perm, lengths, cfg.batch_size, shuffle)
+    perm = epoch_order(len(data.train), cfg.seed, 1)
+    grouped = epoch_order(len(data.train), cfg.seed, 1, lengths, cfg.batch_size)
     return {
         "train_texts": len(data.train),
         "batch_size": cfg.batch_size,

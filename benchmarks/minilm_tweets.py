@@ -130,6 +130,7 @@ def torch_pruning_run(pruned: Path, out: Path) -> dict:
     from torch_pruning_compare import macs_of, prune_step, taylor_grads
 
     from edgeprune.config import schedule_of
+    from edgeprune.data.order import epoch_order
     from edgeprune.metrics import training_loss
     from edgeprune.models import build_model, default_config
     from edgeprune.train import evaluate
@@ -176,8 +177,9 @@ def torch_pruning_run(pruned: Path, out: Path) -> dict:
     teacher = torch.load(pruned / "checkpoint.pt", weights_only=True)["teacher_logits"] if cfg.teacher else None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     n, bs, t_start, history, failed = len(data.train), cfg.batch_size, time.perf_counter(), [], None
+    lengths = data.lengths(data.train.x) if cfg.group_by_length else None
     for epoch in range(1, cfg.epochs + 1):
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        perm = epoch_order(n, cfg.seed, epoch, lengths, bs)  # the pruned run's order of this epoch
         allowed = max(reached.get(epoch, base), target)
         steps = 0
         while size(model) > allowed and pruner.current_step < n_steps and failed is None:

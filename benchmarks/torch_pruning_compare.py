@@ -36,6 +36,7 @@ from common import record, torch_latency
 
 from edgeprune.config import TrainConfig, schedule_of
 from edgeprune.data.loader import load_data
+from edgeprune.data.order import epoch_order
 from edgeprune.metrics import loss_fn, training_loss
 from edgeprune.models import build_model, default_config
 from edgeprune.prune.cost import CostModel
@@ -156,6 +157,7 @@ def main() -> None:
     )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     n, bs = len(data.train), cfg.batch_size
+    lengths = data.lengths(data.train.x) if cfg.group_by_length else None
     history, t_start, steps_taken, teacher, skipped_steps, groups_put_back = [], time.perf_counter(), 0, None, 0, 0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -166,7 +168,7 @@ def main() -> None:
         model.train()
         for group in opt.param_groups:  # the same fine-tuning learning-rate schedule as the matched run
             group["lr"] = cfg.lr * schedule.lr_scale(epoch)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        perm = epoch_order(n, cfg.seed, epoch, lengths, bs)  # the matched run's order of this epoch
         for s in range(0, n, bs):
             idx = perm[s : s + bs]
             logits = model(data.prepare(data.train.x[idx]))

@@ -22,7 +22,7 @@ from edgeprune import distributed, faults
 from edgeprune.bench.metrics import majority_warning
 from edgeprune.config import TrainConfig, default_threads, schedule_of
 from edgeprune.data.loader import Data, Split
-from edgeprune.data.order import by_length, length_grouped
+from edgeprune.data.order import by_length, epoch_order
 from edgeprune.data.registry import get_spec
 from edgeprune.data.text import Vocab
 from edgeprune.errors import BudgetWarning, UserError
@@ -409,10 +409,8 @@ class _Training:
         if cfg.distill and not cfg.teacher and self.teacher is None and self.schedule.phase(epoch) != "warmup":
             self.teacher = logits_of(self.model, data, data.train.x)
         self.net.train()
-        shuffle = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        perm = torch.randperm(len(data.train), generator=shuffle)
-        if cfg.group_by_length:  # texts of like length share a batch (edgeprune.data.order)
-            perm = length_grouped(perm, data.lengths(data.train.x), self.local_batch * self.ctx.world, shuffle)
+        lengths = data.lengths(data.train.x) if cfg.group_by_length else None  # texts of like length share a batch
+        perm = epoch_order(len(data.train), cfg.seed, epoch, lengths, self.local_batch * self.ctx.world)
         self.perm = perm
         mine = distributed.shard(perm, self.ctx)
         sums = [0.0, 0, 0]  # loss x examples, correct, examples

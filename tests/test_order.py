@@ -9,7 +9,7 @@ from interrupted import train_interrupted
 
 from edgeprune.config import resolve_train_config
 from edgeprune.data.loader import load_data
-from edgeprune.data.order import GROUP, by_length, length_grouped, padded_share
+from edgeprune.data.order import GROUP, by_length, epoch_order, length_grouped, padded_share
 from edgeprune.errors import UserError
 from edgeprune.models import build_model
 from edgeprune.train import logits_of, train_run
@@ -117,3 +117,13 @@ def test_a_grouped_run_trains_resumes_exactly_and_differs_from_a_shuffled_one(da
     assert grouped["test_accuracy"] > 0.6  # it learns (the synthetic sentiment is easy)
     with pytest.raises(UserError, match=r"group_by_length differ"):
         train_run(_cfg(data_root, tmp_path / "cut"), resume=True, quiet=True)  # not a grouped run's resume
+
+
+def test_epoch_order_is_the_seeded_shuffle_and_groups_only_when_asked():
+    lengths = tweet_like_lengths(700)
+    plain = epoch_order(700, seed=3, epoch=2)
+    again = torch.randperm(700, generator=torch.Generator().manual_seed(3 * 100_003 + 2))  # the rule, spelled out
+    assert torch.equal(plain, again)
+    grouped = epoch_order(700, seed=3, epoch=2, lengths=lengths, batch=16)
+    assert sorted(grouped.tolist()) == list(range(700)) and not torch.equal(grouped, plain)
+    assert padded_share(grouped, lengths, 16) < padded_share(plain, lengths, 16)

@@ -19,6 +19,17 @@ import torch
 GROUP = 50  # batches sorted together: long enough to find rows of like length, short enough to stay shuffled
 
 
+def epoch_order(
+    n: int, seed: int, epoch: int, lengths: torch.Tensor | None = None, batch: int | None = None
+) -> torch.Tensor:
+    """The order of an epoch's `n` training examples: a shuffle drawn from (seed, epoch) alone, so a
+    resumed run repeats it; with `lengths` (--group-by-length), grouped into batches of `batch`
+    texts of like length (`length_grouped`)."""
+    shuffle = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=shuffle)
+    return perm if lengths is None else length_grouped(perm, lengths, batch, shuffle)
+
+
 def padded_share(order: torch.Tensor, lengths: torch.Tensor, batch: int) -> float:
     """What batches of `batch` texts in `order` cost: the columns they pay for (each batch cut to
     its longest text) over the tokens the texts hold; 1.0 is no padding at all."""
