@@ -24,6 +24,9 @@ wall time: training alone.
   `--model-dir DIR` uses a directory of your own instead (the smoke test: a tiny random BERT).
 - **Data.** data/tweets-binary from benchmarks/fetch_data.py; `--limit N` trains on the first N
   training tweets (validation carved from them) and the JSON says so; the test split is whole.
+- **Side by side.** The seeds' edgeprune runs train at once, one thread each (`--parallel`, default
+  2): with `--teacher-distill` every dense run first, then every pruned run; without, all at once.
+  Torch-Pruning, export and timing follow one seed at a time.
 - **Resumable.** Finished runs are skipped, an interrupted edgeprune run resumes, a finished
   Torch-Pruning run is read back from its result file; exports are kept.
 
@@ -80,23 +83,28 @@ def fetch_minilm(cache: Path) -> Path:
     return found[0]
 
 
-def wait_all(procs: list) -> dict[int, int]:
-    """Wait for the training processes; their peak RSS (bytes, children included), sampled each second."""
-    peak = {id(p): 0 for p in procs if p is not None}
-    live = [p for p in procs if p is not None]
-    while live:
-        for p in live:
+def run_pool(starts: list, parallel: int) -> list[int | None]:
+    """Run training jobs, at most `parallel` at once (each `start()` returns a Popen, or None for a run
+    that is finished already); each job's peak RSS (bytes, children included), sampled every second."""
+    pending, live, peak = list(enumerate(starts)), {}, [None] * len(starts)
+    while pending or live:
+        while pending and len(live) < parallel:
+            i, start = pending.pop(0)
+            p = start()
+            if p is not None:
+                live[i], peak[i] = p, 0
+        for i, p in live.items():
             try:
                 proc = psutil.Process(p.pid)
                 rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
-                peak[id(p)] = max(peak[id(p)], rss)
+                peak[i] = max(peak[i], rss)
             except psutil.Error:
                 pass
         time.sleep(1.0)
-        live = [p for p in live if p.poll() is None]
-    for p in procs:
-        if p is not None and p.returncode != 0:
-            sys.exit(f"training failed (exit {p.returncode}); see the .log beside the run")
+        for i in [i for i, p in live.items() if p.poll() is not None]:
+            code = live.pop(i).returncode
+            if code != 0:
+                sys.exit(f"training failed (exit code {code}); see the .log beside the run")
     return peak
 
 
@@ -324,6 +332,9 @@ def main() -> None:
     )
     ap.add_argument("--distill-temperature", type=float, default=2.0, help="with --teacher-distill")
     ap.add_argument("--no-torch-pruning", action="store_true")
+    ap.add_argument(
+        "--parallel", type=int, default=2, help="edgeprune training runs at once (one thread each; the seeds')"
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the in-process Torch-Pruning run")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--bench-runs", type=int, default=100)
@@ -344,23 +355,37 @@ def main() -> None:
         # --teacher is filled in per seed (its dense run); the weight and temperature are the recipe's
         pruned_args += ["--distill", str(args.teacher_distill), "--distill-temperature", str(args.distill_temperature)]
     arm_suffix = f"-kd{args.teacher_distill:g}" if kd else ""
+    roots = {
+        seed: args.runs_dir / f"{args.epochs}ep{f'-limit{args.limit}' if args.limit else ''}-seed{seed}"
+        for seed in args.seeds
+    }
+
+    def job(seed: int, arm: str):
+        root = roots[seed]
+        root.mkdir(parents=True, exist_ok=True)
+        extra = [*common, "--seed", str(seed)]
+        if arm == "dense":
+            return lambda: train(root / "dense", str(args.data), args.epochs, ["--no-prune", *extra], args.limit)
+        teacher = ["--teacher", str(root / "dense")] if kd else []  # the seed's dense run, finished first
+        pruned = root / f"pruned{arm_suffix}"
+        return lambda: train(pruned, str(args.data), args.epochs, [*pruned_args, *teacher, *extra], args.limit)
+
+    # every seed's runs side by side, one thread each (--parallel at once); with a teacher, the dense
+    # runs first (each pruned run distils from its seed's)
+    phases = [["dense"], ["pruned"]] if kd else [["dense", "pruned"]]
+    for arms in phases:
+        jobs = [(seed, arm) for seed in args.seeds for arm in arms]
+        peaks = run_pool([job(seed, arm) for seed, arm in jobs], args.parallel)
+        for (seed, arm), peak in zip(jobs, peaks):
+            rss_file = roots[seed] / "peak_rss.json"
+            rss = json.loads(rss_file.read_text()) if rss_file.exists() else {}
+            if peak:
+                rss_file.write_text(json.dumps({**rss, arm: peak}))
     seeds = []
     for seed in args.seeds:
-        root = args.runs_dir / f"{args.epochs}ep{f'-limit{args.limit}' if args.limit else ''}-seed{seed}"
-        root.mkdir(parents=True, exist_ok=True)
+        root = roots[seed]
         dense, pruned = root / "dense", root / f"pruned{arm_suffix}"
-        extra = [*common, "--seed", str(seed)]
-        dense_proc = train(dense, str(args.data), args.epochs, ["--no-prune", *extra], args.limit)
-        peaks = wait_all([dense_proc]) if kd else {}  # the teacher finishes before its student starts
-        teacher = ["--teacher", str(dense)] if kd else []
-        pruned_proc = train(pruned, str(args.data), args.epochs, [*pruned_args, *teacher, *extra], args.limit)
-        peaks |= wait_all([pruned_proc] if kd else [dense_proc, pruned_proc])
-        procs = {"dense": dense_proc, "pruned": pruned_proc}
-        rss = {k: peaks.get(id(p)) for k, p in procs.items() if p is not None}
-        rss_file = root / "peak_rss.json"
-        old = json.loads(rss_file.read_text()) if rss_file.exists() else {}
-        rss = {**old, **{k: v for k, v in rss.items() if v}}
-        rss_file.write_text(json.dumps(rss))
+        rss = json.loads((root / "peak_rss.json").read_text()) if (root / "peak_rss.json").exists() else {}
         tp_dir = root / f"torch_pruning{arm_suffix}"
         tp_result = None if args.no_torch_pruning else torch_pruning_run(pruned, tp_dir)
 
