@@ -568,7 +568,12 @@ def probes(
         ..., help="Run directory (its config.json: the dataset's input and the model).", show_default=False
     ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Probe directory (default RUN/latency/probes)."),
-    n: int = typer.Option(32, "--n", help="Number of probes (a quarter held out to measure the fit's error)."),
+    n: Optional[int] = typer.Option(
+        None,
+        "--n",
+        help="Number of probes, a quarter held out to measure the fit's error [default: enough for a cost per "
+        "layer group, at least 32].",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampled widths."),
     min_width: int = typer.Option(
         PruneSchedule.min_width, "--min-width", help="No layer below this width (as train's --min-width)."

@@ -304,16 +304,12 @@ class _Training:
                 meta=self.meta,
             )
         if not self.quiet:
-            fit = lm.report
-            held = fit.get("held_out_mean_rel_error")
+            from edgeprune.latency.table import fit_summary
+
             where = "emulated" if lm.emulated else "measured"
             console.print(
                 f"latency model: {path} ({where}, {threads or 'all'} thread(s), batch {cfg.latency_batch}); "
-                + (
-                    f"held-out error mean {held:.1%}, max {fit['held_out_max_rel_error']:.1%}"
-                    if held is not None
-                    else ""
-                ),
+                + fit_summary(lm.report),
                 soft_wrap=True,
                 highlight=False,
             )

@@ -27,7 +27,15 @@ from torchvision.models.resnet import BasicBlock  # noqa: E402
 
 from edgeprune.errors import UserError  # noqa: E402
 from edgeprune.latency.model import LatencyModel, check_table, fingerprint, load_latency_model, nnls  # noqa: E402
-from edgeprune.latency.probes import groups_of, macs_per_tensor, make_probes, model_fingerprint  # noqa: E402
+from edgeprune.latency.probes import (  # noqa: E402
+    DEFAULT_N,
+    HELD_OUT,
+    default_count,
+    groups_of,
+    macs_per_tensor,
+    make_probes,
+    model_fingerprint,
+)
 from edgeprune.models import build_model  # noqa: E402
 from edgeprune.prune.cost import CostModel  # noqa: E402
 from edgeprune.prune.groups import sizes_after  # noqa: E402
@@ -317,6 +325,35 @@ def test_fewer_samples_than_tensors_fall_back_to_coarser_features():
     assert LatencyModel.fit(t).level in ("group", "total")
     with pytest.raises(UserError, match="too few"):
         LatencyModel.fit(synthetic_table(n=4, held=2))
+
+
+def test_the_default_probe_count_lets_a_24_group_model_be_fitted_per_group():
+    groups = 24  # EfficientNet-Lite0's prunable groups
+
+    def table(n: int) -> dict:
+        """n probes of a model whose groups cost 1 to 10 units a MAC: not proportional to total MACs."""
+        rng = np.random.default_rng(0)
+        cost = np.linspace(1e-6, 1e-5, groups)
+        held = set(rng.choice(n, size=round(HELD_OUT * n), replace=False).tolist())
+        samples = []
+        for i in range(n):
+            macs = rng.integers(1000, 20000, groups).astype(float)
+            ms = 0.05 + float(cost @ macs)
+            samples.append(
+                {"id": f"p{i}", "widths": {}, "macs": {f"t{j}": m for j, m in enumerate(macs)}, "p50_ms": ms}
+                | {"held_out": i in held}
+            )
+        owner = {f"t{j}": f"g{j}" for j in range(groups)}
+        return dict(synthetic_table(), tensor_owner=owner, samples=samples)
+
+    n = default_count(groups)
+    assert n == math.ceil(2 * (groups + 1) / (1 - HELD_OUT)) == 67 and default_count(3) == DEFAULT_N
+    per_group = LatencyModel.fit(table(n))
+    assert per_group.level != "total" and len(per_group.report["features"]) == groups
+    assert per_group.report["held_out_max_rel_error"] < 1e-6  # the true costs, recovered
+    total_only = LatencyModel.fit(table(DEFAULT_N))  # 24 probes to fit: too few for 24 costs and an intercept
+    assert total_only.level == "total" and list(total_only.report["levels_tried"]) == ["total"]
+    assert total_only.report["held_out_max_rel_error"] > 0.05
 
 
 def test_nnls_meets_its_optimality_conditions():

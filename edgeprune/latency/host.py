@@ -23,13 +23,14 @@ def host_latency_model(
     out_dir: Path,
     threads: int | None = 1,
     batch: int = 1,
-    n: int = 32,
+    n: int | None = None,
     round_to: int = PruneSchedule.round_to,
     min_width: int = PruneSchedule.min_width,
     meta: dict | None = None,
     progress=lambda s: None,
 ) -> tuple[LatencyModel, Path]:
-    """(fitted latency model, its table's path): probes of `model` at sampled widths written to
+    """(fitted latency model, its table's path): `n` probes of `model` at sampled widths (default: enough
+    for a per-group fit, edgeprune.latency.probes.default_count) written to
     OUT_DIR/probes and timed here into OUT_DIR/table.json. A table already there for this model,
     threads and batch (a resumed run) is reused, not measured again."""
     from edgeprune.latency.probes import make_probes, model_fingerprint
@@ -44,8 +45,11 @@ def host_latency_model(
         check_table(table, fp, threads, batch, name=str(table_path))
         return LatencyModel.fit(table, name=str(table_path)), table_path
     probes = out_dir / "probes"
-    make_probes(model, example_inputs, None, probes, n=n, round_to=round_to, min_width=min_width, meta=meta)
-    progress(f"timing {n} latency probes with onnxruntime ({threads or 'all'} thread(s), batch {batch})")
-    table = measure_probes(probes, threads=threads, batch=batch, command=["edgeprune", "train (latency table)"])
+    made = make_probes(model, example_inputs, None, probes, n=n, round_to=round_to, min_width=min_width, meta=meta)
+    count = len(made["probes"])
+    progress(f"timing {count} latency probes with onnxruntime ({threads or 'all'} thread(s), batch {batch})")
+    table = measure_probes(  # all in one interleaved set: drift between sets would not be interleaved away
+        probes, threads=threads, batch=batch, command=["edgeprune", "train (latency table)"], at_once=count
+    )
     atomic_write_json(table_path, table)
     return LatencyModel.fit(table, name=str(table_path)), table_path

@@ -30,7 +30,8 @@ from edgeprune.manifest import MANIFEST, changed_files
 # Probes timed side by side: one worker process each (python + onnxruntime + the probe, some
 # 40-60 MB), interleaved round by round. More are timed in successive sets of this many; drift
 # between sets is not interleaved away (measured here under load: whole sets 20-30 % apart), so
-# the default 32 probes are one set.
+# a device times 32 at most at once (`edgeprune bench --latency-probes`); a table train measures on
+# the host times all of its probes as one set (edgeprune.latency.host).
 PROBES_AT_ONCE = 32
 
 
@@ -123,11 +124,11 @@ def measure_probes(
     settings: Settings | None = None,
     command: list[str] | None = None,
     progress=lambda s: None,
+    at_once: int = PROBES_AT_ONCE,
 ) -> dict:
     """Time every probe of `probe_dir` at `batch` with `threads` threads on the runtime of `settings` (default
-    onnxruntime, threads: all
-    usable cores); the latency table, with its fit. `settings` (from make_settings) overrides the
-    other options."""
+    onnxruntime, threads: all usable cores), `at_once` probes interleaved at a time (a worker process
+    each); the latency table, with its fit. `settings` (from make_settings) overrides the other options."""
     from edgeprune.bench.conditions import Conditions
     from edgeprune.bench.env import machine_info
     from edgeprune.bench.runner import measure
@@ -146,8 +147,8 @@ def measure_probes(
     models = _models(probe_dir, manifest, runtime)
     rows: list[dict] = []
     with Conditions() as conditions:
-        for start in range(0, len(models), PROBES_AT_ONCE):
-            part = models[start : start + PROBES_AT_ONCE]
+        for start in range(0, len(models), at_once):
+            part = models[start : start + at_once]
             where = f"probes {start + 1}-{start + len(part)} of {len(models)}"
             rows.extend(measure(part, settings, lambda s, where=where: progress(f"{where}: {s}")))
     machine = machine_info(settings.label)
