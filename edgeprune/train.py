@@ -584,7 +584,7 @@ class _Training:
         warning = majority_warning(test["accuracy"], majority, test["n"])
         budget = pruner.budget_status() if pruner else None
         guard = pruner.guard if pruner else None
-        noisy = guard.noise_warning() if guard is not None else None
+        noisy = [guard.noise_warning(), guard.spent_warning()] if guard is not None else []
         metrics = {
             "test_loss": test["loss"],
             "test_accuracy": test["accuracy"],
@@ -593,7 +593,7 @@ class _Training:
             "test_n": test["n"],
             "test_majority_share": majority,
             "warnings": [
-                w for w in (warning, budget and not budget["met"] and budgets.status_line(budget), noisy) if w
+                w for w in (warning, budget and not budget["met"] and budgets.status_line(budget), *noisy) if w
             ],
             "params": live,
             "dense_params": count_params(model),

@@ -321,6 +321,24 @@ def test_the_kept_steps_costs_add_up_against_max_drop(first_cost):
 # --- a model no better than guessing ------------------------------------------------------------
 
 
+def test_the_summed_estimate_says_how_uncertain_many_kept_steps_leave_it():
+    """Each kept step's cost is two validation passes; k of them added up carry up to sqrt(2k) passes'
+    noise. Measured on Lite0 (benchmarks/README.md): 16 steps kept on 1,000 images summed to 1.00 point
+    and the test lost 2.79."""
+    g = guards.Guard(max_drop=1.0, n=1000, reference=0.87)
+    assert g.spent_noise() is None and g.spent_warning() is None  # nothing kept yet
+    g.events.append({"action": "kept", "value": 0.86})  # a first step judged against the reference alone
+    assert g.spent_noise() is None
+    g.events += [{"action": "kept", "before": 0.87, "value": 0.87}] * 16 + [{"action": "rolled back", "before": 0.9}]
+    one_pass = 2 * 100 * math.sqrt(0.87 * 0.13 / 1000)  # two binomial standard errors, in points
+    assert g.spent_noise() == pytest.approx(one_pass * math.sqrt(32))
+    said = g.spent_warning()
+    assert "the costs of 16 kept steps added up (0.00 points)" in said and "32 validation passes on n=1000" in said
+    assert "--prune-every" in said and g.to_dict()["spent_noise_points"] == pytest.approx(g.spent_noise())
+    big = guards.Guard(max_drop=1.0, n=100_000, reference=0.87, events=[{"action": "kept", "before": 0.87}])
+    assert big.spent_noise() < 1.0 and big.spent_warning() is None  # one step on 100,000 examples: told apart
+
+
 def test_the_floor_is_what_always_guessing_the_most_common_class_scores():
     y = torch.tensor([2] * 6 + [0] * 3 + [1])
     guess = torch.full_like(y, 2)
@@ -609,6 +627,7 @@ def test_max_drop_in_a_users_own_loop_with_its_evaluation_judged_at_once():
     assert s.ended_by == "guard" and s.budget["met"] is False
     assert s.guard["kept"] == len(kept) and s.guard["n"] == len(YV)
     assert "pruning ended by the guard" in str(s) and "accuracy guard: max drop 1 points" in str(s)
+    assert f"uncertain by up to {g.spent_noise():.1f}" in str(s)
     # n=400 at ~0.9: two standard errors are ~3 points, above the 1-point tolerance: said
     noise = 2 * 100 * math.sqrt(dense_accuracy * (1 - dense_accuracy) / len(YV))
     assert g.noise() == pytest.approx(noise)
@@ -878,6 +897,11 @@ def test_resume_in_the_middle_of_a_guarded_run_ends_as_an_uninterrupted_run(data
     assert full["guard"]["recovery_steps"] == 3
     assert_same_run(tmp_path / "full", tmp_path / "cut")
     assert full["guard"] == resumed["guard"] and full["test_accuracy"] == resumed["test_accuracy"]
+    # many steps kept on 60 validation examples: the summed estimate says how little it knows
+    g = full["guard"]
+    k = sum(e["action"] == "kept" and e.get("before") is not None for e in events)
+    assert k >= 2 and g["spent_noise_points"] == pytest.approx(g["noise_points"] * math.sqrt(2 * k))
+    assert any(w.startswith("the accuracy guard's estimate of the drop") for w in full["warnings"])
 
 
 @pytest.mark.parametrize(

@@ -272,6 +272,32 @@ class Guard:
             "more validation examples (--val-fraction)."
         )
 
+    def kept_with_cost(self) -> int:
+        """Kept steps judged against the model just before them: the costs `spent` adds up."""
+        return sum(e["action"] == "kept" and e.get("before") is not None for e in self.events)
+
+    def spent_noise(self) -> float | None:
+        """How uncertain `spent` is, in points (NOISE_SE standard errors), when n is known: each kept step's
+        cost is the difference of two validation passes, each with the set's binomial noise, so k costs
+        added up carry up to sqrt(2k) times one pass's noise. Many small steps on a small validation set
+        leave the sum with little to say."""
+        k, noise = self.kept_with_cost(), self.noise()
+        return None if noise is None or not k else noise * math.sqrt(2 * k)
+
+    def spent_warning(self) -> str | None:
+        """A sentence when the kept steps' summed cost is more uncertain than max_drop (see spent_noise)."""
+        noise = self.spent_noise()
+        if noise is None or noise <= self.max_drop:
+            return None
+        k = self.kept_with_cost()
+        return (
+            f"the accuracy guard's estimate of the drop, the costs of {k} kept steps added up ({self.spent:.2f} "
+            f"points), is uncertain by up to {noise:.1f} points ({NOISE_SE:g} standard errors of {2 * k} "
+            f"validation passes on n={self.n}), more than --max-accuracy-drop {self.max_drop:g}: the pruned model "
+            "may be further under the dense one than the guard could tell; compare them on the test split, and "
+            "prune at fewer points (a larger --prune-every) or hold out more validation examples (--val-fraction)."
+        )
+
     def stop_reason(self) -> str:
         """Why a budget was missed when the guard ended pruning (see prune/budget.py)."""
         s = self.stopped
@@ -309,7 +335,12 @@ class Guard:
 
     def to_dict(self) -> dict:
         """The guard's outcome as plain data (metrics.json's `guard`, Summary.guard)."""
-        extra = {"shortened": self.shortened(), "waited": self.waited(), "noise_points": self.noise()}
+        extra = {
+            "shortened": self.shortened(),
+            "waited": self.waited(),
+            "noise_points": self.noise(),
+            "spent_noise_points": self.spent_noise(),
+        }
         return {**asdict(self), **self.counts(), **extra}
 
     def state_dict(self) -> dict:

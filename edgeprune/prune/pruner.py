@@ -195,7 +195,9 @@ def guard_line(g: dict) -> str:
     return (
         f"accuracy guard: max drop {g['max_drop']:g} points of validation {g['metric']}{n}, dense reference {ref} "
         f"(each step {when}; the kept steps cost {g.get('spent', 0.0):.2f} points in all, each against the model "
-        "just before it); "
+        "just before it"
+        + (f", uncertain by up to {g['spent_noise_points']:.1f}" if g.get("spent_noise_points") is not None else "")
+        + "); "
         f"{g['kept']} step(s) kept, {g['rolled_back']} rolled back"
         + (f", {g['waited']} point(s) passed while no better than guessing" if g.get("waited") else "")
         + (_stopped_words(g["stopped"]) if g.get("stopped") else "")
