@@ -323,7 +323,7 @@ def test_the_kept_steps_costs_add_up_against_max_drop(first_cost):
 
 def test_the_summed_estimate_says_how_uncertain_many_kept_steps_leave_it():
     """Each kept step's cost is two validation passes; k of them added up carry up to sqrt(2k) passes'
-    noise. Measured on Lite0 (benchmarks/README.md): 16 steps kept on 1,000 images summed to 1.00 point
+    noise. Measured on Lite0 (benchmarks/README.md): 16 steps kept on 1,000 images summed to -2.00 points
     and the test lost 2.79."""
     g = guards.Guard(max_drop=1.0, n=1000, reference=0.87)
     assert g.spent_noise() is None and g.spent_warning() is None  # nothing kept yet
