@@ -2,7 +2,8 @@
 
 A batch of texts is cut to its longest row (`Data.prepare`), so a batch that mixes a 128-token row
 with 30-token ones costs 128 columns for every row. On the tweets with MiniLM's tokenizer, random
-batches of 64 pad to 1.9x the tokens they hold; grouped by length, 1.04x.
+batches of 32 pay for 1.76x the tokens they hold; grouped by length, 1.04x
+(benchmarks/results/group_by_length_minilm_tweets.json).
 
 - Evaluation (`by_length`) runs rows shortest first and puts the outputs back in order: the same
   outputs (a model's output does not depend on trailing padding), for less work.
