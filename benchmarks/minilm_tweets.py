@@ -325,6 +325,12 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--train-args", default="", help="more `edgeprune train` flags for both edgeprune runs")
     ap.add_argument(
+        "--pruned-args",
+        default="",
+        help="more `edgeprune train` flags for the pruned run only, e.g. '--guard-metric f1' (a dense run would "
+        "refuse it); finished dense runs of the same recipe are reused",
+    )
+    ap.add_argument(
         "--teacher-distill",
         type=float,
         help="the pruned run (and Torch-Pruning's fine-tuning) distils from the dense run with this weight "
@@ -350,7 +356,7 @@ def main() -> None:
     common = ["--model", f"hf:{model_dir}", "--max-len", str(args.max_len), "--finetune-lr", "cosine"]
     common += shlex.split(args.train_args)
     kd = args.teacher_distill is not None
-    pruned_args = ["--target-macs", str(args.target_macs)]
+    pruned_args = ["--target-macs", str(args.target_macs), *shlex.split(args.pruned_args)]
     if kd:
         # --teacher is filled in per seed (its dense run); the weight and temperature are the recipe's
         pruned_args += ["--distill", str(args.teacher_distill), "--distill-temperature", str(args.distill_temperature)]
