@@ -10,6 +10,11 @@ the pruner then, so compaction slices its state (Adam/AdamW moments) and re-poin
 groups. Per optimizer step: scores after the backward (`on_pre_optimizer_step`, the gradients of
 the whole accumulated step), then `pruner.step()`; at each epoch's end `pruner.end_epoch()`; at
 the end `pruner.finalize()`.
+
+`load_best_model_at_end=True` is refused when training starts: the Trainer would load a checkpoint
+saved before later pruning steps (wider layers than the model has by then) into the pruned model,
+and then call `finalize()` on weights the pruner never saw. The accuracy guard is edgeprune's way to
+keep the best model a budget allows.
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ class EdgepruneCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         """Checks the Trainer trains the pruner's model and hands the pruner the Trainer's optimizer."""
+        if getattr(args, "load_best_model_at_end", False):
+            raise UserError(
+                "EdgepruneCallback cannot be used with load_best_model_at_end=True (the best checkpoint may be "
+                "wider than the pruned model); set it to False and guard the fine-tune (Pruner(max_drop=...))."
+            )
         if model is not None and model is not self.pruner.model:
             raise UserError("The Trainer trains another model than the Pruner's; build the Pruner on trainer.model.")
         if optimizer is not None:

@@ -252,6 +252,33 @@ def test_trainer_callback_prunes_while_transformers_trainer_fine_tunes(dirs, tmp
     assert all(opt.state[p]["exp_avg"].shape == p.shape for p in model.parameters() if p in opt.state)
 
 
+def test_trainer_callback_refuses_load_best_model_at_end(dirs, tmp_path):
+    """load_best_model_at_end would load a checkpoint wider than the pruned model (saved before later
+    steps) and finalize weights the pruner never saw: refused in one sentence when training starts,
+    before any step."""
+    pytest.importorskip("accelerate")
+    from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+
+    from edgeprune import Pruner
+    from edgeprune.errors import UserError
+    from edgeprune.hf import EdgepruneCallback
+
+    model = AutoModelForSequenceClassification.from_pretrained(dirs["bert"], num_labels=2)
+    x = text_batch([12, 7, 9, 12] * 4, 12, seed=3)
+    data = [{"input_ids": x[i, 0], "attention_mask": x[i, 1], "labels": torch.tensor(i % 2)} for i in range(16)]
+    pruner = Pruner(model, (x[:2, 0], x[:2, 1]), epochs=2, steps_per_epoch=4, warmup_epochs=0, target_macs=0.4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=2, report_to=[],
+        eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True, use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = Trainer(model=model, args=args, train_dataset=data, eval_dataset=data, callbacks=[EdgepruneCallback(pruner)])
+    with pytest.raises(UserError, match=r"^EdgepruneCallback cannot be used with load_best_model_at_end=True .*False"):
+        trainer.train()
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)  # no step ran
+
+
 # --- the command line, end to end -----------------------------------------------------------------
 
 
