@@ -272,7 +272,9 @@ def test_trainer_callback_refuses_load_best_model_at_end(dirs, tmp_path):
         output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=2, report_to=[],
         eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True, use_cpu=True, disable_tqdm=True,
     )  # fmt: skip
-    trainer = Trainer(model=model, args=args, train_dataset=data, eval_dataset=data, callbacks=[EdgepruneCallback(pruner)])
+    trainer = Trainer(
+        model=model, args=args, train_dataset=data, eval_dataset=data, callbacks=[EdgepruneCallback(pruner)]
+    )
     with pytest.raises(UserError, match=r"^EdgepruneCallback cannot be used with load_best_model_at_end=True .*False"):
         trainer.train()
     after = model.state_dict()
