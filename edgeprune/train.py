@@ -16,7 +16,6 @@ from typing import Optional
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgeprune import distributed, faults
 from edgeprune.bench.metrics import majority_warning
@@ -28,6 +27,7 @@ from edgeprune.data.text import Vocab
 from edgeprune.errors import BudgetWarning, UserError
 from edgeprune.metrics import f1_score, loss_fn, majority_share, predict, training_loss
 from edgeprune.models import build_model, check_model_fits, default_config, layer_widths
+from edgeprune.progress import EpochProgress
 from edgeprune.prune import budget as budgets
 from edgeprune.prune.bn import recalibrate_batchnorm
 from edgeprune.prune.guard import DEFAULT_METRIC
@@ -117,26 +117,14 @@ def _train(
     amp: torch.dtype | None,
     local_batch: int,
 ) -> dict:
+    progress = EpochProgress(console, quiet)  # before the run directory: a bad $EDGEPRUNE_LOG_EVERY touches nothing
     t = _Training(cfg, quiet, ctx, device, amp, local_batch)
     t.open(resume, restart)  # the run directory checked, the data loaded, the model built or resumed
-    with _progress(quiet) as progress:
+    with progress:
         for epoch in range(t.start, cfg.epochs + 1):
             record = t.train_epoch(epoch, progress)  # the steps, then pruning at the epoch's end
             t.save_epoch(record)  # validation, checkpoint (atomic), history line
     return t.finish()  # final compaction, test metrics, model.pt
-
-
-def _progress(quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[stats]}"),
-        console=console,
-        disable=quiet,
-        transient=True,
-    )
 
 
 class _Training:
@@ -395,12 +383,12 @@ class _Training:
         return used
 
     # --- one epoch -----------------------------------------------------------------------------
-    def train_epoch(self, epoch: int, progress: Progress) -> dict:
+    def train_epoch(self, epoch: int, progress: EpochProgress) -> dict:
         cfg, data, pruner = self.cfg, self.data, self.pruner
         phase = self.schedule.phase(epoch) if pruner else "train"
         for group in self.optimizer.param_groups:  # a function of the epoch, so resume-safe
             group["lr"] = cfg.lr * self.schedule.lr_scale(epoch)
-        task = progress.add_task(f"epoch {epoch}/{cfg.epochs} {phase}", total=self.steps, stats="")
+        progress.start(f"epoch {epoch}/{cfg.epochs} {phase}", self.steps)
         t0 = time.perf_counter()
         if cfg.distill and not cfg.teacher and self.teacher is None and self.schedule.phase(epoch) != "warmup":
             self.teacher = logits_of(self.model, data, data.train.x)
@@ -421,7 +409,7 @@ class _Training:
             faults.crash("step", (epoch - 1) * self.steps + step + 1)
             if step % 25 == 0 or step == self.steps - 1:
                 stats = f"loss {sums[0] / sums[2]:.4f} acc {sums[1] / sums[2]:.4f}"
-                progress.update(task, completed=step + 1, stats=stats)
+                progress.update(step + 1, stats)
         loss_sum, correct, seen = distributed.sum_over_ranks(sums, self.device, self.ctx)
         if pruner:
             report = pruner.end_epoch(epoch)
@@ -431,7 +419,7 @@ class _Training:
         distributed.check_in_sync(self.model, self.ctx)
         seconds = time.perf_counter() - t0
         self.train_seconds += seconds
-        progress.remove_task(task)
+        progress.end()
         record = {
             "epoch": epoch,
             "phase": phase,

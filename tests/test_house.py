@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edgeprune"
 # layer or one above. The runtime side (errors .. bench) imports no torch: it is what the device runs.
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
-    ("version", "manifest", "targets", "faults"),
+    ("version", "manifest", "targets", "faults", "progress"),  # progress: how a long epoch shows it (rich)
     ("run",),  # paths of a run directory and atomic writes (torch-free: bench writes its timings there)
     ("bench",),  # onnxruntime and numpy only
     ("data", "metrics", "distributed"),
