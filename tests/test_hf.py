@@ -640,6 +640,34 @@ def test_the_pruner_removes_whole_sublayers_to_meet_a_budget(dirs):
         assert torch.isfinite(model(input_ids=ids, attention_mask=mask).logits).all()
 
 
+def test_one_pruning_step_empties_at_most_one_sublayer(dirs):
+    """Every head scores next to nothing and every FFN neuron much more, and the budget asks for
+    90% fewer MACs in one step: by loss per MAC every attention would go at once (a whole-split
+    MiniLM run's first tries did that and collapsed). The step empties one sublayer and takes the
+    others down to their floor of one head; the model still runs."""
+    from edgeprune import Pruner
+    from edgeprune.prune.pruner import EMPTIED_PER_STEP
+    from edgeprune.prune.schedule import PruneSchedule
+
+    model, example = built(dirs, "bert")
+    sched = PruneSchedule(
+        epochs=2, warmup_epochs=0, prune_until=0.5, threshold=0.0, round_to=1, min_width=1,
+        prune_connections=False, target_macs=0.1,
+    )  # fmt: skip
+    p = Pruner(model, example, schedule=sched)
+    p.scores.unit = {
+        g.name: torch.full((g.width,), 1e-9 if g.name.endswith(QUERY) else 1.0, dtype=torch.float64) for g in p.groups
+    }
+    p.scores.batches = 1
+    p.end_epoch(1)
+    heads = {n: w for n, w in p.widths().items() if n.endswith(QUERY)}
+    assert len(heads) > EMPTIED_PER_STEP == 1, heads
+    assert sorted(heads.values()) == [0] + [HEAD] * (len(heads) - 1), heads  # one emptied, the rest at one head
+    assert sum(w == 0 for w in p.widths().values()) == EMPTIED_PER_STEP
+    with torch.no_grad():
+        assert torch.isfinite(model(example)).all()
+
+
 def test_a_run_that_empties_sublayers_reloads_and_exports(dirs, data_root, tmp_path):
     """`edgeprune train` with a budget below one head and eight neurons per layer: sublayers go
     whole, the run's metrics say 0 for them, model.pt is rebuilt from the run directory alone with

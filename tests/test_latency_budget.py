@@ -231,3 +231,20 @@ def test_train_to_a_latency_budget_then_export_records_prediction_and_measuremen
     assert report["runs"][0]["budget"] == "<= 1000 ms"
     assert {row["budget"] for row in report["rows"]} == {"<= 1000 ms"}
     assert "latency budget 1000 ms" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_a_macs_budget_ranks_by_raw_loss_per_mac_not_by_layer_normalized_scores():
+    """conv0's units are worth 1.0 each to the loss, conv1's 0.01 (raw Taylor scores, comparable from
+    layer to layer), fc0's 100. Normalized per layer every unit is 1.0, and a conv0 unit saves more
+    MACs (11,664) than a conv1 unit (5,472), so conv0 would go first; by loss per MAC saved conv1
+    goes first and alone: exactly the three conv1 units that make the MACs to remove (by hand)."""
+    model = build_model(TINY)
+    dense_macs = 16 * 9 * 144 + 32 * 16 * 9 * 36 + 32 * 288 + 4 * 32
+    need = 3 * (16 * 9 * 36 + 32 * 9)  # three conv1 units: their own MACs and fc0's inputs from them
+    sched = one_step(target_macs=(dense_macs - need) / dense_macs)
+    widths = model.widths()
+    scores = {"conv0": [1.0] * widths["conv0"], "conv1": [0.01] * widths["conv1"], "fc0": [100.0] * widths["fc0"]}
+    p = scored(model, sched, scores, None)
+    report = p.end_epoch(1)
+    assert report.removed_units == {"conv1": 3}
+    assert p.macs() == dense_macs - need

@@ -385,7 +385,8 @@ def test_budget_step_does_not_cross_the_final_target_when_another_notch_fits(fin
     keep = {"conv0": 8, "conv1": 16, "fc0": 24}
     live = {g.name: pruner._live_units(g) for g in pruner.groups}
     norm = {k: normalize(torch.tensor(v, dtype=torch.float64)).float() for k, v in scores.items()}
-    pruner._fit_budget(keep, norm, live, budget=(base - 500) / base)
+    raw = {k: torch.tensor(v, dtype=torch.float64) for k, v in scores.items()}
+    pruner._fit_budget(keep, norm, live, (base - 500) / base, raw)
     # conv1's notch scores lowest but would cross the final target (0.7: 3,380; 0.8: 3,862);
     # fc0's notch fits the step without crossing (0.7), or overshoots least when both cross (0.8)
     assert keep == expected

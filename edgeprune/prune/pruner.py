@@ -72,6 +72,10 @@ def _inside(module: str) -> bool:
 
 
 NOTCH_SHARE = 32  # a budget notch takes at most this share (1/32) of a big layer's survivors
+# Sublayers a step may empty (an attention's last heads, an FFN's last neurons): the largest change
+# one notch makes, and the one its first-order score says least about. One a step, the guard judges
+# each (a whole-split MiniLM run's first tries emptied all 6 attentions at once and collapsed).
+EMPTIED_PER_STEP = 1
 PROTECTED = float(torch.finfo(torch.float32).max)  # the normalized score of a protected unit
 _CONNECTION_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.LSTM, nn.GRU, nn.RNN)
 
@@ -987,7 +991,8 @@ class Pruner:
         """Units under the threshold; with a budget, then more, one notch of units of one layer at
         a time, until the rebuilt model fits. Survivor counts are multiples of round_to (rounded
         up), the best-scored units always stay, and so do a group's protected units."""
-        norm, live = self._unit_norms()
+        raw = self.scores.unit_scores()
+        norm, live = self._unit_norms(raw)
         s = self.schedule
         keep = {}
         for g in self.groups:
@@ -996,21 +1001,26 @@ class Pruner:
             rt, mw = self._in_units(g)
             keep[g.name] = max(round_keep(n_live - n_drop, n_live, rt, mw), len(g.protected))
         if budget is not None:
-            self._fit_budget(keep, norm, live, budget)
+            self._fit_budget(keep, norm, live, budget, raw)
         return self._removed_for(keep, norm, live)
 
-    def _fit_budget(self, keep: dict[str, int], norm, live, budget: float) -> None:
+    def _fit_budget(self, keep: dict[str, int], norm, live, budget: float, raw) -> None:
         """Lower survivor counts one notch at a time until the rebuilt model fits `budget`.
 
         Each notch takes the next-lowest-scored units of one layer. Under a parameter budget the
         notch with the lowest mean normalized score goes first; under a MACs or latency budget the
-        one with the least score per MAC (or millisecond) it saves, so that a layer whose units are
+        one with the least loss per MAC (or millisecond) it saves, so that a layer whose units are
         cheap in parameters but costly in compute (early, high-resolution convolutions) goes before
-        one whose units are the reverse. Either way a notch that would cross the run's final target
-        is taken only when every notch would: with coarse rounding at small widths, the
-        cheapest-scored notch can remove a third of a layer, far more than the step needs. A notch
-        is `round_to` units, or 1/NOTCH_SHARE of the layer's survivors when that is more, so that a
-        20,000-row vocabulary takes tens of notches, not thousands.
+        one whose units are the reverse. That loss is the units' raw scores (`raw`: the first-order
+        change of the loss, comparable from layer to layer), not their normalized ones: those make
+        every layer's average unit 1.0, so a unit that is a twelfth of its layer (an attention head)
+        would count as little as one that is a 1,536th (an FFN neuron) while saving 64 times the
+        MACs, and a budget would take every head before any neuron. Either way a notch that would
+        cross the run's final target is taken only when every notch would: with coarse rounding at
+        small widths, the cheapest-scored notch can remove a third of a layer, far more than the step
+        needs. A notch is `round_to` units, or 1/NOTCH_SHARE of the layer's survivors when that is
+        more, so that a 20,000-row vocabulary takes tens of notches, not thousands. A step empties
+        at most EMPTIED_PER_STEP whole sublayers.
         """
         target = budget * self._baseline_cost()
         final = self._final * self._baseline_cost()
@@ -1021,8 +1031,9 @@ class Pruner:
             for g in self.groups
         }
         params = self._cost_for(keep)
+        emptied = 0  # sublayers this step has emptied
         while params > target:
-            options = []  # (mean normalized score of the notch, group order, name, lower)
+            options = []  # (rank of the notch, group order, name, lower)
             for order, g in enumerate(self.groups):
                 n_live = int(live[g.name].sum())
                 rt, mw = self._in_units(g)
@@ -1030,19 +1041,22 @@ class Pruner:
                 # (keep - notch) rounded up to a multiple of round_to: at most `notch` units go
                 lower = ((keep[g.name] - notch + rt - 1) // rt) * rt
                 if g.whole and keep[g.name] > 0 and lower < min(mw, n_live) and not g.protected:
+                    if emptied >= EMPTIED_PER_STEP:
+                        continue
                     lower = 0  # below the floor a whole sublayer goes (prune/sublayers.py)
                 elif lower < min(mw, n_live) or lower < max(1, len(g.protected)):
                     continue
                 leaving = ascending[g.name][n_live - keep[g.name] : n_live - lower]
                 if per_cost:
                     saved = params - self._cost_for({**keep, g.name: lower})
-                    rank = float(norm[g.name][leaving].sum()) / saved if saved > 0 else math.inf
+                    rank = float(raw[g.name][leaving].sum()) / saved if saved > 0 else math.inf
                 else:
                     rank = float(norm[g.name][leaving].mean())
                 options.append((rank, order, g.name, lower))
             if not options or all(o[0] == math.inf for o in options):
                 return  # nothing left to remove, or nothing that would save time
             choice = self._cheapest_notch(keep, options, final)
+            emptied += choice[1] == 0 and keep[choice[0]] > 0
             keep[choice[0]], params = choice[1], choice[2]
 
     def _cheapest_notch(self, keep: dict[str, int], options: list, final: float) -> tuple[str, int, float]:
