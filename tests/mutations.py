@@ -96,6 +96,23 @@ MUTATIONS = [
         "a MACs budget ranks notches by mean score, not score per MAC saved (the ResNet-20 run that lost 0.37 points)",
     ),
     Mutation(
+        "macs-budget-ranked-by-normalized-scores",
+        "edgeprune/prune/pruner.py",
+        "rank = float(raw[g.name][leaving].sum()) / saved",
+        "rank = float(norm[g.name][leaving].sum()) / saved",
+        ("tests/test_latency_budget.py",),
+        "a MACs budget weighs units by per-layer normalized scores: a head counts like one FFN neuron (MiniLM lost "
+        "every head in one step)",
+    ),
+    Mutation(
+        "a-step-empties-any-number-of-sublayers",
+        "edgeprune/prune/pruner.py",
+        "EMPTIED_PER_STEP = 1\n",
+        "EMPTIED_PER_STEP = 1000\n",
+        ("tests/test_hf.py",),
+        "one pruning step may empty every attention at once (the whole-split MiniLM run's first tries collapsed)",
+    ),
+    Mutation(
         "bn-recalibration-exponential",
         "edgeprune/prune/bn.py",
         "        m.momentum = None  # cumulative moving average: every batch counts the same",
