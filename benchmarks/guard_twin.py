@@ -20,11 +20,8 @@ from pathlib import Path
 from common import record
 
 from edgeprune.data.tokenizer import TokenizerFile
+from edgeprune.run import read_jsonl
 from edgeprune.rundir import load_run_data
-
-
-def lines(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
 def step_of(at: str) -> int | None:
@@ -46,7 +43,7 @@ def compare(dense: Path, pruned: Path, steps_per_epoch: int) -> dict:
             running += e["step_drop"]
             estimate_after.append((e["judged_at"], running))
     rows = []
-    for h in lines(dense / "history.jsonl"):
+    for h in read_jsonl(dense / "history.jsonl"):
         step = h["epoch"] * steps_per_epoch
         if not befores or h.get(key) is None:
             continue

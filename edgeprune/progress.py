@@ -82,14 +82,14 @@ class EpochProgress:
         """`done` steps of the epoch are over; `stats` is the running loss and accuracy."""
         self.bar.update(self._task, completed=done, stats=stats)
         now = time.perf_counter()
-        if not self.lines or done >= self.total or now - self.last < self.every:
+        if not self.lines or not 0 < done < self.total or now - self.last < self.every:
             return  # the epoch's own line follows its last step
         self.last = now
         spent = now - self.t0
-        left = spent / done * (self.total - done) if done else float("nan")
-        eta = f", about {duration(left)} left" if math.isfinite(left) else ""
+        left = spent / done * (self.total - done)
         self.console.print(
-            f"{self.what}: step {done}/{self.total} ({100 * done // self.total}%)  {stats}  {duration(spent)}{eta}",
+            f"{self.what}: step {done}/{self.total} ({100 * done // self.total}%)  {stats}  {duration(spent)}, "
+            f"about {duration(left)} left",
             highlight=False,
             soft_wrap=True,
         )

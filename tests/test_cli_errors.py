@@ -347,8 +347,11 @@ CASES = {
 }
 
 
-def run_cli(args: list[str], cwd: Path, first_on_path: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the installed `edgeprune` on this checkout; `first_on_path`: a directory imported from before it."""
+def run_cli(
+    args: list[str], cwd: Path, first_on_path: Path | None = None, set_env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the installed `edgeprune` on this checkout; `first_on_path`: a directory imported from before it;
+    `set_env`: variables to set (None: to unset)."""
     env = {k: v for k, v in os.environ.items() if k != "EDGEPRUNE_DATA"}
     env.update(
         # the checkout under test, not whatever the venv installed
@@ -360,6 +363,11 @@ def run_cli(args: list[str], cwd: Path, first_on_path: Path | None = None) -> su
         HF_HOME=str(cwd / ".hf"),  # no cached copy can stand in for the missing data
         COLUMNS="500",  # rich must not wrap the one line
     )
+    for k, v in (set_env or {}).items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
     return subprocess.run(
         [str(EDGEPRUNE), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
     )

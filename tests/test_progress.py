@@ -4,33 +4,26 @@ stdout is a pipe, not a terminal)."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_cli_errors import run_cli
 
 from edgeprune.progress import LOG_EVERY_ENV, duration
 
-ROOT = Path(__file__).resolve().parents[1]
-EDGEPRUNE = Path(sys.executable).with_name("edgeprune")
 LINE = re.compile(
-    r"^epoch 1/1 train: step (\d+)/(\d+) \((\d+)%\)  loss \d+\.\d{4} acc \d\.\d{4}  \d+s(, about \d+s left)?$"
+    r"^epoch 1/1 train: step (\d+)/(\d+) \((\d+)%\)  loss \d+\.\d{4} acc \d\.\d{4}  \d+s, about \d+s left$"
 )
 
 
 def train(data_root: Path, out: Path, every: str | None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    env.pop(LOG_EVERY_ENV, None)
-    if every is not None:
-        env[LOG_EVERY_ENV] = every
     args = [
         "train", "--dataset", "mnist", "--data-dir", str(data_root), "--out", str(out), "--no-prune",
         "--epochs", "1", "--limit", "600", "--batch-size", "8", "--threads", "1", "--device", "cpu",
     ]  # fmt: skip
-    return subprocess.run([str(EDGEPRUNE), *args], env=env, capture_output=True, text=True, timeout=300)
+    return run_cli(args, out.parent, set_env={LOG_EVERY_ENV: every})
 
 
 def test_duration_reads_as_hours_minutes_or_seconds():
