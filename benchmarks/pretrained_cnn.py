@@ -154,6 +154,12 @@ def main() -> None:
         help="mini-batches per Torch-Pruning Taylor estimate (it estimates before each of its ~150 steps; "
         "torch_pruning_compare.py's default 8 would cost more than the fine-tuning itself here)",
     )
+    ap.add_argument(
+        "--tp-threads",
+        type=int,
+        default=1,
+        help="torch threads of each Torch-Pruning run (they run side by side, one per importance)",
+    )
     ap.add_argument("--cache", type=Path, default=Path("runs/bench-pretrained/cache"), help="wheels and PNGs")
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/bench-pretrained"))
     ap.add_argument("--bench-runs", type=int, default=200)
@@ -190,7 +196,7 @@ def main() -> None:
         "--bench-runs", str(args.bench_runs),
         "--name", name,
         "--importances", *args.importances,
-        "--tp-args", f"--grad-batches {args.grad_batches}",
+        "--tp-args", f"--grad-batches {args.grad_batches} --threads {args.tp_threads}",
         *(["--limit", str(args.limit)] if args.limit else []),
         *(["--teacher-distill", str(args.teacher_distill)] if args.teacher_distill is not None else []),
     ]  # fmt: skip
