@@ -51,6 +51,7 @@ def main() -> None:
         target_macs=min(args.budgets), round_to=cfg["round_to"], min_width=cfg["min_width"], prune_connections=False,
     )  # fmt: skip
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg["seed"]))
+    torch.manual_seed(cfg["seed"])  # the scoring passes run in train mode: dropout draws from this
     for i in range(args.batches):
         idx = order[i * batch : (i + 1) * batch]
         model.zero_grad()
