@@ -43,8 +43,9 @@ def predictions(logits: np.ndarray) -> np.ndarray:
     return logits.reshape(len(logits), -1).argmax(axis=1).astype(np.int64)
 
 
-def _models(bundle: Path) -> list[tuple[str, Path, str, Path | None]]:
-    """(key, file, runtime, source ONNX) per model: key is the name, name@runtime off onnxruntime."""
+def _models(bundle: Path) -> list[tuple[str, Path, str, Path | None, str | None]]:
+    """(key, file, runtime, source ONNX, precision) per model: key is the name, name@runtime off
+    onnxruntime; precision is what the entry asks its runtime to compute in ("bf16"; None: fp32)."""
     meta_path = bundle / "meta.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
@@ -52,12 +53,13 @@ def _models(bundle: Path) -> list[tuple[str, Path, str, Path | None]]:
         for m in meta.get("models", []):
             runtime = m.get("runtime") or "onnxruntime"
             key = m["name"] if runtime == "onnxruntime" else f"{m['name']}@{runtime}"
-            out.append((key, bundle / m["file"], runtime, bundle / m["source"] if m.get("source") else None))
+            source = bundle / m["source"] if m.get("source") else None
+            out.append((key, bundle / m["file"], runtime, source, m.get("precision")))
         return out
-    return [("float", bundle / "model.onnx", "onnxruntime", None)]
+    return [("float", bundle / "model.onnx", "onnxruntime", None, None)]
 
 
-def _runner(path: Path, runtime: str, source: Path | None):
+def _runner(path: Path, runtime: str, source: Path | None, precision: str | None = None):
     """(run: x, attention mask or None -> logits) on `runtime`; onnxruntime directly, the others through
     edgeprune's seam."""
     if runtime == "onnxruntime":
@@ -71,7 +73,7 @@ def _runner(path: Path, runtime: str, source: Path | None):
         from edgeprune.bench import runtimes
     except ImportError:
         raise RuntimeError(f"{runtime} models run through edgeprune, which is not installed here") from None
-    session = runtimes.get(runtime).open(path, 1, source)  # RuntimeMissing says which extra to install
+    session = runtimes.get(runtime).open(path, 1, source, precision=precision)  # RuntimeMissing names the extra
     specs = session.inputs
 
     def infer(x, mask):
@@ -97,9 +99,9 @@ def run(bundle: Path, out: Path, timing_runs: int, runtime: str | None = None) -
     models = [m for m in _models(bundle) if runtime is None or m[2] == runtime]
     if runtime is not None and not models:
         raise SystemExit(f"{bundle} has no model for runtime {runtime!r}; export it with --runtimes {runtime}.")
-    for name, path, runtime_of, source in models:
+    for name, path, runtime_of, source, precision in models:
         try:
-            infer = _runner(path, runtime_of, source)
+            infer = _runner(path, runtime_of, source, precision)
         except Exception as e:  # noqa: BLE001 - a runtime this machine lacks is a skipped model, said
             if runtime_of == "onnxruntime":
                 raise
@@ -177,7 +179,7 @@ def classify(bundle: Path, texts: list[str], model: str | None = None) -> list[d
     if meta.get("task") != "text":
         raise SystemExit(f"{bundle} holds a {meta.get('task')} model; predict.py text takes a text bundle.")
     name = model or meta.get("default", "float")
-    files = {key: path for key, path, runtime, _ in _models(bundle) if runtime == "onnxruntime"}
+    files = {key: path for key, path, runtime, *_ in _models(bundle) if runtime == "onnxruntime"}
     if name not in files:
         raise SystemExit(f"{bundle} has no model {name!r}; choose one of {', '.join(files)}.")
     sess = ort.InferenceSession(str(files[name]), providers=["CPUExecutionProvider"])

@@ -26,8 +26,8 @@ from edgeprune.bench import bench, make_settings  # noqa: E402
 from edgeprune.bench import runtimes as rt  # noqa: E402
 from edgeprune.export import runtimes as export_rt  # noqa: E402
 
-# Written here, not imported: float kernels on another runtime differ by summation order (and bf16/fp16
-# where a CPU has it), relative to the largest logit.
+# Written here, not imported: fp32 kernels on another runtime differ by summation order and algorithm,
+# relative to the largest logit (bf16/fp16 are variants of their own, judged on accuracy).
 RTOL = 1e-2
 FAST = dict(runs=3, rounds=2, warmup=1, threads=1)
 REPO = Path(__file__).resolve().parents[1]
@@ -193,6 +193,56 @@ def test_the_ship_mark_takes_the_fastest_within_the_accuracy_tolerance():
     assert pick["name"] == "m/int8@openvino"
 
 
+def test_float_is_fp32_on_every_runtime_and_a_lower_precision_is_a_variant_that_says_so(tmp_path):
+    """OpenVINO computes in bf16 by default on CPUs with AVX-512 BF16 or AMX, ncnn stores fp16: a float
+    variant asks both for fp32, and a lower precision is asked for by name, reported by the session (from
+    the runtime itself, for OpenVINO), carried by the bench row, the table and the ship line."""
+    from rich.console import Console
+
+    from edgeprune.bench.table import render
+
+    bundle = make_cnn_bundle(tmp_path / "b")
+    assert rt.get("onnxruntime").open(bundle / "model.onnx", 1).precision == "fp32"
+    with pytest.raises(ValueError, match="unknown precision 'int4'"):
+        rt.get("onnxruntime").open(bundle / "model.onnx", 1, precision="int4")
+    ov_runtime = _needs("openvino")
+    import openvino as ov
+
+    session = ov_runtime.open(bundle / "model.onnx", 1)
+    assert session.precision == "fp32" and session.options["inference_precision"] == "f32"
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")  # OpenVINO's own answer
+    assert set(ov_runtime.lowered()) == {p for cap, p in (("BF16", "bf16"), ("FP16", "fp16")) if cap in caps}
+    for precision in ov_runtime.lowered():
+        assert ov_runtime.open(bundle / "model.onnx", 1, precision=precision).precision == precision
+
+    # a bundle entry that asks for bf16 (as export writes one where the CPU has it) is benched so
+    meta = json.loads((bundle / "meta.json").read_text())
+    meta["models"].append({"name": "bf16", "file": "model.onnx", "runtime": "openvino", "precision": "bf16"})
+    (bundle / "meta.json").write_text(json.dumps(meta))
+    _write_manifest(bundle)
+    report = bench([bundle], make_settings(**FAST))
+    by_variant = {r["variant"]: r for r in report["results"]}
+    assert by_variant["float"]["precision"] == "fp32"
+    assert by_variant["bf16"]["precision"] == ("bf16" if "bf16" in ov_runtime.lowered() else "fp32")
+
+    # the words, on a report whose bf16 row was chosen
+    by_variant["bf16"]["precision"] = "bf16"
+    chosen = dict(name=by_variant["bf16"]["name"], runtime="openvino", variant="bf16", precision="bf16")
+    report["ship"] = [dict(report["ship"][0], **chosen)]
+    console = Console(width=200, record=True)
+    console.print(render(report))
+    text = console.export_text()
+    assert "openvino bf16" in text and "(openvino bf16, bf16)" in text
+    assert rt.label("openvino", "fp32") == "openvino" and rt.label("ncnn", None) == "ncnn"
+
+    # an entry asking for a precision edgeprune does not know is that row's failure, said
+    meta["models"][-1]["precision"] = "int4"
+    (bundle / "meta.json").write_text(json.dumps(meta))
+    _write_manifest(bundle)
+    (row,) = [r for r in bench([bundle], make_settings(**FAST))["results"] if r["variant"] == "bf16"]
+    assert row["status"] == "failed" and "asks for the precision 'int4'" in row["error"]
+
+
 def test_export_makes_and_checks_every_installed_runtime(tmp_path):
     """The real conversions on a CNN: OpenVINO reads the ONNX file, its INT8 comes from NNCF, ncnn's
     files from pnnx; each row is parity-checked against onnxruntime, and what is missing says so."""
@@ -225,6 +275,18 @@ def test_export_makes_and_checks_every_installed_runtime(tmp_path):
             assert {"model.openvino-int8.xml", "model.openvino-int8.bin"} <= set(files)
             assert int8["acc_drop_points"] == pytest.approx((1.0 - int8["accuracy"]) * 100, abs=1e-3)
     assert by[("ncnn", "int8")]["status"] in ("unavailable",) or rt.get("ncnn").missing()
+    # each lower precision the runtime has on this CPU is a variant named after it, judged on accuracy
+    for name in ("openvino", "ncnn"):
+        if by[(name, "float")]["status"] != "ok":
+            continue
+        for precision in rt.get(name).lowered():
+            row = by[(name, precision)]
+            assert row["precision"] in (precision, "fp32")  # what the runtime took (fp32 where it would not)
+            assert row["acc_drop_points"] == pytest.approx((1.0 - row["accuracy"]) * 100, abs=1e-3)
+            assert row["status"] == "ok"  # max_acc_drop 100 above: kept whatever it lost
+            assert {"name": precision, "precision": precision, "runtime": name} in [
+                {k: e.get(k) for k in ("name", "precision", "runtime")} for e in entries
+            ]
     # the bundle entries name their runtime and, for converted files, the ONNX file they came from
     for e in entries:
         assert e["runtime"] in ("openvino", "ncnn")

@@ -54,6 +54,7 @@ def choose(rows: list[dict], batch: int, max_acc_drop: float) -> list[dict]:
             "name": best["name"],
             "runtime": best["runtime"],
             "variant": best["variant"],
+            "precision": best.get("precision"),
             "p50_ms": _p50(best, str(batch)),
             "batch": batch,
             "speedup_vs_onnxruntime_float": (

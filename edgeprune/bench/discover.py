@@ -11,7 +11,7 @@ import numpy as np
 
 from edgeprune.bench.onnxfile import check_model, input_shapes
 from edgeprune.bench.runtimes import DEFAULT as DEFAULT_RUNTIME
-from edgeprune.bench.runtimes import RUNTIMES
+from edgeprune.bench.runtimes import PRECISIONS, RUNTIMES
 from edgeprune.errors import UserError
 from edgeprune.manifest import MANIFEST, changed_files
 
@@ -28,6 +28,7 @@ class Model:
     runtime: str = DEFAULT_RUNTIME  # edgeprune.bench.runtimes name
     source: Path | None = None  # the ONNX file a converted model (ncnn, OpenVINO IR) was made from
     skip: str | None = None  # nothing to measure on this runtime: the row is skipped with this reason
+    precision: str | None = None  # what float layers compute in, when the bundle's entry asks ("bf16"); else fp32
 
     @property
     def key(self) -> str:
@@ -91,6 +92,8 @@ def _bundle(root: Path, runtimes: tuple[str, ...] | None = None, prefix: str | N
         problem = None if path.is_file() else f"{m['file']} is listed in meta.json but missing"
         if runtime not in RUNTIMES:
             problem = f"{m['file']} is for the runtime {runtime!r}, which this edgeprune does not know"
+        if m.get("precision") not in (None, *PRECISIONS):
+            problem = f"{m['name']} asks for the precision {m['precision']!r}, which this edgeprune does not know"
         onnx = path.suffix == ".onnx"
         if problem is None and onnx:
             bad = check_model(path)
@@ -113,6 +116,7 @@ def _bundle(root: Path, runtimes: tuple[str, ...] | None = None, prefix: str | N
                 problem=problem,
                 runtime=runtime,
                 source=source,
+                precision=m.get("precision") if runtime == m.get("runtime") else None,
             )
         )
     for runtime in runtimes or ():  # asked for, but nothing in this bundle runs on it: a row that says so

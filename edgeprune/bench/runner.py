@@ -45,6 +45,7 @@ def _row(model: Model) -> dict:
         "latency": {},
         "memory": None,
         "session_options": None,
+        "precision": None,  # the float precision the runtime computed in (runtimes.Session.precision)
         "worker_modules": None,
     }
 
@@ -94,6 +95,7 @@ def _load(model: Model, row: dict, settings: Settings) -> WorkerProcess | None:
         "path": str(model.path),
         "runtime": model.runtime,
         "source": str(model.source) if model.source else None,
+        "precision": model.precision,
         "threads": settings.threads,
         "arena": settings.arena,
         "mem_pattern": settings.mem_pattern,
@@ -110,6 +112,7 @@ def _load(model: Model, row: dict, settings: Settings) -> WorkerProcess | None:
         worker.kill()
         return None
     row["inputs"], row["session_options"] = reply["inputs"], reply["session_options"]
+    row["precision"] = reply.get("precision")
     row["runtime_version"] = reply.get("runtime_version")
     row["task"] = row["task"] or (reply["metadata"] or {}).get("task")
     return worker

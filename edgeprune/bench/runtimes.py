@@ -19,11 +19,12 @@ from edgeprune.bench import feeds, onnxfile
 from edgeprune.bench.identity import identity_model
 
 DEFAULT = "onnxruntime"
-# Parity of a float model on another runtime against onnxruntime's outputs on the same inputs: kernels
-# differ in summation order, and OpenVINO/ncnn may compute in bf16/fp16 where the CPU has it (their
-# defaults, which is what ships). Beyond this the runtime is refused for that model.
+# Parity of a float (fp32) variant on another runtime against onnxruntime's outputs on the same inputs:
+# kernels differ in summation order and algorithm (Winograd). Beyond this the runtime is refused for that
+# model. A variant in bf16/fp16 (`Runtime.lowered`) is lossy by design and judged on accuracy, like INT8.
 PARITY_RTOL = 1e-2  # max abs logit difference, relative to the largest |logit| (at least 1)
 PARITY_MIN_AGREEMENT = 0.99  # top-1 agreement on the eval set
+PRECISIONS = ("fp32", "bf16", "fp16")  # what a variant may ask a runtime to compute float layers in
 
 
 class RuntimeMissing(ImportError):
@@ -39,6 +40,9 @@ class Session:
     options: dict  # what the JSON records of how the session was made
     run: object  # feed dict -> list of np.ndarray
     keep: list = field(default_factory=list)  # objects the runtime needs alive (ncnn Mats)
+    # The precision the runtime computes float layers in: "fp32", or "bf16"/"fp16" when a variant asked for
+    # it (`open(..., precision=)`) and the runtime took it on this CPU; None: not reported.
+    precision: str | None = None
 
 
 class Runtime:
@@ -49,6 +53,11 @@ class Runtime:
     extra: str | None = None  # pyproject extra that installs it
     suffixes: tuple[str, ...] = (".onnx",)  # model files it reads
     int8: str = ""  # how an INT8 variant is made for it, or why there is none (docs and export output)
+
+    def lowered(self) -> tuple[str, ...]:
+        """The precisions below fp32 this runtime can compute float layers in on this CPU ("bf16", "fp16"):
+        each is a variant of its own, judged on accuracy like INT8 (none: the runtime has no such mode)."""
+        return ()
 
     def missing(self) -> str | None:
         """None when the package imports, else one sentence naming the fix."""
@@ -75,7 +84,14 @@ class Runtime:
 
     def open(self, path: Path, threads: int, source: Path | None = None, **options) -> Session:
         """`path` opened with `threads` intra-op threads. `source` is the ONNX file the model was
-        converted from (its inputs and edgeprune metadata, for files that do not carry them)."""
+        converted from (its inputs and edgeprune metadata, for files that do not carry them).
+        `precision=` ("fp32", the default, or one of `lowered()`) is what float layers compute in:
+        every runtime computes in fp32 unless a variant asks for less, whatever the runtime's own default.
+        A CPU without the lower precision runs fp32 (the runtime's choice); `Session.precision` says which."""
+        precision = options.get("precision") or "fp32"
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; edgeprune knows {', '.join(PRECISIONS)}")
+        options["precision"] = precision
         if not self.reads(Path(path)):
             raise ValueError(f"{self.name} reads {' or '.join(self.suffixes)} files, not {Path(path).name}")
         return self._open(self.load_module(), Path(path), threads, Path(source) if source else None, options)
@@ -138,7 +154,7 @@ class OnnxRuntime(Runtime):
             "providers": sess.get_providers(),
         }
         meta = feeds.read_metadata(sess.get_modelmeta().custom_metadata_map)
-        return Session(specs, meta, options, lambda feed: sess.run(None, feed), keep=[sess])
+        return Session(specs, meta, options, lambda feed: sess.run(None, feed), keep=[sess], precision="fp32")
 
     def _open(self, ort, path, threads, source, options):
         so = self.session_options(ort, threads, options.get("arena", True), options.get("mem_pattern", True))
@@ -150,6 +166,8 @@ class OnnxRuntime(Runtime):
         return self._wrap(ort.InferenceSession(model, so, providers=["CPUExecutionProvider"]), so)
 
 
+_OV_PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}  # OpenVINO's type names, in edgeprune's words
+_OV_CAPABILITY = {"BF16": "bf16", "FP16": "fp16"}  # OPTIMIZATION_CAPABILITIES that allow a lower precision
 _OV_TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "i64": "tensor(int64)", "i32": "tensor(int32)"}
 
 
@@ -158,8 +176,21 @@ class OpenVino(Runtime):
     suffixes = (".onnx", ".xml")  # ONNX read directly; IR (.xml + .bin) as export writes its INT8 variant
     int8 = "NNCF post-training quantization of the float model on the bundle's calibration rows (OpenVINO IR)"
 
-    def _compile(self, ov, model, threads: int):
-        config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    def lowered(self) -> tuple[str, ...]:
+        if self.missing():
+            return ()
+        caps = self.load_module().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        return tuple(p for cap, p in _OV_CAPABILITY.items() if cap in caps)
+
+    def _compile(self, ov, model, threads: int, precision: str = "fp32"):
+        # The precision is always set: OpenVINO's own default is bf16 on CPUs with AVX-512 BF16 or AMX.
+        hint = {v: k for k, v in _OV_PRECISION.items()}[precision]
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": hint,
+        }
         compiled = ov.Core().compile_model(model, "CPU", config)
         request = compiled.create_infer_request()
         outputs = list(compiled.outputs)
@@ -171,7 +202,7 @@ class OpenVino(Runtime):
         options = {
             **{k: str(v) for k, v in config.items()},
             "device": "CPU",
-            "inference_precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
         }
         return compiled, run, options
 
@@ -185,9 +216,10 @@ class OpenVino(Runtime):
                     port.get_any_name(), _OV_TYPES.get(port.get_element_type().get_type_name(), "tensor(float)"), shape
                 )
             )
-        compiled, run, opts = self._compile(ov, model, threads)
+        compiled, run, opts = self._compile(ov, model, threads, options["precision"])
         meta = _onnx_metadata(path) or _onnx_metadata(source)
-        return Session(specs, meta, opts, run, keep=[compiled])
+        precision = _OV_PRECISION.get(opts["inference_precision"], opts["inference_precision"])
+        return Session(specs, meta, opts, run, keep=[compiled], precision=precision)
 
     def _floor(self, ov, inputs, threads):
         model = ov.Core().read_model(identity_model([(s.name, s.ort_type, len(s.shape)) for s in inputs]), b"")
@@ -206,11 +238,24 @@ class Ncnn(Runtime):
         "build them from the ncnn sources to make one"
     )
 
+    def lowered(self) -> tuple[str, ...]:
+        # ncnn stores weights and activations in fp16 where the CPU converts them in hardware (x86 F16C,
+        # which every AVX CPU has; ARM NEON with VFPv4 or the fp16 extension), and computes in fp32 on x86.
+        if self.missing():
+            return ()
+        ncnn = self.load_module()
+        hw = ncnn.cpu_support_x86_avx() or ncnn.cpu_support_arm_vfpv4() or ncnn.cpu_support_arm_asimdhp()
+        return ("fp16",) if hw else ()
+
     @staticmethod
-    def _net(ncnn, threads: int):
+    def _net(ncnn, threads: int, precision: str = "fp32"):
         net = ncnn.Net()
         net.opt.num_threads = threads
         net.opt.use_vulkan_compute = False
+        # ncnn's own default stores in fp16 where it can; a float variant asks for fp32 throughout
+        half = precision == "fp16"
+        net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = half
+        net.opt.use_bf16_storage = False
         return net
 
     @staticmethod
@@ -239,7 +284,7 @@ class Ncnn(Runtime):
         if source is None or not Path(source).is_file():
             raise ValueError(f"{path.name} needs the ONNX file it was converted from (its inputs) beside it")
         specs = _onnx_specs(Path(source))
-        net = self._net(ncnn, threads)
+        net = self._net(ncnn, threads, options["precision"])
         bin_path = Path(str(path).removesuffix(".param") + ".bin")
         if net.load_param(str(path)) != 0 or net.load_model(str(bin_path)) != 0:
             raise RuntimeError(
@@ -257,7 +302,7 @@ class Ncnn(Runtime):
             "one_example_per_call": True,
         }
         run = self._runner(ncnn, net, names, net.output_names())
-        return Session(specs, _onnx_metadata(source), opts, run, keep=[net])
+        return Session(specs, _onnx_metadata(source), opts, run, keep=[net], precision=options["precision"])
 
     def _floor(self, ncnn, inputs, threads):
         # An ncnn graph of Input layers only: extracting an input blob is the cheapest call ncnn has.
@@ -270,6 +315,12 @@ class Ncnn(Runtime):
 
 
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (OnnxRuntime(), OpenVino(), Ncnn())}
+
+
+def label(runtime: str, precision: str | None) -> str:
+    """A runtime as tables and ship lines name it: with its precision when it computes float layers in
+    less than fp32 by its own default ("openvino bf16"), so a lowered precision is never silent."""
+    return f"{runtime} {precision}" if precision not in (None, "fp32") else runtime
 
 
 def get(name: str) -> Runtime:

@@ -11,6 +11,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from edgeprune.bench.runtimes import label
+
 
 def _num(v, fmt: str = "{:.3f}") -> str:
     return "-" if v is None else fmt.format(v)
@@ -82,7 +84,7 @@ def models_table(report: dict) -> Table:
             status = Text(f"FAILED: {row['error']}", style="bold red")
         table.add_row(
             row["name"],
-            *((row.get("runtime") or "onnxruntime",) if several else ()),
+            *((label(row.get("runtime") or "onnxruntime", row.get("precision")),) if several else ()),
             status,
             _num(row["accuracy"], "{:.4f}"),
             _num(row["f1"], "{:.4f}"),
@@ -126,7 +128,10 @@ def ship_lines(report: dict) -> list[Text]:
         speedup = c.get("speedup_vs_onnxruntime_float")
         vs = f", {speedup:.2f}x onnxruntime float" if speedup is not None else ""
         lines.append(
-            Text(f"* ship {c['name']} ({c['runtime']}, {c['variant']}): p50 {_ms(c['p50_ms'])} ms{vs}; {c['reason']}")
+            Text(
+                f"* ship {c['name']} ({label(c['runtime'], c.get('precision'))}, {c['variant']}): "
+                f"p50 {_ms(c['p50_ms'])} ms{vs}; {c['reason']}"
+            )
         )
     return lines
 

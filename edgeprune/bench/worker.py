@@ -1,7 +1,8 @@
 """One model in one fresh process, driven by the parent over JSON lines on stdin/stdout.
 
 Requests, one per line, each answered by one line {"ok": true, ...} or {"ok": false, "error"}:
-  {"cmd": "load", "path", "runtime", "source", "threads", "arena", "mem_pattern", "batches", "warmup", "eval"}
+  {"cmd": "load", "path", "runtime", "source", "precision", "threads", "arena", "mem_pattern", "batches",
+   "warmup", "eval"}
                       the model opened on that runtime (edgeprune.bench.runtimes); a missing package
                       answers {"ok": false, "missing": true, "error": how to install it}
   {"cmd": "round", "batch", "runs"} or {"cmd": "round", "batch", "seconds"}
@@ -76,7 +77,7 @@ class Worker:
         # Measured after imports: what the session itself adds.
         before = rss_mb()
         with PeakSampler() as sampler:
-            options = {"arena": req["arena"], "mem_pattern": req["mem_pattern"]}
+            options = {"arena": req["arena"], "mem_pattern": req["mem_pattern"], "precision": req.get("precision")}
             self.session = runtime.open(Path(req["path"]), threads, req.get("source"), **options)
             after = rss_mb()
             sampler.note(after)
@@ -106,6 +107,7 @@ class Worker:
                 for s in specs
             ],
             "session_options": self.session.options,
+            "precision": self.session.precision,
         }
 
     def round(self, req: dict) -> dict:

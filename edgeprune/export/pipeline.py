@@ -445,7 +445,9 @@ def _choose_runtime(models: list[dict], files: dict, accuracy: dict, chosen: str
         runtime = m.get("runtime") or "onnxruntime"
         path, source = Path(files[m["file"]]), Path(files[m["source"]]) if m.get("source") else None
         name = "bundle/" + m["name"] + ("" if runtime == "onnxruntime" else f"@{runtime}")
-        bench_models.append(Model(name=name, variant=m["name"], path=path, runtime=runtime, source=source))
+        bench_models.append(
+            Model(name=name, variant=m["name"], path=path, runtime=runtime, source=source, precision=m.get("precision"))
+        )
     rows = measure(bench_models, settings)
     for row in rows:
         row["accuracy"] = accuracy.get((row["runtime"], row["variant"]))
@@ -459,6 +461,7 @@ def _choose_runtime(models: list[dict], files: dict, accuracy: dict, chosen: str
         "name": pick["runtime"],
         "model": pick["variant"],
         "file": entry["file"],
+        "precision": pick.get("precision"),
         "p50_ms": pick["p50_ms"],
         "speedup_vs_onnxruntime_float": pick["speedup_vs_onnxruntime_float"],
         "chosen_by": f"measured here ({platform.machine()}): {pick['reason']}",

@@ -3,10 +3,13 @@
 OpenVINO reads the ONNX file itself (no copy); its INT8 variant is made with NNCF's post-training
 quantization on the calibration rows and saved as OpenVINO IR. ncnn's files come from pnnx, run
 here on the host, never on the device; ncnn has no INT8 path from the pip wheels (see
-edgeprune.bench.runtimes.Ncnn.int8). Every variant is run on its runtime over the eval set:
-a float variant whose outputs disagree with onnxruntime's beyond tolerance is refused (one
-sentence, a warning, and not in the bundle); an INT8 variant losing more than --max-acc-drop
-points is measured and not kept. A runtime or tool that is not installed is a row that says so.
+edgeprune.bench.runtimes.Ncnn.int8). Where a runtime can compute in less than fp32 on this CPU
+(`Runtime.lowered`: OpenVINO's bf16 or fp16, ncnn's fp16 storage), that is a variant of its own,
+named after its precision: the same file, opened with `precision=`. Every variant is run on its
+runtime over the eval set: a float (fp32) variant whose outputs disagree with onnxruntime's beyond
+tolerance is refused (one sentence, a warning, and not in the bundle); a bf16, fp16 or INT8 variant
+losing more than --max-acc-drop points is measured and not kept. A runtime or tool that is not
+installed is a row that says so.
 """
 
 from __future__ import annotations
@@ -46,11 +49,12 @@ def _check(
     ref: np.ndarray,
     float_acc: float,
     max_acc_drop: float,
+    precision: str = "fp32",
 ) -> dict:
     """Run `path` on `runtime` over the eval set: parity against onnxruntime's float logits `ref`,
     accuracy; float variants must agree within tolerance, INT8 ones stay within --max-acc-drop."""
     try:
-        session = rt.get(runtime).open(path, 1, source)
+        session = rt.get(runtime).open(path, 1, source, precision=precision)
         out = rt.run_all(session, eval_x, chunk=64)
     except Exception as e:  # noqa: BLE001 - a runtime that cannot run the model is a refused row, said
         return _row(
@@ -70,13 +74,15 @@ def _check(
         accuracy=acc,
         acc_drop_points=drop,
         eval_n=len(eval_y),
+        precision=session.precision,
     )
     if variant == "float" and not par["ok"]:
         row.update(status="refused", reason=f"{runtime} is refused for this model: {par['reason']}")
     elif variant != "float" and drop > max_acc_drop + 1e-9:
         row.update(
             status="refused",
-            reason=f"{runtime} INT8 loses {drop:.2f} accuracy points, more than --max-acc-drop {max_acc_drop:g}",
+            reason=f"{runtime} {variant.upper()} loses {drop:.2f} accuracy points, more than --max-acc-drop "
+            f"{max_acc_drop:g}",
         )
     return row
 
@@ -157,8 +163,15 @@ def export_runtimes(
     float_acc = metrics.accuracy(np.asarray(eval_y).reshape(-1), metrics.predictions(ref))
     rows, entries, files = [], [], {}
 
-    def check(runtime, variant, path):
-        return _check(runtime, variant, path, source, eval_x, eval_y, ref, float_acc, max_acc_drop)
+    def check(runtime, variant, path, precision="fp32"):
+        return _check(runtime, variant, path, source, eval_x, eval_y, ref, float_acc, max_acc_drop, precision)
+
+    def lowered(runtime, path, entry):  # the runtime's bf16/fp16 variants of the float file: lossy, so on accuracy
+        for precision in runtime.lowered():
+            row = check(runtime.name, precision, path, precision)
+            rows.append(_say(row))
+            if row["status"] == "ok":
+                entries.append({**entry, "name": precision, "precision": precision})
 
     for name in names:
         if name == rt.DEFAULT:
@@ -173,6 +186,7 @@ def export_runtimes(
             rows.append(_say(row))
             if row["status"] == "ok":
                 entries.append({"name": "float", "file": source.name, "runtime": name})
+            lowered(runtime, source, {"file": source.name, "runtime": name})
             qpath, why = _openvino_int8(source, out, calib_x)
             if qpath is None:
                 rows.append(_say(_row(name, "int8", None, "unavailable", why)))
@@ -189,7 +203,10 @@ def export_runtimes(
             rows.append(_say(row))
             if row["status"] == "ok":
                 entries.append({"name": "float", "file": param.name, "runtime": name, "source": source.name})
-                bin_path = Path(str(param).removesuffix(".param") + ".bin")
-                files[param.name], files[bin_path.name] = param, bin_path
+            if param is not None:
+                lowered(runtime, param, {"file": param.name, "runtime": name, "source": source.name})
+                if any(e["file"] == param.name for e in entries):  # kept as float, fp16 or both: one copy
+                    bin_path = Path(str(param).removesuffix(".param") + ".bin")
+                    files[param.name], files[bin_path.name] = param, bin_path
             rows.append(_say(_row(name, "int8", None, "unavailable", f"no INT8 variant: {runtime.int8}")))
     return rows, entries, files
