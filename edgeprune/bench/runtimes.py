@@ -239,13 +239,14 @@ class Ncnn(Runtime):
     )
 
     def lowered(self) -> tuple[str, ...]:
-        # ncnn stores weights and activations in fp16 where the CPU converts them in hardware (x86 F16C,
-        # which every AVX CPU has; ARM NEON with VFPv4 or the fp16 extension), and computes in fp32 on x86.
+        # ncnn stores activations in fp16 on ARM (NEON with VFPv4, or the fp16 extension, which also computes
+        # in it); on x86 its fp16 options change only how some InnerProduct weights are stored, so x86 has no
+        # fp16 variant (benchmarks/results/runtimes_avx512.json: on six CNNs the same max|diff| and top-1
+        # agreement with the options on and off).
         if self.missing():
             return ()
         ncnn = self.load_module()
-        hw = ncnn.cpu_support_x86_avx() or ncnn.cpu_support_arm_vfpv4() or ncnn.cpu_support_arm_asimdhp()
-        return ("fp16",) if hw else ()
+        return ("fp16",) if ncnn.cpu_support_arm_vfpv4() or ncnn.cpu_support_arm_asimdhp() else ()
 
     @staticmethod
     def _net(ncnn, threads: int, precision: str = "fp32"):
