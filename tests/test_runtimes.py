@@ -77,6 +77,9 @@ def test_each_runtime_runs_a_tiny_model_through_the_seam(name, kind, tmp_path):
         return
     session = runtime.open(path, 1, bundle / "model.onnx")
     assert [s.name for s in session.inputs] == ["input"]
+    assert session.precision == "fp32"  # whatever the runtime's own default on this CPU
+    if name == "ncnn":
+        assert not session.options["use_fp16_storage"] and not session.options["use_bf16_storage"]
     out = rt.run_all(session, x, chunk=3)  # chunks of 3: batches of more than one through every runtime
     ref = reference(x)
     assert out.shape == ref.shape
