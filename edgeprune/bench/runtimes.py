@@ -319,8 +319,8 @@ RUNTIMES: dict[str, Runtime] = {r.name: r for r in (OnnxRuntime(), OpenVino(), N
 
 
 def label(runtime: str, precision: str | None) -> str:
-    """A runtime as tables and ship lines name it: with its precision when it computes float layers in
-    less than fp32 by its own default ("openvino bf16"), so a lowered precision is never silent."""
+    """A runtime as tables and ship lines name it: with its precision when it computed float layers in
+    less than fp32 ("openvino bf16"), so a lowered precision is never silent."""
     return f"{runtime} {precision}" if precision not in (None, "fp32") else runtime
 
 
