@@ -473,3 +473,44 @@ def test_two_runs_with_the_same_name_stay_two_models(tmp_path):
     assert sorted(group_of(r) for r in report["results"]) == ["demo/baseline", "other/baseline"]
     assert sorted(c["group"] for c in report["ship"]) == ["demo/baseline", "other/baseline"]
     assert sum(r["ship"] for r in report["results"]) == 2
+
+
+def test_onnxruntimes_int8_file_on_openvino_is_named_apart_from_openvinos_own_int8(tmp_path):
+    """With --runtime all, onnxruntime's int8 ONNX file also runs on OpenVINO, beside OpenVINO's own int8
+    entry: the two rows get names that say which file each is (they were int8@openvino and int8@openvino#2),
+    stay in one model's group, and write two run-directory records, not one over the other."""
+    import shutil
+
+    from edgeprune.bench.choose import group_of
+    from edgeprune.bench.discover import discover
+    from edgeprune.bench.runner import run_dir_files
+
+    run = tmp_path / "lite0"
+    bundle = make_cnn_bundle(run / "bundle")
+    (run / "config.json").write_text("{}")
+    shutil.copyfile(bundle / "model.onnx", bundle / "model.int8.onnx")  # stand-ins: any ONNX files
+    shutil.copyfile(bundle / "model.onnx", bundle / "model.ov-int8.onnx")
+    meta = json.loads((bundle / "meta.json").read_text())
+    meta["models"] += [
+        {"name": "int8", "file": "model.int8.onnx"},
+        {"name": "int8", "file": "model.ov-int8.onnx", "runtime": "openvino"},
+    ]
+    (bundle / "meta.json").write_text(json.dumps(meta))
+    _write_manifest(bundle)
+    models = discover([bundle], ("onnxruntime", "openvino"))
+    by_name = {m.name: m for m in models}
+    assert sorted(by_name) == [
+        "lite0/float",
+        "lite0/float@openvino",
+        "lite0/int8",
+        "lite0/int8(model.int8.onnx)@openvino",
+        "lite0/int8@openvino",
+    ]
+    assert by_name["lite0/int8(model.int8.onnx)@openvino"].path.name == "model.int8.onnx"
+    assert by_name["lite0/int8@openvino"].path.name == "model.ov-int8.onnx"
+    assert {m.variant for m in models if "int8" in m.name} == {"int8"}
+    assert len({m.key for m in models}) == len(models)
+    fake = {"settings": {"label": "bench"}, "machine": {"emulated": False}}
+    rows = [{"name": m.name, "runtime": m.runtime} for m in models]
+    assert len(run_dir_files(models, dict(fake, results=rows))) == len(models)  # one record per row
+    assert {group_of(r) for r in rows} == {"lite0"}

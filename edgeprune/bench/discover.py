@@ -32,8 +32,8 @@ class Model:
 
     @property
     def key(self) -> str:
-        """The variant and, off the default runtime, the runtime: unique within a bundle."""
-        return self.variant if self.runtime == DEFAULT_RUNTIME else f"{self.variant}@{self.runtime}"
+        """The row's name within its bundle (the variant and, off the default runtime, the runtime): unique."""
+        return self.name.rsplit("/", 1)[-1]
 
 
 def _named_dir(root: Path) -> Path:
@@ -104,7 +104,11 @@ def _bundle(root: Path, runtimes: tuple[str, ...] | None = None, prefix: str | N
             problem = f"{m['file']} does not match {MANIFEST} (changed or damaged since export)"
         if problem is None and eval_x is not None and onnx:
             _check_fits(path, eval_path, eval_x)
-        name = f"{prefix}/{m['name']}" + ("" if runtime == DEFAULT_RUNTIME else f"@{runtime}")
+        own = str(m.get("runtime") or DEFAULT_RUNTIME)
+        shown = str(m["name"])
+        if runtime != own and any(o["name"] == m["name"] and o.get("runtime") == runtime for o in models):
+            shown += f"({m['file']})"  # onnxruntime's int8 file on OpenVINO, beside OpenVINO's own int8
+        name = f"{prefix}/{shown}" + ("" if runtime == DEFAULT_RUNTIME else f"@{runtime}")
         out.append(
             Model(
                 name=name,
@@ -116,7 +120,7 @@ def _bundle(root: Path, runtimes: tuple[str, ...] | None = None, prefix: str | N
                 problem=problem,
                 runtime=runtime,
                 source=source,
-                precision=m.get("precision") if runtime == m.get("runtime") else None,
+                precision=m.get("precision") if runtime == own else None,
             )
         )
     for runtime in runtimes or ():  # asked for, but nothing in this bundle runs on it: a row that says so
