@@ -87,11 +87,12 @@ class Runtime:
         converted from (its inputs and edgeprune metadata, for files that do not carry them).
         `precision=` ("fp32", the default, or one of `lowered()`) is what float layers compute in:
         every runtime computes in fp32 unless a variant asks for less, whatever the runtime's own default.
-        A CPU without the lower precision runs fp32 (the runtime's choice); `Session.precision` says which."""
+        A CPU without the lower precision runs fp32; `Session.precision` says which ran."""
         precision = options.get("precision") or "fp32"
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; edgeprune knows {', '.join(PRECISIONS)}")
-        options["precision"] = precision
+        # a bundle made on another CPU may ask for what this one lacks: fp32 then, and the session says so
+        options["precision"] = precision if precision == "fp32" or precision in self.lowered() else "fp32"
         if not self.reads(Path(path)):
             raise ValueError(f"{self.name} reads {' or '.join(self.suffixes)} files, not {Path(path).name}")
         return self._open(self.load_module(), Path(path), threads, Path(source) if source else None, options)
