@@ -315,7 +315,9 @@ def _sigint_default() -> None:
 def test_no_bench_worker_survives_the_command_being_killed(sig, tmp_path):
     bundle = make_tiny_bundle(tmp_path / "bundle")
     env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
-    cmd = [str(EDGEPRUNE), "bench", str(bundle), "--seconds", "120", "--rounds", "1", "--warmup", "1"]
+    # --rounds 50: a round stops at MAX_RUNS_PER_ROUND calls (under a second for this tiny model on a fast
+    # CPU), so many rounds keep the bench measuring well past the signal
+    cmd = [str(EDGEPRUNE), "bench", str(bundle), "--seconds", "120", "--rounds", "50", "--warmup", "1"]
     # Ctrl-C needs SIGINT's default in the child: a suite started in the background by a shell without job
     # control inherits SIGINT ignored, and Python then keeps ignoring it (no KeyboardInterrupt at all)
     proc = subprocess.Popen(
