@@ -11,7 +11,7 @@ import numpy as np
 
 from edgeprune.bench.onnxfile import check_model, input_shapes
 from edgeprune.bench.runtimes import DEFAULT as DEFAULT_RUNTIME
-from edgeprune.bench.runtimes import PRECISIONS, RUNTIMES
+from edgeprune.bench.runtimes import PRECISIONS, RUNTIMES, companion
 from edgeprune.errors import UserError
 from edgeprune.manifest import MANIFEST, changed_files
 
@@ -137,15 +137,6 @@ def _bundle(root: Path, runtimes: tuple[str, ...] | None = None, prefix: str | N
                 )
             )
     return out
-
-
-def companion(file: str) -> str:
-    """The weights file beside a converted model (.ncnn.param -> .ncnn.bin, .xml -> .bin); itself for ONNX."""
-    if file.endswith(".param"):
-        return file.removesuffix(".param") + ".bin"
-    if file.endswith(".xml"):
-        return file.removesuffix(".xml") + ".bin"
-    return file
 
 
 def _entries(models: list[dict], runtimes: tuple[str, ...] | None) -> list[tuple[dict, str]]:

@@ -11,10 +11,11 @@ import gzip
 from collections.abc import Callable
 from pathlib import Path
 
-from edgeprune.bench.discover import Model, companion
+from edgeprune.bench.discover import Model
 from edgeprune.bench.metrics import latency_stats
 from edgeprune.bench.onnxfile import count_initializer_elements
 from edgeprune.bench.process import WorkerError, WorkerProcess, signals_stop
+from edgeprune.bench.runtimes import companion
 from edgeprune.bench.settings import Settings, safe_label
 
 Progress = Callable[[str], None]

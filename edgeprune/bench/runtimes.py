@@ -168,6 +168,7 @@ class OnnxRuntime(Runtime):
 
 
 _OV_PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}  # OpenVINO's type names, in edgeprune's words
+_OV_HINT = {v: k for k, v in _OV_PRECISION.items()}  # and back: edgeprune's precision -> OpenVINO's hint
 _OV_CAPABILITY = {"BF16": "bf16", "FP16": "fp16"}  # OPTIMIZATION_CAPABILITIES that allow a lower precision
 _OV_TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "i64": "tensor(int64)", "i32": "tensor(int32)"}
 
@@ -185,12 +186,11 @@ class OpenVino(Runtime):
 
     def _compile(self, ov, model, threads: int, precision: str = "fp32"):
         # The precision is always set: OpenVINO's own default is bf16 on CPUs with AVX-512 BF16 or AMX.
-        hint = {v: k for k, v in _OV_PRECISION.items()}[precision]
         config = {
             "INFERENCE_NUM_THREADS": threads,
             "NUM_STREAMS": 1,
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": hint,
+            "INFERENCE_PRECISION_HINT": _OV_HINT[precision],
         }
         compiled = ov.Core().compile_model(model, "CPU", config)
         request = compiled.create_infer_request()
@@ -287,7 +287,7 @@ class Ncnn(Runtime):
             raise ValueError(f"{path.name} needs the ONNX file it was converted from (its inputs) beside it")
         specs = _onnx_specs(Path(source))
         net = self._net(ncnn, threads, options["precision"])
-        bin_path = Path(str(path).removesuffix(".param") + ".bin")
+        bin_path = path.with_name(companion(path.name))
         if net.load_param(str(path)) != 0 or net.load_model(str(bin_path)) != 0:
             raise RuntimeError(
                 f"ncnn cannot load {path.name} (a layer it does not implement, or a damaged {bin_path.name}); "
@@ -317,6 +317,15 @@ class Ncnn(Runtime):
 
 
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (OnnxRuntime(), OpenVino(), Ncnn())}
+
+
+def companion(file: str) -> str:
+    """The weights file beside a converted model (.ncnn.param -> .ncnn.bin, .xml -> .bin); itself for ONNX."""
+    if file.endswith(".param"):
+        return file.removesuffix(".param") + ".bin"
+    if file.endswith(".xml"):
+        return file.removesuffix(".xml") + ".bin"
+    return file
 
 
 def label(runtime: str, precision: str | None) -> str:

@@ -51,8 +51,9 @@ def _check(
     max_acc_drop: float,
     precision: str = "fp32",
 ) -> dict:
-    """Run `path` on `runtime` over the eval set: parity against onnxruntime's float logits `ref`,
-    accuracy; float variants must agree within tolerance, INT8 ones stay within --max-acc-drop."""
+    """Run `path` on `runtime` at `precision` over the eval set: parity against onnxruntime's float logits
+    `ref`, accuracy; float (fp32) variants must agree within tolerance, bf16/fp16/INT8 ones stay within
+    --max-acc-drop."""
     try:
         session = rt.get(runtime).open(path, 1, source, precision=precision)
         out = rt.run_all(session, eval_x, chunk=64)
@@ -195,8 +196,8 @@ def export_runtimes(
             rows.append(_say(row))
             if row["status"] == "ok":
                 entries.append({"name": "int8", "file": qpath.name, "runtime": name, "source": source.name})
-                files[qpath.name] = qpath
-                files[qpath.with_suffix(".bin").name] = qpath.with_suffix(".bin")
+                for f in (qpath, qpath.with_name(rt.companion(qpath.name))):
+                    files[f.name] = f
         elif name == "ncnn":
             param, why = _ncnn_files(source, out, work, eval_x[0])
             row = check(name, "float", param) if param is not None else _row(name, "float", None, "refused", why)
@@ -206,7 +207,7 @@ def export_runtimes(
             if param is not None:
                 lowered(runtime, param, {"file": param.name, "runtime": name, "source": source.name})
                 if any(e["file"] == param.name for e in entries):  # kept as float, fp16 or both: one copy
-                    bin_path = Path(str(param).removesuffix(".param") + ".bin")
-                    files[param.name], files[bin_path.name] = param, bin_path
+                    for f in (param, param.with_name(rt.companion(param.name))):
+                        files[f.name] = f
             rows.append(_say(_row(name, "int8", None, "unavailable", f"no INT8 variant: {runtime.int8}")))
     return rows, entries, files
