@@ -244,8 +244,12 @@ def test_float_is_fp32_on_every_runtime_and_a_lower_precision_is_a_variant_that_
     meta["models"][-1]["precision"] = "int4"
     (bundle / "meta.json").write_text(json.dumps(meta))
     _write_manifest(bundle)
-    (row,) = [r for r in bench([bundle], make_settings(**FAST))["results"] if r["variant"] == "bf16"]
+    report = bench([bundle], make_settings(**FAST))
+    (row,) = [r for r in report["results"] if r["variant"] == "bf16"]
     assert row["status"] == "failed" and "asks for the precision 'int4'" in row["error"]
+    narrow = Console(width=80, record=True)  # a terminal's usual width, with the runtime column: still said
+    narrow.print(render(report))
+    assert "FAILED" in narrow.export_text()
 
 
 def test_export_makes_and_checks_every_installed_runtime(tmp_path):

@@ -70,7 +70,8 @@ def models_table(report: dict) -> Table:
     cols = ("model", "runtime", "status", "acc", "macro-F1", "RSS MiB\nbefore/load/peak", "KiB\n(gz)", "params")
     for col in cols if several else tuple(c for c in cols if c != "runtime"):
         if col in ("model", "status"):
-            table.add_column(col, overflow="fold", min_width=12 if col == "model" else None)
+            # status keeps a width: at 80 columns with a runtime column it was squeezed to nothing, hiding a failure
+            table.add_column(col, overflow="fold", min_width=12 if col == "model" else 10)
         else:
             table.add_column(col, justify="right", no_wrap=True)
     for row in report["results"]:
